@@ -1,0 +1,120 @@
+"""The bus client every daemon uses: publish events, subscribe by topic or prefix, detect gaps."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any, Callable
+
+import orjson
+
+from . import wire
+from .config import BusSection
+from .envelope import CONFLATED_PREFIX, Event, EventFactory
+from .transport import Transport, UnixTransport
+
+log = logging.getLogger("algo.bus")
+
+Handler = Callable[[Event], None]
+
+
+class BusClient:
+    """Handlers run on the event loop and must be quick; hand slow work to a queue or task.
+
+    >>> bus = BusClient.for_config(config.bus, source="heartbeat")
+    >>> bus.subscribe("control.*", on_control)
+    >>> await bus.start()
+    >>> bus.publish("health.heartbeat", {"daemon": "heartbeat"})
+    """
+
+    def __init__(self, transport: Transport, source: str) -> None:
+        self.source = source
+        self.transport = transport
+        self.events = EventFactory(source)
+        self._handlers: list[tuple[str, Handler]] = []
+        self._routes: dict[bytes, list[Handler]] = {}
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self.received = 0
+        self.gaps = 0
+        self.decode_errors = 0
+        self.handler_errors = 0
+        self.published: Counter[str] = Counter()
+        transport.on_frame = self._on_frame
+
+    @classmethod
+    def for_config(cls, bus: BusSection, source: str, socket_path: str | None = None) -> "BusClient":
+        hello = wire.encode(wire.HELLO, source.encode(), orjson.dumps({"pid": os.getpid()}))
+        client: BusClient
+        transport = UnixTransport(
+            socket_path or str(bus.socket),
+            hello,
+            max_frame=bus.max_frame_bytes,
+            buffer_bytes=bus.publish_buffer_bytes,
+            reconnect_min=bus.reconnect_min_sec,
+            reconnect_max=bus.reconnect_max_sec,
+            resubscribe=lambda: client.subscription_frames(),
+        )
+        client = cls(transport, source)
+        return client
+
+    async def start(self) -> None:
+        await self.transport.start()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+    def subscribe(self, pattern: str, handler: Handler) -> None:
+        """Exact topic, 'prefix.*' or '*'. Survives reconnects: the client resubscribes itself."""
+        wire.check_pattern(pattern.encode())
+        new = all(p != pattern for p, _ in self._handlers)
+        self._handlers.append((pattern, handler))
+        self._routes.clear()
+        if new and self.transport.connected:
+            self.transport.send(wire.encode(wire.SUBSCRIBE, pattern.encode()))
+
+    def subscription_frames(self) -> list[bytes]:
+        patterns = dict.fromkeys(p for p, _ in self._handlers)
+        return [wire.encode(wire.SUBSCRIBE, p.encode()) for p in patterns]
+
+    def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
+        """Stamp and send an event. Never blocks; a full outgoing buffer drops it (counted)."""
+        event = self.events.make(topic, payload, trace, key)
+        self.transport.send(wire.encode(wire.PUBLISH, topic.encode(), event.encode(), key.encode()))
+        self.published[topic] += 1
+        return event
+
+    def _on_frame(self, frame: wire.Frame) -> None:
+        self.received += 1
+        try:
+            event = Event.decode(frame.body, frame.key.decode())
+        except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            self.decode_errors += 1
+            log.warning("undecodable event on %s dropped: %s", frame.topic.decode(errors="replace"), exc)
+            return
+        self._track_seq(event)
+        handlers = self._routes.get(frame.topic)
+        if handlers is None:
+            topic = event.type
+            handlers = self._routes[frame.topic] = [h for p, h in self._handlers if wire.matches(p, topic)]
+        for handler in handlers:
+            try:
+                handler(event)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("handler for %s failed", event.type, extra={"TRACE_ID": event.trace})
+
+    def _track_seq(self, event: Event) -> None:
+        stream = (event.source, event.type)
+        last = self._last_seq.get(stream)
+        self._last_seq[stream] = event.seq
+        if last is not None and event.seq > last + 1:
+            missed = event.seq - last - 1
+            self.gaps += missed
+            if not event.type.startswith(CONFLATED_PREFIX):  # conflation skips ticks by design
+                log.warning("missed %d %s events from %s (seq %d -> %d)", missed, event.type, event.source, last, event.seq)
+        # seq <= last: the source restarted and counts from 1 again; nothing was lost here.

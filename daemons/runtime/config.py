@@ -1,0 +1,299 @@
+"""The fleet's one declarative config: a pydantic-settings model tree loaded from TOML.
+
+Precedence, highest first: ``ALGO_*`` environment variables (nested with ``__``, e.g.
+``ALGO_DAEMONS__HEARTBEAT__INTERVAL_SEC=0.5``), systemd credentials in
+``$CREDENTIALS_DIRECTORY`` (secrets only), the TOML file, the defaults below.
+Every problem is reported with its dotted path so an operator can fix all of them at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/algo/fleet.toml")
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FleetSection(Section):
+    mode: Literal["paper", "live"] = "paper"
+    user: str = Field("algo", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    group: str = Field("algo", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class BusSection(Section):
+    transport: Literal["unix"] = "unix"
+    socket: Path = Path("/run/algo/bus.sock")
+    max_frame_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    # Bytes queued for one subscriber before it is treated as slow (conflate / disconnect).
+    subscriber_buffer_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30)
+    # Bytes a client holds for the broker while disconnected or while the broker is slow.
+    publish_buffer_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30)
+    reconnect_min_sec: float = Field(0.02, gt=0, le=5)
+    reconnect_max_sec: float = Field(1.0, gt=0, le=60)
+
+    @field_validator("socket")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        if not v.is_absolute():
+            raise ValueError("must be an absolute path")
+        if len(os.fsencode(v)) > 107:
+            raise ValueError("is longer than the 107 bytes a Unix socket path may have")
+        return v
+
+
+class MetricsSection(Section):
+    bind: str = "127.0.0.1"
+
+    @field_validator("bind")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        try:
+            ok = ipaddress.ip_address(v).is_loopback
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not an IP address") from exc
+        if not ok:
+            raise ValueError(f"{v} is not a loopback address; expose metrics through a proxy instead")
+        return v
+
+
+class DaemonSection(Section):
+    metrics_port: int = Field(ge=1024, le=65535)
+    # How long a daemon may spend draining after SIGTERM; keep below the unit's TimeoutStopSec.
+    stop_timeout_sec: float = Field(5.0, gt=0, le=60)
+    status_interval_sec: float = Field(2.0, gt=0, le=60)
+
+
+class BusDaemonSection(DaemonSection):
+    metrics_port: int = Field(9470, ge=1024, le=65535)
+
+
+class HeartbeatSection(DaemonSection):
+    metrics_port: int = Field(9471, ge=1024, le=65535)
+    interval_sec: float = Field(1.0, ge=0.01, le=60)
+    # Health fails (and the watchdog stops being fed) after the bus was unreachable this long.
+    max_bus_outage_sec: float = Field(10.0, ge=0.1, le=3600)
+
+
+class DaemonsSection(Section):
+    bus: BusDaemonSection = BusDaemonSection()
+    heartbeat: HeartbeatSection = HeartbeatSection()
+
+    def items(self) -> Iterator[tuple[str, DaemonSection]]:
+        for name in type(self).model_fields:
+            yield name, getattr(self, name)
+
+
+class KiteSection(Section):
+    # Secrets: delivered as systemd credentials named kite_api_key, kite_api_secret, ...
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    access_token: SecretStr | None = None
+    root: str = "https://api.kite.trade"
+
+
+@dataclass(frozen=True)
+class _LoadContext:
+    file_data: dict[str, Any]
+    credentials_dir: Path | None
+
+
+_CONTEXT: ContextVar[_LoadContext] = ContextVar("algo_config_load")
+
+
+class FleetConfig(BaseSettings):
+    """The whole fleet. One file describes every daemon so conflicts are caught in one place."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALGO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    fleet: FleetSection = FleetSection()
+    bus: BusSection = BusSection()
+    metrics: MetricsSection = MetricsSection()
+    daemons: DaemonsSection = DaemonsSection()
+    kite: KiteSection = KiteSection()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        ctx = _CONTEXT.get(_LoadContext({}, None))
+        return (
+            init_settings,
+            env_settings,
+            CredentialsSource(settings_cls, ctx.credentials_dir),
+            InitSettingsSource(settings_cls, ctx.file_data),
+        )
+
+
+def secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Dotted paths of every SecretStr field; each maps to a credential named with underscores."""
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from secret_paths(ann, prefix + (name,))
+        elif SecretStr in getattr(ann, "__args__", (ann,)):
+            yield prefix + (name,)
+
+
+def credential_name(path: tuple[str, ...]) -> str:
+    return "_".join(path)
+
+
+class CredentialsSource(PydanticBaseSettingsSource):
+    """Reads secrets from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=/LoadCredentialEncrypted=)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], directory: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.directory = directory
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ does the whole tree at once
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.directory is None:
+            return out
+        for path in secret_paths(self.settings_cls):
+            file = self.directory / credential_name(path)
+            if not file.is_file():
+                continue
+            value = file.read_text().strip()
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, each with its dotted path."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(map(str, problems)))
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None, environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    return Path(env.get("ALGO_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    credentials_dir: str | os.PathLike[str] | None = None,
+) -> FleetConfig:
+    """Load, validate and cross-check the fleet config; raise ConfigError listing all problems."""
+    file = resolve_path(path)
+    try:
+        data = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(file), [Problem("<file>", "no such file (set --config or ALGO_CONFIG)")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), [Problem("<file>", str(exc))]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), [Problem("<toml>", str(exc))]) from None
+
+    creds = credentials_dir or os.environ.get("CREDENTIALS_DIRECTORY")
+    token = _CONTEXT.set(_LoadContext(data, Path(creds) if creds else None))
+    try:
+        config = FleetConfig()
+    except ValidationError as exc:
+        raise ConfigError(str(file), [_problem(err) for err in exc.errors()]) from None
+    finally:
+        _CONTEXT.reset(token)
+
+    problems = cross_check(config)
+    if problems:
+        raise ConfigError(str(file), problems)
+    return config
+
+
+def _problem(err: Any) -> Problem:
+    path = ".".join(str(p) for p in err["loc"]) or "<root>"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required"
+    elif "input" in err and err["type"] not in ("model_type", "dict_type"):
+        msg = f"{msg} (got {err['input']!r})"
+    return Problem(path, msg)
+
+
+def cross_check(config: FleetConfig) -> list[Problem]:
+    """Checks that span sections, which field validators cannot see."""
+    problems: list[Problem] = []
+    ports: dict[int, str] = {}
+    for name, section in config.daemons.items():
+        path = f"daemons.{name}.metrics_port"
+        if section.metrics_port in ports:
+            problems.append(Problem(path, f"port {section.metrics_port} is already used by {ports[section.metrics_port]}"))
+        else:
+            ports[section.metrics_port] = path
+    if config.bus.reconnect_min_sec > config.bus.reconnect_max_sec:
+        problems.append(Problem("bus.reconnect_min_sec", "must not exceed bus.reconnect_max_sec"))
+    if config.fleet.mode == "live":
+        for field in ("api_key", "api_secret"):
+            if getattr(config.kite, field) is None:
+                problems.append(
+                    Problem(
+                        f"kite.{field}",
+                        f"live mode needs it: install the systemd credential kite_{field} "
+                        "(or pass --credentials DIR to algoctl)",
+                    )
+                )
+    return problems
+
+
+def redacted(config: FleetConfig) -> dict[str, Any]:
+    """The effective config as plain data with every secret masked, for `algoctl config show`."""
+    data = config.model_dump(mode="json")
+    for path in secret_paths(FleetConfig):
+        node = data
+        for part in path[:-1]:
+            node = node[part]
+        if node.get(path[-1]) is not None:
+            node[path[-1]] = "**********"
+    return data

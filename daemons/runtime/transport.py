@@ -1,0 +1,204 @@
+"""How a bus client reaches the broker. The Unix socket is the one transport today; a Redis
+Streams transport for multi-host fleets implements the same small interface."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Callable
+
+from . import wire
+
+log = logging.getLogger("algo.bus")
+
+FrameHandler = Callable[[wire.Frame], None]
+
+
+class Transport(ABC):
+    """Delivers frames to the broker and hands received PUBLISH frames to ``on_frame``."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.connected = False
+        self.on_frame: FrameHandler = lambda frame: None
+        self.on_connected: Callable[[], None] = lambda: None
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Begin connecting; never raises for an unreachable broker (it keeps retrying)."""
+
+    @abstractmethod
+    def send(self, frame: bytes) -> bool:
+        """Queue one encoded frame; False (and counted) when the outgoing buffer is full."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush what can be flushed and disconnect for good."""
+
+    @property
+    @abstractmethod
+    def queued_bytes(self) -> int:
+        """Bytes waiting to reach the broker."""
+
+
+class UnixTransport(Transport, asyncio.Protocol):
+    """Stream socket to the local broker with batched writes and automatic reconnect."""
+
+    def __init__(
+        self,
+        path: str,
+        hello: bytes,
+        *,
+        max_frame: int,
+        buffer_bytes: int,
+        reconnect_min: float,
+        reconnect_max: float,
+        resubscribe: Callable[[], list[bytes]],
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.hello = hello
+        self.buffer_bytes = buffer_bytes
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.resubscribe = resubscribe
+        self._reader = wire.FrameReader(max_frame)
+        self._tx: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        first = asyncio.Event()
+        self._task = asyncio.create_task(self._maintain(first), name="bus-connection")
+        # Give the first attempt a moment so a daemon that starts with the bus up is connected
+        # by the time it reports READY=1; an unreachable bus is retried in the background.
+        try:
+            await asyncio.wait_for(first.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _maintain(self, first: asyncio.Event) -> None:
+        assert self._loop is not None
+        delay = self.reconnect_min
+        failures = 0
+        while not self._closing:
+            try:
+                await self._loop.create_unix_connection(lambda: self, self.path)
+            except OSError as exc:
+                if failures == 0:
+                    log.warning("bus unreachable at %s (%s); retrying", self.path, exc.strerror or exc)
+                failures += 1
+                first.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max)
+                continue
+            if failures:
+                log.info("bus reachable again after %d attempts", failures)
+            failures = 0
+            delay = self.reconnect_min
+            first.set()
+            self._lost = self._loop.create_future()
+            await self._lost
+            if not self._closing:
+                self.reconnects += 1
+                log.warning("bus connection lost; reconnecting")
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tx = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        self._reader = wire.FrameReader(self._reader.max_frame)
+        self.connected = True
+        transport.write(b"".join([self.hello, *self.resubscribe()]))
+        while self._outbox:
+            frame = self._outbox.popleft()
+            self._pending.append(frame)
+            self._pending_bytes += len(frame)
+        self._outbox_bytes = 0
+        self._flush()
+        self.on_connected()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tx = None
+        self.connected = False
+        # Frames not yet handed to the kernel go back to the outbox for the next connection.
+        for frame in self._pending:
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except wire.ProtocolError as exc:
+            log.error("bad frame from the broker (%s); reconnecting", exc)
+            if self._tx is not None:
+                self._tx.abort()
+            return
+        on_frame = self.on_frame
+        for frame in frames:
+            if frame.kind == wire.PUBLISH:
+                on_frame(frame)
+            elif frame.kind == wire.NOTICE:
+                log.warning("broker notice: %s", frame.body.decode(errors="replace"))
+
+    # sending
+    def send(self, frame: bytes) -> bool:
+        n = len(frame)
+        tx = self._tx
+        if tx is None:
+            if self._outbox_bytes + n > self.buffer_bytes:
+                self.dropped += 1
+                return False
+            self._outbox.append(frame)
+            self._outbox_bytes += n
+            return True
+        if self._pending_bytes + tx.get_write_buffer_size() + n > self.buffer_bytes:
+            self.dropped += 1
+            return False
+        self._pending.append(frame)
+        self._pending_bytes += n
+        if self._flush_handle is None:
+            assert self._loop is not None
+            self._flush_handle = self._loop.call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._tx is None or not self._pending:
+            return
+        self.sent += len(self._pending)
+        self._tx.write(b"".join(self._pending))
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        tx = self._tx
+        return self._pending_bytes + self._outbox_bytes + (tx.get_write_buffer_size() if tx else 0)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._flush()
+        if self._tx is not None:
+            self._tx.close()  # close() lets the buffered bytes drain first
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,118 @@
+"""The bus wire format: a 7-byte header the broker routes on, then body bytes it never parses.
+
+    u32 length (of everything after these 4 bytes, big-endian)
+    u8  kind     PUBLISH | SUBSCRIBE | UNSUBSCRIBE | HELLO | NOTICE
+    u8  topic_len
+    u8  key_len
+    topic (ASCII)   key (bytes, e.g. an instrument token; the conflation key)   body
+
+Routing on a small header and forwarding the body untouched is what keeps the broker hop
+cheap (see bench/README.md): the JSON envelope is decoded only by the receiving client.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+PUBLISH = 1
+SUBSCRIBE = 2
+UNSUBSCRIBE = 3
+HELLO = 4
+NOTICE = 5
+KINDS = frozenset({PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HELLO, NOTICE})
+
+HEADER = struct.Struct("!IBBB")
+HEADER_SIZE = HEADER.size  # 7
+_MIN_LENGTH = HEADER_SIZE - 4
+
+TOPIC_RE = re.compile(rb"^[a-z0-9_][a-z0-9_.\-]*$")
+PATTERN_RE = re.compile(rb"^(\*|[a-z0-9_][a-z0-9_.\-]*(\.\*)?)$")
+
+
+class ProtocolError(Exception):
+    """A peer sent something that is not a valid frame; the broker drops that peer."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason  # low-cardinality, used as a metric label
+        super().__init__(f"{reason}: {detail}")
+
+
+class Frame(NamedTuple):
+    kind: int
+    topic: bytes
+    key: bytes
+    body: bytes
+    raw: bytes  # the whole frame, header included, to forward without re-encoding
+
+
+def encode(kind: int, topic: bytes, body: bytes = b"", key: bytes = b"") -> bytes:
+    return HEADER.pack(3 + len(topic) + len(key) + len(body), kind, len(topic), len(key)) + topic + key + body
+
+
+class FrameReader:
+    """Incremental parser: feed it whatever recv() returned, get every complete frame back."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still waiting for the rest (non-zero at EOF = truncated)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        buf = self._buf
+        buf += data
+        frames: list[Frame] = []
+        pos = 0
+        end = len(buf)
+        unpack = HEADER.unpack_from
+        while end - pos >= HEADER_SIZE:
+            length, kind, tlen, klen = unpack(buf, pos)
+            if length > self.max_frame:
+                raise ProtocolError("oversized", f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
+            if length < _MIN_LENGTH or tlen + klen > length - _MIN_LENGTH:
+                raise ProtocolError("malformed", f"inconsistent lengths (frame {length}, topic {tlen}, key {klen})")
+            if kind not in KINDS:
+                raise ProtocolError("malformed", f"unknown frame kind {kind}")
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            t0 = pos + HEADER_SIZE
+            k0 = t0 + tlen
+            b0 = k0 + klen
+            raw = bytes(buf[pos:stop])
+            off = b0 - pos
+            frames.append(Frame(kind, raw[HEADER_SIZE : HEADER_SIZE + tlen], raw[HEADER_SIZE + tlen : off], raw[off:], raw))
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+def check_publish(frame: Frame) -> None:
+    """Cheap checks that keep garbage off the bus without parsing the JSON body."""
+    if not TOPIC_RE.match(frame.topic):
+        raise ProtocolError("malformed", f"bad topic {frame.topic[:64]!r}")
+    body = frame.body
+    if not body or body[0] != 0x7B or body[-1] != 0x7D:  # '{' ... '}'
+        raise ProtocolError("malformed", "body is not a JSON object")
+
+
+def check_pattern(pattern: bytes) -> None:
+    if not PATTERN_RE.match(pattern):
+        raise ProtocolError("malformed", f"bad subscription pattern {pattern[:64]!r}")
+
+
+def matches(pattern: str, topic: str) -> bool:
+    """Exact topic, 'prefix.*' (anything below prefix), or '*' (everything)."""
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return topic.startswith(pattern[:-1])
+    return pattern == topic
