@@ -252,7 +252,7 @@ def load_config(
 
 def _problem(err: Any) -> Problem:
     path = ".".join(str(p) for p in err["loc"]) or "<root>"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "missing":
@@ -288,12 +288,5 @@ def cross_check(config: FleetConfig) -> list[Problem]:
 
 
 def redacted(config: FleetConfig) -> dict[str, Any]:
-    """The effective config as plain data with every secret masked, for `algoctl config show`."""
-    data = config.model_dump(mode="json")
-    for path in secret_paths(FleetConfig):
-        node = data
-        for part in path[:-1]:
-            node = node[part]
-        if node.get(path[-1]) is not None:
-            node[path[-1]] = "**********"
-    return data
+    """The effective config as plain data, for `algoctl config show`: SecretStr dumps as '**********'."""
+    return config.model_dump(mode="json")

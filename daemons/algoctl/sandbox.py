@@ -1,0 +1,334 @@
+"""A private systemd as PID 1 of its own PID + mount namespace: how tests prove the units, and
+how a newcomer runs the fleet on a machine whose init is not systemd.
+
+What the namespace sees differently from the host:
+  /run               a fresh tmpfs (the bus socket, systemd's own runtime state)
+  /var/lib/systemd   a fresh tmpfs (the host's timer stamps and random seed stay untouched)
+  /var/lib/algo      <root>/state      (StateDirectory= of every unit)
+  /var/log/journal   <root>/journal    (readable from the host: journalctl -D <root>/journal)
+  /etc/algo          <root>/etc        (fleet.toml)
+  /etc/passwd, group with the fleet's user added when the host has none
+Only a whitelist of stock units is visible (journald and the basic targets): a stock
+sysinit.target would run the host's tmpfiles, sysctl and friends, and wipe the host's /tmp.
+Traps and their reasons: ../shared/SANDBOX.md and docs/ARCHITECTURE.md#sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from .units import render_units
+
+STOCK_DIR = Path("/lib/systemd/system")
+STOCK_UNITS = (
+    "systemd-journald.service", "systemd-journald.socket", "systemd-journald-dev-log.socket",
+    "systemd-journal-flush.service",
+    "sysinit.target", "basic.target", "sockets.target", "timers.target", "paths.target", "slices.target",
+    "multi-user.target", "network.target", "network-online.target", "time-sync.target",
+    "shutdown.target", "umount.target", "final.target", "exit.target", "systemd-exit.service",
+    "-.slice", "system.slice",
+)
+BOOT_TARGET = "algo-sandbox.target"
+ACTIVE = Path("/run/algo-sandbox.json")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def unavailable_reason() -> str | None:
+    """Why a sandbox cannot boot here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the systemd sandbox needs root (a new PID + mount namespace and a private systemd as PID 1)"
+    for tool in ("unshare", "nsenter", "systemctl", "journalctl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not (STOCK_DIR / "systemd-journald.service").exists() or not Path("/lib/systemd/systemd").exists():
+        return "systemd is not installed (apt-get install systemd)"
+    return None
+
+
+class Sandbox:
+    """Boot with start(), drive with systemctl()/journalctl(), tear down with stop()."""
+
+    def __init__(self, root: Path, *, venv: str = sys.prefix, user: str = "algo", group: str = "algo") -> None:
+        self.root = root.resolve()
+        self.venv = venv
+        self.user = user
+        self.group = group
+        self.units = self.root / "units"
+        self.state = self.root / "state"
+        self.journal = self.root / "journal"
+        self.etc = self.root / "etc"
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._made_mountpoints: list[Path] = []
+        self._cgroups_before: set[Path] = set()
+
+    # ---- setup -------------------------------------------------------------------------
+    def prepare(self, config: Path | None = None) -> None:
+        """Render units and the file-system view; safe to call again (re-renders units)."""
+        for d in (self.units, self.state, self.journal, self.etc):
+            d.mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o755)
+        render_units(self.units, self.venv)
+        for name in STOCK_UNITS:
+            link = self.units / name
+            if not link.is_symlink() and (STOCK_DIR / name).exists():
+                link.symlink_to(STOCK_DIR / name)
+        (self.units / BOOT_TARGET).write_text(
+            "[Unit]\nDescription=algo-fleet sandbox boot target\n"
+            "Wants=systemd-journald.service systemd-journal-flush.service\n"
+        )
+        if config is not None:
+            shutil.copyfile(config, self.etc / "fleet.toml")
+        self._write_identity()
+        self._check_reachable()
+
+    def install_dropin(self, unit: str, name: str, text: str) -> Path:
+        """Add a drop-in (e.g. a shorter WatchdogSec= for a test); run daemon_reload() after."""
+        d = self.units / f"{unit}.d"
+        d.mkdir(exist_ok=True)
+        path = d / f"{name}.conf"
+        path.write_text(text)
+        return path
+
+    def _write_identity(self) -> None:
+        """Give the namespace the fleet's user and group without touching the host's /etc."""
+        passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
+        users = {l.split(":")[0]: l.split(":") for l in passwd.splitlines() if l}
+        groups = {l.split(":")[0]: l.split(":") for l in group.splitlines() if l}
+        taken = {int(v[2]) for v in users.values()} | {int(v[2]) for v in groups.values()}
+        if self.group in groups:
+            gid = int(groups[self.group][2])
+        else:
+            gid = next(i for i in range(999, 100, -1) if i not in taken)
+            group += f"{self.group}:x:{gid}:\n"
+            taken.add(gid)
+        if self.user not in users:
+            uid = gid if gid not in {int(v[2]) for v in users.values()} else next(i for i in range(999, 100, -1) if i not in taken)
+            passwd += f"{self.user}:x:{uid}:{gid}:algo-fleet:/nonexistent:/usr/sbin/nologin\n"
+        (self.root / "passwd").write_text(passwd)
+        (self.root / "group").write_text(group)
+
+    def _check_reachable(self) -> None:
+        """The fleet user must reach the venv: a checkout under /root (mode 0700) is not reachable."""
+        for path in (Path(self.venv), Path(os.path.realpath(Path(self.venv) / "bin" / "python"))):
+            p = path
+            while p != p.parent:
+                if p.exists() and not os.stat(p).st_mode & 0o001:
+                    raise SandboxError(
+                        f"{p} is not searchable by other users, so the fleet's user cannot run {path}; "
+                        "put the checkout somewhere like /srv or /opt, or chmod o+x it"
+                    )
+                p = p.parent
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise SandboxError(reason)
+        other = active_sandbox()
+        if other is not None:
+            raise SandboxError(
+                f"a sandbox is already running at {other['root']} (pid {other['pid']}); "
+                f"stop it first: algoctl sandbox stop --root {other['root']}"
+            )
+        if not (self.units / BOOT_TARGET).exists():
+            self.prepare()
+        self._cgroups_before = set(_cgroup_dirs())
+        binds = [(self.state, "/var/lib/algo"), (self.journal, "/var/log/journal"), (self.etc, "/etc/algo")]
+        for _, target in binds:
+            t = Path(target)
+            if not t.exists():
+                t.mkdir(parents=True)
+                self._made_mountpoints.append(t)
+        script = [
+            "set -e",
+            "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run",
+            "mkdir -p /run/systemd /run/lock",
+            "mount -t tmpfs -o mode=0755 tmpfs /var/lib/systemd",
+            *(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for src, dst in binds),
+            f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
+            f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
+            f"export SYSTEMD_UNIT_PATH={shlex.quote(str(self.units))} container=algo-sandbox",
+            f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=console",
+        ]
+        console = open(self.root / "console.log", "ab")
+        self._proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
+             "sh", "-c", "\n".join(script)],
+            stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True,
+        )
+        console.close()
+        try:
+            self.pid = self._find_init(timeout)
+            ACTIVE.write_text(json.dumps({"pid": self.pid, "root": str(self.root)}))
+            (self.root / "pid").write_text(str(self.pid))
+            (self.root / "teardown.json").write_text(json.dumps({
+                "mountpoints": [str(p) for p in self._made_mountpoints],
+                "cgroups": sorted(str(p) for p in self._cgroups_before),
+            }))
+            self._wait_booted(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _find_init(self, timeout: float) -> int:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children")
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise SandboxError(f"sandbox exited at once: {self._console_tail()}")
+            kids = children.read_text().split() if children.exists() else []
+            if kids and Path(f"/proc/{kids[0]}/exe").resolve().name == "systemd":
+                return int(kids[0])
+            time.sleep(0.02)
+        raise SandboxError(f"systemd did not start within {timeout:.0f}s: {self._console_tail()}")
+
+    def _wait_booted(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.systemctl("is-system-running").stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(0.05)
+        raise SandboxError(f"sandbox systemd did not finish booting within {timeout:.0f}s (state {state!r})")
+
+    def _console_tail(self) -> str:
+        text = (self.root / "console.log").read_text(errors="replace")
+        return text[-2000:].strip() or "(no output)"
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop the fleet's units gracefully, then kill the namespace's init and check nothing is left."""
+        pid = self.pid
+        if pid is not None and _alive(pid):
+            ns = os.readlink(f"/proc/{pid}/ns/pid")
+            try:
+                self.systemctl("stop", "algo.target", "algo-*", timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            os.kill(pid, signal.SIGKILL)  # SIGTERM would only make PID 1 re-execute itself
+            _wait_gone(ns, 10.0)
+        if self._proc is not None:
+            self._proc.wait(timeout=10)
+        self.pid = None
+        for path in sorted(set(_cgroup_dirs()) - self._cgroups_before, key=lambda p: len(p.parts), reverse=True):
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        for t in reversed(self._made_mountpoints):
+            try:
+                t.rmdir()
+            except OSError:
+                pass
+        self._made_mountpoints.clear()
+        current = active_sandbox()
+        if current is None or current["root"] == str(self.root):
+            ACTIVE.unlink(missing_ok=True)
+
+    # ---- driving it --------------------------------------------------------------------
+    def run(self, *cmd: str, timeout: float = 60.0, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the sandbox (its mount and PID namespace)."""
+        if self.pid is None:
+            raise SandboxError("sandbox is not running")
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-p", *cmd],
+            capture_output=True, text=True, timeout=timeout, input=input, check=check,
+        )
+
+    def systemctl(self, *args: str, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.run("systemctl", "--no-pager", *args, timeout=timeout, check=check)
+
+    def journalctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return self.run("journalctl", "--no-pager", *args, timeout=timeout)
+
+    def daemon_reload(self) -> None:
+        self.systemctl("daemon-reload", check=True)
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.systemctl("show", unit, *(f"--property={p}" for p in props), check=True).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def path(self, inside: str) -> Path:
+        """A path inside the sandbox as the host sees it (e.g. /run/algo/bus.sock)."""
+        return Path(f"/proc/{self.pid}/root") / inside.lstrip("/")
+
+    def __enter__(self) -> "Sandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def active_sandbox() -> dict[str, object] | None:
+    """The sandbox recorded as running, if its init is still alive."""
+    try:
+        info = json.loads(ACTIVE.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return info if _alive(int(info["pid"])) else None
+
+
+def attach(root: Path) -> Sandbox:
+    """A Sandbox object for one started earlier (by another algoctl invocation)."""
+    box = Sandbox(root)
+    try:
+        box.pid = int((box.root / "pid").read_text())
+    except FileNotFoundError:
+        raise SandboxError(f"no sandbox was started at {box.root}") from None
+    if not _alive(box.pid):
+        box.pid = None
+    teardown = json.loads((box.root / "teardown.json").read_text())
+    box._made_mountpoints = [Path(p) for p in teardown["mountpoints"]]
+    box._cgroups_before = {Path(p) for p in teardown["cgroups"]}
+    return box
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/exe").resolve().name == "systemd"
+    except OSError:
+        return False
+
+
+def _wait_gone(ns: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not list(_processes_in(ns)):
+            return
+        time.sleep(0.05)
+    raise SandboxError(f"processes of the sandbox survived its teardown: {list(_processes_in(ns))}")
+
+
+def _processes_in(ns: str) -> Iterable[int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") == ns:
+                    yield int(entry.name)
+            except OSError:
+                continue
+
+
+def _cgroup_dirs() -> Iterable[Path]:
+    if not CGROUP_ROOT.exists():
+        return
+    for hierarchy in CGROUP_ROOT.iterdir():
+        for dirpath, dirnames, _ in os.walk(hierarchy):
+            for d in dirnames:
+                yield Path(dirpath) / d
