@@ -8,6 +8,7 @@ What the namespace sees differently from the host:
   /var/log/journal   <root>/journal    (readable from the host: journalctl -D <root>/journal)
   /etc/algo          <root>/etc        (fleet.toml)
   /etc/passwd, group with the fleet's user added when the host has none
+  /etc/systemd/journald.conf   persistent storage, no reading of the host's kernel log
 Only a whitelist of stock units is visible (journald and the basic targets): a stock
 sysinit.target would run the host's tmpfiles, sysctl and friends, and wipe the host's /tmp.
 Traps and their reasons: ../shared/SANDBOX.md and docs/ARCHITECTURE.md#sandbox.
@@ -90,6 +91,9 @@ class Sandbox:
             "[Unit]\nDescription=algo-fleet sandbox boot target\n"
             "Wants=systemd-journald.service systemd-journal-flush.service\n"
         )
+        # The host's kernel log is not the sandbox's: journald neither reads nor writes it.
+        self.install_dropin("systemd-journald.service", "sandbox", "[Service]\nEnvironment=SYSTEMD_LOG_TARGET=null\n")
+        (self.root / "journald.conf").write_text("[Journal]\nStorage=persistent\nReadKMsg=no\n")
         if config is not None:
             shutil.copyfile(config, self.etc / "fleet.toml")
         self._write_identity()
@@ -161,8 +165,9 @@ class Sandbox:
             *(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for src, dst in binds),
             f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
             f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
+            f"mount --bind {shlex.quote(str(self.root / 'journald.conf'))} /etc/systemd/journald.conf",
             f"export SYSTEMD_UNIT_PATH={shlex.quote(str(self.units))} container=algo-sandbox",
-            f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=console",
+            f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=journal",
         ]
         console = open(self.root / "console.log", "ab")
         self._proc = subprocess.Popen(

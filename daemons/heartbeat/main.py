@@ -1,4 +1,5 @@
-"""algo-heartbeat: publishes ``health.heartbeat`` and watches every daemon's heartbeats.
+"""algo-heartbeat: publishes ``health.heartbeat``, watches every daemon's heartbeats, and
+writes every ``control.*`` event to the journal (who paused what, with its TRACE_ID).
 
 It subscribes to the heartbeats it publishes, so its health check proves the whole bus path
 (client -> broker -> client) works. When no heartbeat has made the round trip for
@@ -34,6 +35,7 @@ class HeartbeatDaemon(Daemon):
         super().__init__(config, metrics)
         self.bus = BusClient.for_config(config.bus, source=self.name)
         self.bus.subscribe(HEALTH_HEARTBEAT, self._on_heartbeat)
+        self.bus.subscribe("control.*", self._on_control)
         self.started = time.monotonic()
         self.last_echo = self.started
         self.last_seen: dict[str, float] = {}  # source -> wall-clock time of its last heartbeat
@@ -65,6 +67,13 @@ class HeartbeatDaemon(Daemon):
         self.last_seen[event.source] = event.ts / 1e9
         if event.source == self.name:
             self.last_echo = time.monotonic()
+
+    def _on_control(self, event: Event) -> None:
+        fields = {"TRACE_ID": event.trace}
+        for name in ("engine", "strategy", "symbol"):
+            if isinstance(event.payload.get(name), str):
+                fields[name.upper()] = event.payload[name]
+        log.info("%s from %s: %s", event.type, event.source, event.payload, extra=fields)
 
     def health(self) -> str | None:
         silent = time.monotonic() - self.last_echo

@@ -196,6 +196,11 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._flush()
         if self._tx is not None:
             self._tx.close()  # close() lets the buffered bytes drain first
+            if self._lost is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
+                except asyncio.TimeoutError:
+                    log.warning("bus did not take our last %d bytes within 2s", self.queued_bytes)
         if self._task is not None:
             self._task.cancel()
             try:

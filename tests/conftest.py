@@ -1,0 +1,42 @@
+"""Shared fixtures. Tests that boot a private systemd skip without root, except under CI=true."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from daemons.algoctl.sandbox import Sandbox, unavailable_reason
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# The fleet as the systemd tests run it: paper.toml with a faster heartbeat and a short outage limit.
+TEST_CONFIG = (REPO / "configs" / "paper.toml").read_text().replace(
+    "interval_sec = 1.0", "interval_sec = 0.1"
+).replace("max_bus_outage_sec = 10.0", "max_bus_outage_sec = 1.5")
+
+
+def require_systemd_sandbox() -> None:
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true requires the systemd tests to run, but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    require_systemd_sandbox()
+    box = Sandbox(tmp_path / "sandbox")
+    config = tmp_path / "fleet.toml"
+    config.write_text(TEST_CONFIG)
+    box.prepare(config)
+    box.start()
+    try:
+        yield box
+    finally:
+        box.stop()

@@ -1,0 +1,57 @@
+"""Talk to the bus inside a sandbox from the test process, through /proc/PID/root."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from daemons.algoctl.sandbox import Sandbox
+from daemons.runtime.client import BusClient
+from daemons.runtime.config import BusSection
+from daemons.runtime.envelope import Event
+
+
+def client_for(sandbox: Sandbox, source: str = "test-client") -> BusClient:
+    return BusClient.for_config(BusSection(), source, socket_path=str(sandbox.path("/run/algo/bus.sock")))
+
+
+def publish_once(sandbox: Sandbox, topic: str, payload: dict[str, Any], trace: str | None = None) -> None:
+    async def go() -> None:
+        bus = client_for(sandbox)
+        await bus.start()
+        assert bus.connected, "could not reach the sandbox's bus"
+        bus.publish(topic, payload, trace=trace)
+        await bus.close()
+
+    asyncio.run(go())
+
+
+class Listener:
+    """A bus client on its own thread and loop, recording (monotonic receive time, event)."""
+
+    def __init__(self, sandbox: Sandbox, *patterns: str, source: str = "test-listener") -> None:
+        self.events: list[tuple[float, Event]] = []
+        self.loop = asyncio.new_event_loop()
+        self.client = client_for(sandbox, source)
+        for pattern in patterns:
+            self.client.subscribe(pattern, lambda ev: self.events.append((time.monotonic(), ev)))
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> "Listener":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.client.start(), self.loop).result(5)
+        return self
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run fn on the client's loop (the client is not thread-safe)."""
+        async def go() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()

@@ -1,0 +1,98 @@
+"""The daemon lifecycle against a real systemd: Type=notify readiness, STATUS=, the watchdog,
+restarts, EX_CONFIG, and journald."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from daemons.algoctl.sandbox import Sandbox
+from tests.helpers import wait_until
+from tests.systemd.busclient import publish_once
+
+pytestmark = pytest.mark.systemd
+
+HB = "algo-heartbeat.service"
+FAST_WATCHDOG = "[Service]\nWatchdogSec=2s\nRestartSec=100ms\n"
+
+
+def test_activating_until_ready_then_active_with_status(sandbox: Sandbox) -> None:
+    sandbox.systemctl("start", "--no-block", HB, check=True)
+    # The process runs (MainPID set) while systemd still waits for READY=1: that is Type=notify.
+    seen = wait_until(
+        lambda: (p := sandbox.show(HB, "ActiveState", "MainPID"))["ActiveState"] == "activating"
+        and p["MainPID"] != "0",
+        10, "the heartbeat to run while still activating", interval=0.01,
+    )
+    assert seen
+    wait_until(lambda: sandbox.show(HB, "ActiveState")["ActiveState"] == "active", 15, "READY=1")
+    props = sandbox.show(HB, "StatusText", "Type", "NRestarts")
+    assert props["Type"] == "notify"
+    assert props["StatusText"].startswith("connected; heartbeat every 0.1s")
+    status = sandbox.systemctl("status", HB).stdout
+    assert 'Status: "connected; heartbeat every 0.1s' in status
+
+
+def test_sigstop_gets_killed_by_the_watchdog_and_restarted(sandbox: Sandbox) -> None:
+    sandbox.install_dropin(HB, "fast-watchdog", FAST_WATCHDOG)
+    sandbox.daemon_reload()
+    sandbox.systemctl("start", HB, check=True)
+    first = sandbox.show(HB, "MainPID")["MainPID"]
+    sandbox.systemctl("kill", "--signal=SIGSTOP", HB, check=True)
+    wait_until(lambda: int(sandbox.show(HB, "NRestarts")["NRestarts"]) >= 1, 20, "a watchdog restart")
+    wait_until(lambda: sandbox.show(HB, "ActiveState")["ActiveState"] == "active", 15, "the restarted heartbeat")
+    assert sandbox.show(HB, "MainPID")["MainPID"] != first
+    log = sandbox.journalctl("-u", HB, "-o", "cat").stdout
+    assert "Watchdog timeout" in log
+    assert "Failed with result 'watchdog'" in log
+
+
+def test_failing_health_check_stops_the_watchdog_and_restarts(sandbox: Sandbox) -> None:
+    sandbox.install_dropin(HB, "fast-watchdog", FAST_WATCHDOG)
+    sandbox.daemon_reload()
+    sandbox.systemctl("start", HB, check=True)
+    # Take the bus away: the heartbeat's round trip fails, its health check with it (1.5s limit).
+    sandbox.systemctl("stop", "algo-bus.socket", "algo-bus.service", check=True)
+    wait_until(lambda: int(sandbox.show(HB, "NRestarts")["NRestarts"]) >= 1, 20, "a restart for failed health")
+    log = sandbox.journalctl("-u", HB, "-o", "cat").stdout
+    assert "unhealthy, no longer feeding the watchdog: no heartbeat round trip" in log
+    assert "Failed with result 'watchdog'" in log
+
+
+def test_bad_config_exits_78_without_restart_loop_and_names_the_key(sandbox: Sandbox) -> None:
+    (sandbox.etc / "fleet.toml").write_text("[daemons.heartbeat]\ninterval_sec = -1\n[bus]\nsokcet = '/x'\n")
+    sandbox.systemctl("start", HB)  # fails: that is the point
+    wait_until(lambda: sandbox.show(HB, "ActiveState")["ActiveState"] == "failed", 15, "the unit to fail")
+    time.sleep(1.0)  # RestartSec=200ms: a restart loop would have shown by now
+    props = sandbox.show(HB, "ExecMainStatus", "NRestarts", "Result", "ActiveState")
+    assert props == {"ExecMainStatus": "78", "NRestarts": "0", "Result": "exit-code", "ActiveState": "failed"}
+    errors = sandbox.journalctl("-u", HB, "-p", "err", "-o", "cat").stdout
+    assert "daemons.heartbeat.interval_sec: Input should be greater than or equal to 0.01 (got -1)" in errors
+    assert "bus.sokcet: unknown key" in errors
+
+
+def test_journal_priorities_and_structured_fields(sandbox: Sandbox) -> None:
+    sandbox.systemctl("start", HB, check=True)
+    publish_once(sandbox, "control.pause", {"engine": "fno", "strategy": "ema-nifty"}, trace="trace-pause-1")
+    publish_once(sandbox, "control.resume", {"engine": "fno"}, trace="trace-resume-2")
+    wait_until(
+        lambda: "trace-resume-2" in sandbox.journalctl("-u", HB, "-o", "verbose").stdout, 10, "the control audit lines"
+    )
+    by_trace = sandbox.journalctl("TRACE_ID=trace-pause-1", "-o", "cat").stdout.splitlines()
+    assert len(by_trace) == 1 and by_trace[0].startswith("control.pause from test-client:")
+    by_engine = sandbox.journalctl("ENGINE=fno", "-o", "cat").stdout.splitlines()
+    assert [line.split(" ")[0] for line in by_engine] == ["control.pause", "control.resume"]
+    assert sandbox.journalctl("STRATEGY=ema-nifty", "-o", "cat").stdout.count("\n") == 1
+    # Nothing at warning or worse from a healthy start ...
+    assert sandbox.journalctl("-u", HB, "-p", "warning", "-o", "cat").stdout.strip() == ""
+    # ... and a warning is exactly that line once the bus disappears.
+    sandbox.systemctl("stop", "algo-bus.socket", "algo-bus.service", check=True)
+    wait_until(lambda: "unreachable" in sandbox.journalctl("-u", HB, "-p", "warning").stdout, 10, "a warning line")
+    warnings = set(sandbox.journalctl("-u", HB, "-p", "warning", "-o", "cat").stdout.splitlines())
+    assert warnings == {
+        "bus connection lost; reconnecting",
+        "bus unreachable at /run/algo/bus.sock (No such file or directory); retrying",
+    }
+    everything = sandbox.journalctl("-u", HB, "-o", "cat").stdout
+    assert "heartbeat ready" in everything and "control.pause from" in everything  # info: not in -p warning
