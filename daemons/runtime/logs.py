@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from logging_journald import JournaldLogHandler, check_journal_stream
@@ -26,8 +27,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 class FleetJournalHandler(JournaldLogHandler):
     """Native-protocol handler that puts our fields at the top level (ORDER_ID, not EXTRA_ORDER_ID)."""
 
-    def __init__(self, identifier: str) -> None:
-        super().__init__(identifier=identifier, use_message_id=False)
+    def __init__(self, identifier: str, socket_path: Path | None = None) -> None:
+        super().__init__(identifier=identifier, use_message_id=False, socket_path=socket_path)
 
     def _format_record(self, record: logging.LogRecord) -> list[tuple[str, Any]]:
         fields = _fields(record)

@@ -1,0 +1,1016 @@
+#!/usr/bin/env python3
+"""Benchmark the fleet's bus broker (algo-bus) against raw AF_UNIX, Redis pub/sub and ZeroMQ.
+
+    .venv/bin/python bench/bus/run.py            # full run (~2-3 min on 2 cores)
+    .venv/bin/python bench/bus/run.py --quick    # smoke run (~40 s): fewer messages, 1 repetition
+
+Every publisher and subscriber is its own process (own CPU, own GIL). Each throughput case sends
+the same ~330-byte JSON event (the Event envelope around a ~200-byte tick) from one publisher to 1
+or 3 subscribers that decode every message; the rate is messages published per second, measured
+from the publisher's first send to the moment the last subscriber has received the last message
+(CLOCK_MONOTONIC is shared by all processes on a host). A case counts only if every subscriber got
+every message. Repetitions are interleaved (case A, B, C, A, B, C, ...) so slow drift of the machine
+hits every transport alike; the table shows medians. See bench/README.md.
+
+Results: a table on stdout and bench/results/latest.json (git-ignored via bench/.gitignore).
+Exit status is 0 unless --strict is given and a target fails (or a case could not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from array import array
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = HERE.parent / "results" / "latest.json"
+
+TOPIC = "bench.tick"
+ZMQ_PREFIX = TOPIC.encode() + b" "  # single-frame ZeroMQ messages: "<topic> <json>"
+LEN = struct.Struct("!I")  # raw baseline: u32 length prefix
+mono = time.monotonic_ns
+
+# Targets the broker must meet (ratios are of the median throughputs of one run).
+TARGET_RAW = 0.65  # broker >= 65% of raw AF_UNIX + orjson, 1->1 and 1->3
+TARGET_REDIS = 4.0  # broker >= 4x Redis pub/sub
+TARGET_ZMQ = 1.0  # broker >= ZeroMQ PUB/SUB ipc
+TARGET_P99_MS = 0.5  # one-way p99 at 10k msgs/s, 3 subscribers
+
+# ---------------------------------------------------------------------------------------------
+# The message: a realistic Kite-style tick (~200 bytes of JSON) and the bus's event envelope.
+# ---------------------------------------------------------------------------------------------
+
+_SYMBOLS = [
+    ("NSE:RELIANCE", 738561, 2945.35), ("NSE:INFY", 408065, 1523.8), ("NSE:HDFCBANK", 341249, 1642.1),
+    ("NSE:TCS", 2953217, 3890.0), ("NSE:ICICIBANK", 1270529, 1088.45), ("NSE:SBIN", 779521, 812.6),
+    ("NFO:NIFTY24DECFUT", 13368834, 24310.5), ("NFO:BANKNIFTY24DECFUT", 13368578, 52480.25),
+]
+
+
+def tick_pool(size: int = 256) -> list[dict[str, Any]]:
+    """`size` distinct ticks; publishers cycle through them and stamp exchange_ts per message."""
+    pool = []
+    for i in range(size):
+        sym, token, px = _SYMBOLS[i % len(_SYMBOLS)]
+        px = round(px * (1 + ((i * 37) % 101 - 50) / 10000), 2)
+        pool.append(
+            {
+                "symbol": sym,
+                "token": token + i // len(_SYMBOLS),
+                "last_price": px,
+                "bid": round(px - 0.05, 2),
+                "ask": round(px + 0.05, 2),
+                "bid_qty": 125 + i,
+                "ask_qty": 300 + 2 * i,
+                "volume": 1_234_567 + 1000 * i,
+                "oi": 9_876_543 if sym.startswith("NFO") else 0,
+                "exchange_ts": 1_732_240_000_000 + i,
+            }
+        )
+    return pool
+
+
+class Envelope:
+    """What the baselines send: the same fields BusClient puts on the wire (Event.encode)."""
+
+    def __init__(self, source: str) -> None:
+        self.prefix = f"{source}-{os.urandom(4).hex()}-"
+        self.d: dict[str, Any] = {"id": "", "ts": 0, "type": TOPIC, "source": source, "seq": 0, "trace": "", "payload": None}
+
+    def encode(self, seq: int, payload: dict[str, Any]) -> bytes:
+        import orjson
+
+        d = self.d
+        d["id"] = d["trace"] = self.prefix + str(seq)
+        d["ts"] = time.time_ns()
+        d["seq"] = seq
+        d["payload"] = payload
+        return orjson.dumps(d)
+
+
+def emit(tag: str, data: Any = None) -> None:
+    """Worker -> orchestrator: one line on stdout."""
+    line = tag if data is None else f"{tag} {json.dumps(data)}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def save_latencies(path: str, samples: list[int]) -> None:
+    with open(path, "wb") as f:
+        array("q", samples).tofile(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers. Each runs in its own process: `run.py --worker ROLE JSON`.
+# spec keys: n (messages), batch, mode ("flat" | "paced"), rate, idle (s), lat_file, ...
+# ---------------------------------------------------------------------------------------------
+
+
+def _bus_section(spec: dict[str, Any]) -> Any:
+    from daemons.runtime.config import BusSection
+
+    return BusSection(socket=spec["socket"])
+
+
+def w_bus_sub(spec: dict[str, Any]) -> None:
+    import asyncio
+
+    import uvloop
+
+    from daemons.runtime.client import BusClient
+
+    idx, n, latency = spec["idx"], spec["n"], spec["mode"] == "paced"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        client = BusClient.for_config(_bus_section(spec), source=f"bench-sub{idx}")
+        done: asyncio.Future[None] = loop.create_future()
+        ready: asyncio.Future[None] = loop.create_future()
+        count = 0
+        first = last = 0
+        lat: list[int] = []
+        add = lat.append
+
+        def on_tick(ev: Any) -> None:
+            nonlocal count, first, last
+            if latency:
+                add(mono() - ev.payload["mono_ns"])
+            count += 1
+            if count == 1:
+                first = mono()
+            if count == n:
+                last = mono()
+                done.set_result(None)
+
+        client.subscribe(TOPIC, on_tick)
+        # Our own round trip through the broker proves it has registered our subscription.
+        probe = f"bench.ready.{idx}"
+        client.subscribe(probe, lambda ev: ready.done() or ready.set_result(None))
+        await client.start()
+        client.publish(probe, {"ready": idx})
+        await asyncio.wait_for(ready, 10)
+        emit("READY")
+        seen, quiet_since = -1, time.monotonic()
+        while not done.done():
+            await asyncio.wait([done], timeout=0.25)
+            if count != seen:
+                seen, quiet_since = count, time.monotonic()
+            elif time.monotonic() - quiet_since > spec["idle"]:
+                break
+        if latency:
+            save_latencies(spec["lat_file"], lat)
+        emit("RESULT", {"count": count, "first": first, "last": last, "gaps": client.gaps,
+                        "decode_errors": client.decode_errors, "reconnects": client.transport.reconnects})
+        await client.close()
+
+    uvloop.run(main())
+
+
+def w_bus_pub(spec: dict[str, Any]) -> None:
+    import asyncio
+
+    import uvloop
+
+    from daemons.runtime.client import BusClient
+
+    n, batch, high = spec["n"], spec["batch"], spec["high_bytes"]
+
+    async def main() -> None:
+        client = BusClient.for_config(_bus_section(spec), source="bench-pub")
+        await client.start()
+        if not client.connected:
+            raise SystemExit("publisher could not reach the broker")
+        tx = client.transport
+        publish = client.publish
+        pool = tick_pool()
+        keys = [str(p["token"]) for p in pool]
+        emit("READY")
+        waits = 0
+        t0 = mono()
+        if spec["mode"] == "flat":
+            for i in range(n):
+                p = pool[i & 255]
+                p["exchange_ts"] = 1_732_240_000_000 + i
+                publish(TOPIC, p, key=keys[i & 255])
+                if i % batch == batch - 1:
+                    # Let the loop flush this batch (one write), then apply backpressure: the
+                    # client would drop events once publish_buffer_bytes is queued.
+                    await asyncio.sleep(0)
+                    while tx.queued_bytes > high:
+                        waits += 1
+                        await asyncio.sleep(0.0005)
+        else:  # paced: publish whatever is due, then sleep ~1 ms (the loop's timer resolution)
+            rate, i = spec["rate"], 0
+            while i < n:
+                due = min(n, (mono() - t0) * rate // 1_000_000_000 + 1)
+                while i < due:
+                    p = pool[i & 255]
+                    p["mono_ns"] = mono()
+                    publish(TOPIC, p, key=keys[i & 255])
+                    i += 1
+                await asyncio.sleep(0.001)
+        t1 = mono()
+        while tx.queued_bytes:
+            await asyncio.sleep(0.001)
+        t2 = mono()
+        emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t2, "dropped": tx.dropped, "backpressure_waits": waits})
+        await client.close()
+
+    uvloop.run(main())
+
+
+def _raw_parse_loop(conn: socket.socket, n: int, latency: bool, lat: list[int]) -> tuple[int, int, int]:
+    import orjson
+
+    loads, unpack = orjson.loads, LEN.unpack_from
+    count = first = last = 0
+    rest = b""
+    while count < n:
+        try:
+            chunk = conn.recv(262144)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        if not count:
+            first = mono()
+        data = rest + chunk if rest else chunk
+        mv = memoryview(data)
+        pos, end = 0, len(data)
+        while end - pos >= 4:
+            (length,) = unpack(data, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            obj = loads(mv[pos + 4 : stop])
+            if latency:
+                lat.append(mono() - obj["payload"]["mono_ns"])
+            count += 1
+            pos = stop
+        mv.release()
+        rest = data[pos:]
+    last = mono()
+    return count, first, last
+
+
+def w_raw_sub(spec: dict[str, Any]) -> None:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(spec["path"])
+    srv.listen(1)
+    emit("READY")
+    srv.settimeout(30)
+    conn, _ = srv.accept()
+    conn.settimeout(spec["idle"])
+    lat: list[int] = []
+    count, first, last = _raw_parse_loop(conn, spec["n"], spec["mode"] == "paced", lat)
+    if spec["mode"] == "paced":
+        save_latencies(spec["lat_file"], lat)
+    emit("RESULT", {"count": count, "first": first, "last": last})
+    conn.close()
+    srv.close()
+
+
+def w_raw_pub(spec: dict[str, Any]) -> None:
+    n, batch = spec["n"], spec["batch"]
+    socks = []
+    for path in spec["paths"]:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        socks.append(s)
+    env = Envelope("bench-pub")
+    pool = tick_pool()
+    pack = LEN.pack
+    emit("READY")
+    t0 = mono()
+    if spec["mode"] == "flat":
+        frames: list[bytes] = []
+        for i in range(n):
+            p = pool[i & 255]
+            p["exchange_ts"] = 1_732_240_000_000 + i
+            body = env.encode(i + 1, p)
+            frames.append(pack(len(body)) + body)
+            if len(frames) == batch or i == n - 1:
+                buf = b"".join(frames)
+                for s in socks:
+                    s.sendall(buf)
+                frames.clear()
+    else:
+        rate, i = spec["rate"], 0
+        while i < n:
+            due = min(n, (mono() - t0) * rate // 1_000_000_000 + 1)
+            frames = []
+            while i < due:
+                p = pool[i & 255]
+                p["mono_ns"] = mono()
+                body = env.encode(i + 1, p)
+                frames.append(pack(len(body)) + body)
+                i += 1
+            if frames:
+                buf = b"".join(frames)
+                for s in socks:
+                    s.sendall(buf)
+            time.sleep(0.001)
+    t1 = mono()
+    for s in socks:
+        s.close()
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": 0})
+
+
+def w_redis_sub(spec: dict[str, Any]) -> None:
+    import orjson
+    import redis
+
+    r = redis.Redis(unix_socket_path=spec["path"], socket_timeout=spec["idle"])
+    ps = r.pubsub()
+    ps.subscribe(TOPIC)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the server's confirmation: we are registered
+        msg = ps.get_message(timeout=1.0)
+        if msg and msg["type"] == "subscribe":
+            break
+    else:
+        raise SystemExit("no subscribe confirmation from redis")
+    emit("READY")
+    n, latency, loads = spec["n"], spec["mode"] == "paced", orjson.loads
+    lat: list[int] = []
+    count = first = 0
+    try:
+        for msg in ps.listen():
+            if msg["type"] != "message":
+                continue
+            obj = loads(msg["data"])
+            if latency:
+                lat.append(mono() - obj["payload"]["mono_ns"])
+            count += 1
+            if count == 1:
+                first = mono()
+            if count == n:
+                break
+    except redis.exceptions.TimeoutError:
+        pass
+    last = mono()
+    if latency:
+        save_latencies(spec["lat_file"], lat)
+    emit("RESULT", {"count": count, "first": first, "last": last})
+    ps.close()
+
+
+def w_redis_pub(spec: dict[str, Any]) -> None:
+    import redis
+
+    n, batch = spec["n"], spec["batch"]
+    r = redis.Redis(unix_socket_path=spec["path"])
+    pipe = r.pipeline(transaction=False)
+    env = Envelope("bench-pub")
+    pool = tick_pool()
+    emit("READY")
+    receivers = 0
+    t0 = mono()
+    for i in range(n):
+        p = pool[i & 255]
+        p["exchange_ts"] = 1_732_240_000_000 + i
+        pipe.publish(TOPIC, env.encode(i + 1, p))
+        if i % batch == batch - 1 or i == n - 1:
+            receivers += sum(pipe.execute())  # waits for the replies: the pipeline's backpressure
+    t1 = mono()
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": n * spec["nsubs"] - receivers})
+
+
+def w_zmq_sub(spec: dict[str, Any]) -> None:
+    import orjson
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, 0)  # unlimited: nothing is dropped on the receiving side
+    s.setsockopt(zmq.RCVTIMEO, int(spec["idle"] * 1000))
+    s.setsockopt(zmq.SUBSCRIBE, ZMQ_PREFIX)
+    s.connect(spec["endpoint"])
+    emit("READY")
+    n, latency, loads, plen = spec["n"], spec["mode"] == "paced", orjson.loads, len(ZMQ_PREFIX)
+    lat: list[int] = []
+    count = first = 0
+    recv = s.recv
+    try:
+        while count < n:
+            msg = recv()
+            obj = loads(memoryview(msg)[plen:])
+            if latency:
+                lat.append(mono() - obj["payload"]["mono_ns"])
+            count += 1
+            if count == 1:
+                first = mono()
+    except zmq.Again:
+        pass
+    last = mono()
+    if latency:
+        save_latencies(spec["lat_file"], lat)
+    emit("RESULT", {"count": count, "first": first, "last": last})
+    s.close(linger=0)
+    ctx.term()
+
+
+def w_zmq_pub(spec: dict[str, Any]) -> None:
+    import zmq
+
+    n = spec["n"]
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.XPUB)  # a PUB that also tells us who subscribed: the slow-joiner fix
+    s.setsockopt(zmq.XPUB_VERBOSE, 1)
+    s.setsockopt(zmq.SNDHWM, 0)  # unlimited: PUB drops at the HWM, so never reach one
+    s.setsockopt(zmq.RCVTIMEO, 20_000)
+    s.bind(spec["endpoint"])
+    emit("BOUND")
+    joined = 0
+    while joined < spec["nsubs"]:
+        if s.recv()[:1] == b"\x01":
+            joined += 1
+    env = Envelope("bench-pub")
+    pool = tick_pool()
+    send = s.send
+    emit("READY")
+    t0 = mono()
+    for i in range(n):
+        p = pool[i & 255]
+        p["exchange_ts"] = 1_732_240_000_000 + i
+        send(ZMQ_PREFIX + env.encode(i + 1, p))
+    t1 = mono()
+    s.close(linger=30_000)  # let the I/O thread hand everything over
+    ctx.term()
+    t2 = mono()
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t2, "dropped": 0})
+
+
+WORKERS = {
+    "bus-sub": w_bus_sub, "bus-pub": w_bus_pub,
+    "raw-sub": w_raw_sub, "raw-pub": w_raw_pub,
+    "redis-sub": w_redis_sub, "redis-pub": w_redis_pub,
+    "zmq-sub": w_zmq_sub, "zmq-pub": w_zmq_pub,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------------------------
+
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def _die_with_parent() -> None:
+    """Children get SIGKILL if the orchestrator dies, so nothing outlives the bench."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent, cwd=REPO, **kw)
+    _CHILDREN.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc in _CHILDREN:
+        _CHILDREN.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(_CHILDREN):
+        stop(proc, 3.0)
+
+
+class Worker:
+    """A worker process and the lines it writes to stdout."""
+
+    def __init__(self, role: str, spec: dict[str, Any], log: Path) -> None:
+        self.role = role
+        self.errlog = log.open("ab")
+        self.proc = spawn([sys.executable, str(Path(__file__).resolve()), "--worker", role, json.dumps(spec)],
+                          stdout=subprocess.PIPE, stderr=self.errlog)
+        self._buf = b""
+        self.lines: list[str] = []
+
+    def _pump(self, timeout: float) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        r, _, _ = select.select([fd], [], [], timeout)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"{self.role} exited (status {self.proc.wait()}) before reporting; see {self.errlog.name}")
+            self._buf += chunk
+            *done, self._buf = self._buf.split(b"\n")
+            self.lines.extend(x.decode() for x in done)
+
+    def expect(self, tag: str, deadline: float) -> Any:
+        while True:
+            for i, line in enumerate(self.lines):
+                if line.split(" ", 1)[0] == tag:
+                    del self.lines[: i + 1]
+                    rest = line.split(" ", 1)
+                    return json.loads(rest[1]) if len(rest) > 1 else None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.role}: no {tag} in time; see {self.errlog.name}")
+            self._pump(min(left, 1.0))
+
+    def finish(self) -> None:
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        stop(self.proc)
+        self.errlog.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                try:
+                    s.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on {path} within {timeout}s")
+
+
+class BrokerProc:
+    """The real daemon: `algo-bus --config <tmp>/fleet.toml`, its own socket and metrics ports."""
+
+    def __init__(self, tmp: Path, sub_buffer: int | None, profile: Path | None) -> None:
+        import grp
+
+        self.socket = tmp / "bus.sock"
+        self.metrics_port = free_port()
+        group = grp.getgrgid(os.getgid()).gr_name
+        lines = [
+            "# written by bench/bus/run.py", "[fleet]", 'mode = "paper"', f'group = "{group}"', "",
+            "[bus]", f'socket = "{self.socket}"',
+        ]
+        if sub_buffer is not None:
+            lines.append(f"subscriber_buffer_bytes = {sub_buffer}")
+        lines += ["", "[daemons.bus]", f"metrics_port = {self.metrics_port}", "",
+                  "[daemons.heartbeat]", f"metrics_port = {free_port()}", ""]
+        self.config = tmp / "fleet.toml"
+        self.config.write_text("\n".join(lines))
+        self.log = tmp / "algo-bus.log"
+        entry = Path(sys.executable).parent / "algo-bus"
+        if profile is not None:
+            code = ("import cProfile, sys; from daemons.bus.main import main; "
+                    f"cProfile.run('main([\"--config\", {str(self.config)!r}, \"--log-level\", \"WARNING\"])', {str(profile)!r})")
+            cmd = [sys.executable, "-c", code]
+        elif entry.exists():
+            cmd = [str(entry), "--config", str(self.config), "--log-level", "WARNING"]
+        else:
+            cmd = [sys.executable, "-m", "daemons.bus", "--config", str(self.config), "--log-level", "WARNING"]
+        self.cmd = cmd
+        with self.log.open("wb") as err:
+            self.proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        wait_for_socket(self.socket, self.proc, 20, "algo-bus")
+
+    def metrics(self) -> dict[str, float]:
+        """algo_bus_* counters from the daemon's Prometheus endpoint (loopback)."""
+        out: dict[str, float] = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("algo_bus_"):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = float(value)
+        return out
+
+    def losses(self) -> float:
+        m = self.metrics()
+        return sum(v for k, v in m.items() if k.startswith(("algo_bus_dropped_total", "algo_bus_disconnects_total")))
+
+    def close(self) -> None:
+        stop(self.proc, 10.0)
+
+
+class RedisProc:
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server not found (apt-get install -y redis-server)")
+        self.socket = tmp / "redis.sock"
+        self.log = tmp / "redis.log"
+        self.version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+        cmd = [exe, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+               "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp),
+               # a lagging subscriber would otherwise be disconnected at 32 MB of backlog
+               "--client-output-buffer-limit", "pubsub 0 0 0", "--logfile", str(self.log)]
+        self.proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_socket(self.socket, self.proc, 10, "redis-server")
+
+    def close(self) -> None:
+        stop(self.proc, 10.0)
+
+
+def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int, rate: int = 0) -> dict[str, Any]:
+    """One publisher, `nsubs` subscribers; returns the timings and delivery counts."""
+    tmp: Path = ctx["tmp"]
+    case_id = f"{transport}-{nsubs}-{mode}-{ctx['seq']}"
+    ctx["seq"] += 1
+    log = tmp / f"{case_id}.log"
+    base = {"n": n, "batch": ctx["batch"], "mode": mode, "rate": rate, "idle": ctx["idle"], "nsubs": nsubs}
+    subs: list[Worker] = []
+    pub: Worker | None = None
+    if mode == "paced":
+        timeout = n / rate + 30
+    else:
+        timeout = n / 5000 + 30  # generous: even 5k msgs/s finishes
+    deadline = time.monotonic() + 60
+    before = ctx["broker"].losses() if transport == "bus" else 0.0
+    try:
+        if transport == "bus":
+            common = {**base, "socket": str(ctx["broker"].socket), "high_bytes": ctx["high_bytes"]}
+        elif transport == "redis":
+            common = {**base, "path": str(ctx["redis"].socket)}
+        elif transport == "zmq":
+            common = {**base, "endpoint": f"ipc://{tmp}/{case_id}.zmq"}
+        else:
+            common = dict(base)
+        sub_specs = []
+        for k in range(nsubs):
+            spec = {**common, "idx": k, "lat_file": str(tmp / f"{case_id}.lat{k}")}
+            if transport == "raw":
+                spec["path"] = str(tmp / f"{case_id}.s{k}")
+            sub_specs.append(spec)
+        pub_spec = dict(common)
+        if transport == "raw":
+            pub_spec["paths"] = [s["path"] for s in sub_specs]
+
+        if transport == "zmq":  # the publisher binds first; it then waits for every subscription
+            pub = Worker("zmq-pub", pub_spec, log)
+            pub.expect("BOUND", deadline)
+        subs = [Worker(f"{transport}-sub", s, log) for s in sub_specs]
+        for w in subs:
+            w.expect("READY", deadline)
+        if pub is None:
+            pub = Worker(f"{transport}-pub", pub_spec, log)
+        deadline = time.monotonic() + timeout
+        pres = pub.expect("RESULT", deadline)
+        sres = [w.expect("RESULT", deadline) for w in subs]
+    finally:
+        for w in ([pub] if pub else []) + subs:
+            w.finish()
+    counts = [s["count"] for s in sres]
+    complete = all(c == n for c in counts) and pres["dropped"] == 0
+    end = max(s["last"] for s in sres)
+    out: dict[str, Any] = {
+        "transport": transport, "subscribers": nsubs, "mode": mode, "messages": n,
+        "complete": complete, "delivered": counts, "publisher_dropped": pres["dropped"],
+        "seconds": (end - pres["t0"]) / 1e9,
+        "rate": n / ((end - pres["t0"]) / 1e9),
+        "publish_rate": n / max(1, pres["t_sent"] - pres["t0"]) * 1e9,
+    }
+    if transport == "bus":
+        out["broker_losses"] = ctx["broker"].losses() - before
+        out["gaps"] = sum(s["gaps"] for s in sres)
+        out["reconnects"] = sum(s["reconnects"] for s in sres)
+        out["backpressure_waits"] = pres.get("backpressure_waits", 0)
+        out["complete"] = complete and out["broker_losses"] == 0 and out["gaps"] == 0 and out["reconnects"] == 0
+    if mode == "paced":
+        lat: list[int] = []
+        skip = int(rate * ctx["warmup"])
+        for spec in sub_specs:
+            a = array("q")
+            with open(spec["lat_file"], "rb") as f:
+                a.frombytes(f.read())
+            lat.extend(a[skip:])
+        out["latency_us"] = percentiles(lat)
+        out["rate_target"] = rate
+    return out
+
+
+def percentiles(samples: list[int]) -> dict[str, float]:
+    if not samples:
+        return {"samples": 0}
+    s = sorted(samples)
+
+    def q(p: float) -> float:
+        return s[min(len(s) - 1, max(0, math.ceil(p * len(s)) - 1))] / 1000
+
+    return {"samples": len(s), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "p99.9": q(0.999),
+            "max": s[-1] / 1000, "mean": statistics.fmean(s) / 1000}
+
+
+def env_info(redis_version: str | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for mod in ("orjson", "uvloop", "zmq", "redis", "hiredis"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", "?")
+        except ImportError:
+            info[mod] = None
+    try:
+        import zmq
+
+        info["libzmq"] = zmq.zmq_version()
+    except ImportError:
+        pass
+    info["redis_server"] = redis_version
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                        text=True).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+NAMES = {
+    "bus": "algo-bus broker (BusClient -> algo-bus -> BusClient)",
+    "raw": "raw AF_UNIX + orjson (no broker)",
+    "redis": "Redis pub/sub (redis-py + hiredis, unix socket)",
+    "zmq": "ZeroMQ PUB/SUB ipc (pyzmq)",
+}
+
+
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1000:,.1f}k" if x < 1e6 else f"{x / 1e6:,.2f}M"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", "-n", type=int, default=200_000, help="messages per throughput case (default 200000)")
+    ap.add_argument("--repeat", "-r", type=int, default=3, help="repetitions of each throughput case; medians reported")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 50k messages, 1 repetition, 2 s latency runs")
+    ap.add_argument("--only", default="bus,raw,redis,zmq,latency",
+                    help="comma-separated subset of bus,raw,redis,zmq,latency")
+    ap.add_argument("--batch", type=int, default=64,
+                    help="frames per write (raw), per loop yield (bus publisher), per pipeline (redis)")
+    ap.add_argument("--latency-rate", type=int, default=10_000, help="paced rate of the latency runs (msgs/s)")
+    ap.add_argument("--latency-seconds", type=float, default=4.0, help="length of each latency run")
+    ap.add_argument("--sub-buffer-mib", type=int, default=256,
+                    help="bus.subscriber_buffer_bytes for the bench broker in MiB (production default 8; 0 = leave default)")
+    ap.add_argument("--high-water-kib", type=int, default=1024,
+                    help="bus publisher waits while the client has more than this queued (default 1024)")
+    ap.add_argument("--profile-broker", metavar="FILE", help="run algo-bus under cProfile, write stats to FILE")
+    ap.add_argument("--json", default=str(RESULTS), help=f"results file (default {RESULTS.relative_to(REPO)})")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if a target fails or a case is incomplete")
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        role, spec = args.worker
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        WORKERS[role](json.loads(spec))
+        return 0
+
+    if args.quick:
+        args.messages = min(args.messages, 50_000)
+        args.repeat = 1
+        args.latency_seconds = min(args.latency_seconds, 2.0)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = only - {"bus", "raw", "redis", "zmq", "latency"}
+    if unknown:
+        ap.error(f"unknown --only entries: {sorted(unknown)}")
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+
+    tmp = Path(tempfile.mkdtemp(prefix="algo-bench-"))
+    sub_buffer = args.sub_buffer_mib << 20 if args.sub_buffer_mib else None
+    ctx: dict[str, Any] = {"tmp": tmp, "seq": 0, "batch": args.batch, "idle": 5.0, "warmup": 0.5,
+                           "high_bytes": args.high_water_kib << 10, "broker": None, "redis": None}
+    runs: list[dict[str, Any]] = []
+    latency: dict[str, Any] = {}
+    errors: list[str] = []
+    started = time.monotonic()
+    redis_version = None
+    try:
+        if "bus" in only or "latency" in only:
+            ctx["broker"] = BrokerProc(tmp, sub_buffer, Path(args.profile_broker).resolve() if args.profile_broker else None)
+        if "redis" in only:
+            try:
+                ctx["redis"] = RedisProc(tmp)
+                redis_version = ctx["redis"].version
+            except (RuntimeError, TimeoutError) as exc:
+                errors.append(f"redis: {exc}")
+                only.discard("redis")
+        cases = [(t, k) for t in ("bus", "raw", "redis", "zmq") if t in only for k in (1, 3)]
+        total = len(cases) * args.repeat
+        done = 0
+        for rep in range(args.repeat):
+            for transport, k in cases:
+                done += 1
+                label = f"[{done}/{total}] {transport} 1->{k}"
+                print(f"{label:<22} ", end="", flush=True)
+                try:
+                    res = run_case(ctx, transport, k, "flat", args.messages)
+                except (RuntimeError, TimeoutError, KeyError) as exc:
+                    errors.append(f"{transport} 1->{k} rep {rep + 1}: {exc}")
+                    print(f"ERROR {exc}")
+                    continue
+                res["repeat"] = rep + 1
+                runs.append(res)
+                note = "" if res["complete"] else f"  INCOMPLETE delivered={res['delivered']}"
+                print(f"{fmt_rate(res['rate']):>9} msgs/s  ({res['seconds']:.2f} s){note}", flush=True)
+        if "latency" in only:
+            n_lat = int(args.latency_rate * args.latency_seconds)
+            for transport in ("bus", "raw"):
+                label = f"latency {transport} 1->3"
+                print(f"{label:<22} ", end="", flush=True)
+                try:
+                    res = run_case(ctx, transport, 3, "paced", n_lat, args.latency_rate)
+                except (RuntimeError, TimeoutError, KeyError) as exc:
+                    errors.append(f"latency {transport}: {exc}")
+                    print(f"ERROR {exc}")
+                    continue
+                latency[transport] = res
+                lu = res["latency_us"]
+                print(f"p50 {lu.get('p50', 0):.0f} us  p99 {lu.get('p99', 0):.0f} us"
+                      + ("" if res["complete"] else "  INCOMPLETE"), flush=True)
+        broker_metrics = ctx["broker"].metrics() if ctx["broker"] else {}
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 130
+    finally:
+        for key in ("broker", "redis"):
+            if ctx.get(key) is not None:
+                ctx[key].close()
+        stop_all()
+    elapsed = time.monotonic() - started
+
+    # ---- summarise ------------------------------------------------------------------------
+    summary: dict[str, dict[str, Any]] = {}
+    for transport in ("bus", "raw", "redis", "zmq"):
+        for k in (1, 3):
+            rs = [r for r in runs if r["transport"] == transport and r["subscribers"] == k]
+            if not rs:
+                continue
+            ok = [r["rate"] for r in rs if r["complete"]]
+            summary[f"{transport} 1->{k}"] = {
+                "median": statistics.median(ok) if ok else None,
+                "min": min(ok) if ok else None, "max": max(ok) if ok else None,
+                "runs": [round(r["rate"]) for r in rs], "complete": all(r["complete"] for r in rs),
+                "publish_rate_median": statistics.median(r["publish_rate"] for r in rs),
+            }
+
+    def med(t: str, k: int) -> float | None:
+        return summary.get(f"{t} 1->{k}", {}).get("median")
+
+    targets: list[dict[str, Any]] = []
+    for k in (1, 3):
+        b = med("bus", k)
+        for base, want, label in (("raw", TARGET_RAW, "raw AF_UNIX+orjson"), ("redis", TARGET_REDIS, "Redis pub/sub"),
+                                  ("zmq", TARGET_ZMQ, "ZeroMQ ipc")):
+            o = med(base, k)
+            if base not in only and o is None:
+                continue
+            ratio = b / o if (b and o) else None
+            targets.append({"target": f"broker 1->{k} >= {want:g}x {label}", "ratio": ratio, "want": want,
+                            "pass": ratio is not None and ratio >= want})
+    if "bus" in latency:
+        p99 = latency["bus"]["latency_us"].get("p99")
+        targets.append({"target": f"broker one-way p99 < {TARGET_P99_MS} ms at {args.latency_rate // 1000}k msgs/s, 3 subs",
+                        "value_ms": p99 / 1000 if p99 is not None else None, "want": TARGET_P99_MS,
+                        "pass": p99 is not None and p99 / 1000 < TARGET_P99_MS and latency["bus"]["complete"]})
+    elif "latency" in only:
+        targets.append({"target": "broker one-way p99 (latency run failed)", "pass": False})
+
+    # ---- print ----------------------------------------------------------------------------
+    reps = args.repeat
+    print()
+    size = message_size()
+    print(f"Throughput: {args.messages:,} msgs per case ({size['payload']} B tick in a {size['event']} B event), "
+          f"median of {reps}; msgs/s published, every msg delivered to every subscriber")
+    print(f"{'transport':<52} {'1->1':>10} {'1->3':>10}   runs 1->1 / 1->3")
+    for transport in ("bus", "raw", "redis", "zmq"):
+        if f"{transport} 1->1" not in summary and f"{transport} 1->3" not in summary:
+            continue
+        cells, detail = [], []
+        for k in (1, 3):
+            s = summary.get(f"{transport} 1->{k}")
+            cell = fmt_rate(s["median"]) if s else "-"
+            if s and not s["complete"]:
+                cell += "!"
+            cells.append(cell)
+            detail.append(",".join(fmt_rate(x) for x in s["runs"]) if s else "-")
+        print(f"{NAMES[transport]:<52} {cells[0]:>10} {cells[1]:>10}   {' / '.join(detail)}")
+    if any(not s["complete"] for s in summary.values()):
+        print("  ! = some repetitions lost messages and were excluded from the median (see JSON)")
+    if latency:
+        print()
+        print(f"One-way latency at {args.latency_rate:,} msgs/s, 1 publisher -> 3 subscribers, "
+              f"{args.latency_seconds:g} s (first {ctx['warmup']} s dropped), µs")
+        print(f"{'transport':<52} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>8} {'samples':>8}")
+        for transport, res in latency.items():
+            lu = res["latency_us"]
+            if not lu.get("samples"):
+                print(f"{NAMES[transport]:<52} no samples")
+                continue
+            print(f"{NAMES[transport]:<52} {lu['p50']:>7.0f} {lu['p90']:>7.0f} {lu['p99']:>7.0f} {lu['p99.9']:>7.0f} "
+                  f"{lu['max']:>8.0f} {lu['samples']:>8}" + ("" if res["complete"] else "  INCOMPLETE"))
+    if targets:
+        print()
+        print("Targets")
+        for t in targets:
+            if "ratio" in t:
+                val = f"{t['ratio']:.2f}x" if t["ratio"] is not None else "n/a"
+            else:
+                val = f"{t['value_ms']:.3f} ms" if t.get("value_ms") is not None else "n/a"
+            print(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']:<58} {val}")
+    if errors:
+        print()
+        print("Errors")
+        for e in errors:
+            print(f"  {e}")
+    if args.sub_buffer_mib:
+        print(f"\nnote: bench broker runs with bus.subscriber_buffer_bytes = {args.sub_buffer_mib} MiB "
+              "(production default 8 MiB); see README")
+    print(f"total time {elapsed:.0f} s")
+
+    out = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv[1:],
+        "settings": {"messages": args.messages, "repeat": args.repeat, "batch": args.batch,
+                     "latency_rate": args.latency_rate, "latency_seconds": args.latency_seconds,
+                     "warmup_seconds": ctx["warmup"], "subscriber_buffer_mib": args.sub_buffer_mib or 8,
+                     "publisher_high_water_kib": args.high_water_kib,
+                     "message_bytes": message_size()},
+        "environment": env_info(redis_version),
+        "throughput": summary,
+        "latency": {t: {"latency_us": r["latency_us"], "complete": r["complete"], "delivered": r["delivered"]}
+                    for t, r in latency.items()},
+        "targets": targets,
+        "runs": runs,
+        "broker_metrics_at_end": broker_metrics,
+        "errors": errors,
+        "elapsed_seconds": elapsed,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"results: {path}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if args.strict and (errors or not all(t["pass"] for t in targets) or
+                        not all(s["complete"] for s in summary.values())):
+        return 1
+    return 0
+
+
+def message_size() -> dict[str, int]:
+    """Bytes of one tick payload and of one whole bus frame, for the record."""
+    import orjson
+
+    p = tick_pool()[0]
+    body = Envelope("bench-pub").encode(1, p)
+    return {"payload": len(orjson.dumps(p)), "event": len(body),
+            "bus_frame": 7 + len(TOPIC) + len(str(p["token"])) + len(body)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Broker and client over a real Unix socket, in one event loop (no systemd needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from daemons.bus.broker import Broker
+from daemons.bus.listen import bind_socket
+from daemons.runtime import wire
+from daemons.runtime.client import BusClient
+from daemons.runtime.config import BusSection
+from daemons.runtime.envelope import Event
+
+SMALL = 64 << 10
+
+
+def run(coro_fn: Callable[[Path], Awaitable[None]], tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(coro_fn(tmp_path / "bus.sock"), 30))
+
+
+async def start_broker(path: Path, buffer_limit: int = 8 << 20) -> Broker:
+    broker = Broker(max_frame=1 << 20, buffer_limit=buffer_limit, group="algo")
+    await broker.serve(bind_socket(path, "algo"))
+    return broker
+
+
+async def client(path: Path, source: str, **bus: Any) -> BusClient:
+    c = BusClient.for_config(BusSection(socket=path, **bus), source)
+    await c.start()
+    assert c.connected
+    return c
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def test_exact_and_prefix_subscriptions_with_envelope_and_trace(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        pub = await client(path, "fno")
+        exact: list[Event] = []
+        prefix: list[Event] = []
+        everything: list[Event] = []
+        sub = await client(path, "risk")
+        sub.subscribe("strategy.signal", exact.append)
+        sub.subscribe("execution.*", prefix.append)
+        sub.subscribe("*", everything.append)
+        await asyncio.sleep(0.05)
+        signal = pub.publish("strategy.signal", {"symbol": "NIFTY24DECFUT", "side": "BUY"})
+        pub.publish("execution.order", {"order_id": "A1"}, trace=signal.trace)
+        pub.publish("execution.fill", {"order_id": "A1"}, trace=signal.trace)
+        pub.publish("risk.blocked", {"reason": "x"})
+        await until(lambda: len(everything) == 4)
+        assert [e.type for e in exact] == ["strategy.signal"]
+        assert [e.type for e in prefix] == ["execution.order", "execution.fill"]
+        got = exact[0]
+        assert (got.id, got.source, got.seq, got.payload) == (signal.id, "fno", 1, {"symbol": "NIFTY24DECFUT", "side": "BUY"})
+        assert got.trace == got.id  # a root event traces itself ...
+        assert {e.trace for e in prefix} == {signal.id}  # ... and what it caused carries its id
+        assert got.ts == signal.ts and abs(got.ts - __import__("time").time_ns()) < 5e9
+        assert len({e.id for e in everything}) == 4
+        await pub.close(), await sub.close(), await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_sequence_gaps_are_detected_per_source_and_topic(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        pub, sub = await client(path, "fno"), await client(path, "journal")
+        got: list[Event] = []
+        sub.subscribe("strategy.signal", got.append)
+        await asyncio.sleep(0.05)
+        pub.publish("execution.order", {})  # another topic of the same source: not a gap
+        pub.publish("strategy.signal", {"n": 1})
+        pub.events._seq["strategy.signal"] += 3  # three signals lost on the way
+        pub.publish("strategy.signal", {"n": 5})
+        await until(lambda: len(got) == 2)
+        assert [e.seq for e in got] == [1, 5]
+        assert sub.gaps == 3
+        await pub.close(), await sub.close(), await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_client_reconnects_resubscribes_and_flushes_its_outbox(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        pub = await client(path, "fno", reconnect_min_sec=0.01, reconnect_max_sec=0.05)
+        sub = await client(path, "risk", reconnect_min_sec=0.01, reconnect_max_sec=0.05)
+        got: list[Event] = []
+        sub.subscribe("strategy.*", got.append)
+        await asyncio.sleep(0.05)
+        await broker.close()
+        path.unlink()
+        await until(lambda: not pub.connected and not sub.connected)
+        pub.publish("strategy.signal", {"while": "down"})  # held in the outbox
+        broker = await start_broker(path)
+        await until(lambda: pub.connected and sub.connected)
+        await until(lambda: len(got) == 1)
+        assert got[0].payload == {"while": "down"}
+        assert pub.transport.reconnects == 1 and sub.transport.reconnects == 1
+        await pub.close(), await sub.close(), await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_slow_subscriber_is_disconnected_and_nobody_else_stalls(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path, buffer_limit=SMALL)
+        loop = asyncio.get_running_loop()
+        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await loop.sock_connect(stuck, str(path))
+        stuck.sendall(wire.encode(wire.SUBSCRIBE, b"execution.*"))  # and then never reads
+        pub, fast = await client(path, "execution"), await client(path, "journal")
+        got: list[Event] = []
+        fast.subscribe("execution.*", got.append)
+        await asyncio.sleep(0.05)
+        for i in range(5000):
+            pub.publish("execution.fill", {"i": i, "pad": "x" * 150})
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        await until(lambda: len(got) == 5000, 10)
+        assert broker.stats.disconnects["slow_consumer"] == 1
+        assert broker.stats.dropped["slow_consumer"] >= 1
+        assert pub.transport.dropped == 0 and fast.gaps == 0
+        stuck.close()
+        await pub.close(), await fast.close(), await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_slow_marketdata_subscriber_gets_the_latest_tick_per_instrument(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path, buffer_limit=SMALL)
+        loop = asyncio.get_running_loop()
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await loop.sock_connect(slow, str(path))
+        slow.sendall(wire.encode(wire.SUBSCRIBE, b"marketdata.*"))
+        pub = await client(path, "marketdata")
+        await asyncio.sleep(0.05)
+        tokens = [str(256265 + t) for t in range(10)]
+        for i in range(2000):
+            for tok in tokens:
+                pub.publish("marketdata.tick", {"token": tok, "i": i, "pad": "x" * 120}, key=tok)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        assert broker.stats.dropped["conflated"] > 0
+        assert broker.stats.disconnects["slow_consumer"] == 0  # market data never disconnects
+        # The slow reader finally drains: the last thing it sees for every instrument is the newest tick.
+        slow.setblocking(False)
+        reader, latest = wire.FrameReader(1 << 20), {}
+        idle = 0
+        while idle < 20:
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 0.05)
+            except asyncio.TimeoutError:
+                idle += 1
+                continue
+            for f in reader.feed(data):
+                latest[f.key.decode()] = Event.decode(f.body).payload["i"]
+        assert latest == {tok: 1999 for tok in tokens}
+        slow.close()
+        await pub.close(), await broker.close()
+
+    run(go, tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a peer as another user")
+def test_peers_outside_the_fleet_group_are_refused(tmp_path: Path) -> None:
+    async def go(_: Path) -> None:
+        path = Path(tempfile.mkdtemp(prefix="algo-peercred-")) / "bus.sock"
+        path.parent.chmod(0o711)  # pytest's tmp_path is private to root
+        broker = await start_broker(path)
+        path.chmod(0o666)  # file permissions aside: SO_PEERCRED must still refuse
+        probe = (
+            "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+            "d=b''\nwhile (c:=s.recv(4096)): d+=c\nsys.stdout.write(repr(d))"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", probe, str(path), stdout=subprocess.PIPE, user=65534, group=65534
+        )
+        out, _ = await proc.communicate()
+        assert b"forbidden" in out
+        assert broker.stats.rejected_peers == 1 and not broker.peers
+        await broker.close()
+        shutil.rmtree(path.parent)
+
+    run(go, tmp_path)

@@ -1,0 +1,60 @@
+"""The frame format: whole buffers parse into every complete frame; bad input is named."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from daemons.runtime import wire
+
+
+def test_frames_split_anywhere_reassemble() -> None:
+    frames = [wire.encode(wire.PUBLISH, b"marketdata.tick", b'{"i":%d}' % i, b"256265") for i in range(50)]
+    stream = b"".join(frames)
+    for chunk in (1, 3, 7, 64, len(stream)):
+        reader = wire.FrameReader(1 << 20)
+        got = []
+        for i in range(0, len(stream), chunk):
+            got += reader.feed(stream[i : i + chunk])
+        assert [f.raw for f in got] == frames
+        assert got[7] == (wire.PUBLISH, b"marketdata.tick", b"256265", b'{"i":7}', frames[7])
+        assert reader.pending == 0
+
+
+def test_partial_frame_is_pending_not_lost() -> None:
+    frame = wire.encode(wire.SUBSCRIBE, b"risk.*")
+    reader = wire.FrameReader(1024)
+    assert reader.feed(frame[:-1]) == [] and reader.pending == len(frame) - 1
+    assert reader.feed(frame[-1:])[0].topic == b"risk.*"
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (struct.pack("!IBBB", 10 << 20, 1, 1, 0), "oversized"),
+        (struct.pack("!IBBB", 3, 99, 0, 0), "malformed"),
+        (struct.pack("!IBBB", 5, 1, 200, 0) + b"xx", "malformed"),
+        (struct.pack("!I", 1) + b"\x01", "malformed"),
+    ],
+)
+def test_bad_headers_raise_protocol_errors(data: bytes, reason: str) -> None:
+    with pytest.raises(wire.ProtocolError) as err:
+        wire.FrameReader(1 << 20).feed(data + b"\x00" * 8)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("topic, body", [(b"Bad Topic", b"{}"), (b"ok.topic", b"[1]"), (b"ok", b""), (b"", b"{}")])
+def test_publish_checks(topic: bytes, body: bytes) -> None:
+    frame = wire.FrameReader(1024).feed(wire.encode(wire.PUBLISH, topic, body))[0]
+    with pytest.raises(wire.ProtocolError):
+        wire.check_publish(frame)
+
+
+def test_patterns() -> None:
+    assert wire.matches("*", "anything.at.all")
+    assert wire.matches("control.*", "control.kill_switch") and not wire.matches("control.*", "controls.x")
+    assert wire.matches("risk.blocked", "risk.blocked") and not wire.matches("risk.blocked", "risk.blocked.x")
+    for bad in (b"a*", b"*.x", b"x.*.y", b"UPPER"):
+        with pytest.raises(wire.ProtocolError):
+            wire.check_pattern(bad)
