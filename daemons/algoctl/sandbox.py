@@ -127,6 +127,13 @@ class Sandbox:
 
     def _check_reachable(self) -> None:
         """The fleet user must reach the venv: a checkout under /root (mode 0700) is not reachable."""
+        venv = Path(self.venv).resolve()
+        for hidden in (Path("/tmp"), Path("/var/tmp"), Path("/home"), Path("/root")):
+            if venv.is_relative_to(hidden):
+                raise SandboxError(
+                    f"the venv {venv} is under {hidden}, which the units hide (PrivateTmp=, ProtectHome=); "
+                    "put the checkout somewhere like /srv or /opt"
+                )
         for path in (Path(self.venv), Path(os.path.realpath(Path(self.venv) / "bin" / "python"))):
             p = path
             while p != p.parent:

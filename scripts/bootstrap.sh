@@ -1,0 +1,34 @@
+# Sourced by the set-up scripts: Debian packages and the project's venv, installed only when missing.
+# Works on a fresh Debian 12 machine as root (or with sudo); idempotent and quick the second time.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${ALGO_VENV:-$ROOT/.venv}
+
+need_debs() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    if [[ $EUID -ne 0 ]]; then
+        echo "missing Debian packages: ${missing[*]} -- run this script as root (sudo)" >&2
+        exit 1
+    fi
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The venv uses Debian's python3 on purpose: the fleet's user must be able to execute the
+# interpreter, which a pyenv or home-directory Python usually does not allow.
+make_venv() {
+    local extras=$1 stamp
+    [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv "$VENV"
+    stamp=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)-$extras
+    if [[ $(cat "$VENV/.algo-stamp" 2>/dev/null) != "$stamp" ]]; then
+        "$VENV/bin/pip" install -q --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT[$extras]"
+        echo "$stamp" > "$VENV/.algo-stamp"
+    fi
+}
+
+BASE_DEBS=(python3 python3-venv python3-pip systemd util-linux)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the whole test suite, systemd tests included (they need root; under CI=true they must run).
+# Installs what it needs first. Extra arguments go to pytest, e.g. scripts/test.sh -k bus -x
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+need_debs "${BASE_DEBS[@]}"
+make_venv test
+cd "$ROOT"
+exec "$VENV/bin/python" -m pytest "$@"
