@@ -105,6 +105,13 @@ class Envelope:
         return orjson.dumps(d)
 
 
+def pace(t0: int, sent: int, rate: int) -> None:
+    """Sleep until message number `sent` is due (t0 + sent/rate); late means no sleep."""
+    wait = t0 + sent * 1_000_000_000 // rate - mono()
+    if wait > 0:
+        time.sleep(wait / 1e9)
+
+
 def emit(tag: str, data: Any = None) -> None:
     """Worker -> orchestrator: one line on stdout."""
     line = tag if data is None else f"{tag} {json.dumps(data)}"
@@ -216,16 +223,17 @@ def w_bus_pub(spec: dict[str, Any]) -> None:
                     while tx.queued_bytes > high:
                         waits += 1
                         await asyncio.sleep(0.0005)
-        else:  # paced: publish whatever is due, then sleep ~1 ms (the loop's timer resolution)
+        else:  # paced: one message every 1/rate s, each written on its own
             rate, i = spec["rate"], 0
             while i < n:
-                due = min(n, (mono() - t0) * rate // 1_000_000_000 + 1)
-                while i < due:
-                    p = pool[i & 255]
-                    p["mono_ns"] = mono()
-                    publish(TOPIC, p, key=keys[i & 255])
-                    i += 1
-                await asyncio.sleep(0.001)
+                p = pool[i & 255]
+                p["mono_ns"] = mono()
+                publish(TOPIC, p, key=keys[i & 255])
+                i += 1
+                await asyncio.sleep(0)  # the client's flush runs: the frame goes out now
+                # The loop's timers have 1 ms resolution, which would send bursts of 10; sleep
+                # (blocking) to the next slot instead: this process has nothing else to do.
+                pace(t0, i, rate)
         t1 = mono()
         while tx.queued_bytes:
             await asyncio.sleep(0.001)
@@ -242,13 +250,18 @@ def _raw_parse_loop(conn: socket.socket, n: int, latency: bool, lat: list[int]) 
     loads, unpack = orjson.loads, LEN.unpack_from
     count = first = last = 0
     rest = b""
+    # recv_into a reused buffer: recv(256 KiB) would malloc (mmap) and free 256 KiB per call,
+    # which costs ~50-90 us per read on these VMs (BUS_PERF.md) and would handicap the baseline.
+    rbuf = bytearray(262144)
+    rview = memoryview(rbuf)
     while count < n:
         try:
-            chunk = conn.recv(262144)
+            got = conn.recv_into(rbuf)
         except socket.timeout:
             break
-        if not chunk:
+        if not got:
             break
+        chunk = bytes(rview[:got])
         if not count:
             first = mono()
         data = rest + chunk if rest else chunk
@@ -311,22 +324,17 @@ def w_raw_pub(spec: dict[str, Any]) -> None:
                 for s in socks:
                     s.sendall(buf)
                 frames.clear()
-    else:
+    else:  # paced: one message every 1/rate s, each written on its own
         rate, i = spec["rate"], 0
         while i < n:
-            due = min(n, (mono() - t0) * rate // 1_000_000_000 + 1)
-            frames = []
-            while i < due:
-                p = pool[i & 255]
-                p["mono_ns"] = mono()
-                body = env.encode(i + 1, p)
-                frames.append(pack(len(body)) + body)
-                i += 1
-            if frames:
-                buf = b"".join(frames)
-                for s in socks:
-                    s.sendall(buf)
-            time.sleep(0.001)
+            p = pool[i & 255]
+            p["mono_ns"] = mono()
+            body = env.encode(i + 1, p)
+            buf = pack(len(body)) + body
+            for s in socks:
+                s.sendall(buf)
+            i += 1
+            pace(t0, i, rate)
     t1 = mono()
     for s in socks:
         s.close()
