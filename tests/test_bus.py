@@ -41,6 +41,15 @@ async def client(path: Path, source: str, **bus: Any) -> BusClient:
     return c
 
 
+async def stalled_subscriber(path: Path, pattern: bytes) -> socket.socket:
+    """A subscriber with a tiny receive buffer that reads nothing until the test says so."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await asyncio.get_running_loop().sock_connect(sock, str(path))
+    sock.sendall(wire.encode(wire.SUBSCRIBE, pattern))
+    return sock
+
+
 async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -123,11 +132,7 @@ def test_client_reconnects_resubscribes_and_flushes_its_outbox(tmp_path: Path) -
 def test_slow_subscriber_is_disconnected_and_nobody_else_stalls(tmp_path: Path) -> None:
     async def go(path: Path) -> None:
         broker = await start_broker(path, buffer_limit=SMALL)
-        loop = asyncio.get_running_loop()
-        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await loop.sock_connect(stuck, str(path))
-        stuck.sendall(wire.encode(wire.SUBSCRIBE, b"execution.*"))  # and then never reads
+        stuck = await stalled_subscriber(path, b"execution.*")
         pub, fast = await client(path, "execution"), await client(path, "journal")
         got: list[Event] = []
         fast.subscribe("execution.*", got.append)
@@ -150,10 +155,7 @@ def test_slow_marketdata_subscriber_gets_the_latest_tick_per_instrument(tmp_path
     async def go(path: Path) -> None:
         broker = await start_broker(path, buffer_limit=SMALL)
         loop = asyncio.get_running_loop()
-        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await loop.sock_connect(slow, str(path))
-        slow.sendall(wire.encode(wire.SUBSCRIBE, b"marketdata.*"))
+        slow = await stalled_subscriber(path, b"marketdata.*")
         pub = await client(path, "marketdata")
         await asyncio.sleep(0.05)
         tokens = [str(256265 + t) for t in range(10)]
