@@ -110,17 +110,25 @@ def test_sequence_gaps_are_detected_per_source_and_topic(tmp_path: Path) -> None
 def test_client_reconnects_resubscribes_and_flushes_its_outbox(tmp_path: Path) -> None:
     async def go(path: Path) -> None:
         broker = await start_broker(path)
-        pub = await client(path, "fno", reconnect_min_sec=0.01, reconnect_max_sec=0.05)
-        sub = await client(path, "risk", reconnect_min_sec=0.01, reconnect_max_sec=0.05)
+        # The publisher reaches the broker through a link we control, so it reconnects only
+        # after the subscriber has resubscribed (pub/sub keeps nothing for absent subscribers).
+        link = path.with_name("pub.sock")
+        link.symlink_to(path)
+        fast = {"reconnect_min_sec": 0.01, "reconnect_max_sec": 0.05}
+        pub = await client(link, "fno", **fast)
+        sub = await client(path, "risk", **fast)
         got: list[Event] = []
         sub.subscribe("strategy.*", got.append)
         await asyncio.sleep(0.05)
         await broker.close()
         path.unlink()
+        link.unlink()
         await until(lambda: not pub.connected and not sub.connected)
         pub.publish("strategy.signal", {"while": "down"})  # held in the outbox
         broker = await start_broker(path)
-        await until(lambda: pub.connected and sub.connected)
+        await until(lambda: sub.connected and broker.subscriptions == 1)
+        assert not pub.connected and got == []
+        link.symlink_to(path)
         await until(lambda: len(got) == 1)
         assert got[0].payload == {"while": "down"}
         assert pub.transport.reconnects == 1 and sub.transport.reconnects == 1

@@ -174,6 +174,7 @@ def w_bus_sub(spec: dict[str, Any]) -> None:
         client.publish(probe, {"ready": idx})
         await asyncio.wait_for(ready, 10)
         emit("READY")
+        cpu0 = time.process_time()
         seen, quiet_since = -1, time.monotonic()
         while not done.done():
             await asyncio.wait([done], timeout=0.25)
@@ -183,7 +184,7 @@ def w_bus_sub(spec: dict[str, Any]) -> None:
                 break
         if latency:
             save_latencies(spec["lat_file"], lat)
-        emit("RESULT", {"count": count, "first": first, "last": last, "gaps": client.gaps,
+        emit("RESULT", {"count": count, "first": first, "last": last, "gaps": client.gaps, "cpu": time.process_time() - cpu0,
                         "decode_errors": client.decode_errors, "reconnects": client.transport.reconnects})
         await client.close()
 
@@ -210,6 +211,7 @@ def w_bus_pub(spec: dict[str, Any]) -> None:
         keys = [str(p["token"]) for p in pool]
         emit("READY")
         waits = 0
+        cpu0 = time.process_time()
         t0 = mono()
         if spec["mode"] == "flat":
             for i in range(n):
@@ -222,7 +224,9 @@ def w_bus_pub(spec: dict[str, Any]) -> None:
                     await asyncio.sleep(0)
                     while tx.queued_bytes > high:
                         waits += 1
-                        await asyncio.sleep(0.0005)
+                        # >= 1 ms: uvloop rounds delays to whole milliseconds, and a 0 ms
+                        # sleep would spin and steal the CPU the broker needs.
+                        await asyncio.sleep(0.001)
         else:  # paced: one message every 1/rate s, each written on its own
             rate, i = spec["rate"], 0
             while i < n:
@@ -238,7 +242,8 @@ def w_bus_pub(spec: dict[str, Any]) -> None:
         while tx.queued_bytes:
             await asyncio.sleep(0.001)
         t2 = mono()
-        emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t2, "dropped": tx.dropped, "backpressure_waits": waits})
+        emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t2, "dropped": tx.dropped, "backpressure_waits": waits,
+                        "cpu": time.process_time() - cpu0})
         await client.close()
 
     uvloop.run(main())
@@ -292,10 +297,11 @@ def w_raw_sub(spec: dict[str, Any]) -> None:
     conn, _ = srv.accept()
     conn.settimeout(spec["idle"])
     lat: list[int] = []
+    cpu0 = time.process_time()
     count, first, last = _raw_parse_loop(conn, spec["n"], spec["mode"] == "paced", lat)
     if spec["mode"] == "paced":
         save_latencies(spec["lat_file"], lat)
-    emit("RESULT", {"count": count, "first": first, "last": last})
+    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
     conn.close()
     srv.close()
 
@@ -311,6 +317,7 @@ def w_raw_pub(spec: dict[str, Any]) -> None:
     pool = tick_pool()
     pack = LEN.pack
     emit("READY")
+    cpu0 = time.process_time()
     t0 = mono()
     if spec["mode"] == "flat":
         frames: list[bytes] = []
@@ -338,7 +345,7 @@ def w_raw_pub(spec: dict[str, Any]) -> None:
     t1 = mono()
     for s in socks:
         s.close()
-    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": 0})
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": 0, "cpu": time.process_time() - cpu0})
 
 
 def w_redis_sub(spec: dict[str, Any]) -> None:
@@ -359,6 +366,7 @@ def w_redis_sub(spec: dict[str, Any]) -> None:
     n, latency, loads = spec["n"], spec["mode"] == "paced", orjson.loads
     lat: list[int] = []
     count = first = 0
+    cpu0 = time.process_time()
     try:
         for msg in ps.listen():
             if msg["type"] != "message":
@@ -376,7 +384,7 @@ def w_redis_sub(spec: dict[str, Any]) -> None:
     last = mono()
     if latency:
         save_latencies(spec["lat_file"], lat)
-    emit("RESULT", {"count": count, "first": first, "last": last})
+    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
     ps.close()
 
 
@@ -390,6 +398,7 @@ def w_redis_pub(spec: dict[str, Any]) -> None:
     pool = tick_pool()
     emit("READY")
     receivers = 0
+    cpu0 = time.process_time()
     t0 = mono()
     for i in range(n):
         p = pool[i & 255]
@@ -398,7 +407,8 @@ def w_redis_pub(spec: dict[str, Any]) -> None:
         if i % batch == batch - 1 or i == n - 1:
             receivers += sum(pipe.execute())  # waits for the replies: the pipeline's backpressure
     t1 = mono()
-    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": n * spec["nsubs"] - receivers})
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": n * spec["nsubs"] - receivers,
+                    "cpu": time.process_time() - cpu0})
 
 
 def w_zmq_sub(spec: dict[str, Any]) -> None:
@@ -416,6 +426,7 @@ def w_zmq_sub(spec: dict[str, Any]) -> None:
     lat: list[int] = []
     count = first = 0
     recv = s.recv
+    cpu0 = time.process_time()
     try:
         while count < n:
             msg = recv()
@@ -430,7 +441,7 @@ def w_zmq_sub(spec: dict[str, Any]) -> None:
     last = mono()
     if latency:
         save_latencies(spec["lat_file"], lat)
-    emit("RESULT", {"count": count, "first": first, "last": last})
+    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
     s.close(linger=0)
     ctx.term()
 
@@ -454,6 +465,7 @@ def w_zmq_pub(spec: dict[str, Any]) -> None:
     pool = tick_pool()
     send = s.send
     emit("READY")
+    cpu0 = time.process_time()
     t0 = mono()
     for i in range(n):
         p = pool[i & 255]
@@ -463,7 +475,120 @@ def w_zmq_pub(spec: dict[str, Any]) -> None:
     s.close(linger=30_000)  # let the I/O thread hand everything over
     ctx.term()
     t2 = mono()
-    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t2, "dropped": 0})
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t2, "dropped": 0, "cpu": time.process_time() - cpu0})
+
+
+def _lean_connect(spec: dict[str, Any], name: bytes, frames: list[bytes]) -> socket.socket:
+    from daemons.runtime import wire
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(spec["socket"])
+    s.sendall(b"".join([wire.encode(wire.HELLO, name, b"{}"), *frames]))
+    return s
+
+
+def w_lean_sub(spec: dict[str, Any]) -> None:
+    """A minimal broker client: blocking socket, wire frames parsed inline, orjson.loads only."""
+    import orjson
+
+    from daemons.runtime import wire
+
+    idx, n, latency = spec["idx"], spec["n"], spec["mode"] == "paced"
+    probe = f"bench.ready.lean{idx}".encode()
+    topic = TOPIC.encode()
+    conn = _lean_connect(spec, f"bench-lean-sub{idx}".encode(), [
+        wire.encode(wire.SUBSCRIBE, topic), wire.encode(wire.SUBSCRIBE, probe),
+        wire.encode(wire.PUBLISH, probe, b'{"ready":1}')])
+    conn.settimeout(10)
+    rest = b""
+    while True:  # our probe coming back proves the broker has our subscriptions
+        data = rest + conn.recv(65536)
+        if probe in data:
+            break
+        rest = data
+    emit("READY")
+    conn.settimeout(spec["idle"])
+    loads, unpack, hsize = orjson.loads, wire.HEADER.unpack_from, wire.HEADER_SIZE
+    lat: list[int] = []
+    count = first = 0
+    cpu0 = time.process_time()
+    rbuf = bytearray(262144)
+    rview = memoryview(rbuf)
+    rest = b""
+    while count < n:
+        try:
+            got = conn.recv_into(rbuf)
+        except socket.timeout:
+            break
+        if not got:
+            break
+        if not count:
+            first = mono()
+        chunk = bytes(rview[:got])
+        data = rest + chunk if rest else chunk
+        mv = memoryview(data)
+        pos, end = 0, len(data)
+        while end - pos >= hsize:
+            length, kind, tlen, klen = unpack(data, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            if kind == wire.PUBLISH:
+                obj = loads(mv[pos + hsize + tlen + klen : stop])
+                if latency:
+                    lat.append(mono() - obj["payload"]["mono_ns"])
+                count += 1
+            pos = stop
+        mv.release()
+        rest = data[pos:]
+    last = mono()
+    if latency:
+        save_latencies(spec["lat_file"], lat)
+    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
+    conn.close()
+
+
+def w_lean_pub(spec: dict[str, Any]) -> None:
+    """A minimal broker client: wire frames built inline, `batch` per sendall (which blocks = backpressure)."""
+    from daemons.runtime import wire
+
+    n, batch = spec["n"], spec["batch"]
+    conn = _lean_connect(spec, b"bench-lean-pub", [])
+    env = Envelope("bench-pub")
+    pool = tick_pool()
+    keys = [str(p["token"]).encode() for p in pool]
+    encode, publish, topic = wire.encode, wire.PUBLISH, TOPIC.encode()
+    emit("READY")
+    cpu0 = time.process_time()
+    t0 = mono()
+    if spec["mode"] == "flat":
+        frames: list[bytes] = []
+        for i in range(n):
+            p = pool[i & 255]
+            p["exchange_ts"] = 1_732_240_000_000 + i
+            frames.append(encode(publish, topic, env.encode(i + 1, p), keys[i & 255]))
+            if len(frames) == batch or i == n - 1:
+                conn.sendall(b"".join(frames))
+                frames.clear()
+    else:
+        rate, i = spec["rate"], 0
+        while i < n:
+            p = pool[i & 255]
+            p["mono_ns"] = mono()
+            conn.sendall(encode(publish, topic, env.encode(i + 1, p), keys[i & 255]))
+            i += 1
+            pace(t0, i, rate)
+    t1 = mono()
+    cpu = time.process_time() - cpu0
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(10)
+    try:
+        while conn.recv(65536):  # the broker closes after reading everything we sent
+            pass
+    except OSError:
+        pass
+    conn.close()
+    emit("RESULT", {"t0": t0, "t_sent": t1, "t_flushed": t1, "dropped": 0, "cpu": cpu})
 
 
 WORKERS = {
@@ -471,6 +596,7 @@ WORKERS = {
     "raw-sub": w_raw_sub, "raw-pub": w_raw_pub,
     "redis-sub": w_redis_sub, "redis-pub": w_redis_pub,
     "zmq-sub": w_zmq_sub, "zmq-pub": w_zmq_pub,
+    "lean-sub": w_lean_sub, "lean-pub": w_lean_pub,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -664,9 +790,11 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
     else:
         timeout = n / 5000 + 30  # generous: even 5k msgs/s finishes
     deadline = time.monotonic() + 60
-    before = ctx["broker"].losses() if transport == "bus" else 0.0
+    brokered = transport in ("bus", "lean")
+    server = ctx["broker"] if brokered else ctx["redis"] if transport == "redis" else None
+    before = ctx["broker"].losses() if brokered else 0.0
     try:
-        if transport == "bus":
+        if brokered:
             common = {**base, "socket": str(ctx["broker"].socket), "high_bytes": ctx["high_bytes"]}
         elif transport == "redis":
             common = {**base, "path": str(ctx["redis"].socket)}
@@ -690,11 +818,13 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
         subs = [Worker(f"{transport}-sub", s, log) for s in sub_specs]
         for w in subs:
             w.expect("READY", deadline)
+        server_cpu0 = proc_cpu_ns(server.proc.pid) if server else 0
         if pub is None:
             pub = Worker(f"{transport}-pub", pub_spec, log)
         deadline = time.monotonic() + timeout
         pres = pub.expect("RESULT", deadline)
         sres = [w.expect("RESULT", deadline) for w in subs]
+        server_cpu = (proc_cpu_ns(server.proc.pid) - server_cpu0) / 1e9 if server else 0.0
     finally:
         for w in ([pub] if pub else []) + subs:
             w.finish()
@@ -707,13 +837,22 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
         "seconds": (end - pres["t0"]) / 1e9,
         "rate": n / ((end - pres["t0"]) / 1e9),
         "publish_rate": n / max(1, pres["t_sent"] - pres["t0"]) * 1e9,
+        # CPU time per message (µs) of each process; "sub" is the mean over the subscribers
+        "cpu_us_per_msg": {"pub": pres["cpu"] / n * 1e6,
+                           "server": server_cpu / n * 1e6 if server else None,
+                           "sub": statistics.fmean(x["cpu"] for x in sres) / n * 1e6},
     }
+    cpu = out["cpu_us_per_msg"]
+    cpu["total"] = cpu["pub"] + (cpu["server"] or 0) + nsubs * cpu["sub"]
+    if brokered:
+        out["broker_losses"] = ctx["broker"].losses() - before
+        out["complete"] = complete and out["broker_losses"] == 0
     if transport == "bus":
         out["broker_losses"] = ctx["broker"].losses() - before
         out["gaps"] = sum(s["gaps"] for s in sres)
         out["reconnects"] = sum(s["reconnects"] for s in sres)
         out["backpressure_waits"] = pres.get("backpressure_waits", 0)
-        out["complete"] = complete and out["broker_losses"] == 0 and out["gaps"] == 0 and out["reconnects"] == 0
+        out["complete"] = out["complete"] and out["gaps"] == 0 and out["reconnects"] == 0
     if mode == "paced":
         lat: list[int] = []
         skip = int(rate * ctx["warmup"])
@@ -725,6 +864,17 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
         out["latency_us"] = percentiles(lat)
         out["rate_target"] = rate
     return out
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """CPU time of all threads of a process, ns (schedstat: precise, unlike the 10 ms ticks of /proc/PID/stat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def percentiles(samples: list[int]) -> dict[str, float]:
