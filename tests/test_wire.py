@@ -18,7 +18,8 @@ def test_frames_split_anywhere_reassemble() -> None:
         for i in range(0, len(stream), chunk):
             got += reader.feed(stream[i : i + chunk])
         assert [f.raw for f in got] == frames
-        assert got[7] == (wire.PUBLISH, b"marketdata.tick", b"256265", b'{"i":7}', frames[7])
+        assert got[7] == (wire.PUBLISH, b"marketdata.tick", b"256265", frames[7], len(frames[7]) - 7)
+        assert got[7].body == b'{"i":7}'
         assert reader.pending == 0
 
 
@@ -48,7 +49,8 @@ def test_bad_headers_raise_protocol_errors(data: bytes, reason: str) -> None:
 def test_publish_checks(topic: bytes, body: bytes) -> None:
     frame = wire.FrameReader(1024).feed(wire.encode(wire.PUBLISH, topic, body))[0]
     with pytest.raises(wire.ProtocolError):
-        wire.check_publish(frame)
+        wire.check_topic(frame.topic)
+        wire.check_body(frame.raw, frame.offset)
 
 
 def test_patterns() -> None:

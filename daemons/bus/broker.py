@@ -104,9 +104,8 @@ class Peer(asyncio.Protocol):
         broker = self.broker
         try:
             for frame in self.reader.feed(data):
-                kind = frame.kind
+                kind = frame[0]
                 if kind == wire.PUBLISH:
-                    wire.check_publish(frame)
                     broker.route(frame)
                 elif kind == wire.SUBSCRIBE:
                     wire.check_pattern(frame.topic)
@@ -142,21 +141,22 @@ class Peer(asyncio.Protocol):
             assert self.tx is not None
             self.tx.write(b"".join(frames))
 
-    def enqueue(self, frame: wire.Frame) -> bool:
-        """Queue a frame for this subscriber; False when it had to be dropped."""
+    def enqueue_slow(self, frame: wire.Frame) -> bool:
+        """Queue for a subscriber that is behind; False when the frame had to be dropped."""
         if self.closed:
             return False
-        if self.paused:
-            if frame.topic.startswith(_CONFLATED):
-                replaced = self.conflated.get((frame.topic, frame.key))
-                self.conflated[(frame.topic, frame.key)] = frame.raw
-                if replaced is not None:
-                    self.broker.stats.dropped["conflated"] += 1
-                return False
-            assert self.tx is not None
-            if self.tx.get_write_buffer_size() + self.out_bytes + len(frame.raw) > self.broker.buffer_limit:
-                self.broker.slow_consumer(self)
-                return False
+        if frame.topic.startswith(_CONFLATED):
+            replaced = self.conflated.get((frame.topic, frame.key))
+            self.conflated[(frame.topic, frame.key)] = frame.raw
+            if replaced is not None:
+                self.broker.stats.dropped["conflated"] += 1
+            return False
+        assert self.tx is not None
+        if self.tx.get_write_buffer_size() + self.out_bytes + len(frame.raw) > self.broker.buffer_limit:
+            self.broker.slow_consumer(self)
+            return False
+        if not self.out:
+            self.broker._dirty.append(self)
         self.out.append(frame.raw)
         self.out_bytes += len(frame.raw)
         return True
@@ -222,20 +222,27 @@ class Broker:
         self._routes.clear()
 
     def route(self, frame: wire.Frame) -> None:
-        subs = self._routes.get(frame.topic)
+        """The hot path: a plain append per subscriber that keeps up; the rest in enqueue_slow."""
+        _, topic, _, raw, offset = frame
+        if offset >= len(raw) or raw[offset] != 0x7B or raw[-1] != 0x7D:
+            wire.check_body(raw, offset)
+        subs = self._routes.get(topic)
         if subs is None:
-            topic = frame.topic.decode()
-            subs = self._routes[frame.topic] = [
-                p for p in self.peers if any(wire.matches(pat, topic) for pat in p.patterns)
-            ]
-        self.stats.published[frame.topic] += 1
+            wire.check_topic(topic)  # once per topic: only valid topics are ever cached
+            name = topic.decode()
+            subs = self._routes[topic] = [p for p in self.peers if any(wire.matches(pat, name) for pat in p.patterns)]
+        self.stats.published[topic] += 1
         delivered = 0
         dirty = self._dirty
         for peer in subs:
-            if not peer.out:
+            if peer.paused or peer.closed:
+                delivered += peer.enqueue_slow(frame)
+                continue
+            out = peer.out
+            if not out:
                 dirty.append(peer)
-            if peer.enqueue(frame):
-                delivered += 1
+            out.append(raw)
+            delivered += 1
         self.stats.delivered += delivered
 
     def flush(self) -> None:

@@ -34,6 +34,7 @@ class BusClient:
         self.events = EventFactory(source)
         self._handlers: list[tuple[str, Handler]] = []
         self._routes: dict[bytes, list[Handler]] = {}
+        self._topics: dict[str, bytes] = {}
         self._last_seq: dict[tuple[str, str], int] = {}
         self.received = 0
         self.gaps = 0
@@ -84,14 +85,23 @@ class BusClient:
     def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
         """Stamp and send an event. Never blocks; a full outgoing buffer drops it (counted)."""
         event = self.events.make(topic, payload, trace, key)
-        self.transport.send(wire.encode(wire.PUBLISH, topic.encode(), event.encode(), key.encode()))
+        self.transport.send(wire.encode(wire.PUBLISH, self._topic_bytes(topic), event.encode(), key.encode()))
         self.published[topic] += 1
         return event
+
+    def _topic_bytes(self, topic: str) -> bytes:
+        """Validated once per topic, so a bad topic fails here and not as a dropped connection."""
+        encoded = self._topics.get(topic)
+        if encoded is None:
+            encoded = topic.encode()
+            wire.check_topic(encoded)
+            self._topics[topic] = encoded
+        return encoded
 
     def _on_frame(self, frame: wire.Frame) -> None:
         self.received += 1
         try:
-            event = Event.decode(frame.body, frame.key.decode())
+            event = Event.decode(frame.body, frame.key.decode() if frame.key else "")
         except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             self.decode_errors += 1
             log.warning("undecodable event on %s dropped: %s", frame.topic.decode(errors="replace"), exc)

@@ -70,6 +70,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._tx: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._backlog = 0
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._flush_handle: asyncio.Handle | None = None
@@ -118,6 +119,7 @@ class UnixTransport(Transport, asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tx = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        self._backlog = 0
         self._reader = wire.FrameReader(self._reader.max_frame)
         self.connected = True
         transport.write(b"".join([self.hello, *self.resubscribe()]))
@@ -167,7 +169,9 @@ class UnixTransport(Transport, asyncio.Protocol):
             self._outbox.append(frame)
             self._outbox_bytes += n
             return True
-        if self._pending_bytes + tx.get_write_buffer_size() + n > self.buffer_bytes:
+        # _backlog is the socket buffer as of the last flush: it only shrinks in between,
+        # so the check stays conservative without a call per message.
+        if self._pending_bytes + self._backlog + n > self.buffer_bytes:
             self.dropped += 1
             return False
         self._pending.append(frame)
@@ -185,6 +189,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._tx.write(b"".join(self._pending))
         self._pending.clear()
         self._pending_bytes = 0
+        self._backlog = self._tx.get_write_buffer_size()
 
     @property
     def queued_bytes(self) -> int:

@@ -43,12 +43,19 @@ class Frame(NamedTuple):
     kind: int
     topic: bytes
     key: bytes
-    body: bytes
     raw: bytes  # the whole frame, header included, to forward without re-encoding
+    offset: int  # where the body starts in raw
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.offset :]
+
+
+_new_frame = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
 
 def encode(kind: int, topic: bytes, body: bytes = b"", key: bytes = b"") -> bytes:
-    return HEADER.pack(3 + len(topic) + len(key) + len(body), kind, len(topic), len(key)) + topic + key + body
+    return b"".join((HEADER.pack(3 + len(topic) + len(key) + len(body), kind, len(topic), len(key)), topic, key, body))
 
 
 class FrameReader:
@@ -83,24 +90,24 @@ class FrameReader:
             stop = pos + 4 + length
             if stop > end:
                 break
-            t0 = pos + HEADER_SIZE
-            k0 = t0 + tlen
-            b0 = k0 + klen
             raw = bytes(buf[pos:stop])
-            off = b0 - pos
-            frames.append(Frame(kind, raw[HEADER_SIZE : HEADER_SIZE + tlen], raw[HEADER_SIZE + tlen : off], raw[off:], raw))
+            k0 = HEADER_SIZE + tlen
+            off = k0 + klen
+            frames.append(_new_frame(Frame, (kind, raw[HEADER_SIZE:k0], raw[k0:off], raw, off)))
             pos = stop
         if pos:
             del buf[:pos]
         return frames
 
 
-def check_publish(frame: Frame) -> None:
-    """Cheap checks that keep garbage off the bus without parsing the JSON body."""
-    if not TOPIC_RE.match(frame.topic):
-        raise ProtocolError("malformed", f"bad topic {frame.topic[:64]!r}")
-    body = frame.body
-    if not body or body[0] != 0x7B or body[-1] != 0x7D:  # '{' ... '}'
+def check_topic(topic: bytes) -> None:
+    if not TOPIC_RE.match(topic):
+        raise ProtocolError("malformed", f"bad topic {topic[:64]!r}")
+
+
+def check_body(raw: bytes, offset: int) -> None:
+    """Keeps garbage off the bus without parsing the JSON: the body must look like an object."""
+    if offset >= len(raw) or raw[offset] != 0x7B or raw[-1] != 0x7D:  # '{' ... '}'
         raise ProtocolError("malformed", "body is not a JSON object")
 
 
