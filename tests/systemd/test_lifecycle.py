@@ -96,3 +96,20 @@ def test_journal_priorities_and_structured_fields(sandbox: Sandbox) -> None:
     }
     everything = sandbox.journalctl("-u", HB, "-o", "cat").stdout
     assert "heartbeat ready" in everything and "control.pause from" in everything  # info: not in -p warning
+
+
+def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(sandbox: Sandbox) -> None:
+    sandbox.systemctl("start", HB, check=True)
+    pid = sandbox.show(HB, "MainPID")["MainPID"]
+    config = sandbox.etc / "fleet.toml"
+    config.write_text(config.read_text().replace("interval_sec = 0.1", "interval_sec = 0.25"))
+    sandbox.systemctl("reload", HB, check=True)  # returns once the daemon sent READY=1 again
+    wait_until(lambda: "every 0.25s" in sandbox.show(HB, "StatusText")["StatusText"], 5, "the new interval")
+
+    config.write_text("[daemons.heartbeat]\ninterval_sec = 'fast'\n")
+    sandbox.systemctl("reload", HB, check=True)
+    props = sandbox.show(HB, "MainPID", "ActiveState", "NRestarts")
+    assert props == {"MainPID": pid, "ActiveState": "active", "NRestarts": "0"}
+    assert "every 0.25s" in sandbox.show(HB, "StatusText")["StatusText"]
+    errors = sandbox.journalctl("-u", HB, "-p", "err", "-o", "cat").stdout
+    assert "reload rejected, keeping the running config" in errors and "daemons.heartbeat.interval_sec" in errors
