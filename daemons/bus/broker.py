@@ -63,18 +63,22 @@ class Peer(asyncio.Protocol):
     """One client connection, both publisher and subscriber."""
 
     __slots__ = (
-        "broker", "tx", "reader", "name", "pid", "patterns", "out", "out_bytes", "paused", "conflated", "closed",
+        "broker", "tx", "buffer", "name", "pid", "patterns", "out", "out_frames", "out_bytes",
+        "sent_frames", "sent_bytes", "paused", "conflated", "closed",
     )
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.tx: asyncio.Transport | None = None
-        self.reader = wire.FrameReader(broker.max_frame)
+        self.buffer = wire.Buffer()
         self.name = "?"
         self.pid = 0
         self.patterns: set[str] = set()
-        self.out: list[bytes] = []
+        self.out: list[bytes] = []  # chunks of whole frames, written once per read
+        self.out_frames = 0
         self.out_bytes = 0
+        self.sent_frames = 0
+        self.sent_bytes = 0
         self.paused = False
         self.conflated: dict[tuple[bytes, bytes], bytes] = {}
         self.closed = False
@@ -95,34 +99,56 @@ class Peer(asyncio.Protocol):
             transport.close()
             return
         high = self.broker.high_water
-        transport.set_write_buffer_limits(high=high, low=high // 4)
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         self.broker.add(self)
 
     def data_received(self, data: bytes) -> None:
+        """Routes runs of consecutive same-topic frames as one slice: per frame only the header is read."""
         if self.closed:
             return
         broker = self.broker
+        data = self.buffer.join(data)
         try:
-            for frame in self.reader.feed(data):
-                kind = frame[0]
+            spans, consumed = wire.scan(data, broker.max_frame)
+            self.buffer.keep(data, consumed)
+            run_topic, run_start, run_stop, count = b"", 0, 0, 0
+            for kind, start, t1, k1, stop in spans:
                 if kind == wire.PUBLISH:
-                    broker.route(frame)
-                elif kind == wire.SUBSCRIBE:
-                    wire.check_pattern(frame.topic)
-                    broker.subscribe(self, frame.topic.decode())
-                elif kind == wire.UNSUBSCRIBE:
-                    broker.unsubscribe(self, frame.topic.decode())
-                elif kind == wire.HELLO:
-                    self.name = frame.topic.decode(errors="replace")[:64]
-                else:
-                    raise wire.ProtocolError("malformed", f"clients may not send frame kind {kind}")
+                    if k1 >= stop or data[k1] != 0x7B or data[stop - 1] != 0x7D:
+                        wire.check_body(data[k1:stop], 0)
+                    if count and t1 - start - wire.HEADER_SIZE == len(run_topic) and data.startswith(run_topic, start + wire.HEADER_SIZE):
+                        count += 1
+                        run_stop = stop
+                        continue
+                    if count:
+                        broker.route(run_topic, data, run_start, run_stop, count)
+                    run_topic, run_start, run_stop, count = data[start + wire.HEADER_SIZE : t1], start, stop, 1
+                    continue
+                if count:
+                    broker.route(run_topic, data, run_start, run_stop, count)
+                    count = 0
+                self.control(kind, data[start + wire.HEADER_SIZE : t1])
+            if count:
+                broker.route(run_topic, data, run_start, run_stop, count)
         except wire.ProtocolError as exc:
             broker.violation(self, exc)
         broker.flush()
 
+    def control(self, kind: int, topic: bytes) -> None:
+        if kind == wire.SUBSCRIBE:
+            wire.check_pattern(topic)
+            self.broker.subscribe(self, topic.decode())
+        elif kind == wire.UNSUBSCRIBE:
+            self.broker.unsubscribe(self, topic.decode())
+        elif kind == wire.HELLO:
+            self.name = topic.decode(errors="replace")[:64]
+        else:
+            raise wire.ProtocolError("malformed", f"clients may not send frame kind {kind}")
+
     def eof_received(self) -> bool | None:
-        if self.reader.pending and not self.closed:
-            self.broker.violation(self, wire.ProtocolError("truncated", f"{self.reader.pending} bytes of a partial frame at EOF"))
+        pending = len(self.buffer.rest)
+        if pending and not self.closed:
+            self.broker.violation(self, wire.ProtocolError("truncated", f"{pending} bytes of a partial frame at EOF"))
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,25 +167,37 @@ class Peer(asyncio.Protocol):
             assert self.tx is not None
             self.tx.write(b"".join(frames))
 
-    def enqueue_slow(self, frame: wire.Frame) -> bool:
-        """Queue for a subscriber that is behind; False when the frame had to be dropped."""
-        if self.closed:
-            return False
-        if frame.topic.startswith(_CONFLATED):
-            replaced = self.conflated.get((frame.topic, frame.key))
-            self.conflated[(frame.topic, frame.key)] = frame.raw
-            if replaced is not None:
-                self.broker.stats.dropped["conflated"] += 1
-            return False
-        assert self.tx is not None
-        if self.tx.get_write_buffer_size() + self.out_bytes + len(frame.raw) > self.broker.buffer_limit:
-            self.broker.slow_consumer(self)
-            return False
+    def enqueue(self, chunk: bytes, count: int) -> None:
         if not self.out:
-            self.broker._dirty.append(self)
-        self.out.append(frame.raw)
-        self.out_bytes += len(frame.raw)
-        return True
+            self.broker.dirty.append(self)
+        self.out.append(chunk)
+        self.out_frames += count
+        self.out_bytes += len(chunk)
+
+    def enqueue_slow(self, topic: bytes, chunk: bytes, count: int) -> None:
+        """For a subscriber that is behind: conflate market data, disconnect on overflow."""
+        if self.closed:
+            return
+        if topic.startswith(_CONFLATED):
+            spans, _ = wire.scan(chunk, self.broker.max_frame)  # the run again, frame by frame: keys matter
+            for _, start, t1, k1, stop in spans:
+                slot = (topic, chunk[t1:k1])
+                if slot in self.conflated:
+                    self.broker.stats.dropped["conflated"] += 1
+                self.conflated[slot] = chunk[start:stop]
+            return
+        assert self.tx is not None
+        if self.tx.get_write_buffer_size() + self.out_bytes + len(chunk) > self.broker.buffer_limit:
+            self.broker.slow_consumer(self, count)
+            return
+        self.enqueue(chunk, count)
+
+    def queued_frames(self) -> int:
+        """Frames accepted for this peer and not yet sent; those in the transport are estimated
+        from this peer's average frame size (the transport keeps bytes, not frames)."""
+        backlog = self.tx.get_write_buffer_size() if self.tx is not None else 0
+        in_transport = round(backlog * self.sent_frames / self.sent_bytes) if self.sent_bytes else 0
+        return self.out_frames + in_transport  # conflated ticks are counted as "disconnected" by remove()
 
 
 class Broker:
@@ -170,8 +208,8 @@ class Broker:
         self.policy = PeerPolicy(group)
         self.stats = BrokerStats()
         self.peers: set[Peer] = set()
+        self.dirty: list[Peer] = []
         self._routes: dict[bytes, list[Peer]] = {}
-        self._dirty: list[Peer] = []
         self._server: asyncio.base_events.Server | None = None
 
     async def serve(self, sock: socket.socket) -> None:
@@ -221,38 +259,35 @@ class Broker:
         peer.patterns.discard(pattern)
         self._routes.clear()
 
-    def route(self, frame: wire.Frame) -> None:
-        """The hot path: a plain append per subscriber that keeps up; the rest in enqueue_slow."""
-        _, topic, _, raw, offset = frame
-        if offset >= len(raw) or raw[offset] != 0x7B or raw[-1] != 0x7D:
-            wire.check_body(raw, offset)
+    def route(self, topic: bytes, data: bytes, start: int, stop: int, count: int) -> None:
+        """Hand ``count`` consecutive frames of one topic (data[start:stop]) to its subscribers."""
         subs = self._routes.get(topic)
         if subs is None:
             wire.check_topic(topic)  # once per topic: only valid topics are ever cached
             name = topic.decode()
             subs = self._routes[topic] = [p for p in self.peers if any(wire.matches(pat, name) for pat in p.patterns)]
-        self.stats.published[topic] += 1
-        delivered = 0
-        dirty = self._dirty
+        self.stats.published[topic] += count
+        if not subs:
+            return
+        chunk = data if start == 0 and stop == len(data) else data[start:stop]
         for peer in subs:
             if peer.paused or peer.closed:
-                delivered += peer.enqueue_slow(frame)
-                continue
-            out = peer.out
-            if not out:
-                dirty.append(peer)
-            out.append(raw)
-            delivered += 1
-        self.stats.delivered += delivered
+                peer.enqueue_slow(topic, chunk, count)
+            else:
+                peer.enqueue(chunk, count)
 
     def flush(self) -> None:
         """One write per subscriber per read: batching is most of the broker's throughput."""
-        for peer in self._dirty:
+        stats = self.stats
+        for peer in self.dirty:
             if peer.out and not peer.closed and peer.tx is not None:
-                peer.tx.write(b"".join(peer.out))
+                peer.tx.write(peer.out[0] if len(peer.out) == 1 else b"".join(peer.out))
+                stats.delivered += peer.out_frames
+                peer.sent_frames += peer.out_frames
+                peer.sent_bytes += peer.out_bytes
             peer.out.clear()
-            peer.out_bytes = 0
-        self._dirty.clear()
+            peer.out_frames = peer.out_bytes = 0
+        self.dirty.clear()
 
     def violation(self, peer: Peer, exc: wire.ProtocolError) -> None:
         self.stats.protocol_errors[exc.reason] += 1
@@ -260,9 +295,8 @@ class Broker:
         log.warning("dropping bus peer %r: %s", peer, exc)
         self._drop(peer)
 
-    def slow_consumer(self, peer: Peer) -> None:
-        lost = 1 + len(peer.out) + len(peer.conflated)
-        self.stats.dropped["slow_consumer"] += lost
+    def slow_consumer(self, peer: Peer, incoming: int) -> None:
+        self.stats.dropped["slow_consumer"] += incoming + peer.queued_frames()
         self.stats.disconnects["slow_consumer"] += 1
         log.warning(
             "disconnecting slow subscriber %r: over %d queued bytes; it will resync", peer, self.buffer_limit
@@ -272,7 +306,7 @@ class Broker:
     def _drop(self, peer: Peer) -> None:
         peer.closed = True
         peer.out.clear()
-        peer.out_bytes = 0
+        peer.out_frames = peer.out_bytes = 0
         self.remove(peer)
         if peer.tx is not None:
             peer.tx.abort()

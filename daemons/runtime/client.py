@@ -12,6 +12,8 @@ import orjson
 from . import wire
 from .config import BusSection
 from .envelope import CONFLATED_PREFIX, Event, EventFactory
+
+_new = tuple.__new__
 from .transport import Transport, UnixTransport
 
 log = logging.getLogger("algo.bus")
@@ -41,7 +43,7 @@ class BusClient:
         self.decode_errors = 0
         self.handler_errors = 0
         self.published: Counter[str] = Counter()
-        transport.on_frame = self._on_frame
+        transport.on_batch = self._on_batch
 
     @classmethod
     def for_config(cls, bus: BusSection, source: str, socket_path: str | None = None) -> "BusClient":
@@ -84,8 +86,8 @@ class BusClient:
 
     def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
         """Stamp and send an event. Never blocks; a full outgoing buffer drops it (counted)."""
-        event = self.events.make(topic, payload, trace, key)
-        self.transport.send(wire.encode(wire.PUBLISH, self._topic_bytes(topic), event.encode(), key.encode()))
+        event, body = self.events.stamp(topic, payload, trace, key)
+        self.transport.send(wire.encode(wire.PUBLISH, self._topics.get(topic) or self._topic_bytes(topic), body, key.encode()))
         self.published[topic] += 1
         return event
 
@@ -98,33 +100,43 @@ class BusClient:
             self._topics[topic] = encoded
         return encoded
 
-    def _on_frame(self, frame: wire.Frame) -> None:
-        self.received += 1
-        try:
-            event = Event.decode(frame.body, frame.key.decode() if frame.key else "")
-        except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            self.decode_errors += 1
-            log.warning("undecodable event on %s dropped: %s", frame.topic.decode(errors="replace"), exc)
-            return
-        self._track_seq(event)
-        handlers = self._routes.get(frame.topic)
-        if handlers is None:
-            topic = event.type
-            handlers = self._routes[frame.topic] = [h for p, h in self._handlers if wire.matches(p, topic)]
-        for handler in handlers:
+    def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:
+        """Decode and dispatch every PUBLISH frame of one read; bodies are parsed in place."""
+        view = memoryview(data)
+        loads = orjson.loads
+        routes = self._routes
+        last_seq = self._last_seq
+        for _, start, t1, k1, stop in spans:
+            self.received += 1
             try:
-                handler(event)
-            except Exception:
-                self.handler_errors += 1
-                log.exception("handler for %s failed", event.type, extra={"TRACE_ID": event.trace})
+                d = loads(view[k1:stop])
+                event = _new(Event, (d["type"], d["source"], d["seq"], d["payload"], d["id"], d["ts"], d["trace"],
+                                     data[t1:k1].decode() if k1 > t1 else ""))
+            except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                self.decode_errors += 1
+                log.warning("undecodable event on %s dropped: %s", data[start + wire.HEADER_SIZE : t1], exc)
+                continue
+            stream = (event.source, event.type)
+            last = last_seq.get(stream, 0)
+            last_seq[stream] = seq = event.seq
+            if seq > last + 1 and last:
+                self._gap(event, last)
+            topic = data[start + wire.HEADER_SIZE : t1]
+            handlers = routes.get(topic)
+            if handlers is None:
+                name = topic.decode()
+                handlers = routes[topic] = [h for p, h in self._handlers if wire.matches(p, name)]
+            for handler in handlers:
+                try:
+                    handler(event)
+                except Exception:
+                    self.handler_errors += 1
+                    log.exception("handler for %s failed", event.type, extra={"TRACE_ID": event.trace})
 
-    def _track_seq(self, event: Event) -> None:
-        stream = (event.source, event.type)
-        last = self._last_seq.get(stream)
-        self._last_seq[stream] = event.seq
-        if last is not None and event.seq > last + 1:
-            missed = event.seq - last - 1
-            self.gaps += missed
-            if not event.type.startswith(CONFLATED_PREFIX):  # conflation skips ticks by design
-                log.warning("missed %d %s events from %s (seq %d -> %d)", missed, event.type, event.source, last, event.seq)
-        # seq <= last: the source restarted and counts from 1 again; nothing was lost here.
+    def _gap(self, event: Event, last: int) -> None:
+        """seq jumped past last + 1: events were lost upstream. (A lower seq means the source
+        restarted and counts from 1 again; nothing was lost.)"""
+        missed = event.seq - last - 1
+        self.gaps += missed
+        if not event.type.startswith(CONFLATED_PREFIX):  # conflation skips ticks by design
+            log.warning("missed %d %s events from %s (seq %d -> %d)", missed, event.type, event.source, last, event.seq)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,9 +26,12 @@ HEALTH_HEARTBEAT = "health.heartbeat"
 CONFLATED_PREFIX = "marketdata."
 
 
-@dataclass(slots=True)
-class Event:
-    """id, ts (ns since epoch), type (the topic), source, seq (per source and topic), trace, payload."""
+class Event(NamedTuple):
+    """id, ts (ns since epoch), type (the topic), source, seq (per source and topic), trace, payload.
+
+    A tuple: cheap to build on the hot path, and an event is never changed once stamped.
+    ``key`` travels in the frame header (the conflation key), not in the JSON body.
+    """
 
     type: str
     source: str
@@ -38,25 +40,24 @@ class Event:
     id: str
     ts: int
     trace: str
-    key: str = field(default="", compare=False)
+    key: str = ""
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "ts": self.ts,
-                "type": self.type,
-                "source": self.source,
-                "seq": self.seq,
-                "trace": self.trace,
-                "payload": self.payload,
-            }
-        )
+        return _encode(self.id, self.ts, self.type, self.source, self.seq, self.trace, self.payload)
 
     @classmethod
-    def decode(cls, body: bytes, key: str = "") -> "Event":
+    def decode(cls, body: bytes | memoryview, key: str = "") -> "Event":
         d = orjson.loads(body)
-        return cls(d["type"], d["source"], d["seq"], d["payload"], d["id"], d["ts"], d["trace"], key)
+        return _new(cls, (d["type"], d["source"], d["seq"], d["payload"], d["id"], d["ts"], d["trace"], key))
+
+
+_new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
+
+
+def _encode(eid: str, ts: int, topic: str, source: str, seq: int, trace: str, payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {"id": eid, "ts": ts, "type": topic, "source": source, "seq": seq, "trace": trace, "payload": payload}
+    )
 
 
 class EventFactory:
@@ -73,8 +74,14 @@ class EventFactory:
         # tell a lost event from one it never subscribed to.
         self._seq: dict[str, int] = {}
 
-    def make(self, topic: str, payload: dict[str, Any], trace: str | None = None, key: str = "") -> Event:
+    def stamp(self, topic: str, payload: dict[str, Any], trace: str | None = None, key: str = "") -> tuple[Event, bytes]:
+        """The event and its encoded body, built from the same values in one pass."""
         self._count += 1
         seq = self._seq[topic] = self._seq.get(topic, 0) + 1
         eid = self._prefix + str(self._count)
-        return Event(topic, self.source, seq, payload, eid, time.time_ns(), trace or eid, key)
+        ts = time.time_ns()
+        trace = trace or eid
+        source = self.source
+        return _new(Event, (topic, source, seq, payload, eid, ts, trace, key)), _encode(
+            eid, ts, topic, source, seq, trace, payload
+        )

@@ -13,18 +13,19 @@ from . import wire
 
 log = logging.getLogger("algo.bus")
 
-FrameHandler = Callable[[wire.Frame], None]
+# Receives one read's worth of PUBLISH frames: the bytes and each frame's offsets into them.
+BatchHandler = Callable[[bytes, list[wire.Span]], None]
 
 
 class Transport(ABC):
-    """Delivers frames to the broker and hands received PUBLISH frames to ``on_frame``."""
+    """Delivers frames to the broker and hands received PUBLISH frames to ``on_batch``."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.dropped = 0
         self.reconnects = 0
         self.connected = False
-        self.on_frame: FrameHandler = lambda frame: None
+        self.on_batch: BatchHandler = lambda data, spans: None
         self.on_connected: Callable[[], None] = lambda: None
 
     @abstractmethod
@@ -66,7 +67,8 @@ class UnixTransport(Transport, asyncio.Protocol):
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.resubscribe = resubscribe
-        self._reader = wire.FrameReader(max_frame)
+        self.max_frame = max_frame
+        self._buffer = wire.Buffer()
         self._tx: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -120,7 +122,7 @@ class UnixTransport(Transport, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tx = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         self._backlog = 0
-        self._reader = wire.FrameReader(self._reader.max_frame)
+        self._buffer = wire.Buffer()
         self.connected = True
         transport.write(b"".join([self.hello, *self.resubscribe()]))
         while self._outbox:
@@ -144,19 +146,21 @@ class UnixTransport(Transport, asyncio.Protocol):
             self._lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        data = self._buffer.join(data)
         try:
-            frames = self._reader.feed(data)
+            spans, consumed = wire.scan(data, self.max_frame)
         except wire.ProtocolError as exc:
             log.error("bad frame from the broker (%s); reconnecting", exc)
             if self._tx is not None:
                 self._tx.abort()
             return
-        on_frame = self.on_frame
-        for frame in frames:
-            if frame.kind == wire.PUBLISH:
-                on_frame(frame)
-            elif frame.kind == wire.NOTICE:
-                log.warning("broker notice: %s", frame.body.decode(errors="replace"))
+        self._buffer.keep(data, consumed)
+        if any(span[0] != wire.PUBLISH for span in spans):
+            for kind, start, t1, k1, stop in spans:
+                if kind == wire.NOTICE:
+                    log.warning("broker notice: %s", data[k1:stop].decode(errors="replace"))
+            spans = [span for span in spans if span[0] == wire.PUBLISH]
+        self.on_batch(data, spans)
 
     # sending
     def send(self, frame: bytes) -> bool:

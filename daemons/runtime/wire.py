@@ -51,52 +51,79 @@ class Frame(NamedTuple):
         return self.raw[self.offset :]
 
 
-_new_frame = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+# One complete frame found by scan(): kind and offsets into the scanned buffer
+# (start of frame, end of topic, end of key = start of body, end of frame).
+Span = tuple[int, int, int, int, int]
 
 
 def encode(kind: int, topic: bytes, body: bytes = b"", key: bytes = b"") -> bytes:
     return b"".join((HEADER.pack(3 + len(topic) + len(key) + len(body), kind, len(topic), len(key)), topic, key, body))
 
 
-class FrameReader:
-    """Incremental parser: feed it whatever recv() returned, get every complete frame back."""
+def scan(data: bytes, max_frame: int) -> tuple[list[Span], int]:
+    """Every complete frame in ``data`` as offsets (no copies), and where the incomplete rest starts.
 
-    __slots__ = ("_buf", "max_frame")
+    The one place frames are validated; the broker and the clients slice what they need.
+    """
+    spans: list[Span] = []
+    pos = 0
+    end = len(data)
+    unpack = HEADER.unpack_from
+    while end - pos >= HEADER_SIZE:
+        length, kind, tlen, klen = unpack(data, pos)
+        if length > max_frame:
+            raise ProtocolError("oversized", f"frame of {length} bytes exceeds the {max_frame}-byte limit")
+        if length < _MIN_LENGTH or tlen + klen > length - _MIN_LENGTH:
+            raise ProtocolError("malformed", f"inconsistent lengths (frame {length}, topic {tlen}, key {klen})")
+        if kind not in KINDS:
+            raise ProtocolError("malformed", f"unknown frame kind {kind}")
+        stop = pos + 4 + length
+        if stop > end:
+            break
+        t1 = pos + HEADER_SIZE + tlen
+        spans.append((kind, pos, t1, t1 + klen, stop))
+        pos = stop
+    return spans, pos
+
+
+class Buffer:
+    """Carries an incomplete frame over to the next read; a complete read passes through uncopied."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def join(self, data: bytes) -> bytes:
+        if self.rest:
+            data = self.rest + data
+            self.rest = b""
+        return data
+
+    def keep(self, data: bytes, consumed: int) -> None:
+        self.rest = data[consumed:] if consumed < len(data) else b""
+
+
+class FrameReader:
+    """Incremental parser returning Frame objects: for tools and tests, not the hot paths."""
 
     def __init__(self, max_frame: int) -> None:
-        self._buf = bytearray()
+        self._buffer = Buffer()
         self.max_frame = max_frame
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame still waiting for the rest (non-zero at EOF = truncated)."""
-        return len(self._buf)
+        return len(self._buffer.rest)
 
     def feed(self, data: bytes) -> list[Frame]:
-        buf = self._buf
-        buf += data
-        frames: list[Frame] = []
-        pos = 0
-        end = len(buf)
-        unpack = HEADER.unpack_from
-        while end - pos >= HEADER_SIZE:
-            length, kind, tlen, klen = unpack(buf, pos)
-            if length > self.max_frame:
-                raise ProtocolError("oversized", f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
-            if length < _MIN_LENGTH or tlen + klen > length - _MIN_LENGTH:
-                raise ProtocolError("malformed", f"inconsistent lengths (frame {length}, topic {tlen}, key {klen})")
-            if kind not in KINDS:
-                raise ProtocolError("malformed", f"unknown frame kind {kind}")
-            stop = pos + 4 + length
-            if stop > end:
-                break
-            raw = bytes(buf[pos:stop])
-            k0 = HEADER_SIZE + tlen
-            off = k0 + klen
-            frames.append(_new_frame(Frame, (kind, raw[HEADER_SIZE:k0], raw[k0:off], raw, off)))
-            pos = stop
-        if pos:
-            del buf[:pos]
+        data = self._buffer.join(data)
+        spans, consumed = scan(data, self.max_frame)
+        self._buffer.keep(data, consumed)
+        frames = []
+        for kind, start, t1, k1, stop in spans:
+            raw = data[start:stop]
+            frames.append(Frame(kind, raw[HEADER_SIZE : t1 - start], raw[t1 - start : k1 - start], raw, k1 - start))
         return frames
 
 
