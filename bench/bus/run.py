@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark the fleet's bus broker (algo-bus) against raw AF_UNIX, Redis pub/sub and ZeroMQ.
 
-    .venv/bin/python bench/bus/run.py            # full run (~2-3 min on 2 cores)
-    .venv/bin/python bench/bus/run.py --quick    # smoke run (~40 s): fewer messages, 1 repetition
+    .venv/bin/python bench/bus/run.py            # full run (~2 min on 2 cores)
+    .venv/bin/python bench/bus/run.py --quick    # smoke run (~25 s): 50k messages, 1 repetition
 
 Every publisher and subscriber is its own process (own CPU, own GIL). Each throughput case sends
-the same ~330-byte JSON event (the Event envelope around a ~200-byte tick) from one publisher to 1
+the same ~350-byte JSON event (the Event envelope around a ~200-byte tick) from one publisher to 1
 or 3 subscribers that decode every message; the rate is messages published per second, measured
 from the publisher's first send to the moment the last subscriber has received the last message
 (CLOCK_MONOTONIC is shared by all processes on a host). A case counts only if every subscriber got
@@ -37,6 +37,10 @@ import urllib.request
 from array import array
 from pathlib import Path
 from typing import Any
+
+import orjson
+
+_dumps = orjson.dumps
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -75,6 +79,8 @@ def tick_pool(size: int = 256) -> list[dict[str, Any]]:
                 "symbol": sym,
                 "token": token + i // len(_SYMBOLS),
                 "last_price": px,
+                "last_qty": 25 + i % 50,
+                "avg_price": round(px * 0.9993, 2),
                 "bid": round(px - 0.05, 2),
                 "ask": round(px + 0.05, 2),
                 "bid_qty": 125 + i,
@@ -95,14 +101,12 @@ class Envelope:
         self.d: dict[str, Any] = {"id": "", "ts": 0, "type": TOPIC, "source": source, "seq": 0, "trace": "", "payload": None}
 
     def encode(self, seq: int, payload: dict[str, Any]) -> bytes:
-        import orjson
-
         d = self.d
         d["id"] = d["trace"] = self.prefix + str(seq)
         d["ts"] = time.time_ns()
         d["seq"] = seq
         d["payload"] = payload
-        return orjson.dumps(d)
+        return _dumps(d)
 
 
 def pace(t0: int, sent: int, rate: int) -> None:
@@ -250,8 +254,6 @@ def w_bus_pub(spec: dict[str, Any]) -> None:
 
 
 def _raw_parse_loop(conn: socket.socket, n: int, latency: bool, lat: list[int]) -> tuple[int, int, int]:
-    import orjson
-
     loads, unpack = orjson.loads, LEN.unpack_from
     count = first = last = 0
     rest = b""
@@ -349,7 +351,6 @@ def w_raw_pub(spec: dict[str, Any]) -> None:
 
 
 def w_redis_sub(spec: dict[str, Any]) -> None:
-    import orjson
     import redis
 
     r = redis.Redis(unix_socket_path=spec["path"], socket_timeout=spec["idle"])
@@ -412,7 +413,6 @@ def w_redis_pub(spec: dict[str, Any]) -> None:
 
 
 def w_zmq_sub(spec: dict[str, Any]) -> None:
-    import orjson
     import zmq
 
     ctx = zmq.Context()
@@ -489,8 +489,6 @@ def _lean_connect(spec: dict[str, Any], name: bytes, frames: list[bytes]) -> soc
 
 def w_lean_sub(spec: dict[str, Any]) -> None:
     """A minimal broker client: blocking socket, wire frames parsed inline, orjson.loads only."""
-    import orjson
-
     from daemons.runtime import wire
 
     idx, n, latency = spec["idx"], spec["n"], spec["mode"] == "paced"
@@ -604,6 +602,7 @@ WORKERS = {
 # ---------------------------------------------------------------------------------------------
 
 _CHILDREN: list[subprocess.Popen[bytes]] = []
+_CHILD_ENV: dict[str, str] | None = None  # set by --src: PYTHONPATH to another checkout's daemons/
 
 
 def _die_with_parent() -> None:
@@ -617,7 +616,7 @@ def _die_with_parent() -> None:
 
 
 def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent, cwd=REPO, **kw)
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent, cwd=REPO, env=_CHILD_ENV, **kw)
     _CHILDREN.append(proc)
     return proc
 
@@ -657,7 +656,7 @@ class Worker:
         if r:
             chunk = os.read(fd, 65536)
             if not chunk:
-                raise RuntimeError(f"{self.role} exited (status {self.proc.wait()}) before reporting; see {self.errlog.name}")
+                raise RuntimeError(f"{self.role} exited (status {self.proc.wait()}) before reporting{self.log_tail()}")
             self._buf += chunk
             *done, self._buf = self._buf.split(b"\n")
             self.lines.extend(x.decode() for x in done)
@@ -671,8 +670,16 @@ class Worker:
                     return json.loads(rest[1]) if len(rest) > 1 else None
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{self.role}: no {tag} in time; see {self.errlog.name}")
+                raise TimeoutError(f"{self.role}: no {tag} in time{self.log_tail()}")
             self._pump(min(left, 1.0))
+
+    def log_tail(self) -> str:
+        self.errlog.flush()
+        try:
+            text = Path(self.errlog.name).read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return f"; stderr of the case's workers:\n{text[-1500:]}" if text else ""
 
     def finish(self) -> None:
         try:
@@ -727,9 +734,11 @@ class BrokerProc:
         self.log = tmp / "algo-bus.log"
         entry = Path(sys.executable).parent / "algo-bus"
         if profile is not None:
+            # cProfile.run catches the daemon's SystemExit and writes the stats on a clean SIGTERM exit
             code = ("import cProfile, sys; from daemons.bus.main import main; "
-                    f"cProfile.run('main([\"--config\", {str(self.config)!r}, \"--log-level\", \"WARNING\"])', {str(profile)!r})")
-            cmd = [sys.executable, "-c", code]
+                    "argv = ['--config', sys.argv[1], '--log-level', 'WARNING']; "
+                    "cProfile.run('main(argv)', sys.argv[2])")
+            cmd = [sys.executable, "-c", code, str(self.config), str(profile)]
         elif entry.exists():
             cmd = [str(entry), "--config", str(self.config), "--log-level", "WARNING"]
         else:
@@ -737,7 +746,11 @@ class BrokerProc:
         self.cmd = cmd
         with self.log.open("wb") as err:
             self.proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        wait_for_socket(self.socket, self.proc, 20, "algo-bus")
+        try:
+            wait_for_socket(self.socket, self.proc, 20, "algo-bus")
+        except (RuntimeError, TimeoutError) as exc:
+            self.close()
+            raise RuntimeError(f"{exc}; its log:\n{self.log.read_text(errors='replace')[-2000:]}") from None
 
     def metrics(self) -> dict[str, float]:
         """algo_bus_* counters from the daemon's Prometheus endpoint (loopback)."""
@@ -749,9 +762,11 @@ class BrokerProc:
                     out[name] = float(value)
         return out
 
-    def losses(self) -> float:
+    def losses(self) -> tuple[float, float]:
+        """(deliveries dropped, peers disconnected) so far, all reasons."""
         m = self.metrics()
-        return sum(v for k, v in m.items() if k.startswith(("algo_bus_dropped_total", "algo_bus_disconnects_total")))
+        return (sum(v for k, v in m.items() if k.startswith("algo_bus_dropped_total")),
+                sum(v for k, v in m.items() if k.startswith("algo_bus_disconnects_total")))
 
     def close(self) -> None:
         stop(self.proc, 10.0)
@@ -792,7 +807,7 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
     deadline = time.monotonic() + 60
     brokered = transport in ("bus", "lean")
     server = ctx["broker"] if brokered else ctx["redis"] if transport == "redis" else None
-    before = ctx["broker"].losses() if brokered else 0.0
+    before = ctx["broker"].losses() if brokered else (0.0, 0.0)
     try:
         if brokered:
             common = {**base, "socket": str(ctx["broker"].socket), "high_bytes": ctx["high_bytes"]}
@@ -819,24 +834,28 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
         for w in subs:
             w.expect("READY", deadline)
         server_cpu0 = proc_cpu_ns(server.proc.pid) if server else 0
+        meter = LoadMeter()
         if pub is None:
             pub = Worker(f"{transport}-pub", pub_spec, log)
         deadline = time.monotonic() + timeout
         pres = pub.expect("RESULT", deadline)
         sres = [w.expect("RESULT", deadline) for w in subs]
         server_cpu = (proc_cpu_ns(server.proc.pid) - server_cpu0) / 1e9 if server else 0.0
+        steal = meter.read()[1]  # "other work" is unknown until the workers are reaped; steal is not
     finally:
         for w in ([pub] if pub else []) + subs:
             w.finish()
     counts = [s["count"] for s in sres]
     complete = all(c == n for c in counts) and pres["dropped"] == 0
     end = max(s["last"] for s in sres)
+    seconds = (end - pres["t0"]) / 1e9 if complete else None  # a rate of an incomplete run means nothing
     out: dict[str, Any] = {
         "transport": transport, "subscribers": nsubs, "mode": mode, "messages": n,
         "complete": complete, "delivered": counts, "publisher_dropped": pres["dropped"],
-        "seconds": (end - pres["t0"]) / 1e9,
-        "rate": n / ((end - pres["t0"]) / 1e9),
+        "seconds": seconds,
+        "rate": n / seconds if seconds else None,
         "publish_rate": n / max(1, pres["t_sent"] - pres["t0"]) * 1e9,
+        "steal_share": steal,
         # CPU time per message (µs) of each process; "sub" is the mean over the subscribers
         "cpu_us_per_msg": {"pub": pres["cpu"] / n * 1e6,
                            "server": server_cpu / n * 1e6 if server else None,
@@ -845,14 +864,17 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
     cpu = out["cpu_us_per_msg"]
     cpu["total"] = cpu["pub"] + (cpu["server"] or 0) + nsubs * cpu["sub"]
     if brokered:
-        out["broker_losses"] = ctx["broker"].losses() - before
-        out["complete"] = complete and out["broker_losses"] == 0
+        after = ctx["broker"].losses()
+        out["broker_dropped"] = after[0] - before[0]
+        out["broker_disconnects"] = after[1] - before[1]
+        out["complete"] = complete = complete and out["broker_dropped"] == 0 and out["broker_disconnects"] == 0
     if transport == "bus":
-        out["broker_losses"] = ctx["broker"].losses() - before
         out["gaps"] = sum(s["gaps"] for s in sres)
         out["reconnects"] = sum(s["reconnects"] for s in sres)
         out["backpressure_waits"] = pres.get("backpressure_waits", 0)
-        out["complete"] = out["complete"] and out["gaps"] == 0 and out["reconnects"] == 0
+        out["complete"] = complete = complete and out["gaps"] == 0 and out["reconnects"] == 0
+    if not complete:
+        out["seconds"] = out["rate"] = None
     if mode == "paced":
         lat: list[int] = []
         skip = int(rate * ctx["warmup"])
@@ -877,6 +899,36 @@ def proc_cpu_ns(pid: int) -> int:
     return total
 
 
+def machine_cpu_ns() -> tuple[int, int]:
+    """(busy, steal) CPU time of the whole machine (all CPUs), ns, from /proc/stat.
+
+    busy = user + nice + system + irq + softirq; steal = time the hypervisor ran someone else
+    while this VM wanted the CPU (other tenants: it shows up as latency spikes and lost throughput).
+    """
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) * tick, f[7] * tick
+
+
+def own_cpu_ns() -> int:
+    """CPU of this process and of every child it has reaped (workers, broker, redis-server)."""
+    t = os.times()
+    return int((t.user + t.system + t.children_user + t.children_system) * 1e9)
+
+
+class LoadMeter:
+    """Share of the machine's CPU that went to other work (and to steal) since start()."""
+
+    def __init__(self) -> None:
+        self.m0, self.o0, self.t0 = machine_cpu_ns(), own_cpu_ns(), mono()
+
+    def read(self) -> tuple[float, float]:
+        (busy, steal), own, t = machine_cpu_ns(), own_cpu_ns(), mono()
+        capacity = (t - self.t0) * (os.cpu_count() or 1)
+        other = (busy - self.m0[0]) - (own - self.o0)
+        return max(0.0, other / capacity), max(0.0, (steal - self.m0[1]) / capacity)
+
+
 def percentiles(samples: list[int]) -> dict[str, float]:
     if not samples:
         return {"samples": 0}
@@ -889,7 +941,7 @@ def percentiles(samples: list[int]) -> dict[str, float]:
             "max": s[-1] / 1000, "mean": statistics.fmean(s) / 1000}
 
 
-def env_info(redis_version: str | None) -> dict[str, Any]:
+def env_info(redis_version: str | None, src: Path | None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -914,20 +966,34 @@ def env_info(redis_version: str | None) -> dict[str, Any]:
     except ImportError:
         pass
     info["redis_server"] = redis_version
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                        text=True).stdout.strip()
-    except OSError:
-        pass
+    info["daemons_source"] = source_info(src)
     return info
 
 
+def source_info(src: Path | None) -> dict[str, Any]:
+    """Which daemons/ was measured: the checkout's commit and whether daemons/ had local edits."""
+    root = src or REPO
+    out: dict[str, Any] = {"path": str(root / "daemons")}
+    try:
+        git = ["git", "-C", str(root)]
+        out["commit"] = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                       text=True).stdout.strip() or None
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "daemons"], capture_output=True,
+                               text=True).stdout.split("\n")
+        out["uncommitted"] = [line[3:] for line in dirty if line.strip()]
+    except OSError:
+        pass
+    return out
+
+
 NAMES = {
-    "bus": "algo-bus broker (BusClient -> algo-bus -> BusClient)",
-    "raw": "raw AF_UNIX + orjson (no broker)",
-    "redis": "Redis pub/sub (redis-py + hiredis, unix socket)",
+    "bus": "algo-bus broker, BusClient both ends",
+    "lean": "algo-bus broker path, minimal clients",
+    "raw": "raw AF_UNIX + orjson, no broker",
+    "redis": "Redis pub/sub (redis-py+hiredis, unix sock)",
     "zmq": "ZeroMQ PUB/SUB ipc (pyzmq)",
 }
+TRANSPORTS = ("bus", "lean", "raw", "redis", "zmq")
 
 
 def fmt_rate(x: float | None) -> str:
@@ -939,19 +1005,22 @@ def fmt_rate(x: float | None) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", "-n", type=int, default=200_000, help="messages per throughput case (default 200000)")
-    ap.add_argument("--repeat", "-r", type=int, default=3, help="repetitions of each throughput case; medians reported")
+    ap.add_argument("--repeat", "-r", type=int, default=3, help="repetitions of every case, interleaved; medians reported")
     ap.add_argument("--quick", action="store_true", help="smoke run: 50k messages, 1 repetition, 2 s latency runs")
-    ap.add_argument("--only", default="bus,raw,redis,zmq,latency",
-                    help="comma-separated subset of bus,raw,redis,zmq,latency")
+    ap.add_argument("--only", default="bus,lean,raw,redis,zmq,latency",
+                    help="comma-separated subset of bus,lean,raw,redis,zmq,latency (default: all)")
     ap.add_argument("--batch", type=int, default=64,
-                    help="frames per write (raw), per loop yield (bus publisher), per pipeline (redis)")
+                    help="frames per write (raw, lean), per loop yield (BusClient publisher), per pipeline (redis)")
     ap.add_argument("--latency-rate", type=int, default=10_000, help="paced rate of the latency runs (msgs/s)")
-    ap.add_argument("--latency-seconds", type=float, default=4.0, help="length of each latency run")
+    ap.add_argument("--latency-seconds", type=float, default=3.0, help="length of each latency run (default 3)")
+    ap.add_argument("--latency-transports", default="bus,raw", help="latency runs for these (of bus,lean,raw)")
     ap.add_argument("--sub-buffer-mib", type=int, default=256,
-                    help="bus.subscriber_buffer_bytes for the bench broker in MiB (production default 8; 0 = leave default)")
+                    help="bus.subscriber_buffer_bytes of the bench broker, MiB (production default 8; 0 = default)")
     ap.add_argument("--high-water-kib", type=int, default=1024,
-                    help="bus publisher waits while the client has more than this queued (default 1024)")
-    ap.add_argument("--profile-broker", metavar="FILE", help="run algo-bus under cProfile, write stats to FILE")
+                    help="the BusClient publisher waits while more than this is queued (default 1024)")
+    ap.add_argument("--src", metavar="DIR",
+                    help="measure the daemons/ package of another checkout (e.g. a git worktree of an older commit)")
+    ap.add_argument("--profile-broker", metavar="FILE", help="run algo-bus under cProfile, write its stats to FILE")
     ap.add_argument("--json", default=str(RESULTS), help=f"results file (default {RESULTS.relative_to(REPO)})")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target fails or a case is incomplete")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -968,9 +1037,20 @@ def main() -> int:
         args.repeat = 1
         args.latency_seconds = min(args.latency_seconds, 2.0)
     only = {x.strip() for x in args.only.split(",") if x.strip()}
-    unknown = only - {"bus", "raw", "redis", "zmq", "latency"}
-    if unknown:
-        ap.error(f"unknown --only entries: {sorted(unknown)}")
+    unknown = only - {*TRANSPORTS, "latency"}
+    lat_transports = [x.strip() for x in args.latency_transports.split(",") if x.strip()]
+    if unknown or not set(lat_transports) <= {"bus", "lean", "raw"}:
+        ap.error(f"unknown --only / --latency-transports entries: {sorted(unknown) or lat_transports}")
+    if "latency" not in only:
+        lat_transports = []
+
+    src = Path(args.src).resolve() if args.src else None
+    if src is not None:
+        if not (src / "daemons" / "bus" / "broker.py").is_file():
+            ap.error(f"--src {src}: no daemons/bus/broker.py there")
+        global _CHILD_ENV
+        # The editable install's finder comes after PYTHONPATH, so children import src/daemons.
+        _CHILD_ENV = {**os.environ, "PYTHONPATH": str(src)}
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -979,16 +1059,29 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="algo-bench-"))
     sub_buffer = args.sub_buffer_mib << 20 if args.sub_buffer_mib else None
-    ctx: dict[str, Any] = {"tmp": tmp, "seq": 0, "batch": args.batch, "idle": 5.0, "warmup": 0.5,
+    ctx: dict[str, Any] = {"tmp": tmp, "seq": 0, "batch": args.batch, "idle": 10.0, "warmup": 0.5,
                            "high_bytes": args.high_water_kib << 10, "broker": None, "redis": None}
     runs: list[dict[str, Any]] = []
-    latency: dict[str, Any] = {}
+    lat_runs: list[dict[str, Any]] = []
     errors: list[str] = []
+    meter = LoadMeter()
+    time.sleep(1.0)
+    before = meter.read()
+    if before[0] > 0.05 or before[1] > 0.05:
+        print(f"warning: other work uses {before[0]:.0%} of the machine (steal {before[1]:.0%}) before the bench "
+              "starts; results will be skewed (see README)", flush=True)
     started = time.monotonic()
+    meter = LoadMeter()
     redis_version = None
+    broker_metrics: dict[str, float] = {}
     try:
-        if "bus" in only or "latency" in only:
-            ctx["broker"] = BrokerProc(tmp, sub_buffer, Path(args.profile_broker).resolve() if args.profile_broker else None)
+        if only & {"bus", "lean"} or lat_transports:
+            prof = Path(args.profile_broker).resolve() if args.profile_broker else None
+            try:
+                ctx["broker"] = BrokerProc(tmp, sub_buffer, prof)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"cannot start the broker: {exc}", file=sys.stderr)
+                return 2
         if "redis" in only:
             try:
                 ctx["redis"] = RedisProc(tmp)
@@ -996,122 +1089,165 @@ def main() -> int:
             except (RuntimeError, TimeoutError) as exc:
                 errors.append(f"redis: {exc}")
                 only.discard("redis")
-        cases = [(t, k) for t in ("bus", "raw", "redis", "zmq") if t in only for k in (1, 3)]
+        cases = [(t, k, "flat") for t in TRANSPORTS if t in only for k in (1, 3)]
+        cases += [(t, 3, "paced") for t in lat_transports]
         total = len(cases) * args.repeat
         done = 0
+        n_lat = int(args.latency_rate * args.latency_seconds)
         for rep in range(args.repeat):
-            for transport, k in cases:
+            for transport, k, mode in cases:
                 done += 1
-                label = f"[{done}/{total}] {transport} 1->{k}"
-                print(f"{label:<22} ", end="", flush=True)
+                label = f"[{done}/{total}] {transport} 1->{k}" + (" latency" if mode == "paced" else "")
+                print(f"{label:<30} ", end="", flush=True)
                 try:
-                    res = run_case(ctx, transport, k, "flat", args.messages)
-                except (RuntimeError, TimeoutError, KeyError) as exc:
-                    errors.append(f"{transport} 1->{k} rep {rep + 1}: {exc}")
+                    if mode == "flat":
+                        res = run_case(ctx, transport, k, mode, args.messages)
+                    else:
+                        res = run_case(ctx, transport, k, mode, n_lat, args.latency_rate)
+                except (RuntimeError, TimeoutError, KeyError, OSError) as exc:
+                    errors.append(f"{transport} 1->{k} {mode} rep {rep + 1}: {exc}")
                     print(f"ERROR {exc}")
                     continue
                 res["repeat"] = rep + 1
-                runs.append(res)
-                note = "" if res["complete"] else f"  INCOMPLETE delivered={res['delivered']}"
-                print(f"{fmt_rate(res['rate']):>9} msgs/s  ({res['seconds']:.2f} s){note}", flush=True)
-        if "latency" in only:
-            n_lat = int(args.latency_rate * args.latency_seconds)
-            for transport in ("bus", "raw"):
-                label = f"latency {transport} 1->3"
-                print(f"{label:<22} ", end="", flush=True)
-                try:
-                    res = run_case(ctx, transport, 3, "paced", n_lat, args.latency_rate)
-                except (RuntimeError, TimeoutError, KeyError) as exc:
-                    errors.append(f"latency {transport}: {exc}")
-                    print(f"ERROR {exc}")
-                    continue
-                latency[transport] = res
-                lu = res["latency_us"]
-                print(f"p50 {lu.get('p50', 0):.0f} us  p99 {lu.get('p99', 0):.0f} us"
-                      + ("" if res["complete"] else "  INCOMPLETE"), flush=True)
-        broker_metrics = ctx["broker"].metrics() if ctx["broker"] else {}
+                note = "" if res["complete"] else f"INCOMPLETE delivered={res['delivered']}" + (
+                    f"; broker dropped {res['broker_dropped']:.0f}, disconnected {res['broker_disconnects']:.0f}"
+                    if res.get("broker_dropped") or res.get("broker_disconnects") else "")
+                if mode == "flat":
+                    runs.append(res)
+                    steal = f", steal {res['steal_share']:.0%}" if res["steal_share"] >= 0.05 else ""
+                    if res["complete"]:
+                        print(f"{fmt_rate(res['rate']):>9} msgs/s  ({res['seconds']:.2f} s{steal})", flush=True)
+                    else:
+                        print(note, flush=True)
+                else:
+                    lat_runs.append(res)
+                    lu = res["latency_us"]
+                    steal = f"(steal {res['steal_share']:.0%}) " if res["steal_share"] >= 0.05 else ""
+                    print(f"p50 {lu.get('p50', 0):.0f} us  p99 {lu.get('p99', 0):.0f} us  {steal}{note}", flush=True)
+        if ctx["broker"] is not None:
+            broker_metrics = ctx["broker"].metrics()
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
-        stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
         return 130
     finally:
         for key in ("broker", "redis"):
             if ctx.get(key) is not None:
                 ctx[key].close()
         stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - started
+    during = meter.read()  # children are all reaped by now, so their CPU counts as ours
 
     # ---- summarise ------------------------------------------------------------------------
     summary: dict[str, dict[str, Any]] = {}
-    for transport in ("bus", "raw", "redis", "zmq"):
+    for transport in TRANSPORTS:
         for k in (1, 3):
             rs = [r for r in runs if r["transport"] == transport and r["subscribers"] == k]
             if not rs:
                 continue
-            ok = [r["rate"] for r in rs if r["complete"]]
+            ok = [r for r in rs if r["complete"]]
+            rates = [r["rate"] for r in ok]
+            cpu = {key: statistics.median(r["cpu_us_per_msg"][key] for r in ok)
+                   for key in ("pub", "sub", "total")} if ok else {}
+            if ok and ok[0]["cpu_us_per_msg"]["server"] is not None:
+                cpu["server"] = statistics.median(r["cpu_us_per_msg"]["server"] for r in ok)
             summary[f"{transport} 1->{k}"] = {
-                "median": statistics.median(ok) if ok else None,
-                "min": min(ok) if ok else None, "max": max(ok) if ok else None,
-                "runs": [round(r["rate"]) for r in rs], "complete": all(r["complete"] for r in rs),
+                "median": statistics.median(rates) if rates else None,
+                "min": min(rates) if rates else None, "max": max(rates) if rates else None,
+                "runs": [round(r["rate"]) if r["rate"] else None for r in rs], "complete": len(ok) == len(rs),
                 "publish_rate_median": statistics.median(r["publish_rate"] for r in rs),
+                "broker_dropped": sum(r.get("broker_dropped", 0) for r in rs),
+                "broker_disconnects": sum(r.get("broker_disconnects", 0) for r in rs),
+                "cpu_us_per_msg_median": cpu,
             }
+    latency: dict[str, dict[str, Any]] = {}
+    for transport in lat_transports:
+        rs = [r for r in lat_runs if r["transport"] == transport]
+        ok = [r for r in rs if r["complete"] and r["latency_us"].get("samples")]
+        if not rs:
+            continue
+        latency[transport] = {
+            "runs": [{**r["latency_us"], "steal_share": r["steal_share"]} for r in rs],
+            "complete": len(ok) == len(rs),
+            "median_of_runs": {q: statistics.median(r["latency_us"][q] for r in ok)
+                               for q in ("p50", "p90", "p99", "p99.9", "max")} if ok else {},
+            "subscribers": 3, "rate": args.latency_rate,
+        }
 
     def med(t: str, k: int) -> float | None:
         return summary.get(f"{t} 1->{k}", {}).get("median")
 
     targets: list[dict[str, Any]] = []
-    for k in (1, 3):
-        b = med("bus", k)
-        for base, want, label in (("raw", TARGET_RAW, "raw AF_UNIX+orjson"), ("redis", TARGET_REDIS, "Redis pub/sub"),
-                                  ("zmq", TARGET_ZMQ, "ZeroMQ ipc")):
-            o = med(base, k)
-            if base not in only and o is None:
-                continue
-            ratio = b / o if (b and o) else None
-            targets.append({"target": f"broker 1->{k} >= {want:g}x {label}", "ratio": ratio, "want": want,
-                            "pass": ratio is not None and ratio >= want})
-    if "bus" in latency:
-        p99 = latency["bus"]["latency_us"].get("p99")
-        targets.append({"target": f"broker one-way p99 < {TARGET_P99_MS} ms at {args.latency_rate // 1000}k msgs/s, 3 subs",
+    # The targets are about the broker path; the baselines' clients only frame and (de)code, so the
+    # like-for-like row is the broker with minimal clients. BusClient end to end adds what the
+    # baselines lack (stamping ids, seq and trace, gap detection, dispatch) and is judged too.
+    for row, what in (("lean", "broker path"), ("bus", "BusClient end to end")):
+        if row not in only:
+            continue
+        for k in (1, 3):
+            b = med(row, k)
+            for base, want, label in (("raw", TARGET_RAW, "raw AF_UNIX+orjson"), ("redis", TARGET_REDIS, "Redis pub/sub"),
+                                      ("zmq", TARGET_ZMQ, "ZeroMQ ipc")):
+                if base not in only:
+                    continue
+                o = med(base, k)
+                ratio = b / o if (b and o) else None
+                targets.append({"target": f"{what} 1->{k} >= {want:g}x {label}", "ratio": ratio, "want": want,
+                                "pass": ratio is not None and ratio >= want})
+    if "bus" in lat_transports:
+        lb = latency.get("bus", {})
+        p99 = lb.get("median_of_runs", {}).get("p99")
+        targets.append({"target": f"broker one-way p99 < {TARGET_P99_MS:g} ms @ {args.latency_rate // 1000}k msg/s, 3 subs",
                         "value_ms": p99 / 1000 if p99 is not None else None, "want": TARGET_P99_MS,
-                        "pass": p99 is not None and p99 / 1000 < TARGET_P99_MS and latency["bus"]["complete"]})
-    elif "latency" in only:
-        targets.append({"target": "broker one-way p99 (latency run failed)", "pass": False})
+                        "pass": p99 is not None and p99 / 1000 < TARGET_P99_MS and lb.get("complete", False)})
 
     # ---- print ----------------------------------------------------------------------------
-    reps = args.repeat
-    print()
     size = message_size()
-    print(f"Throughput: {args.messages:,} msgs per case ({size['payload']} B tick in a {size['event']} B event), "
-          f"median of {reps}; msgs/s published, every msg delivered to every subscriber")
-    print(f"{'transport':<52} {'1->1':>10} {'1->3':>10}   runs 1->1 / 1->3")
-    for transport in ("bus", "raw", "redis", "zmq"):
-        if f"{transport} 1->1" not in summary and f"{transport} 1->3" not in summary:
-            continue
-        cells, detail = [], []
-        for k in (1, 3):
-            s = summary.get(f"{transport} 1->{k}")
-            cell = fmt_rate(s["median"]) if s else "-"
-            if s and not s["complete"]:
-                cell += "!"
-            cells.append(cell)
-            detail.append(",".join(fmt_rate(x) for x in s["runs"]) if s else "-")
-        print(f"{NAMES[transport]:<52} {cells[0]:>10} {cells[1]:>10}   {' / '.join(detail)}")
-    if any(not s["complete"] for s in summary.values()):
-        print("  ! = some repetitions lost messages and were excluded from the median (see JSON)")
+    if summary:
+        print()
+        print(f"Throughput, msgs/s published (every message delivered to every subscriber), median of {args.repeat};")
+        print(f"{args.messages:,} msgs per case, each a {size['payload']} B tick in a {size['event']} B JSON event")
+        print(f"  {'':<46} {'1->1':>9} {'1->3':>9}   runs 1->1 | 1->3")
+        for transport in TRANSPORTS:
+            if f"{transport} 1->1" not in summary and f"{transport} 1->3" not in summary:
+                continue
+            cells, detail = [], []
+            for k in (1, 3):
+                sm = summary.get(f"{transport} 1->{k}")
+                cell = fmt_rate(sm["median"]) if sm else "-"
+                cells.append(cell + ("" if not sm or sm["complete"] else "!"))
+                detail.append(" ".join(fmt_rate(x) if x else "lost" for x in sm["runs"]) if sm else "-")
+            print(f"  {NAMES[transport]:<46} {cells[0]:>9} {cells[1]:>9}   {' | '.join(detail)}")
+        if any(not sm["complete"] for sm in summary.values()):
+            print("  ! / lost = a repetition lost messages and is left out of the median (see the JSON)")
+        print()
+        print("CPU per message, µs (median): publisher, server (broker/redis-server), each subscriber, all processes;")
+        print(f"'2-core bound' = 2 CPUs / total, the most this machine ({os.cpu_count()} CPUs) could do with that work")
+        print(f"  {'':<46} {'case':>4} {'pub':>6} {'server':>7} {'sub':>6} {'total':>7} {'2-core bound':>13}")
+        for key, sm in summary.items():
+            c = sm["cpu_us_per_msg_median"]
+            if not c:
+                continue
+            transport, case = key.split(" ")
+            srv = f"{c['server']:.1f}" if "server" in c else "-"
+            print(f"  {NAMES[transport]:<46} {case:>4} {c['pub']:>6.1f} {srv:>7} {c['sub']:>6.1f} {c['total']:>7.1f} "
+                  f"{fmt_rate(2e6 / c['total']):>13}")
     if latency:
         print()
-        print(f"One-way latency at {args.latency_rate:,} msgs/s, 1 publisher -> 3 subscribers, "
-              f"{args.latency_seconds:g} s (first {ctx['warmup']} s dropped), µs")
-        print(f"{'transport':<52} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>8} {'samples':>8}")
-        for transport, res in latency.items():
-            lu = res["latency_us"]
-            if not lu.get("samples"):
-                print(f"{NAMES[transport]:<52} no samples")
+        print(f"One-way latency, µs: {args.latency_rate:,} msgs/s paced one by one, 1 publisher -> 3 subscribers, "
+              f"{args.latency_seconds:g} s runs (first {ctx['warmup']} s dropped);")
+        print(f"median over {args.repeat} run(s) of each percentile; last column: each run's p99 (and the "
+              "hypervisor's steal during it, when >= 5%)")
+        print(f"  {'':<46} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>6} {'max':>7}   runs p99")
+        for transport, lr in latency.items():
+            m = lr["median_of_runs"]
+            per = " ".join(f"{r.get('p99', 0):.0f}" + (f"({r['steal_share']:.0%})" if r["steal_share"] >= 0.05 else "")
+                           for r in lr["runs"])
+            if not m:
+                print(f"  {NAMES[transport]:<46} no complete run   {per}")
                 continue
-            print(f"{NAMES[transport]:<52} {lu['p50']:>7.0f} {lu['p90']:>7.0f} {lu['p99']:>7.0f} {lu['p99.9']:>7.0f} "
-                  f"{lu['max']:>8.0f} {lu['samples']:>8}" + ("" if res["complete"] else "  INCOMPLETE"))
+            print(f"  {NAMES[transport]:<46} {m['p50']:>6.0f} {m['p90']:>6.0f} {m['p99']:>6.0f} {m['p99.9']:>6.0f} "
+                  f"{m['max']:>7.0f}   {per}" + ("" if lr["complete"] else "  (incomplete runs left out)"))
     if targets:
         print()
         print("Targets")
@@ -1120,16 +1256,20 @@ def main() -> int:
                 val = f"{t['ratio']:.2f}x" if t["ratio"] is not None else "n/a"
             else:
                 val = f"{t['value_ms']:.3f} ms" if t.get("value_ms") is not None else "n/a"
-            print(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']:<58} {val}")
+            print(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']:<56} {val:>9}")
     if errors:
         print()
         print("Errors")
         for e in errors:
             print(f"  {e}")
-    if args.sub_buffer_mib:
-        print(f"\nnote: bench broker runs with bus.subscriber_buffer_bytes = {args.sub_buffer_mib} MiB "
-              "(production default 8 MiB); see README")
-    print(f"total time {elapsed:.0f} s")
+    si = source_info(src)
+    print(f"\nmeasured daemons/ at {si['path']} (commit {si.get('commit') or 'unknown: not a git checkout'}"
+          + (f", uncommitted changes in {', '.join(si['uncommitted'])})" if si.get("uncommitted") else ")"))
+    if ctx["broker"] is not None:
+        buf = f"{args.sub_buffer_mib} MiB (raised from the 8 MiB default)" if args.sub_buffer_mib else "8 MiB (default)"
+        print(f"bench broker: {' '.join(ctx['broker'].cmd[:1])}, bus.subscriber_buffer_bytes = {buf}")
+    print(f"total time {elapsed:.0f} s; other work on the machine: {before[0]:.0%} before, {during[0]:.0%} during the run; "
+          f"hypervisor steal {before[1]:.0%} / {during[1]:.0%}" + ("  <-- results skewed" if max(during) > 0.05 else ""))
 
     out = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1137,33 +1277,33 @@ def main() -> int:
         "settings": {"messages": args.messages, "repeat": args.repeat, "batch": args.batch,
                      "latency_rate": args.latency_rate, "latency_seconds": args.latency_seconds,
                      "warmup_seconds": ctx["warmup"], "subscriber_buffer_mib": args.sub_buffer_mib or 8,
-                     "publisher_high_water_kib": args.high_water_kib,
-                     "message_bytes": message_size()},
-        "environment": env_info(redis_version),
+                     "publisher_high_water_kib": args.high_water_kib, "message_bytes": size,
+                     "broker_command": ctx["broker"].cmd if ctx["broker"] else None},
+        "environment": env_info(redis_version, src),
         "throughput": summary,
-        "latency": {t: {"latency_us": r["latency_us"], "complete": r["complete"], "delivered": r["delivered"]}
-                    for t, r in latency.items()},
+        "latency": latency,
         "targets": targets,
         "runs": runs,
+        "latency_runs": lat_runs,
         "broker_metrics_at_end": broker_metrics,
         "errors": errors,
         "elapsed_seconds": elapsed,
+        "background_cpu_share": {"other_before": before[0], "other_during": during[0],
+                                 "steal_before": before[1], "steal_during": during[1]},
     }
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"results: {path}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if args.strict and (errors or not all(t["pass"] for t in targets) or
-                        not all(s["complete"] for s in summary.values())):
+    if args.strict and (errors or not all(t["pass"] for t in targets)
+                        or not all(sm["complete"] for sm in summary.values())
+                        or not all(lr["complete"] for lr in latency.values())):
         return 1
     return 0
 
 
 def message_size() -> dict[str, int]:
     """Bytes of one tick payload and of one whole bus frame, for the record."""
-    import orjson
-
     p = tick_pool()[0]
     body = Envelope("bench-pub").encode(1, p)
     return {"payload": len(orjson.dumps(p)), "event": len(body),
