@@ -21,7 +21,6 @@ class Transport(ABC):
     """Delivers frames to the broker and hands received PUBLISH frames to ``on_batch``."""
 
     def __init__(self) -> None:
-        self.sent = 0
         self.dropped = 0
         self.reconnects = 0
         self.connected = False
@@ -189,7 +188,6 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._flush_handle = None
         if self._tx is None or not self._pending:
             return
-        self.sent += len(self._pending)
         self._tx.write(b"".join(self._pending))
         self._pending.clear()
         self._pending_bytes = 0
