@@ -128,6 +128,14 @@ def save_latencies(path: str, samples: list[int]) -> None:
         array("q", samples).tofile(f)
 
 
+def report_subscriber(spec: dict[str, Any], lat: list[int], count: int, first: int, cpu0: float, **extra: Any) -> None:
+    """A subscriber worker's result: what it received, when, at what CPU cost (and latencies if paced)."""
+    last = mono()
+    if spec["mode"] == "paced":
+        save_latencies(spec["lat_file"], lat)
+    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0, **extra})
+
+
 # ---------------------------------------------------------------------------------------------
 # Workers. Each runs in its own process: `run.py --worker ROLE JSON`.
 # spec keys: n (messages), batch, mode ("flat" | "paced"), rate, idle (s), lat_file, ...
@@ -382,10 +390,7 @@ def w_redis_sub(spec: dict[str, Any]) -> None:
                 break
     except redis.exceptions.TimeoutError:
         pass
-    last = mono()
-    if latency:
-        save_latencies(spec["lat_file"], lat)
-    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
+    report_subscriber(spec, lat, count, first, cpu0)
     ps.close()
 
 
@@ -438,10 +443,7 @@ def w_zmq_sub(spec: dict[str, Any]) -> None:
                 first = mono()
     except zmq.Again:
         pass
-    last = mono()
-    if latency:
-        save_latencies(spec["lat_file"], lat)
-    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
+    report_subscriber(spec, lat, count, first, cpu0)
     s.close(linger=0)
     ctx.term()
 
@@ -539,10 +541,7 @@ def w_lean_sub(spec: dict[str, Any]) -> None:
             pos = stop
         mv.release()
         rest = data[pos:]
-    last = mono()
-    if latency:
-        save_latencies(spec["lat_file"], lat)
-    emit("RESULT", {"count": count, "first": first, "last": last, "cpu": time.process_time() - cpu0})
+    report_subscriber(spec, lat, count, first, cpu0)
     conn.close()
 
 
