@@ -229,3 +229,17 @@ def test_peers_outside_the_fleet_group_are_refused(tmp_path: Path) -> None:
         shutil.rmtree(path.parent)
 
     run(go, tmp_path)
+
+
+def test_a_refused_client_backs_off_instead_of_hammering_the_broker(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        broker.policy.allows = lambda uid, gid: False  # type: ignore[method-assign]
+        c = BusClient.for_config(BusSection(socket=path, reconnect_min_sec=0.02, reconnect_max_sec=0.5), "outsider")
+        await c.start()
+        await asyncio.sleep(1.5)
+        # 20, 40, 80 ... 500 ms between attempts: about 7 in 1.5 s, where no backoff would make ~75.
+        assert 4 <= broker.stats.rejected_peers <= 9
+        await c.close(), await broker.close()
+
+    run(go, tmp_path)

@@ -12,11 +12,11 @@ import orjson
 from . import wire
 from .config import BusSection
 from .envelope import CONFLATED_PREFIX, Event, EventFactory
-
-_new = tuple.__new__
 from .transport import Transport, UnixTransport
 
 log = logging.getLogger("algo.bus")
+
+_new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
 Handler = Callable[[Event], None]
 

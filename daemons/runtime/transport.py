@@ -16,6 +16,10 @@ log = logging.getLogger("algo.bus")
 # Receives one read's worth of PUBLISH frames: the bytes and each frame's offsets into them.
 BatchHandler = Callable[[bytes, list[wire.Span]], None]
 
+# A connection that lasted this long was healthy: reconnect at once when it ends.
+_STABLE_SEC = 1.0
+_WARN_EVERY_SEC = 10.0
+
 
 class Transport(ABC):
     """Delivers frames to the broker and hands received PUBLISH frames to ``on_batch``."""
@@ -25,7 +29,6 @@ class Transport(ABC):
         self.reconnects = 0
         self.connected = False
         self.on_batch: BatchHandler = lambda data, spans: None
-        self.on_connected: Callable[[], None] = lambda: None
 
     @abstractmethod
     async def start(self) -> None:
@@ -92,9 +95,12 @@ class UnixTransport(Transport, asyncio.Protocol):
             pass
 
     async def _maintain(self, first: asyncio.Event) -> None:
+        """Connect, wait for the connection to end, reconnect. A connection that ended quickly
+        (the broker refused us, or keeps crashing) backs off instead of hammering it."""
         assert self._loop is not None
         delay = self.reconnect_min
         failures = 0
+        warned = -_WARN_EVERY_SEC
         while not self._closing:
             try:
                 await self._loop.create_unix_connection(lambda: self, self.path)
@@ -109,13 +115,22 @@ class UnixTransport(Transport, asyncio.Protocol):
             if failures:
                 log.info("bus reachable again after %d attempts", failures)
             failures = 0
-            delay = self.reconnect_min
             first.set()
+            since = self._loop.time()
             self._lost = self._loop.create_future()
             await self._lost
-            if not self._closing:
-                self.reconnects += 1
+            if self._closing:
+                break
+            self.reconnects += 1
+            now = self._loop.time()
+            if now - warned >= _WARN_EVERY_SEC:  # a flapping connection warns once, not per attempt
                 log.warning("bus connection lost; reconnecting")
+                warned = now
+            if now - since >= _STABLE_SEC:
+                delay = self.reconnect_min
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -130,7 +145,6 @@ class UnixTransport(Transport, asyncio.Protocol):
             self._pending_bytes += len(frame)
         self._outbox_bytes = 0
         self._flush()
-        self.on_connected()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._tx = None
