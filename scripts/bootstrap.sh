@@ -2,7 +2,15 @@
 # Works on a fresh Debian 12 machine as root (or with sudo); idempotent and quick the second time.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${ALGO_VENV:-$ROOT/.venv}
+
+# The units hide /tmp, /var/tmp (PrivateTmp=) and /home, /root (ProtectHome=), and the fleet's user
+# cannot enter a mode-0700 /root. A checkout there gets its venv under /opt with the project copied
+# in (not editable), so the daemons started by systemd can run it.
+case "$ROOT/" in
+    /tmp/*|/var/tmp/*|/home/*|/root/*)
+        VENV=${ALGO_VENV:-/opt/algo-fleet-dev/$(echo "$ROOT" | sha256sum | cut -c1-12)/venv}; EDITABLE=no ;;
+    *)  VENV=${ALGO_VENV:-$ROOT/.venv}; EDITABLE=yes ;;
+esac
 
 need_debs() {
     local missing=()
@@ -28,6 +36,10 @@ make_venv() {
     if [[ $(cat "$VENV/.algo-stamp" 2>/dev/null) != "$stamp" ]]; then
         "$VENV/bin/pip" install -q --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT[$extras]"
         echo "$stamp" > "$VENV/.algo-stamp"
+    fi
+    if [[ $EDITABLE == no ]]; then  # a copy goes stale: refresh it from the checkout every time
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall "$ROOT"
+        echo "venv for this checkout: $VENV (a copy of the project; the checkout's location is hidden from the units)"
     fi
 }
 
