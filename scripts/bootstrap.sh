@@ -38,7 +38,7 @@ make_venv() {
         echo "$stamp" > "$VENV/.algo-stamp"
     fi
     if [[ $EDITABLE == no ]]; then  # a copy goes stale: refresh it from the checkout every time
-        "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall "$ROOT"
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$ROOT"
         echo "venv for this checkout: $VENV (a copy of the project; the checkout's location is hidden from the units)"
     fi
 }
