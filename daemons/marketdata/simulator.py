@@ -1,0 +1,139 @@
+"""A deterministic NSE-like market: spot prices walk, futures and options are priced from them.
+
+Each underlying (an index or a stock) follows a geometric Brownian motion driven by a seeded RNG;
+its futures trade at the cost-of-carry forward and its options at Black-76 on that forward, so an
+options chain is always consistent with its underlying (put-call parity holds to the tick).
+Every step advances the session clock by the same amount: the same seed and universe give the
+same ticks, however fast the wall clock runs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from .instruments import Instrument
+from .session import SESSION_SECONDS, SessionClock
+
+RATE = 0.065  # annual risk-free rate for carry and discounting
+YEAR_SECONDS = 365 * 24 * 3600
+TRADING_SECONDS_PER_YEAR = 252 * SESSION_SECONDS
+VOL = {"INDICES": 0.14, "NSE": 0.24}  # annualised volatility by segment of the underlying
+# Kite names derivatives of an index by a short name; the index itself has a longer one.
+INDEX_OF = {"NIFTY": "NIFTY 50", "BANKNIFTY": "NIFTY BANK", "FINNIFTY": "NIFTY FIN SERVICE"}
+
+
+@dataclass
+class Underlying:
+    symbol: str
+    price: float
+    vol: float
+
+
+@dataclass
+class Book:
+    """What a tick reports beyond the price: cumulative volume and open interest."""
+
+    volume: int = 0
+    oi: int = 0
+
+
+def tick_round(price: float, tick: float) -> float:
+    return round(round(price / tick) * tick, 2)
+
+
+def _n(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def black76(forward: float, strike: float, years: float, vol: float, call: bool) -> float:
+    """Option value on a forward, discounted at RATE (what NSE index options trade near)."""
+    disc = math.exp(-RATE * years)
+    if years <= 0 or vol <= 0:
+        return disc * max(0.0, (forward - strike) if call else (strike - forward))
+    sd = vol * math.sqrt(years)
+    d1 = (math.log(forward / strike) + 0.5 * sd * sd) / sd
+    d2 = d1 - sd
+    if call:
+        return disc * (forward * _n(d1) - strike * _n(d2))
+    return disc * (strike * _n(-d2) - forward * _n(-d1))
+
+
+class MarketSimulator:
+    def __init__(self, instruments: list[Instrument], *, seed: int, clock: SessionClock) -> None:
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.instruments = [i for i in instruments if i.expiry is None or i.expiry >= clock.day]
+        self.expired = len(instruments) - len(self.instruments)
+        self.underlyings: dict[str, Underlying] = {}
+        self.underlying_of: dict[int, Underlying] = {}
+        for inst in self.instruments:
+            if inst.type == "EQ":
+                self.underlyings[inst.symbol] = Underlying(inst.symbol, inst.last_price or 100.0, VOL.get(inst.segment, 0.24))
+        for inst in self.instruments:
+            if inst.type == "EQ":
+                self.underlying_of[inst.token] = self.underlyings[inst.symbol]
+                continue
+            spot = INDEX_OF.get(inst.name, inst.name)
+            if spot not in self.underlyings:  # a derivative whose underlying is not in the universe
+                start = inst.last_price if inst.type == "FUT" and inst.last_price else (inst.strike or 100.0)
+                self.underlyings[spot] = Underlying(spot, start, VOL["NSE"])
+            self.underlying_of[inst.token] = self.underlyings[spot]
+        self.books = {inst.token: Book(oi=self.rng.randrange(10_000, 1_000_000) if inst.type != "EQ" else 0)
+                      for inst in self.instruments}
+        self.step_no = 0
+
+    def step(self) -> list[dict[str, Any]]:
+        """Advance one step and return a tick for every instrument."""
+        self.step_no += 1
+        now = self.clock.at(self.step_no)
+        dt = SESSION_SECONDS / self.clock.steps / TRADING_SECONDS_PER_YEAR
+        for u in self.underlyings.values():
+            u.price *= math.exp(-0.5 * u.vol * u.vol * dt + u.vol * math.sqrt(dt) * self.rng.gauss(0.0, 1.0))
+        return [self._tick(inst, now) for inst in self.instruments]
+
+    def price(self, inst: Instrument) -> float:
+        """The model price of an instrument now, before rounding to its tick."""
+        u = self.underlying_of[inst.token]
+        if inst.type == "EQ":
+            return u.price
+        years = self._years_to_expiry(inst.expiry)
+        forward = u.price * math.exp(RATE * years)
+        if inst.type == "FUT":
+            return forward
+        return black76(forward, inst.strike, years, u.vol, inst.type == "CE")
+
+    def _years_to_expiry(self, expiry: date | None) -> float:
+        if expiry is None:
+            return 0.0
+        # Whole days to expiry plus what is left of today's session (expiry settles at the close).
+        left_today = (self.clock.steps - self.step_no) / self.clock.steps * SESSION_SECONDS
+        return ((expiry - self.clock.day).days * 24 * 3600 + left_today) / YEAR_SECONDS
+
+    def _tick(self, inst: Instrument, now: int) -> dict[str, Any]:
+        tick = inst.tick_size or 0.05  # Kite lists indices with tick_size 0
+        lot = inst.lot_size or 1
+        last = max(tick, tick_round(self.price(inst), tick))
+        spread = max(1, round(last * 0.0002 / tick)) * tick
+        book = self.books[inst.token]
+        traded = self.rng.randrange(1, 50) * lot
+        book.volume += traded
+        if inst.type != "EQ":
+            book.oi = max(0, book.oi + self.rng.randrange(-20, 21) * lot)
+        return {
+            "token": inst.token,
+            "symbol": inst.symbol,
+            "exchange": inst.exchange,
+            "last_price": last,
+            "last_qty": traded,
+            "bid": tick_round(max(tick, last - spread), tick),
+            "ask": tick_round(last + spread, tick),
+            "bid_qty": self.rng.randrange(1, 200) * lot,
+            "ask_qty": self.rng.randrange(1, 200) * lot,
+            "volume": book.volume,
+            "oi": book.oi,
+            "exchange_ts": now,
+        }

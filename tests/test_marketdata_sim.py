@@ -1,0 +1,98 @@
+"""The paper market: deterministic, consistent across instruments, in Kite's shapes."""
+
+from __future__ import annotations
+
+import math
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from daemons.marketdata.contracts import derivatives, monthly_expiry, weekly_expiry
+from daemons.marketdata.instruments import InstrumentsError, load_instruments
+from daemons.marketdata.session import SessionClock
+from daemons.marketdata.simulator import RATE, MarketSimulator
+from tests.conftest import REPO, SHARED
+
+DAY = date(2026, 11, 23)  # a Monday
+PAPER = REPO / "configs" / "instruments" / "paper.csv"
+
+
+def universe() -> list:
+    spots = load_instruments(PAPER)
+    nifty = next(i for i in spots if i.symbol == "NIFTY 50")
+    return spots + derivatives(nifty, DAY, lot_size=75, strikes=5, step=50)
+
+
+def run(seed: int, steps: int = 50) -> list[list[dict]]:
+    sim = MarketSimulator(universe(), seed=seed, clock=SessionClock(DAY, 1000))
+    return [sim.step() for _ in range(steps)]
+
+
+def test_same_seed_same_market_other_seed_other_market() -> None:
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_ticks_are_sane_and_on_the_session_clock() -> None:
+    ticks = run(1, steps=1000)
+    clock = SessionClock(DAY, 1000)
+    assert clock.label(0) == "09:15:00 IST" and clock.label(1000) == "15:30:00 IST"
+    assert ticks[-1][0]["exchange_ts"] == clock.at(1000)
+    for step in ticks[::100]:
+        for t in step:
+            assert 0 < t["bid"] < t["ask"] and t["bid"] <= t["last_price"] <= t["ask"]
+            assert round(t["last_price"] / 0.05, 6) == round(t["last_price"] / 0.05)
+    volumes = [s[2]["volume"] for s in ticks]
+    assert volumes == sorted(volumes) and volumes[-1] > volumes[0]
+
+
+def test_futures_and_options_follow_their_underlying() -> None:
+    sim = MarketSimulator(universe(), seed=3, clock=SessionClock(DAY, 500))
+    for _ in range(200):
+        by_symbol = {t["symbol"]: t for t in sim.step()}
+    spot = sim.underlyings["NIFTY 50"].price
+    fut = next(i for i in sim.instruments if i.type == "FUT")
+    assert sim.price(fut) > spot  # carry: the future trades above the index
+    years = sim._years_to_expiry(fut.expiry)
+    assert sim.price(fut) == pytest.approx(spot * (1 + RATE * years), rel=1e-3)
+    # Put-call parity on every strike of the chain: C - P = (F - K) * exp(-rT), to the rounding.
+    calls = {i.strike: i for i in sim.instruments if i.type == "CE"}
+    for put in (i for i in sim.instruments if i.type == "PE"):
+        call = calls[put.strike]
+        t = sim._years_to_expiry(put.expiry)
+        forward = spot * math.exp(RATE * t)
+        parity = (forward - put.strike) * math.exp(-RATE * t)
+        quoted = by_symbol[call.symbol]["last_price"] - by_symbol[put.symbol]["last_price"]
+        assert quoted == pytest.approx(parity, abs=0.15)
+
+
+def test_expiries_and_contract_names() -> None:
+    assert monthly_expiry(date(2026, 11, 23)) == date(2026, 11, 26)
+    assert monthly_expiry(date(2026, 11, 27)) == date(2026, 12, 31)
+    assert weekly_expiry(date(2026, 11, 23)) == date(2026, 11, 26)
+    names = [i.symbol for i in universe() if i.expiry]
+    assert names[0] == "NIFTY26NOVFUT" and "NIFTY26112624350CE" in names and len(names) == 1 + 2 * 11
+
+
+def test_expired_contracts_are_left_out() -> None:
+    later = date(2026, 12, 1)
+    sim = MarketSimulator(universe(), seed=1, clock=SessionClock(later, 10))
+    assert sim.expired == 23 and all(i.expiry is None for i in sim.instruments)
+
+
+def test_kite_fixture_dump_loads_and_bad_rows_name_their_line(tmp_path: Path) -> None:
+    fixture = SHARED / "fixtures" / "kite" / "instruments_all.csv"
+    if not fixture.exists():
+        pytest.skip(f"{fixture} is not beside this checkout")
+    rows = load_instruments(fixture)
+    assert len(rows) == 99 and any(r.type == "CE" for r in rows)
+    bad = tmp_path / "bad.csv"
+    lines = PAPER.read_text().splitlines()
+    bad.write_text("\n".join(lines[:3] + [lines[3].replace("1290.0", "lots")]))
+    with pytest.raises(InstrumentsError, match=r"bad.csv:4: could not convert"):
+        load_instruments(bad)
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InstrumentsError, match="not a Kite instruments dump"):
+        load_instruments(tmp_path / "x.csv")
