@@ -13,7 +13,8 @@ if [[ -d /run/systemd/system && $(ps -p 1 -o comm=) == systemd ]]; then
     getent group algo >/dev/null || groupadd --system algo
     getent passwd algo >/dev/null || useradd --system --gid algo --home-dir /nonexistent --shell /usr/sbin/nologin algo
     install -d -m 0755 /etc/algo
-    [[ -f /etc/algo/fleet.toml ]] || install -m 0644 "$ROOT/configs/paper.toml" /etc/algo/fleet.toml
+    [[[ -f /etc/algo/fleet.toml ]] || install -m 0644 "$ROOT/configs/paper.toml" /etc/algo/fleet.toml
+    install -d -m 0755 /etc/algo/instruments && install -m 0644 "$ROOT"/configs/instruments/*.csv /etc/algo/instruments/
     "$ALGOCTL" units /run/systemd/system --venv "$VENV" >/dev/null
     systemctl daemon-reload
     systemctl start algo.target

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .units import render_units
+from .units import render_units, source_dir
 
 STOCK_DIR = Path("/lib/systemd/system")
 STOCK_UNITS = (
@@ -96,6 +96,7 @@ class Sandbox:
         (self.root / "journald.conf").write_text("[Journal]\nStorage=persistent\nReadKMsg=no\n")
         if config is not None:
             shutil.copyfile(config, self.etc / "fleet.toml")
+        shutil.copytree(source_dir().parent / "configs" / "instruments", self.etc / "instruments", dirs_exist_ok=True)
         self._write_identity()
         self._check_reachable()
 

@@ -13,6 +13,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -94,9 +95,30 @@ class HeartbeatSection(DaemonSection):
     max_bus_outage_sec: float = Field(10.0, ge=0.1, le=3600)
 
 
+class DerivativesSection(Section):
+    """Contracts listed each session on one underlying of the paper universe."""
+
+    underlying: str  # tradingsymbol of the spot in the instruments dump, e.g. "NIFTY 50"
+    lot_size: int = Field(gt=0, le=100_000)
+    strikes: int = Field(5, ge=0, le=50)  # either side of the money
+    step: float = Field(gt=0)  # strike interval
+
+
+class MarketdataSection(DaemonSection):
+    metrics_port: int = Field(9472, ge=1024, le=65535)
+    feed: Literal["simulator"] = "simulator"
+    instruments: Path = Path("/etc/algo/instruments/paper.csv")  # a Kite instruments dump
+    derivatives: list[DerivativesSection] = []
+    seed: int = 1
+    session_date: date | None = None  # default: today in IST
+    session_minutes: float = Field(10.0, gt=0, le=375)  # 375 = the real 09:15-15:30 session
+    steps_per_second: float = Field(2.0, gt=0, le=1000)  # each step ticks every instrument once
+
+
 class DaemonsSection(Section):
     bus: BusDaemonSection = BusDaemonSection()
     heartbeat: HeartbeatSection = HeartbeatSection()
+    marketdata: MarketdataSection = MarketdataSection()
 
     def items(self) -> Iterator[tuple[str, DaemonSection]]:
         for name in type(self).model_fields:

@@ -86,7 +86,12 @@ class Runner:
         loop.add_signal_handler(signal.SIGINT, d.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
 
-        await d.setup()
+        try:
+            await d.setup()
+        except ConfigError as exc:  # what the config points at (a file, a symbol) is unusable
+            for problem in exc.problems:
+                log.error("config error in %s: %s", exc.source, problem)
+            return EX_CONFIG
         self.notifier.ready(d.status())
         log.info("%s ready: %s", d.name, d.status())
         helpers = [loop.create_task(self._status_loop(), name="status")]
