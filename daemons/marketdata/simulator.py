@@ -136,4 +136,9 @@ class MarketSimulator:
             "volume": book.volume,
             "oi": book.oi,
             "exchange_ts": now,
+            # What Kite's ticker leaves to the instruments dump; the feed adds it so engines need no lookup.
+            "type": inst.type,
+            "underlying": inst.name,
+            "strike": inst.strike,
+            "expiry": inst.expiry.isoformat() if inst.expiry else None,
         }

@@ -1,0 +1,26 @@
+"""The strategies an engine can host, by the ``kind`` a config names them with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Fill, Signal, Strategy, Tick
+from .reversion import RsiReversion
+from .straddle import ShortStraddle
+from .trend import EmaCrossover
+
+KINDS: dict[str, type[Strategy]] = {cls.kind: cls for cls in (EmaCrossover, RsiReversion, ShortStraddle)}
+
+
+def build(kind: str, name: str, params: dict[str, Any]) -> Strategy:
+    """A configured strategy; ValueError says what is wrong with the kind or its parameters."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown strategy kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    try:
+        return cls(name, **params)
+    except TypeError as exc:  # a missing or unknown parameter
+        raise ValueError(f"{kind}: {str(exc).split('__init__() ', 1)[-1]}") from None
+
+
+__all__ = ["KINDS", "Fill", "Signal", "Strategy", "Tick", "build"]

@@ -1,0 +1,90 @@
+"""The strategy API: pure objects that turn ticks and fills into signals.
+
+A strategy never touches the bus, the clock or the disk, so it is tested by feeding it ticks.
+The engine daemon that hosts it (one process per engine or per strategy) owns everything else:
+subscriptions, risk, checkpoints. ``snapshot()``/``restore()`` round-trip through JSON.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal, NamedTuple
+
+Side = Literal["BUY", "SELL"]
+
+
+class Tick(NamedTuple):
+    token: int
+    symbol: str
+    last_price: float
+    bid: float
+    ask: float
+    volume: int
+    oi: int
+    exchange_ts: int  # ns since the epoch
+    type: str  # EQ, FUT, CE, PE
+    underlying: str
+    strike: float
+    expiry: str | None  # ISO date
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> "Tick":
+        return cls(p["token"], p["symbol"], p["last_price"], p["bid"], p["ask"], p["volume"], p["oi"], p["exchange_ts"],
+                   p["type"], p["underlying"], p["strike"], p["expiry"])
+
+
+class Fill(NamedTuple):
+    symbol: str
+    side: Side
+    quantity: int
+    price: float
+
+
+class Signal(NamedTuple):
+    """An intent to trade; risk decides whether it becomes an order."""
+
+    strategy: str
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: Literal["MARKET", "LIMIT"]
+    limit_price: float | None
+    reason: str
+    entry: bool  # False for exits: a kill switch blocks entries, never exits
+
+
+class Strategy(ABC):
+    """Subclass, set ``kind``, and implement on_tick; keep all state in plain attributes."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str, **params: Any) -> None:
+        self.name = name
+        self.params = params
+        self.position: dict[str, int] = {}  # symbol -> signed quantity, from fills
+
+    @abstractmethod
+    def on_tick(self, tick: Tick) -> list[Signal]:
+        """React to one tick; return the signals it causes (usually none)."""
+
+    def on_fill(self, fill: Fill) -> None:
+        signed = fill.quantity if fill.side == "BUY" else -fill.quantity
+        self.position[fill.symbol] = self.position.get(fill.symbol, 0) + signed
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart, as JSON-able data."""
+        return {"position": dict(self.position), **self._state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.position = {k: int(v) for k, v in state.get("position", {}).items()}
+        self._load(state)
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        pass
+
+    def signal(self, symbol: str, side: Side, quantity: int, reason: str, *, entry: bool,
+               limit_price: float | None = None) -> Signal:
+        return Signal(self.name, symbol, side, quantity, "LIMIT" if limit_price else "MARKET", limit_price, reason, entry)
