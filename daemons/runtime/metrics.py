@@ -5,7 +5,15 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,6 +29,7 @@ class DaemonMetrics:
     """What every daemon exports; daemons add their own metrics to ``registry``."""
 
     def __init__(self, daemon: str) -> None:
+        disable_created_metrics()  # *_created series double the catalogue and nobody queries them
         self.daemon = daemon
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(namespace="algo", registry=self.registry)

@@ -1,0 +1,38 @@
+"""docs/METRICS.md is the catalogue dashboards and alerts are written against: it must match
+what the running fleet exports, name for name and type for type."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import pytest
+
+from daemons.algoctl.sandbox import Sandbox
+from tests.conftest import REPO
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.systemd
+
+PORTS = {"algo-bus": 9470, "algo-heartbeat": 9471, "algo-marketdata": 9472}
+
+
+def exported(port: int) -> dict[str, str]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {m[1]: m[2] for m in re.finditer(r"^# TYPE (\S+) (\S+)$", body, re.M)}
+
+
+def catalogue() -> dict[str, str]:
+    rows = re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", (REPO / "docs" / "METRICS.md").read_text(), re.M)
+    return {m[1]: m[2] for m in rows}
+
+
+def test_the_fleet_exports_exactly_the_catalogue(sandbox: Sandbox) -> None:
+    sandbox.systemctl("start", "algo.target", check=True)
+    for unit in PORTS:
+        wait_until(lambda: sandbox.show(f"{unit}.service", "ActiveState")["ActiveState"] == "active", 15, unit)
+    seen: dict[str, str] = {}
+    for port in PORTS.values():
+        seen.update(exported(port))
+    assert all(name.startswith("algo_") for name in seen), [n for n in seen if not n.startswith("algo_")]
+    assert seen == catalogue()
