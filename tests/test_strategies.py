@@ -98,3 +98,17 @@ def test_bad_parameters_are_clear() -> None:
         build("rsi_reversion", "x", {"symbol": "A", "quantity": 1, "colour": "red"})
     with pytest.raises(ValueError, match="unknown strategy kind 'martingale'"):
         build("martingale", "x", {})
+
+
+def test_ema_crossover_by_underlying_trades_the_front_month_future() -> None:
+    s = build("ema_crossover", "ema", {"underlying": "NIFTY", "quantity": 75, "fast": 2, "slow": 4})
+    far = dict(type="FUT", underlying="NIFTY", expiry="2026-12-31")
+    near = dict(type="FUT", underlying="NIFTY", expiry="2026-11-26")
+    prices = [100, 99, 98, 97, 96, 97, 99, 102]
+    out = []
+    for n, p in enumerate(prices):
+        s.on_tick(tick("NIFTY26DECFUT", p + 50, n, **far))
+        out += s.on_tick(tick("NIFTY26NOVFUT", p, n, **near))
+    assert [(x.symbol, x.side) for x in out] == [("NIFTY26NOVFUT", "BUY")]
+    with pytest.raises(ValueError, match="exactly one of symbol and underlying"):
+        build("ema_crossover", "x", {"quantity": 1})
