@@ -115,10 +115,42 @@ class MarketdataSection(DaemonSection):
     steps_per_second: float = Field(2.0, gt=0, le=1000)  # each step ticks every instrument once
 
 
+class StrategySection(Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")  # unique in the fleet: journald's STRATEGY=
+    kind: str  # see daemons/engine/strategies: ema_crossover, rsi_reversion, short_straddle
+    enabled: bool = True
+    params: dict[str, Any] = {}
+
+
+class EngineSection(DaemonSection):
+    strategies: list[StrategySection] = []
+    checkpoint_sec: float = Field(30.0, gt=0, le=3600)  # state is also checkpointed on stop
+
+
+class FnoSection(EngineSection):
+    metrics_port: int = Field(9473, ge=1024, le=65535)
+
+
+class EquitySection(EngineSection):
+    metrics_port: int = Field(9474, ge=1024, le=65535)
+
+
+class OptionsSection(EngineSection):
+    metrics_port: int = Field(9475, ge=1024, le=65535)
+
+
 class DaemonsSection(Section):
     bus: BusDaemonSection = BusDaemonSection()
     heartbeat: HeartbeatSection = HeartbeatSection()
     marketdata: MarketdataSection = MarketdataSection()
+    fno: FnoSection = FnoSection()
+    equity: EquitySection = EquitySection()
+    options: OptionsSection = OptionsSection()
+
+    def engines(self) -> Iterator[tuple[str, EngineSection]]:
+        for name, section in self.items():
+            if isinstance(section, EngineSection):
+                yield name, section
 
     def items(self) -> Iterator[tuple[str, DaemonSection]]:
         for name in type(self).model_fields:
@@ -294,6 +326,7 @@ def cross_check(config: FleetConfig) -> list[Problem]:
             problems.append(Problem(path, f"port {section.metrics_port} is already used by {ports[section.metrics_port]}"))
         else:
             ports[section.metrics_port] = path
+    problems += _check_strategies(config)
     if config.bus.reconnect_min_sec > config.bus.reconnect_max_sec:
         problems.append(Problem("bus.reconnect_min_sec", "must not exceed bus.reconnect_max_sec"))
     if config.fleet.mode == "live":
@@ -306,6 +339,24 @@ def cross_check(config: FleetConfig) -> list[Problem]:
                         "(or pass --credentials DIR to algoctl)",
                     )
                 )
+    return problems
+
+
+def _check_strategies(config: FleetConfig) -> list[Problem]:
+    from ..engine.strategies import build  # the engines' code judges their parameters
+
+    problems: list[Problem] = []
+    names: dict[str, str] = {}
+    for engine, section in config.daemons.engines():
+        for i, strategy in enumerate(section.strategies):
+            path = f"daemons.{engine}.strategies.{i}"
+            if strategy.name in names:
+                problems.append(Problem(f"{path}.name", f"{strategy.name!r} is already used by {names[strategy.name]}"))
+            names[strategy.name] = path
+            try:
+                build(strategy.kind, strategy.name, strategy.params)
+            except ValueError as exc:
+                problems.append(Problem(path, str(exc)))
     return problems
 
 

@@ -1,0 +1,35 @@
+"""Strategy state on disk: written atomically, so a crash leaves the old checkpoint or the new
+one, never half of one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def write(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dirfd)
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """The last checkpoint, or None when there is none yet."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a checkpoint object")
+    return data
