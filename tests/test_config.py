@@ -101,3 +101,18 @@ def test_bad_environment_override_names_the_key(tmp_path: Path) -> None:
     result = algoctl("config", "show", "--config", str(write(tmp_path, "")), env=env)
     assert result.returncode == 78
     assert "bus.max_frame_bytes:" in result.stderr and "bus.typo: unknown key" in result.stderr
+
+
+def test_strategy_parameters_are_judged_by_the_strategies(tmp_path: Path) -> None:
+    path = write(tmp_path, "\n".join([
+        "[[daemons.fno.strategies]]", 'name = "ema"', 'kind = "ema_crossover"', "params = { symbol = 'X', quantity = 1, fast = 30 }",
+        "[[daemons.equity.strategies]]", 'name = "ema"', 'kind = "rsi_reversion"', "params = { symbol = 'Y', quantity = 5 }",
+        "[[daemons.options.strategies]]", 'name = "odd"', 'kind = "martingale"', "",
+    ]))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [str(p) for p in err.value.problems] == [
+        "daemons.fno.strategies.0: need 0 < fast < slow, got fast=30 slow=21",
+        "daemons.equity.strategies.0.name: 'ema' is already used by daemons.fno.strategies.0",
+        "daemons.options.strategies.0: unknown strategy kind 'martingale' (known: ema_crossover, rsi_reversion, short_straddle)",
+    ]
