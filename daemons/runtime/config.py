@@ -13,7 +13,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -139,6 +139,23 @@ class OptionsSection(EngineSection):
     metrics_port: int = Field(9475, ge=1024, le=65535)
 
 
+class RiskSection(DaemonSection):
+    metrics_port: int = Field(9476, ge=1024, le=65535)
+    max_quantity: int = Field(1800, gt=0)  # net position per symbol, fleet-wide
+    max_quantity_by_symbol: dict[str, int] = {}  # overrides, e.g. {"INFY" = 500}
+    max_notional: float = Field(5_000_000.0, gt=0)  # net position value per symbol
+    max_open_positions: int = Field(10, gt=0)
+    max_order_value: float = Field(2_000_000.0, gt=0)
+    orders_per_second: float = Field(10.0, gt=0, le=10)  # fleet-wide; Kite allows 10/s
+    price_band_pct: float = Field(2.0, gt=0, le=20)  # a limit price this far from the last price is refused
+    open: time = time(9, 15)  # trading hours, IST, judged on the market's clock (tick time)
+    close: time = time(15, 30)
+    holidays: list[date] = []
+    daily_loss_limit: dict[str, float] = {}  # per engine, rupees, positive; breaching engages the kill switch
+    fleet_daily_loss_limit: float = Field(50_000.0, gt=0)
+    flatten_on_kill_switch: bool = False
+
+
 class DaemonsSection(Section):
     bus: BusDaemonSection = BusDaemonSection()
     heartbeat: HeartbeatSection = HeartbeatSection()
@@ -146,6 +163,7 @@ class DaemonsSection(Section):
     fno: FnoSection = FnoSection()
     equity: EquitySection = EquitySection()
     options: OptionsSection = OptionsSection()
+    risk: RiskSection = RiskSection()
 
     def engines(self) -> Iterator[tuple[str, EngineSection]]:
         for name, section in self.items():

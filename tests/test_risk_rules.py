@@ -1,0 +1,83 @@
+"""Risk as pure rules: each limit blocks with its reason, exits are never blocked by exposure limits."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+
+from daemons.marketdata.session import IST
+from daemons.risk.book import Position
+from daemons.risk.rules import RiskRules
+from daemons.runtime.config import RiskSection
+
+MARKET = int(datetime(2026, 11, 23, 10, 0, tzinfo=IST).timestamp() * 1e9)
+
+
+def sig(symbol: str = "INFY", side: str = "BUY", qty: int = 10, entry: bool = True, engine: str = "equity",
+        limit: float | None = None) -> dict:
+    return {"symbol": symbol, "side": side, "quantity": qty, "entry": entry, "engine": engine,
+            "strategy": "s", "limit_price": limit, "order_type": "LIMIT" if limit else "MARKET"}
+
+
+@pytest.fixture
+def rules() -> RiskRules:
+    r = RiskRules(RiskSection(max_quantity=100, max_notional=150_000, max_open_positions=2, max_order_value=120_000,
+                              orders_per_second=5, daily_loss_limit={"equity": 1_000}, fleet_daily_loss_limit=5_000,
+                              holidays=[date(2026, 11, 24)]))
+    r.mark("INFY", 1000.0, MARKET)
+    r.mark("TCS", 4000.0, MARKET)
+    r.mark("HDFCBANK", 1700.0, MARKET)
+    return r
+
+
+def test_position_accounting() -> None:
+    p = Position()
+    p.fill(10, 100), p.fill(10, 110)
+    assert (p.quantity, p.average) == (20, 105)
+    p.fill(-5, 120)
+    assert (p.quantity, p.realised) == (15, 75)
+    p.fill(-20, 100)
+    assert (p.quantity, p.average, p.realised) == (-5, 100, 0)
+    assert p.unrealised(90) == 50
+    p.fill(5, 90)
+    assert (p.quantity, p.realised) == (0, 50)
+
+
+def test_each_limit_blocks_with_its_reason(rules: RiskRules) -> None:
+    assert rules.check(sig(), 0.0).approved
+    assert rules.check(sig(symbol="WIPRO"), 0.1).reason == "no market price for WIPRO yet"
+    assert rules.check(sig(qty=130), 0.2).reason == "order value 130,000 exceeds 120,000"
+    assert rules.check(sig(limit=1030.0), 0.3).reason == "limit 1030 is more than 2% from last 1000"
+    rules.book.fill("equity", "INFY", "BUY", 95, 1000.0)
+    assert rules.check(sig(qty=10), 0.4).reason == "position 105 would exceed 100 for INFY"
+    rules.book.fill("equity", "TCS", "BUY", 30, 4000.0)
+    assert rules.check(sig(symbol="TCS", qty=10), 0.5).reason == "position value 160,000 would exceed 150,000"
+    assert rules.check(sig(symbol="HDFCBANK"), 0.6).reason == "already 2 open positions"
+    # Exits reduce exposure: no position, notional or count limit applies to them.
+    assert rules.check(sig(side="SELL", qty=95, entry=False), 0.7).approved
+
+
+def test_hours_holidays_and_the_market_clock(rules: RiskRules) -> None:
+    rules.mark("INFY", 1000.0, int(datetime(2026, 11, 23, 15, 31, tzinfo=IST).timestamp() * 1e9))
+    assert rules.check(sig(), 0.0).reason == "outside trading hours (15:31 IST)"
+    rules.mark("INFY", 1000.0, int(datetime(2026, 11, 24, 11, 0, tzinfo=IST).timestamp() * 1e9))
+    assert rules.check(sig(), 0.1).reason == "2026-11-24 is a trading holiday"
+
+
+def test_fleet_order_rate_limit(rules: RiskRules) -> None:
+    decisions = [rules.check(sig(qty=1), 10.0 + i * 0.01) for i in range(8)]
+    assert [d.approved for d in decisions] == [True] * 5 + [False] * 3
+    assert decisions[-1].reason == "order rate limit (5/s)"
+    assert rules.check(sig(qty=1), 10.5).approved  # tokens refill at 5/s
+
+
+def test_loss_limit_blocks_entries_and_the_kill_switch_blocks_every_entry(rules: RiskRules) -> None:
+    rules.book.fill("equity", "INFY", "BUY", 50, 1000.0)
+    rules.mark("INFY", 979.0, MARKET)  # -1,050 unrealised
+    assert rules.check(sig(symbol="TCS"), 0.0).reason == "equity daily loss -1,050 breached its limit 1,000"
+    assert rules.check(sig(symbol="TCS", engine="fno"), 0.1).approved  # another engine is fine
+    assert rules.check(sig(side="SELL", qty=50, entry=False), 0.2).approved  # and exits always are
+    assert rules.engage("manual: algoctl kill-switch") and not rules.engage("again")
+    assert rules.check(sig(symbol="TCS", engine="fno"), 0.3).reason == "kill switch engaged: manual: algoctl kill-switch"
+    assert rules.check(sig(side="SELL", qty=50, entry=False), 0.4).approved
