@@ -28,7 +28,7 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.metrics import BusClientCollector, DaemonMetrics
-from . import checkpoint
+from ..runtime import checkpoint
 from .strategies import Fill, Strategy, Tick, build
 
 log = logging.getLogger("algo.engine")

@@ -13,10 +13,11 @@ from .book import Book
 
 class Decision(NamedTuple):
     approved: bool
-    reason: str  # why it was blocked; "" when approved
+    code: str  # short and fixed: a metric label ("approved", "rate_limit", ...)
+    reason: str  # for people: why it was blocked; "" when approved
 
 
-APPROVED = Decision(True, "")
+APPROVED = Decision(True, "approved", "")
 
 
 class RateLimiter:
@@ -62,35 +63,35 @@ class RiskRules:
         symbol, side, qty, engine = signal["symbol"], signal["side"], signal["quantity"], signal["engine"]
         entry = bool(signal["entry"])
         if entry and self.kill_switch:
-            return Decision(False, f"kill switch engaged: {self.kill_switch}")
+            return Decision(False, "kill_switch", f"kill switch engaged: {self.kill_switch}")
         last = book.marks.get(symbol)
         if last is None:
-            return Decision(False, f"no market price for {symbol} yet")
+            return Decision(False, "no_price", f"no market price for {symbol} yet")
         when = datetime.fromtimestamp(self.market_ns[symbol] / 1e9, IST)
         if when.date() in lim.holidays:
-            return Decision(False, f"{when.date()} is a trading holiday")
+            return Decision(False, "holiday", f"{when.date()} is a trading holiday")
         if not lim.open <= when.time() < lim.close:
-            return Decision(False, f"outside trading hours ({when:%H:%M} IST)")
+            return Decision(False, "hours", f"outside trading hours ({when:%H:%M} IST)")
         price = signal.get("limit_price") or last
         if signal.get("limit_price") and abs(price - last) / last * 100 > lim.price_band_pct:
-            return Decision(False, f"limit {price:g} is more than {lim.price_band_pct:g}% from last {last:g}")
+            return Decision(False, "price_band", f"limit {price:g} is more than {lim.price_band_pct:g}% from last {last:g}")
         if qty * price > lim.max_order_value:
-            return Decision(False, f"order value {qty * price:,.0f} exceeds {lim.max_order_value:,.0f}")
+            return Decision(False, "order_value", f"order value {qty * price:,.0f} exceeds {lim.max_order_value:,.0f}")
         held = book.quantity(symbol)
         after = held + (qty if side == "BUY" else -qty)
         if abs(after) > abs(held):  # adds exposure: the position limits apply
             cap = lim.max_quantity_by_symbol.get(symbol, lim.max_quantity)
             if abs(after) > cap:
-                return Decision(False, f"position {after} would exceed {cap} for {symbol}")
+                return Decision(False, "max_quantity", f"position {after} would exceed {cap} for {symbol}")
             if abs(after) * last > lim.max_notional:
-                return Decision(False, f"position value {abs(after) * last:,.0f} would exceed {lim.max_notional:,.0f}")
+                return Decision(False, "max_notional", f"position value {abs(after) * last:,.0f} would exceed {lim.max_notional:,.0f}")
             if held == 0 and len(book.open_symbols()) >= lim.max_open_positions:
-                return Decision(False, f"already {lim.max_open_positions} open positions")
+                return Decision(False, "max_positions", f"already {lim.max_open_positions} open positions")
             breach = self.loss_breach(engine)
             if breach:
-                return Decision(False, breach)
+                return Decision(False, "loss_limit", breach)
         if not self.rate.take(now):
-            return Decision(False, f"order rate limit ({lim.orders_per_second:g}/s)")
+            return Decision(False, "rate_limit", f"order rate limit ({lim.orders_per_second:g}/s)")
         return APPROVED
 
     def loss_breach(self, engine: str) -> str | None:

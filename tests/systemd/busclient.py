@@ -44,11 +44,14 @@ class Listener:
         asyncio.run_coroutine_threadsafe(self.client.start(), self.loop).result(5)
         return self
 
-    def call(self, fn: Any, *args: Any) -> Any:
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run fn on the client's loop (the client is not thread-safe)."""
         async def go() -> Any:
-            return fn(*args)
+            return fn(*args, **kwargs)
         return asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
+
+    def publish(self, topic: str, payload: dict[str, Any], **kwargs: Any) -> Event:
+        return self.call(self.client.publish, topic, payload, **kwargs)
 
     def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(5)

@@ -1,0 +1,179 @@
+"""algo-risk: every strategy.signal passes here before it can become an order.
+
+Approved signals go out as ``risk.approved``, refused ones as ``risk.blocked`` with the reason,
+both with the signal's trace. Positions and P&L are kept from ``execution.fill`` and marked to
+``marketdata.tick``. A loss-limit breach, or ``control.kill_switch``, engages the kill switch:
+new entries are refused from the next signal on, and open positions are flattened when
+``flatten_on_kill_switch`` is set. Positions and the kill switch are checkpointed and restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..runtime import checkpoint
+from ..runtime.client import BusClient
+from ..runtime.config import FleetConfig, RiskSection
+from ..runtime.daemon import Daemon, serve
+from ..runtime.envelope import (
+    CONTROL_KILL_SWITCH,
+    EXECUTION_FILL,
+    MARKETDATA_TICK,
+    RISK_APPROVED,
+    RISK_BLOCKED,
+    STRATEGY_SIGNAL,
+    Event,
+)
+from ..runtime.metrics import BusClientCollector, DaemonMetrics
+from .book import Position
+from .rules import RiskRules
+
+log = logging.getLogger("algo.risk")
+
+
+class RiskDaemon(Daemon):
+    """Risk and portfolio: limits, positions, P&L, the kill switch."""
+
+    name = "risk"
+
+    def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
+        super().__init__(config, metrics)
+        self.rules = RiskRules(self.section)
+        self.bus = BusClient.for_config(config.bus, source=self.name)
+        self.state_file = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/algo/risk")) / "checkpoint.json"
+        self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
+        metrics.registry.register(BusClientCollector(self.bus))
+        metrics.registry.register(RiskCollector(self))
+        self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
+        self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
+        self.bus.subscribe(EXECUTION_FILL, self._on_fill)
+        self.bus.subscribe(CONTROL_KILL_SWITCH, self._on_kill_switch)
+
+    @property
+    def section(self) -> RiskSection:
+        return self.config.daemons.risk
+
+    async def setup(self) -> None:
+        saved = checkpoint.read(self.state_file)
+        if saved:
+            for row in saved["positions"]:
+                self.rules.book.positions[(row["engine"], row["symbol"])] = Position(
+                    row["quantity"], row["average"], row["realised"])
+            self.rules.kill_switch = saved["kill_switch"]
+            log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
+                     f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
+        await self.bus.start()
+
+    async def run(self) -> None:
+        await self.stopping.wait()
+
+    async def drain(self) -> None:
+        self.save()
+        await self.bus.close()
+
+    def save(self) -> None:
+        checkpoint.write(self.state_file, {
+            "kill_switch": self.rules.kill_switch,
+            "positions": [{"engine": e, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
+                          for (e, s), p in self.rules.book.positions.items()],
+        })
+
+    def _on_tick(self, event: Event) -> None:
+        p = event.payload
+        symbol = p["symbol"]
+        self.rules.mark(symbol, p["last_price"], p["exchange_ts"])
+        if self.rules.kill_switch is None:
+            for engine, held in self.rules.book.positions:
+                if held == symbol and self.rules.book.positions[(engine, held)].quantity:
+                    breach = self.rules.loss_breach(engine)  # a mark can breach a loss limit too
+                    if breach:
+                        self._engage(f"loss limit: {breach}", event.trace)
+                        return
+
+    def _on_signal(self, event: Event) -> None:
+        s = event.payload
+        decision = self.rules.check(s, time.monotonic())
+        self.decisions.labels(decision.code).inc()
+        fields = {"ENGINE": s.get("engine"), "STRATEGY": s.get("strategy"), "SYMBOL": s.get("symbol"),
+                  "TRACE_ID": event.trace}
+        what = f"{s['side']} {s['quantity']} {s['symbol']}"
+        if decision.approved:
+            self.bus.publish(RISK_APPROVED, s, key=s["symbol"], trace=event.trace)
+            log.info("approved %s", what, extra=fields)
+        else:
+            self.bus.publish(RISK_BLOCKED, {**s, "block_reason": decision.reason, "block_code": decision.code},
+                             key=s["symbol"], trace=event.trace)
+            log.warning("blocked %s: %s", what, decision.reason, extra=fields)
+
+    def _on_fill(self, event: Event) -> None:
+        f = event.payload
+        self.rules.book.fill(f["engine"], f["symbol"], f["side"], f["quantity"], f["price"])
+        self.save()  # positions are what risk must not forget
+        breach = self.rules.loss_breach(f["engine"])
+        if breach:
+            self._engage(f"loss limit: {breach}", event.trace)
+
+    def _on_kill_switch(self, event: Event) -> None:
+        if event.source != self.name and event.payload.get("engage", True):
+            self._engage(str(event.payload.get("reason") or f"requested by {event.source}"), event.trace)
+
+    def _engage(self, why: str, trace: str) -> None:
+        if not self.rules.engage(why):
+            return
+        self.save()
+        log.error("KILL SWITCH ENGAGED: %s; new entries are blocked", why, extra={"TRACE_ID": trace})
+        self.bus.publish(CONTROL_KILL_SWITCH, {"engage": True, "reason": why}, trace=trace)
+        if self.section.flatten_on_kill_switch:
+            for (engine, symbol), pos in self.rules.book.positions.items():
+                if pos.quantity:
+                    order = {"engine": engine, "strategy": "risk-flatten", "symbol": symbol,
+                             "side": "SELL" if pos.quantity > 0 else "BUY", "quantity": abs(pos.quantity),
+                             "order_type": "MARKET", "limit_price": None, "reason": "flatten on kill switch",
+                             "entry": False}
+                    self.bus.publish(RISK_APPROVED, order, key=symbol, trace=trace)
+
+    def status(self) -> str:
+        realised, unrealised = self.rules.book.pnl()
+        switch = f"KILL SWITCH ({self.rules.kill_switch})" if self.rules.kill_switch else "kill switch off"
+        return (f"{len(self.rules.book.open_symbols())} open positions, P&L {realised + unrealised:+,.0f} "
+                f"(realised {realised:+,.0f}), {switch}")
+
+
+class RiskCollector(Collector):
+    def __init__(self, daemon: RiskDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        rules, limits = self.daemon.rules, self.daemon.section
+        yield GaugeMetricFamily("algo_risk_kill_switch", "1 while the kill switch is engaged",
+                                value=int(rules.kill_switch is not None))
+        yield GaugeMetricFamily("algo_risk_open_positions", "Symbols with an open position",
+                                value=len(rules.book.open_symbols()))
+        pnl = GaugeMetricFamily("algo_risk_pnl_rupees", "P&L today by engine", labels=["engine", "kind"])
+        distance = GaugeMetricFamily("algo_risk_loss_limit_distance_rupees",
+                                     "How much more the engine (or 'fleet') may lose before its limit", labels=["engine"])
+        engines: dict[str, Any] = {e: limits.daily_loss_limit.get(e) for e, _ in rules.book.positions}
+        engines.update(limits.daily_loss_limit)
+        for engine, limit in sorted(engines.items()):
+            realised, unrealised = rules.book.pnl(engine)
+            pnl.add_metric([engine, "realised"], realised)
+            pnl.add_metric([engine, "unrealised"], unrealised)
+            if limit is not None:
+                distance.add_metric([engine], limit + realised + unrealised)
+        realised, unrealised = rules.book.pnl()
+        distance.add_metric(["fleet"], limits.fleet_daily_loss_limit + realised + unrealised)
+        yield pnl
+        yield distance
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    serve(RiskDaemon, argv)
+
