@@ -94,7 +94,7 @@ def tick_pool(size: int = 256) -> list[dict[str, Any]]:
 
 
 class Envelope:
-    """What the baselines send: the same fields BusClient puts on the wire (Event.encode)."""
+    """What the baselines send: the same fields BusClient puts on the wire (EventFactory.stamp)."""
 
     def __init__(self, source: str) -> None:
         self.prefix = f"{source}-{os.urandom(4).hex()}-"

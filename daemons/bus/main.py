@@ -22,6 +22,7 @@ class BusDaemon(Daemon):
     """The event broker: publish/subscribe by topic over a Unix socket."""
 
     name = "bus"
+    uses_bus = False  # it is the bus
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)

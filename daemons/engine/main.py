@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Sequence
 
 from prometheus_client import Counter, Gauge
 
-from ..runtime.client import BusClient
+from ..runtime import checkpoint
 from ..runtime.config import EngineSection, FleetConfig
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
@@ -27,8 +25,7 @@ from ..runtime.envelope import (
     STRATEGY_SIGNAL,
     Event,
 )
-from ..runtime.metrics import BusClientCollector, DaemonMetrics
-from ..runtime import checkpoint
+from ..runtime.metrics import DaemonMetrics
 from .strategies import Fill, Strategy, Tick, build
 
 log = logging.getLogger("algo.engine")
@@ -39,21 +36,19 @@ class EngineDaemon(Daemon):
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
-        self.bus = BusClient.for_config(config.bus, source=self.name)
         self.strategies: dict[str, Strategy] = {
             s.name: build(s.kind, s.name, s.params) for s in self.section.strategies if s.enabled
         }
         self.paused: set[str] = set()
         self.published = 0
         self.last_tick = 0.0
-        self.state_file = Path(os.environ.get("STATE_DIRECTORY", f"/var/lib/algo/{self.name}")) / "checkpoint.json"
+        self.state_file = self.state_path("checkpoint.json")
         self.signals = Counter("algo_engine_signals", "Signals published", ["strategy"], registry=metrics.registry)
         self.paused_gauge = Gauge("algo_engine_strategy_paused", "1 while a strategy is paused", ["strategy"],
                                   registry=metrics.registry)
         for name in self.strategies:
             self.signals.labels(name)
             self.paused_gauge.labels(name).set(0)
-        metrics.registry.register(BusClientCollector(self.bus))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe("control.*", self._on_control)
@@ -73,7 +68,6 @@ class EngineDaemon(Daemon):
             for name in self.paused:
                 self.paused_gauge.labels(name).set(1)
             log.info("%s restored %d strategies from %s", self.name, len(saved.get("strategies", {})), self.state_file)
-        await self.bus.start()
 
     async def run(self) -> None:
         while not self.stopping.is_set():
@@ -84,7 +78,6 @@ class EngineDaemon(Daemon):
 
     async def drain(self) -> None:
         self.save()
-        await self.bus.close()
 
     def save(self) -> None:
         checkpoint.write(self.state_file, {
@@ -125,9 +118,6 @@ class EngineDaemon(Daemon):
             self.paused_gauge.labels(name).set(int(name in self.paused))
             log.warning("%s %s", name, "paused: entries blocked" if name in self.paused else "resumed",
                         extra={"ENGINE": self.name, "STRATEGY": name, "TRACE_ID": event.trace})
-
-    def health(self) -> str | None:
-        return None
 
     def status(self) -> str:
         age = f"{time.monotonic() - self.last_tick:.1f}s ago" if self.last_tick else "none yet"

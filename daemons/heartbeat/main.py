@@ -17,11 +17,10 @@ from typing import Iterable, Sequence
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..runtime.client import BusClient
 from ..runtime.config import FleetConfig, HeartbeatSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import HEALTH_HEARTBEAT, Event
-from ..runtime.metrics import BusClientCollector, DaemonMetrics
+from ..runtime.metrics import DaemonMetrics
 
 log = logging.getLogger("algo.heartbeat")
 
@@ -33,21 +32,16 @@ class HeartbeatDaemon(Daemon):
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
-        self.bus = BusClient.for_config(config.bus, source=self.name)
         self.bus.subscribe(HEALTH_HEARTBEAT, self._on_heartbeat)
         self.bus.subscribe("control.*", self._on_control)
         self.started = time.monotonic()
         self.last_echo = self.started
         self.last_seen: dict[str, float] = {}  # source -> wall-clock time of its last heartbeat
-        metrics.registry.register(BusClientCollector(self.bus))
         metrics.registry.register(FleetLivenessCollector(self))
 
     @property
     def section(self) -> HeartbeatSection:
         return self.config.daemons.heartbeat
-
-    async def setup(self) -> None:
-        await self.bus.start()
 
     async def run(self) -> None:
         while not self.stopping.is_set():
@@ -59,9 +53,6 @@ class HeartbeatDaemon(Daemon):
                 await asyncio.wait_for(self.stopping.wait(), self.section.interval_sec)
             except asyncio.TimeoutError:
                 pass
-
-    async def drain(self) -> None:
-        await self.bus.close()
 
     def _on_heartbeat(self, event: Event) -> None:
         self.last_seen[event.source] = event.ts / 1e9

@@ -14,11 +14,10 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..runtime.client import BusClient
 from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import MARKETDATA_TICK
-from ..runtime.metrics import BusClientCollector, DaemonMetrics
+from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
 from .session import IST, SessionClock
@@ -34,13 +33,11 @@ class MarketdataDaemon(Daemon):
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
-        self.bus = BusClient.for_config(config.bus, source=self.name)
         self.sim: MarketSimulator | None = None
         self.step = 0
         self.last_tick = 0.0  # monotonic time of the last published step
         self.ticks = Counter("algo_marketdata_ticks", "Ticks published", registry=metrics.registry)
         self.instruments = Gauge("algo_marketdata_instruments", "Instruments in the feed", registry=metrics.registry)
-        metrics.registry.register(BusClientCollector(self.bus))
         metrics.registry.register(TickAgeCollector(self))
 
     @property
@@ -62,7 +59,6 @@ class MarketdataDaemon(Daemon):
             log.warning("%d expired contracts in %s left out", self.sim.expired, s.instruments)
         log.info("paper feed: %d instruments, session of %s in %g min, seed %d",
                  len(self.sim.instruments), day, s.session_minutes, s.seed)
-        await self.bus.start()
 
     def _universe(self, day: date) -> list[Instrument]:
         s = self.section
@@ -99,9 +95,6 @@ class MarketdataDaemon(Daemon):
         if not self.stopping.is_set():
             log.info("session closed at %s after %d steps", sim.clock.label(self.step), self.step)
         await self.stopping.wait()
-
-    async def drain(self) -> None:
-        await self.bus.close()
 
     @property
     def session_open(self) -> bool:

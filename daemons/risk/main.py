@@ -10,9 +10,7 @@ new entries are refused from the next signal on, and open positions are flattene
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from prometheus_client import Counter
@@ -20,7 +18,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..runtime import checkpoint
-from ..runtime.client import BusClient
 from ..runtime.config import FleetConfig, RiskSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
@@ -32,7 +29,7 @@ from ..runtime.envelope import (
     STRATEGY_SIGNAL,
     Event,
 )
-from ..runtime.metrics import BusClientCollector, DaemonMetrics
+from ..runtime.metrics import DaemonMetrics
 from .book import Position
 from .rules import RiskRules
 
@@ -47,10 +44,8 @@ class RiskDaemon(Daemon):
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         self.rules = RiskRules(self.section)
-        self.bus = BusClient.for_config(config.bus, source=self.name)
-        self.state_file = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/algo/risk")) / "checkpoint.json"
+        self.state_file = self.state_path("checkpoint.json")
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
-        metrics.registry.register(BusClientCollector(self.bus))
         metrics.registry.register(RiskCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
@@ -70,14 +65,12 @@ class RiskDaemon(Daemon):
             self.rules.kill_switch = saved["kill_switch"]
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
-        await self.bus.start()
 
     async def run(self) -> None:
         await self.stopping.wait()
 
     async def drain(self) -> None:
         self.save()
-        await self.bus.close()
 
     def save(self) -> None:
         checkpoint.write(self.state_file, {

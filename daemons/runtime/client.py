@@ -92,12 +92,10 @@ class BusClient:
         return event
 
     def _topic_bytes(self, topic: str) -> bytes:
-        """Validated once per topic, so a bad topic fails here and not as a dropped connection."""
-        encoded = self._topics.get(topic)
-        if encoded is None:
-            encoded = topic.encode()
-            wire.check_topic(encoded)
-            self._topics[topic] = encoded
+        """A topic not seen before: validated once, so a bad topic fails here and not as a dropped connection."""
+        encoded = topic.encode()
+        wire.check_topic(encoded)
+        self._topics[topic] = encoded
         return encoded
 
     def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:

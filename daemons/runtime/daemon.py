@@ -12,17 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, Coroutine, NoReturn, Sequence
 
 import uvloop
 
+from .client import BusClient
 from .config import ConfigError, DaemonSection, FleetConfig, load_config, resolve_path
 from .logs import setup_logging
-from .metrics import DaemonMetrics
+from .metrics import BusClientCollector, DaemonMetrics
 from .notify import Notifier
 
 EX_OK = 0
@@ -33,14 +36,28 @@ log = logging.getLogger("algo.runtime")
 
 
 class Daemon(ABC):
-    """Subclass, set ``name`` (its ``[daemons.<name>]`` section), implement the hooks."""
+    """Subclass, set ``name`` (its ``[daemons.<name>]`` section), implement the hooks.
+
+    Every daemon but the broker gets ``self.bus``: subscribe in ``__init__``; the runner connects
+    it after ``setup()`` (so restored state is in place before the first event) and closes it
+    after ``drain()``.
+    """
 
     name: ClassVar[str]
+    uses_bus: ClassVar[bool] = True
+    bus: BusClient
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         self.config = config
         self.metrics = metrics
         self.stopping = asyncio.Event()
+        if self.uses_bus:
+            self.bus = BusClient.for_config(config.bus, source=self.name)
+            metrics.registry.register(BusClientCollector(self.bus))
+
+    def state_path(self, filename: str) -> Path:
+        """A file in the unit's StateDirectory= (/var/lib/algo/<name> when run by hand)."""
+        return Path(os.environ.get("STATE_DIRECTORY", f"/var/lib/algo/{self.name}")) / filename
 
     @property
     def section(self) -> DaemonSection:
@@ -92,6 +109,8 @@ class Runner:
             for problem in exc.problems:
                 log.error("config error in %s: %s", exc.source, problem)
             return EX_CONFIG
+        if d.uses_bus:
+            await d.bus.start()
         self.notifier.ready(d.status())
         log.info("%s ready: %s", d.name, d.status())
         helpers = [loop.create_task(self._status_loop(), name="status")]
@@ -114,6 +133,8 @@ class Runner:
             await asyncio.wait_for(asyncio.gather(worker, d.drain()), d.section.stop_timeout_sec)
         except asyncio.TimeoutError:
             log.warning("%s did not drain within %.1fs; exiting anyway", d.name, d.section.stop_timeout_sec)
+        if d.uses_bus:
+            await d.bus.close()
         stop.cancel()
         return EX_OK
 

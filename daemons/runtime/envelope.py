@@ -42,9 +42,6 @@ class Event(NamedTuple):
     trace: str
     key: str = ""
 
-    def encode(self) -> bytes:
-        return _encode(self.id, self.ts, self.type, self.source, self.seq, self.trace, self.payload)
-
     @classmethod
     def decode(cls, body: bytes | memoryview, key: str = "") -> "Event":
         d = orjson.loads(body)
