@@ -111,17 +111,15 @@ class Sandbox:
     def _write_identity(self) -> None:
         """Give the namespace the fleet's user and group without touching the host's /etc."""
         passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
-        users = {l.split(":")[0]: l.split(":") for l in passwd.splitlines() if l}
-        groups = {l.split(":")[0]: l.split(":") for l in group.splitlines() if l}
-        taken = {int(v[2]) for v in users.values()} | {int(v[2]) for v in groups.values()}
-        if self.group in groups:
-            gid = int(groups[self.group][2])
-        else:
-            gid = next(i for i in range(999, 100, -1) if i not in taken)
+        users = {l.split(":")[0]: int(l.split(":")[2]) for l in passwd.splitlines() if l}
+        groups = {l.split(":")[0]: int(l.split(":")[2]) for l in group.splitlines() if l}
+        taken = {*users.values(), *groups.values()}
+        free = (i for i in range(999, 100, -1) if i not in taken)
+        gid = groups[self.group] if self.group in groups else next(free)
+        if self.group not in groups:
             group += f"{self.group}:x:{gid}:\n"
-            taken.add(gid)
         if self.user not in users:
-            uid = gid if gid not in {int(v[2]) for v in users.values()} else next(i for i in range(999, 100, -1) if i not in taken)
+            uid = gid if gid not in users.values() else next(free)
             passwd += f"{self.user}:x:{uid}:{gid}:algo-fleet:/nonexistent:/usr/sbin/nologin\n"
         (self.root / "passwd").write_text(passwd)
         (self.root / "group").write_text(group)
