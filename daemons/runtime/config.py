@@ -106,7 +106,10 @@ class DerivativesSection(Section):
 
 class MarketdataSection(DaemonSection):
     metrics_port: int = Field(9472, ge=1024, le=65535)
-    feed: Literal["simulator"] = "simulator"
+    feed: Literal["simulator", "replay"] = "simulator"
+    # replay: a journal day (its directory or events.jsonl) or a tick CSV, paced by its own clock
+    replay_from: Path | None = None
+    replay_speed: float = Field(1.0, gt=0, le=10_000)  # 1 = as recorded
     instruments: Path = Path("/etc/algo/instruments/paper.csv")  # a Kite instruments dump
     derivatives: list[DerivativesSection] = []
     seed: int = 1
@@ -120,6 +123,9 @@ class StrategySection(Section):
     kind: str  # see daemons/engine/strategies: ema_crossover, rsi_reversion, short_straddle
     enabled: bool = True
     params: dict[str, Any] = {}
+    # "own": run by algo-strategy@NAME in a process of its own (and skipped by its engine)
+    process: Literal["engine", "own"] = "engine"
+    metrics_port: int | None = Field(None, ge=1024, le=65535)  # required with process = "own"
 
 
 class EngineSection(DaemonSection):
@@ -156,6 +162,25 @@ class RiskSection(DaemonSection):
     flatten_on_kill_switch: bool = False
 
 
+class ExecutionSection(DaemonSection):
+    metrics_port: int = Field(9477, ge=1024, le=65535)
+    broker: Literal["paper"] = "paper"
+    # The paper broker: fills against the simulated book.
+    slippage_bps: float = Field(2.0, ge=0, le=500)  # market orders fill this much worse than the touch
+    latency_ms: float = Field(50.0, ge=0, le=60_000)  # an order can trade only on ticks this long after it was placed
+    liquidity_pct: float = Field(100.0, gt=0, le=100)  # share of the quantity at the touch one tick may fill (partial fills)
+    reject_pct: float = Field(0.0, ge=0, le=100)  # orders the paper broker rejects, chosen by client id (deterministic)
+    fsync: bool = True  # the write-ahead order log is fsynced before an order is sent
+
+
+class JournalSection(DaemonSection):
+    metrics_port: int = Field(9478, ge=1024, le=65535)
+    directory: Path = Path("/var/lib/algo/journal")  # one sub-directory per day (IST)
+    # Orders, fills, signals and control events are fsynced before the next read from the bus;
+    # batches holding only ticks and heartbeats at most this often.
+    tick_fsync_sec: float = Field(1.0, ge=0, le=60)
+
+
 class DaemonsSection(Section):
     bus: BusDaemonSection = BusDaemonSection()
     heartbeat: HeartbeatSection = HeartbeatSection()
@@ -164,6 +189,8 @@ class DaemonsSection(Section):
     equity: EquitySection = EquitySection()
     options: OptionsSection = OptionsSection()
     risk: RiskSection = RiskSection()
+    execution: ExecutionSection = ExecutionSection()
+    journal: JournalSection = JournalSection()
 
     def engines(self) -> Iterator[tuple[str, EngineSection]]:
         for name, section in self.items():
@@ -181,6 +208,20 @@ class KiteSection(Section):
     api_secret: SecretStr | None = None
     access_token: SecretStr | None = None
     root: str = "https://api.kite.trade"
+
+
+class PremarketSection(Section):
+    """algo-premarket's checks before the engines start."""
+
+    min_free_mb: int = Field(500, ge=0)  # on the filesystems of /var/lib/algo and the journal
+    max_clock_offset_sec: float = Field(1.0, gt=0)  # the kernel's estimated error when NTP-synchronised
+
+
+class EodSection(Section):
+    """algo-eod: the report after the close."""
+
+    reports: Path = Path("/var/lib/algo/reports")  # <day>.json and <day>.md
+    product: Literal["MIS", "CNC"] = "MIS"  # equity charges: intraday (MIS) or delivery (CNC)
 
 
 @dataclass(frozen=True)
@@ -206,6 +247,8 @@ class FleetConfig(BaseSettings):
     bus: BusSection = BusSection()
     metrics: MetricsSection = MetricsSection()
     daemons: DaemonsSection = DaemonsSection()
+    premarket: PremarketSection = PremarketSection()
+    eod: EodSection = EodSection()
     kite: KiteSection = KiteSection()
 
     @classmethod
@@ -344,7 +387,10 @@ def cross_check(config: FleetConfig) -> list[Problem]:
             problems.append(Problem(path, f"port {section.metrics_port} is already used by {ports[section.metrics_port]}"))
         else:
             ports[section.metrics_port] = path
-    problems += _check_strategies(config)
+    problems += _check_strategies(config, ports)
+    md = config.daemons.marketdata
+    if md.feed == "replay" and md.replay_from is None:
+        problems.append(Problem("daemons.marketdata.replay_from", "feed = \"replay\" needs a journal day or tick CSV"))
     if config.bus.reconnect_min_sec > config.bus.reconnect_max_sec:
         problems.append(Problem("bus.reconnect_min_sec", "must not exceed bus.reconnect_max_sec"))
     if config.fleet.mode == "live":
@@ -360,7 +406,7 @@ def cross_check(config: FleetConfig) -> list[Problem]:
     return problems
 
 
-def _check_strategies(config: FleetConfig) -> list[Problem]:
+def _check_strategies(config: FleetConfig, ports: dict[int, str]) -> list[Problem]:
     from ..engine.strategies import build  # the engines' code judges their parameters
 
     problems: list[Problem] = []
@@ -375,6 +421,14 @@ def _check_strategies(config: FleetConfig) -> list[Problem]:
                 build(strategy.kind, strategy.name, strategy.params)
             except ValueError as exc:
                 problems.append(Problem(path, str(exc)))
+            if strategy.process == "own":
+                port = strategy.metrics_port
+                if port is None:
+                    problems.append(Problem(f"{path}.metrics_port", 'required with process = "own"'))
+                elif port in ports:
+                    problems.append(Problem(f"{path}.metrics_port", f"port {port} is already used by {ports[port]}"))
+                else:
+                    ports[port] = f"{path}.metrics_port"
     return problems
 
 
