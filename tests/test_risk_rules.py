@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 
 from daemons.marketdata.session import IST
-from daemons.risk.book import Position
+from daemons.runtime.book import Position
 from daemons.risk.rules import RiskRules
 from daemons.runtime.config import RiskSection
 
@@ -62,7 +62,7 @@ def test_hours_holidays_and_the_market_clock(rules: RiskRules) -> None:
     rules.mark("INFY", 1000.0, int(datetime(2026, 11, 23, 15, 31, tzinfo=IST).timestamp() * 1e9))
     assert rules.check(sig(), 0.0).reason == "outside trading hours (15:31 IST)"
     rules.mark("INFY", 1000.0, int(datetime(2026, 11, 24, 11, 0, tzinfo=IST).timestamp() * 1e9))
-    assert rules.check(sig(), 0.1).reason == "2026-11-24 is a trading holiday"
+    assert rules.check(sig(), 0.1).reason == "2026-11-24 (Tuesday) is not a trading day"
 
 
 def test_fleet_order_rate_limit(rules: RiskRules) -> None:

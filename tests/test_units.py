@@ -13,6 +13,8 @@ import pytest
 from daemons.algoctl.units import render_units, source_dir
 
 SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
+LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
+ONESHOTS = [s for s in SERVICES if "Type=oneshot" in (source_dir() / s).read_text()]
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 
 
@@ -50,7 +52,31 @@ def test_exposure_at_most_2(rendered: Path, service: str) -> None:
     assert float(m[1]) <= 2.0, result.stdout
 
 
-@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_is_long_running_or_a_oneshot() -> None:
+    assert sorted(LONG_RUNNING + ONESHOTS) == SERVICES and {"algo-premarket.service", "algo-eod.service"} <= set(ONESHOTS)
+
+
+@pytest.mark.parametrize("service", ONESHOTS)
+def test_oneshot_contract(service: str) -> None:
+    d = directives(source_dir() / service)
+    assert d["User"] == ["algo"] and d["Group"] == ["algo"]
+    assert "WatchdogSec" not in d and "Restart" not in d
+    assert d["ExecStart"][0].startswith("/opt/algo/venv/bin/")
+
+
+def test_engines_need_premarket_and_stop_before_what_they_use() -> None:
+    for engine in ("algo-fno.service", "algo-equity.service", "algo-options.service", "algo-strategy@.service"):
+        d = directives(source_dir() / engine)
+        after = " ".join(d["After"]).split()
+        assert d["Requires"] == ["algo-premarket.service"]
+        assert {"algo-premarket.service", "algo-risk.service", "algo-execution.service", "algo-journal.service",
+                "algo-marketdata.service"} <= set(after)
+        assert set(" ".join(d["Wants"]).split()) >= set(after) - {"algo-premarket.service"}
+    for service in ("algo-risk.service", "algo-execution.service", "algo-marketdata.service"):
+        assert "algo-journal.service" in " ".join(directives(source_dir() / service)["After"]).split()
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
 def test_long_running_service_contract(service: str) -> None:
     d = directives(source_dir() / service)
     assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
@@ -64,7 +90,7 @@ def test_long_running_service_contract(service: str) -> None:
 
 def test_target_pulls_in_the_fleet() -> None:
     wants = " ".join(directives(source_dir() / "algo.target")["Wants"]).split()
-    assert set(wants) >= {"algo-bus.socket", *SERVICES}
+    assert set(wants) >= {"algo-bus.socket", "algo-eod.timer", *SERVICES} - {"algo-eod.service", "algo-strategy@.service"}
 
 
 def test_bus_socket_matches_the_config_default() -> None:

@@ -1,25 +1,35 @@
-"""The segment engines, algo-fno, algo-equity and algo-options: each hosts its configured
-strategies, feeds them ticks and fills, and publishes what they decide as ``strategy.signal``.
+"""The segment engines, algo-fno, algo-equity and algo-options, and algo-strategy@NAME (one
+strategy in a process of its own): each feeds its strategies ticks and fills and publishes what
+they decide as ``strategy.signal``.
 
-Strategy state is checkpointed to the unit's StateDirectory every ``checkpoint_sec`` and on
-stop, and restored on start, so a crash or restart continues where it stopped.
+Every signal gets a deterministic ``signal_id`` (strategy, session day, the strategy's signal
+count), from which execution derives the order's client id: a replayed day yields the same ids.
+Strategy state is checkpointed before each signal goes out, after each fill, every
+``checkpoint_sec`` and on stop, so a crash (even kill -9) never reuses a signal id or forgets a
+fill. After a restart the engine asks execution for the day's fills (``control.sync``); fills are
+applied once each, by fill_id, so the ones it already had are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
-from typing import Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Sequence
 
 from prometheus_client import Counter, Gauge
 
+from ..marketdata.session import IST
 from ..runtime import checkpoint
-from ..runtime.config import EngineSection, FleetConfig
+from ..runtime.book import Book, Position
+from ..runtime.config import ConfigError, EngineSection, FleetConfig, Problem, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
     CONTROL_PAUSE,
     CONTROL_RESUME,
+    CONTROL_SYNC,
     EXECUTION_FILL,
     MARKETDATA_TICK,
     STRATEGY_SIGNAL,
@@ -32,15 +42,21 @@ log = logging.getLogger("algo.engine")
 
 
 class EngineDaemon(Daemon):
-    """Hosts strategies; the subclasses only name the engine (its config section and unit)."""
+    """Hosts strategies; the subclasses name the engine (its config section, unit and risk limits)."""
+
+    engine: str  # whose risk limits apply; the segment engines' own name
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         self.strategies: dict[str, Strategy] = {
-            s.name: build(s.kind, s.name, s.params) for s in self.section.strategies if s.enabled
+            s.name: build(s.kind, s.name, s.params) for s in self.section.strategies
+            if s.enabled and s.process == "engine"
         }
         self.paused: set[str] = set()
-        self.published = 0
+        self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
+        self.seen_fills: set[str] = set()
+        self.book = Book()  # per (strategy, symbol), for status and the P&L an operator sees
+        self.traded: set[str] = set()
         self.last_tick = 0.0
         self.state_file = self.state_path("checkpoint.json")
         self.signals = Counter("algo_engine_signals", "Signals published", ["strategy"], registry=metrics.registry)
@@ -53,23 +69,37 @@ class EngineDaemon(Daemon):
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe("control.*", self._on_control)
 
+    @classmethod
+    def section_of(cls, config: FleetConfig) -> EngineSection:
+        section: EngineSection = getattr(config.daemons, cls.engine)
+        return section
+
     @property
     def section(self) -> EngineSection:
-        section: EngineSection = getattr(self.config.daemons, self.name)
-        return section
+        return self.section_of(self.config)
 
     async def setup(self) -> None:
         saved = checkpoint.read(self.state_file)
-        if saved:
-            for name, state in saved.get("strategies", {}).items():
-                if name in self.strategies:
-                    self.strategies[name].restore(state)
-            self.paused = set(saved.get("paused", [])) & set(self.strategies)
-            for name in self.paused:
-                self.paused_gauge.labels(name).set(1)
-            log.info("%s restored %d strategies from %s", self.name, len(saved.get("strategies", {})), self.state_file)
+        if not saved:
+            return
+        for name, state in saved.get("strategies", {}).items():
+            if name in self.strategies:
+                self.strategies[name].restore(state)
+        self.paused = set(saved.get("paused", [])) & set(self.strategies)
+        for name in self.paused:
+            self.paused_gauge.labels(name).set(1)
+        self.counts.update({k: v for k, v in saved.get("counts", {}).items() if k in self.strategies})
+        self.seen_fills = set(saved.get("seen_fills", []))
+        for row in saved.get("positions", []):
+            self.book.positions[(row["strategy"], row["symbol"])] = Position(
+                row["quantity"], row["average"], row["realised"])
+            self.traded.add(row["symbol"])
+        log.info("%s restored %d strategies and %d positions from %s", self.name, len(saved.get("strategies", {})),
+                 len(self.book.positions), self.state_file)
 
     async def run(self) -> None:
+        # Fills that arrived while this engine was down are only in execution's log: ask for them.
+        self.bus.publish(CONTROL_SYNC, {"engine": self.engine, "strategies": sorted(self.strategies)})
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
@@ -83,64 +113,127 @@ class EngineDaemon(Daemon):
         checkpoint.write(self.state_file, {
             "strategies": {name: s.snapshot() for name, s in self.strategies.items()},
             "paused": sorted(self.paused),
+            "counts": self.counts,
+            "seen_fills": sorted(self.seen_fills),
+            "positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,
+                           "realised": p.realised} for (k, s), p in self.book.positions.items()],
         })
 
     def _on_tick(self, event: Event) -> None:
         self.last_tick = time.monotonic()
         tick = Tick.from_payload(event.payload)
+        self.book.marks[tick.symbol] = tick.last_price
         for name, strategy in self.strategies.items():
-            for signal in strategy.on_tick(tick):
+            signals = strategy.on_tick(tick)
+            if not signals:
+                continue
+            day = datetime.fromtimestamp(tick.exchange_ts / 1e9, IST).date().isoformat()
+            out = []
+            for signal in signals:
                 if name in self.paused and signal.entry:
                     continue  # paused: no new exposure; exits still go out
-                payload = {"engine": self.name, **signal._asdict(), "tick_price": tick.last_price}
-                published = self.bus.publish(STRATEGY_SIGNAL, payload, key=signal.symbol, trace=event.trace)
-                self.signals.labels(name).inc()
-                self.published += 1
-                log.info("%s %d %s: %s", signal.side, signal.quantity, signal.symbol, signal.reason,
-                         extra={"ENGINE": self.name, "STRATEGY": name, "SYMBOL": signal.symbol,
-                                "TRACE_ID": published.trace})
+                self.counts[name] += 1
+                out.append({"engine": self.engine, **signal._asdict(), "tick_price": tick.last_price,
+                            "tick_ts": event.ts, "signal_id": f"{name}:{day}:{self.counts[name]}"})
+            if out:
+                self.save()  # before publishing: a crash must never hand out a signal id twice
+            for payload in out:
+                self._publish(payload, event.trace)
+
+    def _publish(self, payload: dict[str, Any], trace: str) -> None:
+        symbol = payload["symbol"]
+        published = self.bus.publish(STRATEGY_SIGNAL, payload, key=symbol, trace=trace)
+        self.signals.labels(payload["strategy"]).inc()
+        self.traded.add(symbol)
+        log.info("%s %d %s: %s", payload["side"], payload["quantity"], symbol, payload["reason"],
+                 extra={"ENGINE": self.engine, "STRATEGY": payload["strategy"], "SYMBOL": symbol,
+                        "TRACE_ID": published.trace})
 
     def _on_fill(self, event: Event) -> None:
         p = event.payload
         strategy = self.strategies.get(p.get("strategy", ""))
-        if strategy is not None:
-            strategy.on_fill(Fill(p["symbol"], p["side"], p["quantity"], p["price"]))
+        fill_id = p.get("fill_id")
+        if strategy is None or not fill_id or fill_id in self.seen_fills:
+            return  # another engine's, or one already applied (execution re-sends after restarts)
+        self.seen_fills.add(fill_id)
+        strategy.on_fill(Fill(p["symbol"], p["side"], p["quantity"], p["price"]))
+        self.book.fill(strategy.name, p["symbol"], p["side"], p["quantity"], p["price"])
+        self.traded.add(p["symbol"])
+        self.save()
 
     def _on_control(self, event: Event) -> None:
         if event.type not in (CONTROL_PAUSE, CONTROL_RESUME):
             return
         engine, only = event.payload.get("engine"), event.payload.get("strategy")
-        if engine not in (None, self.name):
+        if engine not in (None, self.engine):
             return
         names = [only] if only in self.strategies else ([] if only else list(self.strategies))
         for name in names:
             (self.paused.add if event.type == CONTROL_PAUSE else self.paused.discard)(name)
             self.paused_gauge.labels(name).set(int(name in self.paused))
             log.warning("%s %s", name, "paused: entries blocked" if name in self.paused else "resumed",
-                        extra={"ENGINE": self.name, "STRATEGY": name, "TRACE_ID": event.trace})
+                        extra={"ENGINE": self.engine, "STRATEGY": name, "TRACE_ID": event.trace})
+        if names:
+            self.save()
 
     def status(self) -> str:
         age = f"{time.monotonic() - self.last_tick:.1f}s ago" if self.last_tick else "none yet"
         paused = f" ({len(self.paused)} paused)" if self.paused else ""
-        return f"{len(self.strategies)} strategies{paused}, {self.published} signals, last tick {age}"
+        realised, unrealised = self.book.pnl()
+        return (f"{self.config.fleet.mode}: {len(self.strategies)} strategies{paused}, {len(self.traded)} instruments "
+                f"traded, {len(self.book.open_symbols())} open positions, P&L {realised + unrealised:+,.0f} "
+                f"(realised {realised:+,.0f}), {sum(self.counts.values())} signals, last tick {age}")
 
 
 class FnoEngine(EngineDaemon):
     """Futures and options engine."""
 
-    name = "fno"
+    name = engine = "fno"
 
 
 class EquityEngine(EngineDaemon):
     """Cash equity engine."""
 
-    name = "equity"
+    name = engine = "equity"
 
 
 class OptionsEngine(EngineDaemon):
     """Options strategies engine."""
 
-    name = "options"
+    name = engine = "options"
+
+
+class StrategyProcess(EngineDaemon):
+    """One strategy with ``process = "own"``, alone in its process (algo-strategy@NAME): its engine's
+    risk limits, its own metrics port, checkpoint and journald identity."""
+
+    strategy: ClassVar[str]
+
+    def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
+        self.engine = self._locate(config)[0]
+        super().__init__(config, metrics)
+
+    @classmethod
+    def _locate(cls, config: FleetConfig) -> tuple[str, EngineSection]:
+        for engine, section in config.daemons.engines():
+            for i, s in enumerate(section.strategies):
+                if s.name != cls.strategy:
+                    continue
+                if s.process != "own":
+                    raise ConfigError(str(resolve_path(None)), [Problem(
+                        f"daemons.{engine}.strategies.{i}.process",
+                        f'is "{s.process}": algo-{engine} runs {s.name}; set process = "own" to run it alone')])
+                return engine, section.model_copy(update={
+                    "metrics_port": s.metrics_port, "strategies": [s.model_copy(update={"process": "engine"})]})
+        raise ConfigError(str(resolve_path(None)), [Problem("daemons.*.strategies", f"no strategy named {cls.strategy!r}")])
+
+    @classmethod
+    def section_of(cls, config: FleetConfig) -> EngineSection:
+        return cls._locate(config)[1]
+
+
+def strategy_process(name: str) -> type[StrategyProcess]:
+    return type(f"Strategy[{name}]", (StrategyProcess,), {"name": f"strategy-{name}", "strategy": name})
 
 
 def fno(argv: Sequence[str] | None = None) -> None:
@@ -153,3 +246,11 @@ def equity(argv: Sequence[str] | None = None) -> None:
 
 def options(argv: Sequence[str] | None = None) -> None:
     serve(OptionsEngine, argv)
+
+
+def strategy(argv: Sequence[str] | None = None) -> None:
+    """algo-strategy NAME [--config ...]: the unit template passes its instance name."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        sys.exit("usage: algo-strategy NAME [--config PATH] [--log-level LEVEL]")
+    serve(strategy_process(args[0]), args[1:])

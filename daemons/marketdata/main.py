@@ -1,6 +1,7 @@
-"""algo-marketdata: the paper feed. A seeded market simulator publishes ``marketdata.tick`` for
-every instrument of the universe, a whole 09:15-15:30 session compressed into
-``session_minutes`` of wall time. (Journal replay and Kite's live ticker come next.)"""
+"""algo-marketdata: the paper feed. Either a seeded market simulator publishes ``marketdata.tick``
+for every instrument of the universe, a whole 09:15-15:30 session compressed into
+``session_minutes`` of wall time, or a recorded journal day / tick CSV is replayed
+(``feed = "replay"``). (Kite's live ticker comes with live mode.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from ..runtime.envelope import MARKETDATA_TICK
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
-from .session import IST, SessionClock
+from .replay import ReplayError, source_file, ticks
+from .session import IST, SessionClock, last_weekday
 from .simulator import MarketSimulator
 
 log = logging.getLogger("algo.marketdata")
@@ -35,6 +37,9 @@ class MarketdataDaemon(Daemon):
         super().__init__(config, metrics)
         self.sim: MarketSimulator | None = None
         self.step = 0
+        self.replayed = 0
+        self.replay_done = False
+        self.market_ns = 0  # exchange time of the last tick published
         self.last_tick = 0.0  # monotonic time of the last published step
         self.ticks = Counter("algo_marketdata_ticks", "Ticks published", registry=metrics.registry)
         self.instruments = Gauge("algo_marketdata_instruments", "Instruments in the feed", registry=metrics.registry)
@@ -50,7 +55,15 @@ class MarketdataDaemon(Daemon):
 
     async def setup(self) -> None:
         s = self.section
-        day = s.session_date or datetime.now(IST).date()
+        if s.feed == "replay":
+            assert s.replay_from is not None  # the config's cross-check demands it
+            try:
+                file = source_file(s.replay_from)
+            except ReplayError as exc:
+                raise ConfigError(str(s.replay_from), [Problem("daemons.marketdata.replay_from", str(exc))]) from None
+            log.info("replaying %s at %gx", file, s.replay_speed)
+            return
+        day = s.session_date or last_weekday(datetime.now(IST).date())
         universe = self._universe(day)
         steps = max(1, round(s.session_minutes * 60 * s.steps_per_second))
         self.sim = MarketSimulator(universe, seed=s.seed, clock=SessionClock(day, steps))
@@ -77,6 +90,46 @@ class MarketdataDaemon(Daemon):
         return universe
 
     async def run(self) -> None:
+        if self.section.feed == "replay":
+            await self._replay()
+        else:
+            await self._simulate()
+        await self.stopping.wait()
+
+    async def _replay(self) -> None:
+        s = self.section
+        assert s.replay_from is not None
+        publish, loop = self.bus.publish, asyncio.get_running_loop()
+        start = first = None
+        try:
+            for pace_ns, tick in ticks(s.replay_from):
+                if first is None:
+                    start, first = loop.time(), pace_ns
+                assert start is not None
+                wait = start + (pace_ns - first) / 1e9 / s.replay_speed - loop.time()
+                if wait > 0.001:
+                    try:
+                        await asyncio.wait_for(self.stopping.wait(), wait)
+                        return
+                    except asyncio.TimeoutError:
+                        pass
+                elif self.replayed % 512 == 0:
+                    await asyncio.sleep(0)  # let the bus flush and the watchdog run between bursts
+                    if self.stopping.is_set():
+                        return
+                publish(MARKETDATA_TICK, tick, key=str(tick.get("token", tick["symbol"])))
+                self.replayed += 1
+                self.ticks.inc()
+                self.market_ns = tick["exchange_ts"]
+                self.last_tick = time.monotonic()
+        except ReplayError as exc:
+            log.error("replay stopped: %s", exc)
+            self.replay_done = True
+            return
+        self.replay_done = True
+        log.info("replay of %s finished: %d ticks", s.replay_from, self.replayed)
+
+    async def _simulate(self) -> None:
         assert self.sim is not None
         sim, publish = self.sim, self.bus.publish
         loop = asyncio.get_running_loop()
@@ -94,18 +147,25 @@ class MarketdataDaemon(Daemon):
                 pass
         if not self.stopping.is_set():
             log.info("session closed at %s after %d steps", sim.clock.label(self.step), self.step)
-        await self.stopping.wait()
 
     @property
     def session_open(self) -> bool:
+        if self.section.feed == "replay":
+            return not self.replay_done
         return self.sim is not None and self.step < self.sim.clock.steps
 
     def health(self) -> str | None:
+        if self.section.feed == "replay":
+            return None  # a recording may pause for as long as it likes
         if self.session_open and self.last_tick and time.monotonic() - self.last_tick > 10 * self.interval + 1:
             return f"no step published for {time.monotonic() - self.last_tick:.1f}s"
         return None
 
     def status(self) -> str:
+        if self.section.feed == "replay":
+            at = datetime.fromtimestamp(self.market_ns / 1e9, IST).strftime("%Y-%m-%d %H:%M:%S IST") if self.market_ns else "-"
+            state = "finished" if self.replay_done else f"at {at}"
+            return f"replay of {self.section.replay_from} at {self.section.replay_speed:g}x: {self.replayed} ticks, {state}"
         if self.sim is None:
             return "starting"
         state = f"session at {self.sim.clock.label(self.step)}" if self.session_open else "session closed"

@@ -28,3 +28,8 @@ class SessionClock:
 
     def label(self, step: int) -> str:
         return datetime.fromtimestamp(self.at(step) / 1e9, IST).strftime("%H:%M:%S IST")
+
+
+def last_weekday(day: date) -> date:
+    """The paper market's default session: today, or the Friday before on a weekend."""
+    return day - timedelta(days=max(0, day.weekday() - 4))

@@ -141,4 +141,6 @@ class MarketSimulator:
             "underlying": inst.name,
             "strike": inst.strike,
             "expiry": inst.expiry.isoformat() if inst.expiry else None,
+            "lot_size": lot,
+            "tick_size": tick,
         }

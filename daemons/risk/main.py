@@ -2,15 +2,18 @@
 
 Approved signals go out as ``risk.approved``, refused ones as ``risk.blocked`` with the reason,
 both with the signal's trace. Positions and P&L are kept from ``execution.fill`` and marked to
-``marketdata.tick``. A loss-limit breach, or ``control.kill_switch``, engages the kill switch:
-new entries are refused from the next signal on, and open positions are flattened when
-``flatten_on_kill_switch`` is set. Positions and the kill switch are checkpointed and restored.
+``marketdata.tick``; each fill counts once (by fill_id: execution re-sends the day's fills after a
+restart). A loss-limit breach, or ``control.kill_switch``, engages the kill switch: new entries are
+refused from the next signal on, and open positions are flattened when ``flatten_on_kill_switch``
+is set; ``control.kill_switch`` with ``engage: false`` releases it. Positions, the fills counted and
+the kill switch are checkpointed on every change and restored.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from prometheus_client import Counter
@@ -29,9 +32,10 @@ from ..runtime.envelope import (
     STRATEGY_SIGNAL,
     Event,
 )
+from ..marketdata.session import IST
 from ..runtime.metrics import DaemonMetrics
-from .book import Position
-from .rules import RiskRules
+from ..runtime.book import Position
+from .rules import Decision, RiskRules
 
 log = logging.getLogger("algo.risk")
 
@@ -44,6 +48,8 @@ class RiskDaemon(Daemon):
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         self.rules = RiskRules(self.section)
+        self.seen_fills: set[str] = set()
+        self.flattens = 0  # numbers risk's own flatten orders (their signal ids)
         self.state_file = self.state_path("checkpoint.json")
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
         metrics.registry.register(RiskCollector(self))
@@ -63,6 +69,8 @@ class RiskDaemon(Daemon):
                 self.rules.book.positions[(row["engine"], row["symbol"])] = Position(
                     row["quantity"], row["average"], row["realised"])
             self.rules.kill_switch = saved["kill_switch"]
+            self.seen_fills = set(saved.get("seen_fills", []))
+            self.flattens = saved.get("flattens", 0)
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
 
@@ -75,6 +83,8 @@ class RiskDaemon(Daemon):
     def save(self) -> None:
         checkpoint.write(self.state_file, {
             "kill_switch": self.rules.kill_switch,
+            "seen_fills": sorted(self.seen_fills),
+            "flattens": self.flattens,
             "positions": [{"engine": e, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
                           for (e, s), p in self.rules.book.positions.items()],
         })
@@ -93,11 +103,14 @@ class RiskDaemon(Daemon):
 
     def _on_signal(self, event: Event) -> None:
         s = event.payload
-        decision = self.rules.check(s, time.monotonic())
+        try:
+            decision = self.rules.check(s, time.monotonic())
+        except (KeyError, TypeError, ValueError) as exc:
+            decision = Decision(False, "malformed", f"malformed signal: missing or bad {exc}")
         self.decisions.labels(decision.code).inc()
         fields = {"ENGINE": s.get("engine"), "STRATEGY": s.get("strategy"), "SYMBOL": s.get("symbol"),
                   "TRACE_ID": event.trace}
-        what = f"{s['side']} {s['quantity']} {s['symbol']}"
+        what = f"{s.get('side')} {s.get('quantity')} {s.get('symbol')}"
         if decision.approved:
             self.bus.publish(RISK_APPROVED, s, key=s["symbol"], trace=event.trace)
             log.info("approved %s", what, extra=fields)
@@ -108,6 +121,11 @@ class RiskDaemon(Daemon):
 
     def _on_fill(self, event: Event) -> None:
         f = event.payload
+        fill_id = f.get("fill_id")
+        if fill_id:
+            if fill_id in self.seen_fills:
+                return
+            self.seen_fills.add(fill_id)
         self.rules.book.fill(f["engine"], f["symbol"], f["side"], f["quantity"], f["price"])
         self.save()  # positions are what risk must not forget
         breach = self.rules.loss_breach(f["engine"])
@@ -115,8 +133,15 @@ class RiskDaemon(Daemon):
             self._engage(f"loss limit: {breach}", event.trace)
 
     def _on_kill_switch(self, event: Event) -> None:
-        if event.source != self.name and event.payload.get("engage", True):
+        if event.source == self.name:
+            return
+        if event.payload.get("engage", True):
             self._engage(str(event.payload.get("reason") or f"requested by {event.source}"), event.trace)
+        elif self.rules.kill_switch is not None:
+            log.warning("kill switch released by %s (was: %s); entries allowed again", event.source,
+                        self.rules.kill_switch, extra={"TRACE_ID": event.trace})
+            self.rules.kill_switch = None
+            self.save()
 
     def _engage(self, why: str, trace: str) -> None:
         if not self.rules.engage(why):
@@ -127,11 +152,14 @@ class RiskDaemon(Daemon):
         if self.section.flatten_on_kill_switch:
             for (engine, symbol), pos in self.rules.book.positions.items():
                 if pos.quantity:
-                    order = {"engine": engine, "strategy": "risk-flatten", "symbol": symbol,
+                    self.flattens += 1
+                    day = datetime.now(IST).date().isoformat()
+                    order = {"engine": engine, "strategy": "risk-flatten", "signal_id": f"risk-flatten:{day}:{self.flattens}", "symbol": symbol,
                              "side": "SELL" if pos.quantity > 0 else "BUY", "quantity": abs(pos.quantity),
                              "order_type": "MARKET", "limit_price": None, "reason": "flatten on kill switch",
                              "entry": False}
                     self.bus.publish(RISK_APPROVED, order, key=symbol, trace=trace)
+            self.save()
 
     def status(self) -> str:
         realised, unrealised = self.rules.book.pnl()

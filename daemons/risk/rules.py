@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from ..marketdata.session import IST
 from ..runtime.config import RiskSection
-from .book import Book
+from ..runtime.book import Book
 
 
 class Decision(NamedTuple):
@@ -68,8 +68,8 @@ class RiskRules:
         if last is None:
             return Decision(False, "no_price", f"no market price for {symbol} yet")
         when = datetime.fromtimestamp(self.market_ns[symbol] / 1e9, IST)
-        if when.date() in lim.holidays:
-            return Decision(False, "holiday", f"{when.date()} is a trading holiday")
+        if when.date() in lim.holidays or when.weekday() >= 5:
+            return Decision(False, "holiday", f"{when.date()} ({when:%A}) is not a trading day")
         if not lim.open <= when.time() < lim.close:
             return Decision(False, "hours", f"outside trading hours ({when:%H:%M} IST)")
         price = signal.get("limit_price") or last

@@ -59,10 +59,15 @@ class Daemon(ABC):
         """A file in the unit's StateDirectory= (/var/lib/algo/<name> when run by hand)."""
         return Path(os.environ.get("STATE_DIRECTORY", f"/var/lib/algo/{self.name}")) / filename
 
+    @classmethod
+    def section_of(cls, config: FleetConfig) -> DaemonSection:
+        """This daemon's config section; ConfigError when the config has none for it."""
+        section: DaemonSection = getattr(config.daemons, cls.name)
+        return section
+
     @property
     def section(self) -> DaemonSection:
-        section: DaemonSection = getattr(self.config.daemons, self.name)
-        return section
+        return self.section_of(self.config)
 
     async def setup(self) -> None:
         """Everything that must hold before READY=1 (sockets bound, state restored)."""
@@ -142,6 +147,7 @@ class Runner:
         self.notifier.reloading()
         try:
             config = load_config(self.config_path)
+            type(self.daemon).section_of(config)  # e.g. a strategy process whose strategy was removed
         except ConfigError as exc:
             self.daemon.metrics.reloads.labels("rejected").inc()
             for problem in exc.problems:
@@ -201,8 +207,13 @@ def serve(daemon_cls: type[Daemon], argv: Sequence[str] | None = None) -> NoRetu
             log.error("config error in %s: %s", exc.source, problem)
         sys.exit(EX_CONFIG)
 
+    try:
+        section = daemon_cls.section_of(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config error in %s: %s", exc.source, problem)
+        sys.exit(EX_CONFIG)
     metrics = DaemonMetrics(daemon_cls.name)
-    section: DaemonSection = getattr(config.daemons, daemon_cls.name)
     try:
         metrics.serve(config.metrics.bind, section.metrics_port)
     except OSError as exc:

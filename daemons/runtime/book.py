@@ -1,4 +1,4 @@
-"""Positions and P&L, built from fills and marked to the last price."""
+"""Positions and P&L, built from fills and marked to the last price (risk and the engines)."""
 
 from __future__ import annotations
 

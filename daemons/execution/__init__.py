@@ -1,0 +1,1 @@
+"""algo-execution: approved orders to the broker (paper or Kite), fills back to the fleet."""

@@ -1,0 +1,168 @@
+"""The paper broker: an exchange-like order book that fills against the simulated market.
+
+It stands where Kite stands in live mode, so it keeps its own durable book (orders and trades,
+append-only, in the execution state directory) that survives a crash of algo-execution the way
+Kite's book would: reconciliation reads it back and finds orders by their tag.
+
+Fills are deterministic for a given tick stream: an order trades on the first tick of its
+symbol that arrives ``latency_ms`` after it was placed; market orders at the touch worsened by
+``slippage_bps``, limit orders at their price or better; at most ``liquidity_pct`` of the quantity
+shown at the touch per tick (whole lots), so big orders fill partially over several ticks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ..runtime.config import ExecutionSection
+from .wal import OrderLog
+
+OPEN, COMPLETE, REJECTED, CANCELLED = "OPEN", "COMPLETE", "REJECTED", "CANCELLED"
+
+
+@dataclass
+class BrokerOrder:
+    order_id: str
+    tag: str
+    symbol: str
+    side: str
+    quantity: int
+    order_type: str
+    price: float | None
+    placed_ns: int
+    status: str = OPEN
+    filled: int = 0
+    average: float = 0.0
+    reason: str = ""
+    trades: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.quantity - self.filled
+
+
+@dataclass(frozen=True)
+class Trade:
+    trade_id: str
+    order_id: str
+    tag: str
+    symbol: str
+    side: str
+    quantity: int
+    price: float
+    exchange_ts: int
+
+
+@dataclass
+class PaperBroker:
+    path: Path
+    config: ExecutionSection
+    day: date
+    orders: dict[str, BrokerOrder] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+    instruments: dict[str, tuple[int, float]] = field(default_factory=dict)  # symbol -> (lot size, tick size)
+
+    def __post_init__(self) -> None:
+        self.log = OrderLog(self.path, fsync=self.config.fsync)
+        for record in self.log.records:
+            if record["kind"] == "order":
+                order = BrokerOrder(**record["order"])
+                self.orders[order.order_id] = order
+            elif record["kind"] == "trade":
+                self.trades.append(Trade(**record["trade"]))
+            else:
+                self.instruments[record["symbol"]] = (record["lot_size"], record["tick_size"])
+        self.by_tag = {o.tag: o for o in self.orders.values()}
+
+    def find(self, tag: str) -> BrokerOrder | None:
+        return self.by_tag.get(tag)
+
+    def trades_of(self, order_id: str) -> list[Trade]:
+        return [t for t in self.trades if t.order_id == order_id]
+
+    def place(self, tag: str, symbol: str, side: str, quantity: int, order_type: str, price: float | None,
+              now_ns: int) -> BrokerOrder:
+        """Accept (OPEN) or reject an order, like Kite's order API answers a place call."""
+        order_id = f"{self.day:%y%m%d}{len(self.orders) + 1:09d}"
+        order = BrokerOrder(order_id, tag, symbol, side, quantity, order_type, price, now_ns)
+        reason = self._refuse(order)
+        if reason:
+            order.status, order.reason = REJECTED, reason
+        self._save(order)
+        self.by_tag[tag] = order
+        return order
+
+    def _refuse(self, order: BrokerOrder) -> str:
+        known = self.instruments.get(order.symbol)
+        if known is None:
+            return f"unknown instrument {order.symbol} (it has not traded yet)"
+        lot, size = known
+        if order.quantity <= 0 or order.quantity % lot:
+            return f"quantity {order.quantity} is not a multiple of the lot size {lot}"
+        if order.price is not None and abs(order.price / size - round(order.price / size)) > 1e-6:
+            return f"price {order.price} is not a multiple of the tick size {size}"
+        roll = int.from_bytes(hashlib.blake2b(order.tag.encode(), digest_size=4).digest(), "big") % 10_000
+        if roll < self.config.reject_pct * 100:
+            return "RMS: margin exceeds (paper broker's simulated rejection)"
+        return ""
+
+    def cancel(self, order: BrokerOrder, reason: str) -> None:
+        order.status, order.reason = CANCELLED, reason
+        self._save(order)
+
+    def on_tick(self, tick: dict[str, Any], now_ns: int) -> list[tuple[BrokerOrder, Trade]]:
+        """Remember the tick and trade the symbol's open orders that may trade on it."""
+        symbol = tick["symbol"]
+        if symbol not in self.instruments:
+            self.instruments[symbol] = lot_tick = (tick.get("lot_size") or 1, tick.get("tick_size") or 0.05)
+            self.log.append({"kind": "instrument", "symbol": symbol, "lot_size": lot_tick[0], "tick_size": lot_tick[1]})
+        done = []
+        for order in self.orders.values():
+            if order.symbol != symbol or order.status != OPEN:
+                continue
+            if now_ns - order.placed_ns < self.config.latency_ms * 1e6:
+                continue
+            trade = self._match(order, tick)
+            if trade is not None:
+                done.append((order, trade))
+        return done
+
+    def _match(self, order: BrokerOrder, tick: dict[str, Any]) -> Trade | None:
+        buy = order.side == "BUY"
+        touch = tick["ask"] if buy else tick["bid"]
+        if order.order_type == "LIMIT" and order.price is not None:
+            if (touch > order.price) if buy else (touch < order.price):
+                return None
+            price = min(order.price, touch) if buy else max(order.price, touch)
+        else:
+            lot, size = self.instruments[order.symbol]
+            slipped = touch * (1 + self.config.slippage_bps / 1e4 * (1 if buy else -1))
+            price = round((math.ceil if buy else math.floor)(round(slipped / size, 6)) * size, 2)
+        lot = self.instruments[order.symbol][0]
+        shown = tick.get("ask_qty" if buy else "bid_qty") or order.pending
+        quantity = min(order.pending, int(shown * self.config.liquidity_pct / 100 // lot) * lot)
+        if quantity <= 0:
+            return None
+        order.trades += 1
+        trade = Trade(f"{order.order_id}-{order.trades}", order.order_id, order.tag, order.symbol, order.side,
+                      quantity, price, tick["exchange_ts"])
+        order.average = (order.average * order.filled + price * quantity) / (order.filled + quantity)
+        order.filled += quantity
+        if order.filled == order.quantity:
+            order.status = COMPLETE
+        self.trades.append(trade)
+        self.log.append({"kind": "trade", "trade": asdict(trade)})
+        self._save(order)
+        return trade
+
+    def _save(self, order: BrokerOrder) -> None:
+        self.orders[order.order_id] = order
+        self.log.append({"kind": "order", "order": asdict(order)})
+
+    def close(self) -> None:
+        self.log.close()

@@ -1,0 +1,1 @@
+"""algo-journal: every bus event appended durably, one directory per day, and the day's CSVs."""

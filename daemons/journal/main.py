@@ -1,0 +1,119 @@
+"""algo-journal: every bus event, appended durably to one directory per day, and the day's
+signals, decisions, orders and fills as CSV (daemons/journal/artifacts.py has the layout)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Sequence
+
+from prometheus_client import Counter, Histogram
+
+from ..runtime.config import FleetConfig, JournalSection
+from ..runtime.daemon import Daemon, serve
+from ..runtime.envelope import HEALTH_HEARTBEAT, MARKETDATA_TICK, Event
+from ..runtime.metrics import DaemonMetrics
+from .artifacts import day_dir, day_of
+from .writer import DayFiles
+
+log = logging.getLogger("algo.journal")
+
+ROUTINE = frozenset({MARKETDATA_TICK, HEALTH_HEARTBEAT})  # fsynced by interval, not per batch
+
+
+class JournalDaemon(Daemon):
+    """The fleet's durable record."""
+
+    name = "journal"
+
+    def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
+        super().__init__(config, metrics)
+        reg = metrics.registry
+        self.events = Counter("algo_journal_events", "Events journaled", registry=reg)
+        self.bytes = Counter("algo_journal_bytes", "Bytes appended to the journal files", registry=reg)
+        self.errors = Counter("algo_journal_write_errors", "Failed writes (retried every second)", registry=reg)
+        self.fsync_seconds = Histogram("algo_journal_fsync_seconds", "Time to fdatasync one batch", registry=reg,
+                                       buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+        self.files: DayFiles | None = None
+        self.day = ""
+        self.held = 0  # events added but not yet written
+        self.count = 0
+        self.urgent = False
+        self.flush_scheduled = False
+        self.last_sync = 0.0
+        self.error: str | None = None
+        self.bus.subscribe("*", self._on_event)
+
+    @property
+    def section(self) -> JournalSection:
+        return self.config.daemons.journal
+
+    def _on_event(self, event: Event) -> None:
+        day = day_of(event.ts).isoformat()
+        if day != self.day:
+            self._open(day)
+        assert self.files is not None
+        self.files.add(event)
+        self.held += 1
+        self.urgent = self.urgent or event.type not in ROUTINE
+        if not self.flush_scheduled:  # once per batch read from the bus: after its last event
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _open(self, day: str) -> None:
+        if self.files is not None:
+            self._flush(force_sync=True)
+            self.files.close()
+        self.files = DayFiles(day_dir(self.section.directory, day))
+        self.day = day
+        log.info("journaling %s to %s", day, self.files.folder)
+
+    def _flush(self, force_sync: bool = False) -> None:
+        self.flush_scheduled = False
+        if self.files is None:
+            return
+        now = time.monotonic()
+        sync = force_sync or self.urgent or now - self.last_sync >= self.section.tick_fsync_sec
+        try:
+            self.bytes.inc(self.files.write(sync=False))
+            if sync:
+                started = time.perf_counter()
+                self.files.write(sync=True)
+                self.fsync_seconds.observe(time.perf_counter() - started)
+                self.last_sync, self.urgent = now, False
+        except OSError as exc:
+            self.errors.inc()
+            if self.error is None:
+                log.error("cannot write the journal in %s: %s; holding events in memory and retrying",
+                          self.files.folder, exc)
+            self.error = str(exc)  # a restart would lose what is held; alert on write errors instead
+            return
+        if self.error is not None:
+            log.warning("journal writes work again after: %s", self.error)
+            self.error = None
+        self.events.inc(self.held)
+        self.count += self.held
+        self.held = 0
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), max(0.05, self.section.tick_fsync_sec))
+            except asyncio.TimeoutError:
+                self._flush(force_sync=True)
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)  # events already read are in the batch being dispatched
+        if self.files is not None:
+            self._flush(force_sync=True)
+            self.files.close()
+
+    def status(self) -> str:
+        failing = f"; WRITES FAILING ({self.held} events held): {self.error}" if self.error else ""
+        where = f"{self.files.folder}" if self.files else "no events yet"
+        return f"{where}: {self.count} events journaled{failing}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    serve(JournalDaemon, argv)
