@@ -69,11 +69,13 @@ def test_engines_need_premarket_and_stop_before_what_they_use() -> None:
         d = directives(source_dir() / engine)
         after = " ".join(d["After"]).split()
         assert d["Requires"] == ["algo-premarket.service"]
-        assert {"algo-premarket.service", "algo-risk.service", "algo-execution.service", "algo-journal.service",
-                "algo-marketdata.service"} <= set(after)
-        assert set(" ".join(d["Wants"]).split()) >= set(after) - {"algo-premarket.service"}
+        assert {"algo-premarket.service", "algo-risk.service", "algo-execution.service", "algo-journal.service"} <= set(after)
+        assert set(" ".join(d["Wants"]).split()) >= set(after) - {"algo-premarket.service"} | {"algo-marketdata.service"}
     for service in ("algo-risk.service", "algo-execution.service", "algo-marketdata.service"):
         assert "algo-journal.service" in " ".join(directives(source_dir() / service)["After"]).split()
+    feed_after = set(" ".join(directives(source_dir() / "algo-marketdata.service")["After"]).split())
+    assert feed_after >= {"algo-fno.service", "algo-equity.service", "algo-options.service", "algo-risk.service",
+                          "algo-execution.service"}  # consumers first: the first tick reaches all of them
 
 
 @pytest.mark.parametrize("service", LONG_RUNNING)

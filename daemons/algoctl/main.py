@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+from datetime import date, datetime
 from pathlib import Path
 from typing import Sequence
 
 import orjson
 
+from ..journal.artifacts import day_dir
+from ..marketdata.session import IST
 from ..runtime.config import ConfigError, load_config, redacted
+from . import control, replay, trace
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
+from .status import fleet_status
 from .units import render_units
 
 DEFAULT_SANDBOX = Path("/var/tmp/algo-sandbox")
@@ -34,13 +40,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     units.add_argument("dest", type=Path)
     units.add_argument("--venv", default=sys.prefix)
 
+    for verb, text in (("pause", "block new entries of an engine or one strategy (exits still go out)"),
+                       ("resume", "allow entries again")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("name", help="engine (fno, equity, options) or strategy name")
+        p.add_argument("--config", type=Path, help="default: $ALGO_CONFIG or /etc/algo/fleet.toml")
+    ks = sub.add_parser("kill-switch", help="engage (on) or release (off) the fleet-wide kill switch")
+    ks.add_argument("state", choices=["on", "off"])
+    ks.add_argument("--reason", default="operator", help="recorded in the journal and in risk's status")
+    ks.add_argument("--config", type=Path)
+    sub.add_parser("status", help="the fleet's units, states, restarts and status lines on one screen")
+    tr = sub.add_parser("trace", help="tick -> signal -> risk -> order -> fill for one id, with hop times")
+    tr.add_argument("id", help="trace id, event id, ORDER_ID (client id), broker order id, fill id or signal id")
+    tr.add_argument("--day", type=date.fromisoformat, help="journal day (default: today, IST)")
+    tr.add_argument("--config", type=Path)
+    rp = sub.add_parser("replay", help="feed a recorded journal day back through the fleet")
+    rp.add_argument("day", nargs="?", type=date.fromisoformat, help="YYYY-MM-DD")
+    rp.add_argument("--speed", type=float, default=1.0, help="1 = as recorded (default), 10 = ten times faster")
+    rp.add_argument("--stop", action="store_true", help="back to the configured feed")
+    rp.add_argument("--config", type=Path)
+
     box = sub.add_parser("sandbox", help="a private systemd (PID 1 of new PID + mount namespaces) running the fleet")
     box.add_argument("--root", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox state (default {DEFAULT_SANDBOX})")
     box_sub = box.add_subparsers(dest="action", required=True, metavar="ACTION")
     start = box_sub.add_parser("start", help="boot the sandbox (units rendered for this checkout)")
     start.add_argument("--config", type=Path, help="fleet.toml to install as /etc/algo/fleet.toml inside")
     box_sub.add_parser("stop", help="stop the fleet and tear the sandbox down")
-    box_sub.add_parser("status", help="is it running, and the fleet's units")
+    box_sub.add_parser("status", help="is it running, and `algoctl status` inside it")
+    run = box_sub.add_parser("run", help="run a command inside the sandbox, e.g. algoctl pause fno", prefix_chars="\0")
+    run.add_argument("args", nargs=argparse.REMAINDER)
     for tool in ("systemctl", "journalctl"):
         p = box_sub.add_parser(tool, help=f"run {tool} inside the sandbox", prefix_chars="\0")
         p.add_argument("args", nargs=argparse.REMAINDER)
@@ -52,7 +80,45 @@ def main(argv: Sequence[str] | None = None) -> None:
         for path in render_units(args.dest, args.venv):
             print(path)
         return
-    sys.exit(_sandbox(args))
+    if args.command == "status":
+        print(fleet_status())
+        return
+    if args.command == "sandbox":
+        sys.exit(_sandbox(args))
+    sys.exit(_operate(args))
+
+
+def _operate(args: argparse.Namespace) -> int:
+    """The commands that act on the running fleet; every failure is one line on stderr."""
+    try:
+        config = load_config(args.config)
+        if args.command in ("pause", "resume"):
+            sent = control.pause(config, args.name, resume=args.command == "resume")
+            print(f"{args.command} sent to {args.name} (trace {sent.trace}); see journalctl TRACE_ID={sent.trace}")
+        elif args.command == "kill-switch":
+            sent = control.kill_switch(config, args.state == "on", args.reason)
+            print(f"kill switch {args.state} sent (trace {sent.trace}); `algoctl status` shows algo-risk's state")
+        elif args.command == "trace":
+            day = args.day or datetime.now(IST).date()
+            print(trace.render(trace.find_chain(day_dir(config.daemons.journal.directory, day), args.id)))
+        elif args.stop:
+            print(replay.stop())
+        elif args.day is None:
+            print("algoctl replay: give a DAY (YYYY-MM-DD) or --stop", file=sys.stderr)
+            return 2
+        else:
+            print(replay.start(config.daemons.journal.directory, args.day, args.speed))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"algoctl: {exc.source}: {problem}", file=sys.stderr)
+        return 78
+    except (ValueError, LookupError, OSError, control.BusUnreachable) as exc:
+        print(f"algoctl {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"algoctl {args.command}: {' '.join(exc.cmd)} failed: {exc.stderr.strip()}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -92,8 +158,10 @@ def _sandbox(args: argparse.Namespace) -> int:
             print(f"no sandbox running at {sandbox.root}", file=sys.stderr)
             return 3
         if args.action == "status":
-            print(f"sandbox running: systemd pid {sandbox.pid}, state in {sandbox.root}")
-            args.action, args.args = "systemctl", ["list-units", "algo*", "--all"]
+            print(f"sandbox running: systemd pid {sandbox.pid}, state in {sandbox.root}", flush=True)
+            args.action, args.args = os.path.join(sys.prefix, "bin", "algoctl"), ["status"]
+        elif args.action == "run":
+            args.action, args.args = args.args[0], args.args[1:]
         os.execvp("nsenter", ["nsenter", "-t", str(sandbox.pid), "-m", "-p", args.action, *args.args])
     except SandboxError as exc:
         print(f"algoctl sandbox: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""algo-premarket: the oneshot whose checks must pass before any engine starts."""

@@ -1,0 +1,262 @@
+"""The checks algo-premarket runs before the engines may start.
+
+Each check returns None when all is well, or one line for the operator that names what to fix.
+Conditions worth knowing but not worth stopping the fleet for are logged as warnings by the check.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import secrets
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..runtime.config import ConfigError, FleetConfig, KiteSection, load_config
+
+log = logging.getLogger("algo.premarket")
+
+STATE_ROOT = Path("/var/lib/algo")
+# The fleet's directories under STATE_ROOT; the journal's real location comes from the config.
+STATE_DIRS = ("fno", "equity", "options", "risk", "execution", "journal")
+# A wall clock before this date means a dead RTC battery and no time source, not a real date.
+BUILD_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+# Problems listed by the config check; the rest are counted (`algoctl config validate` lists all).
+MAX_PROBLEMS = 5
+
+# adjtimex(2): the return value when the clock is not synchronised, and the status bit that says so.
+TIME_ERROR = 5
+STA_UNSYNC = 0x0040
+
+
+def check_config(path: Path) -> tuple[FleetConfig | None, str | None]:
+    """Load the config; every other check needs it, so it comes back with the verdict."""
+    try:
+        return load_config(path), None
+    except ConfigError as exc:
+        shown = "; ".join(str(p) for p in exc.problems[:MAX_PROBLEMS])
+        more = len(exc.problems) - MAX_PROBLEMS
+        tail = f"; and {more} more (algoctl config validate {exc.source})" if more > 0 else ""
+        return None, f"{exc.source} is invalid: {shown}{tail}"
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+
+class _Timex(ctypes.Structure):
+    """glibc's struct timex (64-bit Linux), including its reserved tail."""
+
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time", _Timeval),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("_reserved", ctypes.c_int * 11),
+    ]
+
+
+@dataclass(frozen=True)
+class NtpState:
+    """What the kernel knows about its clock discipline (errors in seconds)."""
+
+    synchronised: bool
+    esterror_sec: float
+    maxerror_sec: float
+
+
+def read_ntp_state() -> NtpState:
+    """adjtimex(2) with modes = 0 only reads, so it needs no CAP_SYS_TIME; raises OSError when refused."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    timex = _Timex()  # zeroed: modes = 0
+    rc = libc.adjtimex(ctypes.byref(timex))
+    if rc == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return NtpState(
+        synchronised=rc != TIME_ERROR and not timex.status & STA_UNSYNC,
+        esterror_sec=timex.esterror / 1e6,
+        maxerror_sec=timex.maxerror / 1e6,
+    )
+
+
+def check_clock(max_offset_sec: float, *, now: datetime | None = None, ntp: NtpState | None = None) -> str | None:
+    """Orders and journal days are stamped with the wall clock, so it must be roughly right."""
+    now = now or datetime.now(timezone.utc)
+    if now < BUILD_DATE:
+        return (f"wall clock reads {now:%Y-%m-%d %H:%M} UTC, before this build ({BUILD_DATE:%Y-%m-%d}): "
+                "dead RTC battery or no time source; set the clock and enable NTP")
+    if ntp is None:
+        try:
+            ntp = read_ntp_state()
+        except OSError as exc:
+            log.warning("clock: cannot read the kernel's NTP state (adjtimex: %s); clock error not checked",
+                        exc.strerror)
+            return None
+    if not ntp.synchronised:
+        # Containers and many hosts are never marked synchronised; that alone must not stop trading.
+        log.warning("clock: the kernel says it is not NTP-synchronised; clock error not checked "
+                    "(enable systemd-timesyncd or chrony)")
+        return None
+    # esterror, not maxerror: the kernel grows maxerror by 500 ppm between NTP polls by design,
+    # so it passes a second within half an hour even on a well-disciplined clock.
+    if ntp.esterror_sec > max_offset_sec:
+        return (f"kernel estimates the clock error at {ntp.esterror_sec:.3f} s (at most {ntp.maxerror_sec:.3f} s), "
+                f"above premarket.max_clock_offset_sec = {max_offset_sec:g} s: check the NTP source "
+                "(timedatectl timesync-status or chronyc tracking)")
+    return None
+
+
+def journal_directory(config: FleetConfig, state_root: Path = STATE_ROOT) -> Path:
+    """The configured journal directory, moved along with --state-root when it lies under the default root."""
+    directory = config.daemons.journal.directory
+    if directory.is_relative_to(STATE_ROOT):
+        return state_root / directory.relative_to(STATE_ROOT)
+    return directory
+
+
+def state_directories(config: FleetConfig, state_root: Path = STATE_ROOT) -> list[Path]:
+    dirs = {name: state_root / name for name in STATE_DIRS}
+    dirs["journal"] = journal_directory(config, state_root)
+    return list(dirs.values())
+
+
+def check_state_directories(config: FleetConfig, state_root: Path = STATE_ROOT) -> str | None:
+    """Daemons that cannot write their checkpoints or journal lose state; find out before the open."""
+    problems = [p for p in (_check_directory(d, state_root) for d in state_directories(config, state_root)) if p]
+    return "; ".join(problems) or None
+
+
+def _check_directory(path: Path, state_root: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        try:
+            ancestor = _nearest_existing(path)
+            if not ancestor.is_dir():
+                return f"{ancestor} is not a directory, so {path} cannot be created: remove or move it"
+        except OSError as exc:
+            return f"cannot inspect {path}: {exc.strerror}"
+        if path.is_relative_to(state_root):
+            # Missing is fine: the unit's StateDirectory= creates it, with the right owner, at start.
+            return None
+        # Elsewhere the daemon creates it, which needs the nearest existing ancestor to be writable.
+        err = _write_error(ancestor)
+        return None if err is None else f"{path} does not exist and {ancestor} is not writable by {_whoami()}: {err}"
+    except OSError as exc:
+        return f"cannot inspect {path}: {exc.strerror}"
+    if not stat.S_ISDIR(mode):
+        return f"{path} is not a directory: remove or move it"
+    err = _write_error(path)
+    return None if err is None else f"{path} is not writable by {_whoami()}: {err}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _write_error(directory: Path) -> str | None:
+    """Create and remove a file: os.access() does not see LSMs, ACL masks or an immutable flag."""
+    probe = directory / f".algo-premarket-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _whoami() -> str:
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_free_disk(config: FleetConfig, state_root: Path = STATE_ROOT) -> str | None:
+    """A full disk fails checkpoints and the journal mid-session; each filesystem is judged once."""
+    need = config.premarket.min_free_mb
+    filesystems: dict[int, Path] = {}
+    for path in (state_root, journal_directory(config, state_root)):
+        try:
+            filesystems.setdefault(os.stat(_nearest_existing(path)).st_dev, path)
+        except OSError as exc:
+            return f"cannot inspect {path}: {exc.strerror}"
+    short = []
+    for path in filesystems.values():
+        vfs = os.statvfs(_nearest_existing(path))
+        free_mb = vfs.f_bavail * vfs.f_frsize // (1 << 20)
+        if free_mb < need:
+            short.append(f"{free_mb} MB free on the filesystem of {path}, premarket.min_free_mb needs {need} MB")
+    return "; ".join(short) or None
+
+
+CREDENTIALS = ("api_key", "api_secret", "access_token")
+
+
+def check_credentials(kite: KiteSection) -> str | None:
+    """Live mode cannot log in without them; names only what is missing, never a value."""
+    missing = [f"kite_{name}" for name in CREDENTIALS if not _secret(kite, name)]
+    if not missing:
+        return None
+    return (f"live mode is missing the systemd credential(s) {', '.join(missing)} "
+            "(LoadCredential= in the unit; the daily access token comes from `algoctl login`)")
+
+
+def _secret(kite: KiteSection, name: str) -> str:
+    value = getattr(kite, name)
+    return value.get_secret_value() if value is not None else ""
+
+
+def check_broker_token(kite: KiteSection, timeout: float = 5) -> str | None:
+    """Kite access tokens expire every morning; a stale one must stop the fleet before it trades."""
+    # Imported here: kiteconnect pulls in Twisted, and paper mode never needs it.
+    import requests
+    from kiteconnect import KiteConnect
+    from kiteconnect.exceptions import KiteException, TokenException
+
+    client = KiteConnect(api_key=_secret(kite, "api_key"), root=kite.root, timeout=timeout)
+    client.set_access_token(_secret(kite, "access_token"))
+    try:
+        profile = client.profile()
+    except TokenException:
+        return "Kite access token rejected (expired or revoked): run `algoctl login`"
+    except KiteException as exc:
+        return f"Kite refused the profile request: {type(exc).__name__} (HTTP {exc.code}): {_scrub(str(exc), kite)}"
+    except requests.RequestException as exc:
+        # The exception text can carry the request; its type says enough without risking a secret.
+        return f"cannot reach Kite at {kite.root}: {type(exc).__name__}"
+    log.info("Kite access token accepted for user %s", profile.get("user_id"))
+    return None
+
+
+def _scrub(text: str, kite: KiteSection) -> str:
+    for name in CREDENTIALS:
+        value = _secret(kite, name)
+        if value:
+            text = text.replace(value, "**********")
+    return text
