@@ -1,0 +1,85 @@
+"""algo-eod: one journal day's report, as JSON for tools and Markdown for people.
+
+Run by algo-eod.timer after the close as a oneshot: no bus, no sd_notify, no metrics endpoint.
+Writes ``<eod.reports>/<day>.json`` and ``<day>.md`` atomically, so a reader never sees half a
+report. Exit codes: 0 written (a day without a journal gets an empty report and a warning),
+65 (EX_DATAERR) a journal file it cannot trust, named with its line, 78 (EX_CONFIG) a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from ..journal.artifacts import day_dir
+from ..marketdata.session import IST
+from ..runtime.config import ConfigError, load_config, resolve_path
+from ..runtime.daemon import EX_CONFIG
+from ..runtime.logs import setup_logging
+from .report import ReportError, build_report, render_markdown
+
+EX_DATAERR = 65
+
+log = logging.getLogger("algo.eod")
+
+
+def _day(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync, rename, fsync the directory: a crash leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry ``algo-eod [--config PATH] [--day YYYY-MM-DD]``."""
+    parser = argparse.ArgumentParser(prog="algo-eod", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="fleet config (default: $ALGO_CONFIG or /etc/algo/fleet.toml)")
+    parser.add_argument("--day", type=_day, help="journal day, YYYY-MM-DD (default: today in IST)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    setup_logging("algo-eod", args.log_level)
+    try:
+        config = load_config(resolve_path(args.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config error in %s: %s", exc.source, problem)
+        sys.exit(EX_CONFIG)
+
+    day = (args.day or datetime.now(IST).date()).isoformat()
+    journal = day_dir(config.daemons.journal.directory, day)
+    if not journal.is_dir():
+        log.warning("no journal for %s (%s): writing an empty report", day, journal)
+    try:
+        report = build_report(journal, config.eod.product)
+    except ReportError as exc:
+        log.error("cannot build the report for %s: %s", day, exc)
+        sys.exit(EX_DATAERR)
+
+    reports = config.eod.reports
+    reports.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = reports / f"{day}.json", reports / f"{day}.md"
+    write_atomic(json_path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    write_atomic(md_path, render_markdown(report).encode())
+    log.info("report for %s: net P&L %.2f; %s, %s", day, report["totals"]["net_pnl"], json_path, md_path)
