@@ -5,7 +5,9 @@ order log, fsynced, before it is sent; every broker answer is logged after. On s
 reconciled with the broker's book before READY=1: orders the broker has are adopted, orders it
 never saw are sent, fills we had not heard of are recorded. Then every order state and fill of
 the day is published again; subscribers deduplicate by client_id / fill_id, so a crash at any
-point loses nothing and doubles nothing.
+point loses nothing and doubles nothing. Approvals sent while execution was down are asked for
+again (``control.sync``, answered by risk); one whose tick is older than ``max_order_age_sec``
+is refused as stale rather than sent late.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ class ExecutionDaemon(Daemon):
         order.apply(record)
 
     async def run(self) -> None:
+        self.bus.publish(CONTROL_SYNC, {"requester": "execution"})
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
@@ -192,6 +195,11 @@ class ExecutionDaemon(Daemon):
         except BadOrder as exc:
             self._refuse(event, str(exc))
             return
+        age = (time.time_ns() - order.tick_ts) / 1e9 if order.tick_ts else 0.0
+        if age > self.section.max_order_age_sec:
+            self._refuse(event, f"stale: its tick is {age:.1f}s old (max_order_age_sec "
+                                f"{self.section.max_order_age_sec:g}); not sent late", cid)
+            return
         self.orders[cid] = order
         self.wal.append(order.intent())  # on disk before the broker hears of it
         self._send(order)
@@ -212,10 +220,11 @@ class ExecutionDaemon(Daemon):
             log.info("order %s placed: %s (broker order %s)", order.client_id, what, order.order_id, extra=fields)
         self._publish_order(order)
 
-    def _refuse(self, event: Event, reason: str) -> None:
+    def _refuse(self, event: Event, reason: str, cid: str = "") -> None:
+        """Refused before the broker: nothing is logged ahead, nothing is sent."""
         self.rejects_total.inc()
-        log.warning("approved order refused: %s", reason, extra={"TRACE_ID": event.trace})
-        self.bus.publish(EXECUTION_REJECT, {**event.payload, "status": "REJECTED", "reason": reason},
+        log.warning("approved order refused: %s", reason, extra={"TRACE_ID": event.trace, "ORDER_ID": cid})
+        self.bus.publish(EXECUTION_REJECT, {**event.payload, "client_id": cid, "status": "REJECTED", "reason": reason},
                          trace=event.trace)
 
     def _record_fill(self, order: Order, trade: Trade, *, publish: bool) -> None:
@@ -246,6 +255,8 @@ class ExecutionDaemon(Daemon):
     def _on_sync(self, event: Event) -> None:
         """A restarted engine asks for its fills of the day (it may have missed some while down)."""
         engine = event.payload.get("engine")
+        if not engine:
+            return
         fills = [(o, f) for o in self.orders.values() if o.engine == engine for f in o.fills.values()]
         for order, fill in fills:
             self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)

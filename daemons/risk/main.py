@@ -5,7 +5,8 @@ both with the signal's trace. Positions and P&L are kept from ``execution.fill``
 ``marketdata.tick``; each fill counts once (by fill_id: execution re-sends the day's fills after a
 restart). A loss-limit breach, or ``control.kill_switch``, engages the kill switch: new entries are
 refused from the next signal on, and open positions are flattened when ``flatten_on_kill_switch``
-is set; ``control.kill_switch`` with ``engage: false`` releases it. Positions, the fills counted and
+is set; ``control.kill_switch`` with ``engage: false`` releases it. When algo-execution restarts it
+asks (``control.sync``) for the approvals it may have missed; risk re-sends those still fresh. Positions, the fills counted and
 the kill switch are checkpointed on every change and restored.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
@@ -25,6 +27,7 @@ from ..runtime.config import FleetConfig, RiskSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
     CONTROL_KILL_SWITCH,
+    CONTROL_SYNC,
     EXECUTION_FILL,
     MARKETDATA_TICK,
     RISK_APPROVED,
@@ -50,6 +53,7 @@ class RiskDaemon(Daemon):
         self.rules = RiskRules(self.section)
         self.seen_fills: set[str] = set()
         self.flattens = 0  # numbers risk's own flatten orders (their signal ids)
+        self.recent: deque[tuple[float, dict[str, Any], str]] = deque(maxlen=10_000)  # (monotonic, approval, trace)
         self.state_file = self.state_path("checkpoint.json")
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
         metrics.registry.register(RiskCollector(self))
@@ -57,6 +61,7 @@ class RiskDaemon(Daemon):
         self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe(CONTROL_KILL_SWITCH, self._on_kill_switch)
+        self.bus.subscribe(CONTROL_SYNC, self._on_sync)
 
     @property
     def section(self) -> RiskSection:
@@ -112,7 +117,7 @@ class RiskDaemon(Daemon):
                   "TRACE_ID": event.trace}
         what = f"{s.get('side')} {s.get('quantity')} {s.get('symbol')}"
         if decision.approved:
-            self.bus.publish(RISK_APPROVED, s, key=s["symbol"], trace=event.trace)
+            self._approve(s, event.trace)
             log.info("approved %s", what, extra=fields)
         else:
             self.bus.publish(RISK_BLOCKED, {**s, "block_reason": decision.reason, "block_code": decision.code},
@@ -131,6 +136,21 @@ class RiskDaemon(Daemon):
         breach = self.rules.loss_breach(f["engine"])
         if breach:
             self._engage(f"loss limit: {breach}", event.trace)
+
+    def _approve(self, order: dict[str, Any], trace: str) -> None:
+        self.recent.append((time.monotonic(), order, trace))
+        self.bus.publish(RISK_APPROVED, order, key=order["symbol"], trace=trace)
+
+    def _on_sync(self, event: Event) -> None:
+        """Execution restarted: approvals sent while it was down never reached it. It deduplicates by
+        client id and refuses stale ones, so re-sending the recent ones is always safe."""
+        if event.payload.get("requester") != "execution":
+            return
+        horizon = time.monotonic() - self.config.daemons.execution.max_order_age_sec
+        again = [(order, trace) for at, order, trace in self.recent if at >= horizon]
+        for order, trace in again:
+            self.bus.publish(RISK_APPROVED, order, key=order["symbol"], trace=trace)
+        log.info("re-sent %d recent approvals to a restarted algo-execution", len(again))
 
     def _on_kill_switch(self, event: Event) -> None:
         if event.source == self.name:
@@ -158,7 +178,7 @@ class RiskDaemon(Daemon):
                              "side": "SELL" if pos.quantity > 0 else "BUY", "quantity": abs(pos.quantity),
                              "order_type": "MARKET", "limit_price": None, "reason": "flatten on kill switch",
                              "entry": False}
-                    self.bus.publish(RISK_APPROVED, order, key=symbol, trace=trace)
+                    self._approve(order, trace)
             self.save()
 
     def status(self) -> str:

@@ -171,6 +171,9 @@ class ExecutionSection(DaemonSection):
     liquidity_pct: float = Field(100.0, gt=0, le=100)  # share of the quantity at the touch one tick may fill (partial fills)
     reject_pct: float = Field(0.0, ge=0, le=100)  # orders the paper broker rejects, chosen by client id (deterministic)
     fsync: bool = True  # the write-ahead order log is fsynced before an order is sent
+    # An approval whose tick is older than this is refused, not sent: after a crash, risk re-sends its
+    # recent approvals and only those still fresh become orders.
+    max_order_age_sec: float = Field(5.0, gt=0, le=300)
 
 
 class JournalSection(DaemonSection):

@@ -20,7 +20,7 @@ CONTROL_PAUSE = "control.pause"
 CONTROL_RESUME = "control.resume"
 CONTROL_RELOAD = "control.reload"
 CONTROL_KILL_SWITCH = "control.kill_switch"
-CONTROL_SYNC = "control.sync"  # a restarted engine asks execution for its fills of the day
+CONTROL_SYNC = "control.sync"  # a restarted daemon asks for what it may have missed (see engine, execution)
 HEALTH_HEARTBEAT = "health.heartbeat"
 
 # Topics under this prefix are latest-value: a slow subscriber gets the newest tick per key.

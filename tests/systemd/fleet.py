@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.execution.clientid import client_id
 from daemons.marketdata.session import IST
 from tests.conftest import TEST_CONFIG
 from tests.helpers import wait_until
@@ -52,6 +53,12 @@ def rows(box: Sandbox, name: str) -> list[dict[str, str]]:
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def events(box: Sandbox, topic: str) -> list[dict[str, Any]]:
+    needle = f'"type":"{topic}"'.encode()
+    path = box.state / f"journal/{today()}/events.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if needle in line]
 
 
 def wait_session_closed(box: Sandbox, timeout: float = 150) -> None:
@@ -102,11 +109,12 @@ def assert_books_agree(box: Sandbox) -> dict[str, Any]:
     broker_orders, trades = broker_book(box)
     intents, filled, wal_fills = wal_state(box)
     journal_fills = rows(box, "fills.csv")
-    approved = {r["signal_id"] for r in rows(box, "decisions.csv") if r["decision"] == "approved"}
+    approved = {client_id(r["signal_id"]) for r in rows(box, "decisions.csv") if r["decision"] == "approved"}
+    refused = {e["payload"]["client_id"] for e in events(box, "execution.reject") if not e["payload"].get("order_id")}
 
     assert all(n == 1 for n in intents.values()), f"orders logged twice: {[c for c, n in intents.items() if n > 1]}"
     assert set(broker_orders) == set(intents), "the broker and the WAL know different orders"
-    assert len(approved) == len(intents), "every approved signal became exactly one order"
+    assert approved == set(intents) | refused, "an approved signal became no order (or one came from nowhere)"
     for tag, order in broker_orders.items():
         assert order["filled"] == filled.get(tag, 0), f"{tag}: broker filled {order['filled']}, WAL {filled.get(tag)}"
     assert {t["trade_id"] for t in trades} == wal_fills == {r["fill_id"] for r in journal_fills}
