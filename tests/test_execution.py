@@ -1,0 +1,184 @@
+"""algo-execution without systemd: the paper broker's matching, the write-ahead log, and every
+reconciliation path after a crash, on real files."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from daemons.execution.clientid import client_id
+from daemons.execution.main import ExecutionDaemon
+from daemons.execution.orders import BadOrder, Order
+from daemons.execution.paper import PaperBroker
+from daemons.execution.wal import OrderLog
+from daemons.runtime.config import ExecutionSection, FleetConfig
+from daemons.runtime.metrics import DaemonMetrics
+
+DAY = date(2026, 11, 20)
+
+
+def tick(symbol: str = "INFY", bid: float = 1000.0, ask: float = 1000.5, lot: int = 1, qty: int = 100,
+         ts: int = 1) -> dict[str, Any]:
+    return {"symbol": symbol, "bid": bid, "ask": ask, "bid_qty": qty, "ask_qty": qty, "lot_size": lot,
+            "tick_size": 0.05, "exchange_ts": ts, "type": "EQ", "last_price": (bid + ask) / 2}
+
+
+def broker(tmp_path: Path, **cfg: Any) -> PaperBroker:
+    return PaperBroker(tmp_path / "broker.jsonl", ExecutionSection(**cfg), DAY)
+
+
+def test_client_ids_are_deterministic_kite_tags() -> None:
+    a, b = client_id("ema-nifty:2026-11-20:1"), client_id("ema-nifty:2026-11-20:2")
+    assert a == client_id("ema-nifty:2026-11-20:1") and a != b
+    assert len(a) == 20 and a.isalnum() and a.isupper()
+
+
+def test_market_order_fills_after_latency_at_the_touch_with_slippage(tmp_path: Path) -> None:
+    b = broker(tmp_path, latency_ms=100, slippage_bps=10)
+    b.on_tick(tick(), 0)
+    order = b.place("T1", "INFY", "BUY", 10, "MARKET", None, now_ns=0)
+    assert order.status == "OPEN"
+    assert b.on_tick(tick(), 50_000_000) == []  # 50 ms: too early
+    [(done, trade)] = b.on_tick(tick(ts=7), 100_000_000)
+    assert trade.price == 1001.55  # 1000.5 * 1.001 = 1001.5005, rounded up to the next 0.05 tick: never better
+    assert done.status == "COMPLETE" and done.filled == 10 and trade.exchange_ts == 7
+
+
+def test_limit_orders_wait_for_their_price(tmp_path: Path) -> None:
+    b = broker(tmp_path, latency_ms=0)
+    b.on_tick(tick(), 0)
+    b.place("T1", "INFY", "SELL", 5, "LIMIT", 1002.0, now_ns=0)
+    assert b.on_tick(tick(bid=1001.0), 1) == []
+    [(order, trade)] = b.on_tick(tick(bid=1003.0, ask=1003.5), 2)
+    assert trade.price == 1003.0 and order.average == 1003.0
+
+
+def test_partial_fills_take_a_share_of_the_touch_in_whole_lots(tmp_path: Path) -> None:
+    b = broker(tmp_path, latency_ms=0, liquidity_pct=50)
+    b.on_tick(tick(symbol="NIFTYFUT", lot=75, qty=300), 0)
+    b.place("T1", "NIFTYFUT", "BUY", 375, "MARKET", None, now_ns=0)
+    sizes = [t.quantity for _ in range(4) for _, t in b.on_tick(tick(symbol="NIFTYFUT", lot=75, qty=300), 1)]
+    assert sizes == [150, 150, 75]  # 50% of 300 = 2 lots a tick, then the remainder
+    assert b.find("T1").status == "COMPLETE"
+
+
+def test_rejections_lot_size_unknown_symbol_and_simulated_rms(tmp_path: Path) -> None:
+    b = broker(tmp_path, reject_pct=100)
+    b.on_tick(tick(symbol="NIFTYFUT", lot=75), 0)
+    assert "lot size 75" in b.place("T1", "NIFTYFUT", "BUY", 50, "MARKET", None, 0).reason
+    assert "unknown instrument" in b.place("T2", "NOPE", "BUY", 75, "MARKET", None, 0).reason
+    assert "RMS" in b.place("T3", "NIFTYFUT", "BUY", 75, "MARKET", None, 0).reason
+    assert all(o.status == "REJECTED" for o in b.orders.values())
+
+
+def test_the_broker_book_survives_a_restart(tmp_path: Path) -> None:
+    b = broker(tmp_path, latency_ms=0, liquidity_pct=50)
+    b.on_tick(tick(qty=10), 0)
+    b.place("T1", "INFY", "BUY", 10, "MARKET", None, 0)
+    b.on_tick(tick(qty=10), 1)
+    b.close()
+    again = broker(tmp_path)
+    order = again.find("T1")
+    assert order is not None and order.filled == 5 and order.status == "OPEN"
+    assert [t.quantity for t in again.trades_of(order.order_id)] == [5]
+    assert again.instruments["INFY"] == (1, 0.05)
+
+
+def test_a_torn_wal_record_is_dropped_and_the_file_stays_appendable(tmp_path: Path) -> None:
+    path = tmp_path / "orders.wal"
+    log = OrderLog(path)
+    log.append({"op": "new", "client_id": "A"})
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b'{"op":"placed","cli')  # the crash came mid-write
+    log = OrderLog(path)
+    assert log.records == [{"op": "new", "client_id": "A"}]
+    log.append({"op": "placed", "client_id": "A", "order_id": "1"})
+    log.close()
+    assert [orjson.loads(line)["op"] for line in path.read_bytes().splitlines()] == ["new", "placed"]
+
+
+def approval(n: int, **over: Any) -> dict[str, Any]:
+    return {"engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": "BUY", "quantity": 10,
+            "order_type": "MARKET", "limit_price": None, "signal_id": f"rsi-infy:2026-11-20:{n}",
+            "tick_ts": time.time_ns(), **over}
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"side": "HOLD"}, "side"), ({"quantity": 0}, "quantity"), ({"quantity": "ten"}, "quantity"),
+    ({"order_type": "LIMIT"}, "limit_price"), ({"order_type": "SL"}, "order_type"),
+])
+def test_bad_approvals_are_refused_with_the_reason(bad: dict[str, Any], why: str) -> None:
+    with pytest.raises(BadOrder, match=why):
+        Order.from_approved("X", approval(1, **bad), "EQ", "t")
+
+
+def daemon(state: Path, monkeypatch: pytest.MonkeyPatch) -> ExecutionDaemon:
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    d = ExecutionDaemon(FleetConfig(), DaemonMetrics("execution"))
+    d._open_day(DAY)
+    return d
+
+
+def published(d: ExecutionDaemon) -> list[tuple[str, dict[str, Any]]]:
+    """What the daemon handed to its bus client (held in the outbox: no broker in these tests)."""
+    from daemons.runtime.wire import FrameReader
+
+    frames = FrameReader(1 << 20).feed(b"".join(d.bus.transport._outbox))  # noqa: SLF001
+    return [(f.topic.decode(), orjson.loads(f.body)["payload"]) for f in frames]
+
+
+def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    b = broker(folder, latency_ms=0)
+    b.on_tick(tick(), 0)
+    wal = OrderLog(folder / "orders.wal")
+    intents = {n: Order.from_approved(client_id(f"rsi-infy:2026-11-20:{n}"), approval(n), "EQ", f"t{n}")
+               for n in (1, 2, 3)}
+    for order in intents.values():
+        wal.append(order.intent())
+    # 1: sent and acknowledged, then filled at the broker after the crash began (no fill in the WAL)
+    first = b.place(intents[1].client_id, "INFY", "BUY", 10, "MARKET", None, 0)
+    wal.append({"op": "placed", "client_id": intents[1].client_id, "order_id": first.order_id})
+    b.on_tick(tick(), 1)
+    # 2: reached the broker, the answer never reached the WAL
+    b.place(intents[2].client_id, "INFY", "BUY", 10, "MARKET", None, 0)
+    # 3: in the WAL only: never sent
+    wal.close()
+    b.close()
+
+    d = daemon(tmp_path, monkeypatch)
+    assert {k: v.status for k, v in d.orders.items()} == {
+        intents[1].client_id: "COMPLETE", intents[2].client_id: "OPEN", intents[3].client_id: "OPEN"}
+    assert len(d.broker.orders) == 3, "nothing was placed twice"
+    got = {r: d.reconciled.labels(r)._value.get() for r in ("adopted", "sent", "fills_recovered")}  # noqa: SLF001
+    assert got == {"adopted": 1, "sent": 1, "fills_recovered": 1}
+    fills = [p for t, p in published(d) if t == "execution.fill"]
+    assert [f["client_id"] for f in fills] == [intents[1].client_id]
+    d._close_files()
+
+    again = daemon(tmp_path, monkeypatch)  # a second restart changes nothing
+    assert {k: v.status for k, v in again.orders.items()} == {k: v.status for k, v in d.orders.items()}
+    assert again.reconciled.labels("sent")._value.get() == 0  # noqa: SLF001
+    again._close_files()
+
+
+def test_duplicate_and_stale_approvals_are_not_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemons.runtime.envelope import EventFactory
+
+    d = daemon(tmp_path, monkeypatch)
+    d.broker.on_tick(tick(), 0)
+    stamp = EventFactory("risk").stamp
+    d._on_approved(stamp("risk.approved", approval(1))[0])
+    d._on_approved(stamp("risk.approved", approval(1))[0])  # delivered again (risk re-sent it)
+    d._on_approved(stamp("risk.approved", approval(2, tick_ts=time.time_ns() - 60 * 10**9))[0])
+    assert len(d.broker.orders) == 1
+    rejects = [p for t, p in published(d) if t == "execution.reject"]
+    assert len(rejects) == 1 and rejects[0]["reason"].startswith("stale: its tick is 60")
+    d._close_files()

@@ -1,0 +1,80 @@
+"""The journal's day files and the replay reader, on real files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from daemons.journal.artifacts import COLUMNS
+from daemons.journal.writer import DayFiles
+from daemons.marketdata.replay import ReplayError, ticks
+from daemons.runtime.envelope import EventFactory
+
+
+def fill(fill_id: str) -> dict[str, object]:
+    return {"fill_id": fill_id, "order_id": "1", "client_id": "C1", "engine": "fno", "strategy": "ema",
+            "symbol": "NIFTYFUT", "instrument_type": "FUT", "side": "BUY", "quantity": 75, "price": 24000.5,
+            "exchange_ts": 1_763_610_000_000_000_000}
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_events_and_csvs_are_appended_and_refills_after_a_restart_are_not_doubled(tmp_path: Path) -> None:
+    stamp = EventFactory("execution").stamp
+    day = DayFiles(tmp_path)
+    day.add(stamp("execution.fill", fill("F1"), trace="tick-1")[0])
+    day.add(stamp("marketdata.tick", {"symbol": "X", "last_price": 1.0})[0])
+    day.add(stamp("execution.order", {"client_id": "C1", "status": "COMPLETE", "filled_quantity": 75})[0])
+    day.write(sync=True)
+    day.close()
+    again = DayFiles(tmp_path)  # algo-journal restarted; execution re-sends the day's orders and fills
+    again.add(stamp("execution.fill", fill("F1"))[0])
+    again.add(stamp("execution.order", {"client_id": "C1", "status": "COMPLETE", "filled_quantity": 75})[0])
+    again.add(stamp("execution.fill", fill("F2"))[0])
+    again.close()
+    fills = read(tmp_path / "fills.csv")
+    assert [r["fill_id"] for r in fills] == ["F1", "F2"]
+    assert fills[0]["trace"] == "tick-1" and fills[0]["exchange_time"].startswith("2025-11-20T")
+    assert list(fills[0]) == list(COLUMNS["fills.csv"])
+    assert len(read(tmp_path / "orders.csv")) == 1
+    assert len((tmp_path / "events.jsonl").read_bytes().splitlines()) == 6  # the event log keeps everything
+
+
+def test_replay_reads_only_ticks_and_stops_at_a_torn_line(tmp_path: Path) -> None:
+    stamp = EventFactory("marketdata").stamp
+    day = DayFiles(tmp_path)
+    for price in (1.0, 2.0):
+        day.add(stamp("marketdata.tick", {"symbol": "X", "last_price": price, "exchange_ts": 5})[0])
+        day.add(stamp("health.heartbeat", {})[0])
+    day.close()
+    with open(tmp_path / "events.jsonl", "ab") as f:
+        f.write(b'{"type":"marketdata.tick","pay')
+    got = list(ticks(tmp_path))
+    assert [t["last_price"] for _, t in got] == [1.0, 2.0]
+    assert got[0][0] < got[1][0]  # paced by when they were journaled
+
+
+def test_replay_of_a_tick_csv(tmp_path: Path) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text("timestamp,symbol,last_price,bid,ask,volume\n"
+                    "2026-11-20T09:15:00,INFY,1500.5,1500,1501,10\n"
+                    "2026-11-20T09:15:01,INFY,1501,1500.5,1501.5,20\n")
+    got = list(ticks(path))
+    assert [t["volume"] for _, t in got] == [10, 20]
+    assert got[1][0] - got[0][0] == 1_000_000_000 and got[0][1]["exchange_ts"] == got[0][0]
+
+
+@pytest.mark.parametrize("text, error", [
+    ("symbol,last_price\nINFY,1\n", "missing column(s) timestamp"),
+    ("timestamp,symbol,last_price\n2026-11-20T09:15:00,INFY,abc\n", "ticks.csv:2: could not convert"),
+])
+def test_a_bad_tick_csv_names_the_problem(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text(text)
+    with pytest.raises(ReplayError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        list(ticks(path))
