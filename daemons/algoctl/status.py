@@ -9,7 +9,7 @@ PROPS = ("Id", "ActiveState", "SubState", "MainPID", "NRestarts", "StatusText", 
 
 def fleet_status() -> str:
     units = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
-                            "algo-*.service", "algo-*.timer"], capture_output=True, text=True)
+                            "algo-*", "algo.target"], capture_output=True, text=True)
     names = [line.split()[0] for line in units.stdout.splitlines() if line.strip()]
     if not names:
         return "no algo-* units loaded (is the fleet installed? see README)"

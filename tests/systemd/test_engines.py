@@ -33,7 +33,11 @@ def test_fno_alone_pulls_in_its_feed_and_publishes_traced_signals(fast_fleet: Sa
     box = fast_fleet
     with Listener(box, "strategy.signal", "marketdata.*") as listener:
         box.systemctl("start", FNO, check=True)
-        assert box.show("algo-marketdata.service", "ActiveState")["ActiveState"] == "active"
+        # the feed is ordered after its consumers: it comes up right after the engine
+        wait_until(lambda: box.show("algo-marketdata.service", "ActiveState")["ActiveState"] == "active", 20,
+                   "the feed fno pulled in")
+        for needed in ("algo-risk.service", "algo-execution.service", "algo-journal.service", "algo-premarket.service"):
+            assert box.show(needed, "ActiveState")["ActiveState"] == "active", needed
         wait_until(lambda: any(ev.type == "strategy.signal" for _, ev in listener.events), 30, "a signal")
         ticks = {ev.id: ev for _, ev in listener.events if ev.type == "marketdata.tick"}
         signal = next(ev for _, ev in listener.events if ev.type == "strategy.signal")
@@ -56,7 +60,7 @@ def test_state_survives_kill_9_and_pause_blocks_entries(fast_fleet: Sandbox) -> 
     wait_until(lambda: int(box.show(FNO, "NRestarts")["NRestarts"]) >= 1 and
                box.show(FNO, "ActiveState")["ActiveState"] == "active", 20, "the restart")
     log = box.journalctl("-u", FNO, "-o", "cat").stdout
-    assert "fno restored 1 strategies from /var/lib/algo/fno/checkpoint.json" in log
+    assert "fno restored 1 strategies and 0 positions from /var/lib/algo/fno/checkpoint.json" in log
     after = orjson.loads(state.read_bytes())["strategies"]["ema-fast"]
     assert after["fast"]["count"] >= before["fast"]["count"]  # continued, not started over
     assert after["symbol"] == before["symbol"]

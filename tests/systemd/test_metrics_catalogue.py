@@ -15,7 +15,8 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.systemd
 
 PORTS = {"algo-bus": 9470, "algo-heartbeat": 9471, "algo-marketdata": 9472,
-         "algo-fno": 9473, "algo-equity": 9474, "algo-options": 9475, "algo-risk": 9476}
+         "algo-fno": 9473, "algo-equity": 9474, "algo-options": 9475, "algo-risk": 9476,
+         "algo-execution": 9477, "algo-journal": 9478}
 
 
 def exported(port: int) -> dict[str, str]:

@@ -30,6 +30,13 @@ def test_start_run_fleet_stop_leaves_nothing_behind(tmp_path: Path) -> None:
 
     started = algoctl(root, "start", "--config", str(REPO / "configs" / "paper.toml"))
     assert started.returncode == 0, started.stderr
+    try:
+        _drive_and_stop(root, cgroups_before)
+    finally:
+        algoctl(root, "stop")  # a failed assertion must not leave the sandbox (and its lock) behind
+
+
+def _drive_and_stop(root: Path, cgroups_before: set[Path]) -> None:
     pid = int((root / "pid").read_text())
     ns = os.readlink(f"/proc/{pid}/ns/pid")
     assert algoctl(root, "start").returncode == 1  # one sandbox at a time, with a clear reason
