@@ -81,3 +81,19 @@ def test_loss_limit_blocks_entries_and_the_kill_switch_blocks_every_entry(rules:
     assert rules.engage("manual: algoctl kill-switch") and not rules.engage("again")
     assert rules.check(sig(symbol="TCS", engine="fno"), 0.3).reason == "kill switch engaged: manual: algoctl kill-switch"
     assert rules.check(sig(side="SELL", qty=50, entry=False), 0.4).approved
+
+
+def test_risk_reload_applies_new_limits_and_keeps_positions(tmp_path, monkeypatch) -> None:
+    import asyncio
+
+    from daemons.risk.main import RiskDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    risk.rules.book.fill("equity", "INFY", "BUY", 10, 1000.0)
+    tighter = FleetConfig.model_validate({"daemons": {"risk": {"max_order_value": 5000.0, "orders_per_second": 2.0}}})
+    asyncio.run(risk.reload(tighter))
+    assert risk.rules.limits.max_order_value == 5000.0 and risk.rules.rate.rate == 2.0
+    assert risk.rules.book.quantity("INFY") == 10

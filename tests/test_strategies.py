@@ -13,6 +13,7 @@ from daemons.marketdata.contracts import derivatives
 from daemons.marketdata.instruments import load_instruments
 from daemons.marketdata.session import IST, SessionClock
 from daemons.marketdata.simulator import MarketSimulator
+from tests.conftest import REPO
 from tests.test_marketdata_sim import DAY, PAPER
 
 T0 = int(datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp() * 1e9)
@@ -112,3 +113,25 @@ def test_ema_crossover_by_underlying_trades_the_front_month_future() -> None:
     assert [(x.symbol, x.side) for x in out] == [("NIFTY26NOVFUT", "BUY")]
     with pytest.raises(ValueError, match="exactly one of symbol and underlying"):
         build("ema_crossover", "x", {"quantity": 1})
+
+
+def test_engine_reload_rebuilds_changed_strategies_and_keeps_their_position(tmp_path, monkeypatch) -> None:
+    import asyncio
+
+    from daemons.engine.main import EquityEngine
+    from daemons.runtime.config import load_config
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    text = (REPO / "configs" / "paper.toml").read_text()
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    engine = EquityEngine(load_config(path), DaemonMetrics("equity"))
+    engine.strategies["rsi-infy"].position["INFY"] = 10
+    untouched = engine.strategies["rsi-reliance"]
+    path.write_text(text.replace("symbol = \"INFY\", quantity = 10, period = 14", "symbol = \"INFY\", quantity = 20, period = 7"))
+    asyncio.run(engine.reload(load_config(path)))
+    rebuilt = engine.strategies["rsi-infy"]
+    assert rebuilt.params["quantity"] == 20 and rebuilt.params["period"] == 7
+    assert rebuilt.position == {"INFY": 10}
+    assert engine.strategies["rsi-reliance"] is untouched

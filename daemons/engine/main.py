@@ -97,6 +97,32 @@ class EngineDaemon(Daemon):
         log.info("%s restored %d strategies and %d positions from %s", self.name, len(saved.get("strategies", {})),
                  len(self.book.positions), self.state_file)
 
+    async def reload(self, config: FleetConfig) -> None:
+        """Apply changed strategies without a restart: a strategy whose kind or parameters changed is
+        rebuilt (its position and signal count carried over, its indicators start afresh), a new one
+        starts, a removed or disabled one stops (with a warning if it still holds a position)."""
+        old_config, self.config = self.config, config
+        before = {s.name: s for s in self.section_of(old_config).strategies if s.enabled and s.process == "engine"}
+        after = {s.name: s for s in self.section.strategies if s.enabled and s.process == "engine"}
+        for name in before.keys() - after.keys():
+            gone = self.strategies.pop(name)
+            held = {k: v for k, v in gone.position.items() if v}
+            log.warning("%s removed%s", name, f"; it still holds {held}: exit by hand" if held else "",
+                        extra={"ENGINE": self.engine, "STRATEGY": name})
+        for name, section in after.items():
+            if before.get(name) == section:
+                continue
+            fresh = build(section.kind, name, section.params)
+            if name in self.strategies:
+                fresh.position = self.strategies[name].position
+            self.strategies[name] = fresh
+            self.counts.setdefault(name, 0)
+            self.signals.labels(name)
+            self.paused_gauge.labels(name).set(int(name in self.paused))
+            log.info("%s %s: %s %s", name, "reconfigured" if name in before else "added", section.kind,
+                     section.params, extra={"ENGINE": self.engine, "STRATEGY": name})
+        self.save()
+
     async def run(self) -> None:
         # Fills that arrived while this engine was down are only in execution's log: ask for them.
         self.bus.publish(CONTROL_SYNC, {"engine": self.engine, "strategies": sorted(self.strategies)})

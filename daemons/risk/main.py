@@ -79,6 +79,12 @@ class RiskDaemon(Daemon):
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
 
+    async def reload(self, config: FleetConfig) -> None:
+        """New limits apply from the next signal; positions, P&L and the kill switch are kept."""
+        self.config = config
+        self.rules.limits = self.section
+        self.rules.rate.rate = self.section.orders_per_second
+
     async def run(self) -> None:
         await self.stopping.wait()
 
