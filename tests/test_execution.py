@@ -182,3 +182,21 @@ def test_duplicate_and_stale_approvals_are_not_sent(tmp_path: Path, monkeypatch:
     rejects = [p for t, p in published(d) if t == "execution.reject"]
     assert len(rejects) == 1 and rejects[0]["reason"].startswith("stale: its tick is 60")
     d._close_files()
+
+
+def test_the_governor_spaces_orders_to_kites_limits() -> None:
+    from daemons.execution.governor import Governor
+
+    g = Governor(per_second=10, per_minute=12, per_day=13)
+    for i in range(10):
+        assert g.wait(100.0 + i * 0.01) == 0
+        g.take(100.0 + i * 0.01)
+    assert g.wait(100.1) == pytest.approx(0.9)  # the 11th waits for the first to leave the second
+    g.take(101.0)
+    g.take(101.0)
+    assert g.remaining("minute", 101.0) == 0
+    assert g.wait(101.0) == pytest.approx(59.0)  # now the minute is the tighter budget
+    g.take(160.0)
+    assert g.day_exhausted() and g.remaining("day", 160.0) == 0
+    g.new_day()
+    assert not g.day_exhausted()

@@ -17,9 +17,11 @@ import logging
 import sys
 import time
 from datetime import datetime
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
 from ..runtime import checkpoint
@@ -65,6 +67,7 @@ class EngineDaemon(Daemon):
         for name in self.strategies:
             self.signals.labels(name)
             self.paused_gauge.labels(name).set(0)
+        metrics.registry.register(StrategyBookCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe("control.*", self._on_control)
@@ -209,6 +212,26 @@ class EngineDaemon(Daemon):
         return (f"{self.config.fleet.mode}: {len(self.strategies)} strategies{paused}, {len(self.traded)} instruments "
                 f"traded, {len(self.book.open_symbols())} open positions, P&L {realised + unrealised:+,.0f} "
                 f"(realised {realised:+,.0f}), {sum(self.counts.values())} signals, last tick {age}")
+
+
+class StrategyBookCollector(Collector):
+    """Per-strategy P&L and open positions, from the engine's own book at scrape time."""
+
+    def __init__(self, daemon: EngineDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        book = self.daemon.book
+        pnl = GaugeMetricFamily("algo_engine_pnl_rupees", "P&L by strategy", labels=["strategy", "kind"])
+        open_ = GaugeMetricFamily("algo_engine_open_positions", "Symbols the strategy holds", labels=["strategy"])
+        for name in sorted(self.daemon.strategies):
+            realised, unrealised = book.pnl(name)  # the engine's book is keyed by strategy
+            held = sum(1 for (strategy, _), p in book.positions.items() if strategy == name and p.quantity)
+            pnl.add_metric([name, "realised"], realised)
+            pnl.add_metric([name, "unrealised"], unrealised)
+            open_.add_metric([name], held)
+        yield pnl
+        yield open_
 
 
 class FnoEngine(EngineDaemon):

@@ -16,10 +16,13 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
+from collections import deque
 from datetime import date, datetime
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
 from ..runtime.config import ExecutionSection, FleetConfig
@@ -35,6 +38,7 @@ from ..runtime.envelope import (
 )
 from ..runtime.metrics import DaemonMetrics
 from .clientid import client_id
+from .governor import Governor
 from .orders import FINAL, NEW, BadOrder, Order
 from .paper import CANCELLED, REJECTED, BrokerOrder, PaperBroker, Trade
 from .wal import OrderLog
@@ -64,6 +68,13 @@ class ExecutionDaemon(Daemon):
             self.orders_total.labels(status)
         for result in ("adopted", "sent", "fills_recovered", "unknown_at_broker"):
             self.reconciled.labels(result)
+        self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
+                                 registry=reg)
+        x = self.section
+        self.governor = Governor(x.orders_per_second, x.orders_per_minute, x.orders_per_day)
+        self.waiting: deque[Order] = deque()  # logged, waiting for the governor
+        self.drain_at: asyncio.TimerHandle | None = None
+        reg.register(BudgetCollector(self.governor))
         self.orders: dict[str, Order] = {}
         self.types: dict[str, str] = {}  # symbol -> EQ/FUT/CE/PE, from ticks
         self.day: date | None = None
@@ -106,7 +117,7 @@ class ExecutionDaemon(Daemon):
                 if at_broker is None:  # logged, never sent: send it now
                     log.warning("order %s was logged but never sent; sending it now", order.client_id,
                                 extra=self._fields(order))
-                    self._send(order)
+                    self._submit(order)
                     outcome["sent"] += 1
                     continue
                 self._adopt(order, at_broker)
@@ -163,6 +174,7 @@ class ExecutionDaemon(Daemon):
                 self._close(order, "cancelled", "end of day")
                 self._publish_order(order)
         self._close_files()
+        self.governor.new_day()
         self._open_day(today)
 
     async def drain(self) -> None:
@@ -200,9 +212,37 @@ class ExecutionDaemon(Daemon):
             self._refuse(event, f"stale: its tick is {age:.1f}s old (max_order_age_sec "
                                 f"{self.section.max_order_age_sec:g}); not sent late", cid)
             return
+        if self.governor.day_exhausted():
+            self._refuse(event, f"the day's order budget ({self.section.orders_per_day}) is used up", cid)
+            return
         self.orders[cid] = order
         self.wal.append(order.intent())  # on disk before the broker hears of it
+        self._submit(order)
+
+    def _submit(self, order: Order) -> None:
+        """Send now, or queue behind the governor (orders leave in the order they came)."""
+        if self.waiting or self.governor.wait(time.monotonic()) > 0:
+            self.waiting.append(order)
+            self.throttled.inc()
+            log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.waiting),
+                     extra=self._fields(order))
+            self._schedule_drain()
+            return
+        self.governor.take(time.monotonic())
         self._send(order)
+
+    def _schedule_drain(self) -> None:
+        if self.drain_at is None:
+            delay = self.governor.wait(time.monotonic())
+            self.drain_at = asyncio.get_running_loop().call_later(delay, self._drain)
+
+    def _drain(self) -> None:
+        self.drain_at = None
+        while self.waiting and self.governor.wait(time.monotonic()) == 0:
+            self.governor.take(time.monotonic())
+            self._send(self.waiting.popleft())
+        if self.waiting:
+            self._schedule_drain()
 
     def _send(self, order: Order) -> None:
         at_broker = self.broker.place(order.client_id, order.symbol, order.side, order.quantity, order.order_type,
@@ -270,8 +310,22 @@ class ExecutionDaemon(Daemon):
     def status(self) -> str:
         by_status = Tally(o.status for o in self.orders.values())
         fills = sum(len(o.fills) for o in self.orders.values())
+        waiting = f", {len(self.waiting)} waiting for the rate budget" if self.waiting else ""
         return (f"paper broker: {len(self.orders)} orders today ({by_status['OPEN']} open, "
-                f"{by_status['COMPLETE']} complete, {by_status['REJECTED']} rejected), {fills} fills")
+                f"{by_status['COMPLETE']} complete, {by_status['REJECTED']} rejected), {fills} fills{waiting}")
+
+
+class BudgetCollector(Collector):
+    def __init__(self, governor: Governor) -> None:
+        self.governor = governor
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily("algo_execution_order_budget_remaining", "Orders the rate limits still allow",
+                              labels=["window"])
+        now = time.monotonic()
+        for window in ("second", "minute", "day"):
+            g.add_metric([window], self.governor.remaining(window, now))
+        yield g
 
 
 def main(argv: Sequence[str] | None = None) -> None:

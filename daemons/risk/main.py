@@ -205,6 +205,8 @@ class RiskCollector(Collector):
         yield GaugeMetricFamily("algo_risk_open_positions", "Symbols with an open position",
                                 value=len(rules.book.open_symbols()))
         pnl = GaugeMetricFamily("algo_risk_pnl_rupees", "P&L today by engine", labels=["engine", "kind"])
+        limit_gauge = GaugeMetricFamily("algo_risk_loss_limit_rupees", "The configured daily loss limit",
+                                        labels=["engine"])
         distance = GaugeMetricFamily("algo_risk_loss_limit_distance_rupees",
                                      "How much more the engine (or 'fleet') may lose before its limit", labels=["engine"])
         engines: dict[str, Any] = {e: limits.daily_loss_limit.get(e) for e, _ in rules.book.positions}
@@ -215,10 +217,13 @@ class RiskCollector(Collector):
             pnl.add_metric([engine, "unrealised"], unrealised)
             if limit is not None:
                 distance.add_metric([engine], limit + realised + unrealised)
+                limit_gauge.add_metric([engine], limit)
         realised, unrealised = rules.book.pnl()
         distance.add_metric(["fleet"], limits.fleet_daily_loss_limit + realised + unrealised)
+        limit_gauge.add_metric(["fleet"], limits.fleet_daily_loss_limit)
         yield pnl
         yield distance
+        yield limit_gauge
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -31,7 +31,7 @@ class Position:
 
 
 class Book:
-    """Positions per (engine, symbol); P&L per engine and for the fleet."""
+    """Positions per (owner, symbol); P&L per owner and in total. Risk owns by engine, an engine by strategy."""
 
     def __init__(self) -> None:
         self.positions: dict[tuple[str, str], Position] = {}
@@ -49,7 +49,8 @@ class Book:
         return {s for (_, s), p in self.positions.items() if p.quantity}
 
     def pnl(self, engine: str | None = None) -> tuple[float, float]:
-        """(realised, unrealised) for one engine, or the fleet."""
+        """(realised, unrealised) for one owner (the key's first part: an engine in risk, a strategy
+        in an engine), or for everything."""
         realised = unrealised = 0.0
         for (e, symbol), p in self.positions.items():
             if engine is None or e == engine:

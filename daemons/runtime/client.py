@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from typing import Any, Callable
 
@@ -19,6 +20,39 @@ log = logging.getLogger("algo.bus")
 _new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
 Handler = Callable[[Event], None]
+
+
+LAG_SAMPLE_MASK = 63  # one event in 64: the delivery lag histogram costs nothing on the hot path
+LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class LagSample:
+    """A Prometheus-style histogram of publish-to-handler lag (seconds), as plain numbers."""
+
+    __slots__ = ("counts", "total", "n")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(LAG_BUCKETS)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, published_ns: int) -> None:
+        lag = max(0.0, (time.time_ns() - published_ns) / 1e9)
+        self.n += 1
+        self.total += lag
+        for i, bound in enumerate(LAG_BUCKETS):
+            if lag <= bound:
+                self.counts[i] += 1
+                break
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative, as the exposition format wants them."""
+        out, running = [], 0
+        for bound, count in zip(LAG_BUCKETS, self.counts):
+            running += count
+            out.append((repr(bound), running))
+        out.append(("+Inf", self.n))
+        return out
 
 
 class BusClient:
@@ -43,6 +77,7 @@ class BusClient:
         self.decode_errors = 0
         self.handler_errors = 0
         self.published: Counter[str] = Counter()
+        self.lag = LagSample()
         transport.on_batch = self._on_batch
 
     @classmethod
@@ -114,6 +149,8 @@ class BusClient:
                 self.decode_errors += 1
                 log.warning("undecodable event on %s dropped: %s", data[start + wire.HEADER_SIZE : t1], exc)
                 continue
+            if not self.received & LAG_SAMPLE_MASK:
+                self.lag.observe(event.ts)
             stream = (event.source, event.type)
             last = last_seq.get(stream, 0)
             last_seq[stream] = seq = event.seq

@@ -174,6 +174,10 @@ class ExecutionSection(DaemonSection):
     # An approval whose tick is older than this is refused, not sent: after a crash, risk re-sends its
     # recent approvals and only those still fresh become orders.
     max_order_age_sec: float = Field(5.0, gt=0, le=300)
+    # The order-rate governor (Kite's limits per API key): over a budget an order waits; over the day's, it is refused.
+    orders_per_second: float = Field(10.0, gt=0, le=10)
+    orders_per_minute: int = Field(400, gt=0, le=400)
+    orders_per_day: int = Field(5000, gt=0, le=5000)
 
 
 class JournalSection(DaemonSection):

@@ -14,7 +14,7 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .. import __version__
@@ -64,7 +64,7 @@ class BusClientCollector(Collector):
     def __init__(self, client: BusClient) -> None:
         self.client = client
 
-    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         c, t = self.client, self.client.transport
         yield GaugeMetricFamily("algo_bus_client_connected", "1 while connected to the bus", value=int(c.connected))
         pub = CounterMetricFamily("algo_bus_client_published", "Events published by topic", labels=["topic"])
@@ -80,3 +80,5 @@ class BusClientCollector(Collector):
         yield CounterMetricFamily("algo_bus_client_reconnects", "Reconnects to the broker", value=t.reconnects)
         yield CounterMetricFamily("algo_bus_client_handler_errors", "Subscriber handlers that raised", value=c.handler_errors)
         yield GaugeMetricFamily("algo_bus_client_queue_bytes", "Bytes waiting to reach the broker", value=t.queued_bytes)
+        yield HistogramMetricFamily("algo_bus_client_lag_seconds", "Publish-to-handler delay of received events "
+                                    "(one in 64 sampled)", buckets=c.lag.buckets(), sum_value=c.lag.total)

@@ -25,7 +25,9 @@ def exported(port: int) -> dict[str, str]:
 
 
 def catalogue() -> dict[str, str]:
-    rows = re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", (REPO / "docs" / "METRICS.md").read_text(), re.M)
+    """The rows of docs/METRICS.md a paper fleet exports (the live-only section comes last)."""
+    text = (REPO / "docs" / "METRICS.md").read_text().split("### Live mode only")[0]
+    rows = re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", text, re.M)
     return {m[1]: m[2] for m in rows}
 
 
