@@ -62,9 +62,16 @@ def unavailable_reason() -> str | None:
 class Sandbox:
     """Boot with start(), drive with systemctl()/journalctl(), tear down with stop()."""
 
-    def __init__(self, root: Path, *, venv: str = sys.prefix, user: str = "algo", group: str = "algo") -> None:
+    def __init__(self, root: Path, *, venv: str = sys.prefix, user: str = "algo", group: str = "algo",
+                 bare: bool = False) -> None:
         self.root = root.resolve()
         self.venv = venv
+        # bare: a host with nothing of the fleet yet (what `ansible-playbook deploy.yml` starts from):
+        # /etc/algo, /opt/algo, /var/lib/algo and /etc/systemd/system are empty directories of the
+        # sandbox, and systemd loads units from /etc/systemd/system like a real host.
+        self.bare = bare
+        self.opt = self.root / "opt"
+        self.system_units = self.root / "systemd-system"
         self.user = user
         self.group = group
         self.units = self.root / "units"
@@ -79,10 +86,11 @@ class Sandbox:
     # ---- setup -------------------------------------------------------------------------
     def prepare(self, config: Path | None = None) -> None:
         """Render units and the file-system view; safe to call again (re-renders units)."""
-        for d in (self.units, self.state, self.journal, self.etc):
+        for d in (self.units, self.state, self.journal, self.etc, self.opt, self.system_units):
             d.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o755)
-        render_units(self.units, self.venv)
+        if not self.bare:
+            render_units(self.units, self.venv)
         for name in STOCK_UNITS:
             link = self.units / name
             if not link.is_symlink() and (STOCK_DIR / name).exists():
@@ -94,10 +102,12 @@ class Sandbox:
         # The host's kernel log is not the sandbox's: journald neither reads nor writes it.
         self.install_dropin("systemd-journald.service", "sandbox", "[Service]\nEnvironment=SYSTEMD_LOG_TARGET=null\n")
         (self.root / "journald.conf").write_text("[Journal]\nStorage=persistent\nReadKMsg=no\n")
+        self._write_identity()
+        if self.bare:
+            return
         if config is not None:
             shutil.copyfile(config, self.etc / "fleet.toml")
         shutil.copytree(source_dir().parent / "configs" / "instruments", self.etc / "instruments", dirs_exist_ok=True)
-        self._write_identity()
         self._check_reachable()
 
     def install_dropin(self, unit: str, name: str, text: str) -> Path:
@@ -158,6 +168,10 @@ class Sandbox:
             self.prepare()
         self._cgroups_before = set(_cgroup_dirs())
         binds = [(self.state, "/var/lib/algo"), (self.journal, "/var/log/journal"), (self.etc, "/etc/algo")]
+        unit_path = str(self.units)
+        if self.bare:
+            binds += [(self.opt, "/opt/algo"), (self.system_units, "/etc/systemd/system")]
+            unit_path = f"/etc/systemd/system:{self.units}"
         for _, target in binds:
             t = Path(target)
             if not t.exists():
@@ -172,7 +186,7 @@ class Sandbox:
             f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
             f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
             f"mount --bind {shlex.quote(str(self.root / 'journald.conf'))} /etc/systemd/journald.conf",
-            f"export SYSTEMD_UNIT_PATH={shlex.quote(str(self.units))} container=algo-sandbox",
+            f"export SYSTEMD_UNIT_PATH={shlex.quote(unit_path)} container=algo-sandbox",
             f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=journal",
         ]
         console = open(self.root / "console.log", "ab")
