@@ -3,7 +3,7 @@
 # Installs what it needs first. Extra arguments go to pytest, e.g. scripts/test.sh -k bus -x
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
-need_debs "${BASE_DEBS[@]}"
+need_debs "${BASE_DEBS[@]}" prometheus  # promtool and a real Prometheus for the alert tests
 make_venv test
 cd "$ROOT"
 exec "$VENV/bin/python" -m pytest "$@"

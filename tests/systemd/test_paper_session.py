@@ -5,9 +5,12 @@ produces the same orders."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,7 +18,8 @@ import orjson
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
-from tests.conftest import require_systemd_sandbox
+from tests.conftest import REPO, require_systemd_sandbox
+from tests.helpers import wait_until
 from tests.systemd.fleet import SESSION_DAY, assert_books_agree, rows, session_config, today, wait_session_closed
 
 pytestmark = pytest.mark.systemd
@@ -38,6 +42,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     try:
         box.systemctl("start", "algo.target", check=True)
         wait_session_closed(box)
+        # an operator's kill switch at the end: the session's journal then holds an err line too
+        box.run(sys.prefix + "/bin/algoctl", "kill-switch", "on", "--reason", "end of the test session", check=True)
+        wait_until(lambda: "KILL SWITCH" in box.show("algo-risk.service", "StatusText")["StatusText"], 10, "the switch")
         box.systemctl("start", "algo-eod.service", check=True, timeout=60)
         result = {
             "box": box,
@@ -149,3 +156,40 @@ def test_replaying_the_recorded_day_produces_the_same_orders(session: dict[str, 
     original = orders(session["orders"])
     assert len(original) > 5
     assert orders(replayed) == original
+
+
+def operations_commands() -> list[str]:
+    text = (REPO / "docs" / "OPERATIONS.md").read_text()
+    block = text.split("<!-- ops:begin -->")[1].split("<!-- ops:end -->")[0]
+    return [line.strip() for line in block.splitlines() if line.strip().startswith("journalctl ")]
+
+
+def test_every_journalctl_command_in_operations_md_finds_its_story(session: dict[str, Any]) -> None:
+    box: Sandbox = session["box"]
+    fill = session["books"]["fills"][0]
+    values = {"client_id": fill["client_id"], "trace_id": fill["trace"], "strategy": fill["strategy"],
+              "engine": fill["engine"], "symbol": fill["symbol"], "day": today()}
+    commands = operations_commands()
+    assert len(commands) >= 9
+    for command in commands:
+        args = shlex.split(re.sub(r"<(\w+)>", lambda m: values[m[1]], command))
+        out = subprocess.run(["journalctl", "-D", str(box.journal), "--no-pager", *args[1:]],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, (command, out.stderr)
+        text = out.stdout
+        if "--until" in command:  # the session window: entries only if the test ran during NSE hours
+            now = datetime.now(timezone.utc).time()
+            if not (now.hour * 60 + now.minute) in range(3 * 60 + 45, 10 * 60):
+                continue
+        assert text.strip() and "-- No entries --" not in text, command
+        if "ORDER_ID=" in command:
+            assert "placed" in text and "fill " in text
+        elif "TRACE_ID=" in command:
+            ids = {line.split()[4].split("[")[0] for line in text.splitlines() if not line.startswith("--")}
+            assert {"algo-risk", "algo-execution"} <= ids, ids  # one tick's story across units
+        elif "-p err" in command:
+            assert "KILL SWITCH ENGAGED: end of the test session" in text
+        elif "-o json" in command:
+            assert all(orjson.loads(line)["SYSLOG_IDENTIFIER"] == "algo-execution" for line in text.splitlines())
+        elif "STRATEGY=" in command:
+            assert f"algo-{fill['engine']}[" in text  # the engine hosting it logged its signals
