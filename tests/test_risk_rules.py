@@ -10,6 +10,7 @@ from daemons.marketdata.session import IST
 from daemons.runtime.book import Position
 from daemons.risk.rules import RiskRules
 from daemons.runtime.config import RiskSection
+from tests.conftest import REPO
 
 MARKET = int(datetime(2026, 11, 23, 10, 0, tzinfo=IST).timestamp() * 1e9)
 
@@ -97,3 +98,13 @@ def test_risk_reload_applies_new_limits_and_keeps_positions(tmp_path, monkeypatc
     asyncio.run(risk.reload(tighter))
     assert risk.rules.limits.max_order_value == 5000.0 and risk.rules.rate.rate == 2.0
     assert risk.rules.book.quantity("INFY") == 10
+
+
+def test_every_decision_code_is_declared() -> None:
+    import re
+
+    from daemons.risk import rules
+
+    source = (REPO / "daemons" / "risk" / "rules.py").read_text() + (REPO / "daemons" / "risk" / "main.py").read_text()
+    used = set(re.findall(r'Decision\((?:True|False), "(\w+)"', source)) | {"approved"}
+    assert used == set(rules.CODES)

@@ -38,7 +38,7 @@ from ..runtime.envelope import (
 from ..marketdata.session import IST
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.book import Position
-from .rules import Decision, RiskRules
+from .rules import CODES, Decision, RiskRules
 
 log = logging.getLogger("algo.risk")
 
@@ -56,6 +56,8 @@ class RiskDaemon(Daemon):
         self.recent: deque[tuple[float, dict[str, Any], str]] = deque(maxlen=10_000)  # (monotonic, approval, trace)
         self.state_file = self.state_path("checkpoint.json")
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
+        for code in CODES:
+            self.decisions.labels(code)
         metrics.registry.register(RiskCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
