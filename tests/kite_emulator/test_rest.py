@@ -1,0 +1,242 @@
+"""The real KiteConnect client against the emulator's REST routes and order book."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+import requests
+from kiteconnect import KiteConnect
+from kiteconnect.exceptions import GeneralException, InputException, TokenException
+
+from daemons.kite_emulator import Emulator
+from daemons.kite_emulator.fixtures import Fixtures
+
+FIXTURES = Fixtures()
+
+
+def recorded(name: str) -> Any:
+    return json.loads(FIXTURES.path(name).read_text())["data"]
+
+
+def place(kite: KiteConnect, quantity: int = 10, side: str = "BUY", order_type: str = "MARKET",
+          **kwargs: Any) -> str:
+    return kite.place_order("regular", "NSE", "INFY", side, quantity, "MIS", order_type, **kwargs)
+
+
+def order(kite: KiteConnect, order_id: str) -> dict[str, Any]:
+    (found,) = [o for o in kite.orders() if o["order_id"] == order_id]
+    return found
+
+
+def test_static_routes_serve_the_fixtures(kite: KiteConnect) -> None:
+    assert kite.profile() == recorded("profile.json")
+    assert kite.margins() == recorded("margins.json")
+    assert kite.margins("equity") == recorded("margins_equity.json")
+    assert kite.holdings() == recorded("holdings.json")
+    with pytest.raises(InputException):
+        kite.margins("crypto")
+
+
+def test_instruments_dump_is_the_fixture_plus_added_instruments(kite: KiteConnect) -> None:
+    expected = kite._parse_instruments(FIXTURES.path("instruments_all.csv").read_bytes())
+    dump = kite.instruments()
+    assert dump[:-1] == expected
+    assert dump[-1]["tradingsymbol"] == "INFY" and dump[-1]["instrument_token"] == 408065
+    assert kite.instruments("NFO") == [row for row in expected if row["exchange"] == "NFO"]
+
+
+def test_instruments_are_gzipped_like_kites(emulator: Emulator) -> None:
+    r = requests.get(emulator.root + "/instruments", timeout=5)
+    assert r.headers["Content-Encoding"] == "gzip" and "csv" in r.headers["Content-Type"]
+    assert r.text.startswith("instrument_token,exchange_token,tradingsymbol,")
+
+
+def test_quotes_come_from_the_fixture_until_the_emulator_has_a_price(emulator: Emulator, kite: KiteConnect) -> None:
+    assert kite.ltp("NSE:INFY", "NSE:NOSUCH") == recorded("ltp.json")
+    assert kite.ohlc("NSE:INFY") == recorded("ohlc.json")
+    assert kite.quote("NSE:INFY")["NSE:INFY"]["depth"] == recorded("quote.json")["NSE:INFY"]["depth"]
+    emulator.push_tick(408065, last_price=1500.0, close=1480.0, volume_traded=1234,
+                       depth={"buy": [{"price": 1499.95, "quantity": 10, "orders": 2}], "sell": []})
+    assert kite.ltp("NSE:INFY") == {"NSE:INFY": {"instrument_token": 408065, "last_price": 1500.0}}
+    quote = kite.quote(["NSE:INFY"])["NSE:INFY"]
+    assert quote["volume"] == 1234 and quote["net_change"] == 20.0
+    assert quote["ohlc"] == {"open": 1500.0, "high": 1500.0, "low": 1500.0, "close": 1480.0}
+    assert quote["depth"]["buy"][0] == {"price": 1499.95, "quantity": 10, "orders": 2}
+    assert isinstance(quote["timestamp"], datetime)  # a 19-character timestamp the client parses
+
+
+def test_historical_candles(kite: KiteConnect) -> None:
+    candles = kite.historical_data(408065, datetime(2017, 12, 15, 9, 15), datetime(2017, 12, 15, 15, 30), "minute")
+    assert candles[0]["open"] == 1704.5 and isinstance(candles[0]["date"], datetime)
+    assert "oi" in kite.historical_data(408065, "2017-12-15 09:15:00", "2017-12-15 15:30:00", "minute", oi=True)[0]
+    with pytest.raises(InputException):
+        kite.historical_data(408065, "yesterday", "today", "minute")
+
+
+def test_wrong_token_and_unknown_route(emulator: Emulator) -> None:
+    stranger = KiteConnect(emulator.api_key, "not-a-token", root=emulator.root)
+    with pytest.raises(TokenException) as err:
+        stranger.profile()
+    assert err.value.code == 403
+    with pytest.raises(GeneralException) as err:
+        stranger._get("gtt")  # a route the emulator does not serve
+    assert err.value.code == 404
+
+
+def test_generate_session_checks_the_checksum_and_issues_a_token(emulator: Emulator) -> None:
+    client = KiteConnect(emulator.api_key, root=emulator.root)
+    with pytest.raises(TokenException, match="checksum"):
+        client.generate_session("request-1", "wrong secret")
+    session = client.generate_session("request-1", emulator.api_secret)
+    assert session["access_token"] == client.access_token != emulator.access_token
+    assert isinstance(session["login_time"], datetime) and session["user_id"] == "AB1234"
+    assert client.profile()["user_id"] == "AB1234"
+    with pytest.raises(TokenException):  # a request token is good once
+        KiteConnect(emulator.api_key, root=emulator.root).generate_session("request-1", emulator.api_secret)
+    assert client.invalidate_access_token() is True
+    with pytest.raises(TokenException):
+        client.profile()
+
+
+def test_market_order_fills_at_the_emulator_price(emulator: Emulator, kite: KiteConnect) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    order_id = place(kite, tag="ENTRY1")
+    o = order(kite, order_id)
+    assert (o["status"], o["filled_quantity"], o["pending_quantity"], o["average_price"]) == ("COMPLETE", 10, 0, 1500.0)
+    assert o["tag"] == "ENTRY1" and o["tags"] == ["ENTRY1"] and len(order_id) == 15
+    assert set(o) - {"tags"} == set(recorded("orders.json")[0])
+    assert isinstance(o["order_timestamp"], datetime)
+    assert [h["status"] for h in kite.order_history(order_id)] == [
+        "PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING", "OPEN", "COMPLETE"]
+    (trade,) = kite.order_trades(order_id)
+    assert set(trade) == set(recorded("trades.json")[0])
+    assert (trade["quantity"], trade["average_price"], trade["transaction_type"]) == (10, 1500.0, "BUY")
+
+
+def test_partial_fill_then_complete_with_positions(emulator: Emulator, kite: KiteConnect) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    emulator.add_rule(tag="PARTIAL", slices=[4])
+    order_id = place(kite, tag="PARTIAL")
+    o = order(kite, order_id)
+    assert (o["status"], o["filled_quantity"], o["pending_quantity"]) == ("OPEN", 4, 6)
+    emulator.set_price("NSE:INFY", 1501.0)  # the next matching pass fills the rest
+    o = order(kite, order_id)
+    assert (o["status"], o["filled_quantity"], o["average_price"]) == ("COMPLETE", 10, 1500.6)
+    assert [(t["quantity"], t["average_price"]) for t in kite.order_trades(order_id)] == [(4, 1500.0), (6, 1501.0)]
+    positions = kite.positions()
+    (net,) = positions["net"]
+    assert set(net) == set(recorded("positions.json")["net"][0])
+    assert (net["quantity"], net["buy_quantity"], net["average_price"], net["last_price"]) == (10, 10, 1500.6, 1501.0)
+    assert net["pnl"] == pytest.approx(10 * 1501.0 - (4 * 1500.0 + 6 * 1501.0))
+    assert positions["day"] == positions["net"]
+    sell = place(kite, side="SELL", quantity=10)
+    assert order(kite, sell)["status"] == "COMPLETE"
+    (net,) = kite.positions()["net"]
+    assert (net["quantity"], net["average_price"]) == (0, 0.0)
+    assert net["realised"] == pytest.approx(10 * (1501.0 - 1500.6)) and net["unrealised"] == pytest.approx(0)
+
+
+def test_rejection_by_rule_and_by_switch(emulator: Emulator, kite: KiteConnect) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    emulator.add_rule(instrument="NSE:INFY", reject="RMS:Margin Exceeds", times=1)
+    order_id = place(kite)
+    o = order(kite, order_id)
+    assert (o["status"], o["status_message"], o["exchange_order_id"], o["pending_quantity"]) == (
+        "REJECTED", "RMS:Margin Exceeds", None, 0)
+    assert kite.trades() == [] and kite.positions()["net"] == []
+    assert order(kite, place(kite))["status"] == "COMPLETE"  # the rule applied once
+    emulator.add_rule(reject="Kill switch")  # no matcher: every order
+    assert order(kite, place(kite))["status"] == "REJECTED"
+    emulator.clear_rules()
+    assert order(kite, place(kite))["status"] == "COMPLETE"
+
+
+def test_market_order_without_a_price_is_rejected(kite: KiteConnect) -> None:
+    o = order(kite, place(kite))
+    assert o["status"] == "REJECTED" and "no price" in o["status_message"]
+
+
+def test_limit_order_rests_then_modify_then_cancel(emulator: Emulator, kite: KiteConnect) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    order_id = place(kite, order_type="LIMIT", price=1490.0)
+    assert order(kite, order_id)["status"] == "OPEN"
+    assert kite.modify_order("regular", order_id, quantity=20, price=1495.5) == order_id
+    o = order(kite, order_id)
+    assert (o["quantity"], o["price"], o["modified"], o["pending_quantity"]) == (20, 1495.5, True, 20)
+    assert kite.cancel_order("regular", order_id) == order_id
+    o = order(kite, order_id)
+    # As in orders.json: a cancelled order keeps its pending quantity and counts it cancelled.
+    assert (o["status"], o["cancelled_quantity"], o["pending_quantity"]) == ("CANCELLED", 20, 20)
+    assert [h["status"] for h in kite.order_history(order_id)][4:] == [
+        "MODIFY VALIDATION PENDING", "MODIFY PENDING", "MODIFIED", "OPEN", "CANCEL PENDING", "CANCELLED"]
+    with pytest.raises(InputException, match="CANCELLED"):
+        kite.cancel_order("regular", order_id)
+    with pytest.raises(InputException, match="order_id"):
+        kite.order_history("999")
+
+
+def test_limit_order_fills_when_the_price_crosses_and_ioc_cancels_the_rest(emulator: Emulator,
+                                                                          kite: KiteConnect) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    order_id = place(kite, side="SELL", order_type="LIMIT", price=1505.0)
+    emulator.set_price("NSE:INFY", 1504.95)
+    assert order(kite, order_id)["status"] == "OPEN"
+    emulator.set_price("NSE:INFY", 1506.0)
+    o = order(kite, order_id)
+    assert (o["status"], o["average_price"]) == ("COMPLETE", 1506.0)  # at the market, better than the limit
+    emulator.add_rule(tag="IOC1", slices=[3])
+    ioc = order(kite, place(kite, validity="IOC", tag="IOC1"))
+    assert (ioc["status"], ioc["filled_quantity"], ioc["cancelled_quantity"]) == ("CANCELLED", 3, 7)
+
+
+def test_market_protection_books_a_limit_at_the_band(emulator: Emulator, kite: KiteConnect) -> None:
+    """Kite books MARKET + market_protection as a LIMIT tagged mktp (orders.json)."""
+    emulator.set_price("NSE:INFY", 1500.0)
+    emulator.add_rule(tag="MKTP", slices=[5])
+    o = order(kite, place(kite, market_protection=2, tag="MKTP"))
+    assert (o["order_type"], o["price"], o["tags"]) == ("LIMIT", 1530.0, ["MKTP", "mktp", "mktp:2.00"])
+    assert o["filled_quantity"] == 5
+    emulator.set_price("NSE:INFY", 1540.0)  # beyond the band: the rest waits
+    assert order(kite, o["order_id"])["filled_quantity"] == 5
+    o = order(kite, place(kite, side="SELL", market_protection=-1))  # automatic: the emulator's 2 %
+    assert (o["price"], o["status"]) == (1509.2, "COMPLETE")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tag": "way-too-long-for-kite-tags"}, "tag"),
+    ({"tag": "has-dash"}, "tag"),
+    ({"order_type": "LIMIT", "price": 1500.03}, "tick size"),
+    ({"order_type": "LIMIT"}, "price"),
+    ({"order_type": "SL"}, "order_type"),
+    ({"market_protection": 101}, "market_protection"),
+    ({"validity": "TTL"}, "validity"),
+    ({"quantity": 0}, "quantity"),
+])
+def test_invalid_orders_raise_input_exception(emulator: Emulator, kite: KiteConnect, kwargs: dict[str, Any],
+                                              message: str) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    with pytest.raises(InputException, match=message) as err:
+        place(kite, **kwargs)
+    assert err.value.code == 400
+    assert kite.orders() == []
+
+
+def test_unknown_instrument_variety_and_lot_size(emulator: Emulator, kite: KiteConnect) -> None:
+    with pytest.raises(InputException, match="instruments list"):
+        kite.place_order("regular", "NSE", "NOSUCH", "BUY", 1, "CNC", "MARKET")
+    with pytest.raises(InputException, match="variety"):
+        kite.place_order("amo", "NSE", "INFY", "BUY", 1, "CNC", "MARKET")
+    with pytest.raises(InputException, match="lot size 40"):  # BANKNIFTY options trade in lots of 40
+        kite.place_order("regular", "NFO", "BANKNIFTY18JAN23500CE", "BUY", 30, "NRML", "LIMIT", price=2528.4)
+
+
+def test_checksum_is_kites_formula(emulator: Emulator) -> None:
+    """generate_session computes it client-side; the emulator must agree with KITE.md's formula."""
+    checksum = hashlib.sha256((emulator.api_key + "rt" + emulator.api_secret).encode()).hexdigest()
+    r = requests.post(emulator.root + "/session/token", timeout=5,
+                      data={"api_key": emulator.api_key, "request_token": "rt", "checksum": checksum})
+    assert r.status_code == 200 and r.json()["status"] == "success"
