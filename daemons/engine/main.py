@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
@@ -57,6 +57,7 @@ class EngineDaemon(Daemon):
         self.paused: set[str] = set()
         self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
         self.seen_fills: set[str] = set()
+        self.cpu_ns: dict[str, int] = {}  # CPU time each strategy spent in on_tick (this process)
         self.book = Book()  # per (strategy, symbol), for status and the P&L an operator sees
         self.traded: set[str] = set()
         self.last_tick = 0.0
@@ -152,8 +153,11 @@ class EngineDaemon(Daemon):
         self.last_tick = time.monotonic()
         tick = Tick.from_payload(event.payload)
         self.book.marks[tick.symbol] = tick.last_price
+        cpu = self.cpu_ns
         for name, strategy in self.strategies.items():
+            started = time.thread_time_ns()
             signals = strategy.on_tick(tick)
+            cpu[name] = cpu.get(name, 0) + time.thread_time_ns() - started
             if not signals:
                 continue
             day = datetime.fromtimestamp(tick.exchange_ts / 1e9, IST).date().isoformat()
@@ -215,12 +219,13 @@ class EngineDaemon(Daemon):
 
 
 class StrategyBookCollector(Collector):
-    """Per-strategy P&L and open positions, from the engine's own book at scrape time."""
+    """Per-strategy P&L, open positions and CPU, read at scrape time (memory is per process: a strategy
+    whose footprint matters runs as algo-strategy@NAME and has its own algo_process_*)."""
 
     def __init__(self, daemon: EngineDaemon) -> None:
         self.daemon = daemon
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         book = self.daemon.book
         pnl = GaugeMetricFamily("algo_engine_pnl_rupees", "P&L by strategy", labels=["strategy", "kind"])
         open_ = GaugeMetricFamily("algo_engine_open_positions", "Symbols the strategy holds", labels=["strategy"])
@@ -232,6 +237,11 @@ class StrategyBookCollector(Collector):
             open_.add_metric([name], held)
         yield pnl
         yield open_
+        cpu = CounterMetricFamily("algo_engine_strategy_cpu_seconds", "CPU time spent in the strategy's on_tick",
+                                  labels=["strategy"])
+        for name in sorted(self.daemon.strategies):
+            cpu.add_metric([name], self.daemon.cpu_ns.get(name, 0) / 1e9)
+        yield cpu
 
 
 class FnoEngine(EngineDaemon):

@@ -57,6 +57,11 @@ def build() -> dict[str, Any]:
             [query(f"rate(algo_process_cpu_seconds_total{{{SEL}}}[{RATE}])", "cpu")],
             unit="percentunit", w=8, min_value=0))
         .with_panel(timeseries_panel(
+            "CPU by strategy", "CPU time each strategy spends in on_tick, per second of wall time; the rest "
+            "of the process's CPU is the bus and the engine itself.",
+            [query(f"rate(algo_engine_strategy_cpu_seconds_total{{{SEL}}}[{RATE}])", "{{strategy}}")],
+            unit="percentunit", w=8, min_value=0))
+        .with_panel(timeseries_panel(
             "Memory", "Resident memory of the process.",
             [query(f"algo_process_resident_memory_bytes{{{SEL}}}", "resident")],
             unit="bytes", w=8, min_value=0))
