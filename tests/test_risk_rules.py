@@ -108,3 +108,14 @@ def test_every_decision_code_is_declared() -> None:
     source = (REPO / "daemons" / "risk" / "rules.py").read_text() + (REPO / "daemons" / "risk" / "main.py").read_text()
     used = set(re.findall(r'Decision\((?:True|False), "(\w+)"', source)) | {"approved"}
     assert used == set(rules.CODES)
+
+
+def test_a_strategy_over_its_own_loss_limit_is_blocked_while_the_others_trade() -> None:
+    rules = RiskRules(RiskSection(strategy_daily_loss_limit={"rsi-infy": 1000.0}))
+    rules.mark("INFY", 1000.0, MARKET)
+    rules.fill("equity", "rsi-infy", "INFY", "BUY", 10, 1000.0)
+    rules.mark("INFY", 880.0, MARKET)  # -1,200 for rsi-infy
+    blocked = rules.check({**sig(), "strategy": "rsi-infy"}, 1.0)
+    assert (blocked.code, blocked.reason) == ("loss_limit", "rsi-infy daily loss -1,200 breached its limit 1,000")
+    assert rules.check({**sig(), "strategy": "rsi-reliance"}, 2.0).approved
+    assert rules.kill_switch is None

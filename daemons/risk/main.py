@@ -75,6 +75,9 @@ class RiskDaemon(Daemon):
             for row in saved["positions"]:
                 self.rules.book.positions[(row["engine"], row["symbol"])] = Position(
                     row["quantity"], row["average"], row["realised"])
+            for row in saved.get("strategy_positions", []):
+                self.rules.strategies.positions[(row["strategy"], row["symbol"])] = Position(
+                    row["quantity"], row["average"], row["realised"])
             self.rules.kill_switch = saved["kill_switch"]
             self.seen_fills = set(saved.get("seen_fills", []))
             self.flattens = saved.get("flattens", 0)
@@ -100,6 +103,8 @@ class RiskDaemon(Daemon):
             "flattens": self.flattens,
             "positions": [{"engine": e, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
                           for (e, s), p in self.rules.book.positions.items()],
+            "strategy_positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,
+                                    "realised": p.realised} for (k, s), p in self.rules.strategies.positions.items()],
         })
 
     def _on_tick(self, event: Event) -> None:
@@ -139,7 +144,7 @@ class RiskDaemon(Daemon):
             if fill_id in self.seen_fills:
                 return
             self.seen_fills.add(fill_id)
-        self.rules.book.fill(f["engine"], f["symbol"], f["side"], f["quantity"], f["price"])
+        self.rules.fill(f["engine"], str(f.get("strategy", "")), f["symbol"], f["side"], f["quantity"], f["price"])
         self.save()  # positions are what risk must not forget
         breach = self.rules.loss_breach(f["engine"])
         if breach:
@@ -226,6 +231,13 @@ class RiskCollector(Collector):
         yield pnl
         yield distance
         yield limit_gauge
+        per_strategy = GaugeMetricFamily("algo_risk_strategy_loss_limit_distance_rupees",
+                                         "How much more the strategy may lose before its entries are blocked",
+                                         labels=["strategy"])
+        for strategy, limit in sorted(limits.strategy_daily_loss_limit.items()):
+            realised, unrealised = rules.strategies.pnl(strategy)
+            per_strategy.add_metric([strategy], limit + realised + unrealised)
+        yield per_strategy
 
 
 def main(argv: Sequence[str] | None = None) -> None:

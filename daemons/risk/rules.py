@@ -44,13 +44,19 @@ class RateLimiter:
 class RiskRules:
     def __init__(self, limits: RiskSection) -> None:
         self.limits = limits
-        self.book = Book()
+        self.book = Book()  # per (engine, symbol): the engine and fleet limits
+        self.strategies = Book()  # per (strategy, symbol): the strategy limits
         self.rate = RateLimiter(limits.orders_per_second)
         self.kill_switch: str | None = None  # why it is engaged, or None
         self.market_ns: dict[str, int] = {}  # symbol -> exchange time of its last tick
 
+    def fill(self, engine: str, strategy: str, symbol: str, side: str, quantity: int, price: float) -> None:
+        self.book.fill(engine, symbol, side, quantity, price)
+        self.strategies.fill(strategy, symbol, side, quantity, price)
+
     def mark(self, symbol: str, price: float, exchange_ns: int) -> None:
         self.book.marks[symbol] = price
+        self.strategies.marks[symbol] = price
         self.market_ns[symbol] = exchange_ns
 
     def engage(self, why: str) -> bool:
@@ -90,12 +96,20 @@ class RiskRules:
                 return Decision(False, "max_notional", f"position value {abs(after) * last:,.0f} would exceed {lim.max_notional:,.0f}")
             if held == 0 and len(book.open_symbols()) >= lim.max_open_positions:
                 return Decision(False, "max_positions", f"already {lim.max_open_positions} open positions")
-            breach = self.loss_breach(engine)
+            breach = self.loss_breach(engine) or self.strategy_breach(str(signal.get("strategy")))
             if breach:
                 return Decision(False, "loss_limit", breach)
         if not self.rate.take(now):
             return Decision(False, "rate_limit", f"order rate limit ({lim.orders_per_second:g}/s)")
         return APPROVED
+
+    def strategy_breach(self, strategy: str) -> str | None:
+        """A strategy over its own limit: only its entries are blocked (no kill switch)."""
+        limit = self.limits.strategy_daily_loss_limit.get(strategy)
+        realised, unrealised = self.strategies.pnl(strategy)
+        if limit is not None and realised + unrealised <= -limit:
+            return f"{strategy} daily loss {realised + unrealised:,.0f} breached its limit {limit:,.0f}"
+        return None
 
     def loss_breach(self, engine: str) -> str | None:
         """Why new exposure is not allowed because of losses, or None."""

@@ -159,6 +159,8 @@ class RiskSection(DaemonSection):
     holidays: list[date] = []
     daily_loss_limit: dict[str, float] = {}  # per engine, rupees, positive; breaching engages the kill switch
     fleet_daily_loss_limit: float = Field(50_000.0, gt=0)
+    # per strategy, rupees: a breach blocks that strategy's entries (the others trade on)
+    strategy_daily_loss_limit: dict[str, float] = {}
     flatten_on_kill_switch: bool = False
 
 
