@@ -106,7 +106,12 @@ class DerivativesSection(Section):
 
 class MarketdataSection(DaemonSection):
     metrics_port: int = Field(9472, ge=1024, le=65535)
-    feed: Literal["simulator", "replay"] = "simulator"
+    feed: Literal["simulator", "replay", "kite"] = "simulator"
+    # kite (live): the instruments to stream, as Kite names them ("NSE:INFY", "NFO:NIFTY26NOVFUT",
+    # "INDICES:NIFTY 50"), resolved to tokens through the day's instruments dump
+    universe: list[str] = []
+    ticker_mode: Literal["ltp", "quote", "full"] = "full"
+    stale_after_sec: float = Field(10.0, gt=0, le=600)  # no tick this long in market hours: reconnect, unhealthy
     # replay: a journal day (its directory or events.jsonl) or a tick CSV, paced by its own clock
     replay_from: Path | None = None
     replay_speed: float = Field(1.0, gt=0, le=10_000)  # 1 = as recorded
@@ -166,7 +171,10 @@ class RiskSection(DaemonSection):
 
 class ExecutionSection(DaemonSection):
     metrics_port: int = Field(9477, ge=1024, le=65535)
-    broker: Literal["paper"] = "paper"
+    broker: Literal["paper", "kite"] = "paper"
+    poll_sec: float = Field(2.0, gt=0, le=60)  # kite: the order book is polled this often besides postbacks
+    market_protection: float = Field(-1, ge=-1, le=100)  # kite: % band for MARKET orders (-1: Kite's automatic)
+    product: Literal["MIS", "CNC", "NRML"] = "MIS"
     # The paper broker: fills against the simulated book.
     slippage_bps: float = Field(2.0, ge=0, le=500)  # market orders fill this much worse than the touch
     latency_ms: float = Field(50.0, ge=0, le=60_000)  # an order can trade only on ticks this long after it was placed
@@ -217,6 +225,10 @@ class KiteSection(Section):
     api_secret: SecretStr | None = None
     access_token: SecretStr | None = None
     root: str = "https://api.kite.trade"
+    ticker_root: str = "wss://ws.kite.trade"
+    timeout_sec: float = Field(7.0, gt=0, le=60)
+    max_connections: int = Field(3, ge=1, le=3)  # ticker WebSockets per API key
+    instruments_per_connection: int = Field(3000, ge=1, le=3000)
 
 
 class PremarketSection(Section):
