@@ -190,6 +190,8 @@ def test_every_journalctl_command_in_operations_md_finds_its_story(session: dict
         elif "-p err" in command:
             assert "KILL SWITCH ENGAGED: end of the test session" in text
         elif "-o json" in command:
-            assert all(orjson.loads(line)["SYSLOG_IDENTIFIER"] == "algo-execution" for line in text.splitlines())
+            entries = [orjson.loads(line) for line in text.splitlines()]  # the unit's lines and systemd's about it
+            assert all("algo-execution.service" in (e.get("_SYSTEMD_UNIT"), e.get("UNIT")) for e in entries)
+            assert any(e.get("SYSLOG_IDENTIFIER") == "algo-execution" and e.get("ORDER_ID") for e in entries)
         elif "STRATEGY=" in command:
             assert f"algo-{fill['engine']}[" in text  # the engine hosting it logged its signals
