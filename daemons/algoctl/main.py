@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import orjson
 from ..journal.artifacts import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, load_config, redacted
-from . import control, replay, trace
+from . import control, login, replay, trace
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
 from .units import render_units
@@ -60,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rp.add_argument("--stop", action="store_true", help="back to the configured feed")
     rp.add_argument("--config", type=Path)
 
+    lg = sub.add_parser("login", help="the day's Kite access token: browser login, then installed as a credential")
+    lg.add_argument("--credentials", type=Path, default=login.DEFAULT_CREDENTIALS_DIR,
+                    help=f"where the kite_* credentials live (default {login.DEFAULT_CREDENTIALS_DIR})")
+    lg.add_argument("--no-encrypt", action="store_true", help="a root-only plain file instead of systemd-creds")
+    lg.add_argument("--key", default="auto", choices=["auto", "host", "tpm2", "host+tpm2"],
+                    help="systemd-creds --with-key (default auto)")
+    lg.add_argument("--config", type=Path)
+
     box = sub.add_parser("sandbox", help="a private systemd (PID 1 of new PID + mount namespaces) running the fleet")
     box.add_argument("--root", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox state (default {DEFAULT_SANDBOX})")
     box_sub = box.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -98,6 +107,8 @@ def _operate(args: argparse.Namespace) -> int:
         elif args.command == "kill-switch":
             sent = control.kill_switch(config, args.state == "on", args.reason)
             print(f"kill switch {args.state} sent (trace {sent.trace}); `algoctl status` shows algo-risk's state")
+        elif args.command == "login":
+            return _login(args, config.kite.root, config.kite.timeout_sec)
         elif args.command == "trace":
             day = args.day or datetime.now(IST).date()
             print(trace.render(trace.find_chain(day_dir(config.daemons.journal.directory, day), args.id)))
@@ -112,7 +123,7 @@ def _operate(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"algoctl: {exc.source}: {problem}", file=sys.stderr)
         return 78
-    except (ValueError, LookupError, OSError, control.BusUnreachable) as exc:
+    except (ValueError, LookupError, OSError, control.BusUnreachable, login.LoginError) as exc:
         print(f"algoctl {args.command}: {exc}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as exc:
@@ -134,6 +145,22 @@ def _config(args: argparse.Namespace) -> int:
         print(f"{path}: OK ({config.fleet.mode} mode, {sum(1 for _ in config.daemons.items())} daemons)")
     else:
         sys.stdout.buffer.write(orjson.dumps(redacted(config), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def _login(args: argparse.Namespace, root: str, timeout: float) -> int:
+    """The request token is read from the terminal (or stdin), never an argument: those show in ps."""
+    from kiteconnect import KiteConnect
+
+    api_key = login.read_credential("kite_api_key", args.credentials)
+    api_secret = login.read_credential("kite_api_secret", args.credentials)
+    print(f"Log in at {KiteConnect(api_key, root=root).login_url()}")
+    request_token = getpass.getpass("request_token from the redirect URL: ") if sys.stdin.isatty() else sys.stdin.readline()
+    token = login.login(api_key, api_secret, request_token.strip(), root, timeout=timeout)
+    installed = login.install_token(token, args.credentials, encrypt=not args.no_encrypt, key=args.key)
+    form = "encrypted with systemd-creds" if installed.encrypted else "as a root-only file"
+    print(f"access token installed {form}: {installed.path}")
+    print(f"apply it (strategies keep running): systemctl restart {' '.join(installed.units)}")
     return 0
 
 
