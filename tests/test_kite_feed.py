@@ -11,6 +11,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import orjson
 import pytest
 import uvloop
 from kiteconnect import KiteConnect, KiteTicker
@@ -401,3 +402,51 @@ def test_market_hours() -> None:
     assert opened(MARKET, frozenset({DAY})) is None
     assert session_opened(datetime(2026, 11, 18, 9, 1, tzinfo=IST).timestamp(), 1000.0, frozenset(),
                           PRE_OPEN) == 940.0
+
+
+def test_the_marketdata_daemon_streams_the_live_universe_onto_the_bus(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """algo-marketdata with feed = "kite": universe from the dump (cached in its state directory),
+    ticks published on marketdata.tick, the reconnect counter exported, a bad universe a config error."""
+    import asyncio
+
+    from prometheus_client import generate_latest
+
+    from daemons.marketdata.main import MarketdataDaemon
+    from daemons.runtime.config import ConfigError, FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+    from daemons.runtime.wire import FrameReader
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    kite = {"api_key": emulator.api_key, "access_token": emulator.access_token, "root": emulator.root,
+            "ticker_root": emulator.ws_url}
+
+    def daemon(universe: list[str]) -> MarketdataDaemon:
+        config = FleetConfig.model_validate({"kite": kite, "daemons": {"marketdata": {
+            "feed": "kite", "universe": universe}}})
+        return MarketdataDaemon(config, DaemonMetrics("marketdata"))
+
+    async def stream() -> tuple[list[dict[str, Any]], bytes]:
+        md = daemon(["NSE:INFY", "NFO:FUT:NIFTY"])
+        await md.setup()
+        runner = asyncio.create_task(md.run())
+        await asyncio.to_thread(wait_until, lambda: subscribed(emulator, [INFY, NIFTY_NOV], "full"), 5, "subscribed")
+        emulator.push_tick(INFY, depth=DEPTH, **FULL)
+        frames: list[Any] = []
+        for _ in range(100):
+            frames = FrameReader(1 << 20).feed(b"".join(md.bus.transport._outbox))  # noqa: SLF001
+            if frames:
+                break
+            await asyncio.sleep(0.05)
+        scrape = generate_latest(md.metrics.registry)
+        md.stopping.set()
+        await runner
+        return [orjson.loads(f.body)["payload"] for f in frames], scrape
+
+    published, scrape = asyncio.run(stream())
+    assert [t["symbol"] for t in published] == ["INFY"] and published[0]["last_price"] == 1573.7
+    assert b"algo_marketdata_reconnects_total 0.0" in scrape and b"algo_marketdata_instruments 2.0" in scrape
+    assert (tmp_path / f"instruments-{datetime.now(IST).date()}.csv").exists()
+    wait_until(lambda: emulator.subscriptions() == [], 5, "the connection to close")
+    with pytest.raises(ConfigError, match="NSE:NOSUCH"):
+        asyncio.run(daemon(["NSE:NOSUCH"]).setup())

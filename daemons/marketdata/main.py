@@ -1,7 +1,8 @@
 """algo-marketdata: the paper feed. Either a seeded market simulator publishes ``marketdata.tick``
 for every instrument of the universe, a whole 09:15-15:30 session compressed into
 ``session_minutes`` of wall time, or a recorded journal day / tick CSV is replayed
-(``feed = "replay"``). (Kite's live ticker comes with live mode.)"""
+(``feed = "replay"``), or in live mode Kite's ticker streams the configured universe
+(``feed = "kite"``, kite_feed.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import asyncio
 import logging
 import time
 from datetime import date, datetime
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem
+from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import MARKETDATA_TICK
 from ..runtime.metrics import DaemonMetrics
@@ -24,6 +25,9 @@ from .instruments import Instrument, InstrumentsError, load_instruments
 from .replay import ReplayError, source_file, ticks
 from .session import IST, SessionClock, last_weekday
 from .simulator import MarketSimulator
+
+if TYPE_CHECKING:
+    from .kite_feed import KiteFeed
 
 log = logging.getLogger("algo.marketdata")
 
@@ -36,6 +40,7 @@ class MarketdataDaemon(Daemon):
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         self.sim: MarketSimulator | None = None
+        self.feed: KiteFeed | None = None
         self.step = 0
         self.replayed = 0
         self.replay_done = False
@@ -55,6 +60,9 @@ class MarketdataDaemon(Daemon):
 
     async def setup(self) -> None:
         s = self.section
+        if s.feed == "kite":
+            await self._setup_kite()
+            return
         if s.feed == "replay":
             assert s.replay_from is not None  # the config's cross-check demands it
             try:
@@ -73,6 +81,39 @@ class MarketdataDaemon(Daemon):
         log.info("paper feed: %d instruments, session of %s in %g min, seed %d",
                  len(self.sim.instruments), day, s.session_minutes, s.seed)
 
+    async def _setup_kite(self) -> None:
+        """The day's universe from Kite's instruments dump (cached in the state directory), then the feed."""
+        from kiteconnect import KiteConnect  # live mode only: it brings Twisted along
+
+        from .kite_feed import KiteFeed
+        from .universe import UniverseError, load_dump, resolve
+
+        s, kite = self.section, self.config.kite
+        source = str(resolve_path(None))
+        if kite.api_key is None or kite.access_token is None:
+            raise ConfigError(source, [Problem("kite.access_token", "the live feed needs it: run `algoctl login`")])
+        day = datetime.now(IST).date()
+        client = KiteConnect(kite.api_key.get_secret_value(), kite.access_token.get_secret_value(), root=kite.root,
+                             timeout=kite.timeout_sec)
+        try:
+            dump = await asyncio.to_thread(load_dump, client, self.state_path(f"instruments-{day}.csv"))
+            instruments = resolve(s.universe, dump, day)
+            self.feed = KiteFeed(s, kite, instruments, self._publish, asyncio.get_running_loop(),
+                                 holidays=self.config.daemons.risk.holidays)
+        except UniverseError as exc:
+            raise ConfigError(source, [Problem("daemons.marketdata.universe", str(exc))]) from None
+        self.instruments.set(self.feed.instruments)
+        self.metrics.registry.register(ReconnectCollector(self.feed))
+        log.info("live feed: %d instruments of %d in the universe, %s mode", self.feed.instruments,
+                 len(s.universe), s.ticker_mode)
+
+    def _publish(self, tick: dict[str, Any]) -> None:
+        """Called on the loop by the live feed, once per tick."""
+        self.bus.publish(MARKETDATA_TICK, tick, key=str(tick["token"]))
+        self.ticks.inc()
+        self.market_ns = tick["exchange_ts"]
+        self.last_tick = time.monotonic()
+
     def _universe(self, day: date) -> list[Instrument]:
         s = self.section
         try:
@@ -90,6 +131,11 @@ class MarketdataDaemon(Daemon):
         return universe
 
     async def run(self) -> None:
+        if self.feed is not None:
+            self.feed.start()
+            await self.stopping.wait()
+            self.feed.stop()
+            return
         if self.section.feed == "replay":
             await self._replay()
         else:
@@ -150,11 +196,15 @@ class MarketdataDaemon(Daemon):
 
     @property
     def session_open(self) -> bool:
+        if self.feed is not None:
+            return self.feed.market_open()
         if self.section.feed == "replay":
             return not self.replay_done
         return self.sim is not None and self.step < self.sim.clock.steps
 
     def health(self) -> str | None:
+        if self.feed is not None:
+            return self.feed.health()  # a dead or silent connection in market hours stops the watchdog
         if self.section.feed == "replay":
             return None  # a recording may pause for as long as it likes
         if self.session_open and self.last_tick and time.monotonic() - self.last_tick > 10 * self.interval + 1:
@@ -162,6 +212,8 @@ class MarketdataDaemon(Daemon):
         return None
 
     def status(self) -> str:
+        if self.feed is not None:
+            return self.feed.status() + ("" if self.bus.connected else "; bus unreachable")
         if self.section.feed == "replay":
             at = datetime.fromtimestamp(self.market_ns / 1e9, IST).strftime("%Y-%m-%d %H:%M:%S IST") if self.market_ns else "-"
             state = "finished" if self.replay_done else f"at {at}"
@@ -183,6 +235,17 @@ class TickAgeCollector(Collector):
         yield GaugeMetricFamily("algo_marketdata_tick_age_seconds", "Seconds since the last tick was published", value=age)
         yield GaugeMetricFamily("algo_marketdata_session_open", "1 while the (simulated) session runs",
                                 value=int(self.daemon.session_open))
+
+
+class ReconnectCollector(Collector):
+    """Live mode only: the feed's counts, read at scrape time (the reactor thread writes them)."""
+
+    def __init__(self, feed: KiteFeed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily("algo_marketdata_reconnects", "Ticker WebSocket reconnects",
+                                  value=self.feed.reconnects)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
