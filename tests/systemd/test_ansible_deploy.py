@@ -1,0 +1,145 @@
+"""`ansible-playbook deploy.yml` for real, into a private systemd on a bare filesystem view (nothing
+of the fleet in /etc/algo, /opt/algo, /var/lib/algo or /etc/systemd/system): the fleet comes up in
+paper mode and trades, a second run changes nothing, a strategy parameter restarts only its engine,
+a bad variable fails in preflight having changed nothing, and the hardening systemd applies is what
+the unit files say."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from daemons.algoctl.sandbox import Sandbox
+from tests.conftest import REPO, require_systemd_sandbox
+from tests.helpers import wait_until
+from tests.test_units import directives
+
+pytestmark = pytest.mark.systemd
+
+PLAYBOOK = REPO / "ansible" / "deploy.yml"  # run from the checkout; the role builds from algo_fleet_source_dir
+SERVICES = sorted(p.name for p in (REPO / "units").glob("*.service") if "@" not in p.name)
+HARDENING = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateUsers",
+             "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "RestrictRealtime",
+             "LockPersonality", "MemoryDenyWriteExecute", "RestrictSUIDSGID", "UMask", "User")
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, Path]]:
+    require_systemd_sandbox()
+    root = tmp_path_factory.mktemp("ansible")
+    # A snapshot of the checkout: edits to the working tree during the run must not look like a new build.
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", ".ansible", "__pycache__",
+                                                                 ".pytest_cache", "*.egg-info"))
+    box = Sandbox(root / "sandbox", bare=True)
+    box.prepare()
+    box.start()
+    inventory = root / "hosts.yml"
+    host = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    inventory.write_text(yaml.safe_dump({"all": {
+        "hosts": {"sandbox": host},
+        "children": {g: {"hosts": {"sandbox": None}} for g in
+                     ("algo_engines", "algo_execution", "algo_journal", "algo_monitoring")},
+        "vars": {"algo_fleet_assume_systemd": True, "algo_fleet_force_restart": True,
+                 "algo_fleet_source_dir": str(source),
+                 "algo_monitoring_file_sd_dir": "/opt/algo/monitoring/file_sd",
+                 "algo_monitoring_rules_dir": "/opt/algo/monitoring/rules",
+                 "algo_monitoring_grafana_provisioning_dir": "/opt/algo/monitoring/grafana",
+                 "algo_monitoring_grafana_dashboards_dir": "/opt/algo/monitoring/dashboards"},
+    }}))
+    try:
+        yield box, inventory
+    finally:
+        box.stop()
+
+
+def play(box: Sandbox, inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return box.run(sys.prefix + "/bin/ansible-playbook", "-i", str(inventory), str(PLAYBOOK), *extra,
+                   timeout=900)
+
+
+def recap(out: str) -> dict[str, int]:
+    m = re.search(r"^sandbox\s*:\s*(.*)$", out, re.M)
+    assert m, out[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m[1])}
+
+
+def pids(box: Sandbox) -> dict[str, str]:
+    return {s: box.show(s, "MainPID")["MainPID"] for s in SERVICES if "Type=notify" in (REPO / "units" / s).read_text()}
+
+
+def tree_digest(*roots: Path) -> str:
+    h = hashlib.sha256()
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                h.update(str(p).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_a_bare_host_gets_a_trading_fleet_and_a_second_run_changes_nothing(deployed: tuple[Sandbox, Path]) -> None:
+    box, inventory = deployed
+    assert not any(box.etc.iterdir()) and not any(box.opt.iterdir()) and not any(box.system_units.iterdir())
+    first = play(box, inventory)
+    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
+    assert recap(first.stdout)["failed"] == 0 and recap(first.stdout)["changed"] > 0
+    assert (box.opt / "venv" / "bin" / "algo-fno").exists() and (box.etc / "fleet.toml").exists()
+    assert (box.system_units / "algo-fno.service").exists()
+    assert (box.opt / "monitoring" / "file_sd").is_dir()
+    day = subprocess.run(["date", "+%F"], env={"TZ": "Asia/Kolkata"}, capture_output=True, text=True).stdout.strip()
+    fills = box.state / "journal" / day / "fills.csv"
+    wait_until(lambda: fills.exists() and len(fills.read_text().splitlines()) > 1, 120, "the deployed fleet to trade")
+
+    second = play(box, inventory)
+    assert second.returncode == 0, second.stdout[-5000:]
+    assert recap(second.stdout)["changed"] == 0, second.stdout[-5000:]
+
+
+def test_changing_one_strategy_parameter_restarts_exactly_its_engine(deployed: tuple[Sandbox, Path]) -> None:
+    box, inventory = deployed
+    before = pids(box)
+    engines = yaml.safe_load((REPO / "ansible" / "roles" / "algo_fleet" / "defaults" / "main.yml").read_text())[
+        "algo_fleet_engines"]
+    engines["equity"]["strategies"][0]["params"]["quantity"] = 20
+    override = inventory.parent / "equity.yml"
+    override.write_text(yaml.safe_dump({"algo_fleet_engines": engines}))
+    result = play(box, inventory, "-e", f"@{override}")
+    assert result.returncode == 0, result.stdout[-5000:]
+    after = pids(box)
+    changed = sorted(s for s in before if before[s] != after[s])
+    assert changed == ["algo-equity.service"], (changed, result.stdout[-3000:])
+    assert "quantity = 20" in (box.etc / "fleet.toml").read_text()
+
+
+def test_a_bad_variable_fails_in_preflight_naming_it_and_changes_nothing(deployed: tuple[Sandbox, Path]) -> None:
+    box, inventory = deployed
+    digest = tree_digest(box.etc, box.system_units)
+    result = play(box, inventory, "-e", "algo_fleet_mode=demo")
+    assert result.returncode != 0
+    assert "algo_fleet_mode" in result.stdout
+    assert recap(result.stdout)["changed"] == 0
+    assert tree_digest(box.etc, box.system_units) == digest
+
+
+def test_hardening_is_applied_and_every_service_scores_at_most_2(deployed: tuple[Sandbox, Path]) -> None:
+    box, _ = deployed
+    for service in SERVICES:
+        written = directives(box.system_units / service)
+        shown = box.show(service, *HARDENING)
+        for prop in HARDENING:
+            if prop in written:
+                want = written[prop][-1]
+                got = shown[prop]
+                assert got == want or {got, want} <= {"yes", "true"} or (prop == "UMask" and int(got, 8) == int(want, 8)), (
+                    service, prop, got, want)
+        out = box.run("systemd-analyze", "security", "--no-pager", service).stdout
+        exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+        assert exposure and float(exposure[1]) <= 2.0, (service, out[-500:])
