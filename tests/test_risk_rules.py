@@ -119,3 +119,35 @@ def test_a_strategy_over_its_own_loss_limit_is_blocked_while_the_others_trade() 
     assert (blocked.code, blocked.reason) == ("loss_limit", "rsi-infy daily loss -1,200 breached its limit 1,000")
     assert rules.check({**sig(), "strategy": "rsi-reliance"}, 2.0).approved
     assert rules.kill_switch is None
+
+
+def test_a_new_day_restarts_realised_pnl_and_keeps_open_positions(tmp_path, monkeypatch) -> None:
+    """Yesterday's losses must not count against today's daily limit; the position itself carries over."""
+    import asyncio
+
+    import orjson
+
+    from daemons.risk.main import RiskDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    yesterday = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    yesterday.rules.fill("equity", "rsi-infy", "INFY", "BUY", 20, 1000.0)
+    yesterday.rules.fill("equity", "rsi-infy", "INFY", "SELL", 10, 900.0)  # -1,000 realised
+    yesterday.seen_fills.add("F1")
+    yesterday.day = "2026-11-19"
+    yesterday.save()
+
+    today = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    asyncio.run(today.setup())
+    position = today.rules.book.positions[("equity", "INFY")]
+    assert (position.quantity, position.average, position.realised) == (10, 1000.0, 0.0)
+    assert today.rules.strategies.pnl("rsi-infy")[0] == 0.0 and today.seen_fills == set()
+    assert orjson.loads((tmp_path / "checkpoint.json").read_bytes())["day"] == today.day != "2026-11-19"
+
+    today.rules.fill("equity", "rsi-infy", "INFY", "SELL", 5, 900.0)  # -500 realised today
+    today.save()
+    again = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))  # a restart later the same day keeps today's P&L
+    asyncio.run(again.setup())
+    assert again.rules.book.positions[("equity", "INFY")].realised == -500.0 and again.day == today.day

@@ -57,6 +57,7 @@ class EngineDaemon(Daemon):
         self.paused: set[str] = set()
         self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
         self.seen_fills: set[str] = set()
+        self.day: str | None = None  # the IST date of the P&L and the fills seen
         self.cpu_ns: dict[str, int] = {}  # CPU time each strategy spent in on_tick (this process)
         self.book = Book()  # per (strategy, symbol), for status and the P&L an operator sees
         self.traded: set[str] = set()
@@ -84,8 +85,11 @@ class EngineDaemon(Daemon):
 
     async def setup(self) -> None:
         saved = checkpoint.read(self.state_file)
-        if not saved:
-            return
+        if saved:
+            self._restore(saved)
+        self._roll_day()
+
+    def _restore(self, saved: dict[str, Any]) -> None:
         for name, state in saved.get("strategies", {}).items():
             if name in self.strategies:
                 self.strategies[name].restore(state)
@@ -94,12 +98,23 @@ class EngineDaemon(Daemon):
             self.paused_gauge.labels(name).set(1)
         self.counts.update({k: v for k, v in saved.get("counts", {}).items() if k in self.strategies})
         self.seen_fills = set(saved.get("seen_fills", []))
+        self.day = saved.get("day")
         for row in saved.get("positions", []):
             self.book.positions[(row["strategy"], row["symbol"])] = Position(
                 row["quantity"], row["average"], row["realised"])
             self.traded.add(row["symbol"])
         log.info("%s restored %d strategies and %d positions from %s", self.name, len(saved.get("strategies", {})),
                  len(self.book.positions), self.state_file)
+
+    def _roll_day(self) -> None:
+        """A new IST day: the P&L shown restarts (positions carry over), and fill ids of earlier days
+        are forgotten: execution re-sends only today's."""
+        today = datetime.now(IST).date().isoformat()
+        if today != self.day:
+            if self.day is not None:
+                self.book.new_day()
+                self.seen_fills.clear()
+            self.day = today
 
     async def reload(self, config: FleetConfig) -> None:
         """Apply changed strategies without a restart: a strategy whose kind or parameters changed is
@@ -134,6 +149,7 @@ class EngineDaemon(Daemon):
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
             except asyncio.TimeoutError:
+                self._roll_day()
                 self.save()
 
     async def drain(self) -> None:
@@ -145,6 +161,7 @@ class EngineDaemon(Daemon):
             "paused": sorted(self.paused),
             "counts": self.counts,
             "seen_fills": sorted(self.seen_fills),
+            "day": self.day,
             "positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,
                            "realised": p.realised} for (k, s), p in self.book.positions.items()],
         })

@@ -12,6 +12,7 @@ the kill switch are checkpointed on every change and restored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -53,6 +54,7 @@ class RiskDaemon(Daemon):
         self.rules = RiskRules(self.section)
         self.seen_fills: set[str] = set()
         self.flattens = 0  # numbers risk's own flatten orders (their signal ids)
+        self.day: str | None = None  # the IST date the P&L is for
         self.recent: deque[tuple[float, dict[str, Any], str]] = deque(maxlen=10_000)  # (monotonic, approval, trace)
         self.state_file = self.state_path("checkpoint.json")
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
@@ -81,8 +83,10 @@ class RiskDaemon(Daemon):
             self.rules.kill_switch = saved["kill_switch"]
             self.seen_fills = set(saved.get("seen_fills", []))
             self.flattens = saved.get("flattens", 0)
+            self.day = saved.get("day")
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
+        self._roll_day()
 
     async def reload(self, config: FleetConfig) -> None:
         """New limits apply from the next signal; positions, P&L and the kill switch are kept."""
@@ -90,8 +94,28 @@ class RiskDaemon(Daemon):
         self.rules.limits = self.section
         self.rules.rate.rate = self.section.orders_per_second
 
+    def _roll_day(self) -> None:
+        """Daily limits count today's P&L: at the first moment of a new IST day realised P&L restarts
+        at 0 (open positions carry over), and the fills counted are forgotten (execution re-sends only
+        today's). An engaged kill switch stays engaged until an operator releases it."""
+        today = datetime.now(IST).date().isoformat()
+        if today == self.day:
+            return
+        if self.day is not None:
+            self.rules.book.new_day()
+            self.rules.strategies.new_day()
+            self.seen_fills.clear()
+            log.info("new trading day %s: realised P&L reset, %d open positions carried over", today,
+                     len(self.rules.book.open_symbols()))
+        self.day = today
+        self.save()
+
     async def run(self) -> None:
-        await self.stopping.wait()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            except asyncio.TimeoutError:
+                self._roll_day()
 
     async def drain(self) -> None:
         self.save()
@@ -101,6 +125,7 @@ class RiskDaemon(Daemon):
             "kill_switch": self.rules.kill_switch,
             "seen_fills": sorted(self.seen_fills),
             "flattens": self.flattens,
+            "day": self.day,
             "positions": [{"engine": e, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
                           for (e, s), p in self.rules.book.positions.items()],
             "strategy_positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,

@@ -42,6 +42,11 @@ class Book:
         pos.fill(quantity if side == "BUY" else -quantity, price)
         return pos
 
+    def new_day(self) -> None:
+        """A new trading day: open positions carry over at their average price, realised P&L restarts at 0
+        (daily loss limits are about today's P&L)."""
+        self.positions = {k: Position(p.quantity, p.average) for k, p in self.positions.items() if p.quantity}
+
     def quantity(self, symbol: str) -> int:
         return sum(p.quantity for (_, s), p in self.positions.items() if s == symbol)
 
