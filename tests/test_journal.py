@@ -78,3 +78,26 @@ def test_a_bad_tick_csv_names_the_problem(tmp_path: Path, text: str, error: str)
     path.write_text(text)
     with pytest.raises(ReplayError, match=error.replace("(", r"\(").replace(")", r"\)")):
         list(ticks(path))
+
+
+def test_the_journal_daemon_starts_a_new_directory_at_ist_midnight(tmp_path: Path) -> None:
+    import asyncio
+
+    from daemons.journal.main import JournalDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.envelope import Event
+    from daemons.runtime.metrics import DaemonMetrics
+
+    config = FleetConfig.model_validate({"daemons": {"journal": {"directory": str(tmp_path)}}})
+    journal = JournalDaemon(config, DaemonMetrics("journal"))
+    midnight_ist = 1_763_577_000 * 10**9  # 2025-11-20 00:00 IST
+
+    async def feed() -> None:
+        for ts in (midnight_ist - 1, midnight_ist, midnight_ist + 1):
+            journal._on_event(Event("health.heartbeat", "t", 1, {}, f"e{ts}", ts, "x"))
+            await asyncio.sleep(0)
+        await journal.drain()
+
+    asyncio.run(feed())
+    lines = {d.name: len((d / "events.jsonl").read_bytes().splitlines()) for d in tmp_path.iterdir()}
+    assert lines == {"2025-11-19": 1, "2025-11-20": 2}

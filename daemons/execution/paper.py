@@ -78,6 +78,10 @@ class PaperBroker:
             else:
                 self.instruments[record["symbol"]] = (record["lot_size"], record["tick_size"])
         self.by_tag = {o.tag: o for o in self.orders.values()}
+        # Working orders by symbol: a tick looks only at its symbol's open orders, not the day's book.
+        self.working: dict[str, list[BrokerOrder]] = {}
+        for order in self.orders.values():
+            self._index(order)
 
     def find(self, tag: str) -> BrokerOrder | None:
         return self.by_tag.get(tag)
@@ -122,9 +126,7 @@ class PaperBroker:
             self.instruments[symbol] = lot_tick = (tick.get("lot_size") or 1, tick.get("tick_size") or 0.05)
             self.log.append({"kind": "instrument", "symbol": symbol, "lot_size": lot_tick[0], "tick_size": lot_tick[1]})
         done = []
-        for order in self.orders.values():
-            if order.symbol != symbol or order.status != OPEN:
-                continue
+        for order in list(self.working.get(symbol, ())):
             if now_ns - order.placed_ns < self.config.latency_ms * 1e6:
                 continue
             trade = self._match(order, tick)
@@ -162,7 +164,15 @@ class PaperBroker:
 
     def _save(self, order: BrokerOrder) -> None:
         self.orders[order.order_id] = order
+        self._index(order)
         self.log.append({"kind": "order", "order": asdict(order)})
+
+    def _index(self, order: BrokerOrder) -> None:
+        working = self.working.setdefault(order.symbol, [])
+        if order.status == OPEN and order not in working:
+            working.append(order)
+        elif order.status != OPEN and order in working:
+            working.remove(order)
 
     def close(self) -> None:
         self.log.close()

@@ -34,7 +34,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 def day_of(ts_ns: int) -> date:
     """The journal day an event (wall-clock ns) belongs to."""
-    return datetime.fromtimestamp(ts_ns / 1e9, IST).date()
+    return datetime.fromtimestamp(ts_ns // 1_000_000_000, IST).date()  # whole seconds: no float rounding at midnight
 
 
 def iso(ts_ns: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import date, datetime, timedelta
 from typing import Sequence
 
 from prometheus_client import Counter, Histogram
@@ -14,6 +15,7 @@ from ..runtime.config import FleetConfig, JournalSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import HEALTH_HEARTBEAT, MARKETDATA_TICK, Event
 from ..runtime.metrics import DaemonMetrics
+from ..marketdata.session import IST
 from .artifacts import day_dir, day_of
 from .writer import DayFiles
 
@@ -36,7 +38,7 @@ class JournalDaemon(Daemon):
         self.fsync_seconds = Histogram("algo_journal_fsync_seconds", "Time to fdatasync one batch", registry=reg,
                                        buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
         self.files: DayFiles | None = None
-        self.day = ""
+        self.day_start = self.day_end = 0  # the journal day's bounds, ns since the epoch
         self.held = 0  # events added but not yet written
         self.count = 0
         self.urgent = False
@@ -50,9 +52,8 @@ class JournalDaemon(Daemon):
         return self.config.daemons.journal
 
     def _on_event(self, event: Event) -> None:
-        day = day_of(event.ts).isoformat()
-        if day != self.day:
-            self._open(day)
+        if not self.day_start <= event.ts < self.day_end:  # a calendar lookup only when the day changes
+            self._open(day_of(event.ts))
         assert self.files is not None
         self.files.add(event)
         self.held += 1
@@ -61,12 +62,14 @@ class JournalDaemon(Daemon):
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _open(self, day: str) -> None:
+    def _open(self, day: date) -> None:
         if self.files is not None:
             self._flush(force_sync=True)
             self.files.close()
         self.files = DayFiles(day_dir(self.section.directory, day))
-        self.day = day
+        start = datetime.combine(day, datetime.min.time(), IST)
+        self.day_start = int(start.timestamp()) * 1_000_000_000
+        self.day_end = int((start + timedelta(days=1)).timestamp()) * 1_000_000_000
         log.info("journaling %s to %s", day, self.files.folder)
 
     def _flush(self, force_sync: bool = False) -> None:
