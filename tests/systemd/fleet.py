@@ -30,7 +30,7 @@ def session_config(**replace: str) -> str:
     edits = {
         "session_minutes = 10.0": "session_minutes = 1.0",
         "steps_per_second = 2.0": "steps_per_second = 5.0",
-        f"# session_date = 2026-11-23": f"session_date = {SESSION_DAY}",
+        "# session_date = 2026-11-23": f"session_date = {SESSION_DAY}",
         "daily_loss_limit = { fno = 20000.0, equity = 10000.0, options = 25000.0 }":
             "daily_loss_limit = { fno = 5000000.0, equity = 5000000.0, options = 5000000.0 }",
         "fleet_daily_loss_limit = 50000.0": "fleet_daily_loss_limit = 9000000.0",
