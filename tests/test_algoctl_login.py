@@ -24,11 +24,11 @@ def test_algoctl_login_installs_a_working_token_and_prints_no_secret(tmp_path: P
         (creds / "kite_api_secret").write_text(secret)
         config = tmp_path / "fleet.toml"
         config.write_text(f'[kite]\nroot = "{em.root}"\n')
-        out = subprocess.run([sys.prefix + "/bin/algoctl", "login", "--no-encrypt", "--credentials", str(creds),
+        out = subprocess.run([sys.prefix + "/bin/algoctl", "login", "--no-encrypt", "--no-restart", "--credentials", str(creds),
                               "--config", str(config)], input=request + "\n", capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         token = (creds / CREDENTIAL).read_text().strip()
         assert KiteConnect(em.api_key, token, root=em.root).profile()["user_id"]
-    assert "systemctl restart algo-execution.service algo-marketdata.service" in out.stdout
+    assert "systemctl try-restart algo-execution.service algo-marketdata.service" in out.stdout
     for leaked in (token, secret, request):
         assert leaked not in out.stdout + out.stderr

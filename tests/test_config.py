@@ -72,8 +72,8 @@ def test_live_mode_needs_credentials(tmp_path: Path) -> None:
     path = write(tmp_path, '[fleet]\nmode = "live"\n')
     result = algoctl("config", "validate", str(path), env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 78
-    assert "kite.api_key: live mode needs it" in result.stderr
-    assert "kite.api_secret: live mode needs it" in result.stderr
+    assert "kite.api_key: Kite needs it: install the systemd credential kite_api_key" in result.stderr
+    assert "kite.api_secret: Kite needs it" in result.stderr
 
 
 def test_env_overrides_file_and_credentials_are_read_but_never_shown(tmp_path: Path) -> None:

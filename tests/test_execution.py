@@ -3,6 +3,7 @@ reconciliation path after a crash, on real files."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import date
 from pathlib import Path
@@ -115,13 +116,13 @@ def approval(n: int, **over: Any) -> dict[str, Any]:
 ])
 def test_bad_approvals_are_refused_with_the_reason(bad: dict[str, Any], why: str) -> None:
     with pytest.raises(BadOrder, match=why):
-        Order.from_approved("X", approval(1, **bad), "EQ", "t")
+        Order.from_approved("X", approval(1, **bad), "EQ", "NSE", "t")
 
 
 def daemon(state: Path, monkeypatch: pytest.MonkeyPatch) -> ExecutionDaemon:
     monkeypatch.setenv("STATE_DIRECTORY", str(state))
     d = ExecutionDaemon(FleetConfig(), DaemonMetrics("execution"))
-    d._open_day(DAY)
+    asyncio.run(d._open_day(DAY))
     return d
 
 
@@ -139,7 +140,7 @@ def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypa
     b = broker(folder, latency_ms=0)
     b.on_tick(tick(), 0)
     wal = OrderLog(folder / "orders.wal")
-    intents = {n: Order.from_approved(client_id(f"rsi-infy:2026-11-20:{n}"), approval(n), "EQ", f"t{n}")
+    intents = {n: Order.from_approved(client_id(f"rsi-infy:2026-11-20:{n}"), approval(n), "EQ", "NSE", f"t{n}")
                for n in (1, 2, 3)}
     for order in intents.values():
         wal.append(order.intent())
@@ -156,7 +157,7 @@ def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypa
     d = daemon(tmp_path, monkeypatch)
     assert {k: v.status for k, v in d.orders.items()} == {
         intents[1].client_id: "COMPLETE", intents[2].client_id: "OPEN", intents[3].client_id: "OPEN"}
-    assert len(d.broker.orders) == 3, "nothing was placed twice"
+    assert len(d.paper.orders) == 3, "nothing was placed twice"
     got = {r: d.reconciled.labels(r)._value.get() for r in ("adopted", "sent", "fills_recovered")}  # noqa: SLF001
     assert got == {"adopted": 1, "sent": 1, "fills_recovered": 1}
     fills = [p for t, p in published(d) if t == "execution.fill"]
@@ -173,12 +174,12 @@ def test_duplicate_and_stale_approvals_are_not_sent(tmp_path: Path, monkeypatch:
     from daemons.runtime.envelope import EventFactory
 
     d = daemon(tmp_path, monkeypatch)
-    d.broker.on_tick(tick(), 0)
+    d.paper.on_tick(tick(), 0)
     stamp = EventFactory("risk").stamp
     d._on_approved(stamp("risk.approved", approval(1))[0])
     d._on_approved(stamp("risk.approved", approval(1))[0])  # delivered again (risk re-sent it)
     d._on_approved(stamp("risk.approved", approval(2, tick_ts=time.time_ns() - 60 * 10**9))[0])
-    assert len(d.broker.orders) == 1
+    assert len(d.paper.orders) == 1
     rejects = [p for t, p in published(d) if t == "execution.reject"]
     assert len(rejects) == 1 and rejects[0]["reason"].startswith("stale: its tick is 60")
     d._close_files()

@@ -251,7 +251,7 @@ def test_live_mode_without_credentials_names_them() -> None:
     config = FleetConfig.model_validate({"fleet": {"mode": "live"}, "kite": {"api_key": "the-key-value"}})
     reason = checks.check_credentials(config.kite)
     assert reason is not None
-    assert "kite_api_secret, kite_access_token" in reason and "kite_api_key" not in reason
+    assert "kite_access_token" in reason and "kite_api_key" not in reason and "kite_api_secret" not in reason
     assert "the-key-value" not in reason
 
 

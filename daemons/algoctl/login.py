@@ -11,12 +11,10 @@ load (see the Ansible role's credentials drop-in): encrypted ``kite_access_token
 root-only ``kite_access_token`` (``LoadCredential=``); the other form is removed so a stale token
 cannot linger.
 
-Then the units that use the token (``Installed.units``) are told: ``systemctl reload``, not
-restart, as the daemons re-read their credentials on SIGHUP. Caveat for whoever wires it: systemd
-acquires a unit's credentials when it starts and keeps them unchanged while it runs
-(systemd.io/CREDENTIALS); reload refreshes ``$CREDENTIALS_DIRECTORY`` only where systemd has
-credential refresh on reload (added upstream in 2026, systemd PR #40093; not Debian 12's 252).
-Without it, a daemon sees the new token only after a restart.
+Then ``algoctl login`` restarts the units that use the token (``Installed.units``: execution and
+the feed; the engines and their strategies keep running): systemd acquires a unit's credentials
+when it starts and keeps them unchanged while it runs (systemd.io/CREDENTIALS); refreshing them on
+reload came upstream only in 2026 (systemd PR #40093), not in Debian 12's 252.
 
 A token, the API secret and a request token are never printed or logged; error messages mask them.
 """

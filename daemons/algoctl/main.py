@@ -15,7 +15,7 @@ import orjson
 
 from ..journal.artifacts import day_dir
 from ..marketdata.session import IST
-from ..runtime.config import ConfigError, load_config, redacted
+from ..runtime.config import ConfigError, load_config, missing_credentials, redacted
 from . import control, login, replay, trace
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     lg.add_argument("--no-encrypt", action="store_true", help="a root-only plain file instead of systemd-creds")
     lg.add_argument("--key", default="auto", choices=["auto", "host", "tpm2", "host+tpm2"],
                     help="systemd-creds --with-key (default auto)")
+    lg.add_argument("--no-restart", action="store_true",
+                    help="install only; by default the units that use the token are restarted (strategies are not)")
     lg.add_argument("--config", type=Path)
 
     box = sub.add_parser("sandbox", help="a private systemd (PID 1 of new PID + mount namespaces) running the fleet")
@@ -136,6 +138,9 @@ def _config(args: argparse.Namespace) -> int:
     path = args.file if args.action == "validate" else args.config
     try:
         config = load_config(path, credentials_dir=args.credentials)
+        live = args.action == "validate" and config.fleet.mode == "live"
+        if live and (missing := missing_credentials(config, "api_key", "api_secret")):
+            raise ConfigError(str(path), missing)
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
@@ -160,7 +165,14 @@ def _login(args: argparse.Namespace, root: str, timeout: float) -> int:
     installed = login.install_token(token, args.credentials, encrypt=not args.no_encrypt, key=args.key)
     form = "encrypted with systemd-creds" if installed.encrypted else "as a root-only file"
     print(f"access token installed {form}: {installed.path}")
-    print(f"apply it (strategies keep running): systemctl restart {' '.join(installed.units)}")
+    command = ["systemctl", "try-restart", *installed.units]
+    if args.no_restart:
+        print(f"apply it (strategies keep running): {' '.join(command)}")
+        return 0
+    # systemd hands a unit its credentials at start (252 has no refresh on reload): a restart of the
+    # two units that use the token; execution reconciles with Kite before it is ready again.
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    print(f"restarted {' '.join(installed.units)} (where running) with the new token; strategies kept running")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The fleet's order-rate governor: Kite allows 10 orders a second, 400 a minute and 5,000 a day
 per API key. Orders over the per-second or per-minute budget wait for room (in order); over the
 day's budget they are refused. Every order of the fleet goes through algo-execution, so one
-governor here covers the fleet.
+governor here covers the fleet. When Kite answers 429 anyway (other tools on the same API key),
+``hold`` makes every order wait out the backoff, so the governor slows down with Kite.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Governor:
         self.limits = {"second": per_second, "minute": per_minute, "day": per_day}
         self.sent: deque[float] = deque()  # monotonic send times within the last minute
         self.today = 0
+        self.held_until = 0.0  # monotonic: no order leaves before this
 
     def _expire(self, now: float) -> None:
         while self.sent and now - self.sent[0] >= 60.0:
@@ -37,13 +39,17 @@ class Governor:
     def wait(self, now: float) -> float:
         """Seconds until one more order fits the per-second and per-minute budgets (0: now)."""
         self._expire(now)
-        delay = 0.0
+        delay = max(0.0, self.held_until - now)
         for window, span in WINDOWS:
             inside = [t for t in self.sent if now - t < span]
             excess = len(inside) - int(self.limits[window]) + 1
             if excess > 0:  # the oldest `excess` sends must leave the window first
                 delay = max(delay, inside[excess - 1] + span - now)
         return delay
+
+    def hold(self, until: float) -> None:
+        """No order leaves before ``until`` (monotonic): Kite said 429."""
+        self.held_until = max(self.held_until, until)
 
     def take(self, now: float) -> None:
         self.sent.append(now)

@@ -16,6 +16,7 @@ The API (the shape the paper broker can present too)::
     ticker.on_order_update = lambda ws, data: broker.on_order_update(data)   # KiteTicker's reactor thread
     broker.token_expiry_seconds()                     # algo_broker_token_expiry_seconds
     broker.stats                                      # rate_limited, ambiguous, adopted, resent
+    # on_rate_limited(delay): each 429, so the order-rate governor can hold back for as long
     await broker.close()
 
 ``on_update(OrderUpdate)`` is called on the event loop, in order, for every change of an order's
@@ -157,9 +158,11 @@ class KiteBroker:
 
     def __init__(self, connect: Callable[[], KiteConnect], on_update: Callable[[OrderUpdate], None], *,
                  product: str, market_protection: float, retry_sec: float = 10.0, backoff_sec: float = 0.25,
-                 max_backoff_sec: float = 2.0, threads: int = 4) -> None:
+                 max_backoff_sec: float = 2.0, threads: int = 4,
+                 on_rate_limited: Callable[[float], None] | None = None) -> None:
         self._connect = connect
         self._on_update = on_update
+        self._on_rate_limited = on_rate_limited  # called on the loop with the backoff about to be waited
         self.product = product
         self.market_protection = market_protection
         self.retry_sec, self.backoff_sec, self.max_backoff_sec = retry_sec, backoff_sec, max_backoff_sec
@@ -176,8 +179,8 @@ class KiteBroker:
         self._pump: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, kite: KiteSection, execution: ExecutionSection,
-                    on_update: Callable[[OrderUpdate], None]) -> KiteBroker:
+    def from_config(cls, kite: KiteSection, execution: ExecutionSection, on_update: Callable[[OrderUpdate], None],
+                    on_rate_limited: Callable[[float], None] | None = None) -> KiteBroker:
         """From the fleet config; the credentials come from systemd (``kite_api_key``, ``kite_access_token``)."""
         if kite.api_key is None or kite.access_token is None:
             raise TokenExpired("no Kite access token: run `algoctl login`")
@@ -187,7 +190,7 @@ class KiteBroker:
             return KiteConnect(api_key, token, root=kite.root, timeout=kite.timeout_sec)
 
         return cls(connect, on_update, product=execution.product, market_protection=execution.market_protection,
-                   retry_sec=execution.max_order_age_sec)
+                   retry_sec=execution.max_order_age_sec, on_rate_limited=on_rate_limited)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -368,6 +371,8 @@ class KiteBroker:
             except (requests.RequestException, KiteException) as exc:
                 if _rate_limited(exc):
                     self.stats["rate_limited"] += 1
+                    if self._on_rate_limited is not None:
+                        self._on_rate_limited(backoff.delay)
                 elif not repeatable:
                     raise
                 await backoff.wait(what, _describe(exc))

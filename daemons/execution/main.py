@@ -7,7 +7,14 @@ never saw are sent, fills we had not heard of are recorded. Then every order sta
 the day is published again; subscribers deduplicate by client_id / fill_id, so a crash at any
 point loses nothing and doubles nothing. Approvals sent while execution was down are asked for
 again (``control.sync``, answered by risk); one whose tick is older than ``max_order_age_sec``
-is refused as stale rather than sent late.
+is refused as stale rather than sent late, and so is a logged order the broker never saw.
+
+Two brokers stand behind the same logic: the paper broker (``paper.py``, fills on our ticks) and
+Kite (``broker = "kite"``: ``kite_broker.py`` places without blocking the loop, order updates
+come from a ticker connection of our own and an order-book poll every ``poll_sec``). Whatever the
+source, a broker's view of an order goes through ``_sync``: it adopts an order we had not heard
+back about, records fills we had not seen (by fill id), and closes what the broker closed. Kite
+refusing the access token halts new orders until a login restarts the unit.
 """
 
 from __future__ import annotations
@@ -18,14 +25,12 @@ import time
 from collections import Counter as Tally
 from collections import deque
 from datetime import date, datetime
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
-from ..runtime.config import ExecutionSection, FleetConfig
+from ..runtime.config import ConfigError, ExecutionSection, FleetConfig, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
     CONTROL_SYNC,
@@ -39,15 +44,33 @@ from ..runtime.envelope import (
 from ..runtime.metrics import DaemonMetrics
 from .clientid import client_id
 from .governor import Governor
+from .metrics import BudgetCollector
 from .orders import FINAL, NEW, BadOrder, Order
 from .paper import CANCELLED, REJECTED, BrokerOrder, PaperBroker, Trade
 from .wal import OrderLog
 
+if TYPE_CHECKING:
+    from .kite_broker import KiteBroker, OrderUpdate
+    from .kite_orders import Book
+    from .kite_postbacks import OrderUpdates
+
 log = logging.getLogger("algo.execution")
+
+TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoctl login` installs today's"
+
+
+class BrokerBook(Protocol):
+    """What reconciliation reads: the paper broker and Kite's ``Book`` both answer it."""
+
+    by_tag: dict[str, BrokerOrder]
+
+    def find(self, tag: str) -> BrokerOrder | None: ...
+
+    def trades_of(self, order_id: str) -> list[Trade]: ...
 
 
 class ExecutionDaemon(Daemon):
-    """Orders to the paper broker; fills back; reconciliation before READY."""
+    """Orders to the paper broker or Kite; fills back; reconciliation before READY."""
 
     name = "execution"
 
@@ -66,7 +89,7 @@ class ExecutionDaemon(Daemon):
         self.open_orders.set_function(lambda: sum(o.status == "OPEN" for o in self.orders.values()))
         for status in ("OPEN", "COMPLETE", "REJECTED", "CANCELLED"):
             self.orders_total.labels(status)
-        for result in ("adopted", "sent", "fills_recovered", "unknown_at_broker"):
+        for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker"):
             self.reconciled.labels(result)
         self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
                                  registry=reg)
@@ -76,8 +99,15 @@ class ExecutionDaemon(Daemon):
         self.drain_at: asyncio.TimerHandle | None = None
         reg.register(BudgetCollector(self.governor))
         self.orders: dict[str, Order] = {}
-        self.types: dict[str, str] = {}  # symbol -> EQ/FUT/CE/PE, from ticks
+        self.instruments: dict[str, tuple[str, str]] = {}  # symbol -> (EQ/FUT/CE/PE, exchange), from ticks
         self.day: date | None = None
+        self.paper: PaperBroker | None = None
+        self.kite: KiteBroker | None = None
+        self.postbacks: OrderUpdates | None = None
+        self.halted = ""  # why no order may be sent (Kite refused the token)
+        self.broker_trouble = ""  # the last poll's failure, logged once
+        self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
+        self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(RISK_APPROVED, self._on_approved)
         self.bus.subscribe(CONTROL_SYNC, self._on_sync)
@@ -87,13 +117,42 @@ class ExecutionDaemon(Daemon):
         return self.config.daemons.execution
 
     async def setup(self) -> None:
-        self._open_day(datetime.now(IST).date())
+        if self.section.broker == "kite":
+            await self._setup_kite()
+        await self._open_day(datetime.now(IST).date())
 
-    def _open_day(self, day: date) -> None:
+    async def _setup_kite(self) -> None:
+        from .kite_broker import KiteBroker  # live only: kiteconnect brings Twisted along
+        from .kite_postbacks import OrderUpdates
+        from .metrics import KiteCollector
+
+        if missing := missing_credentials(self.config, "api_key", "access_token"):
+            raise ConfigError(str(resolve_path(None)), missing)
+        self.kite = KiteBroker.from_config(self.config.kite, self.section, self._on_update, self._rate_limited)
+        await self.kite.start()
+        self.postbacks = OrderUpdates(self.config.kite, self.kite.on_order_update)
+        self.postbacks.start()
+        self.metrics.registry.register(KiteCollector(self.kite))
+
+    async def _book(self) -> BrokerBook:
+        """The broker's view of the day, for reconciliation. A token Kite refuses stops the start:
+        nothing can be reconciled, so nothing may be sent (exit 78, no restart loop)."""
+        if self.kite is None:
+            assert self.paper is not None
+            return self.paper
+        from .kite_broker import TokenExpired
+
+        try:
+            return await self.kite.book()
+        except TokenExpired as exc:
+            raise ConfigError(str(resolve_path(None)), [Problem("kite.access_token", str(exc))]) from None
+
+    async def _open_day(self, day: date) -> None:
         """Today's log and book, reconciled; and everything published again for the fleet."""
         self.day = day
         folder = self.state_path(day.isoformat())
-        self.broker = PaperBroker(folder / "broker.jsonl", self.section, day)
+        if self.kite is None:
+            self.paper = PaperBroker(folder / "broker.jsonl", self.section, day)
         self.wal = OrderLog(folder / "orders.wal", fsync=self.section.fsync)
         self.orders = {}
         for record in self.wal.records:
@@ -101,7 +160,7 @@ class ExecutionDaemon(Daemon):
                 self.orders[record["client_id"]] = Order.from_intent(record)
             elif record["client_id"] in self.orders:
                 self.orders[record["client_id"]].apply(record)
-        outcome = self._reconcile()
+        outcome = self._reconcile(await self._book())
         log.info("%s: %d orders in the write-ahead log, reconciled with the broker's book: %s", day,
                  len(self.orders), ", ".join(f"{k} {v}" for k, v in sorted(outcome.items())) or "nothing to do")
         for order in self.orders.values():
@@ -109,41 +168,57 @@ class ExecutionDaemon(Daemon):
             for fill in order.fills.values():
                 self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
 
-    def _reconcile(self) -> Tally[str]:
+    def _reconcile(self, book: BrokerBook) -> Tally[str]:
         outcome: Tally[str] = Tally()
         for order in self.orders.values():
+            at_broker = book.find(order.client_id)
             if order.status == NEW:
-                at_broker = self.broker.find(order.client_id)
-                if at_broker is None:  # logged, never sent: send it now
-                    log.warning("order %s was logged but never sent; sending it now", order.client_id,
-                                extra=self._fields(order))
-                    self._submit(order)
-                    outcome["sent"] += 1
+                if at_broker is None:  # logged, never sent
+                    age = self._age(order)
+                    if age > self.section.max_order_age_sec:
+                        log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not "
+                                    "sent late", order.client_id, age, extra=self._fields(order))
+                        self._close(order, "rejected", f"stale: never reached the broker; {age:.1f}s old at restart")
+                        outcome["refused_stale"] += 1
+                    else:
+                        log.warning("order %s was logged but never sent; sending it now", order.client_id,
+                                    extra=self._fields(order))
+                        self._submit(order)
+                        outcome["sent"] += 1
                     continue
-                self._adopt(order, at_broker)
+                log.warning("order %s reached the broker before the restart (order id %s); adopted, not sent "
+                            "again", order.client_id, at_broker.order_id, extra=self._fields(order))
                 outcome["adopted"] += 1
-            if order.order_id:
-                missed = [t for t in self.broker.trades_of(order.order_id) if t.trade_id not in order.fills]
-                for trade in missed:
-                    self._record_fill(order, trade, publish=False)
-                if missed:
-                    outcome["fills_recovered"] += len(missed)
-                at_broker = self.broker.orders[order.order_id]
-                if at_broker.status == CANCELLED and order.status not in FINAL:
-                    self._close(order, "cancelled", at_broker.reason)
+            if at_broker is not None:
+                outcome["fills_recovered"] += self._sync(order, at_broker, book.trades_of(at_broker.order_id),
+                                                         publish=False)
         ours = {o.client_id for o in self.orders.values()}
-        for stray in (o for o in self.broker.orders.values() if o.tag not in ours):
-            log.error("the broker has order %s (tag %s) that the write-ahead log does not know", stray.order_id,
-                      stray.tag, extra={"ORDER_ID": stray.tag, "SYMBOL": stray.symbol})
+        for stray in (o for o in book.by_tag.values() if o.tag not in ours):
+            self._stray(stray)
             outcome["unknown_at_broker"] += 1
         for result, n in outcome.items():
             self.reconciled.labels(result).inc(n)
-        return outcome
+        return +outcome
 
-    def _adopt(self, order: Order, at_broker: BrokerOrder) -> None:
-        log.warning("order %s reached the broker before the crash (order id %s); adopted, not sent again",
-                    order.client_id, at_broker.order_id, extra=self._fields(order))
-        self._answer(order, at_broker)
+    def _sync(self, order: Order, at_broker: BrokerOrder, trades: Sequence[Trade], *, publish: bool) -> int:
+        """Bring our order up to the broker's view; returns the number of fills it brought."""
+        changed = False
+        if order.status == NEW:  # the broker has it; we never read its answer (a crash, a lost reply)
+            self._answer(order, at_broker)
+            changed = True
+        new = [t for t in trades if t.trade_id not in order.fills]
+        for trade in new:
+            self._record_fill(order, trade)
+        if at_broker.status in (CANCELLED, REJECTED) and order.status not in FINAL:
+            self._close(order, at_broker.status.lower(), at_broker.reason)
+            changed = True
+        if publish and (changed or new):
+            for trade in new:
+                self.bus.publish(EXECUTION_FILL, order.fills[trade.trade_id], key=order.symbol, trace=order.trace)
+            if order.status == REJECTED:
+                self._rejected(order)
+            self._publish_order(order)
+        return len(new)
 
     def _answer(self, order: Order, at_broker: BrokerOrder) -> None:
         """Log the broker's answer to a place call and apply it."""
@@ -155,42 +230,102 @@ class ExecutionDaemon(Daemon):
         self.wal.append(record)
         order.apply(record)
 
+    def _stray(self, at_broker: BrokerOrder) -> None:
+        if at_broker.order_id not in self.strays:
+            self.strays.add(at_broker.order_id)
+            log.error("the broker has order %s (tag %s) that the write-ahead log does not know", at_broker.order_id,
+                      at_broker.tag, extra={"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol})
+
     async def run(self) -> None:
         self.bus.publish(CONTROL_SYNC, {"requester": "execution"})
+        next_poll = time.monotonic() + self.section.poll_sec
         while not self.stopping.is_set():
+            wait = min(1.0, max(0.0, next_poll - time.monotonic())) if self.kite else 1.0
             try:
-                await asyncio.wait_for(self.stopping.wait(), 1.0)
+                await asyncio.wait_for(self.stopping.wait(), wait)
             except asyncio.TimeoutError:
                 today = datetime.now(IST).date()
                 if today != self.day:
-                    self._roll(today)
+                    await self._roll(today)
+                if self.kite is not None and time.monotonic() >= next_poll:
+                    await self._poll()
+                    next_poll = time.monotonic() + self.section.poll_sec
 
-    def _roll(self, today: date) -> None:
+    async def _poll(self) -> None:
+        """Kite's order book, for what the order updates missed; trouble is logged when it starts and ends."""
+        from .kite_broker import BrokerError, TokenExpired
+
+        assert self.kite is not None
+        if self.halted:
+            return
+        try:
+            await self.kite.poll()
+        except TokenExpired as exc:
+            self._halt(str(exc))
+            return
+        except BrokerError as exc:
+            if str(exc) != self.broker_trouble:
+                log.error("order-book poll failed: %s; orders are still tracked by their updates", exc)
+            self.broker_trouble = str(exc)
+            return
+        if self.broker_trouble:
+            log.info("order-book poll works again")
+            self.broker_trouble = ""
+
+    def _halt(self, why: str) -> None:
+        """Kite refused the token: nothing more is sent today by this process (the unit restarts after a login)."""
+        if not self.halted:
+            self.halted = why
+            log.critical("%s (%s)", TOKEN_HALT, why)
+
+    async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files."""
         for order in self.orders.values():
             if order.status == "OPEN":
-                at_broker = self.broker.orders[order.order_id]
-                self.broker.cancel(at_broker, "end of day")
+                if self.paper is not None:  # Kite ends its DAY orders by itself
+                    self.paper.cancel(self.paper.orders[order.order_id], "end of day")
                 self._close(order, "cancelled", "end of day")
                 self._publish_order(order)
         self._close_files()
         self.governor.new_day()
-        self._open_day(today)
+        await self._open_day(today)
 
     async def drain(self) -> None:
+        if self.tasks:  # live sends in flight: their answers belong in the log
+            await asyncio.wait(self.tasks, timeout=self.section.stop_timeout_sec / 2)
+        if self.postbacks is not None:
+            self.postbacks.stop()
+        if self.kite is not None:
+            await self.kite.close()
         self._close_files()
 
     def _close_files(self) -> None:
         self.wal.close()
-        self.broker.close()
+        if self.paper is not None:
+            self.paper.close()
 
     def _on_tick(self, event: Event) -> None:
         p = event.payload
-        self.types[p["symbol"]] = p.get("type", "")
-        for at_broker, trade in self.broker.on_tick(p, time.time_ns()):
+        self.instruments[p["symbol"]] = (p.get("type", ""), p.get("exchange", ""))
+        if self.paper is None:
+            return
+        for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
             if order is not None:
-                self._record_fill(order, trade, publish=True)
+                self._record_fill(order, trade)
+                self.bus.publish(EXECUTION_FILL, order.fills[trade.trade_id], key=order.symbol, trace=order.trace)
+                self._publish_order(order)
+
+    def _on_update(self, update: OrderUpdate) -> None:
+        """Kite's news of one of its orders (a postback or the poll), on the loop."""
+        order = self.orders.get(update.order.tag)
+        if order is None:
+            self._stray(update.order)
+            return
+        self._sync(order, update.order, update.trades, publish=True)
+
+    def _rate_limited(self, delay: float) -> None:
+        self.governor.hold(time.monotonic() + delay)
 
     def _on_approved(self, event: Event) -> None:
         p = event.payload
@@ -202,12 +337,19 @@ class ExecutionDaemon(Daemon):
         if cid in self.orders:  # the same approval delivered twice (a replayed or re-sent event)
             log.info("order %s already known; not sent again", cid, extra={"ORDER_ID": cid, "TRACE_ID": event.trace})
             return
+        if self.halted:
+            self._refuse(event, TOKEN_HALT, cid)
+            return
+        kind, exchange = self.instruments.get(str(p.get("symbol")), ("", ""))
         try:
-            order = Order.from_approved(cid, p, self.types.get(str(p.get("symbol")), ""), event.trace)
+            order = Order.from_approved(cid, p, kind, exchange, event.trace)
         except BadOrder as exc:
             self._refuse(event, str(exc))
             return
-        age = (time.time_ns() - order.tick_ts) / 1e9 if order.tick_ts else 0.0
+        if self.kite is not None and not order.exchange:
+            self._refuse(event, f"no tick of {order.symbol} seen yet, so its exchange is unknown", cid)
+            return
+        age = self._age(order)
         if age > self.section.max_order_age_sec:
             self._refuse(event, f"stale: its tick is {age:.1f}s old (max_order_age_sec "
                                 f"{self.section.max_order_age_sec:g}); not sent late", cid)
@@ -218,6 +360,10 @@ class ExecutionDaemon(Daemon):
         self.orders[cid] = order
         self.wal.append(order.intent())  # on disk before the broker hears of it
         self._submit(order)
+
+    @staticmethod
+    def _age(order: Order) -> float:
+        return (time.time_ns() - order.tick_ts) / 1e9 if order.tick_ts else 0.0
 
     def _submit(self, order: Order) -> None:
         """Send now, or queue behind the governor (orders leave in the order they came)."""
@@ -245,20 +391,56 @@ class ExecutionDaemon(Daemon):
             self._schedule_drain()
 
     def _send(self, order: Order) -> None:
-        at_broker = self.broker.place(order.client_id, order.symbol, order.side, order.quantity, order.order_type,
-                                      order.limit_price, time.time_ns())
+        if self.paper is not None:
+            self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
+                                                 order.order_type, order.limit_price, time.time_ns()))
+            return
+        task = asyncio.get_running_loop().create_task(self._send_live(order), name=f"place {order.client_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send_live(self, order: Order) -> None:
+        from .kite_broker import BrokerError, TokenExpired
+
+        assert self.kite is not None
+        if self.halted:  # queued behind the governor before the halt
+            self._close(order, "rejected", TOKEN_HALT)
+            self._rejected(order)
+            self._publish_order(order)
+            return
+        try:
+            at_broker = await self.kite.place(order.client_id, order.symbol, order.side, order.quantity,
+                                              order.order_type, order.limit_price, exchange=order.exchange)
+        except TokenExpired as exc:  # maybe at Kite (a retry's lookup was refused): the restart's reconciliation says
+            self._halt(str(exc))
+            log.error("order %s: not known to be placed (%s); the reconciliation after the login settles it",
+                      order.client_id, exc, extra=self._fields(order))
+            return
+        except BrokerError as exc:
+            log.error("order %s: %s; its tag settles it at the next poll", order.client_id, exc,
+                      extra=self._fields(order))
+            return
+        if order.status == NEW:  # an update may have brought it first
+            self._placed(order, at_broker)
+
+    def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
+        """The broker's answer to our place call: logged, counted, told."""
         if order.tick_ts:
             self.latency.observe(max(0.0, (time.time_ns() - order.tick_ts) / 1e9))
         self._answer(order, at_broker)
-        fields = self._fields(order)
         what = f"{order.side} {order.quantity} {order.symbol} {order.order_type}"
         if order.status == REJECTED:
-            self.rejects_total.inc()
-            log.warning("order %s rejected by the broker: %s: %s", order.client_id, what, order.reason, extra=fields)
-            self.bus.publish(EXECUTION_REJECT, order.event(), key=order.symbol, trace=order.trace)
+            log.warning("order %s rejected by the broker: %s: %s", order.client_id, what, order.reason,
+                        extra=self._fields(order))
+            self._rejected(order)
         else:
-            log.info("order %s placed: %s (broker order %s)", order.client_id, what, order.order_id, extra=fields)
+            log.info("order %s placed: %s (broker order %s)", order.client_id, what, order.order_id,
+                     extra=self._fields(order))
         self._publish_order(order)
+
+    def _rejected(self, order: Order) -> None:
+        self.rejects_total.inc()
+        self.bus.publish(EXECUTION_REJECT, order.event(), key=order.symbol, trace=order.trace)
 
     def _refuse(self, event: Event, reason: str, cid: str = "") -> None:
         """Refused before the broker: nothing is logged ahead, nothing is sent."""
@@ -267,7 +449,7 @@ class ExecutionDaemon(Daemon):
         self.bus.publish(EXECUTION_REJECT, {**event.payload, "client_id": cid, "status": "REJECTED", "reason": reason},
                          trace=event.trace)
 
-    def _record_fill(self, order: Order, trade: Trade, *, publish: bool) -> None:
+    def _record_fill(self, order: Order, trade: Trade) -> None:
         fill = {"fill_id": trade.trade_id, "order_id": trade.order_id, "client_id": order.client_id,
                 "engine": order.engine, "strategy": order.strategy, "symbol": order.symbol,
                 "instrument_type": order.instrument_type, "side": order.side, "quantity": trade.quantity,
@@ -278,9 +460,6 @@ class ExecutionDaemon(Daemon):
         self.fills_total.inc()
         log.info("fill %s: %s %d %s at %.2f (%d/%d)", trade.trade_id, order.side, trade.quantity, order.symbol,
                  trade.price, order.filled, order.quantity, extra=self._fields(order))
-        if publish:
-            self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
-            self._publish_order(order)
 
     def _close(self, order: Order, op: str, reason: str) -> None:
         record = {"op": op, "client_id": order.client_id, "reason": reason}
@@ -311,21 +490,10 @@ class ExecutionDaemon(Daemon):
         by_status = Tally(o.status for o in self.orders.values())
         fills = sum(len(o.fills) for o in self.orders.values())
         waiting = f", {len(self.waiting)} waiting for the rate budget" if self.waiting else ""
-        return (f"paper broker: {len(self.orders)} orders today ({by_status['OPEN']} open, "
+        halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.halted else ""
+        broker = "kite" if self.kite is not None else "paper broker"
+        return (f"{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
                 f"{by_status['COMPLETE']} complete, {by_status['REJECTED']} rejected), {fills} fills{waiting}")
-
-
-class BudgetCollector(Collector):
-    def __init__(self, governor: Governor) -> None:
-        self.governor = governor
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        g = GaugeMetricFamily("algo_execution_order_budget_remaining", "Orders the rate limits still allow",
-                              labels=["window"])
-        now = time.monotonic()
-        for window in ("second", "minute", "day"):
-            g.add_metric([window], self.governor.remaining(window, now))
-        yield g
 
 
 def main(argv: Sequence[str] | None = None) -> None:

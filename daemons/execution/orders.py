@@ -27,6 +27,7 @@ class Order:
     order_type: str
     limit_price: float | None
     instrument_type: str
+    exchange: str  # Kite's, from the tick (live orders need it; "" on the paper broker is fine)
     trace: str
     tick_ts: int = 0
     order_id: str = ""
@@ -37,12 +38,13 @@ class Order:
     fills: dict[str, dict[str, Any]] = field(default_factory=dict)  # fill_id -> the execution.fill payload
 
     @classmethod
-    def from_approved(cls, client_id: str, p: dict[str, Any], instrument_type: str, trace: str) -> "Order":
+    def from_approved(cls, client_id: str, p: dict[str, Any], instrument_type: str, exchange: str,
+                      trace: str) -> "Order":
         """Validate an approved signal; a bad one is refused here, never half-sent."""
         try:
             order = cls(client_id, str(p["signal_id"]), str(p["engine"]), str(p["strategy"]), str(p["symbol"]),
                         p["side"], p["quantity"], p.get("order_type", "MARKET"), p.get("limit_price"),
-                        instrument_type, trace, int(p.get("tick_ts") or 0))
+                        instrument_type, exchange, trace, int(p.get("tick_ts") or 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadOrder(f"malformed approved order: missing or bad {exc}") from None
         if order.side not in SIDES:
@@ -60,12 +62,14 @@ class Order:
         return {"op": "new", "client_id": self.client_id, "signal_id": self.signal_id, "engine": self.engine,
                 "strategy": self.strategy, "symbol": self.symbol, "side": self.side, "quantity": self.quantity,
                 "order_type": self.order_type, "limit_price": self.limit_price,
-                "instrument_type": self.instrument_type, "trace": self.trace, "tick_ts": self.tick_ts}
+                "instrument_type": self.instrument_type, "exchange": self.exchange, "trace": self.trace,
+                "tick_ts": self.tick_ts}
 
     @classmethod
     def from_intent(cls, r: dict[str, Any]) -> "Order":
         return cls(r["client_id"], r["signal_id"], r["engine"], r["strategy"], r["symbol"], r["side"], r["quantity"],
-                   r["order_type"], r["limit_price"], r["instrument_type"], r["trace"], r.get("tick_ts", 0))
+                   r["order_type"], r["limit_price"], r["instrument_type"], r.get("exchange", ""), r["trace"],
+                   r.get("tick_ts", 0))
 
     def apply(self, record: dict[str, Any]) -> None:
         """Replay one later log record onto the order."""

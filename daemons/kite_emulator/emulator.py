@@ -134,6 +134,11 @@ class Emulator:
                 self.book.on_price(token, tick.last_price)
             return dataclasses.replace(tick)
 
+    def push_packet(self, token: int, packet: bytes) -> None:
+        """Send a raw binary packet as it is (``ticker_full.packet``...) to subscribers of ``token``;
+        the emulator's own state and order book do not change."""
+        self._ticker.push_packet(token, packet)
+
     def tick(self, token: int) -> Tick | None:
         """The last state pushed for ``token`` (a copy)."""
         with self._lock:

@@ -245,6 +245,13 @@ class TickerServer:
                     packets[mode] = message([encode(tick, mode)])
                 conn.send(ws.OP_BINARY, packets[mode], tick=True)
 
+    def push_packet(self, token: int, packet: bytes) -> None:
+        """One raw packet (a recorded one, say) as a message to every client subscribed to ``token``."""
+        data = message([packet])
+        for conn in self._snapshot():
+            if conn.mode_of(token) is not None:
+                conn.send(ws.OP_BINARY, data, tick=True)
+
     def push_text(self, payload: dict[str, Any]) -> None:
         """A text message (order update, error) to every client."""
         data = json.dumps(payload).encode()

@@ -1,9 +1,7 @@
 """The live feed: Kite's ticker WebSockets bridged into the daemon's asyncio loop.
 
-``KiteTicker`` runs on Twisted's reactor, which is process-global and cannot be restarted (KITE.md).
-The feed starts it once in a daemon thread (as ``connect(threaded=True)`` would, but before the
-first dial, so that every call into the clients, which are not thread-safe, happens on the reactor
-thread) and never stops it: ``stop()`` closes the connections only.
+``KiteTicker`` runs on Twisted's reactor, shared by the process and never stopped
+(``runtime/kite_ticker.py``): ``stop()`` closes the connections only.
 
 Threads: callbacks run on the reactor thread, which decodes each binary message with
 ``ticks.decode`` (``_parse_binary`` is 10-20x slower: bench/ticker/README.md; the client's
@@ -12,9 +10,8 @@ with one ``call_soon_threadsafe``, where ``publish`` is called for each (only ev
 Connection state is written on the reactor thread and only read elsewhere (``health()``,
 ``status()``).
 
-Reconnecting: the client's own ``ReconnectingClientFactory`` redials with backoff; the feed sets
-its ``maxRetries`` to None (Twisted's "no limit"), so it never gives up and ``on_noreconnect``
-never fires. KiteTicker caps ``reconnect_max_tries`` at 300 and would otherwise stop after it. The
+Reconnecting: the client's own ``ReconnectingClientFactory`` redials with backoff and never gives
+up (``dial_forever``), so ``on_noreconnect`` never fires. The
 delay is capped at ``Backoff.max_sec`` from the pre-open (09:00) to the close, and at
 ``max_closed_sec`` otherwise; tightening it 15 minutes early means a connection down overnight is
 already retrying often when the market opens. The client resubscribes (in the same mode) by itself
@@ -31,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +39,7 @@ from kiteconnect import KiteTicker
 from twisted.internet import reactor, task
 
 from ..runtime.config import KiteSection, MarketdataSection
+from ..runtime.kite_ticker import CONNECT_TIMEOUT_SEC, dial_forever, ensure_reactor
 from .instruments import Instrument
 from .session import CLOSE, IST, OPEN
 from .ticks import NS, Meta, decode
@@ -50,12 +47,7 @@ from .universe import split
 
 log = logging.getLogger("algo.marketdata.kite")
 
-CONNECT_TIMEOUT_SEC = 10  # TCP connect; KiteTicker's 30 s default is a long gap in market hours
 PRE_OPEN = time_of_day(9, 0)  # reconnects hurry from here on
-
-_reactor_lock = threading.Lock()
-_reactor_thread: threading.Thread | None = None
-
 
 class Clock(Protocol):
     """``time`` (the module) by default; tests inject market hours."""
@@ -84,17 +76,6 @@ def session_opened(wall: float, mono: float, holidays: frozenset[date], opens: t
     if now.weekday() >= 5 or now.date() in holidays or not opens <= now.time() < CLOSE:
         return None
     return mono - (now - datetime.combine(now.date(), opens, IST)).total_seconds()
-
-
-def _ensure_reactor() -> None:
-    """Run Twisted's reactor in a daemon thread unless something already does; never stopped."""
-    global _reactor_thread
-    with _reactor_lock:
-        if reactor.running or _reactor_thread is not None:
-            return
-        _reactor_thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
-                                           name="twisted-reactor", daemon=True)
-        _reactor_thread.start()
 
 
 class _Connection:
@@ -151,7 +132,8 @@ class KiteFeed:
 
     ``section`` gives ``ticker_mode`` and ``stale_after_sec``; ``kite`` the credentials,
     ``ticker_root`` and the connection limits the instruments are split by (UniverseError when they
-    do not fit; ValueError without an access token). ``clock`` tells market hours (``time()``) and
+    do not fit; ValueError without an access token); ``connections`` caps the connections below
+    ``kite.max_connections`` (algo-execution holds one of the API key's for order updates). ``clock`` tells market hours (``time()``) and
     measures silence (``monotonic()``); ``holidays`` are weekdays without a session (RiskSection's
     list), when silence is healthy. ``reconnects`` counts connections re-established after a loss,
     ``forced_reconnects`` the drops the feed made itself after silence in market hours.
@@ -159,10 +141,11 @@ class KiteFeed:
 
     def __init__(self, section: MarketdataSection, kite: KiteSection, instruments: Sequence[Instrument],
                  publish: Callable[[dict[str, Any]], None], loop: asyncio.AbstractEventLoop,
-                 clock: Clock = time, *, holidays: Iterable[date] = (), backoff: Backoff = Backoff()) -> None:
+                 clock: Clock = time, *, holidays: Iterable[date] = (), backoff: Backoff = Backoff(),
+                 connections: int | None = None) -> None:
         if kite.api_key is None or kite.access_token is None:
             raise ValueError("the live feed needs kite.api_key and kite.access_token (run `algoctl login`)")
-        groups = split(instruments, kite.max_connections, kite.instruments_per_connection)
+        groups = split(instruments, connections or kite.max_connections, kite.instruments_per_connection)
         self.mode = section.ticker_mode
         self.stale_after = section.stale_after_sec
         self.publish = publish
@@ -195,7 +178,7 @@ class KiteFeed:
         for conn in self._connections:
             conn.since = self._started
         reactor.callFromThread(self._dial)
-        _ensure_reactor()
+        ensure_reactor()
 
     def stop(self) -> None:
         """Close every connection for good; ticks that arrive meanwhile are dropped. Returns at once."""
@@ -207,11 +190,7 @@ class KiteFeed:
 
     def _dial(self) -> None:
         for conn in self._connections:
-            conn.kws.connect(threaded=True)  # the reactor runs already: this only dials
-            factory = conn.kws.factory
-            factory.initialDelay = factory.delay = self.backoff.initial_sec
-            factory.factor = self.backoff.factor
-            factory.maxRetries = None  # never give up (KiteTicker allows at most 300 tries)
+            dial_forever(conn.kws, self.backoff.initial_sec, self.backoff.factor)
         self._checker.start(min(1.0, self.stale_after / 4))  # now, too: it sets maxDelay
 
     def _close(self) -> None:

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, resolve_path
+from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import MARKETDATA_TICK
 from ..runtime.metrics import DaemonMetrics
@@ -84,14 +84,15 @@ class MarketdataDaemon(Daemon):
     async def _setup_kite(self) -> None:
         """The day's universe from Kite's instruments dump (cached in the state directory), then the feed."""
         from kiteconnect import KiteConnect  # live mode only: it brings Twisted along
+        from kiteconnect.exceptions import TokenException
 
         from .kite_feed import KiteFeed
         from .universe import UniverseError, load_dump, resolve
 
         s, kite = self.section, self.config.kite
         source = str(resolve_path(None))
-        if kite.api_key is None or kite.access_token is None:
-            raise ConfigError(source, [Problem("kite.access_token", "the live feed needs it: run `algoctl login`")])
+        if missing := missing_credentials(self.config, "api_key", "access_token"):
+            raise ConfigError(source, missing)
         day = datetime.now(IST).date()
         client = KiteConnect(kite.api_key.get_secret_value(), kite.access_token.get_secret_value(), root=kite.root,
                              timeout=kite.timeout_sec)
@@ -99,13 +100,21 @@ class MarketdataDaemon(Daemon):
             dump = await asyncio.to_thread(load_dump, client, self.state_path(f"instruments-{day}.csv"))
             instruments = resolve(s.universe, dump, day)
             self.feed = KiteFeed(s, kite, instruments, self._publish, asyncio.get_running_loop(),
-                                 holidays=self.config.daemons.risk.holidays)
+                                 holidays=self.config.daemons.risk.holidays, connections=self._connections())
         except UniverseError as exc:
             raise ConfigError(source, [Problem("daemons.marketdata.universe", str(exc))]) from None
+        except TokenException:  # an expired token cannot fetch the dump: no restart loop until a login
+            raise ConfigError(source, [Problem("kite.access_token", "Kite refused it (expired or revoked): run "
+                                               "`algoctl login`")]) from None
         self.instruments.set(self.feed.instruments)
         self.metrics.registry.register(ReconnectCollector(self.feed))
         log.info("live feed: %d instruments of %d in the universe, %s mode", self.feed.instruments,
                  len(s.universe), s.ticker_mode)
+
+    def _connections(self) -> int:
+        """The API key's ticker connections the feed may hold: live execution keeps one for order updates."""
+        reserved = 1 if self.config.daemons.execution.broker == "kite" else 0  # cross_check: max_connections >= 2
+        return self.config.kite.max_connections - reserved
 
     def _publish(self, tick: dict[str, Any]) -> None:
         """Called on the loop by the live feed, once per tick."""

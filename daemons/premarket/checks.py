@@ -215,11 +215,11 @@ def check_free_disk(config: FleetConfig, state_root: Path = STATE_ROOT) -> str |
     return "; ".join(short) or None
 
 
-CREDENTIALS = ("api_key", "api_secret", "access_token")
+CREDENTIALS = ("api_key", "access_token")  # the secret stays with `algoctl login`, no unit loads it
 
 
 def check_credentials(kite: KiteSection) -> str | None:
-    """Live mode cannot log in without them; names only what is missing, never a value."""
+    """Live mode cannot reach Kite without them; names only what is missing, never a value."""
     missing = [f"kite_{name}" for name in CREDENTIALS if not _secret(kite, name)]
     if not missing:
         return None

@@ -414,17 +414,27 @@ def cross_check(config: FleetConfig) -> list[Problem]:
         problems.append(Problem("daemons.marketdata.replay_from", "feed = \"replay\" needs a journal day or tick CSV"))
     if config.bus.reconnect_min_sec > config.bus.reconnect_max_sec:
         problems.append(Problem("bus.reconnect_min_sec", "must not exceed bus.reconnect_max_sec"))
-    if config.fleet.mode == "live":
-        for field in ("api_key", "api_secret"):
-            if getattr(config.kite, field) is None:
-                problems.append(
-                    Problem(
-                        f"kite.{field}",
-                        f"live mode needs it: install the systemd credential kite_{field} "
-                        "(or pass --credentials DIR to algoctl)",
-                    )
-                )
+    if config.daemons.execution.broker == "kite":
+        if config.fleet.mode != "live":
+            problems.append(Problem("daemons.execution.broker", 'broker = "kite" sends real orders: it needs '
+                                    '[fleet] mode = "live"'))
+        if config.kite.max_connections < 2:
+            problems.append(Problem("kite.max_connections", 'broker = "kite" keeps one ticker connection for order '
+                                    "updates; the feed needs at least one more (2 or 3)"))
     return problems
+
+
+def missing_credentials(config: FleetConfig, *names: str) -> list[Problem]:
+    """Kite credentials (``api_key``, ``api_secret``, ``access_token``) that are absent.
+
+    Not part of ``cross_check``: only the units that talk to Kite load them (least privilege), so
+    each checks its own: execution and the feed the key and token, ``algoctl config validate`` of a
+    live config the key and the secret (``algoctl login`` needs it).
+    """
+    how = {"access_token": "`algoctl login` installs it every morning"}
+    return [Problem(f"kite.{name}", f"Kite needs it: install the systemd credential kite_{name} "
+                    f"({how.get(name, 'ansible/deploy.yml installs it')}; algoctl takes --credentials DIR)")
+            for name in names if getattr(config.kite, name) is None]
 
 
 def _check_strategies(config: FleetConfig, ports: dict[int, str]) -> list[Problem]:

@@ -1,0 +1,43 @@
+"""What every daemon that holds a Kite ticker WebSocket shares: Twisted's reactor and the dial.
+
+``KiteTicker`` runs on Twisted's reactor, which is process-global and cannot be restarted
+(KITE.md). It is started once in a daemon thread (as ``connect(threaded=True)`` would, but before
+the first dial, so that every call into the clients, which are not thread-safe, happens on the
+reactor thread) and never stopped: daemons close their connections only.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from kiteconnect import KiteTicker
+from twisted.internet import reactor
+
+__all__ = ["CONNECT_TIMEOUT_SEC", "dial_forever", "ensure_reactor"]
+
+CONNECT_TIMEOUT_SEC = 10  # TCP connect; KiteTicker's 30 s default is a long gap in market hours
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def ensure_reactor() -> None:
+    """Run Twisted's reactor in a daemon thread unless something already does; never stopped."""
+    global _thread
+    with _lock:
+        if reactor.running or _thread is not None:
+            return
+        _thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
+                                   name="twisted-reactor", daemon=True)
+        _thread.start()
+
+
+def dial_forever(kws: KiteTicker, initial_sec: float, factor: float) -> None:
+    """On the reactor thread: dial, and redial with backoff for as long as the connection is
+    wanted. The client's ``ReconnectingClientFactory`` gets ``maxRetries`` None (Twisted's "no
+    limit"): KiteTicker caps ``reconnect_max_tries`` at 300 and would otherwise give up."""
+    kws.connect(threaded=True)  # the reactor runs already: this only dials
+    factory = kws.factory
+    factory.initialDelay = factory.delay = initial_sec
+    factory.factor = factor
+    factory.maxRetries = None
