@@ -36,9 +36,11 @@ class OrderUpdates:
         self.kws.on_close = self._on_close
         self.up = False
         self.connects = 0
+        self.started = False
         self._stopped = False
 
     def start(self) -> None:
+        self.started = True
         reactor.callFromThread(self._dial)
         ensure_reactor()
 

@@ -120,6 +120,8 @@ class ExecutionDaemon(Daemon):
         if self.section.broker == "kite":
             await self._setup_kite()
         await self._open_day(datetime.now(IST).date())
+        if self.postbacks is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
+            self.postbacks.start()
 
     async def _setup_kite(self) -> None:
         from .kite_broker import KiteBroker  # live only: kiteconnect brings Twisted along
@@ -131,7 +133,6 @@ class ExecutionDaemon(Daemon):
         self.kite = KiteBroker.from_config(self.config.kite, self.section, self._on_update, self._rate_limited)
         await self.kite.start()
         self.postbacks = OrderUpdates(self.config.kite, self.kite.on_order_update)
-        self.postbacks.start()
         self.metrics.registry.register(KiteCollector(self.kite))
 
     async def _book(self) -> BrokerBook:
@@ -293,7 +294,7 @@ class ExecutionDaemon(Daemon):
     async def drain(self) -> None:
         if self.tasks:  # live sends in flight: their answers belong in the log
             await asyncio.wait(self.tasks, timeout=self.section.stop_timeout_sec / 2)
-        if self.postbacks is not None:
+        if self.postbacks is not None and self.postbacks.started:
             self.postbacks.stop()
         if self.kite is not None:
             await self.kite.close()
