@@ -180,6 +180,7 @@ class ExecutionDaemon(Daemon):
                         log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not "
                                     "sent late", order.client_id, age, extra=self._fields(order))
                         self._close(order, "rejected", f"stale: never reached the broker; {age:.1f}s old at restart")
+                        self._rejected(order)
                         outcome["refused_stale"] += 1
                     else:
                         log.warning("order %s was logged but never sent; sending it now", order.client_id,
