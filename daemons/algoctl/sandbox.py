@@ -186,6 +186,10 @@ class Sandbox:
             f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
             f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
             f"mount --bind {shlex.quote(str(self.root / 'journald.conf'))} /etc/systemd/journald.conf",
+            # Shared within the namespace (the host's mounts stay cut off by --propagation private), as
+            # a booted systemd makes / itself; in a container it does not, and a unit's credentials,
+            # which PID 1 mounts in a child namespace and moves into place, would never reach it.
+            "mount --make-rshared /",
             f"export SYSTEMD_UNIT_PATH={shlex.quote(unit_path)} container=algo-sandbox",
             f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=journal",
         ]

@@ -58,7 +58,7 @@ class Live:
         self.n = 0
 
     def events(self, topic: str) -> list[dict[str, Any]]:
-        return [ev.payload for _, ev in list(self.bus.events) if ev.topic == topic]
+        return [ev.payload for _, ev in list(self.bus.events) if ev.type == topic]
 
     def tick_seen(self, price: float) -> None:
         """Move INFY and wait for the tick on the bus (execution learns the exchange from it)."""
@@ -101,7 +101,8 @@ class Live:
 
     def login(self) -> str:
         """`algoctl login` inside the sandbox, as the operator runs it each morning."""
-        done = self.box.run(f"{self.box.venv}/bin/algoctl", "login", "--config", "/etc/algo/fleet.toml",
+        # --key host: the sandbox keeps /var/lib/systemd (the host key) on a tmpfs, which "auto" refuses
+        done = self.box.run(f"{self.box.venv}/bin/algoctl", "login", "--key", "host", "--config", "/etc/algo/fleet.toml",
                             input=f"request-{secrets.token_hex(4)}\n", timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -135,7 +136,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             live = Live(box, em, Listener(box, "marketdata.*", "execution.*").__enter__())
             out = live.login()  # the morning's login: nothing runs yet, so nothing is restarted
             assert "encrypted with systemd-creds" in out, out
-            box.systemctl("start", "algo-execution.service", "algo-marketdata.service", check=True, timeout=120)
+            started = box.systemctl("start", "algo-execution.service", "algo-marketdata.service", timeout=120)
+            assert started.returncode == 0, box.journalctl("-n", "60", "-o", "short-monotonic").stdout
             wait_until(lambda: any(INFY in s for s in em.subscriptions()), 30, "the feed's subscription")
             yield live
             live.bus.__exit__(None, None, None)
