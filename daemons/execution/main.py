@@ -207,12 +207,16 @@ class ExecutionDaemon(Daemon):
         changed = False
         if order.status == NEW:  # the broker has it; we never read its answer (a crash, a lost reply)
             self._answer(order, at_broker)
+            log.info("order %s is at the broker as order %s (%s)", order.client_id, at_broker.order_id,
+                     at_broker.status, extra=self._fields(order))
             changed = True
         new = [t for t in trades if t.trade_id not in order.fills]
         for trade in new:
             self._record_fill(order, trade)
         if at_broker.status in (CANCELLED, REJECTED) and order.status not in FINAL:
             self._close(order, at_broker.status.lower(), at_broker.reason)
+            log.warning("order %s %s by the broker: %s", order.client_id, at_broker.status.lower(), at_broker.reason,
+                        extra=self._fields(order))
             changed = True
         if publish and (changed or new):
             for trade in new:
