@@ -249,7 +249,8 @@ def test_ticker_dropped_and_refused_for_a_minute_with_execution_killed_between_a
     if box.show("algo-marketdata.service", "MainPID") == feed_pid:  # in market hours the watchdog may restart it
         scrape = urllib.request.urlopen("http://127.0.0.1:9472/metrics", timeout=5).read().decode()
         [line] = [x for x in scrape.splitlines() if x.startswith("algo_marketdata_reconnects_total")]
-        assert float(line.split()[1]) >= 6, line  # its share of the 12 drops, each followed by a reconnect
+        # Its share of the 12 drops (execution's connection, redialling sooner, takes many) and the refusal.
+        assert float(line.split()[1]) >= 2, line
 
 
 def test_token_expiry_mid_session_halts_entries_and_login_restores_trading(live: Live) -> None:
@@ -296,7 +297,7 @@ def test_secrets_never_reach_the_journal_the_environment_or_config_show(live: Li
     assert "ALGO_CONFIG=" in environ  # the units' environments were read
     shown = box.run(f"{box.venv}/bin/algoctl", "config", "show", "--credentials", CREDS,
                     "--config", "/etc/algo/fleet.toml").stdout
-    assert '"access_token": "**********"' in shown
+    assert '"api_secret": "**********"' in shown  # read from the credentials, shown masked
     for leak in (token, secret, em.access_token):
         for where, text in (("journal", journal), ("environ", environ), ("config show", shown)):
             assert leak not in text, f"a secret in the {where}"
