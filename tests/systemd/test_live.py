@@ -29,6 +29,7 @@ from daemons.kite_emulator.packets import message
 from tests.conftest import TEST_CONFIG, require_systemd_sandbox
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
+from tests.systemd.test_metrics_catalogue import catalogue, exported
 from tests.test_kite_feed import EXTRA_ROWS, NIFTY_50, USDINR
 
 pytestmark = pytest.mark.systemd
@@ -301,3 +302,11 @@ def test_secrets_never_reach_the_journal_the_environment_or_config_show(live: Li
     for leak in (token, secret, em.access_token):
         for where, text in (("journal", journal), ("environ", environ), ("config show", shown)):
             assert leak not in text, f"a secret in the {where}"
+
+
+def test_the_live_units_export_the_live_only_catalogue(live: Live) -> None:
+    """docs/METRICS.md's live-only rows (which the paper fleet's catalogue test leaves out), each with
+    its type, in a real scrape of the live feed and live execution."""
+    seen = {**exported(9472), **exported(9477)}
+    live_only = catalogue(live_only=True)
+    assert live_only and {name: seen.get(name) for name in live_only} == live_only

@@ -24,9 +24,10 @@ def exported(port: int) -> dict[str, str]:
     return {m[1]: m[2] for m in re.finditer(r"^# TYPE (\S+) (\S+)$", body, re.M)}
 
 
-def catalogue() -> dict[str, str]:
-    """The rows of docs/METRICS.md a paper fleet exports (the live-only section comes last)."""
-    text = (REPO / "docs" / "METRICS.md").read_text().split("### Live mode only")[0]
+def catalogue(live_only: bool = False) -> dict[str, str]:
+    """The rows of docs/METRICS.md a paper fleet exports, or those only live units export (the
+    live-only section comes last; tests/systemd/test_live.py checks it)."""
+    text = (REPO / "docs" / "METRICS.md").read_text().split("### Live mode only")[1 if live_only else 0]
     rows = re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", text, re.M)
     return {m[1]: m[2] for m in rows}
 
