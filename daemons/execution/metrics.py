@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .governor import Governor
-from .kite_broker import KiteBroker
+
+if TYPE_CHECKING:  # kiteconnect brings Twisted along: paper mode never imports it
+    from .kite_broker import KiteBroker
 
 KITE_EVENTS = ("rate_limited", "ambiguous", "adopted", "resent")
 
