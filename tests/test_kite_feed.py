@@ -450,3 +450,14 @@ def test_the_marketdata_daemon_streams_the_live_universe_onto_the_bus(
     wait_until(lambda: emulator.subscriptions() == [], 5, "the connection to close")
     with pytest.raises(ConfigError, match="NSE:NOSUCH"):
         asyncio.run(daemon(["NSE:NOSUCH"]).setup())
+
+
+def test_kitetickers_own_error_lines_reach_the_journal_as_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """A redial or a close is routine for the feed, which reports outages itself: not an err line."""
+    import logging
+
+    import daemons.runtime.kite_ticker  # noqa: F401 (installs the filter)
+
+    logging.getLogger("kiteconnect.ticker").error("Connection closed: 1006 - connection was closed uncleanly")
+    [record] = [r for r in caplog.records if r.name == "kiteconnect.ticker"]
+    assert (record.levelno, record.levelname) == (logging.WARNING, "WARNING")

@@ -207,8 +207,12 @@ class ExecutionDaemon(Daemon):
         changed = False
         if order.status == NEW:  # the broker has it; we never read its answer (a crash, a lost reply)
             self._answer(order, at_broker)
-            log.info("order %s is at the broker as order %s (%s)", order.client_id, at_broker.order_id,
-                     at_broker.status, extra=self._fields(order))
+            if order.status == REJECTED:
+                log.warning("order %s rejected by the broker: %s", order.client_id, order.reason,
+                            extra=self._fields(order))
+            else:
+                log.info("order %s is at the broker as order %s (%s)", order.client_id, at_broker.order_id,
+                         at_broker.status, extra=self._fields(order))
             changed = True
         new = [t for t in trades if t.trade_id not in order.fills]
         for trade in new:

@@ -8,6 +8,7 @@ reactor thread) and never stopped: daemons close their connections only.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from kiteconnect import KiteTicker
@@ -16,6 +17,20 @@ from twisted.internet import reactor
 __all__ = ["CONNECT_TIMEOUT_SEC", "dial_forever", "ensure_reactor"]
 
 CONNECT_TIMEOUT_SEC = 10  # TCP connect; KiteTicker's 30 s default is a long gap in market hours
+
+
+class _AtMostWarning(logging.Filter):
+    """KiteTicker logs every close and every redial attempt at ERROR: in a minute's outage that is
+    dozens of err lines in the journal, for what the daemons handle and report themselves (with
+    the connection and what it means). Kept, as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("kiteconnect.ticker").addFilter(_AtMostWarning())
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None

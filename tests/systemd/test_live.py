@@ -247,6 +247,8 @@ def test_ticker_dropped_and_refused_for_a_minute_with_execution_killed_between_a
     wait_until(lambda: any(INFY in s for s in em.subscriptions()), 200, "the feed back after the refusal")
     assert time.monotonic() - refused_at >= 55
     live.tick_seen(1505.0)
+    errors = box.journalctl("-u", "algo-marketdata", "-p", "err", "-o", "cat").stdout.strip()
+    assert not errors, f"a routine outage logged at err:\n{errors}"
     if box.show("algo-marketdata.service", "MainPID") == feed_pid:  # in market hours the watchdog may restart it
         scrape = urllib.request.urlopen("http://127.0.0.1:9472/metrics", timeout=5).read().decode()
         [line] = [x for x in scrape.splitlines() if x.startswith("algo_marketdata_reconnects_total")]
