@@ -188,8 +188,9 @@ class ExecutionDaemon(Daemon):
                         self._submit(order)
                         outcome["sent"] += 1
                     continue
-                log.warning("order %s reached the broker before the restart (order id %s); adopted, not sent "
-                            "again", order.client_id, at_broker.order_id, extra=self._fields(order))
+                log.warning("order %s reached the broker before the restart (order id %s, %s%s); adopted, not "
+                            "sent again", order.client_id, at_broker.order_id, at_broker.status,
+                            f": {at_broker.reason}" if at_broker.reason else "", extra=self._fields(order))
                 outcome["adopted"] += 1
             if at_broker is not None:
                 outcome["fills_recovered"] += self._sync(order, at_broker, book.trades_of(at_broker.order_id),
@@ -207,12 +208,8 @@ class ExecutionDaemon(Daemon):
         changed = False
         if order.status == NEW:  # the broker has it; we never read its answer (a crash, a lost reply)
             self._answer(order, at_broker)
-            if order.status == REJECTED:
-                log.warning("order %s rejected by the broker: %s", order.client_id, order.reason,
-                            extra=self._fields(order))
-            else:
-                log.info("order %s is at the broker as order %s (%s)", order.client_id, at_broker.order_id,
-                         at_broker.status, extra=self._fields(order))
+            if publish:  # reconciliation tells its adoptions itself
+                self._log_answer(order)
             changed = True
         new = [t for t in trades if t.trade_id not in order.fills]
         for trade in new:
@@ -438,15 +435,19 @@ class ExecutionDaemon(Daemon):
         if order.tick_ts:
             self.latency.observe(max(0.0, (time.time_ns() - order.tick_ts) / 1e9))
         self._answer(order, at_broker)
+        self._log_answer(order)
+        if order.status == REJECTED:
+            self._rejected(order)
+        self._publish_order(order)
+
+    def _log_answer(self, order: Order) -> None:
         what = f"{order.side} {order.quantity} {order.symbol} {order.order_type}"
         if order.status == REJECTED:
             log.warning("order %s rejected by the broker: %s: %s", order.client_id, what, order.reason,
                         extra=self._fields(order))
-            self._rejected(order)
         else:
             log.info("order %s placed: %s (broker order %s)", order.client_id, what, order.order_id,
                      extra=self._fields(order))
-        self._publish_order(order)
 
     def _rejected(self, order: Order) -> None:
         self.rejects_total.inc()
