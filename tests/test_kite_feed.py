@@ -76,14 +76,18 @@ EVENING = datetime(2026, 11, 18, 16, 0, tzinfo=IST)
 # -- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def dump_csv(tmp_path: Path) -> Path:
+def write_dump(path: Path) -> Path:
+    """Zerodha's recorded instruments dump plus ``EXTRA_ROWS``, for the emulator to serve."""
     fixture = Fixtures().path("instruments_all.csv").read_text().rstrip("\n")
     extra = [",".join(map(str, (t, et, sym, name, 0.0, exp, strike, tick, lot, kind, seg, ex)))
              for t, et, sym, name, exp, strike, tick, lot, kind, seg, ex in EXTRA_ROWS]
-    path = tmp_path / "dump.csv"
     path.write_text("\n".join([fixture, *extra]) + "\n")
     return path
+
+
+@pytest.fixture
+def dump_csv(tmp_path: Path) -> Path:
+    return write_dump(tmp_path / "dump.csv")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import secrets
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -30,7 +29,7 @@ from tests.conftest import TEST_CONFIG, require_systemd_sandbox
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.test_metrics_catalogue import catalogue, exported
-from tests.test_kite_feed import EXTRA_ROWS, NIFTY_50, USDINR
+from tests.test_kite_feed import NIFTY_50, USDINR, write_dump
 
 pytestmark = pytest.mark.systemd
 
@@ -113,12 +112,8 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     require_systemd_sandbox()
     root = tmp_path_factory.mktemp("live")
-    fixture = Fixtures().path("instruments_all.csv").read_text().rstrip("\n")
-    extra = [",".join(map(str, (t, et, sym, name, 0.0, exp, strike, tick, lot, kind, seg, ex)))
-             for t, et, sym, name, exp, strike, tick, lot, kind, seg, ex in EXTRA_ROWS]
-    (root / "dump.csv").write_text("\n".join([fixture, *extra]) + "\n")
     secret = "apisecret-" + secrets.token_hex(8)
-    with Emulator(instruments_csv=root / "dump.csv", api_secret=secret, heartbeat_interval=0.5) as em:
+    with Emulator(instruments_csv=write_dump(root / "dump.csv"), api_secret=secret, heartbeat_interval=0.5) as em:
         em.set_price("NSE:INFY", 1500.0)
         box = Sandbox(root / "sandbox")
         (root / "fleet.toml").write_text(live_config(em))
