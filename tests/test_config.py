@@ -116,3 +116,19 @@ def test_strategy_parameters_are_judged_by_the_strategies(tmp_path: Path) -> Non
         "daemons.equity.strategies.0.name: 'ema' is already used by daemons.fno.strategies.0",
         "daemons.options.strategies.0: unknown strategy kind 'martingale' (known: ema_crossover, rsi_reversion, short_straddle)",
     ]
+
+
+def test_live_orders_need_live_mode_and_a_spare_ticker_connection(tmp_path: Path) -> None:
+    path = write(tmp_path, '[daemons.execution]\nbroker = "kite"\n[kite]\nmax_connections = 1\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [p.path for p in err.value.problems] == ["daemons.execution.broker", "kite.max_connections"]
+
+
+def test_a_daemon_of_a_live_fleet_loads_its_config_without_any_credential(tmp_path: Path) -> None:
+    """Least privilege: only the units that talk to Kite get credentials, and they check their own."""
+    from daemons.runtime.config import missing_credentials
+
+    config = load_config(write(tmp_path, '[fleet]\nmode = "live"\n'), credentials_dir=tmp_path)
+    assert [p.path for p in missing_credentials(config, "api_key", "access_token")] == [
+        "kite.api_key", "kite.access_token"]

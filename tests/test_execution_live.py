@@ -190,3 +190,15 @@ def test_a_refused_token_halts_new_orders_and_a_new_token_trades_again(
     again = asyncio.run(running(live_config(emulator, token=fresh), trades_again))
     assert not again.halted and again.orders[tag(1)].status == "COMPLETE"
     assert kite_orders(emulator) == {tag(1): 1, tag(3): 1}
+
+
+def test_live_execution_without_a_token_refuses_to_start_naming_it(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    full = live_config(emulator)
+    config = full.model_copy(update={"kite": full.kite.model_copy(update={"access_token": None})})
+    with pytest.raises(ConfigError) as err:
+        asyncio.run(ExecutionDaemon(config, DaemonMetrics("execution")).setup())
+    assert [str(p) for p in err.value.problems] == [
+        "kite.access_token: Kite needs it: install the systemd credential kite_access_token (`algoctl login` "
+        "installs it every morning; algoctl takes --credentials DIR)"]
