@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
@@ -9,6 +10,7 @@ from typing import Iterator
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox, unavailable_reason
+from daemons.runtime.logs import HANDLER_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -40,3 +42,13 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture(autouse=True)
+def _drop_daemon_log_handlers() -> Iterator[None]:
+    """A daemon's main() installs a root handler on the stderr of its test; left behind, it would
+    write later tests' lines (the Twisted reactor's, say) to a stream pytest has closed."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)

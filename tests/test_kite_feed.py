@@ -431,10 +431,10 @@ def test_the_marketdata_daemon_streams_the_live_universe_onto_the_bus(
         return MarketdataDaemon(config, DaemonMetrics("marketdata"))
 
     async def stream() -> tuple[list[dict[str, Any]], bytes]:
-        md = daemon(["NSE:INFY", "NFO:FUT:NIFTY"])
+        md = daemon(["NSE:INFY", "INDICES:NIFTY 50"])  # nothing that expires: the daemon resolves on today's date
         await md.setup()
         runner = asyncio.create_task(md.run())
-        await asyncio.to_thread(wait_until, lambda: subscribed(emulator, [INFY, NIFTY_NOV], "full"), 5, "subscribed")
+        await asyncio.to_thread(wait_until, lambda: subscribed(emulator, [INFY, NIFTY_50], "full"), 5, "subscribed")
         emulator.push_tick(INFY, depth=DEPTH, **FULL)
         frames: list[Any] = []
         for _ in range(100):

@@ -11,7 +11,7 @@ import pytest
 
 from daemons.marketdata.contracts import derivatives, monthly_expiry, weekly_expiry
 from daemons.marketdata.instruments import InstrumentsError, load_instruments
-from daemons.marketdata.session import SessionClock
+from daemons.marketdata.session import SessionClock, last_trading_day
 from daemons.marketdata.simulator import RATE, MarketSimulator
 from tests.conftest import REPO, SHARED
 
@@ -80,6 +80,16 @@ def test_expired_contracts_are_left_out() -> None:
     later = date(2026, 12, 1)
     sim = MarketSimulator(universe(), seed=1, clock=SessionClock(later, 10))
     assert sim.expired == 23 and all(i.expiry is None for i in sim.instruments)
+
+
+@pytest.mark.parametrize(("today", "session"), [
+    (date(2026, 12, 3), date(2026, 12, 3)),    # a Thursday
+    (date(2026, 12, 6), date(2026, 12, 4)),    # Sunday -> Friday
+    (date(2026, 12, 25), date(2026, 12, 24)),  # Christmas (a Friday) -> Thursday
+    (date(2026, 12, 27), date(2026, 12, 24)),  # the Sunday after it, past Saturday and the holiday
+])
+def test_the_default_paper_session_is_the_last_trading_day(today: date, session: date) -> None:
+    assert last_trading_day(today, {date(2026, 12, 25)}) == session
 
 
 def test_kite_fixture_dump_loads_and_bad_rows_name_their_line(tmp_path: Path) -> None:

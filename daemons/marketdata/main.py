@@ -23,7 +23,7 @@ from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
 from .replay import ReplayError, source_file, ticks
-from .session import IST, SessionClock, last_weekday
+from .session import IST, SessionClock, last_trading_day
 from .simulator import MarketSimulator
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class MarketdataDaemon(Daemon):
                 raise ConfigError(str(s.replay_from), [Problem("daemons.marketdata.replay_from", str(exc))]) from None
             log.info("replaying %s at %gx", file, s.replay_speed)
             return
-        day = s.session_date or last_weekday(datetime.now(IST).date())
+        day = s.session_date or last_trading_day(datetime.now(IST).date(), self.config.daemons.risk.holidays)
         universe = self._universe(day)
         steps = max(1, round(s.session_minutes * 60 * s.steps_per_second))
         self.sim = MarketSimulator(universe, seed=s.seed, clock=SessionClock(day, steps))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, time, timedelta, timezone
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
@@ -30,6 +31,9 @@ class SessionClock:
         return datetime.fromtimestamp(self.at(step) / 1e9, IST).strftime("%H:%M:%S IST")
 
 
-def last_weekday(day: date) -> date:
-    """The paper market's default session: today, or the Friday before on a weekend."""
-    return day - timedelta(days=max(0, day.weekday() - 4))
+def last_trading_day(day: date, holidays: Collection[date] = ()) -> date:
+    """The paper market's default session: today, or the trading day before on a weekend or a
+    holiday (risk blocks every entry on a day without a session, so simulating one trades nothing)."""
+    while day.weekday() >= 5 or day in holidays:
+        day -= timedelta(days=1)
+    return day

@@ -16,6 +16,9 @@ from logging_journald import JournaldLogHandler, check_journal_stream
 
 # Fields people search by. Any other UPPER_CASE extra key is lifted to a journal field too.
 FIELDS = ("ENGINE", "STRATEGY", "SYMBOL", "ORDER_ID", "TRACE_ID")
+# The name of the root handler setup_logging installs, so a process running several mains in turn
+# (the test suite) can tell it from others.
+HANDLER_NAME = "algo-fleet"
 
 _STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -66,5 +69,6 @@ def setup_logging(identifier: str, level: str = "INFO") -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PlainFormatter())
+    handler.set_name(HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(level)
