@@ -41,7 +41,7 @@ from twisted.internet import reactor, task
 from ..runtime.config import KiteSection, MarketdataSection
 from ..runtime.kite_ticker import CONNECT_TIMEOUT_SEC, dial_forever, ensure_reactor
 from .instruments import Instrument
-from .session import CLOSE, IST, OPEN
+from .session import CLOSE, IST, OPEN, is_trading_day
 from .ticks import NS, Meta, decode
 from .universe import split
 
@@ -73,7 +73,7 @@ def session_opened(wall: float, mono: float, holidays: frozenset[date], opens: t
     """The monotonic time at which today's session opened (at ``opens`` IST), or None outside
     ``opens``-15:30 on a weekday that is not a holiday."""
     now = datetime.fromtimestamp(wall, IST)
-    if now.weekday() >= 5 or now.date() in holidays or not opens <= now.time() < CLOSE:
+    if not is_trading_day(now.date(), holidays) or not opens <= now.time() < CLOSE:
         return None
     return mono - (now - datetime.combine(now.date(), opens, IST)).total_seconds()
 

@@ -31,9 +31,14 @@ class SessionClock:
         return datetime.fromtimestamp(self.at(step) / 1e9, IST).strftime("%H:%M:%S IST")
 
 
+def is_trading_day(day: date, holidays: Collection[date]) -> bool:
+    """NSE has a session on weekdays that are not ``holidays`` (``daemons.risk.holidays``)."""
+    return day.weekday() < 5 and day not in holidays
+
+
 def last_trading_day(day: date, holidays: Collection[date] = ()) -> date:
     """The paper market's default session: today, or the trading day before on a weekend or a
     holiday (risk blocks every entry on a day without a session, so simulating one trades nothing)."""
-    while day.weekday() >= 5 or day in holidays:
+    while not is_trading_day(day, holidays):
         day -= timedelta(days=1)
     return day

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ..marketdata.session import IST
+from ..marketdata.session import IST, is_trading_day
 from ..runtime.config import RiskSection
 from ..runtime.book import Book
 
@@ -77,7 +77,7 @@ class RiskRules:
         if last is None:
             return Decision(False, "no_price", f"no market price for {symbol} yet")
         when = datetime.fromtimestamp(self.market_ns[symbol] / 1e9, IST)
-        if when.date() in lim.holidays or when.weekday() >= 5:
+        if not is_trading_day(when.date(), lim.holidays):
             return Decision(False, "holiday", f"{when.date()} ({when:%A}) is not a trading day")
         if not lim.open <= when.time() < lim.close:
             return Decision(False, "hours", f"outside trading hours ({when:%H:%M} IST)")
