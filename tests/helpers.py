@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, TypeVar, cast
 
 import pytest
 
+from daemons.runtime.client import BusClient
+from daemons.runtime.transport import UnixTransport
+from daemons.runtime.wire import Frame, FrameReader
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll until predicate() is truthy; fail naming what never happened."""
     deadline = time.monotonic() + timeout
     while True:
@@ -18,3 +24,9 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def unsent_frames(bus: BusClient) -> list[Frame]:
+    """The frames a bus client holds in its outbox: what a daemon published in a test without a broker."""
+    outbox = cast(UnixTransport, bus.transport)._outbox
+    return FrameReader(1 << 20).feed(b"".join(outbox))

@@ -203,7 +203,7 @@ def prometheus_targets(tmp_path: Path, file_sd: Path) -> list[dict[str, Any]]:
                 url = f"http://{found.group(1)}/api/v1/targets?state=active"
                 try:
                     with urllib.request.urlopen(url, timeout=2) as response:
-                        targets = json.load(response)["data"]["activeTargets"]
+                        targets: list[dict[str, Any]] = json.load(response)["data"]["activeTargets"]
                 except OSError:
                     targets = []
                 if targets:

@@ -205,7 +205,7 @@ def bounds_of(info: Any) -> dict[str, float]:
 def test_the_preflight_bounds_are_config_py_s() -> None:
     """vars/main.yml _algo_fleet_bounds: the same numbers as the Field() constraints, and none missing."""
     table = load(ROLE / "vars" / "main.yml")["_algo_fleet_bounds"]
-    models = {*SECTIONS.values(), cfg.DaemonSection, cfg.EngineSection, cfg.StrategySection, cfg.DerivativesSection}
+    models: set[type[BaseModel]] = {*SECTIONS.values(), cfg.DaemonSection, cfg.EngineSection, cfg.StrategySection, cfg.DerivativesSection}
     for model in models:
         # the fields every daemon section shares are checked under DaemonSection
         inherits = issubclass(model, cfg.DaemonSection) and model is not cfg.DaemonSection
@@ -275,7 +275,7 @@ MARKET_CLOCK = {  # IST -> market open? (2026-11-23 is a Monday; 2026-12-25 is i
     "2026-11-23 10:00": True, "2026-11-23 09:00": True, "2026-11-23 08:59": False, "2026-11-23 15:44": True,
     "2026-11-23 15:45": False, "2026-11-22 10:00": False, "2026-12-25 10:00": False,
 }
-RESET = {"_algo_fleet_running_before": [], "_algo_fleet_pending": [], "_algo_fleet_own_strategies": [],
+RESET: dict[str, Any] = {"_algo_fleet_running_before": [], "_algo_fleet_pending": [], "_algo_fleet_own_strategies": [],
          "__algo_fleet_pip": {}, "__algo_fleet_unit_files": {}, "__algo_fleet_dropin_files": {},
          "__algo_fleet_removed_dropins": {}, "__algo_fleet_encrypted_credentials": {},
          "__algo_fleet_plain_credentials": {}, "__algo_fleet_fingerprint_files": {}, "__algo_fleet_instruments": {}}

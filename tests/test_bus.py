@@ -83,7 +83,9 @@ def test_exact_and_prefix_subscriptions_with_envelope_and_trace(tmp_path: Path) 
         assert {e.trace for e in prefix} == {signal.id}  # ... and what it caused carries its id
         assert got.ts == signal.ts and abs(got.ts - __import__("time").time_ns()) < 5e9
         assert len({e.id for e in everything}) == 4
-        await pub.close(), await sub.close(), await broker.close()
+        await pub.close()
+        await sub.close()
+        await broker.close()
 
     run(go, tmp_path)
 
@@ -102,7 +104,9 @@ def test_sequence_gaps_are_detected_per_source_and_topic(tmp_path: Path) -> None
         await until(lambda: len(got) == 2)
         assert [e.seq for e in got] == [1, 5]
         assert sub.gaps == 3
-        await pub.close(), await sub.close(), await broker.close()
+        await pub.close()
+        await sub.close()
+        await broker.close()
 
     run(go, tmp_path)
 
@@ -132,7 +136,9 @@ def test_client_reconnects_resubscribes_and_flushes_its_outbox(tmp_path: Path) -
         await until(lambda: len(got) == 1)
         assert got[0].payload == {"while": "down"}
         assert pub.transport.reconnects == 1 and sub.transport.reconnects == 1
-        await pub.close(), await sub.close(), await broker.close()
+        await pub.close()
+        await sub.close()
+        await broker.close()
 
     run(go, tmp_path)
 
@@ -169,7 +175,9 @@ def test_slow_subscriber_is_disconnected_and_nobody_else_stalls(tmp_path: Path) 
         dropped = broker.stats.dropped["slow_consumer"]
         assert received + dropped == pytest.approx(routed["before_disconnect"], abs=5)
         stuck.close()
-        await pub.close(), await fast.close(), await broker.close()
+        await pub.close()
+        await fast.close()
+        await broker.close()
 
     run(go, tmp_path)
 
@@ -203,7 +211,8 @@ def test_slow_marketdata_subscriber_gets_the_latest_tick_per_instrument(tmp_path
                 latest[f.key.decode()] = Event.decode(f.body).payload["i"]
         assert latest == {tok: 1999 for tok in tokens}
         slow.close()
-        await pub.close(), await broker.close()
+        await pub.close()
+        await broker.close()
 
     run(go, tmp_path)
 
@@ -222,7 +231,7 @@ def test_peers_outside_the_fleet_group_are_refused(tmp_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", probe, str(path), stdout=subprocess.PIPE, user=65534, group=65534
         )
-        out, _ = await proc.communicate()
+        out, _err = await proc.communicate()
         assert b"forbidden" in out
         assert broker.stats.rejected_peers == 1 and not broker.peers
         await broker.close()
@@ -240,6 +249,7 @@ def test_a_refused_client_backs_off_instead_of_hammering_the_broker(tmp_path: Pa
         await asyncio.sleep(1.5)
         # 20, 40, 80 ... 500 ms between attempts: about 7 in 1.5 s, where no backoff would make ~75.
         assert 4 <= broker.stats.rejected_peers <= 9
-        await c.close(), await broker.close()
+        await c.close()
+        await broker.close()
 
     run(go, tmp_path)

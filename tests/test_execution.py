@@ -21,6 +21,7 @@ from daemons.runtime.config import ExecutionSection, FleetConfig
 from daemons.runtime.metrics import DaemonMetrics
 
 DAY = date(2026, 11, 20)
+from tests.helpers import unsent_frames
 
 
 def tick(symbol: str = "INFY", bid: float = 1000.0, ask: float = 1000.5, lot: int = 1, qty: int = 100,
@@ -65,7 +66,8 @@ def test_partial_fills_take_a_share_of_the_touch_in_whole_lots(tmp_path: Path) -
     b.place("T1", "NIFTYFUT", "BUY", 375, "MARKET", None, now_ns=0)
     sizes = [t.quantity for _ in range(4) for _, t in b.on_tick(tick(symbol="NIFTYFUT", lot=75, qty=300), 1)]
     assert sizes == [150, 150, 75]  # 50% of 300 = 2 lots a tick, then the remainder
-    assert b.find("T1").status == "COMPLETE"
+    done = b.find("T1")
+    assert done is not None and done.status == "COMPLETE"
 
 
 def test_rejections_lot_size_unknown_symbol_and_simulated_rms(tmp_path: Path) -> None:
@@ -128,10 +130,7 @@ def daemon(state: Path, monkeypatch: pytest.MonkeyPatch) -> ExecutionDaemon:
 
 def published(d: ExecutionDaemon) -> list[tuple[str, dict[str, Any]]]:
     """What the daemon handed to its bus client (held in the outbox: no broker in these tests)."""
-    from daemons.runtime.wire import FrameReader
-
-    frames = FrameReader(1 << 20).feed(b"".join(d.bus.transport._outbox))  # noqa: SLF001
-    return [(f.topic.decode(), orjson.loads(f.body)["payload"]) for f in frames]
+    return [(f.topic.decode(), orjson.loads(f.body)["payload"]) for f in unsent_frames(d.bus)]
 
 
 def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,6 +156,7 @@ def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypa
     d = daemon(tmp_path, monkeypatch)
     assert {k: v.status for k, v in d.orders.items()} == {
         intents[1].client_id: "COMPLETE", intents[2].client_id: "OPEN", intents[3].client_id: "OPEN"}
+    assert d.paper is not None
     assert len(d.paper.orders) == 3, "nothing was placed twice"
     got = {r: d.reconciled.labels(r)._value.get() for r in ("adopted", "sent", "fills_recovered")}  # noqa: SLF001
     assert got == {"adopted": 1, "sent": 1, "fills_recovered": 1}
@@ -174,6 +174,7 @@ def test_duplicate_and_stale_approvals_are_not_sent(tmp_path: Path, monkeypatch:
     from daemons.runtime.envelope import EventFactory
 
     d = daemon(tmp_path, monkeypatch)
+    assert d.paper is not None
     d.paper.on_tick(tick(), 0)
     stamp = EventFactory("risk").stamp
     d._on_approved(stamp("risk.approved", approval(1))[0])

@@ -23,10 +23,10 @@ from daemons.kite_emulator import Emulator
 from daemons.runtime.config import ConfigError, FleetConfig
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics
-from daemons.runtime.wire import FrameReader
 
 INFY = 408065
 stamp = EventFactory("test").stamp
+from tests.helpers import unsent_frames
 
 
 @pytest.fixture
@@ -57,8 +57,7 @@ def tag(n: int) -> str:
 
 
 def published(d: ExecutionDaemon, topic: str) -> list[dict[str, Any]]:
-    frames = FrameReader(1 << 20).feed(b"".join(d.bus.transport._outbox))  # noqa: SLF001
-    return [orjson.loads(f.body)["payload"] for f in frames if f.topic.decode() == topic]
+    return [orjson.loads(f.body)["payload"] for f in unsent_frames(d.bus) if f.topic.decode() == topic]
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 10) -> None:

@@ -9,7 +9,7 @@ import threading
 import time
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import orjson
 import pytest
@@ -27,7 +27,7 @@ from daemons.marketdata.session import IST
 from daemons.marketdata.ticks import NS, Meta, decode
 from daemons.marketdata.universe import UniverseError, load_dump, resolve, split
 from daemons.runtime.config import KiteSection, MarketdataSection
-from tests.helpers import wait_until
+from tests.helpers import unsent_frames, wait_until
 
 DAY = date(2026, 11, 18)  # a Wednesday
 INFY, NIFTY_50, SENSEX = 408065, 256265, 265
@@ -48,7 +48,7 @@ FULL = dict(last_price=1573.7, last_traded_quantity=7, average_traded_price=1570
             total_buy_quantity=256443, total_sell_quantity=363009, open=1569.15, high=1575.0, low=1561.05,
             close=1567.8, last_trade_time=1_763_445_687, oi=12, oi_day_high=15, oi_day_low=3,
             exchange_timestamp=1_763_445_688)
-DEPTH = {"buy": [{"quantity": 5, "price": 1573.4, "orders": 1}, {"quantity": 140, "price": 1573.0, "orders": 2}],
+DEPTH: dict[str, list[dict[str, Any]]] = {"buy": [{"quantity": 5, "price": 1573.4, "orders": 1}, {"quantity": 140, "price": 1573.0, "orders": 2}],
          "sell": [{"quantity": 172, "price": 1573.75, "orders": 3}]}
 FAST = Backoff(initial_sec=0.05, factor=1.5, max_sec=0.3, max_closed_sec=0.3)
 
@@ -145,7 +145,7 @@ def start_feed(emulator: Emulator, asyncio_side: LoopThread,
     seen closed by the emulator, after the test."""
     feeds: list[KiteFeed] = []
 
-    def make(entries: list[str], at: datetime = EVENING, stale: float = 10.0, mode: str = "full",
+    def make(entries: list[str], at: datetime = EVENING, stale: float = 10.0, mode: Literal["ltp", "quote", "full"] = "full",
              backoff: Backoff = FAST) -> KiteFeed:
         section = MarketdataSection(feed="kite", universe=entries, ticker_mode=mode, stale_after_sec=stale)
         instruments = resolve(entries, dump, DAY)
@@ -419,7 +419,6 @@ def test_the_marketdata_daemon_streams_the_live_universe_onto_the_bus(
     from daemons.marketdata.main import MarketdataDaemon
     from daemons.runtime.config import ConfigError, FleetConfig
     from daemons.runtime.metrics import DaemonMetrics
-    from daemons.runtime.wire import FrameReader
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     kite = {"api_key": emulator.api_key, "access_token": emulator.access_token, "root": emulator.root,
@@ -438,7 +437,7 @@ def test_the_marketdata_daemon_streams_the_live_universe_onto_the_bus(
         emulator.push_tick(INFY, depth=DEPTH, **FULL)
         frames: list[Any] = []
         for _ in range(100):
-            frames = FrameReader(1 << 20).feed(b"".join(md.bus.transport._outbox))  # noqa: SLF001
+            frames = unsent_frames(md.bus)
             if frames:
                 break
             await asyncio.sleep(0.05)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemons.marketdata.contracts import derivatives, monthly_expiry, weekly_expiry
-from daemons.marketdata.instruments import InstrumentsError, load_instruments
+from daemons.marketdata.instruments import Instrument, InstrumentsError, load_instruments
 from daemons.marketdata.session import SessionClock, last_trading_day
 from daemons.marketdata.simulator import RATE, MarketSimulator
 from tests.conftest import REPO, SHARED
@@ -19,13 +19,13 @@ DAY = date(2026, 11, 23)  # a Monday
 PAPER = REPO / "configs" / "instruments" / "paper.csv"
 
 
-def universe() -> list:
+def universe() -> list[Instrument]:
     spots = load_instruments(PAPER)
     nifty = next(i for i in spots if i.symbol == "NIFTY 50")
     return spots + derivatives(nifty, DAY, lot_size=75, strikes=5, step=50)
 
 
-def run(seed: int, steps: int = 50) -> list[list[dict]]:
+def run(seed: int, steps: int = 50) -> list[list[dict[str, Any]]]:
     sim = MarketSimulator(universe(), seed=seed, clock=SessionClock(DAY, 1000))
     return [sim.step() for _ in range(steps)]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemons.marketdata.session import IST
-from daemons.runtime.book import Position
 from daemons.risk.rules import RiskRules
+from daemons.runtime.book import Position
 from daemons.runtime.config import RiskSection
 from tests.conftest import REPO
 
@@ -16,7 +18,7 @@ MARKET = int(datetime(2026, 11, 23, 10, 0, tzinfo=IST).timestamp() * 1e9)
 
 
 def sig(symbol: str = "INFY", side: str = "BUY", qty: int = 10, entry: bool = True, engine: str = "equity",
-        limit: float | None = None) -> dict:
+        limit: float | None = None) -> dict[str, Any]:
     return {"symbol": symbol, "side": side, "quantity": qty, "entry": entry, "engine": engine,
             "strategy": "s", "limit_price": limit, "order_type": "LIMIT" if limit else "MARKET"}
 
@@ -34,7 +36,8 @@ def rules() -> RiskRules:
 
 def test_position_accounting() -> None:
     p = Position()
-    p.fill(10, 100), p.fill(10, 110)
+    p.fill(10, 100)
+    p.fill(10, 110)
     assert (p.quantity, p.average) == (20, 105)
     p.fill(-5, 120)
     assert (p.quantity, p.realised) == (15, 75)
@@ -84,7 +87,7 @@ def test_loss_limit_blocks_entries_and_the_kill_switch_blocks_every_entry(rules:
     assert rules.check(sig(side="SELL", qty=50, entry=False), 0.4).approved
 
 
-def test_risk_reload_applies_new_limits_and_keeps_positions(tmp_path, monkeypatch) -> None:
+def test_risk_reload_applies_new_limits_and_keeps_positions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     from daemons.risk.main import RiskDaemon
@@ -121,7 +124,7 @@ def test_a_strategy_over_its_own_loss_limit_is_blocked_while_the_others_trade() 
     assert rules.kill_switch is None
 
 
-def test_a_new_day_restarts_realised_pnl_and_keeps_open_positions(tmp_path, monkeypatch) -> None:
+def test_a_new_day_restarts_realised_pnl_and_keeps_open_positions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Yesterday's losses must not count against today's daily limit; the position itself carries over."""
     import asyncio
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -33,7 +34,7 @@ class NotifySocket:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path):
+def fleet(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     config = tmp_path / "fleet.toml"
     config.write_text(TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp_path}/bus.sock"')
                       .replace("9470", "19470").replace("9471", "19471"))
@@ -45,7 +46,7 @@ def fleet(tmp_path: Path):
     bus.wait(10)
 
 
-def test_ready_watchdog_reload_and_stop(fleet, tmp_path: Path) -> None:
+def test_ready_watchdog_reload_and_stop(fleet: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     config, env = fleet
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**env, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
@@ -70,7 +71,7 @@ def test_ready_watchdog_reload_and_stop(fleet, tmp_path: Path) -> None:
         proc.wait()
 
 
-def test_unhealthy_daemon_stops_feeding_the_watchdog(fleet, tmp_path: Path) -> None:
+def test_unhealthy_daemon_stops_feeding_the_watchdog(fleet: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     config, env = fleet
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**env, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000",

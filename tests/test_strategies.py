@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -115,7 +116,7 @@ def test_ema_crossover_by_underlying_trades_the_front_month_future() -> None:
         build("ema_crossover", "x", {"quantity": 1})
 
 
-def test_engine_reload_rebuilds_changed_strategies_and_keeps_their_position(tmp_path, monkeypatch) -> None:
+def test_engine_reload_rebuilds_changed_strategies_and_keeps_their_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     from daemons.engine.main import EquityEngine

@@ -16,13 +16,13 @@ import time
 from typing import Any, Callable
 
 import orjson
+from run import TOPIC, tick_pool
 
 from daemons.bus.broker import Broker, Peer
 from daemons.runtime import wire
 from daemons.runtime.client import BusClient
 from daemons.runtime.envelope import Event
 from daemons.runtime.transport import Transport, UnixTransport
-from run import TOPIC, tick_pool
 
 N = 100_000
 BATCH = 64

@@ -181,7 +181,7 @@ def w_bus_sub(spec: dict[str, Any]) -> None:
         client.subscribe(TOPIC, on_tick)
         # Our own round trip through the broker proves it has registered our subscription.
         probe = f"bench.ready.{idx}"
-        client.subscribe(probe, lambda ev: ready.done() or ready.set_result(None))
+        client.subscribe(probe, lambda ev: None if ready.done() else ready.set_result(None))
         await client.start()
         client.publish(probe, {"ready": idx})
         await asyncio.wait_for(ready, 10)

@@ -41,7 +41,7 @@ from daemons.marketdata.kite_feed import KiteFeed
 from daemons.marketdata.ticks import Meta, decode
 from daemons.runtime.config import KiteSection, MarketdataSection
 
-DEPTH = {"buy": [{"quantity": 75 * (k + 1), "price": 100.0 - 0.05 * k, "orders": k + 1} for k in range(5)],
+DEPTH: dict[str, list[dict[str, Any]]] = {"buy": [{"quantity": 75 * (k + 1), "price": 100.0 - 0.05 * k, "orders": k + 1} for k in range(5)],
          "sell": [{"quantity": 75 * (k + 2), "price": 100.05 + 0.05 * k, "orders": k + 1} for k in range(5)]}
 
 
@@ -85,7 +85,7 @@ def bench_decode(instruments: list[Instrument]) -> None:
     client = KiteTicker("key", "token")
     assert len(decode(full, meta, 0)) == len(client._parse_binary(full)) == n
     print(f"decode: one message of {n:,} full packets ({len(full):,} bytes), best of 5, CPU of one thread")
-    rows = [
+    rows: list[tuple[str, Callable[[], object]]] = [
         ("KiteTicker._parse_binary -> Kite's dicts", lambda: client._parse_binary(full)),
         ("ticks.decode -> payloads (full only: iter_unpack)", lambda: decode(full, meta, 0)),
         ("ticks.decode -> payloads (one index packet among them)", lambda: decode(mixed, meta, 0)),
@@ -117,9 +117,10 @@ def emulator_process(dump: Path, pipe: Connection) -> None:
             if cmd == "batch":
                 conns = em._ticker._snapshot()
                 tokens = [list(c.modes()) for c in conns]
-                levels = {side: tuple(Level(**lv) for lv in DEPTH[side]) for side in DEPTH}
+                buy, sell = (tuple(Level(**lv) for lv in DEPTH[side]) for side in ("buy", "sell"))
                 messages = [message([encode(Tick(t, last_price=price, last_traded_quantity=75, volume_traded=1000,
-                                                 oi=5000, exchange_timestamp=int(time.time()), **levels), "full")
+                                                 oi=5000, exchange_timestamp=int(time.time()), buy=buy, sell=sell),
+                                             "full")
                                      for t in group]) for group in tokens]
                 sent = []
                 for conn, group, msg in zip(conns, tokens, messages):
@@ -173,7 +174,7 @@ async def bench_latency(instruments: list[Instrument], connections: int, per_con
         arrivals.append((time.monotonic_ns(), payload))
         on_ticks(conn, payload)
 
-    feed._on_ticks = timed  # type: ignore[method-assign]
+    feed._on_ticks = timed  # type: ignore[method-assign, assignment]
     feed.start()
     while True:
         pipe.send("subs")

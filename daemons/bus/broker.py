@@ -17,6 +17,7 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..runtime import wire
 from ..runtime.envelope import CONFLATED_PREFIX
@@ -44,7 +45,8 @@ class PeerPolicy:
     def __init__(self, group: str) -> None:
         try:
             gr = grp.getgrnam(group)
-            self.gid, self.members = gr.gr_gid, set(gr.gr_mem)
+            self.gid: int | None = gr.gr_gid
+            self.members = set(gr.gr_mem)
         except KeyError:
             log.warning("group %r does not exist; only root and uid %d may use the bus", group, os.geteuid())
             self.gid, self.members = None, set()
@@ -87,14 +89,15 @@ class Peer(asyncio.Protocol):
         return f"{self.name}[{self.pid}]"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.tx = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        # uvloop's transports are not asyncio.Transport subclasses, but they have its methods
+        self.tx = tx = cast(asyncio.Transport, transport)
         sock: socket.socket = transport.get_extra_info("socket")
         pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
         self.pid = pid
         if not self.broker.policy.allows(uid, gid):
             self.broker.stats.rejected_peers += 1
             log.warning("refused bus connection from pid %d (uid %d, gid %d): not in the fleet's group", pid, uid, gid)
-            transport.write(wire.encode(wire.NOTICE, b"forbidden", b"not a member of the fleet's group"))
+            tx.write(wire.encode(wire.NOTICE, b"forbidden", b"not a member of the fleet's group"))
             self.closed = True
             transport.close()
             return

@@ -179,6 +179,8 @@ def read_ticks(path: Path) -> tuple[dict[str, float], dict[str, str]]:
                 continue
             payload = event.get("payload")
             try:
+                if not isinstance(payload, dict):
+                    raise TypeError
                 symbol = payload["symbol"]
                 marks[symbol] = float(payload["last_price"])
             except (TypeError, KeyError, ValueError):

@@ -25,7 +25,7 @@ import time
 from collections import Counter as Tally
 from collections import deque
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -62,7 +62,9 @@ TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoct
 class BrokerBook(Protocol):
     """What reconciliation reads: the paper broker and Kite's ``Book`` both answer it."""
 
-    by_tag: dict[str, BrokerOrder]
+    @property
+    def by_tag(self) -> Mapping[str, BrokerOrder]:
+        """Every order of the day that bears a tag, by tag (reconciliation only reads it)."""
 
     def find(self, tag: str) -> BrokerOrder | None: ...
 

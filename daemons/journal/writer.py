@@ -60,9 +60,10 @@ class DayFiles:
         p, ts = event.payload, iso(event.ts)
         row = {**p, "ts": ts, "trace": event.trace}
         if name == "fills.csv":
-            if p.get("fill_id") in self.fill_ids:
+            fill_id = str(p.get("fill_id"))
+            if fill_id in self.fill_ids:
                 return None
-            self.fill_ids.add(p.get("fill_id"))
+            self.fill_ids.add(fill_id)
             row["exchange_time"] = iso(p["exchange_ts"]) if p.get("exchange_ts") else ""
         elif name == "orders.csv":
             state = (str(p.get("client_id")), str(p.get("status")), str(p.get("filled_quantity")))

@@ -342,7 +342,7 @@ class Book:
     # -- internals (lock held) ------------------------------------------------------------------
 
     def _limit_price(self, params: Mapping[str, str], instrument: Instrument, default: float | None = None) -> float:
-        price = _field(params, "price", float, default)
+        price: float = _field(params, "price", float, default)
         if price <= 0 or not _on_tick(price, instrument.tick_size):
             raise input_error(f"Invalid `price` {price}: must be positive and a multiple of the tick size "
                               f"{instrument.tick_size}.")

@@ -46,7 +46,7 @@ class Emulator:
         self.instruments = Instruments.from_csv(instruments_csv or self.fixtures.path("instruments_all.csv"))
         self.sessions = Sessions(api_key, api_secret, access_token)
         self.faults = Faults()
-        self.book = Book(self.instruments, self.fixtures.data("profile.json")["user_id"], self._order_update,
+        self.book: Book = Book(self.instruments, self.fixtures.data("profile.json")["user_id"], self._order_update,
                          auto_market_protection_pct)
         self._ticks: dict[int, Tick] = {}
         self._lock = threading.Lock()  # ticks; taken before the book's lock, never after

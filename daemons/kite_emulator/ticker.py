@@ -13,7 +13,7 @@ import queue
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from . import websocket as ws
@@ -30,7 +30,7 @@ _SHUTDOWN = "shutdown"  # queue item: cut the TCP connection and end the writer
 class Connection:
     """One ticker client: its subscriptions (token -> mode) and its outgoing queue."""
 
-    def __init__(self, server: TickerServer, sock: socket.socket, rfile: BinaryIO) -> None:
+    def __init__(self, server: TickerServer, sock: socket.socket, rfile: ws.Readable) -> None:
         self.server = server
         self.sock = sock
         self.rfile = rfile
@@ -133,7 +133,7 @@ class Connection:
             item = self._queue.get()
             if item == _SHUTDOWN:
                 break
-            if item != _CHECK:
+            if not isinstance(item, str):  # a frame; the other string is _CHECK
                 frame, tick = item
                 try:
                     self.sock.sendall(frame)

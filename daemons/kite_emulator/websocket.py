@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from typing import BinaryIO
+from typing import Protocol
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION = 0x0
@@ -46,14 +46,20 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return struct.pack(">H", code) + reason.encode()[:123]
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+class Readable(Protocol):
+    """What a frame is read from: a socket's buffered reader (http.server's rfile) or a file."""
+
+    def read(self, size: int, /) -> bytes | None: ...
+
+
+def _read_exact(stream: Readable, n: int) -> bytes:
     data = stream.read(n)
     if data is None or len(data) < n:
         raise EOFError("connection closed mid-frame")
     return data
 
 
-def read_frame(stream: BinaryIO) -> tuple[bool, int, bytes]:
+def read_frame(stream: Readable) -> tuple[bool, int, bytes]:
     """(fin, opcode, unmasked payload) of the next frame; EOFError when the peer is gone."""
     b0, b1 = _read_exact(stream, 2)
     if b0 & 0x70:

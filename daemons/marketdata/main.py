@@ -93,6 +93,7 @@ class MarketdataDaemon(Daemon):
         source = str(resolve_path(None))
         if missing := missing_credentials(self.config, "api_key", "access_token"):
             raise ConfigError(source, missing)
+        assert kite.api_key is not None and kite.access_token is not None  # missing_credentials said so
         day = datetime.now(IST).date()
         client = KiteConnect(kite.api_key.get_secret_value(), kite.access_token.get_secret_value(), root=kite.root,
                              timeout=kite.timeout_sec)

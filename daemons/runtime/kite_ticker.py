@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from kiteconnect import KiteTicker
-from twisted.internet import reactor
+from twisted.internet import reactor as _installed_reactor
+
+reactor: Any = _installed_reactor  # typed as an interface without run()'s keywords; it is the installed reactor
 
 __all__ = ["CONNECT_TIMEOUT_SEC", "dial_forever", "ensure_reactor"]
 
@@ -36,13 +39,17 @@ _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
+def _run_reactor() -> None:
+    reactor.run(installSignalHandlers=False)  # no signal handlers: the daemon's loop owns SIGTERM
+
+
 def ensure_reactor() -> None:
     """Run Twisted's reactor in a daemon thread unless something already does; never stopped."""
     global _thread
     with _lock:
         if reactor.running or _thread is not None:
             return
-        _thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
+        _thread = threading.Thread(target=_run_reactor,
                                    name="twisted-reactor", daemon=True)
         _thread.start()
 

@@ -61,8 +61,8 @@ class PlainFormatter(logging.Formatter):
 
 def setup_logging(identifier: str, level: str = "INFO") -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if check_journal_stream():
         handler = FleetJournalHandler(identifier)

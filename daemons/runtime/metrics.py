@@ -29,7 +29,7 @@ class DaemonMetrics:
     """What every daemon exports; daemons add their own metrics to ``registry``."""
 
     def __init__(self, daemon: str) -> None:
-        disable_created_metrics()  # *_created series double the catalogue and nobody queries them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the catalogue and nobody queries them
         self.daemon = daemon
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(namespace="algo", registry=self.registry)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Callable
+from typing import Callable, cast
 
 from . import wire
 
@@ -134,11 +134,12 @@ class UnixTransport(Transport, asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tx = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        # uvloop's transports are not asyncio.Transport subclasses, but they have its methods
+        self._tx = tx = cast(asyncio.Transport, transport)
         self._backlog = 0
         self._buffer = wire.Buffer()
         self.connected = True
-        transport.write(b"".join([self.hello, *self.resubscribe()]))
+        tx.write(b"".join([self.hello, *self.resubscribe()]))
         while self._outbox:
             frame = self._outbox.popleft()
             self._pending.append(frame)

@@ -7,30 +7,26 @@ client is not thread-safe.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any, Callable, Iterator
 
 import pytest
 from kiteconnect import KiteConnect, KiteTicker
-from twisted.internet import reactor as _reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from daemons.kite_emulator import Emulator
+from daemons.runtime import kite_ticker
+from daemons.runtime.kite_ticker import ensure_reactor
+from tests.helpers import wait_until
 
 INFY = 408065
 
 
 @pytest.fixture(scope="session")
 def reactor() -> Any:
-    if not _reactor.running:
-        threading.Thread(target=_reactor.run, kwargs={"installSignalHandlers": False}, name="twisted",
-                         daemon=True).start()
-        deadline = time.monotonic() + 5
-        while not _reactor.running:
-            assert time.monotonic() < deadline, "the Twisted reactor did not start"
-            time.sleep(0.01)
-    return _reactor
+    """Twisted's one reactor, in a daemon thread (it cannot be restarted), as the daemons run it."""
+    ensure_reactor()
+    wait_until(lambda: kite_ticker.reactor.running, 5, "the Twisted reactor")
+    return kite_ticker.reactor
 
 
 @pytest.fixture
@@ -56,7 +52,7 @@ class TickerClient:
                               reconnect_max_delay=5)
         self.ticks: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
-        self.errors: list[tuple[int, Any]] = []
+        self.errors: list[tuple[int | None, Any]] = []
         self.heartbeats = 0
         self.connects = 0
         self.kws.on_ticks = lambda ws, ticks: self.ticks.extend(ticks)

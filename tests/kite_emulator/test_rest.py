@@ -82,9 +82,9 @@ def test_wrong_token_and_unknown_route(emulator: Emulator) -> None:
     with pytest.raises(TokenException) as err:
         stranger.profile()
     assert err.value.code == 403
-    with pytest.raises(GeneralException) as err:
+    with pytest.raises(GeneralException) as unknown:
         stranger._get("gtt")  # a route the emulator does not serve
-    assert err.value.code == 404
+    assert unknown.value.code == 404
 
 
 def test_generate_session_checks_the_checksum_and_issues_a_token(emulator: Emulator) -> None:

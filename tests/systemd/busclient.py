@@ -51,7 +51,8 @@ class Listener:
         return asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
 
     def publish(self, topic: str, payload: dict[str, Any], **kwargs: Any) -> Event:
-        return self.call(self.client.publish, topic, payload, **kwargs)
+        event: Event = self.call(self.client.publish, topic, payload, **kwargs)
+        return event
 
     def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(5)

@@ -3,7 +3,6 @@ signals reach the bus with the tick's trace, state survives kill -9, pause block
 
 from __future__ import annotations
 
-
 import orjson
 import pytest
 

@@ -78,7 +78,7 @@ def test_every_signal_gets_one_decision_and_every_approval_one_order(session: di
         first_rows.setdefault(r["client_id"], r)
     assert len(first_rows) == sum(d == "approved" for d in decided.values())
     final = {r["client_id"]: r for r in session["orders"]}  # the last row of a client id is its state
-    filled = {}
+    filled: dict[str, int] = {}
     for f in session["books"]["fills"]:
         filled[f["client_id"]] = filled.get(f["client_id"], 0) + int(f["quantity"])
     for cid, row in final.items():
