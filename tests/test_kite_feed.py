@@ -261,7 +261,8 @@ def check_decodes_like_the_client(msg: bytes, dump: list[Instrument]) -> list[di
     now_ns = 1_763_449_999 * NS
     reference = KiteTicker("k", "t")._parse_binary(msg)
     assert reference, "the client decoded nothing: not a tick message"
-    got = decode(msg, meta, now_ns)
+    got, malformed = decode(msg, meta, now_ns)
+    assert malformed == 0
     assert got == [expected(t, by_token[t["instrument_token"]], now_ns) for t in reference]
     return got
 
@@ -304,7 +305,7 @@ def test_a_mixed_message_and_a_long_full_message_decode_as_the_client(dump: list
                             buy=(Level(n + 1, 23999.9 + n, 1),), sell=(Level(n + 2, 24000.1 + n, 1),)), "full")
                for n, t in enumerate([NIFTY_NOV, NIFTY_DEC, NIFTY_OCT, INFY] * 50)]
     assert len(check_decodes_like_the_client(message(futures), dump)) == 200
-    assert decode(b"\x00", {}, 0) == [] and decode(message([encode(FULL_TICK, "full")]), {}, 0) == []
+    assert decode(b"\x00", {}, 0) == ([], 0) and decode(message([encode(FULL_TICK, "full")]), {}, 0) == ([], 0)
 
 
 # -- the feed -------------------------------------------------------------------------------------
@@ -334,6 +335,27 @@ def test_ticks_reach_publish_on_the_loop_thread(emulator: Emulator, asyncio_side
     assert feed.ticks == 3 and feed.health() is None
     assert feed.status().startswith("kite feed: 1/1 connections up, 3 instruments (full), ")
     assert "market closed" in feed.status()
+
+
+def test_malformed_packets_are_counted_logged_once_and_the_feed_goes_on(
+        emulator: Emulator, asyncio_side: LoopThread, start_feed: Callable[..., KiteFeed],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from daemons.marketdata.main import FeedCollector
+
+    feed = start_feed(["NSE:INFY"])
+    for _ in range(3):
+        emulator.push_packet(INFY, encode(FULL_TICK, "full")[:100])  # 100 bytes: no mode the client decodes
+    emulator.push_tick(INFY, depth=DEPTH, **FULL)
+    wait_until(lambda: asyncio_side.published, 5, "the tick after the malformed packets")
+    assert feed.malformed == 3 and feed.ticks == 1 and asyncio_side.published[0]["last_price"] == 1573.7
+    warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert warnings == ["kite connection 1: 1 malformed packet(s) in a message of 104 bytes, skipped; the packets "
+                        "around them were kept (1 malformed since start)"]
+    registry = CollectorRegistry()
+    registry.register(FeedCollector(feed))
+    assert b"algo_marketdata_malformed_packets_total 3.0" in generate_latest(registry)
 
 
 def test_dropped_ten_times_and_refused_the_feed_comes_back_by_itself(

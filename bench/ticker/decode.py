@@ -83,7 +83,7 @@ def bench_decode(instruments: list[Instrument]) -> None:
     meta = {i.token: Meta.of(i) for i in instruments}
     meta[256265] = Meta.of(Instrument(256265, "NIFTY 50", "NIFTY 50", 0.0, None, 0.0, 0.0, 0, "EQ", "INDICES", "NSE"))
     client = KiteTicker("key", "token")
-    assert len(decode(full, meta, 0)) == len(client._parse_binary(full)) == n
+    assert len(decode(full, meta, 0).ticks) == len(client._parse_binary(full)) == n
     print(f"decode: one message of {n:,} full packets ({len(full):,} bytes), best of 5, CPU of one thread")
     rows: list[tuple[str, Callable[[], object]]] = [
         ("KiteTicker._parse_binary -> Kite's dicts", lambda: client._parse_binary(full)),

@@ -48,6 +48,7 @@ from .universe import split
 log = logging.getLogger("algo.marketdata.kite")
 
 PRE_OPEN = time_of_day(9, 0)  # reconnects hurry from here on
+MALFORMED_LOG_SEC = 60.0
 
 class Clock(Protocol):
     """``time`` (the module) by default; tests inject market hours."""
@@ -136,7 +137,8 @@ class KiteFeed:
     ``kite.max_connections`` (algo-execution holds one of the API key's for order updates). ``clock`` tells market hours (``time()``) and
     measures silence (``monotonic()``); ``holidays`` are weekdays without a session (RiskSection's
     list), when silence is healthy. ``reconnects`` counts connections re-established after a loss,
-    ``forced_reconnects`` the drops the feed made itself after silence in market hours.
+    ``forced_reconnects`` the drops the feed made itself after silence in market hours, ``malformed``
+    the packets skipped as malformed (``ticks.decode``).
     """
 
     def __init__(self, section: MarketdataSection, kite: KiteSection, instruments: Sequence[Instrument],
@@ -158,6 +160,8 @@ class KiteFeed:
         self.reconnects = 0
         self.forced_reconnects = 0
         self.ticks = 0  # decoded, all connections
+        self.malformed = 0  # packets the client would reject, all connections
+        self._malformed_logged = -MALFORMED_LOG_SEC  # monotonic
         self.last_tick = 0.0  # monotonic; 0 = none yet
         self._meta = {i.token: Meta.of(i) for i in instruments}
         api_key, token = kite.api_key.get_secret_value(), kite.access_token.get_secret_value()
@@ -218,11 +222,9 @@ class KiteFeed:
     def _on_ticks(self, conn: _Connection, message: bytes) -> None:
         if self.stopped:
             return
-        try:
-            ticks = decode(message, self._meta, int(self.clock.time() * NS))
-        except Exception:  # a malformed message must not take the connection down with it
-            log.exception("kite connection %d: undecodable message of %d bytes", conn.number, len(message))
-            return
+        ticks, malformed = decode(message, self._meta, int(self.clock.time() * NS))
+        if malformed:
+            self._malformed(conn, malformed, len(message))
         if not ticks:
             return
         conn.last_tick = self.last_tick = self.clock.monotonic()
@@ -231,6 +233,15 @@ class KiteFeed:
             self.loop.call_soon_threadsafe(self._deliver, ticks)
         except RuntimeError:  # the loop is closed: the daemon is exiting
             self.stopped = True
+
+    def _malformed(self, conn: _Connection, packets: int, size: int) -> None:
+        """Counted always; logged at most once a minute, as a broken sender would flood the journal."""
+        self.malformed += packets
+        now = self.clock.monotonic()
+        if now - self._malformed_logged >= MALFORMED_LOG_SEC:
+            self._malformed_logged = now
+            log.warning("kite connection %d: %d malformed packet(s) in a message of %d bytes, skipped; the packets "
+                        "around them were kept (%d malformed since start)", conn.number, packets, size, self.malformed)
 
     # -- asyncio loop ---------------------------------------------------------------------------
 

@@ -108,7 +108,7 @@ class MarketdataDaemon(Daemon):
             raise ConfigError(source, [Problem("kite.access_token", "Kite refused it (expired or revoked): run "
                                                "`algoctl login`")]) from None
         self.instruments.set(self.feed.instruments)
-        self.metrics.registry.register(ReconnectCollector(self.feed))
+        self.metrics.registry.register(FeedCollector(self.feed))
         log.info("live feed: %d instruments of %d in the universe, %s mode", self.feed.instruments,
                  len(s.universe), s.ticker_mode)
 
@@ -247,7 +247,7 @@ class TickAgeCollector(Collector):
                                 value=int(self.daemon.session_open))
 
 
-class ReconnectCollector(Collector):
+class FeedCollector(Collector):
     """Live mode only: the feed's counts, read at scrape time (the reactor thread writes them)."""
 
     def __init__(self, feed: KiteFeed) -> None:
@@ -256,6 +256,8 @@ class ReconnectCollector(Collector):
     def collect(self) -> Iterable[CounterMetricFamily]:
         yield CounterMetricFamily("algo_marketdata_reconnects", "Ticker WebSocket reconnects",
                                   value=self.feed.reconnects)
+        yield CounterMetricFamily("algo_marketdata_malformed_packets", "Ticker packets skipped as malformed",
+                                  value=self.feed.malformed)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,19 +4,27 @@
 (OHLC, ten depth levels, datetimes) that the fleet then throws away: 70-90 ms for a message of
 3,000 full packets here, against 4-7 ms for ``decode``, payloads included (bench/ticker/README.md).
 One precompiled ``Struct`` per packet length unpacks only the fields a tick payload carries,
-skipping the rest as pad bytes, and a message of full packets only (the usual case) goes through
-``iter_unpack`` in one call.
+skipping the rest as pad bytes, and a message of full packets only (the usual case: its size is a
+run of full packets and every length field says 184) goes through ``iter_unpack`` in one call.
 
-Layout (KITE.md): ``>H`` packet count, then per packet ``>H`` length + bytes; the length is the
+Layout (Kite's ticker protocol): ``>H`` packet count, then per packet ``>H`` length + bytes; the length is the
 mode: 8 ltp, 44 quote, 184 full, 28/32 index quote/full. Prices are integers, divided by 100, or
-by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte). Equality with
-``_parse_binary`` is tested in tests/test_kite_feed.py.
+by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte).
+
+Malformed messages are split as ``_parse_binary`` splits them: each packet by its own length field,
+a packet cut short by the message's end being what is left of it, its mode the size it has. A packet
+the client turns into no tick (a size that is no mode) gives none here, and the packets around it
+are kept; where the client raises and loses the whole message (a length field past the end, a packet
+of under 4 bytes), the packets it would have accepted are kept too. Such packets are counted as
+malformed. Equality with ``_parse_binary`` is tested in tests/test_kite_feed.py and fuzzed in
+tests/test_ticks_fuzz.py.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from .instruments import Instrument
 
@@ -33,6 +41,8 @@ _INDEX_FULL = struct.Struct(">II20xI")  # token, last, (ohlc, change), exchange 
 # (buy/sell qty, ohlc), last trade time, oi, (oi high/low), exchange ts, best bid qty, price,
 # (orders, 4 more bids), best ask qty, price, (orders, 4 more asks).
 _FULL_RECORD = struct.Struct(">HIII4xI24xII8xIII4x48xII4x48x")
+FULL = 184
+_MODES = frozenset((8, 28, 32, 44, FULL))  # the packet sizes the client decodes
 
 
 class Meta(NamedTuple):
@@ -66,27 +76,56 @@ def divisor(token: int) -> float:
     return 100.0
 
 
-def _records(message: bytes, count: int) -> Iterator[tuple[int, ...]]:
-    """Every packet as a full packet's fields (length first); what a mode does not carry is 0."""
-    at = 2
+class Decoded(NamedTuple):
+    """One message's tick payloads, and how many of its packets were malformed."""
+
+    ticks: list[dict[str, Any]]
+    malformed: int
+
+
+def _full_only(message: bytes, count: int) -> bool:
+    """The message is ``count`` full packets, each with its length field saying so (a length that
+    lies would shift every later packet for ``_parse_binary``)."""
+    return (len(message) == 2 + count * _FULL_RECORD.size
+            and message[2::_FULL_RECORD.size].count(0) == count  # each length's high byte
+            and message[3::_FULL_RECORD.size].count(FULL) == count)  # and its low byte
+
+
+def _split(message: bytes, count: int) -> tuple[list[tuple[int, ...]], int]:
+    """Every packet as a full packet's fields (length first; what a mode does not carry is 0), split
+    by its own length as ``_parse_binary`` splits; and the number of malformed packets: a size that
+    is no mode, a packet cut short, a length field past the end (the rest is lost: where it ends is
+    unknown), bytes after the last packet."""
+    records: list[tuple[int, ...]] = []
+    append, length_at, full_at = records.append, _U16.unpack_from, _FULL_RECORD.unpack_from
+    end, at, malformed = len(message), 2, 0
     for _ in range(count):
-        (length,) = _U16.unpack_from(message, at)
-        if length == 184:
-            yield _FULL_RECORD.unpack_from(message, at)
-        elif length == 44:
+        if at + 2 > end:
+            return records, malformed + 1
+        (length,) = length_at(message, at)
+        size = length
+        if at + 2 + length > end:  # cut short: what is left is the packet, as the client slices it
+            size = end - at - 2
+            malformed += size in _MODES  # and decodes it by that size (a size that is no mode counts below)
+        if size == FULL:
+            append(full_at(message, at))
+        elif size == 44:
             token, lp, ltq, vol = _QUOTE.unpack_from(message, at + 2)
-            yield length, token, lp, ltq, vol, 0, 0, 0, 0, 0, 0, 0
-        elif length == 32:
+            append((length, token, lp, ltq, vol, 0, 0, 0, 0, 0, 0, 0))
+        elif size == 32:
             token, lp, ets = _INDEX_FULL.unpack_from(message, at + 2)
-            yield length, token, lp, 0, 0, 0, 0, ets, 0, 0, 0, 0
-        elif length in (8, 28):  # ltp, index quote: the last price is all the fleet takes
+            append((length, token, lp, 0, 0, 0, 0, ets, 0, 0, 0, 0))
+        elif size in (8, 28):  # ltp, index quote: the last price is all the fleet takes
             token, lp = _LTP.unpack_from(message, at + 2)
-            yield length, token, lp, 0, 0, 0, 0, 0, 0, 0, 0, 0
-        at += 2 + length  # a length Kite may add later is skipped, as _parse_binary does
+            append((length, token, lp, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        else:  # no mode: the client makes no tick of it (and raises under 4 bytes)
+            malformed += 1
+        at += 2 + length
+    return records, malformed + (at < end)
 
 
-def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> list[dict[str, Any]]:
-    """The tick payloads of one binary message (heartbeats give none).
+def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> Decoded:
+    """The tick payloads of one binary message (heartbeats give none); never raises.
 
     ``exchange_ts`` (ns) is the packet's exchange time, else its last trade time, else ``now_ns``;
     bid/ask are the best depth level in full mode, else the last price with quantity 0 (so is an
@@ -94,13 +133,13 @@ def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> list[dict[s
     trail an unsubscribe).
     """
     if len(message) < 2:
-        return []
+        return Decoded([], 0)
     (count,) = _U16.unpack_from(message)
     records: Iterable[tuple[int, ...]]
-    if len(message) == 2 + count * _FULL_RECORD.size:  # full packets only (184 is the longest): one C loop
-        records = _FULL_RECORD.iter_unpack(memoryview(message)[2:])
+    if _full_only(message, count):  # one C loop
+        records, malformed = _FULL_RECORD.iter_unpack(memoryview(message)[2:]), 0
     else:
-        records = _records(message, count)
+        records, malformed = _split(message, count)
     out: list[dict[str, Any]] = []
     append, get = out.append, meta.get
     for _, token, lp, ltq, vol, ltt, oi, ets, bq, bp, sq, sp in records:
@@ -117,4 +156,4 @@ def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> list[dict[s
             "type": kind, "underlying": underlying, "strike": strike, "expiry": expiry,
             "lot_size": lot_size, "tick_size": tick_size,
         })
-    return out
+    return Decoded(out, malformed)
