@@ -351,8 +351,8 @@ def test_malformed_packets_are_counted_logged_once_and_the_feed_goes_on(
     wait_until(lambda: asyncio_side.published, 5, "the tick after the malformed packets")
     assert feed.malformed == 3 and feed.ticks == 1 and asyncio_side.published[0]["last_price"] == 1573.7
     warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    assert warnings == ["kite connection 1: 1 malformed packet(s) in a message of 104 bytes, skipped; the packets "
-                        "around them were kept (1 malformed since start)"]
+    assert warnings == [("kite connection 1: 1 malformed packet(s) in a message of 104 bytes, skipped; the packets "
+                         "around them were kept (1 malformed since start)")]
     registry = CollectorRegistry()
     registry.register(FeedCollector(feed))
     assert b"algo_marketdata_malformed_packets_total 3.0" in generate_latest(registry)

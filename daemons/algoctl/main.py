@@ -16,7 +16,7 @@ import orjson
 from ..journal.artifacts import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, load_config, missing_credentials, redacted
-from . import control, login, replay, trace
+from . import control, login, replay, trace, wal
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
 from .units import render_units
@@ -71,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="install only; by default the units that use the token are restarted (strategies are not)")
     lg.add_argument("--config", type=Path)
 
+    wl = sub.add_parser("wal", help="check a write-ahead log or broker book as execution reads it; seal a repaired line")
+    wl_sub = wl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    wl_check = wl_sub.add_parser("check", help="records, format, a torn tail; or the damaged line, its offset (exit 1)")
+    wl_check.add_argument("file", type=Path)
+    wl_seal = wl_sub.add_parser("seal", help="checksum again a line repaired by hand (the file before is kept)")
+    wl_seal.add_argument("file", type=Path)
+    wl_seal.add_argument("line", type=int, help="its number, from 1 (as `algoctl wal check` names it)")
+
     box = sub.add_parser("sandbox", help="a private systemd (PID 1 of new PID + mount namespaces) running the fleet")
     box.add_argument("--root", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox state (default {DEFAULT_SANDBOX})")
     box_sub = box.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -96,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "sandbox":
         sys.exit(_sandbox(args))
+    if args.command == "wal":
+        sys.exit(_wal(args))
     sys.exit(_operate(args))
 
 
@@ -173,6 +183,15 @@ def _login(args: argparse.Namespace, root: str, timeout: float) -> int:
     # two units that use the token; execution reconciles with Kite before it is ready again.
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
     print(f"restarted {' '.join(installed.units)} (where running) with the new token; strategies kept running")
+    return 0
+
+
+def _wal(args: argparse.Namespace) -> int:
+    try:
+        print(wal.check(args.file) if args.action == "check" else wal.seal(args.file, args.line))
+    except (wal.WalError, OSError) as exc:
+        print(f"algoctl wal {args.action}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -158,11 +158,7 @@ class ExecutionDaemon(Daemon):
             self.paper = PaperBroker(folder / "broker.jsonl", self.section, day)
         self.wal = OrderLog(folder / "orders.wal", fsync=self.section.fsync)
         self.orders = {}
-        for record in self.wal.records:
-            if record["op"] == "new":
-                self.orders[record["client_id"]] = Order.from_intent(record)
-            elif record["client_id"] in self.orders:
-                self.orders[record["client_id"]].apply(record)
+        self.wal.replay(self._replay)
         outcome = self._reconcile(await self._book())
         log.info("%s: %d orders in the write-ahead log, reconciled with the broker's book: %s", day,
                  len(self.orders), ", ".join(f"{k} {v}" for k, v in sorted(outcome.items())) or "nothing to do")
@@ -170,6 +166,12 @@ class ExecutionDaemon(Daemon):
             self._publish_order(order, count=False)
             for fill in order.fills.values():
                 self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
+
+    def _replay(self, record: dict[str, Any]) -> None:
+        if record["op"] == "new":
+            self.orders[record["client_id"]] = Order.from_intent(record)
+        elif record["client_id"] in self.orders:
+            self.orders[record["client_id"]].apply(record)
 
     def _reconcile(self, book: BrokerBook) -> Tally[str]:
         outcome: Tally[str] = Tally()

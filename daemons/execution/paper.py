@@ -69,19 +69,21 @@ class PaperBroker:
 
     def __post_init__(self) -> None:
         self.log = OrderLog(self.path, fsync=self.config.fsync)
-        for record in self.log.records:
-            if record["kind"] == "order":
-                order = BrokerOrder(**record["order"])
-                self.orders[order.order_id] = order
-            elif record["kind"] == "trade":
-                self.trades.append(Trade(**record["trade"]))
-            else:
-                self.instruments[record["symbol"]] = (record["lot_size"], record["tick_size"])
+        self.log.replay(self._replay)
         self.by_tag = {o.tag: o for o in self.orders.values()}
         # Working orders by symbol: a tick looks only at its symbol's open orders, not the day's book.
         self.working: dict[str, list[BrokerOrder]] = {}
         for order in self.orders.values():
             self._index(order)
+
+    def _replay(self, record: dict[str, Any]) -> None:
+        if record["kind"] == "order":
+            order = BrokerOrder(**record["order"])
+            self.orders[order.order_id] = order
+        elif record["kind"] == "trade":
+            self.trades.append(Trade(**record["trade"]))
+        else:
+            self.instruments[record["symbol"]] = (record["lot_size"], record["tick_size"])
 
     def find(self, tag: str) -> BrokerOrder | None:
         return self.by_tag.get(tag)

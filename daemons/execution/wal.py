@@ -1,20 +1,111 @@
 """The write-ahead order log: every order is recorded here before it is sent, and every answer
-from the broker after. One JSON object per line, appended and (by default) fsynced per record.
+from the broker after (the paper broker keeps its book the same way). One JSON object per line,
+appended and (by default) fdatasync'ed per record, so a crash can tear only the last line.
 
-A crash can leave at most the last line torn; loading drops it (it was never acted on, since the
-action follows the fsync) and truncates the file so later appends start on a clean line.
+Each line carries a CRC-32 of itself as its last key, so it stays a JSON line (``grep``, ``jq``):
+``{"op":"new","client_id":"...",...,"crc32":"1a2b3c4d"}``, the checksum over the line's bytes before
+``,"crc32"``. Loading trusts nothing else:
+
+- bytes after the last newline are a torn write (a crash came mid-append; the action follows the
+  append, so it was never acted on): they, and only they, are cut off;
+- any other line that does not verify is damage (a flipped byte, a lost or extra newline, a line
+  replaced): the file is left as it is and ``DamagedFile`` names it and the line's byte offset.
+
+Files written before checksums (days begun by an older version) have no ``crc32`` on any line; such
+a file is read as it was (each line one non-empty JSON object, a torn last line dropped) and appended
+to in its own format until its day ends, so no file mixes the two. A line there that parses but was
+damaged cannot be told from a good one: the checksums start with the next day's files.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from ..runtime.integrity import DamagedFile
+
 log = logging.getLogger("algo.execution")
+
+KEY = "crc32"
+_FIELD = b',"crc32":"'
+_END = b'"}'
+_TRAILER = len(_FIELD) + 8 + len(_END)  # ,"crc32":"1a2b3c4d"}
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """One line: the record (a non-empty object) with its checksum as the last key."""
+    head = orjson.dumps(record)[:-1]
+    return b"%s%s%08x%s\n" % (head, _FIELD, zlib.crc32(head), _END)
+
+
+def _has_checksum(line: bytes) -> bool:
+    """Shaped like a checksummed line, newline left off (whether it verifies or not)."""
+    return line.endswith(_END) and line[-_TRAILER:-_TRAILER + len(_FIELD)] == _FIELD
+
+
+def _checksummed(line: bytes) -> dict[str, Any]:
+    """The record of a checksummed line (newline left off); ValueError saying why it is not one."""
+    if not _has_checksum(line):
+        raise ValueError("a line without its checksum")
+    head = line[:-_TRAILER]
+    if b"%08x" % zlib.crc32(head) != line[-_TRAILER + len(_FIELD):-len(_END)]:
+        raise ValueError("checksum mismatch")
+    record = orjson.loads(line)
+    if not isinstance(record, dict) or KEY not in record:  # only a line made to look like ours
+        raise ValueError("not a record")
+    del record[KEY]
+    return record
+
+
+def _legacy(line: bytes) -> dict[str, Any]:
+    """The record of a line written before checksums; ValueError saying why it is not one."""
+    record = orjson.loads(line)  # orjson.JSONDecodeError is a ValueError
+    if not isinstance(record, dict) or not record:
+        raise ValueError(f"not a record: {line[:40]!r}")
+    return record
+
+
+class Scan(NamedTuple):
+    """What a log's bytes hold: its records, each one's offset, its format, and where the whole
+    records end (any bytes after that are a torn last record)."""
+
+    records: list[dict[str, Any]]
+    offsets: list[int]
+    checksums: bool
+    end: int
+
+
+def scan(path: Path, data: bytes) -> Scan:
+    """Read ``data`` (the bytes of ``path``) without touching the file; DamagedFile at the first
+    line that is not a record."""
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]  # not splitlines: a flipped byte may be a \r
+    checksums = not lines or any(map(_has_checksum, lines))
+    parse = _checksummed if checksums else _legacy
+    records: list[dict[str, Any]] = []
+    offsets: list[int] = []
+    at = 0
+    for line in lines:
+        try:
+            records.append(parse(line))
+        except ValueError as exc:
+            raise DamagedFile(path, at, f"damaged record ({exc})") from None
+        offsets.append(at)
+        at += len(line) + 1
+    if end < len(data):  # a whole record and one more byte is no torn write (an append writes both at once)
+        try:
+            parse(data[end:-1])
+        except ValueError:
+            pass
+        else:
+            raise DamagedFile(path, end, "damaged record (its newline is not one)")
+    return Scan(records, offsets, checksums, end)
 
 
 class OrderLog:
@@ -22,33 +113,55 @@ class OrderLog:
         self.path = path
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.records = self._load()  # what was there at open; appends are not kept in memory
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:  # a directory, no permission: nothing to trust, nothing to touch
+            raise DamagedFile(path, None, f"cannot be read as a log: {exc.strerror or exc}") from None
+        found = scan(path, data)
+        if found.end < len(data):
+            self._cut_torn(found.end, len(data) - found.end)
+        self.records = found.records  # what was there at open; appends are not kept in memory
+        self.offsets = found.offsets  # each record's byte offset, to name one that cannot be replayed
+        self.checksums = found.checksums  # False: a file begun before checksums, appended to as it was written
+        self._size = found.end  # bytes of whole records: where a failed append is cut back to
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def _load(self) -> list[dict[str, Any]]:
+    def _cut_torn(self, at: int, size: int) -> None:
+        log.warning("%s: dropping a torn last record of %d bytes at byte %d (written during a crash, never acted "
+                    "on)", self.path, size, at, extra={"STATE_FILE": str(self.path), "STATE_OFFSET": at})
+        fd = os.open(self.path, os.O_WRONLY)
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        records, good = [], 0
-        for line in data.splitlines(keepends=True):
+            os.ftruncate(fd, at)
+            os.fsync(fd)  # the cut is durable before anything is appended after it
+        finally:
+            os.close(fd)
+
+    def replay(self, apply: Callable[[dict[str, Any]], None]) -> None:
+        """Each record read at open, in order, to ``apply``. A record of a shape it cannot take (which
+        only a file written before checksums can hold) is damage, named by its offset like any other."""
+        for at, record in zip(self.offsets, self.records):
             try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("no newline")
-                records.append(orjson.loads(line))
-            except ValueError:
-                log.warning("%s: dropping a torn record at byte %d (written during a crash, never acted on)",
-                            self.path, good)
-                with open(self.path, "r+b") as f:
-                    f.truncate(good)
-                break
-            good += len(line)
-        return records
+                apply(record)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise DamagedFile(self.path, at, f"a record that cannot be replayed ({type(exc).__name__}: "
+                                                 f"{exc})") from None
 
     def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, orjson.dumps(record) + b"\n")
-        if self.fsync:
-            os.fdatasync(self._fd)
+        """On disk (fdatasync'ed unless ``fsync`` is off) when this returns. Or OSError, and the file
+        as it was: a half-written line followed by later appends would be damage in mid-file."""
+        line = encode(record) if self.checksums else orjson.dumps(record) + b"\n"
+        try:
+            written = os.write(self._fd, line)
+            while written < len(line):  # a short write: the rest, or the error (a full disk) that cut it short
+                written += os.write(self._fd, line[written:])
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(line)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -11,9 +11,14 @@ import orjson
 
 
 def write(path: Path, state: dict[str, Any]) -> None:
+    write_bytes(path, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` as the whole of ``path``, atomically and durably."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -2,7 +2,8 @@
 
 setup -> READY=1 -> run ... SIGTERM -> STOPPING=1 -> drain (bounded) -> exit 0
 SIGHUP -> RELOADING=1 -> re-read config -> reload hook -> READY=1
-A config error exits 78 (EX_CONFIG), which the units list in RestartPreventExitStatus=.
+A config error exits 78 (EX_CONFIG), which the units list in RestartPreventExitStatus=; so does a
+damaged state file (``integrity.DamagedFile``), after one crit line.
 WATCHDOG=1 is sent from the event loop, and only while the daemon's health check passes,
 so a blocked loop or a failing check gets the process killed and restarted by systemd.
 """
@@ -24,6 +25,7 @@ import uvloop
 
 from .client import BusClient
 from .config import ConfigError, DaemonSection, FleetConfig, load_config, resolve_path
+from .integrity import DamagedFile
 from .logs import setup_logging
 from .metrics import BusClientCollector, DaemonMetrics
 from .notify import Notifier
@@ -114,6 +116,8 @@ class Runner:
             for problem in exc.problems:
                 log.error("config error in %s: %s", exc.source, problem)
             return EX_CONFIG
+        except DamagedFile as exc:
+            return self._damaged(exc)
         if d.uses_bus:
             await d.bus.start()
         self.notifier.ready(d.status())
@@ -126,6 +130,8 @@ class Runner:
         stop = loop.create_task(d.stopping.wait())
         done, _ = await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
         if worker in done and not d.stopping.is_set():
+            if isinstance(damage := worker.exception(), DamagedFile):  # e.g. a new day's files, opened at midnight
+                return self._damaged(damage)
             worker.result()  # re-raise a crash so the unit fails and restarts
             log.error("%s stopped working without being asked to", d.name)
             return EX_FAILURE
@@ -142,6 +148,12 @@ class Runner:
             await d.bus.close()
         stop.cancel()
         return EX_OK
+
+    def _damaged(self, exc: DamagedFile) -> int:
+        """Durable state that is not what was written: one crit line, and exit 78 so systemd does not
+        restart into the same damage (a restart cannot repair it; an operator can)."""
+        log.critical("%s: %s", self.daemon.name, exc, extra=exc.fields())
+        return EX_CONFIG
 
     async def reload(self) -> None:
         self.notifier.reloading()
