@@ -23,7 +23,7 @@ tests/test_ticks_fuzz.py.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from .instruments import Instrument
@@ -91,37 +91,43 @@ def _full_only(message: bytes, count: int) -> bool:
             and message[3::_FULL_RECORD.size].count(FULL) == count)  # and its low byte
 
 
-def _split(message: bytes, count: int) -> tuple[list[tuple[int, ...]], int]:
-    """Every packet as a full packet's fields (length first; what a mode does not carry is 0), split
-    by its own length as ``_parse_binary`` splits; and the number of malformed packets: a size that
-    is no mode, a packet cut short, a length field past the end (the rest is lost: where it ends is
-    unknown), bytes after the last packet."""
-    records: list[tuple[int, ...]] = []
-    append, length_at, full_at = records.append, _U16.unpack_from, _FULL_RECORD.unpack_from
-    end, at, malformed = len(message), 2, 0
-    for _ in range(count):
-        if at + 2 > end:
-            return records, malformed + 1
-        (length,) = length_at(message, at)
-        size = length
-        if at + 2 + length > end:  # cut short: what is left is the packet, as the client slices it
-            size = end - at - 2
-            malformed += size in _MODES  # and decodes it by that size (a size that is no mode counts below)
-        if size == FULL:
-            append(full_at(message, at))
-        elif size == 44:
-            token, lp, ltq, vol = _QUOTE.unpack_from(message, at + 2)
-            append((length, token, lp, ltq, vol, 0, 0, 0, 0, 0, 0, 0))
-        elif size == 32:
-            token, lp, ets = _INDEX_FULL.unpack_from(message, at + 2)
-            append((length, token, lp, 0, 0, 0, 0, ets, 0, 0, 0, 0))
-        elif size in (8, 28):  # ltp, index quote: the last price is all the fleet takes
-            token, lp = _LTP.unpack_from(message, at + 2)
-            append((length, token, lp, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-        else:  # no mode: the client makes no tick of it (and raises under 4 bytes)
-            malformed += 1
-        at += 2 + length
-    return records, malformed + (at < end)
+class _Split:
+    """Every packet as a full packet's fields (size first; what a mode does not carry is 0), split
+    by its own length as ``_parse_binary`` splits, one at a time (a list of them all would cost
+    more). Once iterated, ``malformed`` counts a size that is no mode, a packet cut short, a length
+    field past the end (the rest is lost: where it ends is unknown), bytes after the last packet."""
+
+    def __init__(self, message: bytes, count: int) -> None:
+        self.message, self.count, self.malformed = message, count, 0
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        message, length_at, full_at = self.message, _U16.unpack_from, _FULL_RECORD.unpack_from
+        end, at, malformed = len(message), 2, 0
+        last = end - 2  # the last offset a length field fits at
+        for _ in range(self.count):
+            if at > last:
+                self.malformed = malformed + 1
+                return
+            (size,) = length_at(message, at)
+            after = at + 2 + size
+            if after > end:  # cut short: what is left is the packet, as the client slices it
+                size = end - at - 2
+                malformed += size in _MODES  # and decodes it by that size (a size that is no mode counts below)
+            if size == FULL:
+                yield full_at(message, at)
+            elif size == 44:
+                token, lp, ltq, vol = _QUOTE.unpack_from(message, at + 2)
+                yield size, token, lp, ltq, vol, 0, 0, 0, 0, 0, 0, 0
+            elif size == 32:
+                token, lp, ets = _INDEX_FULL.unpack_from(message, at + 2)
+                yield size, token, lp, 0, 0, 0, 0, ets, 0, 0, 0, 0
+            elif size in (8, 28):  # ltp, index quote: the last price is all the fleet takes
+                token, lp = _LTP.unpack_from(message, at + 2)
+                yield size, token, lp, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            else:  # no mode: the client makes no tick of it (and raises under 4 bytes)
+                malformed += 1
+            at = after
+        self.malformed = malformed + (at < end)
 
 
 def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> Decoded:
@@ -136,10 +142,11 @@ def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> Decoded:
         return Decoded([], 0)
     (count,) = _U16.unpack_from(message)
     records: Iterable[tuple[int, ...]]
+    split = None
     if _full_only(message, count):  # one C loop
-        records, malformed = _FULL_RECORD.iter_unpack(memoryview(message)[2:]), 0
+        records = _FULL_RECORD.iter_unpack(memoryview(message)[2:])
     else:
-        records, malformed = _split(message, count)
+        records = split = _Split(message, count)
     out: list[dict[str, Any]] = []
     append, get = out.append, meta.get
     for _, token, lp, ltq, vol, ltt, oi, ets, bq, bp, sq, sp in records:
@@ -156,4 +163,4 @@ def decode(message: bytes, meta: Mapping[int, Meta], now_ns: int) -> Decoded:
             "type": kind, "underlying": underlying, "strike": strike, "expiry": expiry,
             "lot_size": lot_size, "tick_size": tick_size,
         })
-    return Decoded(out, malformed)
+    return Decoded(out, split.malformed if split is not None else 0)
