@@ -109,6 +109,8 @@ def scan(path: Path, data: bytes) -> Scan:
 
 
 class OrderLog:
+    """One log file: its records as found at open (checked, a torn tail cut off), and appends."""
+
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self.fsync = fsync

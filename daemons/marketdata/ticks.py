@@ -7,9 +7,9 @@ One precompiled ``Struct`` per packet length unpacks only the fields a tick payl
 skipping the rest as pad bytes, and a message of full packets only (the usual case: its size is a
 run of full packets and every length field says 184) goes through ``iter_unpack`` in one call.
 
-Layout (Kite's ticker protocol): ``>H`` packet count, then per packet ``>H`` length + bytes; the length is the
-mode: 8 ltp, 44 quote, 184 full, 28/32 index quote/full. Prices are integers, divided by 100, or
-by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte).
+Layout (Kite's ticker protocol): ``>H`` packet count, then per packet ``>H`` length + bytes; the
+length is the mode: 8 ltp, 44 quote, 184 full, 28/32 index quote/full. Prices are integers, divided
+by 100, or by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte).
 
 Malformed messages are split as ``_parse_binary`` splits them: each packet by its own length field,
 a packet cut short by the message's end being what is left of it, its mode the size it has. A packet
