@@ -40,8 +40,9 @@ def record(rng: random.Random, n: int) -> dict[str, Any]:
                 "quantity": rng.randrange(1, 10**4), "order_type": "LIMIT", "limit_price": rng.randrange(1, 10**7) / 20,
                 "instrument_type": "EQ", "exchange": "NSE", "trace": f"t{n}", "tick_ts": time.time_ns()}
     if op == "fill":
-        return {"op": op, "client_id": cid, "fill": {"fill_id": f"F{n}", "quantity": rng.randrange(1, 100),
-                                                      "price": rng.randrange(1, 10**7) / 20, "symbol": rng.choice(WORDS)}}
+        fill = {"fill_id": f"F{n}", "quantity": rng.randrange(1, 100), "price": rng.randrange(1, 10**7) / 20,
+                "symbol": rng.choice(WORDS)}
+        return {"op": op, "client_id": cid, "fill": fill}
     return {"op": op, "client_id": cid, "order_id": str(rng.randrange(10**15)), "reason": rng.choice(WORDS)}
 
 

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="install only; by default the units that use the token are restarted (strategies are not)")
     lg.add_argument("--config", type=Path)
 
-    wl = sub.add_parser("wal", help="check a write-ahead log or broker book as execution reads it; seal a repaired line")
+    wl = sub.add_parser("wal", help="check a write-ahead log or broker book as execution reads it; seal a line")
     wl_sub = wl.add_subparsers(dest="action", required=True, metavar="ACTION")
     wl_check = wl_sub.add_parser("check", help="records, format, a torn tail; or the damaged line, its offset (exit 1)")
     wl_check.add_argument("file", type=Path)

@@ -143,7 +143,7 @@ class OrderLog:
     def replay(self, apply: Callable[[dict[str, Any]], None]) -> None:
         """Each record read at open, in order, to ``apply``. A record of a shape it cannot take (which
         only a file written before checksums can hold) is damage, named by its offset like any other."""
-        for at, record in zip(self.offsets, self.records):
+        for at, record in zip(self.offsets, self.records, strict=True):
             try:
                 apply(record)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
