@@ -4,7 +4,6 @@ without, and the time to open (read and check) a day of 20,000 records.
 
     .venv/bin/python bench/wal/appends.py
 
-
 Results: bench/README.md.
 """
 
