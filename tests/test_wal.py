@@ -298,3 +298,17 @@ def test_the_operator_finds_repairs_and_seals_a_damaged_line(tmp_path: Path,
     assert out == (f"{path}: OK, 6 records, checksummed; a torn last record of 19 bytes at byte {sealed}, which "
                    "algo-execution cuts off when it starts\n")
     assert algoctl(capsys, "seal", str(path), "9")[0] == 1
+
+
+def test_a_file_written_before_checksums_is_repaired_without_a_seal(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "orders.wal"
+    first = written(path, [{"op": "placed", "client_id": "A", "order_id": "1"}], legacy=True)
+    path.write_bytes(first + b'{"op":"placed","client_id":"B"}\n')
+    path.write_bytes(path.read_bytes().replace(b'"B"}', b'"B"'))  # no longer JSON
+    before = path.read_bytes()
+    code, out = algoctl(capsys, "check", str(path))
+    assert code == 1 and f"line 2 (byte {len(first)}): damaged record (" in out, out
+    assert algoctl(capsys, "seal", str(path), "2") == (
+        1, f"algoctl wal seal: {path} was written before checksums: a repaired line needs no seal\n")
+    assert path.read_bytes() == before

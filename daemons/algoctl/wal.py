@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from ..execution.wal import KEY, encode, scan
+from ..execution.wal import KEY, checksummed, encode, scan
 from ..runtime import checkpoint
 from ..runtime.integrity import DamagedFile
 
@@ -44,12 +44,11 @@ def seal(path: Path, number: int) -> str:
     lines = data.split(b"\n")
     if not 1 <= number < len(lines):
         raise WalError(f"{path} has no whole line {number} (it has {len(lines) - 1})")
-    try:
-        found = scan(path, data)
-    except DamagedFile:
-        found = None
-    if found is not None and not found.checksums:
+    if not checksummed(lines[:-1]):
         raise WalError(f"{path} was written before checksums: a repaired line needs no seal")
+    owner = path.stat().st_uid
+    if os.geteuid() not in (0, owner):
+        raise WalError(f"{path} belongs to uid {owner}: seal it as root, so it keeps its owner")
     try:
         record = orjson.loads(lines[number - 1])
     except orjson.JSONDecodeError as exc:

@@ -49,6 +49,11 @@ def _has_checksum(line: bytes) -> bool:
     return line.endswith(_END) and line[-_TRAILER:-_TRAILER + len(_FIELD)] == _FIELD
 
 
+def checksummed(lines: list[bytes]) -> bool:
+    """A file's format, from its whole lines: checksummed unless it has lines and none carries one."""
+    return not lines or any(map(_has_checksum, lines))
+
+
 def _checksummed(line: bytes) -> dict[str, Any]:
     """The record of a checksummed line (newline left off); ValueError saying why it is not one."""
     if not _has_checksum(line):
@@ -86,7 +91,7 @@ def scan(path: Path, data: bytes) -> Scan:
     line that is not a record."""
     end = data.rfind(b"\n") + 1
     lines = data[:end].split(b"\n")[:-1]  # not splitlines: a flipped byte may be a \r
-    checksums = not lines or any(map(_has_checksum, lines))
+    checksums = checksummed(lines)
     parse = _checksummed if checksums else _legacy
     records: list[dict[str, Any]] = []
     offsets: list[int] = []
