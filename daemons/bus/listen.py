@@ -9,7 +9,7 @@ import socket
 import stat
 from pathlib import Path
 
-from ..runtime.config import ConfigError, Problem
+from ..runtime.config import ConfigError, Problem, file_kind
 
 log = logging.getLogger("algo.bus")
 
@@ -48,14 +48,8 @@ def socket_path_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     if not stat.S_ISSOCK(st.st_mode):
-        return f"{path} is {_describe(st.st_mode)}, not a socket: algo-bus replaces only a stale socket"
+        return f"{path} is {file_kind(st.st_mode)}, not a socket: algo-bus replaces only a stale socket"
     return None
-
-
-def _describe(mode: int) -> str:
-    kinds = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"),
-             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-    return next((what for test, what in kinds if test(mode)), "not a socket")
 
 
 def bind_socket(path: Path, group: str) -> socket.socket:
