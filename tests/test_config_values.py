@@ -184,7 +184,12 @@ def test_a_reload_with_a_nan_loss_limit_is_rejected_and_risk_keeps_its_limits(
     config.write_text("[daemons.risk]\ndaily_loss_limit = { equity = nan }\n")
     asyncio.run(runner.reload())
     assert risk.rules.limits.daily_loss_limit == {"equity": 1000.0}
-    assert risk.metrics.registry.get_sample_value("algo_config_reloads_total", {"result": "rejected"}) == 1
+    config.unlink()
+    os.mkfifo(config)  # the reload must not block the event loop (and so the watchdog) on it
+    with deadline(10):
+        asyncio.run(runner.reload())
+    assert risk.rules.limits.daily_loss_limit == {"equity": 1000.0}
+    assert risk.metrics.registry.get_sample_value("algo_config_reloads_total", {"result": "rejected"}) == 2
     risk.rules.mark("INFY", 1000.0, 0)
     risk.rules.book.fill("equity", "INFY", "BUY", 10, 1000.0)
     risk.rules.mark("INFY", 800.0, 0)  # -2,000: the limit of 1,000 still bites
