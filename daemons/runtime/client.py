@@ -145,8 +145,10 @@ class BusClient:
         loads = orjson.loads
         routes = self._routes
         last_seq = self._last_seq
+        received = self.received
+        self.received += len(spans)
         for _, start, t1, k1, stop in spans:
-            self.received += 1
+            received += 1
             topic = data[start + wire.HEADER_SIZE : t1]
             route = routes.get(topic)
             if route is None:
@@ -167,7 +169,7 @@ class BusClient:
                 self._malformed(name, mistyped(kind, source, seq, payload, eid, ts, trace, name))
                 continue
             event = _new(Event, (kind, source, seq, payload, eid, ts, trace, key))
-            if not self.received & LAG_SAMPLE_MASK:
+            if not received & LAG_SAMPLE_MASK:
                 self.lag.observe(ts)
             stream = (source, kind)
             last = last_seq.get(stream, 0)
