@@ -78,6 +78,8 @@ BAD_VALUES = [
     (EMA + "quantity = 75, fast = 9, slow = nan }", "daemons.fno.strategies.0.params.slow"),
     (EMA + "quantity = 75, fast = inf, slow = 21 }", "daemons.fno.strategies.0.params.fast"),
     (EMA + f"quantity = {HUGE}, fast = 9, slow = 21 }}", "daemons.fno.strategies.0.params.quantity"),
+    (EMA + "quantity = true, fast = 9, slow = 21 }", "daemons.fno.strategies.0"),
+    (RISK_STRATEGY + 'params = { symbol = "INFY", quantity = 10, period = true }', "daemons.equity.strategies.0"),
     (RISK_STRATEGY + 'params = { symbol = "INFY", quantity = 10, oversold = nan, exit_above = 55.0 }',
      "daemons.equity.strategies.0.params.oversold"),
     (RISK_STRATEGY + 'params = { symbol = "INFY", quantity = 10, oversold = 30.0, exit_above = [1.0, -inf] }',
@@ -142,12 +144,12 @@ RISK_LIMITS = ["max_notional", "max_order_value", "fleet_daily_loss_limit", "ord
 def test_risk_section_refuses_limits_it_cannot_enforce(value: float) -> None:
     for field in RISK_LIMITS:
         with pytest.raises(ValueError):
-            RiskSection(**{field: value})
+            RiskSection.model_validate({field: value})
     for table in ("daily_loss_limit", "strategy_daily_loss_limit"):
         with pytest.raises(ValueError):
-            RiskSection(**{table: {"fno": value}})
+            RiskSection.model_validate({table: {"fno": value}})
     with pytest.raises(ValueError):
-        RiskSection(max_quantity_by_symbol={"INFY": value})
+        RiskSection.model_validate({"max_quantity_by_symbol": {"INFY": value}})
 
 
 @pytest.mark.parametrize("env", [

@@ -225,7 +225,7 @@ def malformed_kind(exc: Exception) -> str:
 def mistyped(kind: Any, source: Any, seq: Any, payload: Any, eid: Any, ts: Any, trace: Any, topic: str) -> str:
     """What is wrong with a decoded envelope; only called once the hot path's check has failed."""
     values = (kind, source, seq, payload, eid, ts, trace)
-    for (name, expected), value in zip(ENVELOPE_TYPES, values):
+    for (name, expected), value in zip(ENVELOPE_TYPES, values, strict=True):
         if type(value) is not expected:
             return f"{name} is {type(value).__name__}, not {expected.__name__}"
     if kind != topic:

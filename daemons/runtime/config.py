@@ -466,7 +466,8 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(str(file), [_problem(err) for err in exc.errors()]) from None
     except SettingsError as exc:  # an ALGO_* variable for a table or list that is not JSON
-        raise ConfigError(str(file), [Problem("<environment>", f"{exc} (an ALGO_* variable is not valid JSON)")]) from None
+        problem = Problem("<environment>", f"{exc} (an ALGO_* variable is not valid JSON)")
+        raise ConfigError(str(file), [problem]) from None
     finally:
         _CONTEXT.reset(token)
 
