@@ -13,9 +13,10 @@ from typing import Sequence
 
 import orjson
 
+from ..bus.listen import socket_path_problem
 from ..journal.artifacts import day_dir
 from ..marketdata.session import IST
-from ..runtime.config import ConfigError, load_config, missing_credentials, redacted
+from ..runtime.config import ConfigError, FleetConfig, Problem, load_config, missing_credentials, redacted
 from . import control, login, replay, trace, wal
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
@@ -148,9 +149,8 @@ def _config(args: argparse.Namespace) -> int:
     path = args.file if args.action == "validate" else args.config
     try:
         config = load_config(path, credentials_dir=args.credentials)
-        live = args.action == "validate" and config.fleet.mode == "live"
-        if live and (missing := missing_credentials(config, "api_key", "api_secret")):
-            raise ConfigError(str(path), missing)
+        if args.action == "validate" and (problems := _host_problems(config)):
+            raise ConfigError(str(path), problems)
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
@@ -161,6 +161,14 @@ def _config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(orjson.dumps(redacted(config), option=orjson.OPT_INDENT_2) + b"\n")
     return 0
+
+
+def _host_problems(config: FleetConfig) -> list[Problem]:
+    """What only this host can tell: live credentials, and whether algo-bus may put its socket at bus.socket."""
+    problems = missing_credentials(config, "api_key", "api_secret") if config.fleet.mode == "live" else []
+    if (socket_problem := socket_path_problem(config.bus.socket)) is not None:
+        problems.append(Problem("bus.socket", socket_problem))
+    return problems
 
 
 def _login(args: argparse.Namespace, root: str, timeout: float) -> int:

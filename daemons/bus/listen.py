@@ -6,7 +6,10 @@ import grp
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
+
+from ..runtime.config import ConfigError, Problem, file_kind
 
 log = logging.getLogger("algo.bus")
 
@@ -31,25 +34,46 @@ def systemd_socket() -> socket.socket | None:
     return sock
 
 
-def bind_socket(path: Path, group: str) -> socket.socket:
-    """Bind our own socket (outside systemd): mode 0660, group-owned by the fleet's group."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # stale socket of a broker that died
-        else:
-            raise RuntimeError(f"another broker is already listening on {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o117)
+def socket_path_problem(path: Path) -> str | None:
+    """Why algo-bus must not put its socket at ``path``, judged without touching anything; None when
+    it may: nothing there yet (missing directories are created), or a socket (``bind_socket`` then
+    probes whether a broker still listens on it). Anything else may be someone's file."""
     try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        for parent in path.parents:
+            if parent.exists():
+                return None if parent.is_dir() else f"{path}: {parent} is not a directory"
+        return None
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} is {file_kind(st.st_mode)}, not a socket: algo-bus replaces only a stale socket"
+    return None
+
+
+def bind_socket(path: Path, group: str) -> socket.socket:
+    """Bind our own socket (outside systemd): mode 0660, group-owned by the fleet's group.
+
+    ConfigError (exit 78) for a path that holds anything but the stale socket of a broker that died:
+    a file, a directory, a symlink, or the live socket of another broker are never replaced.
+    """
+    problem = socket_path_problem(path)
+    if problem is None and path.is_socket():
+        problem = _stale_or_live(path)
+    if problem is not None:
+        raise ConfigError(str(path), [Problem("bus.socket", problem)])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0o117)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(str(path), [Problem("bus.socket", f"cannot bind {path}: {exc.strerror or exc}")]) from None
     try:
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
     except (KeyError, PermissionError) as exc:
@@ -57,3 +81,22 @@ def bind_socket(path: Path, group: str) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def _stale_or_live(path: Path) -> str | None:
+    """Removes the socket of a broker that died (nobody accepts: ECONNREFUSED); anything else is a problem."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)  # a live broker with a full backlog does not answer at once
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        try:
+            path.unlink()
+        except OSError as exc:
+            return f"cannot remove the stale socket {path}: {exc.strerror or exc}"
+        return None
+    except OSError as exc:
+        return f"{path} is a socket algo-bus cannot probe ({exc.strerror or exc}): not replacing it"
+    finally:
+        probe.close()
+    return f"another broker is listening on {path}: stop it, or give this one another bus.socket"

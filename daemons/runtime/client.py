@@ -23,6 +23,7 @@ Handler = Callable[[Event], None]
 
 
 LAG_SAMPLE_MASK = 63  # one event in 64: the delivery lag histogram costs nothing on the hot path
+MALFORMED_LOG_SEC = 60.0
 LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
@@ -69,12 +70,13 @@ class BusClient:
         self.transport = transport
         self.events = EventFactory(source)
         self._handlers: list[tuple[str, Handler]] = []
-        self._routes: dict[bytes, list[Handler]] = {}
+        self._routes: dict[bytes, tuple[str, list[Handler]]] = {}  # topic -> (its name, its handlers)
         self._topics: dict[str, bytes] = {}
         self._last_seq: dict[tuple[str, str], int] = {}
         self.received = 0
         self.gaps = 0
-        self.decode_errors = 0
+        self.malformed: Counter[str] = Counter()  # by topic
+        self._malformed_logged: dict[tuple[str, str], float] = {}
         self.handler_errors = 0
         self.published: Counter[str] = Counter()
         self.lag = LagSample()
@@ -134,39 +136,66 @@ class BusClient:
         return encoded
 
     def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:
-        """Decode and dispatch every PUBLISH frame of one read; bodies are parsed in place."""
+        """Decode and dispatch every PUBLISH frame of one read; bodies are parsed in place.
+
+        A malformed envelope (not JSON, a key missing, a value of the wrong type, ``type`` not the
+        frame's topic) is counted and skipped: it must cost neither its neighbours nor the connection.
+        """
         view = memoryview(data)
         loads = orjson.loads
         routes = self._routes
         last_seq = self._last_seq
+        received = self.received
+        self.received += len(spans)
         for _, start, t1, k1, stop in spans:
-            self.received += 1
+            received += 1
+            topic = data[start + wire.HEADER_SIZE : t1]
+            route = routes.get(topic)
+            if route is None:
+                name = topic.decode()
+                route = routes[topic] = (name, [h for p, h in self._handlers if wire.matches(p, name)])
+            name, handlers = route
             try:
                 d = loads(view[k1:stop])
-                event = _new(Event, (d["type"], d["source"], d["seq"], d["payload"], d["id"], d["ts"], d["trace"],
-                                     data[t1:k1].decode() if k1 > t1 else ""))
+                kind, source, seq, payload, ts = d["type"], d["source"], d["seq"], d["payload"], d["ts"]
+                eid, trace = d["id"], d["trace"]
+                key = data[t1:k1].decode() if k1 > t1 else ""
             except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-                self.decode_errors += 1
-                log.warning("undecodable event on %s dropped: %s", data[start + wire.HEADER_SIZE : t1], exc)
+                self._malformed(name, malformed_kind(exc))
                 continue
-            if not self.received & LAG_SAMPLE_MASK:
-                self.lag.observe(event.ts)
-            stream = (event.source, event.type)
+            # type() and not isinstance(): JSON's true must not pass for a number
+            if (type(seq) is not int or type(ts) is not int or type(payload) is not dict or type(source) is not str
+                    or type(eid) is not str or type(trace) is not str or kind != name or seq < 1):
+                self._malformed(name, mistyped(kind, source, seq, payload, eid, ts, trace, name))
+                continue
+            event = _new(Event, (kind, source, seq, payload, eid, ts, trace, key))
+            if not received & LAG_SAMPLE_MASK:
+                self.lag.observe(ts)
+            stream = (source, kind)
             last = last_seq.get(stream, 0)
-            last_seq[stream] = seq = event.seq
+            last_seq[stream] = seq
             if seq > last + 1 and last:
                 self._gap(event, last)
-            topic = data[start + wire.HEADER_SIZE : t1]
-            handlers = routes.get(topic)
-            if handlers is None:
-                name = topic.decode()
-                handlers = routes[topic] = [h for p, h in self._handlers if wire.matches(p, name)]
             for handler in handlers:
                 try:
                     handler(event)
                 except Exception:
                     self.handler_errors += 1
-                    log.exception("handler for %s failed", event.type, extra={"TRACE_ID": event.trace})
+                    log.exception("handler for %s failed", kind, extra={"TRACE_ID": trace})
+
+    @property
+    def decode_errors(self) -> int:
+        """Events received and dropped as malformed, every topic."""
+        return sum(self.malformed.values())
+
+    def _malformed(self, topic: str, kind: str) -> None:
+        """Count it; log each kind of problem once per MALFORMED_LOG_SEC per topic, not once per event."""
+        self.malformed[topic] += 1
+        now = time.monotonic()
+        if now - self._malformed_logged.get((topic, kind), -MALFORMED_LOG_SEC) >= MALFORMED_LOG_SEC:
+            self._malformed_logged[(topic, kind)] = now
+            log.warning("malformed %s event dropped: %s (more like it are counted in algo_bus_client_malformed_total, "
+                        "logged at most every %.0fs)", topic, kind, MALFORMED_LOG_SEC)
 
     def _gap(self, event: Event, last: int) -> None:
         """seq jumped past last + 1: events were lost upstream. (A lower seq means the source
@@ -175,3 +204,30 @@ class BusClient:
         self.gaps += missed
         if not event.type.startswith(CONFLATED_PREFIX):  # conflation skips ticks by design
             log.warning("missed %d %s events from %s (seq %d -> %d)", missed, event.type, event.source, last, event.seq)
+
+
+ENVELOPE_TYPES: tuple[tuple[str, type], ...] = (
+    ("type", str), ("source", str), ("seq", int), ("payload", dict), ("id", str), ("ts", int), ("trace", str),
+)
+
+
+def malformed_kind(exc: Exception) -> str:
+    """A short, low-cardinality description of why a body did not decode (the log's rate-limit key)."""
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} key"
+    if isinstance(exc, orjson.JSONDecodeError):
+        return "body is not valid JSON"
+    if isinstance(exc, UnicodeDecodeError):
+        return "frame key is not UTF-8"
+    return "body is not a JSON object"
+
+
+def mistyped(kind: Any, source: Any, seq: Any, payload: Any, eid: Any, ts: Any, trace: Any, topic: str) -> str:
+    """What is wrong with a decoded envelope; only called once the hot path's check has failed."""
+    values = (kind, source, seq, payload, eid, ts, trace)
+    for (name, expected), value in zip(ENVELOPE_TYPES, values, strict=True):
+        if type(value) is not expected:
+            return f"{name} is {type(value).__name__}, not {expected.__name__}"
+    if kind != topic:
+        return "type is not the frame's topic"
+    return "seq is not positive"

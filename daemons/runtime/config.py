@@ -9,30 +9,108 @@ Every problem is reported with its dotted path so an operator can fix all of the
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import stat
 import tomllib
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/algo/fleet.toml")
+MAX_CONFIG_BYTES = 4 << 20  # a fleet config is a few KiB
+INT64 = (-(2**63), 2**63 - 1)  # what orjson, Prometheus and the bus carry
+
+
+def _not_bool(value: Any) -> Any:
+    """TOML's true/false are not numbers, though pydantic would read true as 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "must be a number, not true/false")
+    return value
+
+
+def _finite_param(value: Any) -> Any:
+    """Strategy parameters are free-form, but a NaN, an infinity or a 65-bit int in one is never meant."""
+    problem = _number_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _number_problem(value: Any, where: str = "") -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}must be a finite number"
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return f"{where}must fit in 64 bits"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((p for key, item in items if (p := _number_problem(item, f"{where}{key}: ")) is not None), None)
+
+
+# Limits risk compares against: positive, finite (allow_inf_nan=False below), never a boolean. A NaN
+# loss limit would never trigger (pnl <= -nan is false) and silently disable the kill switch.
+Money = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, le=1e12)]  # rupees
+Quantity = Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=10**9)]  # units of an instrument
+Count = Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=10**6)]
+StrategyParam = Annotated[Any, AfterValidator(_finite_param)]
+
+
+def _clock_time(value: Any) -> Any:
+    """A wall-clock time as TOML (09:15:00) or text writes it; pydantic would read 0 as midnight UTC."""
+    if not isinstance(value, (time, str)):
+        raise PydanticCustomError("clock_time", "must be a time of day such as 09:15:00")
+    return value
+
+
+def _local(value: time) -> time:
+    if value.tzinfo is not None:
+        raise PydanticCustomError("clock_time", "must be a time of day in IST, without an offset")
+    return value
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time), AfterValidator(_local)]  # IST, the market's clock
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, not silently ignored."""
+    """Base of every config section: unknown keys are errors, not silently ignored; numbers are finite,
+    fit in 64 bits, and true/false is accepted only where the field is a boolean."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _strict_numbers(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if {int, float} & {annotation, *get_args(annotation)}:
+            _not_bool(value)
+        result = handler(value)
+        if type(result) is int and not INT64[0] <= result <= INT64[1]:
+            raise ValueError("must fit in 64 bits")
+        return result
 
 
 class FleetSection(Section):
@@ -127,7 +205,7 @@ class StrategySection(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")  # unique in the fleet: journald's STRATEGY=
     kind: str  # see daemons/engine/strategies: ema_crossover, rsi_reversion, short_straddle
     enabled: bool = True
-    params: dict[str, Any] = {}
+    params: dict[str, StrategyParam] = {}
     # "own": run by algo-strategy@NAME in a process of its own (and skipped by its engine)
     process: Literal["engine", "own"] = "engine"
     metrics_port: int | None = Field(None, ge=1024, le=65535)  # required with process = "own"
@@ -152,21 +230,29 @@ class OptionsSection(EngineSection):
 
 class RiskSection(DaemonSection):
     metrics_port: int = Field(9476, ge=1024, le=65535)
-    max_quantity: int = Field(1800, gt=0)  # net position per symbol, fleet-wide
-    max_quantity_by_symbol: dict[str, int] = {}  # overrides, e.g. {"INFY" = 500}
-    max_notional: float = Field(5_000_000.0, gt=0)  # net position value per symbol
-    max_open_positions: int = Field(10, gt=0)
-    max_order_value: float = Field(2_000_000.0, gt=0)
+    max_quantity: Quantity = 1800  # net position per symbol, fleet-wide
+    max_quantity_by_symbol: dict[str, Quantity] = {}  # overrides, e.g. {"INFY" = 500}
+    max_notional: Money = 5_000_000.0  # net position value per symbol
+    max_open_positions: Count = 10
+    max_order_value: Money = 2_000_000.0
     orders_per_second: float = Field(10.0, gt=0, le=10)  # fleet-wide; Kite allows 10/s
     price_band_pct: float = Field(2.0, gt=0, le=20)  # a limit price this far from the last price is refused
-    open: time = time(9, 15)  # trading hours, IST, judged on the market's clock (tick time)
-    close: time = time(15, 30)
+    open: ClockTime = time(9, 15)  # trading hours, IST, judged on the market's clock (tick time)
+    close: ClockTime = time(15, 30)
     holidays: list[date] = []
-    daily_loss_limit: dict[str, float] = {}  # per engine, rupees, positive; breaching engages the kill switch
-    fleet_daily_loss_limit: float = Field(50_000.0, gt=0)
+    daily_loss_limit: dict[str, Money] = {}  # per engine, rupees, positive; breaching engages the kill switch
+    fleet_daily_loss_limit: Money = 50_000.0
     # per strategy, rupees: a breach blocks that strategy's entries (the others trade on)
-    strategy_daily_loss_limit: dict[str, float] = {}
+    strategy_daily_loss_limit: dict[str, Money] = {}
     flatten_on_kill_switch: bool = False
+
+    @field_validator("close")
+    @classmethod
+    def _after_open(cls, v: time, info: ValidationInfo) -> time:
+        opens = info.data.get("open")
+        if opens is not None and v <= opens:
+            raise ValueError(f"must be after open ({opens})")
+        return v
 
 
 class ExecutionSection(DaemonSection):
@@ -363,13 +449,15 @@ def load_config(
     """Load, validate and cross-check the fleet config; raise ConfigError listing all problems."""
     file = resolve_path(path)
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(_read_config_file(file))
     except FileNotFoundError:
         raise ConfigError(str(file), [Problem("<file>", "no such file (set --config or ALGO_CONFIG)")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(file), [Problem("<file>", str(exc))]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), [Problem("<toml>", str(exc))]) from None
+    except RecursionError:
+        raise ConfigError(str(file), [Problem("<toml>", "arrays or tables nested too deeply")]) from None
 
     creds = credentials_dir or os.environ.get("CREDENTIALS_DIRECTORY")
     token = _CONTEXT.set(_LoadContext(data, Path(creds) if creds else None))
@@ -377,6 +465,9 @@ def load_config(
         config = FleetConfig()
     except ValidationError as exc:
         raise ConfigError(str(file), [_problem(err) for err in exc.errors()]) from None
+    except SettingsError as exc:  # an ALGO_* variable for a table or list that is not JSON
+        problem = Problem("<environment>", f"{exc} (an ALGO_* variable is not valid JSON)")
+        raise ConfigError(str(file), [problem]) from None
     finally:
         _CONTEXT.reset(token)
 
@@ -384,6 +475,32 @@ def load_config(
     if problems:
         raise ConfigError(str(file), problems)
     return config
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode says a path is, for messages that refuse it."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    return next((what for test, what in kinds if test(mode)), "an unknown kind of file")
+
+
+def _read_config_file(file: Path) -> str:
+    """Only a regular file: a FIFO would block the read forever, a device could be endless (or arm a
+    watchdog by being opened), so they are refused before opening, and again on what was opened."""
+    _require_regular(file, file.stat())
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        _require_regular(file, os.fstat(fd))  # replaced between the check and the open
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(file), [Problem("<file>", f"is larger than {MAX_CONFIG_BYTES >> 20} MiB")])
+    return raw.decode()
+
+
+def _require_regular(file: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(str(file), [Problem("<file>", f"is {file_kind(st.st_mode)}, not a regular file")])
 
 
 def _problem(err: Any) -> Problem:

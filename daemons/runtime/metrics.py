@@ -76,6 +76,11 @@ class BusClientCollector(Collector):
         dropped.add_metric(["outbox_full"], t.dropped)
         dropped.add_metric(["undecodable"], c.decode_errors)
         yield dropped
+        malformed = CounterMetricFamily("algo_bus_client_malformed", "Malformed events received and skipped, by topic",
+                                        labels=["topic"])
+        for topic, n in sorted(c.malformed.items()):
+            malformed.add_metric([topic], n)
+        yield malformed
         yield CounterMetricFamily("algo_bus_client_gaps", "Events missed upstream (sequence gaps)", value=c.gaps)
         yield CounterMetricFamily("algo_bus_client_reconnects", "Reconnects to the broker", value=t.reconnects)
         yield CounterMetricFamily("algo_bus_client_handler_errors", "Subscriber handlers that raised", value=c.handler_errors)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from .base import Fill, Signal, Strategy, Tick
 from .reversion import RsiReversion
@@ -17,6 +17,10 @@ def build(kind: str, name: str, params: dict[str, Any]) -> Strategy:
     cls = KINDS.get(kind)
     if cls is None:
         raise ValueError(f"unknown strategy kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    hints = get_type_hints(cls.__init__)
+    for key, value in params.items():
+        if isinstance(value, bool) and {int, float} & {hints.get(key), *get_args(hints.get(key))}:
+            raise ValueError(f"{kind}: {key} must be a number, not true/false")  # Python would take true as 1
     try:
         return cls(name, **params)
     except TypeError as exc:  # a missing or unknown parameter
