@@ -107,7 +107,7 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except urllib.error.URLError:
         return {}  # not serving yet
-    return {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(algo_heartbeat_\w+)\{([^}]*)\} (\S+)$", body, re.M)}
+    return {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(algo_heartbeat_\w+)\{([^}]*)\} (\S+)$", body, re.MULTILINE)}
 
 
 def labels(unit: str) -> str:
@@ -166,8 +166,8 @@ def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet
     heartbeat.terminate()
     assert heartbeat.wait(10) == 0
     log = heartbeat.stderr.read() if heartbeat.stderr else ""
-    assert re.search(r"^ERROR +algo\.heartbeat: algo-risk on \S+: no heartbeat since algo-heartbeat started", log, re.M)
+    assert re.search(r"^ERROR +algo\.heartbeat: algo-risk on \S+: no heartbeat since algo-heartbeat started", log, re.MULTILINE)
     silent = re.findall(r"^ERROR +algo\.heartbeat: algo-journal on \S+ silent: no heartbeat for [\d.]+s \(limit 0.6s\)"
-                        r" DAEMON_UNIT=algo-journal DAEMON_HOST=\S+$", log, re.M)
+                        r" DAEMON_UNIT=algo-journal DAEMON_HOST=\S+$", log, re.MULTILINE)
     assert len(silent) == 1, log  # one line per transition, not one per check
-    assert re.search(r"^INFO +algo\.heartbeat: algo-journal on \S+ heartbeats again after [\d.]+s", log, re.M)
+    assert re.search(r"^INFO +algo\.heartbeat: algo-journal on \S+ heartbeats again after [\d.]+s", log, re.MULTILINE)
