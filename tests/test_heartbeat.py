@@ -94,7 +94,8 @@ def test_other_hosts_and_units_removed_from_the_config() -> None:
     live.expect(["algo-fno", "algo-equity"], now=0.0)
     live.heard(beat("algo-fno", host="h2"), now=1.0, wall=1.0)  # another host's fno is another daemon
     live.heard(beat("algo-fno"), now=1.0, wall=1.0)
-    live.expect(["algo-fno"], now=2.0)  # equity removed (never seen: forgotten), fno kept
+    live.heard(beat("algo-equity"), now=1.0, wall=1.0)
+    live.expect(["algo-fno"], now=2.0)  # equity removed from the config: forgotten; h2's fno is not the config's
     assert sorted(live.peers) == [("h1", "algo-fno"), ("h2", "algo-fno")]
     assert not live.peers[("h2", "algo-fno")].expected
     assert [(c.peer.host, c.peer.unit) for c in live.check(now=7.0)] == [("h1", "algo-fno"), ("h2", "algo-fno")]

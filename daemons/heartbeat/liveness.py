@@ -2,8 +2,8 @@
 
 Pure bookkeeping on the times it is given, so the transitions are tested without a clock. The
 expected units (from the config, on the watcher's own host) are watched from the start, so one that
-never came up is flagged as well as one that stopped; a unit seen but not expected (another host's,
-or one since removed from the config) is watched from its first heartbeat.
+never came up is flagged as well as one that stopped; a unit seen but not expected (another host's)
+is watched from its first heartbeat.
 """
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ class Liveness:
         self.peers: dict[tuple[str, str], Peer] = {}
 
     def expect(self, units: Iterable[str], now: float) -> None:
-        """The config's units on this host; a unit no longer expected is kept only if it was ever heard."""
+        """The config's units on this host. One of this host's units the config no longer names is forgotten
+        (a heartbeat brings it back); other hosts' units are not the config's to judge and stay."""
         wanted = set(units)
         for key, peer in list(self.peers.items()):
             peer.expected = peer.host == self.host and peer.unit in wanted
-            if not peer.expected and peer.last is None:
+            if peer.host == self.host and not peer.expected:
                 del self.peers[key]
         for unit in wanted:
             self.peers.setdefault((self.host, unit), Peer(self.host, unit, True, now))
