@@ -172,3 +172,12 @@ def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet
                         r" DAEMON_UNIT=algo-journal DAEMON_HOST=\S+$", log, re.MULTILINE)
     assert len(silent) == 1, log  # one line per transition, not one per check
     assert re.search(r"^INFO +algo\.heartbeat: algo-journal on \S+ heartbeats again after [\d.]+s", log, re.MULTILINE)
+
+
+def test_a_blind_watcher_flags_nobody_for_the_time_it_could_not_see() -> None:
+    live = Liveness("h1", silent_after=5.0)
+    live.expect(["algo-fno"], now=0.0)
+    live.heard(beat("algo-fno"), now=1.0, wall=1.0)
+    live.pardon(now=30.0)  # the bus was down from 1 to 30: algo-heartbeat heard nobody, itself included
+    assert live.check(now=34.0) == []
+    assert [c.peer.unit for c in live.check(now=35.5)] == ["algo-fno"]

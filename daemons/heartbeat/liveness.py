@@ -93,6 +93,12 @@ class Liveness:
                     changes.append(change)
         return changes
 
+    def pardon(self, now: float) -> None:
+        """The watcher was blind (its own heartbeats did not come back): nobody's silence in that time is
+        known, so every peer's limit counts afresh from now."""
+        for peer in self.peers.values():
+            peer.since = max(peer.since, now)
+
     def silent(self) -> list[Peer]:
         return [p for p in self.peers.values() if p.state is State.SILENT]
 

@@ -48,9 +48,17 @@ class HeartbeatDaemon(Daemon):
         return self.config.daemons.heartbeat
 
     async def run(self) -> None:
+        blind = False
         while not self.stopping.is_set():
-            for change in self.liveness.check(time.monotonic()):
-                self._report(change)
+            now = time.monotonic()
+            if now - self.last_echo > self.section.silent_after_sec:
+                blind = True  # our own heartbeats do not come back: the bus is down, not the fleet
+            elif blind:
+                blind = False
+                self.liveness.pardon(now)
+            else:
+                for change in self.liveness.check(now):
+                    self._report(change)
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.section.interval_sec)
             except TimeoutError:
@@ -107,7 +115,8 @@ class HeartbeatDaemon(Daemon):
         alive = sum(1 for p in peers if p.state is State.ALIVE)
         silent = ", ".join(sorted(p.name if p.host != self.liveness.host else p.unit for p in self.liveness.silent()))
         unhealthy = sorted(p.unit for p in peers if p.state is State.ALIVE and p.last and not p.last.healthy)
-        return (f"{state}; {alive} daemons alive" + (f", SILENT: {silent}" if silent else "")
+        return (f"{state}; heartbeat every {self.section.interval_sec:g}s; {alive} daemons alive"
+                + (f", SILENT: {silent}" if silent else "")
                 + (f", unhealthy: {', '.join(unhealthy)}" if unhealthy else ""))
 
 

@@ -28,7 +28,7 @@ def liveness() -> dict[str, dict[str, float]]:
     except urllib.error.URLError:
         return {}
     out: dict[str, dict[str, float]] = {}
-    for m in re.finditer(r'^(algo_heartbeat_\w+)\{host="[^"]+",unit="([^"]+)"\} (\S+)$', body, re.M):
+    for m in re.finditer(r'^(algo_heartbeat_\w+)\{host="[^"]+",unit="([^"]+)"\} (\S+)$', body, re.MULTILINE):
         out.setdefault(m[1], {})[m[2]] = float(m[3])
     return out
 
@@ -56,7 +56,7 @@ def test_every_daemon_heartbeats_and_a_frozen_one_is_flagged_silent(sandbox: San
         sandbox.systemctl("kill", "--signal=SIGCONT", "algo-equity.service", check=True)
     wait_until(lambda: liveness()["algo_heartbeat_silent"]["algo-equity"] == 0.0, 5, "algo-equity back")
     errors = sandbox.journalctl("-u", HEARTBEAT, "-p", "err", "DAEMON_UNIT=algo-equity", "-o", "cat").stdout
-    assert len(re.findall(r"^algo-equity on \S+ silent: no heartbeat for [\d.]+s \(limit 1s\)$", errors, re.M)) == 1, \
+    assert len(re.findall(r"^algo-equity on \S+ silent: no heartbeat for [\d.]+s \(limit 1s\)$", errors, re.MULTILINE)) == 1, \
         errors
     back = sandbox.journalctl("-u", HEARTBEAT, "DAEMON_UNIT=algo-equity", "-o", "cat").stdout
-    assert re.search(r"^algo-equity on \S+ heartbeats again after [\d.]+s$", back, re.M), back
+    assert re.search(r"^algo-equity on \S+ heartbeats again after [\d.]+s$", back, re.MULTILINE), back
