@@ -179,3 +179,38 @@ def test_the_error_limit_is_validated(tmp_path, key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert [p.path for p in err.value.problems] == [f"daemons.fno.{key}"]
+
+
+class Unrestorable(Steady):
+    kind = "unrestorable"
+
+    def _load(self, state: dict[str, Any]) -> None:
+        raise ValueError("state from an older version")
+
+
+def test_a_strategy_whose_state_cannot_be_restored_is_disabled_the_others_restored(tmp_path, monkeypatch) -> None:
+    engine = engine_with(tmp_path, monkeypatch)
+    engine.strategies["steady"] = Unrestorable("steady")
+    rsi = {**engine.strategies["rsi-infy"].snapshot(), "position": {"INFY": 10}}
+    saved = {"strategies": {"steady": {"position": {"INFY": 5}}, "rsi-infy": rsi}}
+    engine._restore(saved)
+    assert engine.strategies["rsi-infy"].position == {"INFY": 10}
+    assert "(DISABLED after errors: steady)" in engine.status()
+    assert sample(engine, "algo_engine_strategy_errors_total", "steady") == 1
+    engine.save()
+    assert orjson.loads((tmp_path / "checkpoint.json").read_bytes())["disabled"] == ["steady"]
+
+
+class Impostor(Steady):
+    kind = "impostor"
+
+    def on_tick(self, tick: Tick) -> list[Signal]:
+        return [Signal("rsi-infy", tick.symbol, "BUY", 1, "MARKET", None, "not mine", True)]
+
+
+def test_a_strategy_returning_what_is_not_its_signal_is_an_error_of_its_own(tmp_path, monkeypatch) -> None:
+    engine = engine_with(tmp_path, monkeypatch)
+    engine.strategies["steady"] = Impostor("steady")
+    engine._on_tick(tick_event(1))
+    assert sample(engine, "algo_engine_strategy_errors_total", "steady") == 1
+    assert engine.counts["steady"] == 0 and sample(engine, "algo_engine_signals_total", "rsi-infy") == 0

@@ -31,15 +31,18 @@ class Mode(Enum):
 class Cause(Enum):
     ERROR = "error"  # a call raised, below the limit
     LIMIT = "limit"  # a call raised and the window now holds strategy_error_limit errors
+    UNRESTORABLE = "unrestorable"  # its checkpointed state could not be restored at start
     RESUME = "resume"  # `algoctl resume` named the strategy or its engine
 
 
 TRANSITIONS: dict[tuple[Mode, Cause], Mode] = {
     (Mode.ENABLED, Cause.ERROR): Mode.ENABLED,
     (Mode.ENABLED, Cause.LIMIT): Mode.DISABLED,
+    (Mode.ENABLED, Cause.UNRESTORABLE): Mode.DISABLED,
     (Mode.ENABLED, Cause.RESUME): Mode.ENABLED,
     (Mode.DISABLED, Cause.ERROR): Mode.DISABLED,
     (Mode.DISABLED, Cause.LIMIT): Mode.DISABLED,
+    (Mode.DISABLED, Cause.UNRESTORABLE): Mode.DISABLED,
     (Mode.DISABLED, Cause.RESUME): Mode.ENABLED,
 }
 
@@ -74,6 +77,11 @@ class StrategyGuard:
         for name in disabled:
             self.disabled.add(name)
             self.disabled_gauge.labels(name).set(1)
+
+    def disable(self, strategy: str, why: str) -> None:
+        if self._move(strategy, Cause.UNRESTORABLE):
+            log.error("%s DISABLED for entries: %s (exits still go out); `algoctl resume %s` once checked",
+                      strategy, why, strategy, extra={"ENGINE": self.engine, "STRATEGY": strategy})
 
     def resume(self, strategy: str) -> None:
         self.recent.pop(strategy, None)

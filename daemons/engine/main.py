@@ -39,7 +39,7 @@ from ..runtime.envelope import (
 )
 from ..runtime.metrics import DaemonMetrics
 from .guard import StrategyGuard
-from .strategies import Fill, Strategy, Tick, build
+from .strategies import Fill, Signal, Strategy, Tick, build
 
 log = logging.getLogger("algo.engine")
 
@@ -97,9 +97,13 @@ class EngineDaemon(Daemon):
         self.guard.restore(set(saved.get("disabled", [])) & set(self.strategies))
         for name, state in saved.get("strategies", {}).items():
             if name in self.strategies:
-                self._states[name] = state
+                self._states[name] = state  # kept as it is until a snapshot succeeds
+                restored = False
                 with self.guard.running(name, "restore"):
                     self.strategies[name].restore(state)
+                    restored = True
+                if not restored:  # it runs on partial state: no new exposure until someone looks
+                    self.guard.disable(name, "its checkpointed state could not be restored")
         self.paused = set(saved.get("paused", [])) & set(self.strategies)
         for name in self.paused:
             self.paused_gauge.labels(name).set(1)
@@ -184,31 +188,36 @@ class EngineDaemon(Daemon):
         self.last_tick = time.monotonic()
         tick = Tick.from_payload(event.payload)
         self.book.marks[tick.symbol] = tick.last_price
-        for name, strategy in list(self.strategies.items()):  # a failing save may disable one: iterate a copy
+        for name, strategy in self.strategies.items():
+            out: list[dict[str, Any]] = []
             with self.guard.running(name, "on_tick", event.trace):  # one strategy's error never skips the others
-                self._tick_one(name, strategy, tick, event)
+                out = self._signals_of(name, strategy, tick, event)
+            if out:
+                self.save()  # before publishing: a crash must never hand out a signal id twice
+            for payload in out:
+                self._publish(payload, event.trace)
 
-    def _tick_one(self, name: str, strategy: Strategy, tick: Tick, event: Event) -> None:
+    def _signals_of(self, name: str, strategy: Strategy, tick: Tick, event: Event) -> list[dict[str, Any]]:
+        """What the strategy's reaction to the tick publishes; whatever it raises or returns wrong is its error."""
         started = time.thread_time_ns()
         try:
             signals = strategy.on_tick(tick)
         finally:
             self.cpu_ns[name] = self.cpu_ns.get(name, 0) + time.thread_time_ns() - started
         if not signals:
-            return
+            return []
         day = datetime.fromtimestamp(tick.exchange_ts / 1e9, IST).date().isoformat()
         blocked = name in self.paused or name in self.guard.disabled
         out = []
         for signal in signals:
+            if not isinstance(signal, Signal) or signal.strategy != name:
+                raise TypeError(f"on_tick returned {signal!r}, not a Signal of {name} (use self.signal())")
             if blocked and signal.entry:
                 continue  # paused or disabled after errors: no new exposure; exits still go out
             self.counts[name] += 1
             out.append({"engine": self.engine, **signal._asdict(), "tick_price": tick.last_price,
                         "tick_ts": event.ts, "signal_id": f"{name}:{day}:{self.counts[name]}"})
-        if out:
-            self.save()  # before publishing: a crash must never hand out a signal id twice
-        for payload in out:
-            self._publish(payload, event.trace)
+        return out
 
     def _publish(self, payload: dict[str, Any], trace: str) -> None:
         symbol = payload["symbol"]

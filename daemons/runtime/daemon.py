@@ -218,7 +218,8 @@ class Runner:
         loop = asyncio.get_running_loop()
         while True:
             interval = self.daemon.config.daemons.heartbeat.interval_sec
-            self.daemon.bus.publish(HEALTH_HEARTBEAT, self.heartbeat(interval).payload())
+            if self.daemon.bus.connected:  # one held back in the outbox would say "alive" about the past
+                self.daemon.bus.publish(HEALTH_HEARTBEAT, self.heartbeat(interval).payload())
             self._worst_lag = 0.0
             due = loop.time() + interval
             await asyncio.sleep(interval)
