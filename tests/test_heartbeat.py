@@ -145,8 +145,9 @@ def small_fleet(tmp_path: Path):
 
 def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet) -> None:
     _, heartbeat, journal = small_fleet
-    wait_until(lambda: ("algo_heartbeat_last_seen_timestamp_seconds", labels("algo-journal")) in scrape(29471), 15,
-               "algo-journal's heartbeats")
+    wait_until(lambda: {("algo_heartbeat_last_seen_timestamp_seconds", labels(unit))
+                        for unit in ("algo-heartbeat", "algo-journal")} <= scrape(29471).keys(), 15,
+               "heartbeats from algo-heartbeat and algo-journal")
     seen = scrape(29471)
     for unit in ("algo-heartbeat", "algo-journal"):
         assert seen[("algo_heartbeat_daemon_healthy", labels(unit))] == 1.0, unit
