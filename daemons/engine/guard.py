@@ -64,8 +64,13 @@ class StrategyGuard:
                                     "after repeated errors", ["strategy"], registry=registry)
 
     def configure(self, limit: int, window: float, strategies: Iterable[str]) -> None:
+        """The engine section's limits and its strategies (a strategy removed from the config is forgotten)."""
         self.limit, self.window = limit, window
-        for name in strategies:
+        names = set(strategies)
+        for name in self.disabled - names:
+            self.disabled.discard(name)
+            self.disabled_gauge.remove(name)
+        for name in names:
             self.errors.labels(name)
             self.disabled_gauge.labels(name).set(int(name in self.disabled))
 

@@ -207,7 +207,6 @@ class Runner:
                 log.error("%s unhealthy, no longer feeding the watchdog: %s", self.daemon.name, problem)
                 self.notifier.status(self._status_line())
 
-
     def _lag(self, late: float) -> float:
         lag = max(0.0, late)
         self._worst_lag = max(self._worst_lag, lag)
