@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,14 @@ def test_the_payload_round_trips_and_is_versioned() -> None:
 @pytest.mark.parametrize(("change", "field"), [
     ({"v": 2}, "v"), ({"unit": ""}, "unit"), ({"host": None}, "host"), ({"pid": "42"}, "pid"),
     ({"pid": True}, "pid"), ({"healthy": 1}, "healthy"), ({"reason": "why"}, "reason"),
-    ({"healthy": False}, "reason"), ({"uptime_sec": -1}, "uptime_sec"), ({"interval_sec": float("nan")}, "interval_sec"),
+    ({"healthy": False}, "reason"), ({"uptime_sec": -1}, "uptime_sec"),
+    ({"interval_sec": float("nan")}, "interval_sec"),
     ({"loop_lag_sec": "0"}, "loop_lag_sec"), ({"tick_age_sec": "old"}, "tick_age_sec"),
 ])
 def test_a_payload_that_breaks_the_contract_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
-    with pytest.raises(BadHeartbeat, match=f"^{field}: "):
+    with pytest.raises(BadHeartbeat, match=rf"^{field}: "):
         Heartbeat.parse({**beat().payload(), **change})
-    with pytest.raises(BadHeartbeat, match="^v: "):
+    with pytest.raises(BadHeartbeat, match=r"^v: "):
         Heartbeat.parse({"daemon": "heartbeat", "pid": 1, "uptime_sec": 1.0})  # what algo-heartbeat used to send
 
 
@@ -108,7 +110,8 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except urllib.error.URLError:
         return {}  # not serving yet
-    return {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(algo_heartbeat_\w+)\{([^}]*)\} (\S+)$", body, re.MULTILINE)}
+    series = re.finditer(r"^(algo_heartbeat_\w+)\{([^}]*)\} (\S+)$", body, re.MULTILINE)
+    return {(m[1], m[2]): float(m[3]) for m in series}
 
 
 def labels(unit: str) -> str:
@@ -116,7 +119,7 @@ def labels(unit: str) -> str:
 
 
 @pytest.fixture
-def small_fleet(tmp_path: Path):
+def small_fleet(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
     """A private bus, algo-heartbeat and algo-journal as processes on ports of their own."""
     config = tmp_path / "fleet.toml"
     text = TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp_path}/bus.sock"').replace(
@@ -143,7 +146,7 @@ def small_fleet(tmp_path: Path):
                 proc.wait()
 
 
-def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet) -> None:
+def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet: list[subprocess.Popen[str]]) -> None:
     _, heartbeat, journal = small_fleet
     wait_until(lambda: {("algo_heartbeat_last_seen_timestamp_seconds", labels(unit))
                         for unit in ("algo-heartbeat", "algo-journal")} <= scrape(29471).keys(), 15,
@@ -168,7 +171,8 @@ def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet
     heartbeat.terminate()
     assert heartbeat.wait(10) == 0
     log = heartbeat.stderr.read() if heartbeat.stderr else ""
-    assert re.search(r"^ERROR +algo\.heartbeat: algo-risk on \S+: no heartbeat since algo-heartbeat started", log, re.MULTILINE)
+    never = r"^ERROR +algo\.heartbeat: algo-risk on \S+: no heartbeat since algo-heartbeat started"
+    assert re.search(never, log, re.MULTILINE)
     silent = re.findall(r"^ERROR +algo\.heartbeat: algo-journal on \S+ silent: no heartbeat for [\d.]+s \(limit 0.6s\)"
                         r" DAEMON_UNIT=algo-journal DAEMON_HOST=\S+$", log, re.MULTILINE)
     assert len(silent) == 1, log  # one line per transition, not one per check

@@ -85,7 +85,8 @@ def engine_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = PAP
     return engine
 
 
-def test_a_raising_strategy_does_not_keep_the_tick_from_the_others(tmp_path, monkeypatch, caplog) -> None:
+def test_a_raising_strategy_does_not_keep_the_tick_from_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     engine = engine_with(tmp_path, monkeypatch)
     caplog.set_level(logging.INFO, "algo.engine")
     engine._on_tick(tick_event(1))
@@ -100,10 +101,10 @@ def test_a_raising_strategy_does_not_keep_the_tick_from_the_others(tmp_path, mon
     line = errors[0]
     assert line.getMessage().startswith("failing raised in on_tick: ZeroDivisionError: float division by zero at ")
     assert "\n" not in line.getMessage() and line.exc_info is None  # one journal line, not a traceback
-    assert (line.STRATEGY, line.ENGINE, line.TRACE_ID) == ("failing", "equity", "tick-1")  # type: ignore[attr-defined]
+    assert [getattr(line, f) for f in ("STRATEGY", "ENGINE", "TRACE_ID")] == ["failing", "equity", "tick-1"]
 
 
-def test_a_raising_on_fill_still_books_the_fill(tmp_path, monkeypatch) -> None:
+def test_a_raising_on_fill_still_books_the_fill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = engine_with(tmp_path, monkeypatch)
     fill = {"strategy": "failing", "fill_id": "f1", "symbol": "INFY", "side": "BUY", "quantity": 3, "price": 101.0}
     engine._on_fill(Event(EXECUTION_FILL, "execution", 1, fill, "e1", 1, "t1"))
@@ -114,7 +115,7 @@ def test_a_raising_on_fill_still_books_the_fill(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("own_process", [False, True], ids=["engine", "strategy-process"])
 def test_a_strategy_that_keeps_failing_is_disabled_for_entries_but_exits_go_out(
-        tmp_path, monkeypatch, caplog, own_process: bool) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, own_process: bool) -> None:
     text = equity_limits(3)
     cls: type[EngineDaemon] = EquityEngine
     if own_process:
@@ -161,7 +162,7 @@ def test_a_strategy_that_keeps_failing_is_disabled_for_entries_but_exits_go_out(
         "BUY 1 INFY: entry", "SELL 1 INFY: exit"]
 
 
-def test_errors_outside_the_window_do_not_add_up(tmp_path, monkeypatch) -> None:
+def test_errors_outside_the_window_do_not_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = equity_limits(2, 0.05)
     engine = engine_with(tmp_path, monkeypatch, text)
     engine._on_tick(tick_event(1))
@@ -173,7 +174,7 @@ def test_errors_outside_the_window_do_not_add_up(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("strategy_error_limit", "0"), ("strategy_error_window_sec", "-1.0"),
                                             ("strategy_error_limit", '"five"')])
-def test_the_error_limit_is_validated(tmp_path, key: str, value: str) -> None:
+def test_the_error_limit_is_validated(tmp_path: Path, key: str, value: str) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text(PAPER.replace(f"{key} = ", f"{key} = {value} #", 1))
     with pytest.raises(ConfigError) as err:
@@ -188,7 +189,8 @@ class Unrestorable(Steady):
         raise ValueError("state from an older version")
 
 
-def test_a_strategy_whose_state_cannot_be_restored_is_disabled_the_others_restored(tmp_path, monkeypatch) -> None:
+def test_a_strategy_whose_state_cannot_be_restored_is_disabled_the_others_restored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = engine_with(tmp_path, monkeypatch)
     engine.strategies["steady"] = Unrestorable("steady")
     rsi = {**engine.strategies["rsi-infy"].snapshot(), "position": {"INFY": 10}}
@@ -208,7 +210,8 @@ class Impostor(Steady):
         return [Signal("rsi-infy", tick.symbol, "BUY", 1, "MARKET", None, "not mine", True)]
 
 
-def test_a_strategy_returning_what_is_not_its_signal_is_an_error_of_its_own(tmp_path, monkeypatch) -> None:
+def test_a_strategy_returning_what_is_not_its_signal_is_an_error_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = engine_with(tmp_path, monkeypatch)
     engine.strategies["steady"] = Impostor("steady")
     engine._on_tick(tick_event(1))

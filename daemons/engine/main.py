@@ -16,8 +16,9 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -162,7 +163,7 @@ class EngineDaemon(Daemon):
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._roll_day()
                 self.save()
 

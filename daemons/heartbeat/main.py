@@ -10,6 +10,7 @@ It receives its own heartbeats too, so its health check proves the whole bus pat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -59,10 +60,8 @@ class HeartbeatDaemon(Daemon):
             else:
                 for change in self.liveness.check(now):
                     self._report(change)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.section.interval_sec)
-            except TimeoutError:
-                pass
 
     async def reload(self, config: FleetConfig) -> None:
         self.config = config

@@ -17,8 +17,9 @@ import signal
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Coroutine, NoReturn, Sequence
+from typing import Any, ClassVar, NoReturn
 
 import uvloop
 
@@ -153,7 +154,7 @@ class Runner:
             task.cancel()
         try:
             await asyncio.wait_for(asyncio.gather(worker, d.drain()), d.section.stop_timeout_sec)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s did not drain within %.1fs; exiting anyway", d.name, d.section.stop_timeout_sec)
         if d.uses_bus:
             await d.bus.close()

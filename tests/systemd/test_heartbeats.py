@@ -56,7 +56,7 @@ def test_every_daemon_heartbeats_and_a_frozen_one_is_flagged_silent(sandbox: San
         sandbox.systemctl("kill", "--signal=SIGCONT", "algo-equity.service", check=True)
     wait_until(lambda: liveness()["algo_heartbeat_silent"]["algo-equity"] == 0.0, 5, "algo-equity back")
     errors = sandbox.journalctl("-u", HEARTBEAT, "-p", "err", "DAEMON_UNIT=algo-equity", "-o", "cat").stdout
-    assert len(re.findall(r"^algo-equity on \S+ silent: no heartbeat for [\d.]+s \(limit 2s\)$", errors, re.MULTILINE)) == 1, \
-        errors
+    silent = r"^algo-equity on \S+ silent: no heartbeat for [\d.]+s \(limit 2s\)$"
+    assert len(re.findall(silent, errors, re.MULTILINE)) == 1, errors
     back = sandbox.journalctl("-u", HEARTBEAT, "DAEMON_UNIT=algo-equity", "-o", "cat").stdout
     assert re.search(r"^algo-equity on \S+ heartbeats again after [\d.]+s$", back, re.MULTILINE), back
