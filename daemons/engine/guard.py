@@ -1,6 +1,6 @@
-"""One strategy's exception stays its own: the engine runs every call into a strategy under a guard
-that catches the error, counts it for that strategy, logs it (one ``err`` line with ``STRATEGY=``),
-and lets the engine go on with the next strategy.
+"""One strategy's exception stays its own: the engine catches what every call into a strategy raises
+and hands it here, to be counted for that strategy and logged (one ``err`` line with ``STRATEGY=``),
+and goes on with the next strategy.
 
 A strategy that keeps failing (``strategy_error_limit`` errors within ``strategy_error_window_sec``)
 is disabled for entries: it still sees ticks and fills, so its exits still go out, as with
@@ -16,7 +16,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from enum import Enum
-from types import TracebackType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -52,8 +51,7 @@ class StrategyGuard:
 
     def __init__(self, engine: str, registry: CollectorRegistry, on_change: Callable[[], None]) -> None:
         self.engine = engine
-        self.limit = 5
-        self.window = 60.0
+        self.limit, self.window = 1, 0.0  # configure() sets them from the engine section
         self.on_change = on_change  # the engine checkpoints the disabled set
         self.disabled: set[str] = set()
         self.recent: dict[str, deque[float]] = {}  # monotonic times of each strategy's errors in the window
@@ -74,10 +72,6 @@ class StrategyGuard:
             self.errors.labels(name)
             self.disabled_gauge.labels(name).set(int(name in self.disabled))
 
-    def running(self, strategy: str, call: str, trace: str | None = None) -> Guarded:
-        """``with guard.running(name, "on_tick"): ...``: an exception inside is recorded and swallowed."""
-        return Guarded(self, strategy, call, trace)
-
     def restore(self, disabled: Iterable[str]) -> None:
         for name in disabled:
             self.disabled.add(name)
@@ -92,7 +86,8 @@ class StrategyGuard:
         self.recent.pop(strategy, None)
         self._move(strategy, Cause.RESUME)
 
-    def failed(self, strategy: str, call: str, exc: Exception, trace: str | None) -> None:
+    def failed(self, strategy: str, call: str, exc: Exception, trace: str | None = None) -> None:
+        """``call`` of ``strategy`` raised ``exc``: count, log, and disable it once over the limit."""
         now = time.monotonic()
         self.errors.labels(strategy).inc()
         recent = self.recent.setdefault(strategy, deque())
@@ -118,22 +113,6 @@ class StrategyGuard:
         if after is Mode.ENABLED:
             log.warning("%s re-enabled for entries", strategy, extra={"ENGINE": self.engine, "STRATEGY": strategy})
         self.on_change()
-        return True
-
-
-class Guarded:
-    """The context manager ``StrategyGuard.running`` returns."""
-
-    def __init__(self, guard: StrategyGuard, strategy: str, call: str, trace: str | None) -> None:
-        self.guard, self.strategy, self.call, self.trace = guard, strategy, call, trace
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        if not isinstance(exc, Exception):
-            return False  # no error, or one that must stop the process (SystemExit, cancellation)
-        self.guard.failed(self.strategy, self.call, exc, self.trace)
         return True
 
 

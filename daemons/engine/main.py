@@ -99,11 +99,10 @@ class EngineDaemon(Daemon):
         for name, state in saved.get("strategies", {}).items():
             if name in self.strategies:
                 self._states[name] = state  # kept as it is until a snapshot succeeds
-                restored = False
-                with self.guard.running(name, "restore"):
+                try:
                     self.strategies[name].restore(state)
-                    restored = True
-                if not restored:  # it runs on partial state: no new exposure until someone looks
+                except Exception as exc:  # it runs on partial state: no new exposure until someone looks
+                    self.guard.failed(name, "restore", exc)
                     self.guard.disable(name, "its checkpointed state could not be restored")
         self.paused = set(saved.get("paused", [])) & set(self.strategies)
         for name in self.paused:
@@ -172,8 +171,10 @@ class EngineDaemon(Daemon):
 
     def save(self) -> None:
         for name, strategy in self.strategies.items():
-            with self.guard.running(name, "snapshot"):  # a failing snapshot keeps the last good one
+            try:
                 self._states[name] = strategy.snapshot()
+            except Exception as exc:  # the last good one stays in the checkpoint
+                self.guard.failed(name, "snapshot", exc)
         checkpoint.write(self.state_file, {
             "strategies": {name: self._states[name] for name in self.strategies if name in self._states},
             "paused": sorted(self.paused),
@@ -190,9 +191,11 @@ class EngineDaemon(Daemon):
         tick = Tick.from_payload(event.payload)
         self.book.marks[tick.symbol] = tick.last_price
         for name, strategy in self.strategies.items():
-            out: list[dict[str, Any]] = []
-            with self.guard.running(name, "on_tick", event.trace):  # one strategy's error never skips the others
+            try:
                 out = self._signals_of(name, strategy, tick, event)
+            except Exception as exc:  # one strategy's error never skips the others
+                self.guard.failed(name, "on_tick", exc, event.trace)
+                continue
             if out:
                 self.save()  # before publishing: a crash must never hand out a signal id twice
             for payload in out:
@@ -237,8 +240,10 @@ class EngineDaemon(Daemon):
             return  # another engine's, or one already applied (execution re-sends after restarts)
         self.seen_fills.add(fill_id)
         fill = Fill(p["symbol"], p["side"], p["quantity"], p["price"])
-        with self.guard.running(strategy.name, "on_fill", event.trace):  # the engine's book still takes the fill
+        try:
             strategy.on_fill(fill)
+        except Exception as exc:  # the engine's book still takes the fill
+            self.guard.failed(strategy.name, "on_fill", exc, event.trace)
         self.book.fill(strategy.name, p["symbol"], p["side"], p["quantity"], p["price"])
         self.traded.add(p["symbol"])
         self.save()
