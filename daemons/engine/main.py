@@ -16,8 +16,9 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,7 +39,8 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
-from .strategies import Fill, Strategy, Tick, build
+from .guard import StrategyGuard
+from .strategies import Fill, Signal, Strategy, Tick, build
 
 log = logging.getLogger("algo.engine")
 
@@ -69,6 +71,9 @@ class EngineDaemon(Daemon):
         for name in self.strategies:
             self.signals.labels(name)
             self.paused_gauge.labels(name).set(0)
+        self.guard = StrategyGuard(self.engine, metrics.registry, self.save)
+        self.guard.configure(self.section.strategy_error_limit, self.section.strategy_error_window_sec, self.strategies)
+        self._states: dict[str, dict[str, Any]] = {}  # each strategy's last good snapshot
         metrics.registry.register(StrategyBookCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
@@ -90,9 +95,15 @@ class EngineDaemon(Daemon):
         self._roll_day()
 
     def _restore(self, saved: dict[str, Any]) -> None:
+        self.guard.restore(set(saved.get("disabled", [])) & set(self.strategies))
         for name, state in saved.get("strategies", {}).items():
             if name in self.strategies:
-                self.strategies[name].restore(state)
+                self._states[name] = state  # kept as it is until a snapshot succeeds
+                try:
+                    self.strategies[name].restore(state)
+                except Exception as exc:  # it runs on partial state: no new exposure until someone looks
+                    self.guard.failed(name, "restore", exc)
+                    self.guard.disable(name, "its checkpointed state could not be restored")
         self.paused = set(saved.get("paused", [])) & set(self.strategies)
         for name in self.paused:
             self.paused_gauge.labels(name).set(1)
@@ -123,8 +134,10 @@ class EngineDaemon(Daemon):
         old_config, self.config = self.config, config
         before = {s.name: s for s in self.section_of(old_config).strategies if s.enabled and s.process == "engine"}
         after = {s.name: s for s in self.section.strategies if s.enabled and s.process == "engine"}
+        self.guard.configure(self.section.strategy_error_limit, self.section.strategy_error_window_sec, after)
         for name in before.keys() - after.keys():
             gone = self.strategies.pop(name)
+            self._states.pop(name, None)
             held = {k: v for k, v in gone.position.items() if v}
             log.warning("%s removed%s", name, f"; it still holds {held}: exit by hand" if held else "",
                         extra={"ENGINE": self.engine, "STRATEGY": name})
@@ -132,6 +145,7 @@ class EngineDaemon(Daemon):
             if before.get(name) == section:
                 continue
             fresh = build(section.kind, name, section.params)
+            self._states.pop(name, None)
             if name in self.strategies:
                 fresh.position = self.strategies[name].position
             self.strategies[name] = fresh
@@ -148,7 +162,7 @@ class EngineDaemon(Daemon):
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._roll_day()
                 self.save()
 
@@ -156,9 +170,15 @@ class EngineDaemon(Daemon):
         self.save()
 
     def save(self) -> None:
+        for name, strategy in self.strategies.items():
+            try:
+                self._states[name] = strategy.snapshot()
+            except Exception as exc:  # the last good one stays in the checkpoint
+                self.guard.failed(name, "snapshot", exc)
         checkpoint.write(self.state_file, {
-            "strategies": {name: s.snapshot() for name, s in self.strategies.items()},
+            "strategies": {name: self._states[name] for name in self.strategies if name in self._states},
             "paused": sorted(self.paused),
+            "disabled": sorted(self.guard.disabled),
             "counts": self.counts,
             "seen_fills": sorted(self.seen_fills),
             "day": self.day,
@@ -170,25 +190,38 @@ class EngineDaemon(Daemon):
         self.last_tick = time.monotonic()
         tick = Tick.from_payload(event.payload)
         self.book.marks[tick.symbol] = tick.last_price
-        cpu = self.cpu_ns
         for name, strategy in self.strategies.items():
-            started = time.thread_time_ns()
-            signals = strategy.on_tick(tick)
-            cpu[name] = cpu.get(name, 0) + time.thread_time_ns() - started
-            if not signals:
+            try:
+                out = self._signals_of(name, strategy, tick, event)
+            except Exception as exc:  # one strategy's error never skips the others
+                self.guard.failed(name, "on_tick", exc, event.trace)
                 continue
-            day = datetime.fromtimestamp(tick.exchange_ts / 1e9, IST).date().isoformat()
-            out = []
-            for signal in signals:
-                if name in self.paused and signal.entry:
-                    continue  # paused: no new exposure; exits still go out
-                self.counts[name] += 1
-                out.append({"engine": self.engine, **signal._asdict(), "tick_price": tick.last_price,
-                            "tick_ts": event.ts, "signal_id": f"{name}:{day}:{self.counts[name]}"})
             if out:
                 self.save()  # before publishing: a crash must never hand out a signal id twice
             for payload in out:
                 self._publish(payload, event.trace)
+
+    def _signals_of(self, name: str, strategy: Strategy, tick: Tick, event: Event) -> list[dict[str, Any]]:
+        """What the strategy's reaction to the tick publishes; whatever it raises or returns wrong is its error."""
+        started = time.thread_time_ns()
+        try:
+            signals = strategy.on_tick(tick)
+        finally:
+            self.cpu_ns[name] = self.cpu_ns.get(name, 0) + time.thread_time_ns() - started
+        if not signals:
+            return []
+        day = datetime.fromtimestamp(tick.exchange_ts / 1e9, IST).date().isoformat()
+        blocked = name in self.paused or name in self.guard.disabled
+        out = []
+        for signal in signals:
+            if not isinstance(signal, Signal) or signal.strategy != name:
+                raise TypeError(f"on_tick returned {signal!r}, not a Signal of {name} (use self.signal())")
+            if blocked and signal.entry:
+                continue  # paused or disabled after errors: no new exposure; exits still go out
+            self.counts[name] += 1
+            out.append({"engine": self.engine, **signal._asdict(), "tick_price": tick.last_price,
+                        "tick_ts": event.ts, "signal_id": f"{name}:{day}:{self.counts[name]}"})
+        return out
 
     def _publish(self, payload: dict[str, Any], trace: str) -> None:
         symbol = payload["symbol"]
@@ -206,7 +239,11 @@ class EngineDaemon(Daemon):
         if strategy is None or not fill_id or fill_id in self.seen_fills:
             return  # another engine's, or one already applied (execution re-sends after restarts)
         self.seen_fills.add(fill_id)
-        strategy.on_fill(Fill(p["symbol"], p["side"], p["quantity"], p["price"]))
+        fill = Fill(p["symbol"], p["side"], p["quantity"], p["price"])
+        try:
+            strategy.on_fill(fill)
+        except Exception as exc:  # the engine's book still takes the fill
+            self.guard.failed(strategy.name, "on_fill", exc, event.trace)
         self.book.fill(strategy.name, p["symbol"], p["side"], p["quantity"], p["price"])
         self.traded.add(p["symbol"])
         self.save()
@@ -220,6 +257,8 @@ class EngineDaemon(Daemon):
         names = [only] if only in self.strategies else ([] if only else list(self.strategies))
         for name in names:
             (self.paused.add if event.type == CONTROL_PAUSE else self.paused.discard)(name)
+            if event.type == CONTROL_RESUME:
+                self.guard.resume(name)
             self.paused_gauge.labels(name).set(int(name in self.paused))
             log.warning("%s %s", name, "paused: entries blocked" if name in self.paused else "resumed",
                         extra={"ENGINE": self.engine, "STRATEGY": name, "TRACE_ID": event.trace})
@@ -228,7 +267,9 @@ class EngineDaemon(Daemon):
 
     def status(self) -> str:
         age = f"{time.monotonic() - self.last_tick:.1f}s ago" if self.last_tick else "none yet"
-        paused = f" ({len(self.paused)} paused)" if self.paused else ""
+        held = ([f"{len(self.paused)} paused"] if self.paused else []) + (
+            [f"DISABLED after errors: {', '.join(sorted(self.guard.disabled))}"] if self.guard.disabled else [])
+        paused = f" ({'; '.join(held)})" if held else ""
         realised, unrealised = self.book.pnl()
         return (f"{self.config.fleet.mode}: {len(self.strategies)} strategies{paused}, {len(self.traded)} instruments "
                 f"traded, {len(self.book.open_symbols())} open positions, P&L {realised + unrealised:+,.0f} "
@@ -306,6 +347,10 @@ class StrategyProcess(EngineDaemon):
     @classmethod
     def section_of(cls, config: FleetConfig) -> EngineSection:
         return cls._locate(config)[1]
+
+    @property
+    def unit(self) -> str:
+        return f"algo-strategy@{self.strategy}"
 
 
 def strategy_process(name: str) -> type[StrategyProcess]:

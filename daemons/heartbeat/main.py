@@ -1,7 +1,8 @@
-"""algo-heartbeat: publishes ``health.heartbeat``, watches every daemon's heartbeats, and
-writes every ``control.*`` event to the journal (who paused what, with its TRACE_ID).
+"""algo-heartbeat: watches every daemon's ``health.heartbeat`` (each daemon's runner publishes one,
+see runtime/heartbeat.py for the payload), flags a daemon silent for longer than ``silent_after_sec``,
+and writes every ``control.*`` event to the journal (who paused what, with its TRACE_ID).
 
-It subscribes to the heartbeats it publishes, so its health check proves the whole bus path
+It receives its own heartbeats too, so its health check proves the whole bus path
 (client -> broker -> client) works. When no heartbeat has made the round trip for
 ``max_bus_outage_sec`` the daemon is unhealthy, stops feeding the watchdog, and systemd restarts it.
 """
@@ -9,24 +10,26 @@ It subscribes to the heartbeats it publishes, so its health check proves the who
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..runtime.config import FleetConfig, HeartbeatSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import HEALTH_HEARTBEAT, Event
+from ..runtime.heartbeat import BadHeartbeat, Heartbeat, expected_units, this_host
 from ..runtime.metrics import DaemonMetrics
+from .liveness import Change, Liveness, State
 
 log = logging.getLogger("algo.heartbeat")
 
 
 class HeartbeatDaemon(Daemon):
-    """Fleet liveness: heartbeats out, everyone's heartbeats in."""
+    """Fleet liveness: everyone's heartbeats in, the silent ones flagged."""
 
     name = "heartbeat"
 
@@ -34,9 +37,11 @@ class HeartbeatDaemon(Daemon):
         super().__init__(config, metrics)
         self.bus.subscribe(HEALTH_HEARTBEAT, self._on_heartbeat)
         self.bus.subscribe("control.*", self._on_control)
-        self.started = time.monotonic()
-        self.last_echo = self.started
-        self.last_seen: dict[str, float] = {}  # source -> wall-clock time of its last heartbeat
+        self.last_echo = time.monotonic()
+        self.liveness = Liveness(this_host(), self.section.silent_after_sec)
+        self.liveness.expect(expected_units(config), time.monotonic())
+        self.malformed = 0
+        self._refused: set[str] = set()  # sources whose malformed heartbeats were logged (once each)
         metrics.registry.register(FleetLivenessCollector(self))
 
     @property
@@ -44,20 +49,51 @@ class HeartbeatDaemon(Daemon):
         return self.config.daemons.heartbeat
 
     async def run(self) -> None:
+        blind = False
         while not self.stopping.is_set():
-            self.bus.publish(
-                HEALTH_HEARTBEAT,
-                {"daemon": self.name, "pid": os.getpid(), "uptime_sec": round(time.monotonic() - self.started, 3)},
-            )
-            try:
+            now = time.monotonic()
+            if now - self.last_echo > self.section.silent_after_sec:
+                blind = True  # our own heartbeats do not come back: the bus is down, not the fleet
+            elif blind:
+                blind = False
+                self.liveness.pardon(now)
+            else:
+                for change in self.liveness.check(now):
+                    self._report(change)
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.section.interval_sec)
-            except asyncio.TimeoutError:
-                pass
+
+    async def reload(self, config: FleetConfig) -> None:
+        self.config = config
+        self.liveness.silent_after = self.section.silent_after_sec
+        self.liveness.expect(expected_units(config), time.monotonic())
 
     def _on_heartbeat(self, event: Event) -> None:
-        self.last_seen[event.source] = event.ts / 1e9
         if event.source == self.name:
             self.last_echo = time.monotonic()
+        try:
+            beat = Heartbeat.parse(event.payload)
+        except BadHeartbeat as exc:
+            self.malformed += 1
+            if event.source not in self._refused:  # once per source: a broken sender beats every second
+                self._refused.add(event.source)
+                log.warning("malformed heartbeat from %s ignored: %s", event.source, exc)
+            return
+        change = self.liveness.heard(beat, time.monotonic(), time.time())
+        if change is not None:
+            self._report(change)
+
+    def _report(self, change: Change) -> None:
+        peer = change.peer
+        fields = {"DAEMON_UNIT": peer.unit, "DAEMON_HOST": peer.host}
+        if peer.state is State.SILENT and change.before is State.WAITING:
+            log.error("%s: no heartbeat since algo-heartbeat started %.0fs ago (expected by the config)",
+                      peer.name, change.quiet_for, extra=fields)
+        elif peer.state is State.SILENT:
+            log.error("%s silent: no heartbeat for %.1fs (limit %gs)", peer.name, change.quiet_for,
+                      self.section.silent_after_sec, extra=fields)
+        elif change.before is State.SILENT:
+            log.info("%s heartbeats again after %.1fs", peer.name, change.quiet_for, extra=fields)
 
     def _on_control(self, event: Event) -> None:
         fields = {"TRACE_ID": event.trace}
@@ -74,20 +110,44 @@ class HeartbeatDaemon(Daemon):
 
     def status(self) -> str:
         state = "connected" if self.bus.connected else "bus unreachable"
-        return f"{state}; heartbeat every {self.section.interval_sec:g}s; {len(self.last_seen)} daemons seen"
+        peers = self.liveness.peers.values()
+        alive = sum(1 for p in peers if p.state is State.ALIVE)
+        silent = ", ".join(sorted(p.name if p.host != self.liveness.host else p.unit for p in self.liveness.silent()))
+        unhealthy = sorted(p.unit for p in peers if p.state is State.ALIVE and p.last and not p.last.healthy)
+        return (f"{state}; heartbeat every {self.section.interval_sec:g}s; {alive} daemons alive"
+                + (f", SILENT: {silent}" if silent else "")
+                + (f", unhealthy: {', '.join(unhealthy)}" if unhealthy else ""))
 
 
 class FleetLivenessCollector(Collector):
     def __init__(self, daemon: HeartbeatDaemon) -> None:
         self.daemon = daemon
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        seen = GaugeMetricFamily(
-            "algo_heartbeat_last_seen_timestamp_seconds", "When each daemon's last heartbeat was sent", labels=["source"]
-        )
-        for source, ts in sorted(self.daemon.last_seen.items()):
-            seen.add_metric([source], ts)
-        yield seen
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["host", "unit"]
+        seen = GaugeMetricFamily("algo_heartbeat_last_seen_timestamp_seconds",
+                                 "When each daemon's last heartbeat arrived (this host's clock)", labels=labels)
+        silent = GaugeMetricFamily("algo_heartbeat_silent", "1 while a daemon has sent no heartbeat for longer "
+                                   "than silent_after_sec (or none since algo-heartbeat started)", labels=labels)
+        healthy = GaugeMetricFamily("algo_heartbeat_daemon_healthy", "The health each daemon's last heartbeat "
+                                    "reported (1 healthy)", labels=labels)
+        lag = GaugeMetricFamily("algo_heartbeat_loop_lag_seconds", "The worst event-loop lag each daemon's last "
+                                "heartbeat reported", labels=labels)
+        tick_age = GaugeMetricFamily("algo_heartbeat_tick_age_seconds", "Seconds since the last tick, as each "
+                                     "tick-consuming daemon's last heartbeat reported", labels=labels)
+        for (host, unit), peer in sorted(self.daemon.liveness.peers.items()):
+            silent.add_metric([host, unit], int(peer.state is State.SILENT))
+            beat = peer.last
+            if beat is None or peer.seen_at is None:
+                continue
+            seen.add_metric([host, unit], peer.seen_at)
+            healthy.add_metric([host, unit], int(beat.healthy))
+            lag.add_metric([host, unit], beat.loop_lag_sec)
+            if beat.tick_age_sec is not None:
+                tick_age.add_metric([host, unit], beat.tick_age_sec)
+        yield from (seen, silent, healthy, lag, tick_age)
+        yield CounterMetricFamily("algo_heartbeat_malformed", "Heartbeats refused for breaking the payload contract",
+                                  value=self.daemon.malformed)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -168,9 +168,12 @@ class BusDaemonSection(DaemonSection):
 
 class HeartbeatSection(DaemonSection):
     metrics_port: int = Field(9471, ge=1024, le=65535)
+    # How often every daemon publishes health.heartbeat (and algo-heartbeat looks for silent ones).
     interval_sec: float = Field(1.0, ge=0.01, le=60)
     # Health fails (and the watchdog stops being fed) after the bus was unreachable this long.
     max_bus_outage_sec: float = Field(10.0, ge=0.1, le=3600)
+    # A daemon with no heartbeat for this long is flagged silent (at least twice interval_sec).
+    silent_after_sec: float = Field(5.0, gt=0, le=3600)
 
 
 class DerivativesSection(Section):
@@ -214,6 +217,10 @@ class StrategySection(Section):
 class EngineSection(DaemonSection):
     strategies: list[StrategySection] = []
     checkpoint_sec: float = Field(30.0, gt=0, le=3600)  # state is also checkpointed on stop
+    # A strategy whose calls raise this many times within the window is disabled for entries
+    # (exits still go out) until `algoctl resume`.
+    strategy_error_limit: int = Field(5, ge=1, le=1000)
+    strategy_error_window_sec: float = Field(60.0, gt=0, le=86400)
 
 
 class FnoSection(EngineSection):
@@ -529,6 +536,10 @@ def cross_check(config: FleetConfig) -> list[Problem]:
     md = config.daemons.marketdata
     if md.feed == "replay" and md.replay_from is None:
         problems.append(Problem("daemons.marketdata.replay_from", "feed = \"replay\" needs a journal day or tick CSV"))
+    hb = config.daemons.heartbeat
+    if hb.silent_after_sec < 2 * hb.interval_sec:
+        problems.append(Problem("daemons.heartbeat.silent_after_sec", f"must be at least twice daemons.heartbeat."
+                                f"interval_sec ({2 * hb.interval_sec:g}): one late heartbeat is not silence"))
     if config.bus.reconnect_min_sec > config.bus.reconnect_max_sec:
         problems.append(Problem("bus.reconnect_min_sec", "must not exceed bus.reconnect_max_sec"))
     if config.daemons.execution.broker == "kite":

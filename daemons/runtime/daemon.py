@@ -18,13 +18,16 @@ import signal
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Coroutine, NoReturn, Sequence
+from typing import Any, ClassVar, NoReturn
 
 import uvloop
 
 from .client import BusClient
 from .config import ConfigError, DaemonSection, FleetConfig, load_config, resolve_path
+from .envelope import HEALTH_HEARTBEAT
+from .heartbeat import Heartbeat, this_host
 from .integrity import DamagedFile
 from .logs import setup_logging
 from .metrics import BusClientCollector, DaemonMetrics
@@ -48,6 +51,7 @@ class Daemon(ABC):
     name: ClassVar[str]
     uses_bus: ClassVar[bool] = True
     bus: BusClient
+    last_tick = 0.0  # monotonic time of the last market tick handled (0: none yet, or not a tick consumer)
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         self.config = config
@@ -70,6 +74,15 @@ class Daemon(ABC):
     @property
     def section(self) -> DaemonSection:
         return self.section_of(self.config)
+
+    @property
+    def unit(self) -> str:
+        """The systemd unit (without .service) that runs this daemon: how heartbeats name it."""
+        return f"algo-{self.name}"
+
+    def tick_age(self) -> float | None:
+        """Seconds since the last tick this daemon handled, for its heartbeat; None before any."""
+        return time.monotonic() - self.last_tick if self.last_tick else None
 
     async def setup(self) -> None:
         """Everything that must hold before READY=1 (sockets bound, state restored)."""
@@ -102,6 +115,9 @@ class Runner:
         self.notifier = notifier
         self.config_path = config_path
         self._unhealthy_since: float | None = None
+        self._started = time.monotonic()
+        self._worst_lag = 0.0  # since the last heartbeat
+        self._host = this_host()
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -123,6 +139,8 @@ class Runner:
         self.notifier.ready(d.status())
         log.info("%s ready: %s", d.name, d.status())
         helpers = [loop.create_task(self._status_loop(), name="status")]
+        if d.uses_bus:
+            helpers.append(loop.create_task(self._heartbeat_loop(), name="heartbeat"))
         if self.notifier.watchdog_interval:
             helpers.append(loop.create_task(self._watchdog_loop(self.notifier.watchdog_interval), name="watchdog"))
 
@@ -142,7 +160,7 @@ class Runner:
             task.cancel()
         try:
             await asyncio.wait_for(asyncio.gather(worker, d.drain()), d.section.stop_timeout_sec)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s did not drain within %.1fs; exiting anyway", d.name, d.section.stop_timeout_sec)
         if d.uses_bus:
             await d.bus.close()
@@ -186,7 +204,7 @@ class Runner:
         while True:
             due = loop.time() + interval
             await asyncio.sleep(interval)
-            metrics.loop_lag.observe(max(0.0, loop.time() - due))
+            metrics.loop_lag.observe(self._lag(loop.time() - due))
             problem = self.daemon.health()
             if problem is None:
                 if self._unhealthy_since is not None:
@@ -201,6 +219,33 @@ class Runner:
                 self._unhealthy_since = time.monotonic()
                 log.error("%s unhealthy, no longer feeding the watchdog: %s", self.daemon.name, problem)
                 self.notifier.status(self._status_line())
+
+    def _lag(self, late: float) -> float:
+        lag = max(0.0, late)
+        self._worst_lag = max(self._worst_lag, lag)
+        return lag
+
+    async def _heartbeat_loop(self) -> None:
+        """One heartbeat at once, then one every interval (re-read, so a reload changes it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self.daemon.config.daemons.heartbeat.interval_sec
+            if self.daemon.bus.connected:  # one held back in the outbox would say "alive" about the past
+                self.daemon.bus.publish(HEALTH_HEARTBEAT, self.heartbeat(interval).payload())
+            self._worst_lag = 0.0
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self._lag(loop.time() - due)
+
+    def heartbeat(self, interval: float) -> Heartbeat:
+        d = self.daemon
+        problem = d.health()
+        return Heartbeat(d.unit, self._host, os.getpid(), round(time.monotonic() - self._started, 3), interval,
+                         problem is None, problem, round(self._worst_lag, 6), _rounded(d.tick_age()))
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def serve(daemon_cls: type[Daemon], argv: Sequence[str] | None = None) -> NoReturn:

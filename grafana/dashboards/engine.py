@@ -39,6 +39,18 @@ def build() -> dict[str, Any]:
         .with_panel(timeseries_panel(
             "Open positions by strategy", "Symbols each strategy holds.",
             [query(f"algo_engine_open_positions{{{SEL}}}", "{{strategy}}")], w=12, min_value=0))
+        .with_panel(timeseries_panel(
+            "Strategy errors per minute", "Calls into each strategy that raised (StrategyErrors); the engine's "
+            "other strategies carry on. `journalctl STRATEGY=<name> -p err` gives each exception.",
+            [query(f"sum by (strategy) (rate(algo_engine_strategy_errors_total{{{SEL}}}[{RATE}])) * 60",
+                   "{{strategy}}")],
+            unit="opm", w=12, min_value=0, thresholds=((None, "green"), (0.001, "red"))))
+        .with_panel(stat_panel(
+            "Disabled strategies", "DISABLED: entries blocked after repeated errors (StrategyDisabled); exits "
+            "still go out. `algoctl resume <strategy>` re-enables.",
+            [query(f"algo_engine_strategy_disabled{{{SEL}}}", "{{strategy}}", instant=True)],
+            w=12, h=8, mappings={"0": ("enabled", "green"), "1": ("DISABLED", "red")},
+            thresholds=((None, "green"), (1, "red"))))
         .with_row(dashboard.Row("Risk"))
         .with_panel(timeseries_panel(
             "Engine P&L (risk)", "The engine's realised and unrealised P&L today in risk's book, which the loss "

@@ -38,6 +38,12 @@ def build() -> dict[str, Any]:
             [query(f"algo_risk_kill_switch{{{JOB}}}", instant=True)],
             w=6, h=8, mappings={"0": ("off", "green"), "1": ("ENGAGED", "red")},
             thresholds=((None, "green"), (1, "red"))))
+        .with_panel(stat_panel(
+            "Heartbeats", "Each daemon's health.heartbeat as algo-heartbeat sees it, by unit and host: SILENT "
+            "after silent_after_sec without one, or none since algo-heartbeat started (DaemonSilent).",
+            [query(f"algo_heartbeat_silent{{{JOB}}}", "{{unit}} {{host}}", instant=True)],
+            w=24, h=4, mappings={"0": ("alive", "green"), "1": ("SILENT", "red")},
+            thresholds=((None, "green"), (1, "red"))))
         .with_row(dashboard.Row("Trading"))
         .with_panel(timeseries_panel(
             "P&L by engine", "Realised + unrealised P&L today per engine, from risk's book.",
