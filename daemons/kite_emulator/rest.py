@@ -107,7 +107,7 @@ def _depth(levels: tuple[Level, ...]) -> list[dict[str, Any]]:
 
 
 def _full_quote(tick: Tick) -> dict[str, Any]:
-    """quote.json's shape from the emulator's state. Circuit limits are +-20% of the close (or last
+    """A full quote (Kite's shape) from the emulator's state. Circuit limits are +-20% of the close (or last
     price), an invention: the emulator enforces none."""
     ref = tick.close or tick.last_price
     return {
