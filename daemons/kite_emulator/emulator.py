@@ -31,7 +31,7 @@ class Emulator:
     """Kite on loopback. Ports 0 pick free ones; ``root`` and ``ws_url`` say where it listens.
 
     >>> with Emulator() as kite_emu:                                   # doctest: +SKIP
-    ...     kite_emu.add_instrument("NSE", "INFY", 408065)
+    ...     kite_emu.add_instrument("NSE", "NEWCO", 9999873)            # one its own dump lacks
     ...     kite = KiteConnect(kite_emu.api_key, kite_emu.access_token, root=kite_emu.root)
     ...     kite_emu.set_price("NSE:INFY", 1500.0)
     ...     kite.place_order("regular", "NSE", "INFY", "BUY", 1, "CNC", "MARKET")

@@ -1,6 +1,6 @@
 """``algo-kite-emulator``: Kite on loopback, so a trader can try live mode with no broker account.
 
-    algo-kite-emulator --port 8765 --ws-port 8766 --instrument NSE:INFY=408065 --price NSE:INFY=1500 --walk 1
+    algo-kite-emulator --port 8765 --ws-port 8766 --price NSE:INFY=1500 --walk 1
 
 Point the fleet's ``[kite] root`` at the printed ``root`` (and the ticker at ``ws_url``); drive prices
 and faults over ``/__emulator__/`` (docs/KITE_EMULATOR.md). Stops on SIGINT/SIGTERM.

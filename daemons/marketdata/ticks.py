@@ -7,10 +7,11 @@ One precompiled ``Struct`` per packet length unpacks only the fields a tick payl
 skipping the rest as pad bytes, and a message of full packets only (the usual case) goes through
 ``iter_unpack`` in one call.
 
-Layout (KITE.md): ``>H`` packet count, then per packet ``>H`` length + bytes; the length is the
+Layout (docs/KITE.md): ``>H`` packet count, then per packet ``>H`` length + bytes; the length is the
 mode: 8 ltp, 44 quote, 184 full, 28/32 index quote/full. Prices are integers, divided by 100, or
 by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte). Equality with
-``_parse_binary`` is tested in tests/test_kite_feed.py.
+``_parse_binary`` is tested in tests/test_kite_feed.py, on Kite's recorded packets in
+tests/conformance/test_ticker.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ data on the static routes, and what its order book builds on the order routes.""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -25,9 +26,10 @@ def emulator(recorded: Recorded) -> Iterator[Emulator]:
 
 def call(em: Emulator, method: str, path: str, **params: Any) -> Any:
     """The raw ``data`` of a route, as JSON (the client would turn timestamps into datetimes)."""
-    r = requests.request(method, em.root + path, timeout=5,
-                         headers={"Authorization": f"token {em.api_key}:{em.access_token}"},
-                         **({"data": params} if method in ("POST", "PUT") else {"params": params}))
+    form = method in ("POST", "PUT")
+    r = requests.request(method, em.root + path, timeout=5, data=params if form else None,
+                         params=None if form else params,
+                         headers={"Authorization": f"token {em.api_key}:{em.access_token}"})
     assert r.status_code == 200, r.text
     return r.json()["data"]
 
@@ -90,7 +92,8 @@ def test_order_routes_have_kites_shape(emulator: Emulator, recorded: Recorded) -
 
     conforms(call(emulator, "GET", "/orders"), recorded.data("orders.json"))
     # A history entry is the order's state then: the recorded history predates some keys of the recorded book.
-    conforms(call(emulator, "GET", f"/orders/{resting}"), recorded.data("order_info.json"), recorded.data("orders.json"))
+    history = call(emulator, "GET", f"/orders/{resting}")
+    conforms(history, recorded.data("order_info.json"), recorded.data("orders.json"))
     conforms(call(emulator, "GET", f"/orders/{filled['order_id']}/trades"), recorded.data("order_trades.json"))
     conforms(call(emulator, "GET", "/trades"), recorded.data("trades.json"))
     conforms(call(emulator, "GET", "/portfolio/positions"), recorded.data("positions.json"))
