@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.conftest import ENV
 from tests.conftest import REPO
 
 
@@ -31,7 +32,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(clone: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m ARGS`` inside the clone, without the recordings' variable or CI's."""
-    base = {k: v for k, v in os.environ.items() if k not in ("KITE_FIXTURES_DIR", "CI", "PYTEST_ADDOPTS")}
+    base = {k: v for k, v in os.environ.items() if k not in (ENV, "CI", "PYTEST_ADDOPTS")}
     return subprocess.run([sys.executable, "-m", *args], cwd=clone, env=base | env | {"PYTHONDONTWRITEBYTECODE": "1"},
                           capture_output=True, text=True, timeout=300, check=False)
 
@@ -48,7 +49,7 @@ def test_a_clone_runs_the_emulator_and_skips_the_conformance_tests_with_the_reas
     done = run(clone, "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/kite_emulator/test_rest.py",
                "tests/conformance")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Kite's recorded responses are not in" in done.stdout and "KITE_FIXTURES_DIR" in done.stdout
+    assert "Kite's recorded responses are not in" in done.stdout and ENV in done.stdout
     under_ci = run(clone, "pytest", "-q", "-p", "no:cacheprovider", "tests/conformance/test_rest.py", CI="true")
     assert under_ci.returncode == 1 and "CI=true requires the Kite conformance tests to run" in under_ci.stdout
 
