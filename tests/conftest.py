@@ -13,7 +13,6 @@ from daemons.algoctl.sandbox import Sandbox, unavailable_reason
 from daemons.runtime.logs import HANDLER_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 # The fleet as the systemd tests run it: paper.toml with a faster heartbeat and a short outage limit.
 TEST_CONFIG = (REPO / "configs" / "paper.toml").read_text().replace(

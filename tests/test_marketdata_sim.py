@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from daemons.kite_emulator import datafiles
 from daemons.marketdata.contracts import derivatives, monthly_expiry, weekly_expiry
 from daemons.marketdata.instruments import Instrument, InstrumentsError, load_instruments
 from daemons.marketdata.session import SessionClock, last_trading_day
 from daemons.marketdata.simulator import RATE, MarketSimulator
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO
 
 DAY = date(2026, 11, 23)  # a Monday
 PAPER = REPO / "configs" / "instruments" / "paper.csv"
@@ -92,12 +93,11 @@ def test_the_default_paper_session_is_the_last_trading_day(today: date, session:
     assert last_trading_day(today, {date(2026, 12, 25)}) == session
 
 
-def test_kite_fixture_dump_loads_and_bad_rows_name_their_line(tmp_path: Path) -> None:
-    fixture = SHARED / "fixtures" / "kite" / "instruments_all.csv"
-    if not fixture.exists():
-        pytest.skip(f"{fixture} is not beside this checkout")
-    rows = load_instruments(fixture)
-    assert len(rows) == 99 and any(r.type == "CE" for r in rows)
+def test_the_kite_emulators_dump_loads_and_bad_rows_name_their_line(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.csv"
+    dump.write_text(datafiles.text("instruments.csv"))
+    rows = load_instruments(dump)
+    assert len(rows) == len(dump.read_text().splitlines()) - 1 and any(r.type == "CE" for r in rows)
     bad = tmp_path / "bad.csv"
     lines = PAPER.read_text().splitlines()
     bad.write_text("\n".join(lines[:3] + [lines[3].replace("1290.0", "lots")]))

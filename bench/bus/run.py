@@ -266,7 +266,7 @@ def _raw_parse_loop(conn: socket.socket, n: int, latency: bool, lat: list[int]) 
     count = first = last = 0
     rest = b""
     # recv_into a reused buffer: recv(256 KiB) would malloc (mmap) and free 256 KiB per call,
-    # which costs ~50-90 us per read on these VMs (BUS_PERF.md) and would handicap the baseline.
+    # which costs ~50-90 us per read on these VMs (bench/README.md, Background) and would handicap the baseline.
     rbuf = bytearray(262144)
     rview = memoryview(rbuf)
     while count < n:

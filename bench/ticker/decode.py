@@ -4,7 +4,7 @@
     .venv/bin/python bench/ticker/decode.py [--instruments 3000] [--connections 3] [--bursts 5] [--skip-latency]
 
 1. Decode, one core: messages of ``--instruments`` full-mode packets as the emulator's encoder
-   writes them (Kite's ticker layout), decoded by ``KiteTicker._parse_binary`` (to Kite's dicts) and by
+   writes them (Kite's layout, docs/KITE.md), decoded by ``KiteTicker._parse_binary`` (to Kite's dicts) and by
    ``ticks.decode`` (to the fleet's payloads); best of 5, CPU time of this thread.
 2. Latency: the Kite emulator in a process of its own (as Kite is remote), ``--connections`` x
    ``--instruments`` subscribed in full mode by a KiteFeed on uvloop, then bursts that tick every

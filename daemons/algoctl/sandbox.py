@@ -11,7 +11,7 @@ What the namespace sees differently from the host:
   /etc/systemd/journald.conf   persistent storage, no reading of the host's kernel log
 Only a whitelist of stock units is visible (journald and the basic targets): a stock
 sysinit.target would run the host's tmpfiles, sysctl and friends, and wipe the host's /tmp.
-Traps and their reasons: ../shared/SANDBOX.md and docs/ARCHITECTURE.md#sandbox.
+Traps and their reasons: docs/ARCHITECTURE.md, "The sandbox".
 """
 
 from __future__ import annotations

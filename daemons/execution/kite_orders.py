@@ -26,7 +26,7 @@ __all__ = ["Book", "FINAL", "epoch_ns", "order_from_kite", "our_tag", "split_sym
 log = logging.getLogger("algo.execution")
 
 FINAL = frozenset({COMPLETE, REJECTED, CANCELLED})
-KITE_TAGS = ("mktp", "autoslice")  # tags Kite adds by itself (orders.json), never ours
+KITE_TAGS = ("mktp", "autoslice")  # tags Kite adds by itself (docs/KITE.md), never ours
 
 
 def status_of(kite_status: str | None) -> str:

@@ -1,7 +1,7 @@
 """The order book: Kite's order lifecycle and its fills against the emulator's own price.
 
-Statuses and field sets follow the recorded responses (orders.json, order_info.json, trades.json,
-positions.json, postback.json); what the recordings cannot tell is listed in docs/KITE_EMULATOR.md.
+Statuses and field sets are Kite's (docs/KITE.md; tests/conformance/ checks them against Kite's
+recorded responses); what Kite does not tell is listed in docs/KITE_EMULATOR.md.
 Every state change is also announced through ``on_update`` (the ticker's order updates), called with
 the book's lock held, so it must only queue.
 """
@@ -30,8 +30,8 @@ TRANSACTION_TYPES = ("BUY", "SELL")
 PRODUCTS = ("MIS", "CNC", "NRML")
 ORDER_TYPES = ("MARKET", "LIMIT")
 VALIDITIES = ("DAY", "IOC")
-TAG = re.compile(r"[A-Za-z0-9]{1,20}")  # KITE.md: 20 alphanumeric characters
-APP_ID = 1234  # postback.json's; the emulator has no app registry
+TAG = re.compile(r"[A-Za-z0-9]{1,20}")  # Kite's limit: 20 alphanumeric characters (docs/KITE.md)
+APP_ID = 1234  # any number: the emulator has no app registry
 
 
 def now() -> str:
@@ -61,7 +61,7 @@ class OrderRule:
 
 @dataclass
 class Trade:
-    """One fill; ``as_dict`` is trades.json's shape."""
+    """One fill; ``as_dict`` is Kite's trade shape."""
 
     trade_id: str
     order: Order
@@ -76,14 +76,14 @@ class Trade:
             "tradingsymbol": o.tradingsymbol, "instrument_token": o.instrument_token, "product": o.product,
             "average_price": self.price, "quantity": self.quantity, "exchange_order_id": o.exchange_order_id,
             "transaction_type": o.transaction_type, "fill_timestamp": self.at,
-            "order_timestamp": o.order_timestamp[11:],  # trades.json carries only the time here
+            "order_timestamp": o.order_timestamp[11:],  # Kite's trades carry only the time here
             "exchange_timestamp": self.at,
         }
 
 
 @dataclass
 class Order:
-    """One order as the book holds it; ``as_dict`` is orders.json's shape, ``history`` its states."""
+    """One order as the book holds it; ``as_dict`` is Kite's order shape, ``history`` its states."""
 
     order_id: str
     placed_by: str
@@ -117,7 +117,7 @@ class Order:
 
     @property
     def pending_quantity(self) -> int:
-        # As in orders.json: a rejected order has none pending, a cancelled one keeps what it had.
+        # As Kite reports them: a rejected order has none pending, a cancelled one keeps what it had.
         return 0 if self.status == REJECTED else self.quantity - self.filled_quantity
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,7 +141,7 @@ class Order:
         return d
 
     def as_update(self, status: str) -> dict[str, Any]:
-        """The order-update payload (postback.json's fields); its status may be UPDATE."""
+        """The order-update payload (the postback's fields); its status may be UPDATE."""
         d = self.as_dict()
         del d["modified"]
         # Kite sends an empty checksum over the WebSocket (it is for HTTP postbacks).
@@ -360,7 +360,7 @@ class Book:
 
     def _protect(self, order: Order, instrument: Instrument, market: float, pct: float) -> None:
         """Kite books a MARKET order with market protection as a LIMIT at the protection price,
-        tagged ``mktp`` (orders.json); it never trades beyond it."""
+        tagged ``mktp`` and ``mktp:<pct>``; it never trades beyond it."""
         pct = self.auto_market_protection_pct if pct == -1 else pct
         if order.transaction_type == "BUY":
             order.price = _round_to_tick(market * (1 + pct / 100), instrument.tick_size, up=False)

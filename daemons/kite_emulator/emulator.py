@@ -14,9 +14,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import datafiles
 from .book import Book, OrderRule
 from .faults import Faults
-from .fixtures import Fixtures
 from .instruments import Instrument, Instruments
 from .packets import Level, Tick, epoch
 from .rest import RestHandler, wait_for_disconnect
@@ -31,7 +31,7 @@ class Emulator:
     """Kite on loopback. Ports 0 pick free ones; ``root`` and ``ws_url`` say where it listens.
 
     >>> with Emulator() as kite_emu:                                   # doctest: +SKIP
-    ...     kite_emu.add_instrument("NSE", "INFY", 408065)
+    ...     kite_emu.add_instrument("NSE", "NEWCO", 9999873)            # one its own dump lacks
     ...     kite = KiteConnect(kite_emu.api_key, kite_emu.access_token, root=kite_emu.root)
     ...     kite_emu.set_price("NSE:INFY", 1500.0)
     ...     kite.place_order("regular", "NSE", "INFY", "BUY", 1, "CNC", "MARKET")
@@ -39,14 +39,14 @@ class Emulator:
 
     def __init__(self, *, port: int = 0, ws_port: int = 0, api_key: str = "emulator_api_key",
                  api_secret: str = "emulator_api_secret", access_token: str = "emulator_access_token",
-                 fixtures_dir: Path | None = None, instruments_csv: Path | None = None,
+                 instruments_csv: Path | None = None,
                  heartbeat_interval: float = 1.0, auto_market_protection_pct: float = 2.0) -> None:
         self.api_key, self.api_secret, self.access_token = api_key, api_secret, access_token
-        self.fixtures = Fixtures(fixtures_dir)
-        self.instruments = Instruments.from_csv(instruments_csv or self.fixtures.path("instruments_all.csv"))
+        self.instruments = (Instruments.from_csv(instruments_csv) if instruments_csv
+                            else Instruments.from_text(datafiles.text("instruments.csv"), "the emulator's dump"))
         self.sessions = Sessions(api_key, api_secret, access_token)
         self.faults = Faults()
-        self.book: Book = Book(self.instruments, self.fixtures.data("profile.json")["user_id"], self._order_update,
+        self.book: Book = Book(self.instruments, datafiles.load("profile.json")["user_id"], self._order_update,
                          auto_market_protection_pct)
         self._ticks: dict[int, Tick] = {}
         self._lock = threading.Lock()  # ticks; taken before the book's lock, never after
@@ -135,7 +135,7 @@ class Emulator:
             return dataclasses.replace(tick)
 
     def push_packet(self, token: int, packet: bytes) -> None:
-        """Send a raw binary packet as it is (``ticker_full.packet``...) to subscribers of ``token``;
+        """Send a raw binary packet as it is (one recorded from Kite, say) to subscribers of ``token``;
         the emulator's own state and order book do not change."""
         self._ticker.push_packet(token, packet)
 

@@ -41,10 +41,15 @@ class Instruments:
 
     @classmethod
     def from_csv(cls, path: Path) -> Instruments:
-        reader = csv.DictReader(io.StringIO(path.read_text()))
+        return cls.from_text(path.read_text(), str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> Instruments:
+        """A dump's CSV text; ``source`` names it in errors."""
+        reader = csv.DictReader(io.StringIO(text))
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: not a Kite instruments dump, missing columns {', '.join(missing)}")
+            raise ValueError(f"{source}: not a Kite instruments dump, missing columns {', '.join(missing)}")
         registry = cls()
         for row in reader:
             registry._put(Instrument(
@@ -55,7 +60,7 @@ class Instruments:
 
     def add(self, exchange: str, tradingsymbol: str, token: int, *, tick_size: float = 0.05, lot_size: int = 1,
             name: str = "", instrument_type: str = "EQ", segment: str | None = None) -> Instrument:
-        """Make an instrument tradable and listed (e.g. NSE:INFY, which the fixture dump lacks)."""
+        """Make an instrument tradable and listed (one the dump lacks)."""
         row = (str(token), str(token >> 8), tradingsymbol, name, "0.0", "", "0.0", str(tick_size), str(lot_size),
                instrument_type, segment or exchange, exchange)
         instrument = Instrument(token, exchange, tradingsymbol, tick_size, lot_size, row)

@@ -1,6 +1,6 @@
 """``algo-kite-emulator``: Kite on loopback, so a trader can try live mode with no broker account.
 
-    algo-kite-emulator --port 8765 --ws-port 8766 --instrument NSE:INFY=408065 --price NSE:INFY=1500 --walk 1
+    algo-kite-emulator --port 8765 --ws-port 8766 --price NSE:INFY=1500 --walk 1
 
 Point the fleet's ``[kite] root`` at the printed ``root`` (and the ticker at ``ws_url``); drive prices
 and faults over ``/__emulator__/`` (docs/KITE_EMULATOR.md). Stops on SIGINT/SIGTERM.
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Sequence
 
 from .emulator import Emulator
-from .fixtures import FixturesError
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -35,10 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default="emulator_api_key")
     p.add_argument("--api-secret", default="emulator_api_secret", help="for generate_session's checksum")
     p.add_argument("--access-token", default="emulator_access_token", help="valid from the start")
-    p.add_argument("--fixtures", type=Path, help="Kite fixtures directory (default: ../shared/fixtures/kite "
-                   "next to the checkout, or $KITE_FIXTURES_DIR)")
     p.add_argument("--instruments", type=Path, help="an instruments dump (CSV) to serve and trade instead of "
-                   "the fixture's")
+                   "the emulator's own")
     p.add_argument("--instrument", type=_pair, action="append", default=[], metavar="EXCH:SYMBOL=TOKEN",
                    help="add an instrument the dump lacks (repeatable)")
     p.add_argument("--price", type=_pair, action="append", default=[], metavar="EXCH:SYMBOL=PRICE",
@@ -71,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         emulator = Emulator(port=args.port, ws_port=args.ws_port, api_key=args.api_key, api_secret=args.api_secret,
-                            access_token=args.access_token, fixtures_dir=args.fixtures,
-                            instruments_csv=args.instruments, heartbeat_interval=args.heartbeat)
-    except (FixturesError, OSError, ValueError) as exc:
+                            access_token=args.access_token, instruments_csv=args.instruments,
+                            heartbeat_interval=args.heartbeat)
+    except (OSError, ValueError) as exc:
         print(f"algo-kite-emulator: {exc}", file=sys.stderr)
         return 2
     try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ..marketdata.session import IST
+from . import datafiles
 from .errors import KiteError, input_error
 from .packets import DEPTH_LEVELS, Level, Tick
 from .servers import LoopbackServer
@@ -62,12 +63,11 @@ def flat(params: Params) -> dict[str, str]:
 # -- handlers: (emulator, path groups, params) -> data ---------------------------------------------
 
 def session_create(em: Emulator, _: dict[str, str], p: Params) -> Any:
+    """The profile plus the session's keys, as Kite answers a login."""
     token = em.sessions.create(one(p, "api_key"), one(p, "request_token"), one(p, "checksum"))
-    data = em.fixtures.data("generate_session.json")
-    profile = em.fixtures.data("profile.json")
-    data.update(profile, api_key=em.sessions.api_key, access_token=token, public_token=token[:16],
-                enctoken="", refresh_token="", login_time=datetime.now(IST).strftime("%Y-%m-%d %H:%M:%S"))
-    return data
+    return dict(datafiles.load("profile.json"), api_key=em.sessions.api_key, access_token=token,
+                public_token=token[:16], enctoken="", refresh_token="", silo="",
+                login_time=datetime.now(IST).strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def session_delete(em: Emulator, _: dict[str, str], p: Params) -> Any:
@@ -75,25 +75,26 @@ def session_delete(em: Emulator, _: dict[str, str], p: Params) -> Any:
     return True
 
 
-def margins_segment(em: Emulator, g: dict[str, str], _: Params) -> Any:
-    files = {"equity": "margins_equity.json", "commodity": "margin_commodity.json"}
-    if g["segment"] not in files:
+def margins_segment(_em: Emulator, g: dict[str, str], _: Params) -> Any:
+    margins = datafiles.load("margins.json")
+    if g["segment"] not in margins:
         raise input_error(f"Invalid segment `{g['segment']}`: equity or commodity.")
-    return em.fixtures.data(files[g["segment"]])
+    return margins[g["segment"]]
 
 
 def instruments(em: Emulator, g: dict[str, str], _: Params) -> Csv:
     return Csv(em.instruments.csv(g.get("exchange")))
 
 
-def historical(em: Emulator, g: dict[str, str], p: Params) -> Any:
+def historical(_em: Emulator, g: dict[str, str], p: Params) -> Any:
     for name in ("from", "to"):
         try:
             datetime.strptime(one(p, name), "%Y-%m-%d %H:%M:%S")
         except ValueError:
             raise input_error(f"Invalid `{name}`: expected YYYY-MM-DD HH:MM:SS.") from None
-    # The recorded candles, whatever the token and interval: enough to exercise parsing.
-    return em.fixtures.data("historical_oi.json" if one(p, "oi") == "1" else "historical_minute.json")
+    # The same candles whatever the token, interval and dates: enough to exercise parsing.
+    candles = datafiles.load("historical.json")["candles"]
+    return {"candles": candles if one(p, "oi") == "1" else [c[:6] for c in candles]}
 
 
 def _stamp(epoch: int) -> str | None:
@@ -106,7 +107,7 @@ def _depth(levels: tuple[Level, ...]) -> list[dict[str, Any]]:
 
 
 def _full_quote(tick: Tick) -> dict[str, Any]:
-    """quote.json's shape from the emulator's state. Circuit limits are +-20% of the close (or last
+    """A full quote (Kite's shape) from the emulator's state. Circuit limits are +-20% of the close (or last
     price), an invention: the emulator enforces none."""
     ref = tick.close or tick.last_price
     return {
@@ -123,23 +124,20 @@ def _full_quote(tick: Tick) -> dict[str, Any]:
 
 
 def _quote_kind(kind: str) -> Callable[[Emulator, dict[str, str], Params], Any]:
-    """GET /quote, /quote/ohlc, /quote/ltp: the emulator's state where it has a price, else the
-    recorded response; instruments with neither are left out, as Kite leaves out unknown ones."""
-    fixture = {"quote": "quote.json", "ohlc": "ohlc.json", "ltp": "ltp.json"}[kind]
+    """GET /quote, /quote/ohlc, /quote/ltp: the emulator's state where it has a price, else its
+    shipped quote; instruments with neither are left out, as Kite leaves out unknown ones."""
     fields = {"quote": None, "ohlc": ("instrument_token", "last_price", "ohlc"),
               "ltp": ("instrument_token", "last_price")}[kind]
 
     def handler(em: Emulator, _: dict[str, str], p: Params) -> Any:
-        recorded = em.fixtures.data(fixture)
+        shipped = datafiles.load("quotes.json")
         out = {}
         for key in p.get("i", []):
             instrument = em.instruments.get(key)
             tick = em.tick(instrument.token) if instrument else None
-            if tick is not None:
-                full = _full_quote(tick)
+            full = _full_quote(tick) if tick is not None else shipped.get(key)
+            if full is not None:
                 out[key] = full if fields is None else {k: full[k] for k in fields}
-            elif key in recorded:
-                out[key] = recorded[key]
         return out
 
     return handler
@@ -158,7 +156,7 @@ def cancel_order(em: Emulator, g: dict[str, str], _: Params) -> Any:
 
 
 def _static(name: str) -> Callable[[Emulator, dict[str, str], Params], Any]:
-    return lambda em, _g, _p: em.fixtures.data(name)
+    return lambda _em, _g, _p: datafiles.load(name)
 
 
 ROUTES = [

@@ -7,17 +7,17 @@ One precompiled ``Struct`` per packet length unpacks only the fields a tick payl
 skipping the rest as pad bytes, and a message of full packets only (the usual case: its size is a
 run of full packets and every length field says 184) goes through ``iter_unpack`` in one call.
 
-Layout (Kite's ticker protocol): ``>H`` packet count, then per packet ``>H`` length + bytes; the
-length is the mode: 8 ltp, 44 quote, 184 full, 28/32 index quote/full. Prices are integers, divided
-by 100, or by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte).
+Layout (docs/KITE.md): ``>H`` packet count, then per packet ``>H`` length + bytes; the length is the
+mode: 8 ltp, 44 quote, 184 full, 28/32 index quote/full. Prices are integers, divided by 100, or
+by 1e7 for cds and 1e4 for bcd/nco (the segment is the token's low byte).
 
 Malformed messages are split as ``_parse_binary`` splits them: each packet by its own length field,
 a packet cut short by the message's end being what is left of it, its mode the size it has. A packet
 the client turns into no tick (a size that is no mode) gives none here, and the packets around it
 are kept; where the client raises and loses the whole message (a length field past the end, a packet
 of under 4 bytes), the packets it would have accepted are kept too. Such packets are counted as
-malformed. Equality with ``_parse_binary`` is tested in tests/test_kite_feed.py and fuzzed in
-tests/test_ticks_fuzz.py.
+malformed. Equality with ``_parse_binary`` is tested in tests/test_kite_feed.py, fuzzed in
+tests/test_ticks_fuzz.py, and checked on Kite's recorded packets in tests/conformance/test_ticker.py.
 """
 
 from __future__ import annotations

@@ -285,5 +285,5 @@ def serve(daemon_cls: type[Daemon], argv: Sequence[str] | None = None) -> NoRetu
 
 
 def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """uvloop: half the broker round-trip latency of the default loop (BUS_PERF.md)."""
+    """uvloop: half the broker round-trip latency of the default loop (bench/README.md, Background)."""
     return uvloop.run(coro)

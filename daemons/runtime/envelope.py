@@ -1,4 +1,4 @@
-"""The event envelope every bus message carries, and the fleet's topics (DESIGN.md)."""
+"""The event envelope every bus message carries, and the fleet's topics (docs/ARCHITECTURE.md, Envelope)."""
 
 from __future__ import annotations
 

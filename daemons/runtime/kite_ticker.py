@@ -1,7 +1,7 @@
 """What every daemon that holds a Kite ticker WebSocket shares: Twisted's reactor and the dial.
 
 ``KiteTicker`` runs on Twisted's reactor, which is process-global and cannot be restarted
-(KITE.md). It is started once in a daemon thread (as ``connect(threaded=True)`` would, but before
+(docs/KITE.md). It is started once in a daemon thread (as ``connect(threaded=True)`` would, but before
 the first dial, so that every call into the clients, which are not thread-safe, happens on the
 reactor thread) and never stopped: daemons close their connections only.
 """

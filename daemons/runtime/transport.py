@@ -1,5 +1,5 @@
-"""How a bus client reaches the broker. The Unix socket is the one transport today; a Redis
-Streams transport for multi-host fleets implements the same small interface."""
+"""How a bus client reaches the broker: ``UnixTransport``, the only transport (``bus.transport =
+"unix"``), behind a small interface (``Transport``) that ``BusClient`` alone uses."""
 
 from __future__ import annotations
 

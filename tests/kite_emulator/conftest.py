@@ -32,7 +32,6 @@ def reactor() -> Any:
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     with Emulator(heartbeat_interval=0.2) as em:
-        em.add_instrument("NSE", "INFY", INFY)  # the fixtures' quotes and ticks are INFY's; the dump lacks it
         yield em
 
 

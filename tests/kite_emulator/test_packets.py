@@ -1,62 +1,40 @@
-"""The encoder against Zerodha's recorded packets and the official client's decoder."""
+"""The encoder against the official client's decoder (tests/conformance/ adds Kite's recorded packets)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
-from typing import Any
 
 import pytest
 from kiteconnect import KiteTicker
 
-from daemons.kite_emulator.fixtures import Fixtures
 from daemons.kite_emulator.packets import HEARTBEAT, Level, Tick, encode, message
 
-FIXTURES = Fixtures()
 DECODER = KiteTicker("key", "token")
+FULL = Tick(408065, last_price=1512.3, last_traded_quantity=12, average_traded_price=1508.74, volume_traded=6240133,
+            total_buy_quantity=412560, total_sell_quantity=398211, open=1500.0, high=1518.9, low=1496.2,
+            close=1498.65, last_trade_time=1_767_607_198, oi=0, oi_day_high=0, oi_day_low=0,
+            exchange_timestamp=1_767_607_199,
+            buy=(Level(40, 1512.25, 1), Level(75, 1512.2, 2)), sell=(Level(25, 1512.3, 1),))
 
 
-def recorded_packet(name: str) -> bytes:
-    return base64.b64decode(FIXTURES.path(name).read_text())
-
-
-def recorded_tick(name: str) -> Tick:
-    """ticker_*.json (gokiteconnect's names) as the emulator's Tick."""
-    j: dict[str, Any] = json.loads(FIXTURES.path(name).read_text())
-    depth = j.get("depth", {"buy": [], "sell": []})
-    return Tick(
-        j["instrument_token"], j["last_price"], j["last_quantity"], j["average_price"], j["volume"],
-        j["buy_quantity"], j["sell_quantity"], **j["ohlc"],
-        last_trade_time=int(datetime.fromisoformat(j.get("last_trade_time", "1970-01-01T00:00:00+00:00")).timestamp()),
-        oi=j.get("oi", 0), oi_day_high=j.get("oi_day_high", 0), oi_day_low=j.get("oi_day_low", 0),
-        exchange_timestamp=int(datetime.fromisoformat(j.get("timestamp", "1970-01-01T00:00:00+00:00")).timestamp()),
-        buy=tuple(Level(**lv) for lv in depth["buy"]), sell=tuple(Level(**lv) for lv in depth["sell"]),
-    )
-
-
-@pytest.mark.parametrize("mode", ["quote", "full"])
-def test_encoder_reproduces_the_recorded_packets_byte_for_byte(mode: str) -> None:
-    assert encode(recorded_tick(f"ticker_{mode}.json"), mode) == recorded_packet(f"ticker_{mode}.packet")
-
-
-@pytest.mark.parametrize("mode", ["quote", "full"])
-def test_client_decodes_the_recorded_packets_as_the_fixture_json_says(mode: str) -> None:
-    """The fixture JSON uses gokiteconnect's names and an absolute change; map them to pykiteconnect's."""
-    j = json.loads(FIXTURES.path(f"ticker_{mode}.json").read_text())
-    (tick,) = DECODER._parse_binary(message([recorded_packet(f"ticker_{mode}.packet")]))
-    assert tick["mode"] == mode and tick["tradable"] is True
-    assert tick["instrument_token"] == j["instrument_token"]
-    for ours, theirs in [("last_price", "last_price"), ("last_traded_quantity", "last_quantity"),
-                         ("average_traded_price", "average_price"), ("volume_traded", "volume"),
-                         ("total_buy_quantity", "buy_quantity"), ("total_sell_quantity", "sell_quantity"),
-                         ("ohlc", "ohlc")]:
-        assert tick[ours] == j[theirs], ours
-    # pykiteconnect's change is a percentage (ticker_quote.json's absolute change is the full tick's).
-    assert tick["change"] == pytest.approx((j["last_price"] - j["ohlc"]["close"]) * 100 / j["ohlc"]["close"])
+@pytest.mark.parametrize(("mode", "size"), [("quote", 44), ("full", 184)])
+def test_client_decodes_quote_and_full_packets_to_what_was_encoded(mode: str, size: int) -> None:
+    packet = encode(FULL, mode)
+    assert len(packet) == size
+    (tick,) = DECODER._parse_binary(message([packet]))
+    assert tick["mode"] == mode and tick["tradable"] is True and tick["instrument_token"] == 408065
+    for name in ("last_price", "last_traded_quantity", "average_traded_price", "volume_traded",
+                 "total_buy_quantity", "total_sell_quantity"):
+        assert tick[name] == getattr(FULL, name), name
+    assert tick["ohlc"] == {"open": 1500.0, "high": 1518.9, "low": 1496.2, "close": 1498.65}
+    assert tick["change"] == pytest.approx((1512.3 - 1498.65) * 100 / 1498.65)  # a percentage, as the client has it
     if mode == "full":
-        assert tick["exchange_timestamp"] == datetime.fromisoformat(j["timestamp"]).astimezone().replace(tzinfo=None)
-        assert tick["depth"] == j["depth"]
+        assert tick["exchange_timestamp"] == datetime.fromtimestamp(1_767_607_199)
+        assert tick["last_trade_time"] == datetime.fromtimestamp(1_767_607_198)
+        assert tick["depth"]["buy"][:2] == [{"quantity": 40, "price": 1512.25, "orders": 1},
+                                            {"quantity": 75, "price": 1512.2, "orders": 2}]
+        assert tick["depth"]["sell"] == [{"quantity": 25, "price": 1512.3, "orders": 1}] + [
+            {"quantity": 0, "price": 0.0, "orders": 0}] * 4
 
 
 def test_ltp_packet() -> None:

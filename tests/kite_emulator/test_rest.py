@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from typing import Any
 
@@ -12,14 +11,7 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect.exceptions import GeneralException, InputException, TokenException
 
-from daemons.kite_emulator import Emulator
-from daemons.kite_emulator.fixtures import Fixtures
-
-FIXTURES = Fixtures()
-
-
-def recorded(name: str) -> Any:
-    return json.loads(FIXTURES.path(name).read_text())["data"]
+from daemons.kite_emulator import Emulator, datafiles
 
 
 def place(kite: KiteConnect, quantity: int = 10, side: str = "BUY", order_type: str = "MARKET",
@@ -32,20 +24,27 @@ def order(kite: KiteConnect, order_id: str) -> dict[str, Any]:
     return found
 
 
-def test_static_routes_serve_the_fixtures(kite: KiteConnect) -> None:
-    assert kite.profile() == recorded("profile.json")
-    assert kite.margins() == recorded("margins.json")
-    assert kite.margins("equity") == recorded("margins_equity.json")
-    assert kite.holdings() == recorded("holdings.json")
+def test_static_routes_serve_the_emulators_own_data(kite: KiteConnect) -> None:
+    assert kite.profile() == datafiles.load("profile.json")
+    margins = datafiles.load("margins.json")
+    assert kite.margins() == margins
+    assert kite.margins("equity") == margins["equity"] and kite.margins("commodity") == margins["commodity"]
+    assert kite.holdings() == datafiles.load("holdings.json")
     with pytest.raises(InputException):
         kite.margins("crypto")
 
 
-def test_instruments_dump_is_the_fixture_plus_added_instruments(kite: KiteConnect) -> None:
-    expected = kite._parse_instruments(FIXTURES.path("instruments_all.csv").read_bytes())
+def test_instruments_dump_is_the_shipped_one_plus_added_instruments(emulator: Emulator, kite: KiteConnect) -> None:
+    expected = kite._parse_instruments(datafiles.text("instruments.csv").encode())
+    assert kite.instruments() == expected
+    assert {(r["exchange"], r["segment"], r["instrument_type"]) for r in expected} >= {
+        ("NSE", "NSE", "EQ"), ("BSE", "BSE", "EQ"), ("NSE", "INDICES", "EQ"), ("NFO", "NFO-FUT", "FUT"),
+        ("NFO", "NFO-OPT", "CE"), ("NFO", "NFO-OPT", "PE")}
+    assert min(r["expiry"] for r in expected if r["expiry"]).year == 2099  # nothing in it expires by date
+    emulator.add_instrument("NSE", "NEWCO", 9_999_873, name="NEW COMPANY")
     dump = kite.instruments()
     assert dump[:-1] == expected
-    assert dump[-1]["tradingsymbol"] == "INFY" and dump[-1]["instrument_token"] == 408065
+    assert dump[-1]["tradingsymbol"] == "NEWCO" and dump[-1]["instrument_token"] == 9_999_873
     assert kite.instruments("NFO") == [row for row in expected if row["exchange"] == "NFO"]
 
 
@@ -55,10 +54,13 @@ def test_instruments_are_gzipped_like_kites(emulator: Emulator) -> None:
     assert r.text.startswith("instrument_token,exchange_token,tradingsymbol,")
 
 
-def test_quotes_come_from_the_fixture_until_the_emulator_has_a_price(emulator: Emulator, kite: KiteConnect) -> None:
-    assert kite.ltp("NSE:INFY", "NSE:NOSUCH") == recorded("ltp.json")
-    assert kite.ohlc("NSE:INFY") == recorded("ohlc.json")
-    assert kite.quote("NSE:INFY")["NSE:INFY"]["depth"] == recorded("quote.json")["NSE:INFY"]["depth"]
+def test_quotes_come_from_the_shipped_ones_until_the_emulator_has_a_price(emulator: Emulator,
+                                                                         kite: KiteConnect) -> None:
+    shipped = datafiles.load("quotes.json")["NSE:INFY"]
+    assert kite.ltp("NSE:INFY", "NSE:NOSUCH", "NSE:TCS") == {  # TCS is listed but has no price or quote
+        "NSE:INFY": {"instrument_token": 408065, "last_price": shipped["last_price"]}}
+    assert kite.ohlc("NSE:INFY")["NSE:INFY"]["ohlc"] == shipped["ohlc"]
+    assert kite.quote("NSE:INFY")["NSE:INFY"]["depth"] == shipped["depth"]
     emulator.push_tick(408065, last_price=1500.0, close=1480.0, volume_traded=1234,
                        depth={"buy": [{"price": 1499.95, "quantity": 10, "orders": 2}], "sell": []})
     assert kite.ltp("NSE:INFY") == {"NSE:INFY": {"instrument_token": 408065, "last_price": 1500.0}}
@@ -70,9 +72,11 @@ def test_quotes_come_from_the_fixture_until_the_emulator_has_a_price(emulator: E
 
 
 def test_historical_candles(kite: KiteConnect) -> None:
-    candles = kite.historical_data(408065, datetime(2017, 12, 15, 9, 15), datetime(2017, 12, 15, 15, 30), "minute")
-    assert candles[0]["open"] == 1704.5 and isinstance(candles[0]["date"], datetime)
-    assert "oi" in kite.historical_data(408065, "2017-12-15 09:15:00", "2017-12-15 15:30:00", "minute", oi=True)[0]
+    candles = kite.historical_data(256265, datetime(2026, 1, 5, 9, 15), datetime(2026, 1, 5, 15, 30), "minute")
+    assert candles[0]["open"] == 24120.0 and isinstance(candles[0]["date"], datetime)
+    assert "oi" not in candles[0]
+    with_oi = kite.historical_data(256265, "2026-01-05 09:15:00", "2026-01-05 15:30:00", "minute", oi=True)
+    assert [{k: v for k, v in c.items() if k != "oi"} for c in with_oi] == candles and with_oi[0]["oi"] > 0
     with pytest.raises(InputException):
         kite.historical_data(408065, "yesterday", "today", "minute")
 
@@ -108,12 +112,10 @@ def test_market_order_fills_at_the_emulator_price(emulator: Emulator, kite: Kite
     o = order(kite, order_id)
     assert (o["status"], o["filled_quantity"], o["pending_quantity"], o["average_price"]) == ("COMPLETE", 10, 0, 1500.0)
     assert o["tag"] == "ENTRY1" and o["tags"] == ["ENTRY1"] and len(order_id) == 15
-    assert set(o) - {"tags"} == set(recorded("orders.json")[0])
     assert isinstance(o["order_timestamp"], datetime)
     assert [h["status"] for h in kite.order_history(order_id)] == [
         "PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING", "OPEN", "COMPLETE"]
     (trade,) = kite.order_trades(order_id)
-    assert set(trade) == set(recorded("trades.json")[0])
     assert (trade["quantity"], trade["average_price"], trade["transaction_type"]) == (10, 1500.0, "BUY")
 
 
@@ -129,7 +131,6 @@ def test_partial_fill_then_complete_with_positions(emulator: Emulator, kite: Kit
     assert [(t["quantity"], t["average_price"]) for t in kite.order_trades(order_id)] == [(4, 1500.0), (6, 1501.0)]
     positions = kite.positions()
     (net,) = positions["net"]
-    assert set(net) == set(recorded("positions.json")["net"][0])
     assert (net["quantity"], net["buy_quantity"], net["average_price"], net["last_price"]) == (10, 10, 1500.6, 1501.0)
     assert net["pnl"] == pytest.approx(10 * 1501.0 - (4 * 1500.0 + 6 * 1501.0))
     assert positions["day"] == positions["net"]
@@ -169,7 +170,7 @@ def test_limit_order_rests_then_modify_then_cancel(emulator: Emulator, kite: Kit
     assert (o["quantity"], o["price"], o["modified"], o["pending_quantity"]) == (20, 1495.5, True, 20)
     assert kite.cancel_order("regular", order_id) == order_id
     o = order(kite, order_id)
-    # As in orders.json: a cancelled order keeps its pending quantity and counts it cancelled.
+    # As Kite reports it: a cancelled order keeps its pending quantity and counts it cancelled.
     assert (o["status"], o["cancelled_quantity"], o["pending_quantity"]) == ("CANCELLED", 20, 20)
     assert [h["status"] for h in kite.order_history(order_id)][4:] == [
         "MODIFY VALIDATION PENDING", "MODIFY PENDING", "MODIFIED", "OPEN", "CANCEL PENDING", "CANCELLED"]
@@ -194,7 +195,7 @@ def test_limit_order_fills_when_the_price_crosses_and_ioc_cancels_the_rest(emula
 
 
 def test_market_protection_books_a_limit_at_the_band(emulator: Emulator, kite: KiteConnect) -> None:
-    """Kite books MARKET + market_protection as a LIMIT tagged mktp (orders.json)."""
+    """Kite books MARKET + market_protection as a LIMIT tagged mktp (docs/KITE.md)."""
     emulator.set_price("NSE:INFY", 1500.0)
     emulator.add_rule(tag="MKTP", slices=[5])
     o = order(kite, place(kite, market_protection=2, tag="MKTP"))
@@ -230,12 +231,12 @@ def test_unknown_instrument_variety_and_lot_size(emulator: Emulator, kite: KiteC
         kite.place_order("regular", "NSE", "NOSUCH", "BUY", 1, "CNC", "MARKET")
     with pytest.raises(InputException, match="variety"):
         kite.place_order("amo", "NSE", "INFY", "BUY", 1, "CNC", "MARKET")
-    with pytest.raises(InputException, match="lot size 40"):  # BANKNIFTY options trade in lots of 40
-        kite.place_order("regular", "NFO", "BANKNIFTY18JAN23500CE", "BUY", 30, "NRML", "LIMIT", price=2528.4)
+    with pytest.raises(InputException, match="lot size 35"):  # BANKNIFTY options trade in lots of 35
+        kite.place_order("regular", "NFO", "BANKNIFTY99DEC52000CE", "BUY", 30, "NRML", "LIMIT", price=528.4)
 
 
 def test_checksum_is_kites_formula(emulator: Emulator) -> None:
-    """generate_session computes it client-side; the emulator must agree with KITE.md's formula."""
+    """generate_session computes it client-side; the emulator must agree with Kite's formula (docs/KITE.md)."""
     checksum = hashlib.sha256((emulator.api_key + "rt" + emulator.api_secret).encode()).hexdigest()
     r = requests.post(emulator.root + "/session/token", timeout=5,
                       data={"api_key": emulator.api_key, "request_token": "rt", "checksum": checksum})

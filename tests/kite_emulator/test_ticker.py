@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -10,7 +9,6 @@ from typing import Any, Callable
 from kiteconnect import KiteConnect
 
 from daemons.kite_emulator import Emulator
-from daemons.kite_emulator.fixtures import Fixtures
 from tests.helpers import wait_until
 from tests.kite_emulator.conftest import INFY, TickerClient
 
@@ -91,8 +89,6 @@ def test_order_updates_fire_on_order_update(emulator: Emulator, kite: KiteConnec
     wait_until(lambda: len(client.updates) == 3, 5, "OPEN, UPDATE and COMPLETE")
     assert [(u["order_id"], u["status"], u["filled_quantity"], u["unfilled_quantity"]) for u in client.updates] == [
         (order_id, "OPEN", 0, 5), (order_id, "UPDATE", 2, 3), (order_id, "COMPLETE", 5, 0)]
-    postback = json.loads(Fixtures().path("postback.json").read_text())
-    assert set(client.updates[-1]) - {"tags"} == set(postback)
     assert client.updates[-1]["tag"] == "UPD1"
 
 

@@ -10,11 +10,11 @@ The tests share one sandbox and run in file order; each starts from what the one
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Iterator
 
 import pytest
@@ -23,13 +23,12 @@ from kiteconnect import KiteTicker
 from daemons.algoctl.sandbox import Sandbox
 from daemons.execution.clientid import client_id
 from daemons.kite_emulator import Emulator
-from daemons.kite_emulator.fixtures import Fixtures
-from daemons.kite_emulator.packets import message
+from daemons.kite_emulator.packets import encode, message
 from tests.conftest import TEST_CONFIG, require_systemd_sandbox
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.test_metrics_catalogue import catalogue, exported
-from tests.test_kite_feed import NIFTY_50, USDINR, write_dump
+from tests.test_kite_feed import FULL_TICK, NIFTY_50, USDINR, write_dump
 
 pytestmark = pytest.mark.systemd
 
@@ -141,12 +140,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             box.stop()
 
 
-def test_recorded_and_synthetic_packets_become_the_right_ticks_on_the_bus(live: Live) -> None:
+def test_kite_shaped_packets_become_the_right_ticks_on_the_bus(live: Live) -> None:
     em = live.em
     wait_until(lambda: any(all(t in s for t in (INFY, NIFTY_50, USDINR)) for s in em.subscriptions()), 20,
                "the whole universe subscribed")
-    for name in ("ticker_quote.packet", "ticker_full.packet"):
-        packet = base64.b64decode(Fixtures().path(name).read_text())
+    for name, packet in (("quote", encode(FULL_TICK, "quote")),
+                         ("full", encode(replace(FULL_TICK, last_price=1574.0, volume_traded=1192480), "full"))):
         (reference,) = KiteTicker("k", "t")._parse_binary(message([packet]))
         em.push_packet(INFY, packet)
         wait_until(lambda: any(t["symbol"] == "INFY" and t["last_price"] == reference["last_price"]
