@@ -1,9 +1,11 @@
-"""Live mode under a real systemd against the Kite emulator on loopback: algo-marketdata streams
+"""Live mode under a real systemd against the Kite emulator on another machine (a network namespace
+of the test's own, reached by a host name as the fleet reaches api.kite.trade): algo-marketdata streams
 Kite's ticker onto the bus, algo-execution trades through the real kiteconnect client, and the
 worst day happens in turn (a 429 storm, the ticker dropped and refused for a minute with
 algo-execution killed between Kite taking an order and the reply being read, the token expiring
 mid-session and `algoctl login` restoring it). The secrets never show in the journal, in any
-unit's environment or in `algoctl config show`.
+unit's environment or in `algoctl config show`. Only the units that talk to Kite reach it; the others
+stay loopback-only in live mode too.
 
 The tests share one sandbox and run in file order; each starts from what the one before left.
 """
@@ -12,10 +14,13 @@ from __future__ import annotations
 
 import base64
 import secrets
+import shutil
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from kiteconnect import KiteTicker
@@ -28,6 +33,7 @@ from daemons.kite_emulator.packets import message
 from tests.conftest import TEST_CONFIG, require_systemd_sandbox
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
+from tests.systemd.offhost import Peer
 from tests.systemd.test_metrics_catalogue import catalogue, exported
 from tests.test_kite_feed import NIFTY_50, USDINR, write_dump
 
@@ -37,6 +43,12 @@ INFY = 408065
 UNIVERSE = '["NSE:INFY", "INDICES:NIFTY 50", "CDS:USDINR26NOVFUT"]'
 TOKEN_UNITS = ("algo-premarket.service", "algo-marketdata.service", "algo-execution.service")
 CREDS = "/etc/algo/credentials"
+KITE_HOST = "kite.emulator.test"  # in the sandbox's /etc/hosts, at the emulator's off-host address
+
+
+def named(url: str) -> str:
+    """The emulator's URL with its address replaced by KITE_HOST: the fleet resolves the name."""
+    return url.replace(str(urlsplit(url).hostname), KITE_HOST, 1)
 
 
 def live_config(em: Emulator) -> str:
@@ -49,7 +61,7 @@ def live_config(em: Emulator) -> str:
     for old, new in edits.items():
         assert old in text, old
         text = text.replace(old, new, 1)
-    return text + f'\n[kite]\nroot = "{em.root}"\nticker_root = "{em.ws_url}"\ntimeout_sec = 3.0\n'
+    return text + f'\n[kite]\nroot = "{named(em.root)}"\nticker_root = "{named(em.ws_url)}"\ntimeout_sec = 3.0\n'
 
 
 class Live:
@@ -113,9 +125,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     require_systemd_sandbox()
     root = tmp_path_factory.mktemp("live")
     secret = "apisecret-" + secrets.token_hex(8)
-    with Emulator(instruments_csv=write_dump(root / "dump.csv"), api_secret=secret, heartbeat_interval=0.5) as em:
+    with Peer() as kite:
+        with kite.inside():  # the emulator's sockets belong to the peer's network namespace
+            emulator = Emulator(instruments_csv=write_dump(root / "dump.csv"), api_secret=secret,
+                                heartbeat_interval=0.5, host=kite.address)
+        yield from run_live(root, emulator, secret, Sandbox(root / "sandbox", hosts={KITE_HOST: kite.address}))
+
+
+def run_live(root: Path, emulator: Emulator, secret: str, box: Sandbox) -> Iterator[Live]:
+    with emulator as em:
         em.set_price("NSE:INFY", 1500.0)
-        box = Sandbox(root / "sandbox")
         (root / "fleet.toml").write_text(live_config(em))
         box.prepare(root / "fleet.toml")
         creds = box.etc / "credentials"
@@ -307,3 +326,45 @@ def test_the_live_units_export_the_live_only_catalogue(live: Live) -> None:
     seen = {**exported(9472), **exported(9477)}
     live_only = catalogue(live_only=True)
     assert live_only and {name: seen.get(name) for name in live_only} == live_only
+
+
+# Resolves KITE_HOST and connects; prints what it got to, for the probe unit's journal.
+PROBE = ("import socket, sys; address = socket.getaddrinfo(sys.argv[1], int(sys.argv[2]), type=socket.SOCK_STREAM)"
+         "[0][4][:2]; print('resolved', address[0], flush=True); socket.create_connection(address, timeout=5); "
+         "print('connected')")
+
+
+def probe(box: Sandbox, unit: str, port: int, *, dropins: bool = True) -> tuple[bool, str]:
+    """Whether a process under ``unit``'s sandboxing, its [Service] section as rendered and (with
+    ``dropins``) its drop-ins, connects to KITE_HOST:``port``; and what the probe logged."""
+    name = f"algo-probe-{'live' if dropins else 'bare'}-{unit}"
+    service = (box.units / unit).read_text().split("[Service]", 1)[1]
+    (box.units / name).write_text(f"[Unit]\nDescription=connect to Kite as {unit}\n\n[Service]{service}")
+    shutil.rmtree(box.units / f"{name}.d", ignore_errors=True)
+    if dropins and (box.units / f"{unit}.d").is_dir():
+        shutil.copytree(box.units / f"{unit}.d", box.units / f"{name}.d")
+    box.install_dropin(name, "zz-probe", "[Service]\nType=oneshot\nRestart=no\nWatchdogSec=0\nExecReload=\n"
+                       f"SyslogIdentifier={name}\nExecStart=\n"
+                       f'ExecStart={box.venv}/bin/python -c "{PROBE}" {KITE_HOST} {port}\n')
+    box.daemon_reload()
+    started = box.systemctl("start", name, timeout=60)
+    return started.returncode == 0, box.journalctl("-u", name, "-o", "cat").stdout
+
+
+def test_only_the_kite_units_reach_kite_off_host_by_name(live: Live) -> None:
+    """The fleet got to the emulator (ticks, orders, login above) at a non-loopback address of another
+    network namespace, through its name. Premarket's token check gets there too; a unit that does not
+    talk to Kite cannot, nor can execution without the live drop-in (as in paper mode)."""
+    box, em = live.box, live.em
+    address, port = urlsplit(em.root).hostname, int(urlsplit(em.root).port or 0)
+    assert address and not address.startswith("127.") and KITE_HOST in (box.etc / "fleet.toml").read_text()
+    checked = box.systemctl("restart", "algo-premarket.service", timeout=90)
+    assert checked.returncode == 0, box.journalctl("-u", "algo-premarket", "-o", "cat").stdout[-3000:]
+    assert "premarket passed: 6 checks" in box.journalctl("-u", "algo-premarket", "-o", "cat").stdout  # token checked
+
+    connected, said = probe(box, "algo-execution.service", port)
+    assert connected and f"resolved {address}" in said and "connected" in said, said
+    for unit, dropins in (("algo-risk.service", True), ("algo-execution.service", False)):
+        connected, said = probe(box, unit, port, dropins=dropins)
+        assert not connected and f"resolved {address}" in said, said  # the name resolves; the address is denied
+        assert "\nconnected" not in said and ("TimeoutError" in said or "PermissionError" in said), said
