@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons.algoctl.units import render_units, source_dir
+from daemons.algoctl.units import KITE_UNITS, render_units, source_dir
 
 SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
 LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
@@ -23,6 +23,18 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("units")
     render_units(dest, sys.prefix)
     return dest
+
+
+@pytest.fixture(scope="module")
+def rendered_live(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("live-units")
+    render_units(dest, sys.prefix, live=True)
+    return dest
+
+
+def security(unit: Path) -> str:
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True)
+    return result.stdout + result.stderr
 
 
 def directives(path: Path) -> dict[str, list[str]]:
@@ -42,14 +54,27 @@ def test_systemd_analyze_verify_is_clean(rendered: Path) -> None:
 
 
 @needs_systemd_analyze
+@pytest.mark.parametrize("live", [False, True], ids=["paper", "live"])
 @pytest.mark.parametrize("service", SERVICES)
-def test_exposure_at_most_2(rendered: Path, service: str) -> None:
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(rendered / service)], capture_output=True, text=True
-    )
-    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
-    assert m, result.stdout + result.stderr
-    assert float(m[1]) <= 2.0, result.stdout
+def test_exposure_at_most_2(rendered: Path, rendered_live: Path, service: str, live: bool) -> None:
+    report = security((rendered_live if live else rendered) / service)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
+    assert m, report
+    assert float(m[1]) <= 2.0, report
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("service", SERVICES)
+def test_only_the_kite_units_leave_loopback_and_only_in_live_mode(rendered: Path, rendered_live: Path,
+                                                                   service: str) -> None:
+    """As systemd reads the files and drop-ins: loopback only (or no IP at all), except the units that
+    talk to Kite in live mode, which may reach any address (Kite's change, found through DNS)."""
+    loopback = re.compile(r"IPAddressDeny=\s+Service (defines IP address allow list with only localhost entries|"
+                          r"blocks all IP address ranges)")
+    anywhere = re.compile(r"IPAddressDeny=\s+Service does not define an IP address allow list")
+    assert loopback.search(security(rendered / service)), service
+    live = security(rendered_live / service)
+    assert (anywhere if service in KITE_UNITS else loopback).search(live), live
 
 
 def test_every_service_is_long_running_or_a_oneshot() -> None:
