@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from daemons.algoctl.units import KITE_UNITS, render_units, source_dir
+from daemons.algoctl.sandbox import Sandbox, SandboxError
+from daemons.algoctl.units import KITE_UNITS, LIVE_DROPIN, render_units, source_dir
+from tests.conftest import REPO
 
 SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
 LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
@@ -126,3 +129,14 @@ def test_bus_socket_matches_the_config_default() -> None:
     d = directives(source_dir() / "algo-bus.socket")
     assert d["ListenStream"] == [str(BusSection().socket)]
     assert d["SocketMode"] == ["0660"] and d["SocketGroup"] == ["algo"]
+
+
+@pytest.mark.parametrize("config,live", [("live.example.toml", True), ("paper.toml", False)])
+def test_the_sandbox_renders_the_live_drop_in_for_a_live_fleet_toml(tmp_path: Path, config: str, live: bool) -> None:
+    box = Sandbox(tmp_path / "sandbox")
+    for name in ("live.example.toml", config):  # rendered live first: paper must remove it again
+        # SandboxError: the venv is under /home or /root, checked after rendering and beside the point here
+        with contextlib.suppress(SandboxError):
+            box.prepare(REPO / "configs" / name)
+    dropins = sorted(p.relative_to(box.units).as_posix() for p in box.units.glob(f"*.d/{LIVE_DROPIN}"))
+    assert dropins == (sorted(f"{unit}.d/{LIVE_DROPIN}" for unit in KITE_UNITS) if live else [])
