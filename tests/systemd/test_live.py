@@ -26,6 +26,7 @@ import pytest
 from kiteconnect import KiteTicker
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.algoctl.units import KITE_UNITS
 from daemons.execution.clientid import client_id
 from daemons.kite_emulator import Emulator
 from daemons.kite_emulator.fixtures import Fixtures
@@ -43,7 +44,6 @@ pytestmark = pytest.mark.systemd
 
 INFY = 408065
 UNIVERSE = '["NSE:INFY", "INDICES:NIFTY 50", "CDS:USDINR26NOVFUT"]'
-TOKEN_UNITS = ("algo-premarket.service", "algo-marketdata.service", "algo-execution.service")
 CREDS = "/etc/algo/credentials"
 KITE_HOST = "kite.emulator.test"  # in the sandbox's /etc/hosts, at the emulator's off-host address
 
@@ -144,7 +144,7 @@ def run_live(root: Path, emulator: Emulator, secret: str, box: Sandbox) -> Itera
         for name, value in (("kite_api_key", em.api_key), ("kite_api_secret", secret)):
             (creds / name).write_text(value)
             (creds / name).chmod(0o600)
-        for unit in TOKEN_UNITS:  # what ansible/deploy.yml's credentials drop-in says
+        for unit in KITE_UNITS:  # what ansible/deploy.yml's credentials drop-in says
             box.install_dropin(unit, "algo-credentials", "[Service]\n"
                                f"LoadCredential=kite_api_key:{CREDS}/kite_api_key\n"
                                f"LoadCredentialEncrypted=kite_access_token:{CREDS}/kite_access_token.cred\n")
