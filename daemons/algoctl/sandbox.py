@@ -8,7 +8,7 @@ What the namespace sees differently from the host:
   /var/log/journal   <root>/journal    (readable from the host: journalctl -D <root>/journal)
   /etc/algo          <root>/etc        (fleet.toml)
   /etc/passwd, group with the fleet's user added when the host has none
-  /etc/hosts         with ``hosts`` given: the host's plus those names (a test's stand-in for api.kite.trade)
+  /etc/resolv.conf   with ``nameserver`` given: that DNS server only (a test's, naming its stand-in for Kite)
   /etc/systemd/journald.conf   persistent storage, no reading of the host's kernel log
 Only a whitelist of stock units is visible (journald and the basic targets): a stock
 sysinit.target would run the host's tmpfiles, sysctl and friends, and wipe the host's /tmp.
@@ -65,10 +65,10 @@ class Sandbox:
     """Boot with start(), drive with systemctl()/journalctl(), tear down with stop()."""
 
     def __init__(self, root: Path, *, venv: str = sys.prefix, user: str = "algo", group: str = "algo",
-                 bare: bool = False, hosts: dict[str, str] | None = None) -> None:
+                 bare: bool = False, nameserver: str | None = None) -> None:
         self.root = root.resolve()
         self.venv = venv
-        self.hosts = hosts or {}  # name -> address, added to the sandbox's /etc/hosts
+        self.nameserver = nameserver  # the one DNS server in the sandbox's /etc/resolv.conf
         # bare: a host with nothing of the fleet yet (what `ansible-playbook deploy.yml` starts from):
         # /etc/algo, /opt/algo, /var/lib/algo and /etc/systemd/system are empty directories of the
         # sandbox, and systemd loads units from /etc/systemd/system like a real host.
@@ -136,9 +136,8 @@ class Sandbox:
             passwd += f"{self.user}:x:{uid}:{gid}:algo-fleet:/nonexistent:/usr/sbin/nologin\n"
         (self.root / "passwd").write_text(passwd)
         (self.root / "group").write_text(group)
-        if self.hosts:
-            added = "".join(f"{address} {name}\n" for name, address in self.hosts.items())
-            (self.root / "hosts").write_text(Path("/etc/hosts").read_text() + added)
+        if self.nameserver:
+            (self.root / "resolv.conf").write_text(f"nameserver {self.nameserver}\noptions timeout:2 attempts:2\n")
 
     def _check_reachable(self) -> None:
         """The fleet user must reach the venv: a checkout under /root (mode 0700) is not reachable."""
@@ -192,7 +191,7 @@ class Sandbox:
             f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
             f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
             f"mount --bind {shlex.quote(str(self.root / 'journald.conf'))} /etc/systemd/journald.conf",
-            *([f"mount --bind {shlex.quote(str(self.root / 'hosts'))} /etc/hosts"] if self.hosts else []),
+            *self._resolver(),
             # Shared within the namespace (the host's mounts stay cut off by --propagation private), as
             # a booted systemd makes / itself; in a container it does not, and a unit's credentials,
             # which PID 1 mounts in a child namespace and moves into place, would never reach it.
@@ -219,6 +218,16 @@ class Sandbox:
         except BaseException:
             self.stop()
             raise
+
+    def _resolver(self) -> list[str]:
+        """Script lines that put <root>/resolv.conf in place: bound over /etc/resolv.conf, or, where that
+        is a link into /run (systemd-resolved's stub), written there on the sandbox's own /run."""
+        if not self.nameserver:
+            return []
+        src, target = shlex.quote(str(self.root / "resolv.conf")), os.path.realpath("/etc/resolv.conf")
+        if Path(target).is_relative_to("/run"):
+            return [f"install -D -m 0644 {src} {shlex.quote(target)}"]
+        return [f"mount --bind {src} {shlex.quote(target)}"]
 
     def _find_init(self, timeout: float) -> int:
         assert self._proc is not None

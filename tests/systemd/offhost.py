@@ -3,6 +3,7 @@ by a veth pair on a private /30 (the host's end .1, the peer's .2). A server the
 (``inside()``) is off-host for the fleet: a real, non-loopback address reached through the kernel's
 routing, which systemd's IPAddressDeny= judges as it would judge api.kite.trade. Nothing is routed
 beyond the pair: the peer has no default route and the host no route to it but the pair's own.
+``serve_names()`` makes the peer the DNS server too, as a host's resolver in its LAN would be.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -43,6 +47,7 @@ class Peer:
         free = [n for n in range(256) if f"{SUBNETS}.{n}." not in used]
         net = f"{SUBNETS}.{random.Random(os.getpid()).choice(free)}"
         self.host_address, self.address = f"{net}.1", f"{net}.2"
+        self._servers: list[socket.socket] = []
 
     def __enter__(self) -> Self:
         _ip("netns", "add", self.name)
@@ -62,8 +67,19 @@ class Peer:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    def serve_names(self, names: dict[str, str]) -> None:
+        """A DNS server on the peer's port 53 (UDP) answering A queries for ``names`` (name -> IPv4
+        address); a name it does not know is NXDOMAIN, another type of record for one it knows is empty."""
+        with self.inside():
+            server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind((self.address, 53))
+        self._servers.append(server)
+        threading.Thread(target=_answer, args=(server, names), name="offhost-dns", daemon=True).start()
+
     def close(self) -> None:
         """Deleting the namespace destroys its end of the pair, and with it the host's end."""
+        for server in self._servers:
+            server.close()
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True, timeout=10)
         subprocess.run(["ip", "link", "del", self.link], check=False, capture_output=True, timeout=10)
 
@@ -82,3 +98,30 @@ class Peer:
         finally:
             os.close(there)
             os.close(back)
+
+
+def _answer(server: socket.socket, names: dict[str, str]) -> None:
+    """RFC 1035 at its smallest: one question per query, answered from ``names``."""
+    while True:
+        try:
+            query, client = server.recvfrom(512)
+        except OSError:  # closed
+            return
+        end = 12
+        while end < len(query) and query[end]:
+            end += query[end] + 1
+        if len(query) < end + 5:
+            continue
+        labels, pos = [], 12
+        while query[pos]:
+            labels.append(query[pos + 1:pos + 1 + query[pos]].decode("ascii", "replace").lower())
+            pos += query[pos] + 1
+        name = ".".join(labels)
+        qtype = struct.unpack("!H", query[end + 1:end + 3])[0]
+        question = query[12:end + 5]
+        answers = b""
+        if name in names and qtype == 1:  # A
+            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(names[name])
+        rcode = 0 if name in names else 3
+        header = struct.pack("!HHHHHH", struct.unpack("!H", query[:2])[0], 0x8180 | rcode, 1, 1 if answers else 0, 0, 0)
+        server.sendto(header + question + answers, client)

@@ -1,7 +1,7 @@
 """Live mode under a real systemd against the Kite emulator on another machine (a network namespace
-of the test's own, reached by a host name as the fleet reaches api.kite.trade): algo-marketdata streams
-Kite's ticker onto the bus, algo-execution trades through the real kiteconnect client, and the
-worst day happens in turn (a 429 storm, the ticker dropped and refused for a minute with
+of the test's own, reached by a name its DNS server resolves, as the fleet reaches api.kite.trade):
+algo-marketdata streams Kite's ticker onto the bus, algo-execution trades through the real kiteconnect
+client, and the worst day happens in turn (a 429 storm, the ticker dropped and refused for a minute with
 algo-execution killed between Kite taking an order and the reply being read, the token expiring
 mid-session and `algoctl login` restoring it). The secrets never show in the journal, in any
 unit's environment or in `algoctl config show`. Only the units that talk to Kite reach it; the others
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.systemd
 INFY = 408065
 UNIVERSE = '["NSE:INFY", "INDICES:NIFTY 50", "CDS:USDINR26NOVFUT"]'
 CREDS = "/etc/algo/credentials"
-KITE_HOST = "kite.emulator.test"  # in the sandbox's /etc/hosts, at the emulator's off-host address
+KITE_HOST = "kite.emulator.test"  # resolved by the peer's DNS server (the sandbox's resolver) to the emulator
 
 
 def named(url: str) -> str:
@@ -131,7 +131,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         with kite.inside():  # the emulator's sockets belong to the peer's network namespace
             emulator = Emulator(instruments_csv=write_dump(root / "dump.csv"), api_secret=secret,
                                 heartbeat_interval=0.5, host=kite.address)
-        yield from run_live(root, emulator, secret, Sandbox(root / "sandbox", hosts={KITE_HOST: kite.address}))
+        kite.serve_names({KITE_HOST: kite.address})
+        yield from run_live(root, emulator, secret, Sandbox(root / "sandbox", nameserver=kite.address))
 
 
 def run_live(root: Path, emulator: Emulator, secret: str, box: Sandbox) -> Iterator[Live]:
@@ -334,16 +335,18 @@ def test_the_live_units_export_the_live_only_catalogue(live: Live) -> None:
     assert live_only and {name: seen.get(name) for name in live_only} == live_only
 
 
-# Resolves KITE_HOST and connects; prints what it got to, for the probe unit's journal.
-PROBE = ("import socket, sys; address = socket.getaddrinfo(sys.argv[1], int(sys.argv[2]), type=socket.SOCK_STREAM)"
-         "[0][4][:2]; print('resolved', address[0], flush=True); socket.create_connection(address, timeout=5); "
-         "print('connected')")
+# Resolves KITE_HOST (argv 1) through DNS, then connects to the address (argv 2) and port (argv 3) whatever
+# the answer; prints what it got to, for the probe unit's journal.
+PROBE = ("import socket, sys\ntry: print('resolved', socket.gethostbyname(sys.argv[1]), flush=True)\n"
+         "except OSError as e: print('unresolved:', e, flush=True)\n"
+         "socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=5); print('connected')")
 
 
-def probe(box: Sandbox, unit: str, port: int, *, dropins: bool = True) -> tuple[bool, str]:
+def probe(box: Sandbox, unit: str, address: str, port: int, *, dropins: bool = True) -> tuple[bool, str]:
     """Whether a process under ``unit``'s sandboxing, its [Service] section as rendered and (with
-    ``dropins``) its drop-ins, connects to KITE_HOST:``port``; and what the probe logged."""
+    ``dropins``) its drop-ins, resolves KITE_HOST and connects to ``address``:``port``; and what it logged."""
     name = f"algo-probe-{'live' if dropins else 'bare'}-{unit}"
+    escaped = PROBE.replace("\n", "\\n")  # systemd turns \n in a quoted argument back into a newline
     service = (box.units / unit).read_text().split("[Service]", 1)[1]
     (box.units / name).write_text(f"[Unit]\nDescription=connect to Kite as {unit}\n\n[Service]{service}")
     shutil.rmtree(box.units / f"{name}.d", ignore_errors=True)
@@ -351,7 +354,7 @@ def probe(box: Sandbox, unit: str, port: int, *, dropins: bool = True) -> tuple[
         shutil.copytree(box.units / f"{unit}.d", box.units / f"{name}.d")
     box.install_dropin(name, "zz-probe", "[Service]\nType=oneshot\nRestart=no\nWatchdogSec=0\nExecReload=\n"
                        f"SyslogIdentifier={name}\nExecStart=\n"
-                       f'ExecStart={box.venv}/bin/python -c "{PROBE}" {KITE_HOST} {port}\n')
+                       f'ExecStart={box.venv}/bin/python -c "{escaped}" {KITE_HOST} {address} {port}\n')
     box.daemon_reload()
     started = box.systemctl("start", name, timeout=60)
     return started.returncode == 0, box.journalctl("-u", name, "-o", "cat").stdout
@@ -359,8 +362,9 @@ def probe(box: Sandbox, unit: str, port: int, *, dropins: bool = True) -> tuple[
 
 def test_only_the_kite_units_reach_kite_off_host_by_name(live: Live) -> None:
     """The fleet got to the emulator (ticks, orders, login above) at a non-loopback address of another
-    network namespace, through its name. Premarket's token check gets there too; a unit that does not
-    talk to Kite cannot, nor can execution without the live drop-in (as in paper mode)."""
+    network namespace, through its name and that namespace's DNS server. Premarket's token check gets
+    there too; a unit that does not talk to Kite reaches neither, nor does execution without the live
+    drop-in (as in paper mode)."""
     box, em = live.box, live.em
     address, port = urlsplit(em.root).hostname, int(urlsplit(em.root).port or 0)
     assert address and not address.startswith("127.") and KITE_HOST in (box.etc / "fleet.toml").read_text()
@@ -368,9 +372,9 @@ def test_only_the_kite_units_reach_kite_off_host_by_name(live: Live) -> None:
     assert checked.returncode == 0, box.journalctl("-u", "algo-premarket", "-o", "cat").stdout[-3000:]
     assert "premarket passed: 6 checks" in box.journalctl("-u", "algo-premarket", "-o", "cat").stdout  # token checked
 
-    connected, said = probe(box, "algo-execution.service", port)
+    connected, said = probe(box, "algo-execution.service", address, port)
     assert connected and f"resolved {address}" in said and "connected" in said, said
     for unit, dropins in (("algo-risk.service", True), ("algo-execution.service", False)):
-        connected, said = probe(box, unit, port, dropins=dropins)
-        assert not connected and f"resolved {address}" in said, said  # the name resolves; the address is denied
+        connected, said = probe(box, unit, address, port, dropins=dropins)
+        assert not connected and "unresolved:" in said, said  # the DNS server is off-host too
         assert "\nconnected" not in said and ("TimeoutError" in said or "PermissionError" in said), said
