@@ -26,7 +26,7 @@ import pytest
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 
-from daemons.algoctl.units import render_units
+from daemons.algoctl.units import KITE_UNITS, render_units
 from daemons.runtime import config as cfg
 from daemons.runtime.config import load_config
 
@@ -294,6 +294,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "src": str(ROLE / "templates" / "unit.j2"), "dest": f"{out}/units/{{{{ item | basename }}}}", "mode": "0644"},
          "loop": "{{ _algo_fleet_unit_sources }}", "vars": {"_algo_fleet_unit_src": "{{ item }}",
                                                             "algo_fleet_venv": UNITS_VENV}},
+        {"name": "Render the live drop-ins that come from units/", "ansible.builtin.template": {
+            "src": str(ROLE / "templates" / "unit.j2"), "dest": f"{out}/live/{{{{ item.path }}}}", "mode": "0644"},
+         "loop": "{{ _algo_fleet_dropins | selectattr('present') | selectattr('source', 'defined') | list }}",
+         "vars": {"_algo_fleet_unit_src": "{{ item.source }}", "algo_fleet_mode": "live"}},
     ]
     for i, (name, scenario) in enumerate(RESTART_SCENARIOS.items()):
         tasks += [
@@ -317,6 +321,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "tasks": monitoring_tasks},
     ]
     (out / "units").mkdir()
+    for unit in KITE_UNITS:
+        (out / "live" / f"{unit}.d").mkdir(parents=True)
     playbook = out / "render.yml"
     playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
     inventory = out / "hosts.yml"
@@ -350,6 +356,17 @@ def test_the_units_are_what_algoctl_units_renders(rendered: Path, tmp_path: Path
         header, body = mine.read_text().split("\n", 1)
         assert header.startswith("# ") and mine.name in header
         assert body == theirs.read_text().replace(checkout_docs, "/opt/algo/docs"), mine.name
+
+
+def test_live_mode_adds_the_drop_ins_algoctl_units_live_adds(rendered: Path, tmp_path: Path) -> None:
+    """The Kite units' network drop-in: the same units, the same text, from the same file of units/."""
+    expected = sorted(p for p in render_units(tmp_path, UNITS_VENV, live=True) if p.parent != tmp_path)
+    ours = sorted((rendered / "live").glob("*.d/*"))
+    assert [p.relative_to(rendered / "live") for p in ours] == [p.relative_to(tmp_path) for p in expected]
+    assert tuple(load(ROLE / "defaults" / "main.yml")["algo_fleet_credential_units"]) == KITE_UNITS
+    for mine, theirs in zip(ours, expected):
+        header, body = mine.read_text().split("\n", 1)
+        assert header.startswith("# ") and mine.name in header and body == theirs.read_text()
 
 
 @pytest.mark.parametrize("index,scenario", list(enumerate(RESTART_SCENARIOS)), ids=list(RESTART_SCENARIOS))

@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     units = sub.add_parser("units", help="render unit files for a venv other than /opt/algo/venv")
     units.add_argument("dest", type=Path)
     units.add_argument("--venv", default=sys.prefix)
+    units.add_argument("--live", action="store_true",
+                       help="for a live fleet.toml: the units that talk to Kite may reach beyond loopback")
 
     for verb, text in (("pause", "block new entries of an engine or one strategy (exits still go out)"),
                        ("resume", "allow entries again")):
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "config":
         sys.exit(_config(args))
     if args.command == "units":
-        for path in render_units(args.dest, args.venv):
+        for path in render_units(args.dest, args.venv, live=args.live):
             print(path)
         return
     if args.command == "status":

@@ -8,10 +8,11 @@ What the namespace sees differently from the host:
   /var/log/journal   <root>/journal    (readable from the host: journalctl -D <root>/journal)
   /etc/algo          <root>/etc        (fleet.toml)
   /etc/passwd, group with the fleet's user added when the host has none
+  /etc/resolv.conf   with ``nameserver`` given: that DNS server only (a test's, naming its stand-in for Kite)
   /etc/systemd/journald.conf   persistent storage, no reading of the host's kernel log
 Only a whitelist of stock units is visible (journald and the basic targets): a stock
 sysinit.target would run the host's tmpfiles, sysctl and friends, and wipe the host's /tmp.
-Traps and their reasons: docs/ARCHITECTURE.md, "The sandbox".
+Traps and their reasons: docs/ARCHITECTURE.md#the-sandbox-daemonsalgoctlsandboxpy.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .units import render_units, source_dir
+from ..runtime.config import ConfigError, load_config
+from .units import configs_dir, render_units
 
 STOCK_DIR = Path("/lib/systemd/system")
 STOCK_UNITS = (
@@ -63,9 +65,10 @@ class Sandbox:
     """Boot with start(), drive with systemctl()/journalctl(), tear down with stop()."""
 
     def __init__(self, root: Path, *, venv: str = sys.prefix, user: str = "algo", group: str = "algo",
-                 bare: bool = False) -> None:
+                 bare: bool = False, nameserver: str | None = None) -> None:
         self.root = root.resolve()
         self.venv = venv
+        self.nameserver = nameserver  # the one DNS server in the sandbox's /etc/resolv.conf
         # bare: a host with nothing of the fleet yet (what `ansible-playbook deploy.yml` starts from):
         # /etc/algo, /opt/algo, /var/lib/algo and /etc/systemd/system are empty directories of the
         # sandbox, and systemd loads units from /etc/systemd/system like a real host.
@@ -90,7 +93,9 @@ class Sandbox:
             d.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o755)
         if not self.bare:
-            render_units(self.units, self.venv)
+            if config is not None:
+                shutil.copyfile(config, self.etc / "fleet.toml")
+            render_units(self.units, self.venv, live=_is_live(self.etc / "fleet.toml"))
         for name in STOCK_UNITS:
             link = self.units / name
             if not link.is_symlink() and (STOCK_DIR / name).exists():
@@ -105,9 +110,7 @@ class Sandbox:
         self._write_identity()
         if self.bare:
             return
-        if config is not None:
-            shutil.copyfile(config, self.etc / "fleet.toml")
-        shutil.copytree(source_dir().parent / "configs" / "instruments", self.etc / "instruments", dirs_exist_ok=True)
+        shutil.copytree(configs_dir() / "instruments", self.etc / "instruments", dirs_exist_ok=True)
         self._check_reachable()
 
     def install_dropin(self, unit: str, name: str, text: str) -> Path:
@@ -133,6 +136,8 @@ class Sandbox:
             passwd += f"{self.user}:x:{uid}:{gid}:algo-fleet:/nonexistent:/usr/sbin/nologin\n"
         (self.root / "passwd").write_text(passwd)
         (self.root / "group").write_text(group)
+        if self.nameserver:
+            (self.root / "resolv.conf").write_text(f"nameserver {self.nameserver}\noptions timeout:2 attempts:2\n")
 
     def _check_reachable(self) -> None:
         """The fleet user must reach the venv: a checkout under /root (mode 0700) is not reachable."""
@@ -186,6 +191,7 @@ class Sandbox:
             f"mount --bind {shlex.quote(str(self.root / 'passwd'))} /etc/passwd",
             f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
             f"mount --bind {shlex.quote(str(self.root / 'journald.conf'))} /etc/systemd/journald.conf",
+            *self._resolver(),
             # Shared within the namespace (the host's mounts stay cut off by --propagation private), as
             # a booted systemd makes / itself; in a container it does not, and a unit's credentials,
             # which PID 1 mounts in a child namespace and moves into place, would never reach it.
@@ -212,6 +218,16 @@ class Sandbox:
         except BaseException:
             self.stop()
             raise
+
+    def _resolver(self) -> list[str]:
+        """Script lines that put <root>/resolv.conf in place: bound over /etc/resolv.conf, or, where that
+        is a link into /run (systemd-resolved's stub), written there on the sandbox's own /run."""
+        if not self.nameserver:
+            return []
+        src, target = shlex.quote(str(self.root / "resolv.conf")), os.path.realpath("/etc/resolv.conf")
+        if Path(target).is_relative_to("/run"):
+            return [f"install -D -m 0644 {src} {shlex.quote(target)}"]
+        return [f"mount --bind {src} {shlex.quote(target)}"]
 
     def _find_init(self, timeout: float) -> int:
         assert self._proc is not None
@@ -302,6 +318,15 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _is_live(config: Path) -> bool:
+    """Whether the sandbox's fleet.toml trades live, so its Kite units get the live drop-in. A file
+    that does not load is left to the daemons, which report it and exit 78."""
+    try:
+        return config.exists() and load_config(config).fleet.mode == "live"
+    except ConfigError:
+        return False
 
 
 def active_sandbox() -> dict[str, object] | None:

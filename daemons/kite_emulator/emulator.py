@@ -20,7 +20,7 @@ from .faults import Faults
 from .instruments import Instrument, Instruments
 from .packets import Level, Tick, epoch
 from .rest import RestHandler, wait_for_disconnect
-from .servers import LoopbackServer
+from .servers import HOST, LoopbackServer
 from .session import Sessions
 from .ticker import TickerServer
 
@@ -28,7 +28,8 @@ TICK_FIELDS = {f.name for f in dataclasses.fields(Tick)} - {"instrument_token", 
 
 
 class Emulator:
-    """Kite on loopback. Ports 0 pick free ones; ``root`` and ``ws_url`` say where it listens.
+    """Kite on loopback. Ports 0 pick free ones; ``root`` and ``ws_url`` say where it listens. ``host``
+    other than loopback only inside an isolated network namespace (a test's off-host Kite).
 
     >>> with Emulator() as kite_emu:                                   # doctest: +SKIP
     ...     kite_emu.add_instrument("NSE", "NEWCO", 9999873)            # one its own dump lacks
@@ -40,7 +41,7 @@ class Emulator:
     def __init__(self, *, port: int = 0, ws_port: int = 0, api_key: str = "emulator_api_key",
                  api_secret: str = "emulator_api_secret", access_token: str = "emulator_access_token",
                  instruments_csv: Path | None = None,
-                 heartbeat_interval: float = 1.0, auto_market_protection_pct: float = 2.0) -> None:
+                 heartbeat_interval: float = 1.0, auto_market_protection_pct: float = 2.0, host: str = HOST) -> None:
         self.api_key, self.api_secret, self.access_token = api_key, api_secret, access_token
         self.instruments = (Instruments.from_csv(instruments_csv) if instruments_csv
                             else Instruments.from_text(datafiles.text("instruments.csv"), "the emulator's dump"))
@@ -51,9 +52,9 @@ class Emulator:
         self._ticks: dict[int, Tick] = {}
         self._lock = threading.Lock()  # ticks; taken before the book's lock, never after
         self._held = 0
-        self._ticker = TickerServer(ws_port, self.faults, self.sessions.authorize, heartbeat_interval)
+        self._ticker = TickerServer(ws_port, self.faults, self.sessions.authorize, heartbeat_interval, host)
         try:
-            self._rest = LoopbackServer(port, RestHandler, self, "kite-emulator-rest")
+            self._rest = LoopbackServer(port, RestHandler, self, "kite-emulator-rest", host)
         except OSError:
             self._ticker.stop()  # frees the ticker's port
             raise
@@ -63,7 +64,7 @@ class Emulator:
     @property
     def root(self) -> str:
         """For ``KiteConnect(root=...)``."""
-        return f"http://127.0.0.1:{self._rest.port}"
+        return f"http://{self._rest.host}:{self._rest.port}"
 
     @property
     def ws_url(self) -> str:

@@ -6,11 +6,13 @@ client be stalled without stalling the others.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("algo.kite_emulator")
@@ -18,13 +20,30 @@ log = logging.getLogger("algo.kite_emulator")
 HOST = "127.0.0.1"  # the emulator accepts any request token: never listen beyond loopback
 
 
+def check_private(host: str) -> None:
+    """Loopback, or a private address of a network namespace with no default route (a test's own
+    stand-in for Kite's network, which nothing beyond its peers can reach); never a host's network."""
+    address = ipaddress.ip_address(host)
+    if address.is_loopback:
+        return
+    routes = Path("/proc/thread-self/net/route").read_text().splitlines()[1:]
+    default = any(fields[1] == fields[7] == "00000000" for fields in map(str.split, routes))
+    if default or not address.is_private:
+        raise ValueError(f"the Kite emulator accepts any request token: it listens on {host} only inside a "
+                         "network namespace with no default route and on a private address, else on loopback")
+
+
 class LoopbackServer(ThreadingHTTPServer):
-    """Serves ``handler`` on 127.0.0.1:``port`` (0: a free port) in a background thread."""
+    """Serves ``handler`` on ``host``:``port`` (0: a free port) in a background thread; ``host`` is
+    loopback unless the caller is inside an isolated network namespace (``check_private``)."""
 
     daemon_threads = True
 
-    def __init__(self, port: int, handler: type[BaseHTTPRequestHandler], owner: Any, name: str) -> None:
-        super().__init__((HOST, port), handler)
+    def __init__(self, port: int, handler: type[BaseHTTPRequestHandler], owner: Any, name: str,
+                 host: str = HOST) -> None:
+        check_private(host)
+        super().__init__((host, port), handler)
+        self.host = host
         self.owner = owner  # what handlers serve: the Emulator (REST) or the TickerServer
         self.stopping = threading.Event()
         self._live: set[socket.socket] = set()

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from . import websocket as ws
 from .faults import Faults
 from .packets import HEARTBEAT, MODES, Tick, encode, message
-from .servers import LoopbackServer
+from .servers import HOST, LoopbackServer
 
 log = logging.getLogger("algo.kite_emulator.ticker")
 
@@ -193,22 +193,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class TickerServer:
-    """The ticker endpoint: ``ws://127.0.0.1:<port>/?api_key=..&access_token=..``."""
+    """The ticker endpoint: ``ws://<host>:<port>/?api_key=..&access_token=..``."""
 
     def __init__(self, port: int, faults: Faults, authorize: Callable[[str, str], bool],
-                 heartbeat_interval: float = 1.0) -> None:
+                 heartbeat_interval: float = 1.0, host: str = HOST) -> None:
         self.faults = faults
         self.authorize = authorize
         self.heartbeat_interval = heartbeat_interval
         self._connections: set[Connection] = set()
         self._lock = threading.Lock()
-        self._http = LoopbackServer(port, _Handler, self, "kite-emulator-ticker")
+        self._http = LoopbackServer(port, _Handler, self, "kite-emulator-ticker", host)
         self._heartbeat = threading.Thread(target=self._beat, name="kite-emulator-heartbeat", daemon=True)
         faults.on_ws_drop = self._apply_drop
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self._http.port}"
+        return f"ws://{self._http.host}:{self._http.port}"
 
     def start(self) -> None:
         self._http.start()
