@@ -22,7 +22,7 @@ import yaml
 from .alerting import grafana_rules
 from .dashboards import DASHBOARDS
 
-__all__ = ["GRAFANA", "JSON_DIR", "RULES", "GRAFANA_RULES", "check", "main", "render", "write"]
+__all__ = ["GRAFANA", "GRAFANA_RULES", "JSON_DIR", "RULES", "check", "main", "render", "write"]
 
 GRAFANA = Path(__file__).resolve().parent
 JSON_DIR = GRAFANA / "dashboards" / "json"

@@ -6,4 +6,10 @@ source "$(dirname "$0")/bootstrap.sh"
 need_debs "${BASE_DEBS[@]}" prometheus  # promtool and a real Prometheus for the alert tests
 make_venv test
 cd "$ROOT"
+# The code's types and lint are part of the suite: mypy --strict (pydantic plugin, stubs in typings/)
+# and ruff, as configured in pyproject.toml. Skipped when pytest arguments pick a subset.
+if (($# == 0)); then
+    echo "mypy --strict:" && "$VENV/bin/mypy"
+    echo "ruff:" && "$VENV/bin/ruff" check .
+fi
 exec "$VENV/bin/python" -m pytest "$@"

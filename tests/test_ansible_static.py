@@ -19,8 +19,9 @@ import shutil
 import subprocess
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
@@ -205,7 +206,8 @@ def bounds_of(info: Any) -> dict[str, float]:
 def test_the_preflight_bounds_are_config_py_s() -> None:
     """vars/main.yml _algo_fleet_bounds: the same numbers as the Field() constraints, and none missing."""
     table = load(ROLE / "vars" / "main.yml")["_algo_fleet_bounds"]
-    models: set[type[BaseModel]] = {*SECTIONS.values(), cfg.DaemonSection, cfg.EngineSection, cfg.StrategySection, cfg.DerivativesSection}
+    models: set[type[BaseModel]] = {*SECTIONS.values(), cfg.DaemonSection, cfg.EngineSection, cfg.StrategySection,
+                                    cfg.DerivativesSection}
     for model in models:
         # the fields every daemon section shares are checked under DaemonSection
         inherits = issubclass(model, cfg.DaemonSection) and model is not cfg.DaemonSection
@@ -352,7 +354,7 @@ def test_the_units_are_what_algoctl_units_renders(rendered: Path, tmp_path: Path
     ours = sorted((rendered / "units").iterdir())
     assert [p.name for p in ours] == [p.name for p in expected]
     checkout_docs = str(REPO / "docs")
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=False):
         header, body = mine.read_text().split("\n", 1)
         assert header.startswith("# ") and mine.name in header
         assert body == theirs.read_text().replace(checkout_docs, "/opt/algo/docs"), mine.name
@@ -364,7 +366,7 @@ def test_live_mode_adds_the_drop_ins_algoctl_units_live_adds(rendered: Path, tmp
     ours = sorted((rendered / "live").glob("*.d/*"))
     assert [p.relative_to(rendered / "live") for p in ours] == [p.relative_to(tmp_path) for p in expected]
     assert tuple(load(ROLE / "defaults" / "main.yml")["algo_fleet_credential_units"]) == KITE_UNITS
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=False):
         header, body = mine.read_text().split("\n", 1)
         assert header.startswith("# ") and mine.name in header and body == theirs.read_text()
 

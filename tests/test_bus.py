@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -204,7 +205,7 @@ def test_slow_marketdata_subscriber_gets_the_latest_tick_per_instrument(tmp_path
         while idle < 20:
             try:
                 data = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 idle += 1
                 continue
             for f in reader.feed(data):

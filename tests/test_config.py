@@ -105,7 +105,8 @@ def test_bad_environment_override_names_the_key(tmp_path: Path) -> None:
 
 def test_strategy_parameters_are_judged_by_the_strategies(tmp_path: Path) -> None:
     path = write(tmp_path, "\n".join([
-        "[[daemons.fno.strategies]]", 'name = "ema"', 'kind = "ema_crossover"', "params = { symbol = 'X', quantity = 1, fast = 30 }",
+        "[[daemons.fno.strategies]]", 'name = "ema"', 'kind = "ema_crossover"',
+        "params = { symbol = 'X', quantity = 1, fast = 30 }",
         "[[daemons.equity.strategies]]", 'name = "ema"', 'kind = "rsi_reversion"', "params = { symbol = 'Y', quantity = 5 }",
         "[[daemons.options.strategies]]", 'name = "odd"', 'kind = "martingale"', "",
     ]))

@@ -19,9 +19,9 @@ from daemons.execution.paper import PaperBroker
 from daemons.execution.wal import OrderLog
 from daemons.runtime.config import ExecutionSection, FleetConfig
 from daemons.runtime.metrics import DaemonMetrics
+from tests.helpers import unsent_frames
 
 DAY = date(2026, 11, 20)
-from tests.helpers import unsent_frames
 
 
 def tick(symbol: str = "INFY", bid: float = 1000.0, ask: float = 1000.5, lot: int = 1, qty: int = 100,
@@ -158,7 +158,7 @@ def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypa
         intents[1].client_id: "COMPLETE", intents[2].client_id: "OPEN", intents[3].client_id: "OPEN"}
     assert d.paper is not None
     assert len(d.paper.orders) == 3, "nothing was placed twice"
-    got = {r: d.reconciled.labels(r)._value.get() for r in ("adopted", "sent", "fills_recovered")}  # noqa: SLF001
+    got = {r: d.reconciled.labels(r)._value.get() for r in ("adopted", "sent", "fills_recovered")}
     assert got == {"adopted": 1, "sent": 1, "fills_recovered": 1}
     fills = [p for t, p in published(d) if t == "execution.fill"]
     assert [f["client_id"] for f in fills] == [intents[1].client_id]
@@ -166,7 +166,7 @@ def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypa
 
     again = daemon(tmp_path, monkeypatch)  # a second restart changes nothing
     assert {k: v.status for k, v in again.orders.items()} == {k: v.status for k, v in d.orders.items()}
-    assert again.reconciled.labels("sent")._value.get() == 0  # noqa: SLF001
+    assert again.reconciled.labels("sent")._value.get() == 0
     again._close_files()
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -23,10 +24,10 @@ from daemons.kite_emulator import Emulator
 from daemons.runtime.config import ConfigError, FleetConfig
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics
+from tests.helpers import unsent_frames
 
 INFY = 408065
 stamp = EventFactory("test").stamp
-from tests.helpers import unsent_frames
 
 
 @pytest.fixture
@@ -141,7 +142,7 @@ def test_a_lost_reply_is_adopted_live_and_at_a_restart_never_placed_twice(
         await eventually(lambda: d.orders[tag(1)].status == "COMPLETE", "the order update to adopt it")
         await eventually(lambda: not d.tasks, "the place call to give up on the reply and find the tag")
 
-    d = asyncio.run(running(live_config(emulator), swallowed))
+    asyncio.run(running(live_config(emulator), swallowed))
     assert kite_orders(emulator) == {tag(1): 1}
     wal = OrderLog(tmp_path / next(p.name for p in tmp_path.iterdir() if p.is_dir()) / "orders.wal")
     assert [r["op"] for r in wal.records if r["client_id"] == tag(1)] == ["new", "placed", "fill"]
@@ -154,7 +155,7 @@ def test_a_lost_reply_is_adopted_live_and_at_a_restart_never_placed_twice(
     again = asyncio.run(running(live_config(emulator), lambda d: asyncio.sleep(0.3)))
     assert kite_orders(emulator) == {tag(1): 1, tag(2): 1}
     assert again.orders[tag(2)].status == "COMPLETE" and again.orders[tag(2)].filled == 10
-    assert again.reconciled.labels("adopted")._value.get() == 1  # noqa: SLF001
+    assert again.reconciled.labels("adopted")._value.get() == 1
 
 
 def test_a_refused_token_halts_new_orders_and_a_new_token_trades_again(
@@ -177,7 +178,7 @@ def test_a_refused_token_halts_new_orders_and_a_new_token_trades_again(
     assert "new orders are halted until `algoctl login`" in halt.getMessage()
     assert emulator.access_token not in caplog.text
 
-    with pytest.raises(ConfigError, match="kite.access_token: .*algoctl login"):  # a restart before the login
+    with pytest.raises(ConfigError, match=r"kite.access_token: .*algoctl login"):  # a restart before the login
         asyncio.run(running(live_config(emulator), lambda d: asyncio.sleep(0)))
     fresh = KiteConnect(emulator.api_key, root=emulator.root).generate_session(
         "morning-request-token", api_secret=emulator.api_secret)["access_token"]

@@ -9,9 +9,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import requests

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -43,7 +44,8 @@ FULL = dict(last_price=1573.7, last_traded_quantity=7, average_traded_price=1570
             total_buy_quantity=256443, total_sell_quantity=363009, open=1569.15, high=1575.0, low=1561.05,
             close=1567.8, last_trade_time=1_763_445_687, oi=12, oi_day_high=15, oi_day_low=3,
             exchange_timestamp=1_763_445_688)
-DEPTH: dict[str, list[dict[str, Any]]] = {"buy": [{"quantity": 5, "price": 1573.4, "orders": 1}, {"quantity": 140, "price": 1573.0, "orders": 2}],
+DEPTH: dict[str, list[dict[str, Any]]] = {
+    "buy": [{"quantity": 5, "price": 1573.4, "orders": 1}, {"quantity": 140, "price": 1573.0, "orders": 2}],
          "sell": [{"quantity": 172, "price": 1573.75, "orders": 3}]}
 SHIPPED_ROWS = len(datafiles.text("instruments.csv").splitlines()) - 1  # less the header
 FAST = Backoff(initial_sec=0.05, factor=1.5, max_sec=0.3, max_closed_sec=0.3)

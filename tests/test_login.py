@@ -10,8 +10,8 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from kiteconnect import KiteConnect
@@ -61,7 +61,7 @@ def test_login_exchanges_the_request_token_for_a_working_access_token(emulator: 
 def test_login_failures_say_why_without_the_secrets(emulator: Emulator) -> None:
     reused = request_token()
     login(emulator.api_key, API_SECRET, reused, emulator.root)
-    with pytest.raises(LoginError, match="TokenException.*invalid or has expired") as used_twice:
+    with pytest.raises(LoginError, match=r"TokenException.*invalid or has expired") as used_twice:
         login(emulator.api_key, API_SECRET, reused, emulator.root)
     wrong = "wrongsecret-" + secrets.token_hex(8)
     with pytest.raises(LoginError, match="Invalid `checksum`") as bad_secret:
@@ -69,7 +69,7 @@ def test_login_failures_say_why_without_the_secrets(emulator: Emulator) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: connection refused
-        with pytest.raises(LoginError, match="cannot reach Kite .*ConnectionError") as unreachable:
+        with pytest.raises(LoginError, match=r"cannot reach Kite .*ConnectionError") as unreachable:
             login(emulator.api_key, API_SECRET, reused, closed, timeout=2)
     for err in (used_twice, bad_secret, unreachable):
         for secret in (API_SECRET, wrong, reused):

@@ -12,10 +12,11 @@ import sys
 import tempfile
 import threading
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -146,7 +147,7 @@ def test_clock_state_unreadable_is_only_a_warning(
 
 
 def test_dead_rtc_fails_even_without_ntp_state() -> None:
-    reason = checks.check_clock(1.0, now=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    reason = checks.check_clock(1.0, now=datetime(2000, 1, 1, tzinfo=UTC))
     assert reason is not None and reason.startswith("wall clock reads 2000-01-01 00:00 UTC, before this build")
 
 

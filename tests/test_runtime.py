@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -47,7 +47,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 
 
 def test_ready_watchdog_reload_and_stop(fleet: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
-    config, env = fleet
+    _config, env = fleet
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**env, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
     proc = subprocess.Popen([sys.executable, "-m", "daemons.heartbeat"], env=env, stderr=subprocess.PIPE, text=True)
@@ -72,7 +72,7 @@ def test_ready_watchdog_reload_and_stop(fleet: tuple[Path, dict[str, str]], tmp_
 
 
 def test_unhealthy_daemon_stops_feeding_the_watchdog(fleet: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
-    config, env = fleet
+    _config, env = fleet
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**env, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000",
            "ALGO_BUS__SOCKET": str(tmp_path / "nobody-listens.sock")}

@@ -116,7 +116,8 @@ def test_ema_crossover_by_underlying_trades_the_front_month_future() -> None:
         build("ema_crossover", "x", {"quantity": 1})
 
 
-def test_engine_reload_rebuilds_changed_strategies_and_keeps_their_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_reload_rebuilds_changed_strategies_and_keeps_their_position(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     from daemons.engine.main import EquityEngine

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from run import TOPIC, tick_pool
@@ -95,7 +96,7 @@ def main() -> None:
     print("publisher")
     loop = asyncio.new_event_loop()
     ut = UnixTransport("/unused", b"", max_frame=1 << 20, buffer_bytes=1 << 30, reconnect_min=0.1,
-                       reconnect_max=1, resubscribe=lambda: [])
+                       reconnect_max=1, resubscribe=list)
     ut._tx = FakeTx()  # type: ignore[assignment]
     ut._loop = loop
     ut.connected = True
@@ -156,7 +157,7 @@ def main() -> None:
     sub = BusClient(ListTransport(), "bench-sub")
     sub.subscribe(TOPIC, handler)
     st = UnixTransport("/unused", b"", max_frame=1 << 20, buffer_bytes=1 << 20, reconnect_min=0.1,
-                       reconnect_max=1, resubscribe=lambda: [])
+                       reconnect_max=1, resubscribe=list)
     st.on_batch = sub._on_batch
     row("UnixTransport.data_received -> _on_batch -> handler", best(each(st.data_received, chunks)))
     row("  Event.decode", best(each(lambda f: Event.decode(f.body, f.key.decode()), parsed)))

@@ -272,7 +272,7 @@ def _raw_parse_loop(conn: socket.socket, n: int, latency: bool, lat: list[int]) 
     while count < n:
         try:
             got = conn.recv_into(rbuf)
-        except socket.timeout:
+        except TimeoutError:
             break
         if not got:
             break
@@ -518,7 +518,7 @@ def w_lean_sub(spec: dict[str, Any]) -> None:
     while count < n:
         try:
             got = conn.recv_into(rbuf)
-        except socket.timeout:
+        except TimeoutError:
             break
         if not got:
             break

@@ -29,7 +29,7 @@ def run(folder: Path, events: int, batch: int, every_batch: bool) -> tuple[float
     syncs: list[float] = []
     last_sync = time.perf_counter()
     started = time.perf_counter()
-    for n in range(0, events, batch):
+    for _n in range(0, events, batch):
         for _ in range(batch):
             day.add(stamp("marketdata.tick", TICK)[0])
         day.write(sync=False)

@@ -25,9 +25,10 @@ import asyncio
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import uvloop
 from kiteconnect import KiteTicker
@@ -41,7 +42,8 @@ from daemons.marketdata.kite_feed import KiteFeed
 from daemons.marketdata.ticks import Meta, decode
 from daemons.runtime.config import KiteSection, MarketdataSection
 
-DEPTH: dict[str, list[dict[str, Any]]] = {"buy": [{"quantity": 75 * (k + 1), "price": 100.0 - 0.05 * k, "orders": k + 1} for k in range(5)],
+DEPTH: dict[str, list[dict[str, Any]]] = {
+    "buy": [{"quantity": 75 * (k + 1), "price": 100.0 - 0.05 * k, "orders": k + 1} for k in range(5)],
          "sell": [{"quantity": 75 * (k + 2), "price": 100.05 + 0.05 * k, "orders": k + 1} for k in range(5)]}
 
 
@@ -123,7 +125,7 @@ def emulator_process(dump: Path, pipe: Connection) -> None:
                                              "full")
                                      for t in group]) for group in tokens]
                 sent = []
-                for conn, group, msg in zip(conns, tokens, messages):
+                for conn, group, msg in zip(conns, tokens, messages, strict=False):
                     sent.append((time.monotonic_ns(), group))
                     conn.send(ws.OP_BINARY, msg, tick=True)
                 pipe.send((sent, time.process_time() - cpu))
@@ -133,7 +135,7 @@ def emulator_process(dump: Path, pipe: Connection) -> None:
                 stamps.append(time.monotonic_ns())
                 em.push_tick(token, last_price=price, last_traded_quantity=75, volume_traded=1000, oi=5000,
                              depth=DEPTH)
-            pipe.send((list(zip(stamps, ([t] for t in cmd[1]))), time.process_time() - cpu))
+            pipe.send((list(zip(stamps, ([t] for t in cmd[1]), strict=False)), time.process_time() - cpu))
 
 
 def tokens_of(payload: bytes) -> list[int]:

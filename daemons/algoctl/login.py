@@ -29,8 +29,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CREDENTIAL", "DEFAULT_CREDENTIALS_DIR", "Installed", "LoginError", "TOKEN_UNITS", "install_token",
-           "login", "read_credential"]
+__all__ = [
+    "CREDENTIAL",
+    "DEFAULT_CREDENTIALS_DIR",
+    "TOKEN_UNITS",
+    "Installed",
+    "LoginError",
+    "install_token",
+    "login",
+    "read_credential",
+]
 
 log = logging.getLogger("algo.algoctl")
 

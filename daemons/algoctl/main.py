@@ -7,9 +7,9 @@ import getpass
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Sequence
 
 import orjson
 

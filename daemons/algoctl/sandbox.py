@@ -25,8 +25,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..runtime.config import ConfigError, load_config
 from .units import configs_dir, render_units
@@ -124,8 +124,8 @@ class Sandbox:
     def _write_identity(self) -> None:
         """Give the namespace the fleet's user and group without touching the host's /etc."""
         passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
-        users = {l.split(":")[0]: int(l.split(":")[2]) for l in passwd.splitlines() if l}
-        groups = {l.split(":")[0]: int(l.split(":")[2]) for l in group.splitlines() if l}
+        users = {ln.split(":")[0]: int(ln.split(":")[2]) for ln in passwd.splitlines() if ln}
+        groups = {ln.split(":")[0]: int(ln.split(":")[2]) for ln in group.splitlines() if ln}
         taken = {*users.values(), *groups.values()}
         free = (i for i in range(999, 100, -1) if i not in taken)
         gid = groups[self.group] if self.group in groups else next(free)
@@ -199,7 +199,7 @@ class Sandbox:
             f"export SYSTEMD_UNIT_PATH={shlex.quote(unit_path)} container=algo-sandbox",
             f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=journal",
         ]
-        console = open(self.root / "console.log", "ab")
+        console = open(self.root / "console.log", "ab")  # noqa: SIM115  # the sandbox outlives this call
         self._proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
              "sh", "-c", "\n".join(script)],
@@ -286,7 +286,8 @@ class Sandbox:
             ACTIVE.unlink(missing_ok=True)
 
     # ---- driving it --------------------------------------------------------------------
-    def run(self, *cmd: str, timeout: float = 60.0, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(self, *cmd: str, timeout: float = 60.0, input: str | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run a command inside the sandbox (its mount and PID namespace)."""
         if self.pid is None:
             raise SandboxError("sandbox is not running")
@@ -312,7 +313,7 @@ class Sandbox:
         """A path inside the sandbox as the host sees it (e.g. /run/algo/bus.sock)."""
         return Path(f"/proc/{self.pid}/root") / inside.lstrip("/")
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         self.start()
         return self
 

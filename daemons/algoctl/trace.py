@@ -6,9 +6,10 @@ client order id (journald's ORDER_ID), a broker order id, a fill id or a signal 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 

@@ -65,8 +65,20 @@ class Peer(asyncio.Protocol):
     """One client connection, both publisher and subscriber."""
 
     __slots__ = (
-        "broker", "tx", "buffer", "name", "pid", "patterns", "out", "out_frames", "out_bytes",
-        "sent_frames", "sent_bytes", "paused", "conflated", "closed",
+        "broker",
+        "buffer",
+        "closed",
+        "conflated",
+        "name",
+        "out",
+        "out_bytes",
+        "out_frames",
+        "patterns",
+        "paused",
+        "pid",
+        "sent_bytes",
+        "sent_frames",
+        "tx",
     )
 
     def __init__(self, broker: Broker) -> None:
@@ -119,7 +131,8 @@ class Peer(asyncio.Protocol):
                 if kind == wire.PUBLISH:
                     if k1 >= stop or data[k1] != 0x7B or data[stop - 1] != 0x7D:
                         wire.check_body(data[k1:stop], 0)
-                    if count and t1 - start - wire.HEADER_SIZE == len(run_topic) and data.startswith(run_topic, start + wire.HEADER_SIZE):
+                    if (count and t1 - start - wire.HEADER_SIZE == len(run_topic)
+                            and data.startswith(run_topic, start + wire.HEADER_SIZE)):
                         count += 1
                         run_stop = stop
                         continue

@@ -12,9 +12,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Sequence
 
 import orjson
 

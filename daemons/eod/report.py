@@ -26,10 +26,11 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -204,7 +205,7 @@ class _Tally:
 
     realised: float = 0.0
     unrealised: float = 0.0
-    charges: Charges = Charges()
+    charges: Charges = field(default_factory=Charges)
     fills: int = 0
     turnover: float = 0.0
     trades: int = 0

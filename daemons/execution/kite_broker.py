@@ -54,11 +54,12 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as clock
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from kiteconnect import KiteConnect

@@ -13,15 +13,24 @@ order is working at the broker, so they become ``OPEN``; only ``COMPLETE``, ``RE
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from ..marketdata.session import IST
 from .paper import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
 
-__all__ = ["Book", "FINAL", "epoch_ns", "order_from_kite", "our_tag", "split_symbol", "status_of",
-           "trade_from_kite"]
+__all__ = [
+    "FINAL",
+    "Book",
+    "epoch_ns",
+    "order_from_kite",
+    "our_tag",
+    "split_symbol",
+    "status_of",
+    "trade_from_kite",
+]
 
 log = logging.getLogger("algo.execution")
 

@@ -9,7 +9,8 @@ up. It redials forever like the feed. What it misses while down, the order-book 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kiteconnect import KiteTicker
 from twisted.internet import reactor

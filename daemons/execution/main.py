@@ -24,8 +24,9 @@ import logging
 import time
 from collections import Counter as Tally
 from collections import deque
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -51,7 +52,6 @@ from .wal import OrderLog
 
 if TYPE_CHECKING:
     from .kite_broker import KiteBroker, OrderUpdate
-    from .kite_orders import Book
     from .kite_postbacks import OrderUpdates
 
 log = logging.getLogger("algo.execution")
@@ -254,7 +254,7 @@ class ExecutionDaemon(Daemon):
             wait = min(1.0, max(0.0, next_poll - time.monotonic())) if self.kite else 1.0
             try:
                 await asyncio.wait_for(self.stopping.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 today = datetime.now(IST).date()
                 if today != self.day:
                     await self._roll(today)

@@ -39,7 +39,7 @@ class Order:
 
     @classmethod
     def from_approved(cls, client_id: str, p: dict[str, Any], instrument_type: str, exchange: str,
-                      trace: str) -> "Order":
+                      trace: str) -> Order:
         """Validate an approved signal; a bad one is refused here, never half-sent."""
         try:
             order = cls(client_id, str(p["signal_id"]), str(p["engine"]), str(p["strategy"]), str(p["symbol"]),
@@ -66,7 +66,7 @@ class Order:
                 "tick_ts": self.tick_ts}
 
     @classmethod
-    def from_intent(cls, r: dict[str, Any]) -> "Order":
+    def from_intent(cls, r: dict[str, Any]) -> Order:
         return cls(r["client_id"], r["signal_id"], r["engine"], r["strategy"], r["symbol"], r["side"], r["quantity"],
                    r["order_type"], r["limit_price"], r["instrument_type"], r.get("exchange", ""), r["trace"],
                    r.get("tick_ts", 0))

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Sequence
 
 from prometheus_client import Counter, Histogram
 
+from ..marketdata.session import IST
 from ..runtime.config import FleetConfig, JournalSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import HEALTH_HEARTBEAT, MARKETDATA_TICK, Event
 from ..runtime.metrics import DaemonMetrics
-from ..marketdata.session import IST
 from .artifacts import day_dir, day_of
 from .writer import DayFiles
 
@@ -103,7 +103,7 @@ class JournalDaemon(Daemon):
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), max(0.05, self.section.tick_fsync_sec))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._flush(force_sync=True)
 
     async def drain(self) -> None:

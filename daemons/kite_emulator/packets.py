@@ -8,9 +8,9 @@ integers: price x divisor, where the divisor depends on the segment in the token
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
 
 MODES = ("ltp", "quote", "full")
 SEGMENT_CDS = 3

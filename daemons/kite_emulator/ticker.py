@@ -12,8 +12,9 @@ import logging
 import queue
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import websocket as ws
@@ -159,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # ticks go out as they come, not batched
     server: LoopbackServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         ticker: TickerServer = self.server.owner
         self.close_connection = True
         if self.headers.get("Upgrade", "").lower() != "websocket" or not self.headers.get("Sec-WebSocket-Key"):
@@ -188,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's signature)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("ticker %s: " + format, self.client_address[0], *args)
 
 

@@ -134,7 +134,8 @@ class KiteFeed:
     ``section`` gives ``ticker_mode`` and ``stale_after_sec``; ``kite`` the credentials,
     ``ticker_root`` and the connection limits the instruments are split by (UniverseError when they
     do not fit; ValueError without an access token); ``connections`` caps the connections below
-    ``kite.max_connections`` (algo-execution holds one of the API key's for order updates). ``clock`` tells market hours (``time()``) and
+    ``kite.max_connections`` (algo-execution holds one of the API key's for order updates).
+    ``clock`` tells market hours (``time()``) and
     measures silence (``monotonic()``); ``holidays`` are weekdays without a session (RiskSection's
     list), when silence is healthy. ``reconnects`` counts connections re-established after a loss,
     ``forced_reconnects`` the drops the feed made itself after silence in market hours, ``malformed``

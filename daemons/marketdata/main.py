@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -167,7 +168,7 @@ class MarketdataDaemon(Daemon):
                     try:
                         await asyncio.wait_for(self.stopping.wait(), wait)
                         return
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 elif self.replayed % 512 == 0:
                     await asyncio.sleep(0)  # let the bus flush and the watchdog run between bursts
@@ -199,7 +200,7 @@ class MarketdataDaemon(Daemon):
             due += self.interval
             try:  # an absolute schedule: a slow step is caught up, not accumulated
                 await asyncio.wait_for(self.stopping.wait(), max(0.0, due - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if not self.stopping.is_set():
             log.info("session closed at %s after %d steps", sim.clock.label(self.step), self.step)

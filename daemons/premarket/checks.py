@@ -13,7 +13,7 @@ import pwd
 import secrets
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..runtime.config import ConfigError, FleetConfig, KiteSection, load_config
@@ -24,7 +24,7 @@ STATE_ROOT = Path("/var/lib/algo")
 # The fleet's directories under STATE_ROOT; the journal's real location comes from the config.
 STATE_DIRS = ("fno", "equity", "options", "risk", "execution", "journal")
 # A wall clock before this date means a dead RTC battery and no time source, not a real date.
-BUILD_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BUILD_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 # Problems listed by the config check; the rest are counted (`algoctl config validate` lists all).
 MAX_PROBLEMS = 5
 
@@ -102,7 +102,7 @@ def read_ntp_state() -> NtpState:
 
 def check_clock(max_offset_sec: float, *, now: datetime | None = None, ntp: NtpState | None = None) -> str | None:
     """Orders and journal days are stamped with the wall clock, so it must be roughly right."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now < BUILD_DATE:
         return (f"wall clock reads {now:%Y-%m-%d %H:%M} UTC, before this build ({BUILD_DATE:%Y-%m-%d}): "
                 "dead RTC battery or no time source; set the clock and enable NTP")

@@ -16,14 +16,17 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..marketdata.session import IST
 from ..runtime import checkpoint
+from ..runtime.book import Position
 from ..runtime.config import FleetConfig, RiskSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
@@ -36,9 +39,7 @@ from ..runtime.envelope import (
     STRATEGY_SIGNAL,
     Event,
 )
-from ..marketdata.session import IST
 from ..runtime.metrics import DaemonMetrics
-from ..runtime.book import Position
 from .rules import CODES, Decision, RiskRules
 
 log = logging.getLogger("algo.risk")
@@ -114,7 +115,7 @@ class RiskDaemon(Daemon):
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._roll_day()
 
     async def drain(self) -> None:
@@ -212,7 +213,8 @@ class RiskDaemon(Daemon):
                 if pos.quantity:
                     self.flattens += 1
                     day = datetime.now(IST).date().isoformat()
-                    order = {"engine": engine, "strategy": "risk-flatten", "signal_id": f"risk-flatten:{day}:{self.flattens}", "symbol": symbol,
+                    order = {"engine": engine, "strategy": "risk-flatten", "signal_id": f"risk-flatten:{day}:{self.flattens}",
+                             "symbol": symbol,
                              "side": "SELL" if pos.quantity > 0 else "BUY", "quantity": abs(pos.quantity),
                              "order_type": "MARKET", "limit_price": None, "reason": "flatten on kill switch",
                              "entry": False}

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..marketdata.session import IST, is_trading_day
-from ..runtime.config import RiskSection
 from ..runtime.book import Book
+from ..runtime.config import RiskSection
 
 
 class Decision(NamedTuple):
@@ -93,7 +93,8 @@ class RiskRules:
             if abs(after) > cap:
                 return Decision(False, "max_quantity", f"position {after} would exceed {cap} for {symbol}")
             if abs(after) * last > lim.max_notional:
-                return Decision(False, "max_notional", f"position value {abs(after) * last:,.0f} would exceed {lim.max_notional:,.0f}")
+                return Decision(False, "max_notional",
+                                f"position value {abs(after) * last:,.0f} would exceed {lim.max_notional:,.0f}")
             if held == 0 and len(book.open_symbols()) >= lim.max_open_positions:
                 return Decision(False, "max_positions", f"already {lim.max_open_positions} open positions")
             breach = self.loss_breach(engine) or self.strategy_breach(str(signal.get("strategy")))

@@ -6,7 +6,8 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -30,7 +31,7 @@ LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5
 class LagSample:
     """A Prometheus-style histogram of publish-to-handler lag (seconds), as plain numbers."""
 
-    __slots__ = ("counts", "total", "n")
+    __slots__ = ("counts", "n", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * len(LAG_BUCKETS)
@@ -49,7 +50,7 @@ class LagSample:
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative, as the exposition format wants them."""
         out, running = [], 0
-        for bound, count in zip(LAG_BUCKETS, self.counts):
+        for bound, count in zip(LAG_BUCKETS, self.counts, strict=False):
             running += count
             out.append((repr(bound), running))
         out.append(("+Inf", self.n))
@@ -83,7 +84,7 @@ class BusClient:
         transport.on_batch = self._on_batch
 
     @classmethod
-    def for_config(cls, bus: BusSection, source: str, socket_path: str | None = None) -> "BusClient":
+    def for_config(cls, bus: BusSection, source: str, socket_path: str | None = None) -> BusClient:
         hello = wire.encode(wire.HELLO, source.encode(), orjson.dumps({"pid": os.getpid()}))
         client: BusClient
         transport = UnixTransport(

@@ -44,7 +44,7 @@ class Event(NamedTuple):
     key: str = ""
 
     @classmethod
-    def decode(cls, body: bytes | memoryview, key: str = "") -> "Event":
+    def decode(cls, body: bytes | memoryview, key: str = "") -> Event:
         d = orjson.loads(body)
         return _new(cls, (d["type"], d["source"], d["seq"], d["payload"], d["id"], d["ts"], d["trace"], key))
 
@@ -61,7 +61,7 @@ def _encode(eid: str, ts: int, topic: str, source: str, seq: int, trace: str, pa
 class EventFactory:
     """Stamps events for one source: unique ids, per-source sequence numbers, trace ids."""
 
-    __slots__ = ("source", "_prefix", "_count", "_seq")
+    __slots__ = ("_count", "_prefix", "_seq", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source

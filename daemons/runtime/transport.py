@@ -7,7 +7,8 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Callable, cast
+from collections.abc import Callable
+from typing import cast
 
 from . import wire
 
@@ -91,7 +92,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         # by the time it reports READY=1; an unreachable bus is retried in the background.
         try:
             await asyncio.wait_for(first.wait(), timeout=1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _maintain(self, first: asyncio.Event) -> None:
@@ -170,7 +171,7 @@ class UnixTransport(Transport, asyncio.Protocol):
             return
         self._buffer.keep(data, consumed)
         if any(span[0] != wire.PUBLISH for span in spans):
-            for kind, start, t1, k1, stop in spans:
+            for kind, _start, _t1, k1, stop in spans:
                 if kind == wire.NOTICE:
                     log.warning("broker notice: %s", data[k1:stop].decode(errors="replace"))
             spans = [span for span in spans if span[0] == wire.PUBLISH]
@@ -221,7 +222,7 @@ class UnixTransport(Transport, asyncio.Protocol):
             if self._lost is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.warning("bus did not take our last %d bytes within 2s", self.queued_bytes)
         if self._task is not None:
             self._task.cancel()

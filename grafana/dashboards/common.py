@@ -104,6 +104,6 @@ def finish(board: dashboard.Dashboard) -> dict[str, Any]:
         for p in [panel, *panel.get("panels", [])]:
             p["id"] = next_id
             next_id += 1
-            for letter, target in zip(string.ascii_uppercase, p.get("targets", [])):
+            for letter, target in zip(string.ascii_uppercase, p.get("targets", []), strict=False):
                 target["refId"] = letter
     return data

@@ -7,7 +7,8 @@ client is not thread-safe.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kiteconnect import KiteConnect, KiteTicker

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from kiteconnect import KiteConnect
 
@@ -19,7 +20,8 @@ FULL = dict(
     last_trade_time=datetime(2021, 7, 5, 10, 41, 27), oi=12, oi_day_high=15, oi_day_low=3,
     exchange_timestamp=datetime(2021, 7, 5, 10, 41, 28),
 )
-DEPTH: dict[str, list[dict[str, Any]]] = {"buy": [{"quantity": 5, "price": 1573.4, "orders": 1}, {"quantity": 140, "price": 1573.0, "orders": 2}],
+DEPTH: dict[str, list[dict[str, Any]]] = {
+    "buy": [{"quantity": 5, "price": 1573.4, "orders": 1}, {"quantity": 140, "price": 1573.0, "orders": 2}],
          "sell": [{"quantity": 172, "price": 1573.7, "orders": 3}]}
 NO_LEVEL = {"quantity": 0, "price": 0.0, "orders": 0}
 

@@ -39,7 +39,7 @@ class Listener:
             self.client.subscribe(pattern, lambda ev: self.events.append((time.monotonic(), ev)))
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.client.start(), self.loop).result(5)
         return self

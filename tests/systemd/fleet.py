@@ -73,7 +73,7 @@ def broker_book(box: Sandbox) -> tuple[dict[str, dict[str, Any]], list[dict[str,
     """The paper broker's own record: final state per order (by tag) and its trades."""
     orders: dict[str, dict[str, Any]] = {}
     trades = []
-    for r in jsonl((box.state / f"execution/{today()}/broker.jsonl")):
+    for r in jsonl(box.state / f"execution/{today()}/broker.jsonl"):
         if r["kind"] == "order":
             orders[r["order"]["tag"]] = r["order"]
         elif r["kind"] == "trade":
@@ -86,7 +86,7 @@ def wal_state(box: Sandbox) -> tuple[Counter[str], dict[str, int], set[str]]:
     intents: Counter[str] = Counter()
     filled: dict[str, int] = {}
     fill_ids = set()
-    for r in jsonl((box.state / f"execution/{today()}/orders.wal")):
+    for r in jsonl(box.state / f"execution/{today()}/orders.wal"):
         if r["op"] == "new":
             intents[r["client_id"]] += 1
         elif r["op"] == "fill":

@@ -10,9 +10,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -178,8 +179,8 @@ def test_every_journalctl_command_in_operations_md_finds_its_story(session: dict
         assert out.returncode == 0, (command, out.stderr)
         text = out.stdout
         if "--until" in command:  # the session window: entries only if the test ran during NSE hours
-            now = datetime.now(timezone.utc).time()
-            if not (now.hour * 60 + now.minute) in range(3 * 60 + 45, 10 * 60):
+            now = datetime.now(UTC).time()
+            if (now.hour * 60 + now.minute) not in range(3 * 60 + 45, 10 * 60):
                 continue
         assert text.strip() and "-- No entries --" not in text, command
         if "ORDER_ID=" in command:

@@ -28,7 +28,7 @@ class Tick(NamedTuple):
     expiry: str | None  # ISO date
 
     @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> "Tick":
+    def from_payload(cls, p: dict[str, Any]) -> Tick:
         return cls(p["token"], p["symbol"], p["last_price"], p["bid"], p["ask"], p["volume"], p["oi"], p["exchange_ts"],
                    p["type"], p["underlying"], p["strike"], p["expiry"])
 

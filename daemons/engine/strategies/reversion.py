@@ -32,7 +32,8 @@ class RsiReversion(Strategy):
         held = self.position.get(self.symbol, 0)
         # Edge-triggered: one signal when RSI crosses a level, not one per tick while beyond it.
         if held == 0 and before >= self.oversold > now:
-            return [self.signal(self.symbol, "BUY", self.quantity, f"RSI{self.rsi.period} {now:.1f} < {self.oversold:g}", entry=True)]
+            why = f"RSI{self.rsi.period} {now:.1f} < {self.oversold:g}"
+            return [self.signal(self.symbol, "BUY", self.quantity, why, entry=True)]
         if held > 0 and before <= self.exit_above < now:
             return [self.signal(self.symbol, "SELL", held, f"RSI{self.rsi.period} {now:.1f} > {self.exit_above:g}", entry=False)]
         return []

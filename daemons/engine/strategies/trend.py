@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Signal, Strategy, Tick
+from .base import Side, Signal, Strategy, Tick
 from .indicators import EMA
 
 
@@ -49,9 +49,9 @@ class EmaCrossover(Strategy):
 
     def _front_month(self, tick: Tick) -> None:
         """Trade the nearest-expiry future of the underlying among those that tick."""
-        if tick.type == "FUT" and tick.underlying == self.underlying and tick.expiry:
-            if not self.expiry or tick.expiry < self.expiry:
-                self.expiry, self.symbol = tick.expiry, tick.symbol
+        if (tick.type == "FUT" and tick.underlying == self.underlying and tick.expiry
+                and (not self.expiry or tick.expiry < self.expiry)):
+            self.expiry, self.symbol = tick.expiry, tick.symbol
 
     def _go_to(self, target: int, why: str) -> list[Signal]:
         held = self.position.get(self.symbol, 0)
@@ -60,7 +60,8 @@ class EmaCrossover(Strategy):
             out.append(self.signal(self.symbol, "SELL" if held > 0 else "BUY", abs(held), f"exit: {why}", entry=False))
             held = 0
         if target != held:
-            out.append(self.signal(self.symbol, "BUY" if target > held else "SELL", abs(target - held), f"entry: {why}", entry=True))
+            side: Side = "BUY" if target > held else "SELL"
+            out.append(self.signal(self.symbol, side, abs(target - held), f"entry: {why}", entry=True))
         return out
 
     def _state(self) -> dict[str, Any]:
