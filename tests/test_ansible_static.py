@@ -354,7 +354,7 @@ def test_the_units_are_what_algoctl_units_renders(rendered: Path, tmp_path: Path
     ours = sorted((rendered / "units").iterdir())
     assert [p.name for p in ours] == [p.name for p in expected]
     checkout_docs = str(REPO / "docs")
-    for mine, theirs in zip(ours, expected, strict=False):
+    for mine, theirs in zip(ours, expected, strict=True):
         header, body = mine.read_text().split("\n", 1)
         assert header.startswith("# ") and mine.name in header
         assert body == theirs.read_text().replace(checkout_docs, "/opt/algo/docs"), mine.name
@@ -366,7 +366,7 @@ def test_live_mode_adds_the_drop_ins_algoctl_units_live_adds(rendered: Path, tmp
     ours = sorted((rendered / "live").glob("*.d/*"))
     assert [p.relative_to(rendered / "live") for p in ours] == [p.relative_to(tmp_path) for p in expected]
     assert tuple(load(ROLE / "defaults" / "main.yml")["algo_fleet_credential_units"]) == KITE_UNITS
-    for mine, theirs in zip(ours, expected, strict=False):
+    for mine, theirs in zip(ours, expected, strict=True):
         header, body = mine.read_text().split("\n", 1)
         assert header.startswith("# ") and mine.name in header and body == theirs.read_text()
 

@@ -125,7 +125,7 @@ def emulator_process(dump: Path, pipe: Connection) -> None:
                                              "full")
                                      for t in group]) for group in tokens]
                 sent = []
-                for conn, group, msg in zip(conns, tokens, messages, strict=False):
+                for conn, group, msg in zip(conns, tokens, messages, strict=True):
                     sent.append((time.monotonic_ns(), group))
                     conn.send(ws.OP_BINARY, msg, tick=True)
                 pipe.send((sent, time.process_time() - cpu))
@@ -135,7 +135,7 @@ def emulator_process(dump: Path, pipe: Connection) -> None:
                 stamps.append(time.monotonic_ns())
                 em.push_tick(token, last_price=price, last_traded_quantity=75, volume_traded=1000, oi=5000,
                              depth=DEPTH)
-            pipe.send((list(zip(stamps, ([t] for t in cmd[1]), strict=False)), time.process_time() - cpu))
+            pipe.send((list(zip(stamps, ([t] for t in cmd[1]), strict=True)), time.process_time() - cpu))
 
 
 def tokens_of(payload: bytes) -> list[int]:

@@ -26,7 +26,7 @@ def fleet_status() -> str:
                      u.get("StatusText", "")))
     rows.sort()
     widths = [max(len(r[i]) for r in rows + [("UNIT", "STATE", "PID", "RESTARTS", "")]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(("UNIT", "STATE", "PID", "RESTARTS"), widths, strict=False)) + "  STATUS"]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(("UNIT", "STATE", "PID", "RESTARTS"), widths, strict=True)) + "  STATUS"]
     for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return "\n".join(lines)

@@ -70,7 +70,7 @@ class Charges:
     gst: float = 0.0
 
     def __add__(self, other: Charges) -> Charges:
-        return Charges(*(a + b for a, b in zip(astuple(self), astuple(other), strict=False)))
+        return Charges(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def breakdown(self) -> dict[str, float]:
         """Each component rounded to paise; the total is the sum of the rounded parts, so the table adds up."""

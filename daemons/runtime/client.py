@@ -50,7 +50,7 @@ class LagSample:
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative, as the exposition format wants them."""
         out, running = [], 0
-        for bound, count in zip(LAG_BUCKETS, self.counts, strict=False):
+        for bound, count in zip(LAG_BUCKETS, self.counts, strict=True):
             running += count
             out.append((repr(bound), running))
         out.append(("+Inf", self.n))
