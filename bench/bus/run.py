@@ -362,7 +362,7 @@ def w_redis_sub(spec: dict[str, Any]) -> None:
     import redis
 
     r = redis.Redis(unix_socket_path=spec["path"], socket_timeout=spec["idle"])
-    ps = r.pubsub()
+    ps: Any = r.pubsub()  # Any: redis-py, when installed, leaves listen() untyped
     ps.subscribe(TOPIC)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the server's confirmation: we are registered

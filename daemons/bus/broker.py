@@ -1,9 +1,15 @@
 """The broker: routes PUBLISH frames to subscribers by topic without decoding their bodies.
 
-A slow subscriber never stalls anyone: its frames queue in its own bounded buffer; once the
-buffer passes the high-water mark, ``marketdata.*`` frames are conflated to the latest per
-(topic, key) and anything else that would overflow it disconnects that subscriber, whose client
-reconnects and resubscribes (the resync). Every drop is counted.
+Two lanes per subscriber. The order path (every topic not under ``marketdata.``) is written at
+once, so it never queues behind market data inside the broker. Market data is written only while
+the subscriber's socket has drained its last write; while it has not, the broker holds ticks in its
+own per-peer buffer, conflated to the latest per (topic, key), and writes them when the socket
+drains. So the only ticks in front of an approval are those already in the kernel's socket buffer
+(``PEER_SNDBUF``) and at most the unsent rest of one write.
+
+A slow subscriber never stalls anyone: an order-path frame that would take its write buffer past
+``buffer_limit`` disconnects it, and its client reconnects and resubscribes (the resync). Every
+drop is counted.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ log = logging.getLogger("algo.bus")
 
 _PEERCRED = struct.Struct("3i")
 _CONFLATED = CONFLATED_PREFIX.encode()
+
+# The kernel's send buffer per subscriber socket: the most market data that can sit in front of an
+# order-path frame once the broker starts holding ticks back (Linux doubles the value for its own
+# bookkeeping). Smaller means less wait for an approval behind ticks and more wake-ups at full speed.
+PEER_SNDBUF = 64 << 10
 
 
 @dataclass
@@ -69,6 +80,7 @@ class Peer(asyncio.Protocol):
         "buffer",
         "closed",
         "conflated",
+        "md",
         "name",
         "out",
         "out_bytes",
@@ -88,7 +100,8 @@ class Peer(asyncio.Protocol):
         self.name = "?"
         self.pid = 0
         self.patterns: set[str] = set()
-        self.out: list[bytes] = []  # chunks of whole frames, written once per read
+        self.out: list[bytes] = []  # order-path chunks of whole frames, written once per read
+        self.md: list[tuple[bytes, bytes, int]] = []  # market data (topic, chunk, frames), written after them
         self.out_frames = 0
         self.out_bytes = 0
         self.sent_frames = 0
@@ -113,8 +126,9 @@ class Peer(asyncio.Protocol):
             self.closed = True
             transport.close()
             return
-        high = self.broker.high_water
-        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        # paused == anything left unsent by the last write: market data is then held back here
+        transport.set_write_buffer_limits(high=0, low=0)  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PEER_SNDBUF)
         self.broker.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -175,32 +189,34 @@ class Peer(asyncio.Protocol):
         self.paused = True
 
     def resume_writing(self) -> None:
+        """The socket took everything: the market data held back meanwhile goes out, newest per key."""
         self.paused = False
         if self.conflated and not self.closed:
             frames = list(self.conflated.values())
             self.conflated.clear()
-            self.broker.stats.delivered += len(frames)
-            assert self.tx is not None
-            self.tx.write(b"".join(frames))
+            self.count_sent(len(frames), self.write(b"".join(frames)))
+
+    def write(self, data: bytes) -> int:
+        assert self.tx is not None
+        self.tx.write(data)
+        return len(data)
+
+    def count_sent(self, frames: int, size: int) -> None:
+        self.broker.stats.delivered += frames
+        self.sent_frames += frames
+        self.sent_bytes += size
 
     def enqueue(self, chunk: bytes, count: int) -> None:
-        if not self.out:
+        """An order-path chunk, written at the end of this read ahead of any market data."""
+        if not self.out and not self.md:
             self.broker.dirty.append(self)
         self.out.append(chunk)
         self.out_frames += count
         self.out_bytes += len(chunk)
 
-    def enqueue_slow(self, topic: bytes, chunk: bytes, count: int) -> None:
-        """For a subscriber that is behind: conflate market data, disconnect on overflow."""
+    def enqueue_slow(self, chunk: bytes, count: int) -> None:
+        """An order-path chunk for a subscriber whose socket is behind: queued unless it overflows."""
         if self.closed:
-            return
-        if topic.startswith(_CONFLATED):
-            spans, _ = wire.scan(chunk, self.broker.max_frame)  # the run again, frame by frame: keys matter
-            for _, start, t1, k1, stop in spans:
-                slot = (topic, chunk[t1:k1])
-                if slot in self.conflated:
-                    self.broker.stats.dropped["conflated"] += 1
-                self.conflated[slot] = chunk[start:stop]
             return
         assert self.tx is not None
         if self.tx.get_write_buffer_size() + self.out_bytes + len(chunk) > self.broker.buffer_limit:
@@ -208,24 +224,57 @@ class Peer(asyncio.Protocol):
             return
         self.enqueue(chunk, count)
 
+    def enqueue_md(self, topic: bytes, chunk: bytes, count: int) -> None:
+        """Market data: written after this read's order path if the socket keeps up, else conflated."""
+        if self.closed:
+            return
+        if self.paused:
+            self.conflate(topic, chunk)
+            return
+        if not self.out and not self.md:
+            self.broker.dirty.append(self)
+        self.md.append((topic, chunk, count))
+
+    def conflate(self, topic: bytes, chunk: bytes) -> None:
+        spans, _ = wire.scan(chunk, self.broker.max_frame)  # the run again, frame by frame: keys matter
+        conflated = self.conflated
+        replaced = len(conflated) + len(spans)
+        for _, start, t1, k1, stop in spans:
+            conflated[(topic, chunk[t1:k1])] = chunk[start:stop]
+        self.broker.stats.dropped["conflated"] += replaced - len(conflated)
+
+    def flush(self) -> None:
+        """This read's order path in one write, then its market data if the socket took it all."""
+        if self.closed or self.tx is None:
+            return
+        if self.out:
+            self.count_sent(self.out_frames, self.write(self.out[0] if len(self.out) == 1 else b"".join(self.out)))
+        if self.md:
+            if self.paused:  # set by the write above when the socket did not take everything
+                for topic, chunk, _ in self.md:
+                    self.conflate(topic, chunk)
+            else:
+                frames = sum(count for _, _, count in self.md)
+                chunk = self.md[0][1] if len(self.md) == 1 else b"".join(c for _, c, _ in self.md)
+                self.count_sent(frames, self.write(chunk))
+
     def queued_frames(self) -> int:
         """Frames accepted for this peer and not yet sent; those in the transport are estimated
         from this peer's average frame size (the transport keeps bytes, not frames)."""
         backlog = self.tx.get_write_buffer_size() if self.tx is not None else 0
         in_transport = round(backlog * self.sent_frames / self.sent_bytes) if self.sent_bytes else 0
-        return self.out_frames + in_transport  # conflated ticks are counted as "disconnected" by remove()
+        return self.out_frames + in_transport  # held market data is counted as "disconnected" by remove()
 
 
 class Broker:
     def __init__(self, *, max_frame: int, buffer_limit: int, group: str) -> None:
         self.max_frame = max_frame
         self.buffer_limit = buffer_limit
-        self.high_water = max(64 << 10, buffer_limit // 8)
         self.policy = PeerPolicy(group)
         self.stats = BrokerStats()
         self.peers: set[Peer] = set()
         self.dirty: list[Peer] = []
-        self._routes: dict[bytes, list[Peer]] = {}
+        self._routes: dict[bytes, tuple[list[Peer], bool]] = {}  # topic -> (its subscribers, market data?)
         self._server: asyncio.base_events.Server | None = None
 
     async def serve(self, sock: socket.socket) -> None:
@@ -263,9 +312,11 @@ class Broker:
             self.peers.discard(peer)
             if peer.patterns:
                 self._routes.clear()
-            if peer.conflated:
-                self.stats.dropped["disconnected"] += len(peer.conflated)
+            held = len(peer.conflated) + sum(count for _, _, count in peer.md)
+            if held:
+                self.stats.dropped["disconnected"] += held
                 peer.conflated.clear()
+                peer.md.clear()
 
     def subscribe(self, peer: Peer, pattern: str) -> None:
         peer.patterns.add(pattern)
@@ -277,31 +328,33 @@ class Broker:
 
     def route(self, topic: bytes, data: bytes, start: int, stop: int, count: int) -> None:
         """Hand ``count`` consecutive frames of one topic (data[start:stop]) to its subscribers."""
-        subs = self._routes.get(topic)
-        if subs is None:
+        route = self._routes.get(topic)
+        if route is None:
             wire.check_topic(topic)  # once per topic: only valid topics are ever cached
             name = topic.decode()
-            subs = self._routes[topic] = [p for p in self.peers if any(wire.matches(pat, name) for pat in p.patterns)]
+            subscribers = [p for p in self.peers if any(wire.matches(pat, name) for pat in p.patterns)]
+            route = self._routes[topic] = (subscribers, topic.startswith(_CONFLATED))
         self.stats.published[topic] += count
+        subs, marketdata = route
         if not subs:
             return
         chunk = data if start == 0 and stop == len(data) else data[start:stop]
+        if marketdata:
+            for peer in subs:
+                peer.enqueue_md(topic, chunk, count)
+            return
         for peer in subs:
             if peer.paused or peer.closed:
-                peer.enqueue_slow(topic, chunk, count)
+                peer.enqueue_slow(chunk, count)
             else:
                 peer.enqueue(chunk, count)
 
     def flush(self) -> None:
-        """One write per subscriber per read: batching is most of the broker's throughput."""
-        stats = self.stats
+        """One write per lane per subscriber per read: batching is most of the broker's throughput."""
         for peer in self.dirty:
-            if peer.out and not peer.closed and peer.tx is not None:
-                peer.tx.write(peer.out[0] if len(peer.out) == 1 else b"".join(peer.out))
-                stats.delivered += peer.out_frames
-                peer.sent_frames += peer.out_frames
-                peer.sent_bytes += peer.out_bytes
+            peer.flush()
             peer.out.clear()
+            peer.md.clear()
             peer.out_frames = peer.out_bytes = 0
         self.dirty.clear()
 

@@ -62,7 +62,7 @@ class RiskDaemon(Daemon):
         for code in CODES:
             self.decisions.labels(code)
         metrics.registry.register(RiskCollector(self))
-        self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
+        self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=True)  # marks: the newest price is the mark
         self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe(CONTROL_KILL_SWITCH, self._on_kill_switch)

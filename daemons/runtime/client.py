@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -21,6 +22,12 @@ log = logging.getLogger("algo.bus")
 _new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
 Handler = Callable[[Event], None]
+Route = tuple[str, list[Handler], list[Handler]]  # a topic's name, its handlers for every event, its latest_only ones
+
+_MD = CONFLATED_PREFIX.encode()
+MD_SLICE = 64  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
+MD_QUEUE_FRAMES = 4096  # held ticks (or bytes of the reads holding them) past which the client stops reading;
+MD_QUEUE_BYTES = 4 << 20  # the broker then holds them, conflated per key, and order-path frames still go first
 
 
 LAG_SAMPLE_MASK = 63  # one event in 64: the delivery lag histogram costs nothing on the hot path
@@ -70,8 +77,15 @@ class BusClient:
         self.source = source
         self.transport = transport
         self.events = EventFactory(source)
-        self._handlers: list[tuple[str, Handler]] = []
-        self._routes: dict[bytes, tuple[str, list[Handler]]] = {}  # topic -> (its name, its handlers)
+        self._handlers: list[tuple[str, Handler, bool]] = []  # pattern, handler, latest_only
+        self._routes: dict[bytes, Route] = {}
+        self._md: deque[tuple[bytes, list[wire.Span]]] = deque()  # held market data: a read and its tick frames
+        self._md_frames = 0
+        self._md_bytes = 0
+        self._latest: dict[tuple[bytes, bytes], bytes] = {}  # (topic, key) -> newest frame, for latest_only handlers
+        self._draining = False
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self.conflated = 0  # ticks a latest_only handler never saw because a newer one of its key came first
         self._topics: dict[str, bytes] = {}
         self._last_seq: dict[tuple[str, str], int] = {}
         self.received = 0
@@ -109,17 +123,25 @@ class BusClient:
     def connected(self) -> bool:
         return self.transport.connected
 
-    def subscribe(self, pattern: str, handler: Handler) -> None:
-        """Exact topic, 'prefix.*' or '*'. Survives reconnects: the client resubscribes itself."""
+    def subscribe(self, pattern: str, handler: Handler, *, latest_only: bool = False) -> None:
+        """Exact topic, 'prefix.*' or '*'. Survives reconnects: the client resubscribes itself.
+
+        ``latest_only`` (market data only): when ticks arrive faster than the daemon handles them, the
+        handler gets the newest tick of each key and the older ones are skipped (counted in
+        ``conflated``). For a consumer of latest values (marks, the instrument list); not for one whose
+        result depends on every tick (an EMA), nor for the journal.
+        """
         wire.check_pattern(pattern.encode())
-        new = all(p != pattern for p, _ in self._handlers)
-        self._handlers.append((pattern, handler))
+        if latest_only and not pattern.startswith(CONFLATED_PREFIX):
+            raise ValueError(f"latest_only is for market data ({CONFLATED_PREFIX}*), not {pattern!r}")
+        new = all(p != pattern for p, _, _ in self._handlers)
+        self._handlers.append((pattern, handler, latest_only))
         self._routes.clear()
         if new and self.transport.connected:
             self.transport.send(wire.encode(wire.SUBSCRIBE, pattern.encode()))
 
     def subscription_frames(self) -> list[bytes]:
-        patterns = dict.fromkeys(p for p, _ in self._handlers)
+        patterns = dict.fromkeys(p for p, _, _ in self._handlers)
         return [wire.encode(wire.SUBSCRIBE, p.encode()) for p in patterns]
 
     def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
@@ -136,26 +158,102 @@ class BusClient:
         self._topics[topic] = encoded
         return encoded
 
-    def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:
-        """Decode and dispatch every PUBLISH frame of one read; bodies are parsed in place.
+    def _route(self, topic: bytes) -> Route:
+        name = topic.decode()
+        every = [h for p, h, latest in self._handlers if not latest and wire.matches(p, name)]
+        latest = [h for p, h, latest in self._handlers if latest and wire.matches(p, name)]
+        route = self._routes[topic] = (name, every, latest)
+        return route
 
-        A malformed envelope (not JSON, a key missing, a value of the wrong type, ``type`` not the
-        frame's topic) is counted and skipped: it must cost neither its neighbours nor the connection.
+    def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:
+        """One read: its order-path events are dispatched now, its market data on later loop turns.
+
+        So an approval read together with (or while the daemon is still working through) a burst of
+        ticks waits for at most MD_SLICE of them, never for the whole burst. latest_only handlers are
+        brought up to date first (at most one tick per key): risk checks a signal against the newest mark.
+        """
+        marketdata = [span for span in spans if data.startswith(_MD, span[1] + wire.HEADER_SIZE)]
+        if not marketdata:
+            self._deliver(data, spans, 1)
+            return
+        self._hold(data, marketdata)
+        if len(marketdata) < len(spans):
+            if self._latest:
+                self._deliver_latest(len(self._latest))
+            self._deliver(data, [span for span in spans if not data.startswith(_MD, span[1] + wire.HEADER_SIZE)], 1)
+
+    def _hold(self, data: bytes, spans: list[wire.Span]) -> None:
+        """Queue market data: every tick for ordinary handlers, the newest per (topic, key) for latest_only ones."""
+        routes, every = self._routes, []
+        latest = self._latest
+        for span in spans:
+            _, start, t1, k1, stop = span
+            topic = data[start + wire.HEADER_SIZE : t1]
+            route = routes.get(topic) or self._route(topic)
+            if route[1]:
+                every.append(span)
+            if route[2]:
+                before = len(latest)
+                latest[(topic, data[t1:k1])] = data[start:stop]  # a copy: a held read buffer would pin 256 KiB
+                self.conflated += before == len(latest)
+        if every:
+            self._md.append((data, every))
+            self._md_frames += len(every)
+            self._md_bytes += len(data)
+        if not self._draining and (self._md or latest):
+            self._draining = True
+            self._loop().call_soon(self._drain)
+        if (self._md_frames > MD_QUEUE_FRAMES or self._md_bytes > MD_QUEUE_BYTES) and not self.transport.reading_paused:
+            self.transport.pause_reading()  # behind: the broker holds and conflates our ticks meanwhile
+
+    def _drain(self) -> None:
+        """Dispatch up to MD_SLICE held ticks, then give the loop back (order-path reads go first)."""
+        budget = MD_SLICE
+        md = self._md
+        while md and budget:
+            data, spans = md[0]
+            if len(spans) > budget:
+                md[0] = (data, spans[budget:])
+                spans = spans[:budget]
+            else:
+                md.popleft()
+                self._md_bytes -= len(data)
+            self._md_frames -= len(spans)
+            budget -= len(spans)
+            self._deliver(data, spans, 1)
+        latest = self._latest
+        if latest and budget:
+            self._deliver_latest(budget)
+        if self.transport.reading_paused and self._md_frames <= MD_QUEUE_FRAMES // 4 and self._md_bytes <= MD_QUEUE_BYTES // 4:
+            self.transport.resume_reading()
+        self._draining = bool(md or latest)
+        if self._draining:
+            self._loop().call_soon(self._drain)
+
+    def _deliver_latest(self, count: int) -> None:
+        """The newest held tick of ``count`` keys to the latest_only handlers."""
+        latest = self._latest
+        data = b"".join([latest.popitem()[1] for _ in range(min(count, len(latest)))])
+        self._deliver(data, wire.scan(data, len(data))[0], 2)
+
+    def _deliver(self, data: bytes, spans: list[wire.Span], which: Literal[1, 2]) -> None:
+        """Decode, check and dispatch frames to the route's handlers (1: every event, 2: latest_only).
+
+        Bodies are parsed in place. A malformed envelope (not JSON, a key missing, a value of the wrong
+        type, ``type`` not the frame's topic) is counted and skipped: it must cost neither its
+        neighbours nor the connection.
         """
         view = memoryview(data)
         loads = orjson.loads
         routes = self._routes
-        last_seq = self._last_seq
+        last_seq = self._last_seq if which == 1 else {}  # latest_only skips ticks by design: no gap to find
         received = self.received
         self.received += len(spans)
         for _, start, t1, k1, stop in spans:
             received += 1
             topic = data[start + wire.HEADER_SIZE : t1]
-            route = routes.get(topic)
-            if route is None:
-                name = topic.decode()
-                route = routes[topic] = (name, [h for p, h in self._handlers if wire.matches(p, name)])
-            name, handlers = route
+            route = routes.get(topic) or self._route(topic)
+            name = route[0]
             try:
                 d = loads(view[k1:stop])
                 kind, source, seq, payload, ts = d["type"], d["source"], d["seq"], d["payload"], d["ts"]
@@ -177,12 +275,17 @@ class BusClient:
             last_seq[stream] = seq
             if seq > last + 1 and last:
                 self._gap(event, last)
-            for handler in handlers:
+            for handler in route[which]:
                 try:
                     handler(event)
                 except Exception:
                     self.handler_errors += 1
                     log.exception("handler for %s failed", kind, extra={"TRACE_ID": trace})
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._event_loop is None:
+            self._event_loop = asyncio.get_running_loop()
+        return self._event_loop
 
     @property
     def decode_errors(self) -> int:

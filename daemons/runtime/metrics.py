@@ -76,6 +76,7 @@ class BusClientCollector(Collector):
         dropped = CounterMetricFamily("algo_bus_client_dropped", "Events this client lost, by reason", labels=["reason"])
         dropped.add_metric(["outbox_full"], t.dropped)
         dropped.add_metric(["undecodable"], c.decode_errors)
+        dropped.add_metric(["conflated"], c.conflated)
         yield dropped
         malformed = CounterMetricFamily("algo_bus_client_malformed", "Malformed events received and skipped, by topic",
                                         labels=["topic"])

@@ -1,0 +1,151 @@
+"""The order path never queues behind market data: in the broker (two lanes per subscriber) and in the
+client (order-path frames of a read first, ticks a slice per loop turn, latest_only conflation)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from daemons.runtime import wire
+from daemons.runtime.client import MD_SLICE, BusClient
+from daemons.runtime.config import BusSection
+from daemons.runtime.envelope import EventFactory
+from daemons.runtime.transport import UnixTransport
+
+from .test_bus import client, run, stalled_subscriber, start_broker
+
+TICKS = 10_000
+TOKENS = [str(256265 + t) for t in range(50)]
+
+
+def tick_frames(factory: EventFactory, count: int, start: int = 0) -> bytes:
+    frames = []
+    for i in range(start, start + count):
+        token = TOKENS[i % len(TOKENS)]
+        _, body = factory.stamp("marketdata.tick", {"token": token, "i": i, "pad": "x" * 120}, key=token)
+        frames.append(wire.encode(wire.PUBLISH, b"marketdata.tick", body, token.encode()))
+    return b"".join(frames)
+
+
+def feed(sub: BusClient, data: bytes) -> None:
+    """As if the broker had sent ``data`` in one read."""
+    transport = sub.transport
+    assert isinstance(transport, UnixTransport)
+    transport.data_received(data)
+
+
+def approval_frame(factory: EventFactory) -> bytes:
+    _, body = factory.stamp("risk.approved", {"order": "A1"})
+    return wire.encode(wire.PUBLISH, b"risk.approved", body)
+
+
+def test_an_approval_published_after_a_deep_tick_backlog_overtakes_it_in_the_broker(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        loop = asyncio.get_running_loop()
+        slow = await stalled_subscriber(path, b"*")
+        pub = await client(path, "marketdata")
+        await asyncio.sleep(0.05)
+        for i in range(TICKS):
+            token = TOKENS[i % len(TOKENS)]
+            pub.publish("marketdata.tick", {"token": token, "i": i, "pad": "x" * 120}, key=token)
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+        pub.publish("risk.approved", {"order": "A1"})
+        await asyncio.sleep(0.2)
+        # The subscriber reads only now: what the broker had queued for it comes out in this order.
+        slow.setblocking(False)
+        reader, seen = wire.FrameReader(1 << 20), []
+        latest: dict[str, int] = {}
+        idle = 0
+        while idle < 10:
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 0.05)
+            except TimeoutError:
+                idle += 1
+                continue
+            for f in reader.feed(data):
+                seen.append(f.topic)
+                if f.topic == b"marketdata.tick":
+                    latest[f.key.decode()] = max(latest.get(f.key.decode(), -1), int(f.body.split(b'"i":')[1].split(b",")[0]))
+        ticks_first = seen.index(b"risk.approved")
+        ticks = seen.count(b"marketdata.tick")
+        # Only the ticks already in the kernel's socket buffer (and the unsent rest of one write) are ahead of
+        # it; on a single FIFO it came after thousands.
+        assert ticks_first < 2000, ticks_first
+        assert ticks_first < ticks
+        # Market data held back meanwhile was conflated to the newest per instrument, every skip counted.
+        assert latest == {tok: TICKS - len(TOKENS) + n for n, tok in enumerate(TOKENS)}
+        assert ticks + broker.stats.dropped["conflated"] == TICKS
+        assert broker.stats.disconnects["slow_consumer"] == 0
+        slow.close()
+        await pub.close()
+        await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_a_client_dispatches_the_order_path_of_a_read_before_its_ticks(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        sub = BusClient.for_config(BusSection(socket=path), "execution")  # fed by hand, never connected
+        seen: list[str] = []
+        sub.subscribe("marketdata.tick", lambda e: seen.append(f"tick {e.payload['i']}"))
+        sub.subscribe("risk.approved", lambda e: seen.append("approved"))
+        factory = EventFactory("marketdata")
+        feed(sub, tick_frames(factory, 1000) + approval_frame(EventFactory("risk")))
+        assert seen[0] == "approved"  # handled as the read arrived, before any of the ticks read with it
+        assert len(seen) == 1
+        feed(sub, approval_frame(EventFactory("risk")))
+        assert seen == ["approved", "approved"]  # an approval read later does not wait for those ticks either
+        while len(seen) < 1002:
+            before = len(seen)
+            await asyncio.sleep(0)
+            assert len(seen) - before <= MD_SLICE  # ticks go a slice per loop turn
+        assert seen[2:] == [f"tick {i}" for i in range(1000)]  # every tick, in order
+        assert sub.gaps == 0 and sub.conflated == 0
+
+    run(go, tmp_path)
+
+
+def test_a_latest_only_subscriber_gets_the_newest_tick_of_each_symbol(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        sub = BusClient.for_config(BusSection(socket=path), "risk")
+        marks: dict[str, int] = {}
+        every: list[int] = []
+        sub.subscribe("marketdata.tick", lambda e: marks.__setitem__(e.key, e.payload["i"]), latest_only=True)
+        sub.subscribe("marketdata.*", lambda e: every.append(e.payload["i"]))  # another handler still sees all
+        factory = EventFactory("marketdata")
+        feed(sub, tick_frames(factory, 3000))
+        feed(sub, tick_frames(factory, 2000, start=3000))
+        for _ in range(200):
+            await asyncio.sleep(0)
+        assert marks == {tok: 5000 - len(TOKENS) + n for n, tok in enumerate(TOKENS)}
+        assert sub.conflated == 5000 - len(TOKENS)
+        assert every == list(range(5000))
+        assert sub.gaps == 0  # conflation by design is not a gap
+
+    run(go, tmp_path)
+
+
+def test_latest_only_handlers_are_current_when_an_order_path_event_overtakes_ticks(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        sub = BusClient.for_config(BusSection(socket=path), "risk")
+        marks: dict[str, int] = {}
+        at_signal: list[dict[str, int]] = []
+        sub.subscribe("marketdata.tick", lambda e: marks.__setitem__(e.key, e.payload["i"]), latest_only=True)
+        sub.subscribe("risk.approved", lambda e: at_signal.append(dict(marks)))
+        feed(sub, tick_frames(EventFactory("marketdata"), 500) + approval_frame(EventFactory("x")))
+        # Risk checks a signal against the newest mark of the read it came in, not one a tick behind.
+        assert at_signal == [{tok: 500 - len(TOKENS) + n for n, tok in enumerate(TOKENS)}]
+
+    run(go, tmp_path)
+
+
+def test_latest_only_is_for_market_data(tmp_path: Path) -> None:
+    sub = BusClient.for_config(BusSection(socket=tmp_path / "bus.sock"), "risk")
+    try:
+        sub.subscribe("risk.approved", lambda e: None, latest_only=True)
+    except ValueError as exc:
+        assert "market data" in str(exc)
+    else:
+        raise AssertionError("latest_only on an order-path topic was accepted")
