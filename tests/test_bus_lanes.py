@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from daemons.runtime import wire
-from daemons.runtime.client import MD_SLICE, BusClient
+from daemons.runtime.client import MD_QUEUE_FRAMES, MD_SLICE, BusClient
 from daemons.runtime.config import BusSection
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.transport import UnixTransport
@@ -107,6 +107,27 @@ def test_a_client_dispatches_the_order_path_of_a_read_before_its_ticks(tmp_path:
     run(go, tmp_path)
 
 
+def test_a_daemon_far_behind_keeps_reading_and_gets_the_newest_tick_per_key_beyond_its_queue(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        sub = BusClient.for_config(BusSection(socket=path), "fno")
+        ticks: list[int] = []
+        approvals: list[int] = []
+        sub.subscribe("marketdata.tick", lambda e: ticks.append(e.payload["i"]))
+        sub.subscribe("risk.approved", lambda e: approvals.append(len(ticks)))
+        factory, total = EventFactory("marketdata"), 5 * MD_QUEUE_FRAMES
+        feed(sub, tick_frames(factory, total))
+        feed(sub, approval_frame(EventFactory("risk")))
+        assert approvals == [0]  # still read and handled at once
+        for _ in range(1000):
+            await asyncio.sleep(0)
+        # Every tick up to the queue's bound, in order; beyond it only the newest of each instrument.
+        assert ticks[:MD_QUEUE_FRAMES] == list(range(MD_QUEUE_FRAMES))
+        assert sorted(ticks[MD_QUEUE_FRAMES:]) == list(range(total - len(TOKENS), total))
+        assert sub.conflated == total - MD_QUEUE_FRAMES - len(TOKENS)
+
+    run(go, tmp_path)
+
+
 def test_a_latest_only_subscriber_gets_the_newest_tick_of_each_symbol(tmp_path: Path) -> None:
     async def go(path: Path) -> None:
         sub = BusClient.for_config(BusSection(socket=path), "risk")
@@ -115,13 +136,13 @@ def test_a_latest_only_subscriber_gets_the_newest_tick_of_each_symbol(tmp_path: 
         sub.subscribe("marketdata.tick", lambda e: marks.__setitem__(e.key, e.payload["i"]), latest_only=True)
         sub.subscribe("marketdata.*", lambda e: every.append(e.payload["i"]))  # another handler still sees all
         factory = EventFactory("marketdata")
-        feed(sub, tick_frames(factory, 3000))
-        feed(sub, tick_frames(factory, 2000, start=3000))
+        feed(sub, tick_frames(factory, 600))
+        feed(sub, tick_frames(factory, 400, start=600))
         for _ in range(200):
             await asyncio.sleep(0)
-        assert marks == {tok: 5000 - len(TOKENS) + n for n, tok in enumerate(TOKENS)}
-        assert sub.conflated == 5000 - len(TOKENS)
-        assert every == list(range(5000))
+        assert marks == {tok: 1000 - len(TOKENS) + n for n, tok in enumerate(TOKENS)}
+        assert sub.conflated == 1000 - len(TOKENS)
+        assert every == list(range(1000))
         assert sub.gaps == 0  # conflation by design is not a gap
 
     run(go, tmp_path)

@@ -640,10 +640,10 @@ def stop_all() -> None:
 class Worker:
     """A worker process and the lines it writes to stdout."""
 
-    def __init__(self, role: str, spec: dict[str, Any], log: Path) -> None:
+    def __init__(self, role: str, spec: dict[str, Any], log: Path, script: str = __file__) -> None:
         self.role = role
         self.errlog = log.open("ab")
-        self.proc = spawn([sys.executable, str(Path(__file__).resolve()), "--worker", role, json.dumps(spec)],
+        self.proc = spawn([sys.executable, str(Path(script).resolve()), "--worker", role, json.dumps(spec)],
                           stdout=subprocess.PIPE, stderr=self.errlog)
         self._buf = b""
         self.lines: list[str] = []

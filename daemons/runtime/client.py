@@ -25,9 +25,9 @@ Handler = Callable[[Event], None]
 Route = tuple[str, list[Handler], list[Handler]]  # a topic's name, its handlers for every event, its latest_only ones
 
 _MD = CONFLATED_PREFIX.encode()
-MD_SLICE = 64  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
-MD_QUEUE_FRAMES = 4096  # held ticks (or bytes of the reads holding them) past which the client stops reading;
-MD_QUEUE_BYTES = 4 << 20  # the broker then holds them, conflated per key, and order-path frames still go first
+MD_SLICE = 16  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
+MD_QUEUE_FRAMES = 1024  # held ticks (or bytes of the reads holding them) past which the daemon is behind and
+MD_QUEUE_BYTES = 4 << 20  # newer ticks are kept only as the newest per (topic, key) until it catches up
 
 
 LAG_SAMPLE_MASK = 63  # one event in 64: the delivery lag histogram costs nothing on the hot path
@@ -83,9 +83,10 @@ class BusClient:
         self._md_frames = 0
         self._md_bytes = 0
         self._latest: dict[tuple[bytes, bytes], bytes] = {}  # (topic, key) -> newest frame, for latest_only handlers
+        self._behind: dict[tuple[bytes, bytes], bytes] = {}  # the same, for the others once MD_QUEUE_FRAMES are held
         self._draining = False
         self._event_loop: asyncio.AbstractEventLoop | None = None
-        self.conflated = 0  # ticks a latest_only handler never saw because a newer one of its key came first
+        self.conflated = 0  # ticks skipped because a newer one of their key came first (latest_only, or behind)
         self._topics: dict[str, bytes] = {}
         self._last_seq: dict[tuple[str, str], int] = {}
         self.received = 0
@@ -179,32 +180,43 @@ class BusClient:
         self._hold(data, marketdata)
         if len(marketdata) < len(spans):
             if self._latest:
-                self._deliver_latest(len(self._latest))
+                self._deliver_held(self._latest, len(self._latest), 2)
             self._deliver(data, [span for span in spans if not data.startswith(_MD, span[1] + wire.HEADER_SIZE)], 1)
 
     def _hold(self, data: bytes, spans: list[wire.Span]) -> None:
-        """Queue market data: every tick for ordinary handlers, the newest per (topic, key) for latest_only ones."""
+        """Queue market data: every tick for ordinary handlers, the newest per (topic, key) for latest_only ones.
+
+        A daemon more than MD_QUEUE_FRAMES ticks behind keeps reading (order-path frames must get in) and
+        keeps only the newest tick per key beyond that, as the broker would for a reader that stopped.
+        """
         routes, every = self._routes, []
-        latest = self._latest
+        latest, behind = self._latest, self._behind
+        room = MD_QUEUE_FRAMES - self._md_frames if self._md_bytes < MD_QUEUE_BYTES else 0
         for span in spans:
             _, start, t1, k1, stop = span
             topic = data[start + wire.HEADER_SIZE : t1]
             route = routes.get(topic) or self._route(topic)
             if route[1]:
-                every.append(span)
+                if room > 0 and not behind:
+                    every.append(span)
+                    room -= 1
+                else:
+                    self._conflate(behind, (topic, data[t1:k1]), data[start:stop])
             if route[2]:
-                before = len(latest)
-                latest[(topic, data[t1:k1])] = data[start:stop]  # a copy: a held read buffer would pin 256 KiB
-                self.conflated += before == len(latest)
+                self._conflate(latest, (topic, data[t1:k1]), data[start:stop])
         if every:
             self._md.append((data, every))
             self._md_frames += len(every)
             self._md_bytes += len(data)
-        if not self._draining and (self._md or latest):
+        if not self._draining and (self._md or behind or latest):
             self._draining = True
             self._loop().call_soon(self._drain)
-        if (self._md_frames > MD_QUEUE_FRAMES or self._md_bytes > MD_QUEUE_BYTES) and not self.transport.reading_paused:
-            self.transport.pause_reading()  # behind: the broker holds and conflates our ticks meanwhile
+
+    def _conflate(self, held: dict[tuple[bytes, bytes], bytes], slot: tuple[bytes, bytes], frame: bytes) -> None:
+        """Keep ``frame`` (a copy: a held read buffer would pin 256 KiB) as the newest of its (topic, key)."""
+        before = len(held)
+        held[slot] = frame
+        self.conflated += before == len(held)
 
     def _drain(self) -> None:
         """Dispatch up to MD_SLICE held ticks, then give the loop back (order-path reads go first)."""
@@ -221,22 +233,22 @@ class BusClient:
             self._md_frames -= len(spans)
             budget -= len(spans)
             self._deliver(data, spans, 1)
-        latest = self._latest
-        if latest and budget:
-            self._deliver_latest(budget)
-        if self.transport.reading_paused and self._md_frames <= MD_QUEUE_FRAMES // 4 and self._md_bytes <= MD_QUEUE_BYTES // 4:
-            self.transport.resume_reading()
-        self._draining = bool(md or latest)
+        if self._behind and budget and not md:
+            budget -= self._deliver_held(self._behind, budget, 1)
+        if self._latest and budget:
+            self._deliver_held(self._latest, budget, 2)
+        self._draining = bool(md or self._behind or self._latest)
         if self._draining:
             self._loop().call_soon(self._drain)
 
-    def _deliver_latest(self, count: int) -> None:
-        """The newest held tick of ``count`` keys to the latest_only handlers."""
-        latest = self._latest
-        data = b"".join([latest.popitem()[1] for _ in range(min(count, len(latest)))])
-        self._deliver(data, wire.scan(data, len(data))[0], 2)
+    def _deliver_held(self, held: dict[tuple[bytes, bytes], bytes], count: int, which: Literal[1, 2]) -> int:
+        """The newest held tick of up to ``count`` keys to the route's handlers (1: every event, 2: latest_only)."""
+        frames = [held.popitem()[1] for _ in range(min(count, len(held)))]
+        data = b"".join(frames)
+        self._deliver(data, wire.scan(data, len(data))[0], which, gaps=False)
+        return len(frames)
 
-    def _deliver(self, data: bytes, spans: list[wire.Span], which: Literal[1, 2]) -> None:
+    def _deliver(self, data: bytes, spans: list[wire.Span], which: Literal[1, 2], gaps: bool = True) -> None:
         """Decode, check and dispatch frames to the route's handlers (1: every event, 2: latest_only).
 
         Bodies are parsed in place. A malformed envelope (not JSON, a key missing, a value of the wrong
@@ -246,7 +258,7 @@ class BusClient:
         view = memoryview(data)
         loads = orjson.loads
         routes = self._routes
-        last_seq = self._last_seq if which == 1 else {}  # latest_only skips ticks by design: no gap to find
+        last_seq = self._last_seq if gaps else {}  # conflated ticks come newest per key, out of seq order
         received = self.received
         self.received += len(spans)
         for _, start, t1, k1, stop in spans:

@@ -29,7 +29,6 @@ class Transport(ABC):
         self.dropped = 0
         self.reconnects = 0
         self.connected = False
-        self.reading_paused = False
         self.on_batch: BatchHandler = lambda data, spans: None
 
     @abstractmethod
@@ -39,13 +38,6 @@ class Transport(ABC):
     @abstractmethod
     def send(self, frame: bytes) -> bool:
         """Queue one encoded frame; False (and counted) when the outgoing buffer is full."""
-
-    def pause_reading(self) -> None:
-        """Stop taking frames from the broker (its own buffers, conflation and limits apply meanwhile)."""
-        self.reading_paused = True
-
-    def resume_reading(self) -> None:
-        self.reading_paused = False
 
     @abstractmethod
     async def close(self) -> None:
@@ -148,8 +140,6 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._backlog = 0
         self._buffer = wire.Buffer()
         self.connected = True
-        if self.reading_paused:
-            tx.pause_reading()
         tx.write(b"".join([self.hello, *self.resubscribe()]))
         while self._outbox:
             frame = self._outbox.popleft()
@@ -186,16 +176,6 @@ class UnixTransport(Transport, asyncio.Protocol):
                     log.warning("broker notice: %s", data[k1:stop].decode(errors="replace"))
             spans = [span for span in spans if span[0] == wire.PUBLISH]
         self.on_batch(data, spans)
-
-    def pause_reading(self) -> None:
-        super().pause_reading()
-        if self._tx is not None:
-            self._tx.pause_reading()
-
-    def resume_reading(self) -> None:
-        super().resume_reading()
-        if self._tx is not None:
-            self._tx.resume_reading()
 
     # sending
     def send(self, frame: bytes) -> bool:
