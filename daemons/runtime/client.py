@@ -10,16 +10,15 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Literal
 
+import msgspec
 import orjson
 
 from . import wire
 from .config import BusSection
-from .envelope import CONFLATED_PREFIX, Event, EventFactory
+from .envelope import CONFLATED_PREFIX, Event, EventFactory, decode_body, set_key
 from .transport import Transport, UnixTransport
 
 log = logging.getLogger("algo.bus")
-
-_new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
 Handler = Callable[[Event], None]
 Route = tuple[str, list[Handler], list[Handler]]  # a topic's name, its handlers for every event, its latest_only ones
@@ -94,7 +93,6 @@ class BusClient:
         self.malformed: Counter[str] = Counter()  # by topic
         self._malformed_logged: dict[tuple[str, str], float] = {}
         self.handler_errors = 0
-        self.published: Counter[str] = Counter()
         self.lag = LagSample()
         transport.on_batch = self._on_batch
 
@@ -148,9 +146,14 @@ class BusClient:
     def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
         """Stamp and send an event. Never blocks; a full outgoing buffer drops it (counted)."""
         event, body = self.events.stamp(topic, payload, trace, key)
-        self.transport.send(wire.encode(wire.PUBLISH, self._topics.get(topic) or self._topic_bytes(topic), body, key.encode()))
-        self.published[topic] += 1
+        name = self._topics.get(topic) or self._topic_bytes(topic)
+        self.transport.send(wire.encode(wire.PUBLISH, name, body, key.encode() if key else b""))
         return event
+
+    @property
+    def published(self) -> dict[str, int]:
+        """Events published, by topic: every publish stamps one, so the stamp counts are the count."""
+        return self.events.stamped
 
     def _topic_bytes(self, topic: str) -> bytes:
         """A topic not seen before: validated once, so a bad topic fails here and not as a dropped connection."""
@@ -256,7 +259,6 @@ class BusClient:
         neighbours nor the connection.
         """
         view = memoryview(data)
-        loads = orjson.loads
         routes = self._routes
         last_seq = self._last_seq if gaps else {}  # conflated ticks come newest per key, out of seq order
         received = self.received
@@ -267,22 +269,20 @@ class BusClient:
             route = routes.get(topic) or self._route(topic)
             name = route[0]
             try:
-                d = loads(view[k1:stop])
-                kind, source, seq, payload, ts = d["type"], d["source"], d["seq"], d["payload"], d["ts"]
-                eid, trace = d["id"], d["trace"]
-                key = data[t1:k1].decode() if k1 > t1 else ""
-            except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                event = decode_body(view[k1:stop])
+                if k1 > t1 or event.key:  # the header's key, never one a body smuggled in
+                    set_key(event, "key", data[t1:k1].decode())
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 self._malformed(name, malformed_kind(exc))
                 continue
-            # type() and not isinstance(): JSON's true must not pass for a number
-            if (type(seq) is not int or type(ts) is not int or type(payload) is not dict or type(source) is not str
-                    or type(eid) is not str or type(trace) is not str or kind != name or seq < 1):
-                self._malformed(name, mistyped(kind, source, seq, payload, eid, ts, trace, name))
+            kind = event.type
+            if kind != name:
+                self._malformed(name, "type is not the frame's topic")
                 continue
-            event = _new(Event, (kind, source, seq, payload, eid, ts, trace, key))
             if not received & LAG_SAMPLE_MASK:
-                self.lag.observe(ts)
-            stream = (source, kind)
+                self.lag.observe(event.ts)
+            stream = (event.source, kind)
+            seq = event.seq
             last = last_seq.get(stream, 0)
             last_seq[stream] = seq
             if seq > last + 1 and last:
@@ -292,7 +292,7 @@ class BusClient:
                     handler(event)
                 except Exception:
                     self.handler_errors += 1
-                    log.exception("handler for %s failed", kind, extra={"TRACE_ID": trace})
+                    log.exception("handler for %s failed", kind, extra={"TRACE_ID": event.trace})
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self._event_loop is None:
@@ -322,28 +322,10 @@ class BusClient:
             log.warning("missed %d %s events from %s (seq %d -> %d)", missed, event.type, event.source, last, event.seq)
 
 
-ENVELOPE_TYPES: tuple[tuple[str, type], ...] = (
-    ("type", str), ("source", str), ("seq", int), ("payload", dict), ("id", str), ("ts", int), ("trace", str),
-)
-
-
 def malformed_kind(exc: Exception) -> str:
     """A short, low-cardinality description of why a body did not decode (the log's rate-limit key)."""
-    if isinstance(exc, KeyError):
-        return f"no {exc.args[0]!r} key"
-    if isinstance(exc, orjson.JSONDecodeError):
-        return "body is not valid JSON"
+    if isinstance(exc, msgspec.ValidationError):
+        return str(exc)  # e.g. "Expected `int`, got `bool` - at `$.seq`": one per field and type
     if isinstance(exc, UnicodeDecodeError):
         return "frame key is not UTF-8"
-    return "body is not a JSON object"
-
-
-def mistyped(kind: Any, source: Any, seq: Any, payload: Any, eid: Any, ts: Any, trace: Any, topic: str) -> str:
-    """What is wrong with a decoded envelope; only called once the hot path's check has failed."""
-    values = (kind, source, seq, payload, eid, ts, trace)
-    for (name, expected), value in zip(ENVELOPE_TYPES, values, strict=True):
-        if type(value) is not expected:
-            return f"{name} is {type(value).__name__}, not {expected.__name__}"
-    if kind != topic:
-        return "type is not the frame's topic"
-    return "seq is not positive"
+    return "body is not valid JSON"  # msgspec's own message carries a byte offset

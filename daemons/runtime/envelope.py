@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 # Topics are a contract with dashboards and other daemons: add, never rename.
@@ -27,35 +28,39 @@ HEALTH_HEARTBEAT = "health.heartbeat"
 CONFLATED_PREFIX = "marketdata."
 
 
-class Event(NamedTuple):
-    """id, ts (ns since epoch), type (the topic), source, seq (per source and topic), trace, payload.
+_INT64_MAX = 2**63 - 1  # what orjson and the journal can encode again
 
-    A tuple: cheap to build on the hot path, and an event is never changed once stamped.
-    ``key`` travels in the frame header (the conflation key), not in the JSON body.
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """type (the topic), source, seq (per source and topic), payload, id, ts (ns since epoch), trace.
+
+    A frozen msgspec Struct: decoded straight from the JSON body with every field's type checked in C
+    (``true`` is not an int, ``seq`` is at least 1), and never changed once stamped. ``gc=False``: an
+    event holds no reference back to anything that holds it, so the cyclic GC need not track the
+    thousands made per second. ``key`` travels in the frame header (the conflation key), not in the body.
     """
 
     type: str
     source: str
-    seq: int
+    seq: Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
     payload: dict[str, Any]
     id: str
-    ts: int
+    ts: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
     trace: str
     key: str = ""
 
     @classmethod
     def decode(cls, body: bytes | memoryview, key: str = "") -> Event:
-        d = orjson.loads(body)
-        return _new(cls, (d["type"], d["source"], d["seq"], d["payload"], d["id"], d["ts"], d["trace"], key))
+        """The event in ``body``; msgspec.DecodeError (ValidationError: a field missing or mistyped) if it is none."""
+        event = decode_body(body)
+        if key or event.key:  # the header's key, never one a body smuggled in
+            set_key(event, "key", key)
+        return event
 
 
-_new = tuple.__new__  # NamedTuple's own __new__ is a Python function; this is the C one
-
-
-def _encode(eid: str, ts: int, topic: str, source: str, seq: int, trace: str, payload: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        {"id": eid, "ts": ts, "type": topic, "source": source, "seq": seq, "trace": trace, "payload": payload}
-    )
+decode_body = msgspec.json.Decoder(Event).decode  # msgspec's decoder: ~30% less than orjson.loads + checks
+set_key = msgspec.structs.force_setattr
+_dumps = orjson.dumps  # the encoder: faster than msgspec's for this shape (bench/README.md)
 
 
 class EventFactory:
@@ -80,6 +85,10 @@ class EventFactory:
         ts = time.time_ns()
         trace = trace or eid
         source = self.source
-        return _new(Event, (topic, source, seq, payload, eid, ts, trace, key)), _encode(
-            eid, ts, topic, source, seq, trace, payload
-        )
+        body = _dumps({"id": eid, "ts": ts, "type": topic, "source": source, "seq": seq, "trace": trace, "payload": payload})
+        return Event(topic, source, seq, payload, eid, ts, trace, key), body
+
+    @property
+    def stamped(self) -> dict[str, int]:
+        """Events stamped so far, by topic (the last seq of each)."""
+        return dict(self._seq)
