@@ -140,24 +140,25 @@ class Peer(asyncio.Protocol):
         try:
             spans, consumed = wire.scan(data, broker.max_frame)
             self.buffer.keep(data, consumed)
-            run_topic, run_start, run_stop, count = b"", 0, 0, 0
+            run_topic, run_len, run_start, run_stop, count = b"", -1, 0, 0, 0
+            publish, hs = wire.PUBLISH, wire.HEADER_SIZE  # locals: read per frame
             for kind, start, t1, k1, stop in spans:
-                if kind == wire.PUBLISH:
+                if kind == publish:
                     if k1 >= stop or data[k1] != 0x7B or data[stop - 1] != 0x7D:
                         wire.check_body(data[k1:stop], 0)
-                    if (count and t1 - start - wire.HEADER_SIZE == len(run_topic)
-                            and data.startswith(run_topic, start + wire.HEADER_SIZE)):
+                    if t1 - start - hs == run_len and data.startswith(run_topic, start + hs):
                         count += 1
                         run_stop = stop
                         continue
                     if count:
                         broker.route(run_topic, data, run_start, run_stop, count)
-                    run_topic, run_start, run_stop, count = data[start + wire.HEADER_SIZE : t1], start, stop, 1
+                    run_topic, run_start, run_stop, count = data[start + hs : t1], start, stop, 1
+                    run_len = t1 - start - hs
                     continue
                 if count:
                     broker.route(run_topic, data, run_start, run_stop, count)
-                    count = 0
-                self.control(kind, data[start + wire.HEADER_SIZE : t1])
+                    count, run_len = 0, -1
+                self.control(kind, data[start + hs : t1])
             if count:
                 broker.route(run_topic, data, run_start, run_stop, count)
         except wire.ProtocolError as exc:

@@ -21,7 +21,8 @@ from .transport import Transport, UnixTransport
 log = logging.getLogger("algo.bus")
 
 Handler = Callable[[Event], None]
-Route = tuple[str, list[Handler], list[Handler]]  # a topic's name, its handlers for every event, its latest_only ones
+# A topic's name, its handlers for every event, its latest_only ones, and the last seq seen per source
+Route = tuple[str, list[Handler], list[Handler], dict[str, int]]
 
 _MD = CONFLATED_PREFIX.encode()
 MD_SLICE = 16  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
@@ -87,7 +88,8 @@ class BusClient:
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self.conflated = 0  # ticks skipped because a newer one of their key came first (latest_only, or behind)
         self._topics: dict[str, bytes] = {}
-        self._last_seq: dict[tuple[str, str], int] = {}
+        self._last_seq: dict[str, dict[str, int]] = {}  # topic -> source -> last seq (kept across re-routing)
+        self._md_subscribed = False  # any pattern that can match market data: only then are reads split in lanes
         self.received = 0
         self.gaps = 0
         self.malformed: Counter[str] = Counter()  # by topic
@@ -136,6 +138,7 @@ class BusClient:
         new = all(p != pattern for p, _, _ in self._handlers)
         self._handlers.append((pattern, handler, latest_only))
         self._routes.clear()
+        self._md_subscribed = any(p == "*" or p.startswith(CONFLATED_PREFIX) for p, _, _ in self._handlers)
         if new and self.transport.connected:
             self.transport.send(wire.encode(wire.SUBSCRIBE, pattern.encode()))
 
@@ -166,7 +169,7 @@ class BusClient:
         name = topic.decode()
         every = [h for p, h, latest in self._handlers if not latest and wire.matches(p, name)]
         latest = [h for p, h, latest in self._handlers if latest and wire.matches(p, name)]
-        route = self._routes[topic] = (name, every, latest)
+        route = self._routes[topic] = (name, every, latest, self._last_seq.setdefault(name, {}))
         return route
 
     def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:
@@ -176,7 +179,7 @@ class BusClient:
         ticks waits for at most MD_SLICE of them, never for the whole burst. latest_only handlers are
         brought up to date first (at most one tick per key): risk checks a signal against the newest mark.
         """
-        marketdata = [span for span in spans if data.startswith(_MD, span[1] + wire.HEADER_SIZE)]
+        marketdata = [span for span in spans if data.startswith(_MD, span[1] + wire.HEADER_SIZE)] if self._md_subscribed else None
         if not marketdata:
             self._deliver(data, spans, 1)
             return
@@ -260,7 +263,7 @@ class BusClient:
         """
         view = memoryview(data)
         routes = self._routes
-        last_seq = self._last_seq if gaps else {}  # conflated ticks come newest per key, out of seq order
+        unseen: dict[str, int] = {}  # conflated ticks come newest per key, out of seq order: no gaps to find
         received = self.received
         self.received += len(spans)
         for _, start, t1, k1, stop in spans:
@@ -281,10 +284,10 @@ class BusClient:
                 continue
             if not received & LAG_SAMPLE_MASK:
                 self.lag.observe(event.ts)
-            stream = (event.source, kind)
-            seq = event.seq
-            last = last_seq.get(stream, 0)
-            last_seq[stream] = seq
+            seqs = route[3] if gaps else unseen
+            source, seq = event.source, event.seq
+            last = seqs.get(source, 0)
+            seqs[source] = seq
             if seq > last + 1 and last:
                 self._gap(event, last)
             for handler in route[which]:

@@ -63,27 +63,34 @@ def encode(kind: int, topic: bytes, body: bytes = b"", key: bytes = b"") -> byte
 def scan(data: bytes, max_frame: int) -> tuple[list[Span], int]:
     """Every complete frame in ``data`` as offsets (no copies), and where the incomplete rest starts.
 
-    The one place frames are validated; the broker and the clients slice what they need.
+    The one place frames are validated; the broker and the clients slice what they need. One test per
+    frame on the hot path; which rule a bad header broke is worked out only when one did.
     """
     spans: list[Span] = []
+    append = spans.append
     pos = 0
     end = len(data)
     unpack = HEADER.unpack_from
-    while end - pos >= HEADER_SIZE:
+    limit = end - HEADER_SIZE
+    while pos <= limit:
         length, kind, tlen, klen = unpack(data, pos)
-        if length > max_frame:
-            raise ProtocolError("oversized", f"frame of {length} bytes exceeds the {max_frame}-byte limit")
-        if length < _MIN_LENGTH or tlen + klen > length - _MIN_LENGTH:
-            raise ProtocolError("malformed", f"inconsistent lengths (frame {length}, topic {tlen}, key {klen})")
-        if kind not in KINDS:
-            raise ProtocolError("malformed", f"unknown frame kind {kind}")
+        if length > max_frame or tlen + klen > length - _MIN_LENGTH or kind not in KINDS:
+            _bad_header(length, kind, tlen, klen, max_frame)
         stop = pos + 4 + length
         if stop > end:
             break
         t1 = pos + HEADER_SIZE + tlen
-        spans.append((kind, pos, t1, t1 + klen, stop))
+        append((kind, pos, t1, t1 + klen, stop))
         pos = stop
     return spans, pos
+
+
+def _bad_header(length: int, kind: int, tlen: int, klen: int, max_frame: int) -> None:
+    if length > max_frame:
+        raise ProtocolError("oversized", f"frame of {length} bytes exceeds the {max_frame}-byte limit")
+    if length < _MIN_LENGTH or tlen + klen > length - _MIN_LENGTH:
+        raise ProtocolError("malformed", f"inconsistent lengths (frame {length}, topic {tlen}, key {klen})")
+    raise ProtocolError("malformed", f"unknown frame kind {kind}")
 
 
 class Buffer:
