@@ -22,7 +22,7 @@ from run import TOPIC, tick_pool
 from daemons.bus.broker import Broker, Peer
 from daemons.runtime import wire
 from daemons.runtime.client import BusClient
-from daemons.runtime.envelope import Event
+from daemons.runtime.envelope import Event, EventFactory, decode_body
 from daemons.runtime.transport import Transport, UnixTransport
 
 N = 100_000
@@ -113,7 +113,24 @@ def main() -> None:
 
     event = {"id": "bench-pub-0a1b2c3d-1", "ts": time.time_ns(), "type": TOPIC, "source": "bench-pub", "seq": 1,
              "trace": "bench-pub-0a1b2c3d-1", "payload": pool[0]}
-    row("  orjson.dumps of one event dict alone", best(each(orjson.dumps, [event] * N)))
+    factory = EventFactory("bench-pub")
+    def stamp(i: int) -> None:
+        factory.stamp(TOPIC, pool[i & 255], None, keys[i & 255])
+
+    row("  EventFactory.stamp: id, seq, ts, Event, JSON body", best(each(stamp, list(range(N)))))
+    row("    orjson.dumps of one event dict alone", best(each(orjson.dumps, [event] * N)))
+    _, body = factory.stamp(TOPIC, pool[0], None, keys[0])
+    topic_b, key_b = TOPIC.encode(), keys[0].encode()
+    row("  wire.encode: header and frame", best(each(lambda b: wire.encode(wire.PUBLISH, topic_b, b, key_b), [body] * N)))
+    frame = wire.encode(wire.PUBLISH, topic_b, body, key_b)
+
+    def send_flush() -> None:
+        for i in range(N):
+            ut.send(frame)
+            if i % BATCH == BATCH - 1:
+                ut._flush()
+
+    row("  UnixTransport.send + _flush (one write per 64)", best(send_flush))
 
     lt = ListTransport()
     lc = BusClient(lt, "bench-pub")
@@ -160,8 +177,13 @@ def main() -> None:
                        reconnect_max=1, resubscribe=list)
     st.on_batch = sub._on_batch
     row("UnixTransport.data_received -> _on_batch -> handler", best(each(st.data_received, chunks)))
-    row("  Event.decode", best(each(lambda f: Event.decode(f.body, f.key.decode()), parsed)))
-    row("  orjson.loads(body) alone", best(each(lambda f: orjson.loads(f.body), parsed)))
+    row("  wire.scan (header parse only)", best(each(lambda ch: wire.scan(ch, 1 << 20), chunks)))
+    scanned = [(ch, wire.scan(ch, 1 << 20)[0]) for ch in chunks]
+    row("  BusClient._deliver: decode, check, seq, handler", best(each(lambda cs: sub._deliver(cs[0], cs[1], 1), scanned)))
+    views = [memoryview(f.raw)[f.offset :] for f in parsed]
+    row("    msgspec decode + check into Event (decode_body)", best(each(decode_body, views)))
+    row("    orjson.loads(body) alone, for comparison", best(each(orjson.loads, views)))
+    row("  Event.decode with the key from the header", best(each(lambda f: Event.decode(f.body, f.key.decode()), parsed)))
 
     loop.close()
 
