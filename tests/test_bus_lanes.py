@@ -170,3 +170,18 @@ def test_latest_only_is_for_market_data(tmp_path: Path) -> None:
         assert "market data" in str(exc)
     else:
         raise AssertionError("latest_only on an order-path topic was accepted")
+
+
+def test_ticks_still_held_at_close_reach_no_handler(tmp_path: Path) -> None:
+    async def go(path: Path) -> None:
+        sub = BusClient.for_config(BusSection(socket=path), "fno")
+        ticks: list[int] = []
+        sub.subscribe("marketdata.tick", lambda e: ticks.append(e.payload["i"]))
+        sub.subscribe("marketdata.tick", lambda e: ticks.append(e.payload["i"]), latest_only=True)
+        feed(sub, tick_frames(EventFactory("marketdata"), 5 * MD_QUEUE_FRAMES))
+        await sub.close()  # the daemon is stopping: its state is being saved
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert ticks == []
+
+    run(go, tmp_path)

@@ -118,6 +118,11 @@ class BusClient:
         await self.transport.start()
 
     async def close(self) -> None:
+        """Disconnect; ticks still held are dropped so that no handler runs once the daemon is stopping."""
+        self._md.clear()
+        self._md_frames = self._md_bytes = 0
+        self._behind.clear()
+        self._latest.clear()
         await self.transport.close()
 
     @property
