@@ -3,9 +3,10 @@
 Two lanes per subscriber. The order path (every topic not under ``marketdata.``) is written at
 once, so it never queues behind market data inside the broker. Market data is written only while
 the subscriber's socket has drained its last write; while it has not, the broker holds ticks in its
-own per-peer buffer, conflated to the latest per (topic, key), and writes them when the socket
-drains. So the only ticks in front of an approval are those already in the kernel's socket buffer
-(``PEER_SNDBUF``) and at most the unsent rest of one write.
+own per-peer buffer (in order, up to ``md_hold_bytes``; beyond that only the newest per (topic, key))
+and writes them ``MD_WRITE_BYTES`` at a time as the socket drains. So the only ticks in front of an
+approval are those already in the kernel's socket buffer (``PEER_SNDBUF``) and at most the unsent
+rest of one write.
 
 A slow subscriber never stalls anyone: an order-path frame that would take its write buffer past
 ``buffer_limit`` disconnects it, and its client reconnects and resubscribes (the resync). Every
@@ -21,7 +22,7 @@ import os
 import pwd
 import socket
 import struct
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -37,6 +38,7 @@ _CONFLATED = CONFLATED_PREFIX.encode()
 # order-path frame once the broker starts holding ticks back (Linux doubles the value for its own
 # bookkeeping). Smaller means less wait for an approval behind ticks and more wake-ups at full speed.
 PEER_SNDBUF = 64 << 10
+MD_WRITE_BYTES = 64 << 10  # held market data written per drain of the socket: what an approval may find ahead
 
 
 @dataclass
@@ -80,6 +82,8 @@ class Peer(asyncio.Protocol):
         "buffer",
         "closed",
         "conflated",
+        "held",
+        "held_bytes",
         "md",
         "name",
         "out",
@@ -107,7 +111,9 @@ class Peer(asyncio.Protocol):
         self.sent_frames = 0
         self.sent_bytes = 0
         self.paused = False
-        self.conflated: dict[tuple[bytes, bytes], bytes] = {}
+        self.held: deque[tuple[bytes, bytes, int]] = deque()  # market data held while the socket is behind, in order
+        self.held_bytes = 0
+        self.conflated: dict[tuple[bytes, bytes], bytes] = {}  # beyond md_hold_bytes: the newest per (topic, key)
         self.closed = False
 
     def __repr__(self) -> str:
@@ -190,12 +196,28 @@ class Peer(asyncio.Protocol):
         self.paused = True
 
     def resume_writing(self) -> None:
-        """The socket took everything: the market data held back meanwhile goes out, newest per key."""
+        """The socket took everything: market data held back meanwhile goes out, a slice per drain."""
         self.paused = False
-        if self.conflated and not self.closed:
-            frames = list(self.conflated.values())
-            self.conflated.clear()
-            self.count_sent(len(frames), self.write(b"".join(frames)))
+        while (self.held or self.conflated) and not self.paused and not self.closed:
+            self.write_held()
+
+    def write_held(self) -> None:
+        """Up to MD_WRITE_BYTES of held market data: in order first, then the newest per key."""
+        chunks, frames, size = [], 0, 0
+        held = self.held
+        while held and size < MD_WRITE_BYTES:
+            _, chunk, count = held.popleft()
+            chunks.append(chunk)
+            frames += count
+            size += len(chunk)
+        self.held_bytes -= size
+        conflated = self.conflated
+        while conflated and size < MD_WRITE_BYTES and not held:
+            frame = conflated.popitem()[1]
+            chunks.append(frame)
+            frames += 1
+            size += len(frame)
+        self.count_sent(frames, self.write(b"".join(chunks)))
 
     def write(self, data: bytes) -> int:
         assert self.tx is not None
@@ -226,17 +248,22 @@ class Peer(asyncio.Protocol):
         self.enqueue(chunk, count)
 
     def enqueue_md(self, topic: bytes, chunk: bytes, count: int) -> None:
-        """Market data: written after this read's order path if the socket keeps up, else conflated."""
+        """Market data: written after this read's order path if the socket keeps up, else held."""
         if self.closed:
             return
-        if self.paused:
-            self.conflate(topic, chunk)
+        if self.paused or self.held or self.conflated:
+            self.hold(topic, chunk, count)
             return
         if not self.out and not self.md:
             self.broker.dirty.append(self)
         self.md.append((topic, chunk, count))
 
-    def conflate(self, topic: bytes, chunk: bytes) -> None:
+    def hold(self, topic: bytes, chunk: bytes, count: int) -> None:
+        """Keep market data until the socket drains: in order while it fits, then the newest per key."""
+        if not self.conflated and self.held_bytes + len(chunk) <= self.broker.md_hold_bytes:
+            self.held.append((topic, chunk, count))
+            self.held_bytes += len(chunk)
+            return
         spans, _ = wire.scan(chunk, self.broker.max_frame)  # the run again, frame by frame: keys matter
         conflated = self.conflated
         replaced = len(conflated) + len(spans)
@@ -252,8 +279,8 @@ class Peer(asyncio.Protocol):
             self.count_sent(self.out_frames, self.write(self.out[0] if len(self.out) == 1 else b"".join(self.out)))
         if self.md:
             if self.paused:  # set by the write above when the socket did not take everything
-                for topic, chunk, _ in self.md:
-                    self.conflate(topic, chunk)
+                for topic, chunk, count in self.md:
+                    self.hold(topic, chunk, count)
             else:
                 frames = sum(count for _, _, count in self.md)
                 chunk = self.md[0][1] if len(self.md) == 1 else b"".join(c for _, c, _ in self.md)
@@ -271,6 +298,7 @@ class Broker:
     def __init__(self, *, max_frame: int, buffer_limit: int, group: str) -> None:
         self.max_frame = max_frame
         self.buffer_limit = buffer_limit
+        self.md_hold_bytes = max(64 << 10, buffer_limit // 8)  # market data held in order for a peer that is behind
         self.policy = PeerPolicy(group)
         self.stats = BrokerStats()
         self.peers: set[Peer] = set()
@@ -313,11 +341,13 @@ class Broker:
             self.peers.discard(peer)
             if peer.patterns:
                 self._routes.clear()
-            held = len(peer.conflated) + sum(count for _, _, count in peer.md)
+            held = len(peer.conflated) + sum(count for _, _, count in (*peer.md, *peer.held))
             if held:
                 self.stats.dropped["disconnected"] += held
                 peer.conflated.clear()
                 peer.md.clear()
+                peer.held.clear()
+                peer.held_bytes = 0
 
     def subscribe(self, peer: Peer, pattern: str) -> None:
         peer.patterns.add(pattern)
