@@ -1,12 +1,15 @@
-"""The frame format: whole buffers parse into every complete frame; bad input is named."""
+"""The frame format: whole buffers parse into every complete frame; bad input is named. The envelope's decoder."""
 
 from __future__ import annotations
 
 import struct
 
+import msgspec
+import orjson
 import pytest
 
 from daemons.runtime import wire
+from daemons.runtime.envelope import Event
 
 
 def test_frames_split_anywhere_reassemble() -> None:
@@ -60,3 +63,13 @@ def test_patterns() -> None:
     for bad in (b"a*", b"*.x", b"x.*.y", b"UPPER"):
         with pytest.raises(wire.ProtocolError):
             wire.check_pattern(bad)
+
+
+def test_the_envelope_decoder_checks_types_and_takes_the_key_from_the_header_only() -> None:
+    good = {"id": "a-1", "ts": 1, "type": "x.y", "source": "a", "seq": 1, "trace": "a-1", "payload": {"n": 1}}
+    assert Event.decode(orjson.dumps({**good, "key": "smuggled"})).key == ""
+    assert Event.decode(orjson.dumps({**good, "key": "smuggled"}), "256265").key == "256265"
+    assert Event.decode(orjson.dumps(good)) == Event("x.y", "a", 1, {"n": 1}, "a-1", 1, "a-1")
+    for bad in ({"seq": True}, {"seq": 0}, {"seq": 2**63}, {"ts": 1.5}, {"payload": [1]}, {"trace": None}):
+        with pytest.raises(msgspec.ValidationError):
+            Event.decode(orjson.dumps({**good, **bad}))
