@@ -26,7 +26,7 @@ Route = tuple[str, list[Handler], list[Handler], dict[str, int]]
 
 _MD = CONFLATED_PREFIX.encode()
 MD_SLICE = 16  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
-MD_QUEUE_FRAMES = 1024  # held ticks (or bytes of the reads holding them) past which the daemon is behind and
+MD_QUEUE_FRAMES = 2048  # held ticks (or bytes of the reads holding them) past which the daemon is behind and
 MD_QUEUE_BYTES = 4 << 20  # newer ticks are kept only as the newest per (topic, key) until it catches up
 
 
