@@ -21,6 +21,7 @@ from daemons.runtime import wire
 from daemons.runtime.client import BusClient
 from daemons.runtime.config import BusSection
 from daemons.runtime.envelope import Event
+from daemons.runtime.transport import UnixTransport
 
 SMALL = 64 << 10
 
@@ -254,3 +255,40 @@ def test_a_refused_client_backs_off_instead_of_hammering_the_broker(tmp_path: Pa
         await broker.close()
 
     run(go, tmp_path)
+
+
+class _Socket:
+    """An asyncio transport's two calls the client makes, with a write buffer the test sets."""
+
+    def __init__(self) -> None:
+        self.buffered = 0
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def test_a_send_is_not_dropped_on_a_stale_view_of_the_socket_buffer() -> None:
+    """The backlog seen at the last flush has drained since: a burst that fits now is queued, not dropped."""
+
+    async def go() -> None:
+        transport = UnixTransport("/nonexistent", b"", max_frame=1 << 20, buffer_bytes=1000, reconnect_min=0.1,
+                                  reconnect_max=1.0, resubscribe=list)
+        transport._loop = asyncio.get_running_loop()
+        sock = _Socket()
+        transport.connection_made(sock)  # type: ignore[arg-type]
+        sock.buffered = 900  # the broker is behind when we flush...
+        assert transport.send(b"x" * 50)
+        await asyncio.sleep(0)
+        sock.buffered = 0  # ...and has taken it all by the next burst
+        assert transport.send(b"y" * 200)
+        assert transport.dropped == 0
+        sock.buffered = 900  # still behind: now it is a real overflow
+        await asyncio.sleep(0)
+        assert not transport.send(b"z" * 200)
+        assert transport.dropped == 1
+
+    asyncio.run(go())

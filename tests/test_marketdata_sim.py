@@ -106,3 +106,46 @@ def test_the_kite_emulators_dump_loads_and_bad_rows_name_their_line(tmp_path: Pa
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InstrumentsError, match="not a Kite instruments dump"):
         load_instruments(tmp_path / "x.csv")
+
+
+def test_a_large_step_leaves_in_slices_not_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop turns (and the bus flushes) between slices of one step: the first ticks of a big
+    universe's step do not wait for the whole step to be stamped."""
+    import asyncio
+
+    from daemons.marketdata.main import STEP_SLICE, MarketdataDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = FleetConfig.model_validate({"daemons": {"marketdata": {
+        "instruments": str(PAPER), "session_date": DAY.isoformat(), "steps_per_second": 1000,
+        "derivatives": [{"underlying": u, "lot_size": 75, "strikes": 50, "step": 50}
+                        for u in ("NIFTY 50", "NIFTY BANK", "RELIANCE")]}}})
+
+    async def go() -> tuple[int, list[int]]:
+        md = MarketdataDaemon(config, DaemonMetrics("marketdata"))
+        await md.setup()
+        assert md.sim is not None
+        runner = asyncio.create_task(md.run())
+        seen = []
+        for _ in range(20):
+            await asyncio.sleep(0)
+            seen.append(md.bus.published.get("marketdata.tick", 0))
+        md.stopping.set()
+        await runner
+        return len(md.sim.instruments), seen
+
+    size, seen = asyncio.run(go())
+    assert size > 2 * STEP_SLICE
+    assert any(n % size for n in seen), f"only whole steps of {size} ticks were ever seen: {seen}"
+
+
+def test_a_chain_wider_than_the_price_lists_only_positive_strikes() -> None:
+    """50 strikes of 50 either side of a 1,290 stock would reach -1,210: those are left out, and the
+    rest price (it used to fail the simulator with a math domain error)."""
+    reliance = next(i for i in load_instruments(PAPER) if i.symbol == "RELIANCE")
+    chain = derivatives(reliance, DAY, lot_size=500, strikes=50, step=50)
+    assert min(i.strike for i in chain if i.type in ("CE", "PE")) == 50
+    sim = MarketSimulator([reliance, *chain], seed=1, clock=SessionClock(DAY, 10))
+    assert all(t["last_price"] >= 0 for t in sim.step())

@@ -38,7 +38,10 @@ def _token(symbol: str) -> int:
 
 
 def derivatives(spot: Instrument, day: date, *, lot_size: int, strikes: int, step: float) -> list[Instrument]:
-    """The near-month future and a weekly chain of ``strikes`` strikes either side of the spot."""
+    """The near-month future and a weekly chain of ``strikes`` strikes either side of the spot.
+
+    Strikes at or below zero are not listed (a wide chain on a low-priced stock would reach them,
+    and no exchange lists them: pricing one would fail)."""
     name = SHORT_NAME.get(spot.symbol, spot.symbol)
     fut_expiry = monthly_expiry(day)
     segment = "NFO"
@@ -50,6 +53,8 @@ def derivatives(spot: Instrument, day: date, *, lot_size: int, strikes: int, ste
     atm = round(spot.last_price / step) * step
     for i in range(-strikes, strikes + 1):
         strike = atm + i * step
+        if strike <= 0:
+            continue
         for kind in ("CE", "PE"):
             sym = f"{name}{opt_expiry:%y%m%d}{strike:g}{kind}"
             out.append(Instrument(_token(sym), sym, name, 0.0, opt_expiry, strike, 0.05, lot_size, kind, "NFO-OPT", segment))

@@ -189,10 +189,13 @@ class UnixTransport(Transport, asyncio.Protocol):
             self._outbox_bytes += n
             return True
         # _backlog is the socket buffer as of the last flush: it only shrinks in between,
-        # so the check stays conservative without a call per message.
+        # so the check stays conservative without a call per message; before dropping, look again
+        # (the broker may have taken it all since: a burst must not be dropped on a stale figure).
         if self._pending_bytes + self._backlog + n > self.buffer_bytes:
-            self.dropped += 1
-            return False
+            self._backlog = tx.get_write_buffer_size()
+            if self._pending_bytes + self._backlog + n > self.buffer_bytes:
+                self.dropped += 1
+                return False
         self._pending.append(frame)
         self._pending_bytes += n
         if self._flush_handle is None:
