@@ -217,3 +217,27 @@ def test_a_strategy_returning_what_is_not_its_signal_is_an_error_of_its_own(
     engine._on_tick(tick_event(1))
     assert sample(engine, "algo_engine_strategy_errors_total", "steady") == 1
     assert engine.counts["steady"] == 0 and sample(engine, "algo_engine_signals_total", "rsi-infy") == 0
+
+
+def test_a_strategy_gets_only_the_ticks_it_watches_and_one_that_watches_nothing_gets_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rsi-infy watches INFY: a tick of another instrument never reaches it but still marks the book;
+    a strategy without ``watches`` sees every tick."""
+    engine = engine_with(tmp_path, monkeypatch)
+    rsi = engine.strategies["rsi-infy"]
+    assert rsi.watches() == frozenset({"INFY"})
+    seen: list[str] = []
+
+    def on_tick(tick: Tick) -> list[Signal]:
+        seen.append(tick.symbol)
+        return []
+
+    monkeypatch.setattr(rsi, "on_tick", on_tick)
+    engine.strategies = {"rsi-infy": rsi, "steady": Steady("steady")}
+    engine._on_tick(tick_event(1, "SYN01234"))
+    engine._on_tick(tick_event(2, "INFY"))
+    steady = engine.strategies["steady"]
+    assert isinstance(steady, Steady) and steady.ticks == 2
+    assert seen == ["INFY"]
+    assert engine.book.marks["SYN01234"] == 101.0
+    assert engine.cpu_ns["rsi-infy"] > 0 and engine.cpu_ns["steady"] > 0

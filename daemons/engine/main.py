@@ -74,6 +74,9 @@ class EngineDaemon(Daemon):
         self.guard = StrategyGuard(self.engine, metrics.registry, self.save)
         self.guard.configure(self.section.strategy_error_limit, self.section.strategy_error_window_sec, self.strategies)
         self._states: dict[str, dict[str, Any]] = {}  # each strategy's last good snapshot
+        # (symbol, underlying) -> the strategies that watch its ticks, in order; for self._audience_of
+        self._audience: dict[tuple[str, str], list[tuple[str, Strategy]]] = {}
+        self._audience_of = self.strategies
         metrics.registry.register(StrategyBookCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
@@ -154,7 +157,21 @@ class EngineDaemon(Daemon):
             self.paused_gauge.labels(name).set(int(name in self.paused))
             log.info("%s %s: %s %s", name, "reconfigured" if name in before else "added", section.kind,
                      section.params, extra={"ENGINE": self.engine, "STRATEGY": name})
+        self._audience.clear()  # strategies changed in place: work out who watches what again
         self.save()
+
+    def _watchers(self, symbol: str, underlying: str) -> list[tuple[str, Strategy]]:
+        """The strategies that read this instrument's ticks (``Strategy.watches``), worked out once per instrument."""
+        if self._audience_of is not self.strategies:
+            self._audience_of = self.strategies
+            self._audience.clear()
+        key = (symbol, underlying)
+        watchers = self._audience.get(key)
+        if watchers is None:
+            watchers = self._audience[key] = [
+                (name, strategy) for name, strategy in self.strategies.items()
+                if (watched := strategy.watches()) is None or symbol in watched or underlying in watched]
+        return watchers
 
     async def run(self) -> None:
         # Fills that arrived while this engine was down are only in execution's log: ask for them.
@@ -188,9 +205,13 @@ class EngineDaemon(Daemon):
 
     def _on_tick(self, event: Event) -> None:
         self.last_tick = time.monotonic()
-        tick = Tick.from_payload(event.payload)
-        self.book.marks[tick.symbol] = tick.last_price
-        for name, strategy in self.strategies.items():
+        p = event.payload
+        self.book.marks[p["symbol"]] = p["last_price"]
+        watchers = self._watchers(p["symbol"], p.get("underlying") or "")
+        if not watchers:
+            return  # no strategy here reads it
+        tick = Tick.from_payload(p)
+        for name, strategy in watchers:
             try:
                 out = self._signals_of(name, strategy, tick, event)
             except Exception as exc:  # one strategy's error never skips the others

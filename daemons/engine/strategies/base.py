@@ -63,6 +63,13 @@ class Strategy(ABC):
         self.params = params
         self.position: dict[str, int] = {}  # symbol -> signed quantity, from fills
 
+    def watches(self) -> frozenset[str] | None:
+        """The symbols and underlyings whose ticks ``on_tick`` reads; None (the default) for every tick.
+
+        The engine hands a strategy only the ticks it watches: with thousands of instruments on the
+        bus, most ticks concern no strategy, and skipping them unread keeps a burst short."""
+        return None
+
     @abstractmethod
     def on_tick(self, tick: Tick) -> list[Signal]:
         """React to one tick; return the signals it causes (usually none)."""

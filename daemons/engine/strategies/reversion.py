@@ -22,6 +22,9 @@ class RsiReversion(Strategy):
         self.rsi = RSI(period)
         self.last: float | None = None
 
+    def watches(self) -> frozenset[str]:
+        return frozenset({self.symbol})
+
     def on_tick(self, tick: Tick) -> list[Signal]:
         if tick.symbol != self.symbol:
             return []

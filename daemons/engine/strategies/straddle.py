@@ -30,6 +30,9 @@ class ShortStraddle(Strategy):
         self.entry_premium = 0.0
         self.done_on: str | None = None  # the day it traded; once a day
 
+    def watches(self) -> frozenset[str]:
+        return frozenset({self.spot_symbol, self.underlying})
+
     def on_tick(self, tick: Tick) -> list[Signal]:
         if tick.symbol == self.spot_symbol:
             self.spot = tick.last_price

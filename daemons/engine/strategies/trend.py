@@ -47,6 +47,9 @@ class EmaCrossover(Strategy):
         return self._go_to(self.quantity * trend if (trend > 0 or self.allow_short) else 0,
                            f"EMA{self.fast.period} crossed {'above' if trend > 0 else 'below'} EMA{self.slow.period}")
 
+    def watches(self) -> frozenset[str]:
+        return frozenset({self.underlying} if self.underlying else {self.symbol})  # a future's ticks name its underlying
+
     def _front_month(self, tick: Tick) -> None:
         """Trade the nearest-expiry future of the underlying among those that tick."""
         if (tick.type == "FUT" and tick.underlying == self.underlying and tick.expiry
