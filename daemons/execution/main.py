@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections import deque
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from .clientid import client_id
 from .governor import Governor
 from .ledger import Ledger
 from .metrics import BudgetCollector
+from .order_queue import OrderQueue
 from .orders import NEW, BadOrder, Order
 from .paper import PaperBroker
 from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
@@ -93,8 +93,7 @@ class ExecutionDaemon(Daemon):
         self.backlog.set_function(lambda: len(self.ledger.log.pending) if self.ledger is not None else 0)
         x = self.section
         self.governor = Governor(x.orders_per_second, x.orders_per_minute, x.orders_per_day)
-        self.waiting: deque[Order] = deque()  # logged, waiting for the governor
-        self.drain_at: asyncio.TimerHandle | None = None
+        self.queue = OrderQueue(self.governor, self._send)
         reg.register(BudgetCollector(self.governor))
         self.ledger: Ledger | None = None
         self.instruments: dict[str, tuple[str, str]] = {}  # symbol -> (EQ/FUT/CE/PE, exchange), from ticks
@@ -358,28 +357,10 @@ class ExecutionDaemon(Daemon):
 
     def _submit(self, order: Order) -> None:
         """Send now, or queue behind the governor (orders leave in the order they came)."""
-        if self.waiting or self.governor.wait(time.monotonic()) > 0:
-            self.waiting.append(order)
+        if self.queue.submit(order):
             self.throttled.inc()
-            log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.waiting),
+            log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.queue),
                      extra=self._fields(order))
-            self._schedule_drain()
-            return
-        self.governor.take(time.monotonic())
-        self._send(order)
-
-    def _schedule_drain(self) -> None:
-        if self.drain_at is None:
-            delay = self.governor.wait(time.monotonic())
-            self.drain_at = asyncio.get_running_loop().call_later(delay, self._drain)
-
-    def _drain(self) -> None:
-        self.drain_at = None
-        while self.waiting and self.governor.wait(time.monotonic()) == 0:
-            self.governor.take(time.monotonic())
-            self._send(self.waiting.popleft())
-        if self.waiting:
-            self._schedule_drain()
 
     def _send(self, order: Order) -> None:
         if self.paper is not None:
@@ -482,7 +463,7 @@ class ExecutionDaemon(Daemon):
     def status(self) -> str:
         by_status = Tally(o.status for o in self.orders.values())
         fills = sum(len(o.fills) for o in self.orders.values())
-        waiting = f", {len(self.waiting)} waiting for the rate budget" if self.waiting else ""
+        waiting = f", {len(self.queue)} waiting for the rate budget" if self.queue else ""
         halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.halted else ""
         broker = "kite" if self.kite is not None else "paper broker"
         disk = ""
