@@ -1,20 +1,24 @@
 """algo-execution: ``risk.approved`` orders to the broker, ``execution.order/fill/reject`` back.
 
-Every order gets a deterministic client id (the Kite tag) and is written to the write-ahead
-order log, fsynced, before it is sent; every broker answer is logged after. On start the log is
-reconciled with the broker's book before READY=1: orders the broker has are adopted, orders it
-never saw are sent, fills we had not heard of are recorded. Then every order state and fill of
-the day is published again; subscribers deduplicate by client_id / fill_id, so a crash at any
-point loses nothing and doubles nothing. Approvals sent while execution was down are asked for
-again (``control.sync``, answered by risk); one whose tick is older than ``max_order_age_sec``
-is refused as stale rather than sent late, and so is a logged order the broker never saw.
+This module is the wiring: subscriptions, metrics, the day's lifecycle and the paper/Kite split.
+Every order gets a deterministic client id (the Kite tag); the ledger (``ledger.py``) writes its
+intent to the write-ahead log, fsynced, before it is sent, and every broker answer after; every
+status change goes through the ledger's table of allowed transitions. On start the log is
+reconciled with the broker's book before READY=1 (``reconcile.py`` plans it, this module carries
+the plan out): orders the broker has are adopted, orders it never saw are sent, fills we had not
+heard of are recorded. Then every order state and fill of the day is published again; subscribers
+deduplicate by client_id / fill_id, so a crash at any point loses nothing and doubles nothing.
+Approvals sent while execution was down are asked for again (``control.sync``, answered by risk);
+one whose tick is older than ``max_order_age_sec`` is refused as stale rather than sent late, and
+so is a logged order the broker never saw.
 
 Two brokers stand behind the same logic: the paper broker (``paper.py``, fills on our ticks) and
 Kite (``broker = "kite"``: ``kite_broker.py`` places without blocking the loop, order updates
 come from a ticker connection of our own and an order-book poll every ``poll_sec``). Whatever the
-source, a broker's view of an order goes through ``_sync``: it adopts an order we had not heard
-back about, records fills we had not seen (by fill id), and closes what the broker closed. Kite
-refusing the access token halts new orders until a login restarts the unit.
+source, a broker's view of an order is planned by ``reconcile.sync``: adopt an order we had not
+heard back about, record fills we had not seen (by fill id), close what the broker closed. Kite
+refusing the access token halts new orders until a login restarts the unit. A full state disk
+refuses new orders (their intent cannot be logged) without stopping the daemon; see ``backlog.py``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 It stands where Kite stands in live mode, so it keeps its own durable book (orders and trades,
 append-only, in the execution state directory) that survives a crash of algo-execution the way
-Kite's book would: reconciliation reads it back and finds orders by their tag.
+Kite's book would: reconciliation reads it back and finds orders by their tag. A full state disk
+holds its records in memory until they can be written (``backlog.py``).
 
 Fills are deterministic for a given tick stream: an order trades on the first tick of its
 symbol that arrives ``latency_ms`` after it was placed; market orders at the touch worsened by
