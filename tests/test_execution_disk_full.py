@@ -95,6 +95,8 @@ def test_no_order_is_sent_without_its_intent_on_disk(tmp_path: Path, monkeypatch
         assert crit[0].getMessage().startswith("state disk full: new orders refused until the write-ahead log can "
                                                "be written again (")
         assert d.status().startswith("DEGRADED (state disk full: No space left on device")
+        assert d.ledger is not None and d.ledger.flush()  # the loop's retry: nothing waits, nothing proven
+        assert d.ledger.trouble and not any("writable again" in r.getMessage() for r in caplog.records)
 
         disk.full = False  # space again: the next order goes, and the recovery is logged
         d._on_approved(stamp("risk.approved", approval(3))[0])

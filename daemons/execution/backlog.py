@@ -48,7 +48,8 @@ class BackloggedLog:
         written = self._drain()
         if self.pending:
             return False
-        self._recovered(written)
+        if written:  # only a write that worked ends an outage (an intent refused leaves nothing to retry)
+            self._recovered(written)
         return True
 
     def _drain(self) -> int:
