@@ -74,8 +74,8 @@ from kiteconnect.exceptions import (
 
 from ..marketdata.session import IST
 from ..runtime.config import ExecutionSection, KiteSection
-from .kite_orders import FINAL, Book, order_from_kite, split_symbol, status_of, trade_from_kite
-from .paper import REJECTED, BrokerOrder, Trade
+from .broker_types import FINAL, REJECTED, BrokerOrder, Trade
+from .kite_orders import Book, order_from_kite, split_symbol, status_of, trade_from_kite
 
 __all__ = ["BrokerError", "BrokerUnavailable", "KiteBroker", "OrderUpdate", "Refused", "TokenExpired",
            "token_expiry"]

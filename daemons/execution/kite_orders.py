@@ -1,4 +1,4 @@
-"""Kite's orders and trades in algo-execution's terms: the paper broker's ``BrokerOrder`` and ``Trade``.
+"""Kite's orders and trades in algo-execution's terms: ``broker_types.BrokerOrder`` and ``Trade``.
 
 One normalization serves the order book (``GET /orders``, timestamps already parsed by kiteconnect)
 and the ticker's order updates (postback fields, timestamps as strings, status ``UPDATE`` for a
@@ -19,10 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from ..marketdata.session import IST
-from .paper import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
+from .broker_types import CANCELLED, FINAL, OPEN, REJECTED, BrokerOrder, Trade
 
 __all__ = [
-    "FINAL",
     "Book",
     "epoch_ns",
     "order_from_kite",
@@ -34,7 +33,6 @@ __all__ = [
 
 log = logging.getLogger("algo.execution")
 
-FINAL = frozenset({COMPLETE, REJECTED, CANCELLED})
 KITE_TAGS = ("mktp", "autoslice")  # tags Kite adds by itself (docs/KITE.md), never ours
 
 

@@ -1,20 +1,24 @@
 """algo-execution: ``risk.approved`` orders to the broker, ``execution.order/fill/reject`` back.
 
-Every order gets a deterministic client id (the Kite tag) and is written to the write-ahead
-order log, fsynced, before it is sent; every broker answer is logged after. On start the log is
-reconciled with the broker's book before READY=1: orders the broker has are adopted, orders it
-never saw are sent, fills we had not heard of are recorded. Then every order state and fill of
-the day is published again; subscribers deduplicate by client_id / fill_id, so a crash at any
-point loses nothing and doubles nothing. Approvals sent while execution was down are asked for
-again (``control.sync``, answered by risk); one whose tick is older than ``max_order_age_sec``
-is refused as stale rather than sent late, and so is a logged order the broker never saw.
+This module is the wiring: subscriptions, metrics, the day's lifecycle and the paper/Kite split.
+Every order gets a deterministic client id (the Kite tag); the ledger (``ledger.py``) writes its
+intent to the write-ahead log, fsynced, before it is sent, and every broker answer after; every
+status change goes through the ledger's table of allowed transitions. On start the log is
+reconciled with the broker's book before READY=1 (``reconcile.py`` plans it, this module carries
+the plan out): orders the broker has are adopted, orders it never saw are sent, fills we had not
+heard of are recorded. Then every order state and fill of the day is published again; subscribers
+deduplicate by client_id / fill_id, so a crash at any point loses nothing and doubles nothing.
+Approvals sent while execution was down are asked for again (``control.sync``, answered by risk);
+one whose tick is older than ``max_order_age_sec`` is refused as stale rather than sent late, and
+so is a logged order the broker never saw.
 
 Two brokers stand behind the same logic: the paper broker (``paper.py``, fills on our ticks) and
 Kite (``broker = "kite"``: ``kite_broker.py`` places without blocking the loop, order updates
 come from a ticker connection of our own and an order-book poll every ``poll_sec``). Whatever the
-source, a broker's view of an order goes through ``_sync``: it adopts an order we had not heard
-back about, records fills we had not seen (by fill id), and closes what the broker closed. Kite
-refusing the access token halts new orders until a login restarts the unit.
+source, a broker's view of an order is planned by ``reconcile.sync``: adopt an order we had not
+heard back about, record fills we had not seen (by fill id), close what the broker closed. Kite
+refusing the access token halts new orders until a login restarts the unit. A full state disk
+refuses new orders (their intent cannot be logged) without stopping the daemon; see ``backlog.py``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,9 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -43,12 +46,15 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
+from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
 from .governor import Governor
+from .ledger import Ledger
 from .metrics import BudgetCollector
-from .orders import FINAL, NEW, BadOrder, Order
-from .paper import CANCELLED, REJECTED, BrokerOrder, PaperBroker, Trade
-from .wal import OrderLog
+from .order_queue import OrderQueue
+from .orders import NEW, BadOrder, Order
+from .paper import PaperBroker
+from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
 
 if TYPE_CHECKING:
     from .kite_broker import KiteBroker, OrderUpdate
@@ -56,19 +62,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("algo.execution")
 
+DISK_FULL_REFUSAL = "state disk full: the write-ahead log cannot be written ({}); not sent"
 TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoctl login` installs today's"
-
-
-class BrokerBook(Protocol):
-    """What reconciliation reads: the paper broker and Kite's ``Book`` both answer it."""
-
-    @property
-    def by_tag(self) -> Mapping[str, BrokerOrder]:
-        """Every order of the day that bears a tag, by tag (reconciliation only reads it)."""
-
-    def find(self, tag: str) -> BrokerOrder | None: ...
-
-    def trades_of(self, order_id: str) -> list[Trade]: ...
 
 
 class ExecutionDaemon(Daemon):
@@ -88,19 +83,23 @@ class ExecutionDaemon(Daemon):
                                  "the order reaching the broker", registry=reg,
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0))
         self.open_orders = Gauge("algo_execution_open_orders", "Orders working at the broker", registry=reg)
-        self.open_orders.set_function(lambda: sum(o.status == "OPEN" for o in self.orders.values()))
-        for status in ("OPEN", "COMPLETE", "REJECTED", "CANCELLED"):
+        self.open_orders.set_function(lambda: sum(o.status == OPEN for o in self.orders.values()))
+        for status in (OPEN, COMPLETE, REJECTED, CANCELLED):
             self.orders_total.labels(status)
         for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker"):
             self.reconciled.labels(result)
         self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
                                  registry=reg)
+        self.illegal = Counter("algo_execution_illegal_transitions", "Order status changes the ledger's table "
+                               "refused", registry=reg)
+        self.backlog = Gauge("algo_execution_wal_backlog", "Records waiting in memory for the state disk",
+                             registry=reg)
+        self.backlog.set_function(lambda: len(self.ledger.log.pending) if self.ledger is not None else 0)
         x = self.section
         self.governor = Governor(x.orders_per_second, x.orders_per_minute, x.orders_per_day)
-        self.waiting: deque[Order] = deque()  # logged, waiting for the governor
-        self.drain_at: asyncio.TimerHandle | None = None
+        self.queue = OrderQueue(self.governor, self._send)
         reg.register(BudgetCollector(self.governor))
-        self.orders: dict[str, Order] = {}
+        self.ledger: Ledger | None = None
         self.instruments: dict[str, tuple[str, str]] = {}  # symbol -> (EQ/FUT/CE/PE, exchange), from ticks
         self.day: date | None = None
         self.paper: PaperBroker | None = None
@@ -150,96 +149,72 @@ class ExecutionDaemon(Daemon):
         except TokenExpired as exc:
             raise ConfigError(str(resolve_path(None)), [Problem("kite.access_token", str(exc))]) from None
 
+    @property
+    def orders(self) -> dict[str, Order]:
+        return self.ledger.orders if self.ledger is not None else {}
+
     async def _open_day(self, day: date) -> None:
-        """Today's log and book, reconciled; and everything published again for the fleet."""
+        """Today's ledger and book, reconciled; and everything published again for the fleet."""
         self.day = day
         folder = self.state_path(day.isoformat())
         if self.kite is None:
             self.paper = PaperBroker(folder / "broker.jsonl", self.section, day)
-        self.wal = OrderLog(folder / "orders.wal", fsync=self.section.fsync)
-        self.orders = {}
-        self.wal.replay(self._replay)
-        outcome = self._reconcile(await self._book())
+        self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal)
+        plan = reconcile(self.orders, await self._book(), time.time_ns(), self.section.max_order_age_sec)
+        for action in plan:
+            self._carry_out(action, restart=True)
+        done = +outcome(plan)
+        for result, n in done.items():
+            self.reconciled.labels(result).inc(n)
         log.info("%s: %d orders in the write-ahead log, reconciled with the broker's book: %s", day,
-                 len(self.orders), ", ".join(f"{k} {v}" for k, v in sorted(outcome.items())) or "nothing to do")
+                 len(self.orders), ", ".join(f"{k} {v}" for k, v in sorted(done.items())) or "nothing to do")
         for order in self.orders.values():
             self._publish_order(order, count=False)
             for fill in order.fills.values():
                 self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
 
-    def _replay(self, record: dict[str, Any]) -> None:
-        if record["op"] == "new":
-            self.orders[record["client_id"]] = Order.from_intent(record)
-        elif record["client_id"] in self.orders:
-            self.orders[record["client_id"]].apply(record)
+    def _carry_out(self, action: Action, *, restart: bool) -> None:
+        """One step of a reconciliation plan (``restart``: at start, where everything is published after)."""
+        assert self.ledger is not None
+        if isinstance(action, UnknownAtBroker):
+            self._stray(action.at_broker)
+            return
+        order = self.orders[action.client_id]
+        match action:
+            case Send():
+                log.warning("order %s was logged but never sent; sending it now", order.client_id,
+                            extra=self._fields(order))
+                self._submit(order)
+            case RefuseStale(age=age):
+                log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not sent late",
+                            order.client_id, age, extra=self._fields(order))
+                self.ledger.close(order, REJECTED, f"stale: never reached the broker; {age:.1f}s old at restart")
+                self._rejected(order)
+            case Adopt(at_broker=at_broker):
+                if restart:
+                    log.warning("order %s reached the broker before the restart (order id %s, %s%s); adopted, not "
+                                "sent again", order.client_id, at_broker.order_id, at_broker.status,
+                                f": {at_broker.reason}" if at_broker.reason else "", extra=self._fields(order))
+                self.ledger.answer(order, at_broker)
+                if not restart:  # reconciliation tells its adoptions itself
+                    self._log_answer(order)
+            case RecordFills(trades=trades):
+                for trade in trades:
+                    self._record_fill(order, trade, publish=not restart)
+            case Close(status=status, reason=reason):
+                if self.ledger.close(order, status, reason):
+                    log.warning("order %s %s by the broker: %s", order.client_id, status.lower(), reason,
+                                extra=self._fields(order))
 
-    def _reconcile(self, book: BrokerBook) -> Tally[str]:
-        outcome: Tally[str] = Tally()
-        for order in self.orders.values():
-            at_broker = book.find(order.client_id)
-            if order.status == NEW:
-                if at_broker is None:  # logged, never sent
-                    age = self._age(order)
-                    if age > self.section.max_order_age_sec:
-                        log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not "
-                                    "sent late", order.client_id, age, extra=self._fields(order))
-                        self._close(order, "rejected", f"stale: never reached the broker; {age:.1f}s old at restart")
-                        self._rejected(order)
-                        outcome["refused_stale"] += 1
-                    else:
-                        log.warning("order %s was logged but never sent; sending it now", order.client_id,
-                                    extra=self._fields(order))
-                        self._submit(order)
-                        outcome["sent"] += 1
-                    continue
-                log.warning("order %s reached the broker before the restart (order id %s, %s%s); adopted, not "
-                            "sent again", order.client_id, at_broker.order_id, at_broker.status,
-                            f": {at_broker.reason}" if at_broker.reason else "", extra=self._fields(order))
-                outcome["adopted"] += 1
-            if at_broker is not None:
-                outcome["fills_recovered"] += self._sync(order, at_broker, book.trades_of(at_broker.order_id),
-                                                         publish=False)
-        ours = {o.client_id for o in self.orders.values()}
-        for stray in (o for o in book.by_tag.values() if o.tag not in ours):
-            self._stray(stray)
-            outcome["unknown_at_broker"] += 1
-        for result, n in outcome.items():
-            self.reconciled.labels(result).inc(n)
-        return +outcome
-
-    def _sync(self, order: Order, at_broker: BrokerOrder, trades: Sequence[Trade], *, publish: bool) -> int:
-        """Bring our order up to the broker's view; returns the number of fills it brought."""
-        changed = False
-        if order.status == NEW:  # the broker has it; we never read its answer (a crash, a lost reply)
-            self._answer(order, at_broker)
-            if publish:  # reconciliation tells its adoptions itself
-                self._log_answer(order)
-            changed = True
-        new = [t for t in trades if t.trade_id not in order.fills]
-        for trade in new:
-            self._record_fill(order, trade)
-        if at_broker.status in (CANCELLED, REJECTED) and order.status not in FINAL:
-            self._close(order, at_broker.status.lower(), at_broker.reason)
-            log.warning("order %s %s by the broker: %s", order.client_id, at_broker.status.lower(), at_broker.reason,
-                        extra=self._fields(order))
-            changed = True
-        if publish and (changed or new):
-            for trade in new:
-                self.bus.publish(EXECUTION_FILL, order.fills[trade.trade_id], key=order.symbol, trace=order.trace)
+    def _sync(self, order: Order, at_broker: BrokerOrder, trades: Sequence[Trade]) -> None:
+        """A broker's news of one order while running: carried out, then told."""
+        plan = sync(order, at_broker, trades)
+        for action in plan:
+            self._carry_out(action, restart=False)
+        if plan:
             if order.status == REJECTED:
                 self._rejected(order)
             self._publish_order(order)
-        return len(new)
-
-    def _answer(self, order: Order, at_broker: BrokerOrder) -> None:
-        """Log the broker's answer to a place call and apply it."""
-        if at_broker.status == REJECTED:
-            record = {"op": "rejected", "client_id": order.client_id, "order_id": at_broker.order_id,
-                      "reason": at_broker.reason}
-        else:
-            record = {"op": "placed", "client_id": order.client_id, "order_id": at_broker.order_id}
-        self.wal.append(record)
-        order.apply(record)
 
     def _stray(self, at_broker: BrokerOrder) -> None:
         if at_broker.order_id not in self.strays:
@@ -255,6 +230,10 @@ class ExecutionDaemon(Daemon):
             try:
                 await asyncio.wait_for(self.stopping.wait(), wait)
             except TimeoutError:
+                if self.ledger is not None and self.ledger.trouble:
+                    self.ledger.flush()  # what a full disk held back; new orders wait for it
+                if self.paper is not None:
+                    self.paper.flush()
                 today = datetime.now(IST).date()
                 if today != self.day:
                     await self._roll(today)
@@ -292,10 +271,11 @@ class ExecutionDaemon(Daemon):
     async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files."""
         for order in self.orders.values():
-            if order.status == "OPEN":
+            if order.status == OPEN:
                 if self.paper is not None:  # Kite ends its DAY orders by itself
                     self.paper.cancel(self.paper.orders[order.order_id], "end of day")
-                self._close(order, "cancelled", "end of day")
+                assert self.ledger is not None
+                self.ledger.close(order, CANCELLED, "end of day")
                 self._publish_order(order)
         self._close_files()
         self.governor.new_day()
@@ -311,7 +291,8 @@ class ExecutionDaemon(Daemon):
         self._close_files()
 
     def _close_files(self) -> None:
-        self.wal.close()
+        if self.ledger is not None:
+            self.ledger.close_file()
         if self.paper is not None:
             self.paper.close()
 
@@ -322,9 +303,7 @@ class ExecutionDaemon(Daemon):
             return
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
-            if order is not None:
-                self._record_fill(order, trade)
-                self.bus.publish(EXECUTION_FILL, order.fills[trade.trade_id], key=order.symbol, trace=order.trace)
+            if order is not None and self._record_fill(order, trade, publish=True):
                 self._publish_order(order)
 
     def _on_update(self, update: OrderUpdate) -> None:
@@ -333,7 +312,7 @@ class ExecutionDaemon(Daemon):
         if order is None:
             self._stray(update.order)
             return
-        self._sync(order, update.order, update.trades, publish=True)
+        self._sync(order, update.order, update.trades)
 
     def _rate_limited(self, delay: float) -> None:
         self.governor.hold(time.monotonic() + delay)
@@ -368,38 +347,24 @@ class ExecutionDaemon(Daemon):
         if self.governor.day_exhausted():
             self._refuse(event, f"the day's order budget ({self.section.orders_per_day}) is used up", cid)
             return
-        self.orders[cid] = order
-        self.wal.append(order.intent())  # on disk before the broker hears of it
+        assert self.ledger is not None
+        try:
+            self.ledger.add(order)  # on disk before the broker hears of it
+        except OSError as exc:
+            self._refuse(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
+            return
         self._submit(order)
 
     @staticmethod
     def _age(order: Order) -> float:
-        return (time.time_ns() - order.tick_ts) / 1e9 if order.tick_ts else 0.0
+        return age_of(order, time.time_ns())
 
     def _submit(self, order: Order) -> None:
         """Send now, or queue behind the governor (orders leave in the order they came)."""
-        if self.waiting or self.governor.wait(time.monotonic()) > 0:
-            self.waiting.append(order)
+        if self.queue.submit(order):
             self.throttled.inc()
-            log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.waiting),
+            log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.queue),
                      extra=self._fields(order))
-            self._schedule_drain()
-            return
-        self.governor.take(time.monotonic())
-        self._send(order)
-
-    def _schedule_drain(self) -> None:
-        if self.drain_at is None:
-            delay = self.governor.wait(time.monotonic())
-            self.drain_at = asyncio.get_running_loop().call_later(delay, self._drain)
-
-    def _drain(self) -> None:
-        self.drain_at = None
-        while self.waiting and self.governor.wait(time.monotonic()) == 0:
-            self.governor.take(time.monotonic())
-            self._send(self.waiting.popleft())
-        if self.waiting:
-            self._schedule_drain()
 
     def _send(self, order: Order) -> None:
         if self.paper is not None:
@@ -415,7 +380,8 @@ class ExecutionDaemon(Daemon):
 
         assert self.kite is not None
         if self.halted:  # queued behind the governor before the halt
-            self._close(order, "rejected", TOKEN_HALT)
+            assert self.ledger is not None
+            self.ledger.close(order, REJECTED, TOKEN_HALT)
             self._rejected(order)
             self._publish_order(order)
             return
@@ -438,7 +404,8 @@ class ExecutionDaemon(Daemon):
         """The broker's answer to our place call: logged, counted, told."""
         if order.tick_ts:
             self.latency.observe(max(0.0, (time.time_ns() - order.tick_ts) / 1e9))
-        self._answer(order, at_broker)
+        assert self.ledger is not None
+        self.ledger.answer(order, at_broker)
         self._log_answer(order)
         if order.status == REJECTED:
             self._rejected(order)
@@ -464,22 +431,18 @@ class ExecutionDaemon(Daemon):
         self.bus.publish(EXECUTION_REJECT, {**event.payload, "client_id": cid, "status": "REJECTED", "reason": reason},
                          trace=event.trace)
 
-    def _record_fill(self, order: Order, trade: Trade) -> None:
-        fill = {"fill_id": trade.trade_id, "order_id": trade.order_id, "client_id": order.client_id,
-                "engine": order.engine, "strategy": order.strategy, "symbol": order.symbol,
-                "instrument_type": order.instrument_type, "side": order.side, "quantity": trade.quantity,
-                "price": trade.price, "exchange_ts": trade.exchange_ts, "signal_id": order.signal_id}
-        record = {"op": "fill", "client_id": order.client_id, "fill": fill}
-        self.wal.append(record)
-        order.apply(record)
+    def _record_fill(self, order: Order, trade: Trade, *, publish: bool) -> bool:
+        """A trade into the ledger (once, by its id), counted, logged and (``publish``) told."""
+        assert self.ledger is not None
+        fill = self.ledger.fill(order, trade)
+        if fill is None:
+            return False
         self.fills_total.inc()
         log.info("fill %s: %s %d %s at %.2f (%d/%d)", trade.trade_id, order.side, trade.quantity, order.symbol,
                  trade.price, order.filled, order.quantity, extra=self._fields(order))
-
-    def _close(self, order: Order, op: str, reason: str) -> None:
-        record = {"op": op, "client_id": order.client_id, "reason": reason}
-        self.wal.append(record)
-        order.apply(record)
+        if publish:
+            self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
+        return True
 
     def _publish_order(self, order: Order, *, count: bool = True) -> None:
         if count:
@@ -504,10 +467,14 @@ class ExecutionDaemon(Daemon):
     def status(self) -> str:
         by_status = Tally(o.status for o in self.orders.values())
         fills = sum(len(o.fills) for o in self.orders.values())
-        waiting = f", {len(self.waiting)} waiting for the rate budget" if self.waiting else ""
+        waiting = f", {len(self.queue)} waiting for the rate budget" if self.queue else ""
         halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.halted else ""
         broker = "kite" if self.kite is not None else "paper broker"
-        return (f"{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
+        disk = ""
+        if self.ledger is not None and self.ledger.trouble:
+            disk = (f"DEGRADED (state disk full: {self.ledger.trouble}; new orders refused, "
+                    f"{len(self.ledger.log.pending)} records waiting to be written); ")
+        return (f"{disk}{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
                 f"{by_status['COMPLETE']} complete, {by_status['REJECTED']} rejected), {fills} fills{waiting}")
 
 

@@ -1,12 +1,12 @@
-"""What algo-execution knows of each order, rebuilt from the write-ahead log on start."""
+"""What algo-execution knows of each order, rebuilt from the write-ahead log on start. Its status
+changes only through the ledger (``ledger.py``), which holds the table of allowed transitions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-NEW = "NEW"  # written to the log, not yet acknowledged by the broker
-FINAL = frozenset({"COMPLETE", "REJECTED", "CANCELLED"})
+NEW = "NEW"  # written to the log, not yet acknowledged by the broker; the other statuses are the broker's
 SIDES = ("BUY", "SELL")
 ORDER_TYPES = ("MARKET", "LIMIT")
 
@@ -70,24 +70,6 @@ class Order:
         return cls(r["client_id"], r["signal_id"], r["engine"], r["strategy"], r["symbol"], r["side"], r["quantity"],
                    r["order_type"], r["limit_price"], r["instrument_type"], r.get("exchange", ""), r["trace"],
                    r.get("tick_ts", 0))
-
-    def apply(self, record: dict[str, Any]) -> None:
-        """Replay one later log record onto the order."""
-        op = record["op"]
-        if op == "placed":
-            self.order_id, self.status = record["order_id"], "OPEN"
-        elif op == "fill":
-            fill = record["fill"]
-            if fill["fill_id"] not in self.fills:
-                self.fills[fill["fill_id"]] = fill
-                self.average = (self.average * self.filled + fill["price"] * fill["quantity"]) / (
-                    self.filled + fill["quantity"])
-                self.filled += fill["quantity"]
-                if self.filled >= self.quantity:
-                    self.status = "COMPLETE"
-        elif op in ("rejected", "cancelled"):
-            self.status, self.reason = op.upper(), record["reason"]
-            self.order_id = record.get("order_id") or self.order_id
 
     def event(self) -> dict[str, Any]:
         """The execution.order payload."""

@@ -2,7 +2,8 @@
 
 It stands where Kite stands in live mode, so it keeps its own durable book (orders and trades,
 append-only, in the execution state directory) that survives a crash of algo-execution the way
-Kite's book would: reconciliation reads it back and finds orders by their tag.
+Kite's book would: reconciliation reads it back and finds orders by their tag. A full state disk
+holds its records in memory until they can be written (``backlog.py``).
 
 Fills are deterministic for a given tick stream: an order trades on the first tick of its
 symbol that arrives ``latency_ms`` after it was placed; market orders at the touch worsened by
@@ -13,6 +14,7 @@ shown at the touch per tick (whole lots), so big orders fill partially over seve
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -20,42 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.config import ExecutionSection
+from .backlog import BackloggedLog
+from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
 from .wal import OrderLog
-
-OPEN, COMPLETE, REJECTED, CANCELLED = "OPEN", "COMPLETE", "REJECTED", "CANCELLED"
-
-
-@dataclass
-class BrokerOrder:
-    order_id: str
-    tag: str
-    symbol: str
-    side: str
-    quantity: int
-    order_type: str
-    price: float | None
-    placed_ns: int
-    status: str = OPEN
-    filled: int = 0
-    average: float = 0.0
-    reason: str = ""
-    trades: int = 0
-
-    @property
-    def pending(self) -> int:
-        return self.quantity - self.filled
-
-
-@dataclass(frozen=True)
-class Trade:
-    trade_id: str
-    order_id: str
-    tag: str
-    symbol: str
-    side: str
-    quantity: int
-    price: float
-    exchange_ts: int
 
 
 @dataclass
@@ -68,8 +37,9 @@ class PaperBroker:
     instruments: dict[str, tuple[int, float]] = field(default_factory=dict)  # symbol -> (lot size, tick size)
 
     def __post_init__(self) -> None:
-        self.log = OrderLog(self.path, fsync=self.config.fsync)
-        self.log.replay(self._replay)
+        self.log = BackloggedLog(OrderLog(self.path, fsync=self.config.fsync), "state disk full: the paper broker's "
+                                 "book cannot be written (%s); it is kept in memory until it can", logging.ERROR)
+        self.log.wal.replay(self._replay)
         self.by_tag = {o.tag: o for o in self.orders.values()}
         # Working orders by symbol: a tick looks only at its symbol's open orders, not the day's book.
         self.working: dict[str, list[BrokerOrder]] = {}
@@ -175,6 +145,10 @@ class PaperBroker:
             working.append(order)
         elif order.status != OPEN and order in working:
             working.remove(order)
+
+    def flush(self) -> None:
+        """Write what a full disk held back."""
+        self.log.flush()
 
     def close(self) -> None:
         self.log.close()

@@ -133,6 +133,7 @@ class OrderLog:
         self.offsets = found.offsets  # each record's byte offset, to name one that cannot be replayed
         self.checksums = found.checksums  # False: a file begun before checksums, appended to as it was written
         self._size = found.end  # bytes of whole records: where a failed append is cut back to
+        self._torn = False  # a failed append could not be taken back yet
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _cut_torn(self, at: int, size: int) -> None:
@@ -160,15 +161,26 @@ class OrderLog:
         as it was: a half-written line followed by later appends would be damage in mid-file."""
         line = encode(record) if self.checksums else orjson.dumps(record) + b"\n"
         try:
+            if self._torn:  # the last cut-back failed too: nothing goes after half a line
+                os.ftruncate(self._fd, self._size)
+                self._torn = False
             written = os.write(self._fd, line)
             while written < len(line):  # a short write: the rest, or the error (a full disk) that cut it short
                 written += os.write(self._fd, line[written:])
             if self.fsync:
                 os.fdatasync(self._fd)
         except OSError:
-            os.ftruncate(self._fd, self._size)
+            self._cut_back()
             raise
         self._size += len(line)
+
+    def _cut_back(self) -> None:
+        """Take a failed append back; if even that fails, the next append tries first (and a
+        restart cuts the torn tail at open)."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            self._torn = True
 
     def close(self) -> None:
         os.close(self._fd)

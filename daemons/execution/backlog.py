@@ -1,0 +1,81 @@
+"""A log that outlives a full or failing state disk: what it cannot write now waits in memory, in
+order, and is written first the next time (an append, or ``flush`` from the daemon's loop).
+
+Used for records that follow a fact already in the world (the broker's answer, a fill, a book
+change): losing them is not an option, and the broker still has the truth if the process dies
+before the disk frees up. A record that must be on disk before anything happens (an order's
+intent) goes through ``write_now``, which raises instead of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from .wal import OrderLog
+
+log = logging.getLogger("algo.execution")
+
+
+class BackloggedLog:
+    def __init__(self, wal: OrderLog, outage: str, level: int) -> None:
+        self.wal = wal
+        self.outage = outage  # the one line an outage logs: "%s" gets the file and the error
+        self.level = level
+        self.pending: deque[dict[str, Any]] = deque()  # in memory, not on disk yet
+        self.trouble = ""  # the error that holds records back; "" while everything is on disk
+
+    def write_now(self, record: dict[str, Any]) -> None:
+        """On disk when this returns (after whatever was waiting), or OSError and nothing kept."""
+        written = self._drain()
+        if self.pending:
+            raise OSError(self.trouble)
+        try:
+            self.wal.append(record)
+        except OSError as exc:
+            self._failed(exc)
+            raise
+        self._recovered(written + 1)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """On disk if it can be, else kept in memory until it can: never lost while we run."""
+        self.pending.append(record)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write what waits, in order; True when nothing waits any more."""
+        written = self._drain()
+        if self.pending:
+            return False
+        if written:  # only a write that worked ends an outage (an intent refused leaves nothing to retry)
+            self._recovered(written)
+        return True
+
+    def _drain(self) -> int:
+        written = 0
+        while self.pending:
+            try:
+                self.wal.append(self.pending[0])
+            except OSError as exc:
+                self._failed(exc)
+                break
+            self.pending.popleft()
+            written += 1
+        return written
+
+    def _recovered(self, written: int) -> None:
+        if self.trouble:
+            log.info("state disk writable again: %s takes records (%d written since)", self.wal.path, written,
+                     extra={"STATE_FILE": str(self.wal.path)})
+            self.trouble = ""
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.trouble:  # one line per outage
+            log.log(self.level, self.outage, f"{self.wal.path}: {exc.strerror or exc}",
+                    extra={"STATE_FILE": str(self.wal.path)})
+        self.trouble = exc.strerror or str(exc)
+
+    def close(self) -> None:
+        self.flush()
+        self.wal.close()
