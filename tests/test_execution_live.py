@@ -202,3 +202,33 @@ def test_live_execution_without_a_token_refuses_to_start_naming_it(
     assert [str(p) for p in err.value.problems] == [
         "kite.access_token: Kite needs it: install the systemd credential kite_access_token (`algoctl login` "
         "installs it every morning; algoctl takes --credentials DIR)"]
+
+
+@pytest.mark.parametrize("broker", ["kite", "paper"])
+def test_with_kite_execution_needs_only_the_newest_tick_per_instrument_the_paper_broker_every_one(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: str) -> None:
+    """A burst of 100 ticks of one instrument: the Kite side reads the newest (99 conflated, counted);
+    the paper broker fills on ticks, so it reads all 100."""
+    from daemons.runtime import wire
+    from daemons.runtime.transport import UnixTransport
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = live_config(emulator) if broker == "kite" else FleetConfig()
+    factory = EventFactory("marketdata")
+    frames = []
+    for n in range(100):
+        _, body = factory.stamp("marketdata.tick", {"symbol": "INFY", "exchange": "NSE", "type": "EQ", "n": n}, key="408065")
+        frames.append(wire.encode(wire.PUBLISH, b"marketdata.tick", body, b"408065"))
+
+    async def go() -> ExecutionDaemon:
+        d = ExecutionDaemon(config, DaemonMetrics("execution"))
+        transport = d.bus.transport
+        assert isinstance(transport, UnixTransport)
+        transport.data_received(b"".join(frames))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return d
+
+    d = asyncio.run(go())
+    assert d.bus.conflated == (99 if broker == "kite" else 0)
+    assert d.instruments["INFY"] == ("EQ", "NSE")

@@ -109,7 +109,9 @@ class ExecutionDaemon(Daemon):
         self.broker_trouble = ""  # the last poll's failure, logged once
         self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
-        self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
+        # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
+        # The paper broker fills on them, so it must see every one (a skipped tick could have crossed a limit).
+        self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=self.section.broker == "kite")
         self.bus.subscribe(RISK_APPROVED, self._on_approved)
         self.bus.subscribe(CONTROL_SYNC, self._on_sync)
 
