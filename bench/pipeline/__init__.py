@@ -1,0 +1,1 @@
+"""The pipeline benchmark: tick -> order through the real fleet under systemd (README.md)."""

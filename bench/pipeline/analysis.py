@@ -1,0 +1,226 @@
+"""The pipeline bench's arithmetic, kept apart from the fleet it runs so a test can check it on a
+hand-built journal: joining each signal to its tick, decision, first order and first fill;
+percentiles; tick losses from metric scrapes; CPU and RSS per daemon; the Markdown table.
+
+Hops are measured between the events' publish stamps (``ts``, wall-clock ns, taken by each
+publisher's BusClient), joined the way ``algoctl trace`` joins them: a signal's ``trace`` is the id
+of the tick that caused it, and the decision, order and fill carry the same trace. One tick can
+cause several signals (an exit and an entry, or two strategies on one symbol), so within a trace
+each signal is followed by its ``signal_id`` (orders and fills by the client id its order got).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TICK, SIGNAL, APPROVED, BLOCKED = "marketdata.tick", "strategy.signal", "risk.approved", "risk.blocked"
+ORDER, FILL = "execution.order", "execution.fill"
+HOPS = ("tick->signal", "signal->approved", "signal->blocked", "approved->order", "order->fill",
+        "tick->order", "tick->fill")
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest rank: the smallest value with at least p% of the samples at or below it."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summary(values: Iterable[float]) -> dict[str, float]:
+    """n, p50, p99 and max of a sample (ms in, ms out); NaN percentiles for an empty one."""
+    s = sorted(values)
+    return {"n": len(s), "p50": percentile(s, 50), "p99": percentile(s, 99), "max": s[-1] if s else math.nan}
+
+
+@dataclass
+class Chain:
+    """One signal's path: the publish stamps (ns) of each hop it reached."""
+
+    signal_id: str
+    trace: str
+    tick: int
+    signal: int
+    approved: int | None = None
+    blocked: int | None = None
+    order: int | None = None
+    fill: int | None = None
+
+
+@dataclass
+class Joined:
+    chains: list[Chain] = field(default_factory=list)
+    ticks: int = 0  # tick events in the window
+    ticks_missing: int = 0  # signals whose tick is not in the journal (its stamp then comes from the signal)
+
+
+def join(events: Iterable[Mapping[str, Any]], start_ns: int = 0, end_ns: int = 2**63) -> Joined:
+    """Every signal whose tick was published in [start_ns, end_ns), with the first decision, first
+    order and first fill that followed it. Order of ``events`` does not matter."""
+    tick_ts: dict[str, int] = {}
+    signals: list[Mapping[str, Any]] = []
+    decided: dict[tuple[str, str], tuple[str, int]] = {}
+    orders: dict[tuple[str, str], int] = {}
+    client_of: dict[str, str] = {}  # client id -> signal id
+    fills: dict[tuple[str, str], int] = {}
+    out = Joined()
+    for e in events:
+        kind, ts, trace = e["type"], e["ts"], e.get("trace", "")
+        if kind == TICK:
+            tick_ts[e["id"]] = ts
+            if start_ns <= ts < end_ns:
+                out.ticks += 1
+        elif kind == SIGNAL:
+            signals.append(e)
+        elif kind in (APPROVED, BLOCKED):
+            key = (trace, e["payload"].get("signal_id", ""))
+            if key not in decided or ts < decided[key][1]:
+                decided[key] = (kind, ts)
+        elif kind == ORDER:
+            p = e["payload"]
+            client_of[p["client_id"]] = p.get("signal_id", "")
+            key = (trace, p.get("signal_id", ""))
+            orders[key] = min(ts, orders.get(key, ts))
+        elif kind == FILL:
+            key = (trace, e["payload"].get("client_id", ""))
+            fills[key] = min(ts, fills.get(key, ts))
+    fill_of_signal = {(trace, client_of[cid]): ts for (trace, cid), ts in fills.items() if cid in client_of}
+    for s in signals:
+        trace, sid = s["trace"], s["payload"]["signal_id"]
+        tick = tick_ts.get(trace)
+        if tick is None:
+            out.ticks_missing += 1
+            tick = int(s["payload"].get("tick_ts", s["ts"]))
+        if not start_ns <= tick < end_ns:
+            continue
+        c = Chain(sid, trace, tick, s["ts"])
+        if (trace, sid) in decided:
+            kind, ts = decided[(trace, sid)]
+            if kind == APPROVED:
+                c.approved = ts
+            else:
+                c.blocked = ts
+        c.order = orders.get((trace, sid))
+        c.fill = fill_of_signal.get((trace, sid))
+        out.chains.append(c)
+    return out
+
+
+def hop_samples(chains: Iterable[Chain]) -> dict[str, list[float]]:
+    """Milliseconds per hop; a chain contributes to each hop it completed."""
+    out: dict[str, list[float]] = {h: [] for h in HOPS}
+
+    def add(hop: str, a: int | None, b: int | None) -> None:
+        if a is not None and b is not None:
+            out[hop].append((b - a) / 1e6)
+
+    for c in chains:
+        add("tick->signal", c.tick, c.signal)
+        add("signal->approved", c.signal, c.approved)
+        add("signal->blocked", c.signal, c.blocked)
+        add("approved->order", c.approved, c.order)
+        add("order->fill", c.order, c.fill)
+        add("tick->order", c.tick, c.order)
+        add("tick->fill", c.tick, c.fill)
+    return out
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, sorted labels) -> value
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], subscribers: Sequence[str],
+                journal_ticks: int) -> dict[str, Any]:
+    """Where ticks went in the window, from each daemon's metrics (``before``/``after``: daemon -> scrape).
+
+    The conflation policy allows two losses: the broker conflating market data for a subscriber whose
+    socket has not drained (``algo_bus_dropped_total{reason="conflated"}``) and a ``latest_only``
+    handler skipping a tick superseded by a newer one of its key (the client's ``conflated`` drops,
+    which never reach ``gaps``). Anything else is a loss beyond the policy: ticks marketdata counted
+    but the broker never got (its outbox full), the broker's other drops, and sequence gaps at the
+    subscribers beyond what the broker conflated.
+    """
+    md = "marketdata"
+    published = delta(before[md], after[md], "algo_marketdata_ticks_total")
+    into_bus = delta(before["bus"], after["bus"], "algo_bus_published_total", topic=TICK)
+    broker_conflated = delta(before["bus"], after["bus"], "algo_bus_dropped_total", reason="conflated")
+    broker_other = sum(delta(before["bus"], after["bus"], "algo_bus_dropped_total", reason=r)
+                       for r in ("slow_consumer", "disconnected"))
+    per: dict[str, dict[str, float]] = {}
+    for d in subscribers:
+        per[d] = {
+            "gaps": delta(before[d], after[d], "algo_bus_client_gaps_total"),
+            "conflated": delta(before[d], after[d], "algo_bus_client_dropped_total", reason="conflated"),
+            "reconnects": delta(before[d], after[d], "algo_bus_client_reconnects_total"),
+        }
+    outbox = delta(before[md], after[md], "algo_bus_client_dropped_total", reason="outbox_full")
+    gaps = sum(p["gaps"] for p in per.values())
+    beyond = max(0.0, published - into_bus) + outbox + broker_other + max(0.0, gaps - broker_conflated - broker_other)
+    return {"published": published, "into_bus": into_bus, "outbox_full": outbox, "broker_conflated": broker_conflated,
+            "broker_dropped_other": broker_other, "subscriber_gaps": gaps, "journal_ticks": journal_ticks,
+            "lost_beyond_policy": beyond, "per_subscriber": per}
+
+
+def cpu_per_kticks(cpu_before: Mapping[str, float], cpu_after: Mapping[str, float], ticks: float) -> dict[str, float]:
+    """CPU ms each daemon spent per 1,000 ticks published (CPU seconds in, ms out)."""
+    if ticks <= 0:
+        return {d: math.nan for d in cpu_after}
+    return {d: (cpu_after[d] - cpu_before.get(d, 0.0)) * 1e3 / (ticks / 1e3) for d in cpu_after}
+
+
+# ---- reporting ----------------------------------------------------------------------------------
+def _ms(x: float) -> str:
+    if math.isnan(x):
+        return "-"
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def latency_table(loads: Sequence[Mapping[str, Any]]) -> str:
+    """One row per load and hop: n, p50, p99, max (ms)."""
+    lines = ["| ticks/s requested | achieved | universe | hop | n | p50 ms | p99 ms | max ms |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for load in loads:
+        for hop in HOPS:
+            s = load["latency_ms"][hop]
+            lines.append(f"| {load['rate']:,} | {load['achieved']:,.0f} | {load['universe']:,} | {hop} | {s['n']} | "
+                         f"{_ms(s['p50'])} | {_ms(s['p99'])} | {_ms(s['max'])} |")
+    return "\n".join(lines)
+
+
+def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -> str:
+    """CPU ms per 1k ticks and VmRSS MB per daemon, one row per load; then ready time and tick losses."""
+    head = "| ticks/s | " + " | ".join(daemons) + " |"
+    lines = ["CPU ms per 1,000 ticks published (VmRSS MB at the end of the window)", "", head,
+             "|---:|" + "---:|" * len(daemons)]
+    for load in loads:
+        cells = [f"{_ms(load['cpu_ms_per_kticks'].get(d, math.nan))} ({load['rss_mb'].get(d, math.nan):.1f})"
+                 for d in daemons]
+        lines.append(f"| {load['rate']:,} | " + " | ".join(cells) + " |")
+    lines += ["", "| ticks/s | ready s | ticks published | journal ticks | broker conflated | lost beyond policy | "
+                  "signals | approved | blocked | orders | fills | throttled |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for load in loads:
+        t, c = load["ticks"], load["counts"]
+        lines.append(f"| {load['rate']:,} | {load['ready_s']:.2f} | {t['published']:,.0f} | {t['journal_ticks']:,} | "
+                     f"{t['broker_conflated']:,.0f} | {t['lost_beyond_policy']:,.0f} | {c['signals']} | {c['approved']} | "
+                     f"{c['blocked']} | {c['orders']} | {c['fills']} | {load['throttled']:.0f} |")
+    return "\n".join(lines)
+
+
+def counts(chains: Sequence[Chain]) -> dict[str, int]:
+    return {"signals": len(chains), "approved": sum(c.approved is not None for c in chains),
+            "blocked": sum(c.blocked is not None for c in chains), "orders": sum(c.order is not None for c in chains),
+            "fills": sum(c.fill is not None for c in chains)}
