@@ -142,36 +142,39 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], subscribers: Sequence[str],
-                journal_ticks: int) -> dict[str, Any]:
-    """Where ticks went in the window, from each daemon's metrics (``before``/``after``: daemon -> scrape).
+def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], published: int,
+                other_events: Mapping[str, int], journal_ticks: int) -> dict[str, Any]:
+    """Where the ticks of a window went. ``before``/``after`` (daemon -> scrape) were read while the
+    feed was paused and every queue had drained, so no tick was in flight at either end; ``published``
+    is how many ticks marketdata stamped in the window (the span of their sequence numbers, which are
+    given before a tick can be dropped for a full outbox).
 
+    ``other_events``: per subscribing daemon, the events of its other topics published in the window
+    (counted in the journal), so ``algo_bus_client_received_total`` minus them is the ticks it got.
     The conflation policy allows two losses: the broker conflating market data for a subscriber whose
-    socket has not drained (``algo_bus_dropped_total{reason="conflated"}``) and a ``latest_only``
-    handler skipping a tick superseded by a newer one of its key (the client's ``conflated`` drops,
-    which never reach ``gaps``). Anything else is a loss beyond the policy: ticks marketdata counted
-    but the broker never got (its outbox full), the broker's other drops, and sequence gaps at the
-    subscribers beyond what the broker conflated.
+    socket has not drained (``algo_bus_dropped_total{reason="conflated"}``, not split by subscriber) and
+    a client keeping only the newest tick per key (``algo_bus_client_dropped_total{reason="conflated"}``:
+    a ``latest_only`` handler, or a daemon too far behind). Anything else is lost beyond the policy:
+    ticks that never reached the broker (marketdata's outbox full) and ticks a subscriber neither
+    received nor had conflated. ``algo_bus_client_gaps_total`` is reported as read.
     """
-    md = "marketdata"
-    published = delta(before[md], after[md], "algo_marketdata_ticks_total")
     into_bus = delta(before["bus"], after["bus"], "algo_bus_published_total", topic=TICK)
     broker_conflated = delta(before["bus"], after["bus"], "algo_bus_dropped_total", reason="conflated")
     broker_other = sum(delta(before["bus"], after["bus"], "algo_bus_dropped_total", reason=r)
                        for r in ("slow_consumer", "disconnected"))
     per: dict[str, dict[str, float]] = {}
-    for d in subscribers:
-        per[d] = {
-            "gaps": delta(before[d], after[d], "algo_bus_client_gaps_total"),
-            "conflated": delta(before[d], after[d], "algo_bus_client_dropped_total", reason="conflated"),
-            "reconnects": delta(before[d], after[d], "algo_bus_client_reconnects_total"),
-        }
-    outbox = delta(before[md], after[md], "algo_bus_client_dropped_total", reason="outbox_full")
-    gaps = sum(p["gaps"] for p in per.values())
-    beyond = max(0.0, published - into_bus) + outbox + broker_other + max(0.0, gaps - broker_conflated - broker_other)
-    return {"published": published, "into_bus": into_bus, "outbox_full": outbox, "broker_conflated": broker_conflated,
-            "broker_dropped_other": broker_other, "subscriber_gaps": gaps, "journal_ticks": journal_ticks,
-            "lost_beyond_policy": beyond, "per_subscriber": per}
+    for d, other in other_events.items():
+        received = delta(before[d], after[d], "algo_bus_client_received_total") - other
+        conflated = delta(before[d], after[d], "algo_bus_client_dropped_total", reason="conflated")
+        per[d] = {"received": received, "conflated": conflated, "missing": into_bus - received - conflated,
+                  "gaps": delta(before[d], after[d], "algo_bus_client_gaps_total"),
+                  "reconnects": delta(before[d], after[d], "algo_bus_client_reconnects_total")}
+    missing = sum(max(0.0, p["missing"]) for p in per.values())
+    never_sent = max(0.0, published - into_bus)
+    return {"published": float(published), "into_bus": into_bus, "never_reached_bus": never_sent,
+            "broker_conflated": broker_conflated, "broker_dropped_other": broker_other,
+            "client_conflated": sum(p["conflated"] for p in per.values()), "journal_ticks": journal_ticks,
+            "lost_beyond_policy": never_sent + max(0.0, missing - broker_conflated), "per_subscriber": per}
 
 
 def cpu_per_kticks(cpu_before: Mapping[str, float], cpu_after: Mapping[str, float], ticks: float) -> dict[str, float]:
@@ -209,14 +212,15 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
         cells = [f"{_ms(load['cpu_ms_per_kticks'].get(d, math.nan))} ({load['rss_mb'].get(d, math.nan):.1f})"
                  for d in daemons]
         lines.append(f"| {load['rate']:,} | " + " | ".join(cells) + " |")
-    lines += ["", "| ticks/s | ready s | ticks published | journal ticks | broker conflated | lost beyond policy | "
+    lines += ["", "| ticks/s | ready s | ticks published | journal ticks | conflated (broker / clients) | lost beyond policy | "
                   "signals | approved | blocked | orders | fills | throttled |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for load in loads:
         t, c = load["ticks"], load["counts"]
         lines.append(f"| {load['rate']:,} | {load['ready_s']:.2f} | {t['published']:,.0f} | {t['journal_ticks']:,} | "
-                     f"{t['broker_conflated']:,.0f} | {t['lost_beyond_policy']:,.0f} | {c['signals']} | {c['approved']} | "
-                     f"{c['blocked']} | {c['orders']} | {c['fills']} | {load['throttled']:.0f} |")
+                     f"{t['broker_conflated']:,.0f} / {t['client_conflated']:,.0f} | {t['lost_beyond_policy']:,.0f} | "
+                     f"{c['signals']} | {c['approved']} | {c['blocked']} | {c['orders']} | {c['fills']} | "
+                     f"{load['throttled']:.0f} |")
     return "\n".join(lines)
 
 

@@ -17,11 +17,13 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +33,15 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 # Run from anywhere: the checkout (daemons/) and bench/ (mypy names this package `pipeline`: bench/ is no package)
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from daemons.algoctl.sandbox import Sandbox, unavailable_reason
+from daemons.marketdata.instruments import COLUMNS
+from daemons.runtime.wire import matches
 from pipeline.analysis import (
     HOPS,
+    TICK,
     Samples,
     counts,
     cpu_per_kticks,
@@ -44,15 +51,21 @@ from pipeline.analysis import (
     resource_table,
     summary,
     tick_losses,
+    value,
 )
-from daemons.algoctl.sandbox import Sandbox, unavailable_reason
-from daemons.marketdata.instruments import COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 PORTS = {"bus": 9470, "heartbeat": 9471, "marketdata": 9472, "fno": 9473, "equity": 9474, "options": 9475,
          "risk": 9476, "execution": 9477, "journal": 9478}  # configs/paper.toml's, which the bench keeps
 DAEMONS = tuple(PORTS)
-TICK_SUBSCRIBERS = ("fno", "equity", "options", "risk", "execution", "journal")
+# What each tick subscriber subscribes to (the daemons' subscribe() calls): its other topics' events are
+# taken off algo_bus_client_received_total to leave the ticks it received.
+SUBSCRIPTIONS = {
+    **dict.fromkeys(("fno", "equity", "options"), ("marketdata.tick", "execution.fill", "control.*")),
+    "risk": ("marketdata.tick", "strategy.signal", "execution.fill", "control.kill_switch", "control.sync"),
+    "execution": ("marketdata.tick", "risk.approved", "control.sync"),
+    "journal": ("*",),
+}
 SERVICES = tuple(f"algo-{d}.service" for d in DAEMONS) + ("algo-premarket.service",)
 INDEX_UNDERLYINGS = (("NIFTY 50", 75, 50.0), ("NIFTY BANK", 35, 100.0))
 RISK_ORDERS_PER_SECOND = 6.0  # x 60 s stays under execution's 400 orders/minute: the governor never holds an order
@@ -126,10 +139,6 @@ def scrape(port: int) -> Samples:
     return out
 
 
-def scrape_all() -> dict[str, Samples]:
-    return {d: scrape(p) for d, p in PORTS.items()}
-
-
 def host_pids(box: Sandbox) -> dict[str, int]:
     """Host pid of each daemon's main process (systemctl reports the namespace's pids)."""
     assert box.pid is not None
@@ -179,12 +188,56 @@ def machine_jiffies() -> tuple[int, int, int]:
     return sum(f) - idle, f[7], sum(f)
 
 
-def events(box: Sandbox) -> Iterator[dict[str, Any]]:
-    for file in sorted(box.state.glob("journal/*/events.jsonl")):
-        with open(file, "rb") as fh:
-            for line in fh:
-                if line.endswith(b"\n"):
-                    yield orjson.loads(line)
+class Window:
+    """What the journal holds of [start_ns, end_ns): events by type, and the span of the ticks' seq."""
+
+    def __init__(self, start_ns: int, end_ns: int) -> None:
+        self.start_ns, self.end_ns = start_ns, end_ns
+        self.topics: Counter[str] = Counter()
+        self.seqs: list[int] = []  # first and last tick seq
+
+    def events(self, box: Sandbox) -> Iterator[dict[str, Any]]:
+        """Every event of the journal, counting those of the window on the way."""
+        for file in sorted(box.state.glob("journal/*/events.jsonl")):
+            with open(file, "rb") as fh:
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        continue
+                    e = orjson.loads(line)
+                    if self.start_ns <= e["ts"] < self.end_ns:
+                        self.topics[e["type"]] += 1
+                        if e["type"] == TICK:
+                            self.seqs = [min(self.seqs[0], e["seq"]), max(self.seqs[1], e["seq"])] if self.seqs \
+                                else [e["seq"], e["seq"]]
+                    yield e
+
+    @property
+    def stamped_ticks(self) -> int:
+        return self.seqs[1] - self.seqs[0] + 1 if self.seqs else 0
+
+
+def other_events(topics: Counter[str]) -> dict[str, int]:
+    """Per tick subscriber, the events of its other topics (those of ``topics`` its patterns match)."""
+    return {d: sum(n for t, n in topics.items() if t != TICK and any(matches(p, t) for p in patterns))
+            for d, patterns in SUBSCRIPTIONS.items()}
+
+
+def settle(timeout: float = 6.0) -> tuple[dict[str, Samples], bool]:
+    """With the feed paused: scrape until the broker holds nothing for anyone and no tick subscriber
+    took in more than a few events (heartbeats, fills) since the last look: every tick is delivered.
+    The paused feed cannot answer a scrape: its ticks are counted from the journal's sequence numbers.
+    ``timeout`` stays well inside marketdata's WatchdogSec=10s. Returns the scrape and whether it settled."""
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        now = {d: scrape(p) for d, p in PORTS.items() if d != "marketdata"}
+        seen = [value(now[d], "algo_bus_client_received_total") for d in SUBSCRIPTIONS]
+        quiet = value(now["bus"], "algo_bus_queue_bytes") == 0
+        if quiet and last is not None and all(b - a <= 25 for a, b in zip(last, seen, strict=True)):
+            return now, True
+        if time.monotonic() > deadline:
+            return now, False
+        last = seen
+        time.sleep(0.3)
 
 
 def wait_ready(box: Sandbox, timeout: float = 60.0) -> float:
@@ -222,38 +275,52 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         ready = wait_ready(box)
         pids = host_pids(box)
         time.sleep(args.warmup)
-        before, cpu0, mach0 = scrape_all(), cpu_seconds(pids), machine_jiffies()
+        # Tick counts are compared with the feed paused (SIGSTOP, well inside its watchdog) and every
+        # queue drained at both ends of the window, so no tick is in flight when the counters are read.
+        feed = pids["marketdata"]
+        os.kill(feed, signal.SIGSTOP)
+        before, settled0 = settle()
+        cpu0, mach0, before_ns = cpu_seconds(pids), machine_jiffies(), time.time_ns()
+        os.kill(feed, signal.SIGCONT)
+        time.sleep(1.0)  # the simulator catches up the steps it missed: not part of the latency window
         start_ns, t0 = time.time_ns(), time.monotonic()
         rss_peak: dict[str, float] = {}
         while time.monotonic() - t0 < args.seconds:
             time.sleep(min(1.0, args.seconds - (time.monotonic() - t0)))
             for d, mb in rss_mb(pids).items():
                 rss_peak[d] = max(rss_peak.get(d, 0.0), mb)
-        after, cpu1, mach1 = scrape_all(), cpu_seconds(pids), machine_jiffies()
+        os.kill(feed, signal.SIGSTOP)
         end_ns, window = time.time_ns(), time.monotonic() - t0
+        after, settled1 = settle()
+        cpu1, mach1, after_ns = cpu_seconds(pids), machine_jiffies(), time.time_ns()
+        counted_s = (after_ns - before_ns) / 1e9
         rss_end = rss_mb(pids)
+        os.kill(feed, signal.SIGCONT)
+        outbox_full = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
         box.systemctl("stop", "algo.target", "algo-*", timeout=60)  # the journal writes out what it holds
-        joined = join(events(box), start_ns, end_ns)
+        counted = Window(before_ns, after_ns)
+        joined = join(counted.events(box), start_ns, end_ns)
     finally:
         box.stop()
-    ticks = tick_losses(before, after, TICK_SUBSCRIBERS, joined.ticks)
+    ticks = tick_losses(before, after, counted.stamped_ticks, other_events(counted.topics), counted.topics[TICK])
     fleet_cpu = sum(cpu1[d] - cpu0[d] for d in cpu1)
     hz = os.sysconf("SC_CLK_TCK")
     busy, steal, total = (b - a for a, b in zip(mach0, mach1, strict=True))
     samples = hop_samples(joined.chains)
     return {
-        "rate": rate, "universe": universe, "steps_per_second": steps, "window_s": window,
-        "achieved": ticks["published"] / window, "ready_s": ready,
+        "rate": rate, "universe": universe, "steps_per_second": steps, "window_s": window, "counted_s": counted_s,
+        "achieved": joined.ticks / window, "ready_s": ready,  # ticks the journal holds from the window
         "latency_ms": {h: summary(samples[h]) for h in HOPS},
         "counts": counts(joined.chains), "signals_without_journal_tick": joined.ticks_missing,
         "ticks": ticks,
+        "marketdata_outbox_full_since_start": outbox_full, "settled": settled0 and settled1,
         "throttled": after["execution"].get(("algo_execution_throttled_total", ()), 0.0)
         - before["execution"].get(("algo_execution_throttled_total", ()), 0.0),
         "cpu_ms_per_kticks": cpu_per_kticks(cpu0, cpu1, ticks["published"]),
         "cpu_s": {d: cpu1[d] - cpu0[d] for d in cpu1},
         "rss_mb": rss_end, "rss_peak_mb": rss_peak,
-        "machine": {"cpus_busy": busy / hz / window, "steal_pct": 100 * steal / total if total else 0.0,
-                    "other_processes_cpus": max(0.0, busy / hz - fleet_cpu) / window},
+        "machine": {"cpus_busy": busy / hz / counted_s, "steal_pct": 100 * steal / total if total else 0.0,
+                    "other_processes_cpus": max(0.0, busy / hz - fleet_cpu) / counted_s},
     }
 
 
