@@ -1,0 +1,122 @@
+"""The pipeline bench's arithmetic on a hand-built journal: which stamps each hop is measured between,
+percentiles by nearest rank, and tick losses net of conflation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))  # bench/ is no package; bench/pipeline is (mypy's name: pipeline)
+
+from pipeline.analysis import Samples, counts, hop_samples, join, percentile, summary, tick_losses
+
+MS = 1_000_000
+
+
+def ev(kind: str, ts_ms: float, trace: str, id: str = "", **payload: Any) -> dict[str, Any]:
+    return {"id": id or f"{kind}@{ts_ms}", "ts": int(ts_ms * MS), "type": kind, "trace": trace, "payload": payload}
+
+
+def journal() -> list[dict[str, Any]]:
+    """Two ticks: t1 causes an exit and an entry (two signals, one trace), t2 a signal that is blocked;
+    a third tick before the window causes a signal that must not count. Listed out of order."""
+    return [
+        ev("execution.fill", 160, "t1", client_id="C-entry", fill_id="F1"),
+        ev("execution.order", 108, "t1", client_id="C-entry", signal_id="s:entry", status="OPEN"),
+        ev("execution.order", 107, "t1", client_id="C-exit", signal_id="s:exit", status="OPEN"),
+        ev("execution.order", 150, "t1", client_id="C-exit", signal_id="s:exit", status="COMPLETE"),  # not the first
+        ev("marketdata.tick", 100, "t1", id="t1"),
+        ev("strategy.signal", 103, "t1", signal_id="s:exit", tick_ts=100 * MS),
+        ev("strategy.signal", 104, "t1", signal_id="s:entry", tick_ts=100 * MS),
+        ev("risk.approved", 105, "t1", signal_id="s:exit"),
+        ev("risk.approved", 106, "t1", signal_id="s:entry"),
+        ev("marketdata.tick", 200, "t2", id="t2"),
+        ev("strategy.signal", 210, "t2", signal_id="s:late", tick_ts=200 * MS),
+        ev("risk.blocked", 211, "t2", signal_id="s:late"),
+        ev("marketdata.tick", 10, "t0", id="t0"),
+        ev("strategy.signal", 12, "t0", signal_id="s:early", tick_ts=10 * MS),
+    ]
+
+
+def test_each_signal_is_followed_by_its_own_decision_first_order_and_fill() -> None:
+    joined = join(journal(), start_ns=50 * MS, end_ns=300 * MS)
+    assert joined.ticks == 2 and joined.ticks_missing == 0
+    by_id = {c.signal_id: c for c in joined.chains}
+    assert set(by_id) == {"s:exit", "s:entry", "s:late"}  # s:early's tick is before the window
+    assert by_id["s:exit"].order == 107 * MS  # the first execution.order, not the COMPLETE update
+    assert by_id["s:entry"].fill == 160 * MS and by_id["s:exit"].fill is None
+    assert by_id["s:late"].blocked == 211 * MS and by_id["s:late"].approved is None
+
+    ms = hop_samples(joined.chains)
+    assert sorted(ms["tick->signal"]) == [3.0, 4.0, 10.0]
+    assert sorted(ms["signal->approved"]) == [2.0, 2.0]
+    assert ms["signal->blocked"] == [1.0]
+    assert sorted(ms["approved->order"]) == [2.0, 2.0]
+    assert sorted(ms["tick->order"]) == [7.0, 8.0]
+    assert ms["order->fill"] == [52.0] and ms["tick->fill"] == [60.0]
+    assert counts(joined.chains) == {"signals": 3, "approved": 2, "blocked": 1, "orders": 2, "fills": 1}
+
+
+def test_a_tick_the_journal_lacks_is_timed_from_the_signals_copy_of_its_stamp() -> None:
+    events = [e for e in journal() if e["id"] != "t2"]
+    joined = join(events, start_ns=50 * MS, end_ns=300 * MS)
+    assert joined.ticks_missing == 1
+    late = next(c for c in joined.chains if c.signal_id == "s:late")
+    assert late.tick == 200 * MS
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values[:10], 99) == 10.0  # with 10 samples p99 is the largest
+    assert percentile([7.0], 50) == 7.0
+    s = summary([3.0, 1.0, 2.0])
+    assert s == {"n": 3, "p50": 2.0, "p99": 3.0, "max": 3.0}
+    assert math.isnan(summary([])["p99"])
+
+
+def scrape(*samples: tuple[str, float, dict[str, str]]) -> Samples:
+    return {(name, tuple(sorted(labels.items()))): v for name, v, labels in samples}
+
+
+def received(n: float) -> tuple[str, float, dict[str, str]]:
+    return ("algo_bus_client_received_total", n, {})
+
+
+def test_tick_losses_are_net_of_conflation() -> None:
+    zero = {"bus": scrape(), "fno": scrape(), "risk": scrape()}
+    after = {
+        "bus": scrape(("algo_bus_published_total", 990, {"topic": "marketdata.tick"}),
+                      ("algo_bus_dropped_total", 40, {"reason": "conflated"})),
+        # fno: 950 ticks + 5 fills; the broker conflated 40 of its ticks
+        "fno": scrape(received(955), ("algo_bus_client_gaps_total", 123, {})),
+        # risk keeps the newest tick per key: 900 ticks + 10 other events received, 90 conflated by the client
+        "risk": scrape(received(910), ("algo_bus_client_dropped_total", 90, {"reason": "conflated"})),
+    }
+    t = tick_losses(zero, after, published=1000, other_events={"fno": 5, "risk": 10}, journal_ticks=990)
+    assert t["never_reached_bus"] == 10  # stamped by marketdata, never reached the broker
+    assert t["per_subscriber"]["fno"]["missing"] == 40
+    assert t["per_subscriber"]["risk"]["missing"] == 0
+    assert t["per_subscriber"]["fno"]["gaps"] == 123  # reported as read
+    assert t["lost_beyond_policy"] == 10  # fno's 40 are the broker's conflation
+    after["fno"] = scrape(received(935))  # 20 fewer than conflation explains
+    assert tick_losses(zero, after, 1000, {"fno": 5, "risk": 10}, 990)["lost_beyond_policy"] == 30
+
+
+@pytest.mark.parametrize("universe", [500, 9000])
+def test_the_bench_universe_has_the_size_asked_for(universe: int, tmp_path: Any) -> None:
+    from pipeline.run import derivative_strikes, instruments_dump
+
+    from daemons.marketdata.instruments import load_instruments
+
+    synthetic = instruments_dump(tmp_path / "bench.csv", universe)
+    spots = load_instruments(tmp_path / "bench.csv")
+    derivatives = 2 * (1 + 2 * (2 * derivative_strikes(universe) + 1))
+    assert len(spots) + derivatives == universe
+    assert len(synthetic) == len({s.symbol for s in spots}) - 6
