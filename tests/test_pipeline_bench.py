@@ -30,15 +30,15 @@ def journal() -> list[dict[str, Any]]:
         ev("execution.order", 108, "t1", client_id="C-entry", signal_id="s:entry", status="OPEN"),
         ev("execution.order", 107, "t1", client_id="C-exit", signal_id="s:exit", status="OPEN"),
         ev("execution.order", 150, "t1", client_id="C-exit", signal_id="s:exit", status="COMPLETE"),  # not the first
-        ev("marketdata.tick", 100, "t1", id="t1"),
+        ev("marketdata.tick", 100, "t1", id="t1") | {"seq": 4},
         ev("strategy.signal", 103, "t1", signal_id="s:exit", tick_ts=100 * MS),
         ev("strategy.signal", 104, "t1", signal_id="s:entry", tick_ts=100 * MS),
         ev("risk.approved", 105, "t1", signal_id="s:exit"),
         ev("risk.approved", 106, "t1", signal_id="s:entry"),
-        ev("marketdata.tick", 200, "t2", id="t2"),
+        ev("marketdata.tick", 200, "t2", id="t2") | {"seq": 6},
         ev("strategy.signal", 210, "t2", signal_id="s:late", tick_ts=200 * MS),
         ev("risk.blocked", 211, "t2", signal_id="s:late"),
-        ev("marketdata.tick", 10, "t0", id="t0"),
+        ev("marketdata.tick", 10, "t0", id="t0") | {"seq": 1},
         ev("strategy.signal", 12, "t0", signal_id="s:early", tick_ts=10 * MS),
     ]
 
@@ -46,6 +46,7 @@ def journal() -> list[dict[str, Any]]:
 def test_each_signal_is_followed_by_its_own_decision_first_order_and_fill() -> None:
     joined = join(journal(), start_ns=50 * MS, end_ns=300 * MS)
     assert joined.ticks == 2 and joined.ticks_missing == 0
+    assert (joined.first_seq, joined.last_seq) == (4, 6)  # seq 5 never reached the journal: it still counts
     by_id = {c.signal_id: c for c in joined.chains}
     assert set(by_id) == {"s:exit", "s:entry", "s:late"}  # s:early's tick is before the window
     assert by_id["s:exit"].order == 107 * MS  # the first execution.order, not the COMPLETE update

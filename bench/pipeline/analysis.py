@@ -54,6 +54,8 @@ class Chain:
 class Joined:
     chains: list[Chain] = field(default_factory=list)
     ticks: int = 0  # tick events in the window
+    first_seq: int = 0  # of those ticks: with last_seq, how many marketdata stamped (dropped ones included)
+    last_seq: int = -1
     ticks_missing: int = 0  # signals whose tick is not in the journal (its stamp then comes from the signal)
 
 
@@ -73,6 +75,10 @@ def join(events: Iterable[Mapping[str, Any]], start_ns: int = 0, end_ns: int = 2
             tick_ts[e["id"]] = ts
             if start_ns <= ts < end_ns:
                 out.ticks += 1
+                seq = e.get("seq", 0)
+                if out.ticks == 1 or seq < out.first_seq:
+                    out.first_seq = seq
+                out.last_seq = max(out.last_seq, seq)
         elif kind == SIGNAL:
             signals.append(e)
         elif kind in (APPROVED, BLOCKED):
