@@ -100,14 +100,14 @@ def test_tick_losses_are_net_of_conflation() -> None:
         # risk keeps the newest tick per key: 900 ticks + 10 other events received, 90 conflated by the client
         "risk": scrape(received(910), ("algo_bus_client_dropped_total", 90, {"reason": "conflated"})),
     }
-    t = tick_losses(zero, after, published=1000, other_events={"fno": 5, "risk": 10}, journal_ticks=990)
-    assert t["never_reached_bus"] == 10  # stamped by marketdata, never reached the broker
+    t = tick_losses(zero, after, published=1000, outbox_full=10, other_events={"fno": 5, "risk": 10}, journal_ticks=990)
+    assert t["outbox_full"] == 10  # stamped by marketdata, dropped before the broker
     assert t["per_subscriber"]["fno"]["missing"] == 40
     assert t["per_subscriber"]["risk"]["missing"] == 0
     assert t["per_subscriber"]["fno"]["gaps"] == 123  # reported as read
     assert t["lost_beyond_policy"] == 10  # fno's 40 are the broker's conflation
     after["fno"] = scrape(received(935))  # 20 fewer than conflation explains
-    assert tick_losses(zero, after, 1000, {"fno": 5, "risk": 10}, 990)["lost_beyond_policy"] == 30
+    assert tick_losses(zero, after, 1000, 10, {"fno": 5, "risk": 10}, 990)["lost_beyond_policy"] == 30
 
 
 @pytest.mark.parametrize("universe", [500, 9000])

@@ -148,12 +148,14 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], published: int,
+def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], published: int, outbox_full: float,
                 other_events: Mapping[str, int], journal_ticks: int) -> dict[str, Any]:
     """Where the ticks of a window went. ``before``/``after`` (daemon -> scrape) were read while the
     feed was paused and every queue had drained, so no tick was in flight at either end; ``published``
     is how many ticks marketdata stamped in the window (the span of their sequence numbers, which are
-    given before a tick can be dropped for a full outbox).
+    given before a tick can be dropped for a full outbox); ``outbox_full`` the ticks marketdata's
+    client dropped in it. (published - into the bus is not the loss: the paused feed may still hold a
+    few stamped ticks in its outbox, which reach the broker when it resumes.)
 
     ``other_events``: per subscribing daemon, the events of its other topics published in the window
     (counted in the journal), so ``algo_bus_client_received_total`` minus them is the ticks it got.
@@ -176,11 +178,10 @@ def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], pub
                   "gaps": delta(before[d], after[d], "algo_bus_client_gaps_total"),
                   "reconnects": delta(before[d], after[d], "algo_bus_client_reconnects_total")}
     missing = sum(max(0.0, p["missing"]) for p in per.values())
-    never_sent = max(0.0, published - into_bus)
-    return {"published": float(published), "into_bus": into_bus, "never_reached_bus": never_sent,
+    return {"published": float(published), "into_bus": into_bus, "outbox_full": outbox_full,
             "broker_conflated": broker_conflated, "broker_dropped_other": broker_other,
             "client_conflated": sum(p["conflated"] for p in per.values()), "journal_ticks": journal_ticks,
-            "lost_beyond_policy": never_sent + max(0.0, missing - broker_conflated), "per_subscriber": per}
+            "lost_beyond_policy": outbox_full + max(0.0, missing - broker_conflated), "per_subscriber": per}
 
 
 def cpu_per_kticks(cpu_before: Mapping[str, float], cpu_after: Mapping[str, float], ticks: float) -> dict[str, float]:

@@ -278,6 +278,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         # Tick counts are compared with the feed paused (SIGSTOP, well inside its watchdog) and every
         # queue drained at both ends of the window, so no tick is in flight when the counters are read.
         feed = pids["marketdata"]
+        outbox0 = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
         os.kill(feed, signal.SIGSTOP)
         before, settled0 = settle()
         cpu0, mach0, before_ns = cpu_seconds(pids), machine_jiffies(), time.time_ns()
@@ -296,13 +297,14 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         counted_s = (after_ns - before_ns) / 1e9
         rss_end = rss_mb(pids)
         os.kill(feed, signal.SIGCONT)
-        outbox_full = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
+        outbox1 = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
         box.systemctl("stop", "algo.target", "algo-*", timeout=60)  # the journal writes out what it holds
         counted = Window(before_ns, after_ns)
         joined = join(counted.events(box), start_ns, end_ns)
     finally:
         box.stop()
-    ticks = tick_losses(before, after, counted.stamped_ticks, other_events(counted.topics), counted.topics[TICK])
+    ticks = tick_losses(before, after, counted.stamped_ticks, outbox1 - outbox0, other_events(counted.topics),
+                        counted.topics[TICK])
     fleet_cpu = sum(cpu1[d] - cpu0[d] for d in cpu1)
     hz = os.sysconf("SC_CLK_TCK")
     busy, steal, total = (b - a for a, b in zip(mach0, mach1, strict=True))
@@ -313,7 +315,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": {h: summary(samples[h]) for h in HOPS},
         "counts": counts(joined.chains), "signals_without_journal_tick": joined.ticks_missing,
         "ticks": ticks,
-        "marketdata_outbox_full_since_start": outbox_full, "settled": settled0 and settled1,
+        "settled": settled0 and settled1,
         "throttled": after["execution"].get(("algo_execution_throttled_total", ()), 0.0)
         - before["execution"].get(("algo_execution_throttled_total", ()), 0.0),
         "cpu_ms_per_kticks": cpu_per_kticks(cpu0, cpu1, ticks["published"]),
