@@ -116,3 +116,16 @@ def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(sandbox: Sa
     assert "every 0.25s" in sandbox.show(HB, "StatusText")["StatusText"]
     errors = sandbox.journalctl("-u", HB, "-p", "err", "-o", "cat").stdout
     assert "reload rejected, keeping the running config" in errors and "daemons.heartbeat.interval_sec" in errors
+
+
+def test_the_order_path_runs_ahead_of_market_data_for_the_cpu(sandbox: Sandbox) -> None:
+    """The broker, risk and execution run at nice -5; the tick-heavy journal at the default 0."""
+    sandbox.systemctl("start", "algo-execution.service", check=True)  # pulls in the bus, risk and the journal
+
+    def nice(unit: str) -> int:
+        pid = sandbox.show(unit, "MainPID")["MainPID"]
+        stat = sandbox.run("cat", f"/proc/{pid}/stat").stdout
+        return int(stat.rsplit(")", 1)[1].split()[16])  # field 19, counted after the command name
+
+    assert {u: nice(f"algo-{u}.service") for u in ("bus", "risk", "execution", "journal")} == {
+        "bus": -5, "risk": -5, "execution": -5, "journal": 0}
