@@ -149,8 +149,8 @@ class Chaos:
 
     def recovered(self, fault: str, since: float) -> float:
         """Seconds from `since` (the fault, or its end) to the next order the broker accepts; recorded."""
-        seen: float = wait_until(lambda: self.tail.first_order_after(since), RECOVERED_WITHIN,
-                                 f"trading again after {fault}")
+        seen = wait_until(lambda: self.tail.first_order_after(since), RECOVERED_WITHIN, f"trading again after {fault}")
+        assert seen is not None
         took = round(seen - since, 3)
         self.recovery[fault] = took
         self.results.write_text(json.dumps(self.recovery, indent=1))
