@@ -7,7 +7,8 @@ restart). A loss-limit breach, or ``control.kill_switch``, engages the kill swit
 refused from the next signal on, and open positions are flattened when ``flatten_on_kill_switch``
 is set; ``control.kill_switch`` with ``engage: false`` releases it. When algo-execution restarts it
 asks (``control.sync``) for the approvals it may have missed; risk re-sends those still fresh. Positions, the fills counted and
-the kill switch are checkpointed on every change and restored.
+the kill switch are checkpointed on every change and restored; on start risk asks execution (``control.sync``, per
+engine) for the day's fills, so fills that came while it was down count too.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class RiskDaemon(Daemon):
         self.save()
 
     async def run(self) -> None:
+        # Fills that came while risk was down are only in execution's log: ask for each engine's
+        # (counted once by fill_id, like every re-sent fill).
+        for engine, _ in self.config.daemons.engines():
+            self.bus.publish(CONTROL_SYNC, {"engine": engine, "requester": self.name})
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)

@@ -118,8 +118,12 @@ def assert_books_agree(box: Sandbox) -> dict[str, Any]:
     refused = {e["payload"]["client_id"] for e in events(box, "execution.reject") if not e["payload"].get("order_id")}
 
     assert all(n == 1 for n in intents.values()), f"orders logged twice: {[c for c, n in intents.items() if n > 1]}"
-    assert set(broker_orders) == set(intents), "the broker and the WAL know different orders"
-    assert approved == set(intents) | refused, "an approved signal became no order (or one came from nowhere)"
+    assert set(broker_orders) == set(intents), \
+        f"the broker and the WAL know different orders: broker only {set(broker_orders) - set(intents)}, " \
+        f"WAL only {set(intents) - set(broker_orders)}"
+    assert approved == set(intents) | refused, \
+        f"an approved signal became no order ({approved - set(intents) - refused}) " \
+        f"or one came from nowhere ({(set(intents) | refused) - approved})"
     for tag, order in broker_orders.items():
         assert order["filled"] == filled.get(tag, 0), f"{tag}: broker filled {order['filled']}, WAL {filled.get(tag)}"
     assert {t["trade_id"] for t in trades} == wal_fills == {r["fill_id"] for r in journal_fills}
@@ -135,3 +139,20 @@ def assert_risk_positions_agree(box: Sandbox, books: dict[str, Any]) -> None:
     risk = orjson.loads((box.state / "risk" / "checkpoint.json").read_bytes())
     held = {(p["engine"], p["symbol"]): p["quantity"] for p in risk["positions"] if p["quantity"]}
     assert held == net_positions(trades, "engine"), "risk's positions are not the broker's"
+
+
+def logged(box: Sandbox, unit: str, prefix: str) -> list[dict[str, Any]]:
+    """A unit's journald entries whose message starts with `prefix` (structured fields included)."""
+    out = box.journalctl("-u", unit, "-o", "json", "--output-fields=MESSAGE,TRACE_ID,ORDER_ID").stdout
+    return [e for e in map(orjson.loads, out.splitlines()) if str(e.get("MESSAGE", "")).startswith(prefix)]
+
+
+def assert_every_logged_approval_answered(box: Sandbox) -> None:
+    """Every approval algo-risk logged became a logged intent or a refusal algo-execution logged: the same
+    promise as assert_books_agree, told from the daemons' own logs, so an approval lost on the bus (where
+    the journal would miss it too) is caught."""
+    approved = {e["TRACE_ID"] for e in logged(box, "algo-risk.service", "approved ")}
+    refused = {e["TRACE_ID"] for e in logged(box, "algo-execution.service", "approved order refused")}
+    intents = {r["trace"] for r in jsonl(box.state / f"execution/{today()}/orders.wal") if r["op"] == "new"}
+    lost = approved - intents - refused
+    assert not lost, f"approved by risk, never an order nor refused: traces {sorted(lost)[:5]}"

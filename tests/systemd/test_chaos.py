@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -27,10 +28,12 @@ import orjson
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.execution.clientid import client_id
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.fleet import (
     assert_books_agree,
+    assert_every_logged_approval_answered,
     assert_risk_positions_agree,
     events,
     session_config,
@@ -88,8 +91,9 @@ class BrokerTail:
                 if record.get("kind") == "order":
                     self.first_seen.setdefault(record["order"]["tag"], now)
 
-    def first_order_after(self, t: float) -> float | None:
-        later = [seen for seen in list(self.first_seen.values()) if seen > t]
+    def first_order_after(self, t: float, tags: dict[str, float]) -> float | None:
+        """When the broker first saw an order of a signal published after t (tags: tag -> publish time)."""
+        later = [seen for tag, seen in list(self.first_seen.items()) if tags.get(tag, 0.0) > t]
         return min(later) if later else None
 
 
@@ -101,6 +105,7 @@ class SignalPump:
     def __init__(self, bus: Listener) -> None:
         self.bus = bus
         self.sent = 0
+        self.published: dict[str, float] = {}  # client id -> when its signal was published
         self.paused = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -118,6 +123,7 @@ class SignalPump:
             if self.paused.is_set():
                 continue
             n = self.sent
+            self.published[client_id(f"chaos-pump:{n}")] = time.monotonic()
             try:
                 self.bus.publish("strategy.signal", {
                     "engine": "equity", "strategy": "chaos-pump", "symbol": ("INFY", "RELIANCE")[n % 2],
@@ -145,11 +151,13 @@ class Chaos:
         """Every unit up and orders reaching the broker: the state each fault starts from."""
         wait_until(self.all_active, 30, "every unit of the fleet active")
         now = time.monotonic()
-        wait_until(lambda: self.tail.first_order_after(now), 15, "an order at the paper broker")
+        wait_until(lambda: self.tail.first_order_after(now, self.pump.published), 15, "an order at the paper broker")
 
     def recovered(self, fault: str, since: float) -> float:
-        """Seconds from `since` (the fault, or its end) to the next order the broker accepts; recorded."""
-        seen = wait_until(lambda: self.tail.first_order_after(since), RECOVERED_WITHIN, f"trading again after {fault}")
+        """Seconds from `since` (the fault, or its end) to the first order the broker accepts of a signal
+        published after it; recorded."""
+        seen = wait_until(lambda: self.tail.first_order_after(since, self.pump.published), RECOVERED_WITHIN,
+                          f"trading again after {fault}")
         assert seen is not None
         took = round(seen - since, 3)
         self.recovery[fault] = took
@@ -167,6 +175,7 @@ class Chaos:
                 try:
                     books = assert_books_agree(self.box)
                     assert_risk_positions_agree(self.box, books)
+                    assert_every_logged_approval_answered(self.box)
                     return books
                 except AssertionError:
                     if time.monotonic() > deadline:
@@ -190,8 +199,10 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     # starts (so its mount namespace has it), bound over /var/lib/algo/execution inside.
     disk = box.state / "execution"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={EXECUTION_STATE_MB}m,mode=0700", "chaos-state", str(disk)],
-                   check=True)
+    uid, gid = next(line.split(":")[2:4] for line in (box.root / "passwd").read_text().splitlines()
+                    if line.startswith(f"{box.user}:"))  # the fleet user's, as the state directory would be
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={EXECUTION_STATE_MB}m,mode=0700,uid={uid},gid={gid}",
+                    "chaos-state", str(disk)], check=True)
     try:
         box.start()
         try:
@@ -205,11 +216,17 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
                 print(f"\nchaos recovery (s): {json.dumps(chaos.recovery)}")
         finally:
             box.stop()
+            shutil.copytree(disk, root / "execution-state", dirs_exist_ok=True)  # for a post-mortem: the disk goes
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
 
-@pytest.mark.parametrize("unit", UNITS)
+JOURNAL_HOLE = pytest.mark.xfail(strict=True, reason=(
+    "algo-journal is a plain bus subscriber: events published while it restarts (signals, decisions, orders, "
+    "fills) are never journaled, and nothing re-sends them to it, so the day's CSVs miss them"))
+
+
+@pytest.mark.parametrize("unit", [pytest.param(u, marks=JOURNAL_HOLE) if u == "algo-journal" else u for u in UNITS])
 def test_kill_9_under_load_loses_and_doubles_no_order(chaos: Chaos, unit: str) -> None:
     chaos.healthy()
     before = chaos.restarts(unit)
