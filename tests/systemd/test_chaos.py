@@ -43,8 +43,13 @@ from tests.systemd.fleet import (
 pytestmark = pytest.mark.systemd
 
 # 52 instruments ticked 190 times a second: ~10k ticks/s, for a session longer than the module runs.
+# Risk's fleet-wide rate below execution's per-minute budget (400/min, 6.7/s): over it, approvals would queue
+# in execution without end (at 190 steps/s the engines' strategies signal often), and every fault would be
+# measured behind that queue.
 CONFIG = session_config(**{"steps_per_second = 2.0": "steps_per_second = 190.0",
-                           "session_minutes = 10.0": "session_minutes = 15.0"})
+                           "session_minutes = 10.0": "session_minutes = 15.0",
+                           "orders_per_second = 10.0                         # fleet-wide":
+                           "orders_per_second = 6.0                          # fleet-wide"})
 UNITS = ("algo-bus", "algo-marketdata", "algo-fno", "algo-equity", "algo-options", "algo-risk",
          "algo-execution", "algo-journal", "algo-heartbeat")
 RISK_WATCHDOG_SEC = 3  # the shipped 10 s, shortened so the test stays short; the mechanism is the same
@@ -147,6 +152,10 @@ class Chaos:
         out = self.box.systemctl("is-active", *(f"{u}.service" for u in UNITS)).stdout.split()
         return out == ["active"] * len(UNITS)
 
+    def quiet(self) -> bool:
+        status = self.box.show("algo-execution.service", "StatusText")["StatusText"]
+        return "(0 open" in status and "waiting" not in status
+
     def healthy(self) -> None:
         """Every unit up and orders reaching the broker: the state each fault starts from."""
         wait_until(self.all_active, 30, "every unit of the fleet active")
@@ -170,6 +179,7 @@ class Chaos:
         self.pump.paused.set()
         try:
             wait_until(self.all_active, 30, "every unit of the fleet active")
+            wait_until(self.quiet, 30, "algo-execution with no order open or waiting for the rate budget")
             deadline = time.monotonic() + 20
             while True:  # the engines' own strategies keep trading: wait for a moment the journal has caught up
                 try:
