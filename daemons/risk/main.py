@@ -6,8 +6,10 @@ both with the signal's trace. Positions and P&L are kept from ``execution.fill``
 restart). A loss-limit breach, or ``control.kill_switch``, engages the kill switch: new entries are
 refused from the next signal on, and open positions are flattened when ``flatten_on_kill_switch``
 is set; ``control.kill_switch`` with ``engage: false`` releases it. When algo-execution restarts it
-asks (``control.sync``) for the approvals it may have missed; risk re-sends those still fresh. Positions, the fills counted and
-the kill switch are checkpointed on every change and restored.
+asks (``control.sync``) for the approvals it may have missed; risk re-sends its recent ones (execution
+refuses the stale). Positions, the fills counted and the kill switch are checkpointed on every change
+and restored; on start risk asks execution (``control.sync``, per engine) for the day's fills, so
+fills that came while it was down count too.
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ class RiskDaemon(Daemon):
         self.save()
 
     async def run(self) -> None:
+        # Fills that came while risk was down are only in execution's log: ask for each engine's
+        # (counted once by fill_id, like every re-sent fill).
+        for engine, _ in self.config.daemons.engines():
+            self.bus.publish(CONTROL_SYNC, {"engine": engine, "requester": self.name})
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
@@ -182,11 +188,11 @@ class RiskDaemon(Daemon):
 
     def _on_sync(self, event: Event) -> None:
         """Execution restarted: approvals sent while it was down never reached it. It deduplicates by
-        client id and refuses stale ones, so re-sending the recent ones is always safe."""
+        client id and refuses stale ones with a reason, so all are re-sent: one too old to send still gets
+        its explicit refusal (an approval left out here would be neither an order nor a reject)."""
         if event.payload.get("requester") != "execution":
             return
-        horizon = time.monotonic() - self.config.daemons.execution.max_order_age_sec
-        again = [(order, trace) for at, order, trace in self.recent if at >= horizon]
+        again = [(order, trace) for _, order, trace in self.recent]
         for order, trace in again:
             self.bus.publish(RISK_APPROVED, order, key=order["symbol"], trace=trace)
         log.info("re-sent %d recent approvals to a restarted algo-execution", len(again))

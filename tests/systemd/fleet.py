@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -56,9 +57,11 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def events(box: Sandbox, topic: str) -> list[dict[str, Any]]:
-    needle = f'"type":"{topic}"'.encode()
+    """The journal's events of one topic (grep: a day of ticks at full load is hundreds of megabytes)."""
     path = box.state / f"journal/{today()}/events.jsonl"
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if needle in line]
+    found = subprocess.run(["grep", "-F", f'"type":"{topic}"', str(path)], capture_output=True, check=False)
+    assert found.returncode in (0, 1), found.stderr
+    return [orjson.loads(line) for line in found.stdout.splitlines()]
 
 
 def wait_session_closed(box: Sandbox, timeout: float = 150) -> None:
@@ -75,7 +78,9 @@ def broker_book(box: Sandbox) -> tuple[dict[str, dict[str, Any]], list[dict[str,
     trades = []
     for r in jsonl(box.state / f"execution/{today()}/broker.jsonl"):
         if r["kind"] == "order":
-            orders[r["order"]["tag"]] = r["order"]
+            tag = r["order"]["tag"]
+            assert orders.get(tag, r["order"])["order_id"] == r["order"]["order_id"], f"the broker was sent {tag} twice"
+            orders[tag] = r["order"]
         elif r["kind"] == "trade":
             trades.append(r["trade"])
     return orders, trades
@@ -113,10 +118,41 @@ def assert_books_agree(box: Sandbox) -> dict[str, Any]:
     refused = {e["payload"]["client_id"] for e in events(box, "execution.reject") if not e["payload"].get("order_id")}
 
     assert all(n == 1 for n in intents.values()), f"orders logged twice: {[c for c, n in intents.items() if n > 1]}"
-    assert set(broker_orders) == set(intents), "the broker and the WAL know different orders"
-    assert approved == set(intents) | refused, "an approved signal became no order (or one came from nowhere)"
+    assert set(broker_orders) == set(intents), \
+        f"the broker and the WAL know different orders: broker only {set(broker_orders) - set(intents)}, " \
+        f"WAL only {set(intents) - set(broker_orders)}"
+    assert approved == set(intents) | refused, \
+        f"an approved signal became no order ({approved - set(intents) - refused}) " \
+        f"or one came from nowhere ({(set(intents) | refused) - approved})"
     for tag, order in broker_orders.items():
         assert order["filled"] == filled.get(tag, 0), f"{tag}: broker filled {order['filled']}, WAL {filled.get(tag)}"
     assert {t["trade_id"] for t in trades} == wal_fills == {r["fill_id"] for r in journal_fills}
     assert len(journal_fills) == len(wal_fills), "a fill appears twice in fills.csv"
     return {"orders": broker_orders, "trades": trades, "fills": journal_fills}
+
+
+def assert_risk_positions_agree(box: Sandbox, books: dict[str, Any]) -> None:
+    """Risk's checkpointed positions (per engine and symbol) are the net of the broker's trades."""
+    intents = {r["client_id"]: r for r in jsonl(box.state / f"execution/{today()}/orders.wal") if r["op"] == "new"}
+    engine_of = {o["order_id"]: intents[tag]["engine"] for tag, o in books["orders"].items()}
+    trades = [{**t, "engine": engine_of[t["order_id"]]} for t in books["trades"]]
+    risk = orjson.loads((box.state / "risk" / "checkpoint.json").read_bytes())
+    held = {(p["engine"], p["symbol"]): p["quantity"] for p in risk["positions"] if p["quantity"]}
+    assert held == net_positions(trades, "engine"), "risk's positions are not the broker's"
+
+
+def logged(box: Sandbox, unit: str, prefix: str) -> list[dict[str, Any]]:
+    """A unit's journald entries whose message starts with `prefix` (structured fields included)."""
+    out = box.journalctl("-u", unit, "-o", "json", "--output-fields=MESSAGE,TRACE_ID,ORDER_ID").stdout
+    return [e for e in map(orjson.loads, out.splitlines()) if str(e.get("MESSAGE", "")).startswith(prefix)]
+
+
+def assert_every_logged_approval_answered(box: Sandbox) -> None:
+    """Every approval algo-risk logged became a logged intent or a refusal algo-execution logged: the same
+    promise as assert_books_agree, told from the daemons' own logs, so an approval lost on the bus (where
+    the journal would miss it too) is caught."""
+    approved = {e["TRACE_ID"] for e in logged(box, "algo-risk.service", "approved ")}
+    refused = {e["TRACE_ID"] for e in logged(box, "algo-execution.service", "approved order refused")}
+    intents = {r["trace"] for r in jsonl(box.state / f"execution/{today()}/orders.wal") if r["op"] == "new"}
+    lost = approved - intents - refused
+    assert not lost, f"approved by risk, never an order nor refused: traces {sorted(lost)[:5]}"
