@@ -202,3 +202,31 @@ def test_the_governor_spaces_orders_to_kites_limits() -> None:
     assert g.day_exhausted() and g.remaining("day", 160.0) == 0
     g.new_day()
     assert not g.day_exhausted()
+
+
+def test_an_order_that_waits_for_the_rate_budget_until_it_is_stale_is_refused_not_sent_late(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Risk may approve faster than Kite's per-minute budget lets orders out: an order still queued when
+    its tick passes max_order_age_sec is rejected with the reason (NEW -> REJECTED in the ledger)."""
+    from daemons.runtime.envelope import EventFactory
+
+    d = daemon(tmp_path, monkeypatch)
+    assert d.paper is not None
+    d.paper.on_tick(tick(), 0)
+    max_age = d.section.max_order_age_sec
+    stamp = EventFactory("risk").stamp
+
+    async def go() -> None:
+        for _ in range(int(d.section.orders_per_second)):  # this second's budget is spent
+            d.governor.take(time.monotonic())
+        d._on_approved(stamp("risk.approved", approval(1, tick_ts=time.time_ns() - int((max_age - 0.3) * 1e9)))[0])
+        assert len(d.queue) == 1  # fresh when approved: queued, not refused
+        await asyncio.sleep(1.5)  # released once the second has passed: stale by then
+
+    asyncio.run(go())
+    assert len(d.paper.orders) == 0
+    (order,) = d.orders.values()
+    assert order.status == "REJECTED" and order.reason.startswith("stale: waited for the order-rate budget")
+    rejects = [p for t, p in published(d) if t == "execution.reject"]
+    assert len(rejects) == 1
+    d._close_files()

@@ -369,6 +369,15 @@ class ExecutionDaemon(Daemon):
                      extra=self._fields(order))
 
     def _send(self, order: Order) -> None:
+        age = self._age(order)
+        if age > self.section.max_order_age_sec:  # it waited for the order-rate budget until it went stale
+            assert self.ledger is not None
+            self.ledger.close(order, REJECTED, f"stale: waited for the order-rate budget until its tick was {age:.1f}s "
+                                               f"old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late")
+            log.warning("order %s not sent: %s", order.client_id, order.reason, extra=self._fields(order))
+            self._rejected(order)
+            self._publish_order(order)
+            return
         if self.paper is not None:
             self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
                                                  order.order_type, order.limit_price, time.time_ns()))
