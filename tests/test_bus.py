@@ -292,3 +292,72 @@ def test_a_send_is_not_dropped_on_a_stale_view_of_the_socket_buffer() -> None:
         assert transport.dropped == 1
 
     asyncio.run(go())
+
+
+def test_a_broker_restart_loses_nothing_a_client_was_publishing(tmp_path: Path) -> None:
+    """Events published right up to and through a graceful broker stop all reach the subscriber once the
+    next broker is up: the stopping broker routes what was already written, the clients hold the rest."""
+
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        link = path.with_name("pub.sock")  # the publisher reconnects only after the subscriber has resubscribed
+        link.symlink_to(path)
+        fast = {"reconnect_min_sec": 0.01, "reconnect_max_sec": 0.05}
+        pub = await client(link, "execution", **fast)
+        sub = await client(path, "journal", **fast)
+        got: list[int] = []
+        sub.subscribe("execution.*", lambda e: got.append(e.payload["n"]))
+        await asyncio.sleep(0.05)
+        sent = 0
+        stop = asyncio.Event()
+
+        async def publishing() -> None:
+            nonlocal sent
+            while not stop.is_set():
+                for _ in range(20):
+                    pub.publish("execution.fill", {"n": sent})
+                    sent += 1
+                await asyncio.sleep(0.001)
+
+        publisher = asyncio.create_task(publishing())
+        await until(lambda: len(got) > 200)
+        await broker.close()  # mid-stream
+        path.unlink()
+        link.unlink()
+        stop.set()
+        await publisher
+        broker = await start_broker(path)
+        await until(lambda: sub.connected and broker.subscriptions == 1)
+        link.symlink_to(path)
+        await until(lambda: len(got) >= sent)
+        assert got == list(range(sent)) and pub.transport.dropped == 0
+        await pub.close()
+        await sub.close()
+        await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_a_stopping_broker_routes_what_a_publisher_had_already_written(tmp_path: Path) -> None:
+    """Frames in the broker's socket, unread when it is told to stop, still reach their subscriber."""
+    from daemons.runtime.envelope import EventFactory
+
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        sub = await client(path, "journal")
+        got: list[int] = []
+        sub.subscribe("execution.*", lambda e: got.append(e.payload["n"]))
+        pub = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await asyncio.get_running_loop().sock_connect(pub, str(path))
+        pub.sendall(wire.encode(wire.HELLO, b"execution"))
+        await until(lambda: broker.subscriptions == 1 and len(broker.peers) == 2)
+        stamp = EventFactory("execution").stamp
+        frames = [wire.encode(wire.PUBLISH, b"execution.fill", stamp("execution.fill", {"n": n})[1]) for n in range(50)]
+        pub.sendall(b"".join(frames))  # in the broker's socket; its loop has not read them yet
+        await broker.close()
+        await until(lambda: len(got) == 50)
+        assert got == list(range(50))
+        pub.close()
+        await sub.close()
+
+    run(go, tmp_path)

@@ -32,6 +32,7 @@ from ..runtime.envelope import CONFLATED_PREFIX
 log = logging.getLogger("algo.bus")
 
 _PEERCRED = struct.Struct("3i")
+CLOSE_GRACE_SEC = 0.25  # how long a stopping broker still routes what peers sent before they heard
 _CONFLATED = CONFLATED_PREFIX.encode()
 
 # The kernel's send buffer per subscriber socket: the most market data that can sit in front of an
@@ -128,7 +129,7 @@ class Peer(asyncio.Protocol):
         if not self.broker.policy.allows(uid, gid):
             self.broker.stats.rejected_peers += 1
             log.warning("refused bus connection from pid %d (uid %d, gid %d): not in the fleet's group", pid, uid, gid)
-            tx.write(wire.encode(wire.NOTICE, b"forbidden", b"not a member of the fleet's group"))
+            tx.write(wire.encode(wire.NOTICE, wire.FORBIDDEN, b"not a member of the fleet's group"))
             self.closed = True
             transport.close()
             return
@@ -314,9 +315,19 @@ class Broker:
     def serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
-    async def close(self) -> None:
+    async def close(self, grace: float = CLOSE_GRACE_SEC) -> None:
+        """Stop without losing what peers already sent: accept no one new, tell every peer the broker is
+        closing (their clients hold what they publish from then on for the next broker), keep routing what
+        arrives for ``grace`` seconds (frames written before a client read the notice), then close."""
         if self._server is not None:
             self._server.close()
+        self.flush()
+        notice = wire.encode(wire.NOTICE, wire.CLOSING, b"the broker is stopping: hold what you publish for the next one")
+        for peer in self.peers:
+            if peer.tx is not None and not peer.closed:
+                peer.tx.write(notice)
+        if self.peers and grace > 0:
+            await asyncio.sleep(grace)
         self.flush()
         for peer in list(self.peers):
             if peer.tx is not None:

@@ -73,6 +73,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self.max_frame = max_frame
         self._buffer = wire.Buffer()
         self._tx: asyncio.Transport | None = None
+        self._holding = False  # the broker said it is stopping: frames go to the outbox, not to it
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._backlog = 0
@@ -137,6 +138,7 @@ class UnixTransport(Transport, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but they have its methods
         self._tx = tx = cast(asyncio.Transport, transport)
+        self._holding = False
         self._backlog = 0
         self._buffer = wire.Buffer()
         self.connected = True
@@ -171,17 +173,30 @@ class UnixTransport(Transport, asyncio.Protocol):
             return
         self._buffer.keep(data, consumed)
         if any(span[0] != wire.PUBLISH for span in spans):
-            for kind, _start, _t1, k1, stop in spans:
-                if kind == wire.NOTICE:
+            for kind, start, _t1, k1, stop in spans:
+                if kind == wire.NOTICE and data.startswith(wire.CLOSING, start + wire.HEADER_SIZE):
+                    self._hold()
+                elif kind == wire.NOTICE:
                     log.warning("broker notice: %s", data[k1:stop].decode(errors="replace"))
             spans = [span for span in spans if span[0] == wire.PUBLISH]
         self.on_batch(data, spans)
+
+    def _hold(self) -> None:
+        """The broker is stopping: from now on frames wait in the outbox for the next broker (socket
+        activation keeps the socket, so the reconnect finds it), none go into a socket nobody will read."""
+        log.info("the bus broker is stopping: publishing waits for the next one")
+        self._holding = True
+        for frame in self._pending:
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
+        self._pending.clear()
+        self._pending_bytes = 0
 
     # sending
     def send(self, frame: bytes) -> bool:
         n = len(frame)
         tx = self._tx
-        if tx is None:
+        if tx is None or self._holding:
             if self._outbox_bytes + n > self.buffer_bytes:
                 self.dropped += 1
                 return False
@@ -205,7 +220,7 @@ class UnixTransport(Transport, asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._tx is None or not self._pending:
+        if self._tx is None or self._holding or not self._pending:
             return
         self._tx.write(b"".join(self._pending))
         self._pending.clear()

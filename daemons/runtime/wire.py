@@ -22,6 +22,10 @@ UNSUBSCRIBE = 3
 HELLO = 4
 NOTICE = 5
 KINDS = frozenset({PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HELLO, NOTICE})
+# NOTICE topics the broker sends: a refused peer, and a broker about to stop (publishers hold what they
+# publish from then on for the next broker, so nothing is written into a socket that will not be read).
+FORBIDDEN = b"forbidden"
+CLOSING = b"closing"
 
 HEADER = struct.Struct("!IBBB")
 HEADER_SIZE = HEADER.size  # 7

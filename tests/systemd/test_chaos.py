@@ -278,10 +278,6 @@ def test_risk_stopped_past_its_watchdog_is_restarted(chaos: Chaos) -> None:
     chaos.settled_books()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "an event published while algo-bus stops gracefully (seen: an execution.fill 3 ms after 'Stopping algo-bus') "
-    "reaches no subscriber and is not re-sent after the reconnect: the journal (and risk) miss that fill; "
-    "whether one is in flight at that moment is chance, so not strict"))
 def test_bus_restart_under_load(chaos: Chaos) -> None:
     chaos.healthy()
     t = time.monotonic()
