@@ -361,3 +361,57 @@ def test_a_stopping_broker_routes_what_a_publisher_had_already_written(tmp_path:
         await sub.close()
 
     run(go, tmp_path)
+
+
+def test_a_subscriber_that_comes_back_gets_the_order_path_events_it_missed(tmp_path: Path) -> None:
+    """The journal crashes and returns under the same name: the fills published meanwhile come first, in
+    order; ticks and heartbeats of that time do not (they are about now); another name gets nothing."""
+
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        pub = await client(path, "execution")
+        journal = await client(path, "journal")
+        journal.subscribe("*", lambda e: None)
+        await until(lambda: broker.subscriptions == 1)
+        await journal.close()  # gone (a kill -9 looks the same to the broker)
+        await until(lambda: len(broker.peers) == 1)
+        for n in range(5):
+            pub.publish("execution.fill", {"n": n})
+        pub.publish("marketdata.tick", {"n": 99}, key="1")
+        pub.publish("health.heartbeat", {"n": 98})
+        await until(lambda: broker.stats.published[b"health.heartbeat"] == 1)
+        other = await client(path, "eod")
+        back = await client(path, "journal")
+        seen: list[tuple[str, int]] = []
+        back.subscribe("*", lambda e: seen.append((e.type, e.payload["n"])))
+        other_seen: list[Event] = []
+        other.subscribe("*", other_seen.append)
+        await until(lambda: broker.subscriptions == 2)
+        pub.publish("execution.fill", {"n": 5})
+        await until(lambda: len(seen) == 6)
+        assert seen == [("execution.fill", n) for n in range(6)]
+        assert [e.payload["n"] for e in other_seen] == [5]
+        for c in (pub, other, back):
+            await c.close()
+        await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_events_are_kept_for_a_peer_that_left_within_bounds_of_time_and_size() -> None:
+    from daemons.bus.sessions import KEEP_BYTES, KEEP_SEC, Sessions
+
+    sessions = Sessions()
+    sessions.leave("journal", {"execution.*"}, now=100.0)
+    sessions.leave("?", {"*"}, now=100.0)  # no name, nothing to hand back to
+    frame = b"x" * 1000
+    assert sessions.keep(b"execution.fill", frame, 1, now=101.0) == 0
+    assert sessions.keep(b"risk.approved", frame, 1, now=101.0) == 0  # not subscribed
+    lost = sum(sessions.keep(b"execution.fill", frame, 1, now=102.0) for _ in range(KEEP_BYTES // 1000 + 10))
+    assert lost == 11  # over KEEP_BYTES: counted, not kept
+    session = sessions.resume("journal", now=103.0)
+    assert session is not None and session.frames == KEEP_BYTES // 1000 and session.lost == 11
+    assert sessions.resume("journal", now=103.0) is None  # handed over once
+    sessions.leave("risk", {"strategy.*"}, now=200.0)
+    assert sessions.keep(b"strategy.signal", frame, 1, now=200.0 + KEEP_SEC + 1) == 0  # expired: dropped its nothing
+    assert sessions.resume("risk", now=200.0 + KEEP_SEC + 2) is None

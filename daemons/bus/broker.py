@@ -22,12 +22,14 @@ import os
 import pwd
 import socket
 import struct
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import cast
 
 from ..runtime import wire
 from ..runtime.envelope import CONFLATED_PREFIX
+from .sessions import Sessions
 
 log = logging.getLogger("algo.bus")
 
@@ -180,6 +182,7 @@ class Peer(asyncio.Protocol):
             self.broker.unsubscribe(self, topic.decode())
         elif kind == wire.HELLO:
             self.name = topic.decode(errors="replace")[:64]
+            self.broker.resume(self)
         else:
             raise wire.ProtocolError("malformed", f"clients may not send frame kind {kind}")
 
@@ -305,6 +308,7 @@ class Broker:
         self.peers: set[Peer] = set()
         self.dirty: list[Peer] = []
         self._routes: dict[bytes, tuple[list[Peer], bool]] = {}  # topic -> (its subscribers, market data?)
+        self.sessions = Sessions()  # order-path events kept for named peers that went away (sessions.py)
         self._server: asyncio.base_events.Server | None = None
 
     async def serve(self, sock: socket.socket) -> None:
@@ -350,6 +354,8 @@ class Broker:
     def remove(self, peer: Peer) -> None:
         if peer in self.peers:
             self.peers.discard(peer)
+            if self._serving_peers() and not any(p.name == peer.name for p in self.peers):
+                self.sessions.leave(peer.name, peer.patterns, time.monotonic())
             if peer.patterns:
                 self._routes.clear()
             held = len(peer.conflated) + sum(count for _, _, count in (*peer.md, *peer.held))
@@ -368,6 +374,20 @@ class Broker:
         peer.patterns.discard(pattern)
         self._routes.clear()
 
+    def _serving_peers(self) -> bool:
+        """Still serving (a broker that is closing keeps nothing for the peers it closes)."""
+        return self._server is not None and self._server.is_serving()
+
+    def resume(self, peer: Peer) -> None:
+        """A peer said its name: hand it what was kept for that name while it was away, before anything else."""
+        session = self.sessions.resume(peer.name, time.monotonic())
+        if session is None:
+            return
+        for chunk, count in session.chunks:
+            peer.enqueue(chunk, count)
+        log.info("%s is back: %d events kept for it while it was away delivered%s", peer.name, session.frames,
+                 f", {session.lost} more did not fit" if session.lost else "")
+
     def route(self, topic: bytes, data: bytes, start: int, stop: int, count: int) -> None:
         """Hand ``count`` consecutive frames of one topic (data[start:stop]) to its subscribers."""
         route = self._routes.get(topic)
@@ -378,6 +398,9 @@ class Broker:
             route = self._routes[topic] = (subscribers, topic.startswith(_CONFLATED))
         self.stats.published[topic] += count
         subs, marketdata = route
+        if self.sessions.by_name and not marketdata:
+            chunk = data if start == 0 and stop == len(data) else data[start:stop]
+            self.stats.dropped["disconnected"] += self.sessions.keep(topic, chunk, count, time.monotonic())
         if not subs:
             return
         chunk = data if start == 0 and stop == len(data) else data[start:stop]

@@ -1,0 +1,87 @@
+"""Order-path events kept for a subscriber that went away, handed to it when it comes back.
+
+A daemon that crashes is back within a second (systemd restarts it after 200 ms); what the fleet
+published meanwhile would otherwise reach nobody in its name: the journal's files would miss those
+signals, decisions, orders and fills. So when a named peer (its HELLO) leaves, the broker keeps what
+matches its subscriptions, for KEEP_SEC and up to KEEP_BYTES, and writes it to the next peer of that
+name before anything else. Market data and heartbeats are not kept: they are about now. Frames already
+in the dead process's socket are beyond reach (the journal and execution's log are the durable record).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..runtime import wire
+
+log = logging.getLogger("algo.bus")
+
+KEEP_SEC = 30.0  # a restart takes about a second; a unit stopped on purpose is not waited for
+KEEP_BYTES = 4 << 20
+NOT_KEPT = (b"marketdata.", b"health.")
+
+
+@dataclass
+class Session:
+    name: str
+    patterns: list[str]
+    since: float  # monotonic time it left
+    chunks: list[tuple[bytes, int]] = field(default_factory=list)  # runs of whole frames, and how many
+    size: int = 0
+    frames: int = 0
+    lost: int = 0  # frames that did not fit in KEEP_BYTES
+
+
+class Sessions:
+    """The broker's sessions by peer name; ``keep`` is on the routing path, so it costs nothing while empty."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Session] = {}
+        self._routes: dict[bytes, list[Session]] = {}
+
+    def leave(self, name: str, patterns: set[str], now: float) -> None:
+        if name == "?" or not patterns:
+            return
+        self.by_name[name] = Session(name, sorted(patterns), now)
+        self._routes.clear()
+
+    def keep(self, topic: bytes, chunk: bytes, count: int, now: float) -> int:
+        """Keep ``count`` frames of ``topic`` for every session that wants them; returns how many frames were
+        dropped instead (over KEEP_BYTES, or kept for a session that expired now)."""
+        if topic.startswith(NOT_KEPT):
+            return 0
+        sessions = self._routes.get(topic)
+        if sessions is None:
+            name = topic.decode()
+            sessions = self._routes[topic] = [s for s in self.by_name.values()
+                                              if any(wire.matches(p, name) for p in s.patterns)]
+        lost = 0
+        for session in sessions:
+            if now - session.since > KEEP_SEC:
+                lost += self._expire(session)
+            elif session.size + len(chunk) > KEEP_BYTES:
+                session.lost += count
+                lost += count
+            else:
+                session.chunks.append((chunk, count))
+                session.size += len(chunk)
+                session.frames += count
+        return lost
+
+    def resume(self, name: str, now: float) -> Session | None:
+        """The session of a peer that says its name again, if it is recent enough to hand over."""
+        session = self.by_name.pop(name, None)
+        if session is None:
+            return None
+        self._routes.clear()
+        return session if now - session.since <= KEEP_SEC else None
+
+    def _expire(self, session: Session) -> int:
+        if self.by_name.get(session.name) is not session:
+            return 0
+        del self.by_name[session.name]
+        self._routes.clear()
+        log.info("stopped keeping events for %s: not back after %.0fs (%d kept events dropped)",
+                 session.name, KEEP_SEC, session.frames)
+        return session.frames
