@@ -145,6 +145,7 @@ class Peer(asyncio.Protocol):
         if self.closed:
             return
         broker = self.broker
+        broker.reads += 1
         data = self.buffer.join(data)
         try:
             spans, consumed = wire.scan(data, broker.max_frame)
@@ -308,6 +309,7 @@ class Broker:
         self.peers: set[Peer] = set()
         self.dirty: list[Peer] = []
         self._routes: dict[bytes, tuple[list[Peer], bool]] = {}  # topic -> (its subscribers, market data?)
+        self.reads = 0  # reads from peers, so a closing broker can tell when they have fallen quiet
         self.sessions = Sessions()  # order-path events kept for named peers that went away (sessions.py)
         self._server: asyncio.base_events.Server | None = None
 
@@ -322,7 +324,8 @@ class Broker:
     async def close(self, grace: float = CLOSE_GRACE_SEC) -> None:
         """Stop without losing what peers already sent: accept no one new, tell every peer the broker is
         closing (their clients hold what they publish from then on for the next broker), keep routing what
-        arrives for ``grace`` seconds (frames written before a client read the notice), then close."""
+        arrives (frames written before a client read the notice) until the peers fall quiet, for at most
+        ``grace`` seconds, then close."""
         if self._server is not None:
             self._server.close()
         self.flush()
@@ -330,8 +333,11 @@ class Broker:
         for peer in self.peers:
             if peer.tx is not None and not peer.closed:
                 peer.tx.write(notice)
-        if self.peers and grace > 0:
-            await asyncio.sleep(grace)
+        loop = asyncio.get_running_loop()
+        deadline, seen = loop.time() + grace, -1
+        while self.peers and self.reads != seen and loop.time() < deadline:  # until 20 ms pass with nothing read
+            seen = self.reads
+            await asyncio.sleep(0.02)
         self.flush()
         for peer in list(self.peers):
             if peer.tx is not None:
