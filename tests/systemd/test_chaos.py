@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import pytest
@@ -57,19 +57,16 @@ RECOVERED_WITHIN = 60.0  # "it came back at all"; the < 5 s target is reported, 
 EXECUTION_STATE_MB = 64
 
 
-class BrokerTail:
-    """Tails the paper broker's book (broker.jsonl) on a thread: when each order tag first appeared.
-    Read from the file, not the bus, so a fault of the bus does not blur the measurement."""
+class Background:
+    """``step`` every ``every`` seconds on a thread of its own, for as long as the with-block lasts."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.first_seen: dict[str, float] = {}
-        self._offset = 0
-        self._partial = b""
+    every = 0.25
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> BrokerTail:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -77,24 +74,44 @@ class BrokerTail:
         self._stop.set()
         self._thread.join(5)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.step()
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class BrokerTail(Background):
+    """Tails the paper broker's book (broker.jsonl) on a thread: when each order tag first appeared.
+    Read from the file, not the bus, so a fault of the bus does not blur the measurement."""
+
+    every = 0.02
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.first_seen: dict[str, float] = {}
+        self._offset = 0
+        self._partial = b""
+
+    def step(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        now = time.monotonic()
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
             try:
-                with open(self.path, "rb") as f:
-                    f.seek(self._offset)
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            now = time.monotonic()
-            self._offset += len(data)
-            *lines, self._partial = (self._partial + data).split(b"\n")
-            for line in lines:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue  # a line torn by a full disk; the book checks judge it
-                if record.get("kind") == "order":
-                    self.first_seen.setdefault(record["order"]["tag"], now)
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line torn by a full disk; the book checks judge it
+            if record.get("kind") == "order":
+                self.first_seen.setdefault(record["order"]["tag"], now)
 
     def first_order_after(self, t: float, tags: dict[str, float]) -> float | None:
         """When the broker first saw an order of a signal published after t (tags: tag -> publish time)."""
@@ -102,42 +119,32 @@ class BrokerTail:
         return min(later) if later else None
 
 
-class SignalPump:
+class SignalPump(Background):
     """A strategy of the test's own: a MARKET signal of 1 share every 0.25 s, INFY and RELIANCE, buys and
     sells alternating (positions stay flat), stamped with the current time as its tick time (so an
     approval held up for more than max_order_age_sec is refused as stale, not sent late)."""
 
     def __init__(self, bus: Listener) -> None:
+        super().__init__()
         self.bus = bus
         self.sent = 0
         self.published: dict[str, float] = {}  # client id -> when its signal was published
         self.paused = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> SignalPump:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            if self.paused.is_set():
-                continue
-            n = self.sent
-            self.published[client_id(f"chaos-pump:{n}")] = time.monotonic()
-            try:
-                self.bus.publish("strategy.signal", {
-                    "engine": "equity", "strategy": "chaos-pump", "symbol": ("INFY", "RELIANCE")[n % 2],
-                    "side": ("BUY", "SELL")[n // 2 % 2], "quantity": 1, "order_type": "MARKET", "limit_price": None,
-                    "reason": "chaos under load", "entry": True, "signal_id": f"chaos-pump:{n}",
-                    "tick_ts": time.time_ns()})
-            except Exception:  # the test's own client during a bus fault: try the next one
-                continue
-            self.sent += 1
+    def step(self) -> None:
+        if self.paused.is_set():
+            return
+        n = self.sent
+        self.published[client_id(f"chaos-pump:{n}")] = time.monotonic()
+        try:
+            self.bus.publish("strategy.signal", {
+                "engine": "equity", "strategy": "chaos-pump", "symbol": ("INFY", "RELIANCE")[n % 2],
+                "side": ("BUY", "SELL")[n // 2 % 2], "quantity": 1, "order_type": "MARKET", "limit_price": None,
+                "reason": "chaos under load", "entry": True, "signal_id": f"chaos-pump:{n}",
+                "tick_ts": time.time_ns()})
+        except Exception:  # the test's own client during a bus fault: try the next one
+            return
+        self.sent += 1
 
 
 class Chaos:
