@@ -52,6 +52,19 @@ async def stalled_subscriber(path: Path, pattern: bytes) -> socket.socket:
     return sock
 
 
+async def read_until_quiet(sock: socket.socket, quiet: float) -> list[wire.Frame]:
+    """Every frame a stalled subscriber's socket holds, read until nothing came for ``quiet`` seconds."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    reader, frames = wire.FrameReader(1 << 20), list[wire.Frame]()
+    while True:
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), quiet)
+        except TimeoutError:
+            return frames
+        frames += reader.feed(data)
+
+
 async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -187,7 +200,6 @@ def test_slow_subscriber_is_disconnected_and_nobody_else_stalls(tmp_path: Path) 
 def test_slow_marketdata_subscriber_gets_the_latest_tick_per_instrument(tmp_path: Path) -> None:
     async def go(path: Path) -> None:
         broker = await start_broker(path, buffer_limit=SMALL)
-        loop = asyncio.get_running_loop()
         slow = await stalled_subscriber(path, b"marketdata.*")
         pub = await client(path, "marketdata")
         await asyncio.sleep(0.05)
@@ -200,17 +212,7 @@ def test_slow_marketdata_subscriber_gets_the_latest_tick_per_instrument(tmp_path
         assert broker.stats.dropped["conflated"] > 0
         assert broker.stats.disconnects["slow_consumer"] == 0  # market data never disconnects
         # The slow reader finally drains: the last thing it sees for every instrument is the newest tick.
-        slow.setblocking(False)
-        reader, latest = wire.FrameReader(1 << 20), {}
-        idle = 0
-        while idle < 20:
-            try:
-                data = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 0.05)
-            except TimeoutError:
-                idle += 1
-                continue
-            for f in reader.feed(data):
-                latest[f.key.decode()] = Event.decode(f.body).payload["i"]
+        latest = {f.key.decode(): Event.decode(f.body).payload["i"] for f in await read_until_quiet(slow, 1.0)}
         assert latest == {tok: 1999 for tok in tokens}
         slow.close()
         await pub.close()

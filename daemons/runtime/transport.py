@@ -153,12 +153,7 @@ class UnixTransport(Transport, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tx = None
         self.connected = False
-        # Frames not yet handed to the kernel go back to the outbox for the next connection.
-        for frame in self._pending:
-            self._outbox.append(frame)
-            self._outbox_bytes += len(frame)
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._requeue_pending()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
@@ -186,6 +181,10 @@ class UnixTransport(Transport, asyncio.Protocol):
         activation keeps the socket, so the reconnect finds it), none go into a socket nobody will read."""
         log.info("the bus broker is stopping: publishing waits for the next one")
         self._holding = True
+        self._requeue_pending()
+
+    def _requeue_pending(self) -> None:
+        """Frames not yet handed to the kernel go back to the outbox, for the next connection."""
         for frame in self._pending:
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
