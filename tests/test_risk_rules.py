@@ -154,3 +154,13 @@ def test_a_new_day_restarts_realised_pnl_and_keeps_open_positions(tmp_path: Path
     again = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))  # a restart later the same day keeps today's P&L
     asyncio.run(again.setup())
     assert again.rules.book.positions[("equity", "INFY")].realised == -500.0 and again.day == today.day
+
+
+def test_a_signal_that_overtook_its_tick_is_judged_on_that_tick_and_never_on_an_older_mark(rules: RiskRules) -> None:
+    """On the bus a signal may arrive before the tick that caused it: its tick_price and tick_exchange_ts mark the
+    symbol (a first tick as much as a newer one), but a signal carrying an older tick moves no mark back."""
+    assert rules.check(sig("WIPRO"), 0.0).code == "no_price"
+    assert rules.check({**sig("WIPRO"), "tick_price": 250.0, "tick_exchange_ts": MARKET}, 0.1).approved
+    assert rules.book.marks["WIPRO"] == 250.0
+    rules.check({**sig("INFY", qty=1), "tick_price": 900.0, "tick_exchange_ts": MARKET - 10**9}, 0.2)
+    assert rules.book.marks["INFY"] == 1000.0

@@ -241,7 +241,8 @@ class EngineDaemon(Daemon):
                 continue  # paused or disabled after errors: no new exposure; exits still go out
             self.counts[name] += 1
             out.append({"engine": self.engine, **signal._asdict(), "tick_price": tick.last_price,
-                        "tick_ts": event.ts, "signal_id": f"{name}:{day}:{self.counts[name]}"})
+                        "tick_exchange_ts": tick.exchange_ts, "tick_ts": event.ts,
+                        "signal_id": f"{name}:{day}:{self.counts[name]}"})
         return out
 
     def _publish(self, payload: dict[str, Any], trace: str) -> None:

@@ -73,6 +73,11 @@ class RiskRules:
         entry = bool(signal["entry"])
         if entry and self.kill_switch:
             return Decision(False, "kill_switch", f"kill switch engaged: {self.kill_switch}")
+        # The signal's own tick is a mark too: on the bus a signal may overtake the tick that caused it.
+        at, tick_price = signal.get("tick_exchange_ts"), signal.get("tick_price")
+        if type(at) is int and isinstance(tick_price, (int, float)) and type(tick_price) is not bool \
+                and at > self.market_ns.get(symbol, 0):
+            self.mark(symbol, float(tick_price), at)
         last = book.marks.get(symbol)
         if last is None:
             return Decision(False, "no_price", f"no market price for {symbol} yet")

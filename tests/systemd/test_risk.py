@@ -24,9 +24,12 @@ def tick(symbol: str, price: float) -> dict[str, Any]:
             "exchange_ts": MARKET, "type": "EQ", "underlying": symbol, "strike": 0.0, "expiry": None}
 
 
-def signal(symbol: str, side: str, qty: int, entry: bool, engine: str = "equity") -> dict[str, Any]:
+def signal(symbol: str, side: str, qty: int, entry: bool, engine: str = "equity",
+           price: float | None = None) -> dict[str, Any]:
+    """As an engine sends it; with ``price``, the tick that caused it (its price and exchange time) too."""
+    caused_by = {"tick_price": price, "tick_exchange_ts": MARKET} if price is not None else {}
     return {"engine": engine, "strategy": f"{engine}-test", "symbol": symbol, "side": side, "quantity": qty,
-            "order_type": "MARKET", "limit_price": None, "reason": "test", "entry": entry}
+            "order_type": "MARKET", "limit_price": None, "reason": "test", "entry": entry, **caused_by}
 
 
 def decisions(listener: Listener) -> list[tuple[str, str, str]]:
@@ -69,7 +72,7 @@ def test_manual_kill_switch_blocks_entries_from_the_next_signal(sandbox: Sandbox
     with Listener(sandbox, "risk.*") as bus:
         send = bus.publish
         send("marketdata.tick", tick("INFY", 1000.0), key="1")
-        send("strategy.signal", signal("INFY", "BUY", 5, True))
+        send("strategy.signal", signal("INFY", "BUY", 5, True, price=1000.0))  # it may overtake its tick
         send("control.kill_switch", {"engage": True, "reason": "operator: flat for the RBI announcement"})
         send("strategy.signal", signal("INFY", "BUY", 5, True))
         wait_until(lambda: len(decisions(bus)) == 2, 5, "two decisions")
