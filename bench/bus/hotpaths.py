@@ -143,7 +143,7 @@ def main() -> None:
     # ---- broker -----------------------------------------------------------------------------
     print("broker")
 
-    def broker_current(nsubs: int) -> Callable[[], None]:
+    def broker_current(nsubs: int, names: frozenset[bytes] | None = None) -> Callable[[], None]:
         b = Broker(max_frame=1 << 20, buffer_limit=1 << 30, group="root")
         src = Peer(b)
         src.tx = FakeTx()  # type: ignore[assignment]
@@ -151,7 +151,7 @@ def main() -> None:
             p = Peer(b)
             p.tx = FakeTx()  # type: ignore[assignment]
             b.peers.add(p)
-            b.subscribe(p, TOPIC)
+            b.subscribe(p, TOPIC, names)
 
         def go() -> None:
             for ch in chunks:
@@ -160,6 +160,7 @@ def main() -> None:
 
     for k in (1, 3):
         row(f"1->{k} Peer.data_received: parse, check, route, flush ", best(broker_current(k)))
+    row("1->3 the same, each subscriber filtered to 1 key of 256", best(broker_current(3, frozenset({keys[0].encode()}))))
     row("  wire.scan (header parse only)", best(each(lambda ch: wire.scan(ch, 1 << 20), chunks)))
     parsed = wire.FrameReader(1 << 20).feed(b"".join(chunks))
 

@@ -81,6 +81,7 @@ class EngineDaemon(Daemon):
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe("control.*", self._on_control)
+        self._ask_for_watched_ticks()
 
     @classmethod
     def section_of(cls, config: FleetConfig) -> EngineSection:
@@ -158,7 +159,20 @@ class EngineDaemon(Daemon):
             log.info("%s %s: %s %s", name, "reconfigured" if name in before else "added", section.kind,
                      section.params, extra={"ENGINE": self.engine, "STRATEGY": name})
         self._audience.clear()  # strategies changed in place: work out who watches what again
+        self._ask_for_watched_ticks()
         self.save()
+
+    def _ask_for_watched_ticks(self) -> None:
+        """Tell the broker which ticks to send: the symbols and underlyings the strategies watch, or
+        every tick when one of them reads them all (``Strategy.watches`` is None)."""
+        watched: set[str] = set()
+        for strategy in self.strategies.values():
+            names = strategy.watches()
+            if names is None:
+                self.bus.filter_keys(MARKETDATA_TICK, None)
+                return
+            watched |= names
+        self.bus.filter_keys(MARKETDATA_TICK, frozenset(watched))
 
     def _watchers(self, symbol: str, underlying: str) -> list[tuple[str, Strategy]]:
         """The strategies that read this instrument's ticks (``Strategy.watches``), worked out once per instrument."""

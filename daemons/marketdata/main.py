@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, serve
-from ..runtime.envelope import MARKETDATA_TICK
+from ..runtime.envelope import MARKETDATA_TICK, tick_key
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
@@ -125,7 +125,7 @@ class MarketdataDaemon(Daemon):
 
     def _publish(self, tick: dict[str, Any]) -> None:
         """Called on the loop by the live feed, once per tick."""
-        self.bus.publish(MARKETDATA_TICK, tick, key=str(tick["token"]))
+        self.bus.publish(MARKETDATA_TICK, tick, key=tick_key(tick))
         self.ticks.inc()
         self.market_ns = tick["exchange_ts"]
         self.last_tick = time.monotonic()
@@ -179,7 +179,7 @@ class MarketdataDaemon(Daemon):
                     await asyncio.sleep(0)  # let the bus flush and the watchdog run between bursts
                     if self.stopping.is_set():
                         return
-                publish(MARKETDATA_TICK, tick, key=str(tick.get("token", tick["symbol"])))
+                publish(MARKETDATA_TICK, tick, key=tick_key(tick))
                 self.replayed += 1
                 self.ticks.inc()
                 self.market_ns = tick["exchange_ts"]
@@ -198,7 +198,7 @@ class MarketdataDaemon(Daemon):
         due = loop.time()
         while self.step < sim.clock.steps and not self.stopping.is_set():
             for n, tick in enumerate(sim.step(), 1):
-                publish(MARKETDATA_TICK, tick, key=str(tick["token"]))
+                publish(MARKETDATA_TICK, tick, key=tick_key(tick))
                 if not n % STEP_SLICE:
                     await asyncio.sleep(0)  # the step's first ticks go out while the rest are built
             self.step = sim.step_no

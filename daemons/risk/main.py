@@ -65,6 +65,8 @@ class RiskDaemon(Daemon):
             self.decisions.labels(code)
         metrics.registry.register(RiskCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=True)  # marks: the newest price is the mark
+        self.watched: set[str] = set()  # the symbols whose ticks risk asks for (see _watch)
+        self.bus.filter_keys(MARKETDATA_TICK, frozenset())
         self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe(CONTROL_KILL_SWITCH, self._on_kill_switch)
@@ -87,6 +89,7 @@ class RiskDaemon(Daemon):
             self.seen_fills = set(saved.get("seen_fills", []))
             self.flattens = saved.get("flattens", 0)
             self.day = saved.get("day")
+            self._watch(*(symbol for _, symbol in self.rules.book.positions))
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
         self._roll_day()
@@ -177,6 +180,7 @@ class RiskDaemon(Daemon):
                 return
             self.seen_fills.add(fill_id)
         self.rules.fill(f["engine"], str(f.get("strategy", "")), f["symbol"], f["side"], f["quantity"], f["price"])
+        self._watch(f["symbol"])
         self.save()  # positions are what risk must not forget
         breach = self.rules.loss_breach(f["engine"])
         if breach:
@@ -185,6 +189,16 @@ class RiskDaemon(Daemon):
     def _approve(self, order: dict[str, Any], trace: str) -> None:
         self.recent.append((time.monotonic(), order, trace))
         self.bus.publish(RISK_APPROVED, order, key=order["symbol"], trace=trace)
+        self._watch(order["symbol"])
+
+    def _watch(self, *symbols: str) -> None:
+        """Ask the broker for these symbols' ticks too. Risk needs marks only where it holds or is about
+        to hold a position (loss limits, the kill switch's flatten); a signal brings its own tick's price
+        for the check. So with thousands of instruments risk reads the few it trades, not every tick."""
+        new = {s for s in symbols if isinstance(s, str) and s and "|" not in s} - self.watched
+        if new:
+            self.watched |= new
+            self.bus.filter_keys(MARKETDATA_TICK, frozenset(self.watched))
 
     def _on_sync(self, event: Event) -> None:
         """Execution restarted: approvals sent while it was down never reached it. It deduplicates by

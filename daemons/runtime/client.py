@@ -22,8 +22,9 @@ from .transport import Transport, UnixTransport
 log = logging.getLogger("algo.bus")
 
 Handler = Callable[[Event], None]
-# A topic's name, its handlers for every event, its latest_only ones, and the last seq seen per source
-Route = tuple[str, list[Handler], list[Handler], dict[str, int]]
+# A topic's name, its handlers for every event, its latest_only ones, the last seq seen per source, and
+# whether seqs are checked (not when every matching pattern filters keys: the broker skips the rest by design)
+Route = tuple[str, list[Handler], list[Handler], dict[str, int], bool]
 
 _MD = CONFLATED_PREFIX.encode()
 MD_SLICE = 16  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
@@ -79,6 +80,7 @@ class BusClient:
         self.transport = transport
         self.events = EventFactory(source)
         self._handlers: list[tuple[str, Handler, bool]] = []  # pattern, handler, latest_only
+        self._filters: dict[str, frozenset[str]] = {}  # market-data pattern -> the only key names it receives
         self._routes: dict[bytes, Route] = {}
         self._md: deque[tuple[bytes, list[wire.Span]]] = deque()  # held market data: a read and its tick frames
         self._md_frames = 0
@@ -146,11 +148,32 @@ class BusClient:
         self._routes.clear()
         self._md_subscribed = any(p == "*" or p.startswith(CONFLATED_PREFIX) for p, _, _ in self._handlers)
         if new and self.transport.connected:
-            self.transport.send(wire.encode(wire.SUBSCRIBE, pattern.encode()))
+            self.transport.send(wire.subscribe(pattern, self._filters.get(pattern)))
+
+    def filter_keys(self, pattern: str, names: frozenset[str] | None) -> None:
+        """Receive only the market data of ``pattern`` whose key names one of ``names`` (a tick's token,
+        symbol or underlying); None receives every key again. The broker applies it, so the rest is never
+        sent, read or decoded. Seqs of a filtered topic skip by design and are not counted as gaps."""
+        encoded = pattern.encode()
+        wire.check_pattern(encoded)
+        if names is not None:
+            try:
+                wire.key_filter(encoded, orjson.dumps(sorted(names)))  # the broker's own checks, before it sees them
+            except wire.ProtocolError as exc:
+                raise ValueError(f"key filter for {pattern!r}: {exc}") from None
+        if self._filters.get(pattern) == names:
+            return
+        if names is None:
+            self._filters.pop(pattern, None)
+        else:
+            self._filters[pattern] = names
+        self._routes.clear()
+        if any(p == pattern for p, _, _ in self._handlers) and self.transport.connected:
+            self.transport.send(wire.subscribe(pattern, names))
 
     def subscription_frames(self) -> list[bytes]:
         patterns = dict.fromkeys(p for p, _, _ in self._handlers)
-        return [wire.encode(wire.SUBSCRIBE, p.encode()) for p in patterns]
+        return [wire.subscribe(p, self._filters.get(p)) for p in patterns]
 
     def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
         """Stamp and send an event. Never blocks; a full outgoing buffer drops it (counted)."""
@@ -175,7 +198,8 @@ class BusClient:
         name = topic.decode()
         every = [h for p, h, latest in self._handlers if not latest and wire.matches(p, name)]
         latest = [h for p, h, latest in self._handlers if latest and wire.matches(p, name)]
-        route = self._routes[topic] = (name, every, latest, self._last_seq.setdefault(name, {}))
+        whole = any(p not in self._filters for p, _, _ in self._handlers if wire.matches(p, name))
+        route = self._routes[topic] = (name, every, latest, self._last_seq.setdefault(name, {}), whole)
         return route
 
     def _on_batch(self, data: bytes, spans: list[wire.Span]) -> None:
@@ -300,7 +324,7 @@ class BusClient:
             seqs = route[3]
             source, seq = event.source, event.seq
             last = seqs.get(source, 0)
-            if gaps:
+            if gaps and route[4]:
                 seqs[source] = seq
                 if seq > last + 1 and last:
                     self._gap(event, last)

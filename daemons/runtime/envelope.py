@@ -28,6 +28,13 @@ HEALTH_HEARTBEAT = "health.heartbeat"
 CONFLATED_PREFIX = "marketdata."
 
 
+def tick_key(tick: dict[str, Any]) -> str:
+    """A tick's frame key, ``token|symbol|underlying``: unique per instrument (the conflation key), and
+    what a subscriber's key filter names (an engine asks only for its strategies' symbols and
+    underlyings, so the broker never sends it the rest of a 9,000-instrument universe)."""
+    return f"{tick.get('token', '')}|{tick['symbol']}|{tick.get('underlying') or ''}"
+
+
 _INT64_MAX = 2**63 - 1  # what orjson and the journal can encode again
 
 

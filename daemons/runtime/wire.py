@@ -8,13 +8,21 @@
 
 Routing on a small header and forwarding the body untouched is what keeps the broker hop
 cheap (see bench/README.md): the JSON envelope is decoded only by the receiving client.
+
+A SUBSCRIBE frame's topic is the pattern; its body, when not empty, is a key filter for a market-data
+pattern: a JSON list of names, and the subscriber gets only the frames whose key has one of them as a
+``|``-separated part (a tick's key is ``token|symbol|underlying``). An empty body means every key.
+Subscribing the same pattern again replaces its filter.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from typing import NamedTuple
+
+import orjson
 
 PUBLISH = 1
 SUBSCRIBE = 2
@@ -152,6 +160,31 @@ def check_body(raw: bytes, offset: int) -> None:
 def check_pattern(pattern: bytes) -> None:
     if not PATTERN_RE.match(pattern):
         raise ProtocolError("malformed", f"bad subscription pattern {pattern[:64]!r}")
+
+
+KEY_SEPARATOR = b"|"  # between the parts of a key a filter can name (a tick: token|symbol|underlying)
+FILTERABLE_PREFIX = b"marketdata."  # key filters are for market data: the order path is never thinned
+
+
+def subscribe(pattern: str, names: Iterable[str] | None = None) -> bytes:
+    """A SUBSCRIBE frame; ``names`` (None: every key) is the key filter, sorted so a resend is identical."""
+    body = orjson.dumps(sorted(set(names))) if names is not None else b""
+    return encode(SUBSCRIBE, pattern.encode(), body)
+
+
+def key_filter(pattern: bytes, body: bytes) -> frozenset[bytes] | None:
+    """The names of a SUBSCRIBE frame's filter (None: every key); a bad one is the peer's protocol error."""
+    if not body:
+        return None
+    if not pattern.startswith(FILTERABLE_PREFIX):
+        raise ProtocolError("malformed", f"a key filter is for market data, not {pattern[:64]!r}")
+    try:
+        names = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("malformed", "key filter is not JSON") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n and "|" not in n for n in names):
+        raise ProtocolError("malformed", "key filter is not a list of non-empty names without '|'")
+    return frozenset(n.encode() for n in names)
 
 
 def matches(pattern: str, topic: str) -> bool:

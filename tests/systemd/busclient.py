@@ -10,7 +10,7 @@ from typing import Any
 from daemons.algoctl.sandbox import Sandbox
 from daemons.runtime.client import BusClient
 from daemons.runtime.config import BusSection
-from daemons.runtime.envelope import Event
+from daemons.runtime.envelope import MARKETDATA_TICK, Event, tick_key
 
 
 def client_for(sandbox: Sandbox, source: str = "test-client") -> BusClient:
@@ -53,6 +53,10 @@ class Listener:
     def publish(self, topic: str, payload: dict[str, Any], **kwargs: Any) -> Event:
         event: Event = self.call(self.client.publish, topic, payload, **kwargs)
         return event
+
+    def tick(self, payload: dict[str, Any]) -> Event:
+        """Publish a tick with its frame key, as the feed does (subscribers' key filters match on it)."""
+        return self.publish(MARKETDATA_TICK, payload, key=tick_key(payload))
 
     def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(5)

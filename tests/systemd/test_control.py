@@ -25,7 +25,7 @@ def decisions(bus: Listener) -> list[tuple[str, str]]:
 def test_algoctl_kill_switch_blocks_the_next_entry_and_releases(sandbox: Sandbox) -> None:
     sandbox.systemctl("start", "algo-risk.service", check=True)
     with Listener(sandbox, "risk.*", "control.*") as bus:
-        bus.publish("marketdata.tick", tick("INFY", 1000.0), key="1")
+        bus.tick(tick("INFY", 1000.0))
         on = sandbox.run(ALGOCTL, "kill-switch", "on", "--reason", "flat before the RBI policy")
         assert on.returncode == 0 and "kill switch on sent" in on.stdout, on.stderr
         wait_until(lambda: "KILL SWITCH" in sandbox.show("algo-risk.service", "StatusText")["StatusText"], 5,

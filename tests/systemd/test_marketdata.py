@@ -22,7 +22,8 @@ def test_paper_feed_ticks_every_instrument_onto_the_bus(sandbox: Sandbox) -> Non
         wait_until(lambda: len({ev.key for _, ev in listener.events}) == 52, 10, "a tick of every instrument")
         ticks = {ev.payload["symbol"]: ev for _, ev in listener.events}
     fut = next(ev for sym, ev in ticks.items() if sym.startswith("NIFTY") and sym.endswith("FUT"))
-    assert fut.key == str(fut.payload["token"]) and fut.source == "marketdata" and fut.type == "marketdata.tick"
+    assert fut.key == f"{fut.payload['token']}|{fut.payload['symbol']}|NIFTY"  # token|symbol|underlying
+    assert fut.source == "marketdata" and fut.type == "marketdata.tick"
     assert set(fut.payload) >= {"last_price", "bid", "ask", "volume", "oi", "exchange_ts"}
     assert ticks["NIFTY 50"].payload["last_price"] < fut.payload["last_price"]  # carry
     assert sum(sym[-2:] in ("CE", "PE") and sym[-3].isdigit() for sym in ticks) == 44

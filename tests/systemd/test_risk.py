@@ -24,12 +24,15 @@ def tick(symbol: str, price: float) -> dict[str, Any]:
             "exchange_ts": MARKET, "type": "EQ", "underlying": symbol, "strike": 0.0, "expiry": None}
 
 
-def signal(symbol: str, side: str, qty: int, entry: bool, engine: str = "equity",
-           price: float | None = None) -> dict[str, Any]:
-    """As an engine sends it; with ``price``, the tick that caused it (its price and exchange time) too."""
-    caused_by = {"tick_price": price, "tick_exchange_ts": MARKET} if price is not None else {}
+PRICES = {"INFY": 1000.0, "TCS": 4000.0}  # where the tests' markets open
+
+
+def signal(symbol: str, side: str, qty: int, entry: bool, engine: str = "equity") -> dict[str, Any]:
+    """As an engine sends it: with the price and exchange time of the tick that caused it (risk asks the
+    broker only for the ticks of what it holds; a signal brings its own)."""
     return {"engine": engine, "strategy": f"{engine}-test", "symbol": symbol, "side": side, "quantity": qty,
-            "order_type": "MARKET", "limit_price": None, "reason": "test", "entry": entry, **caused_by}
+            "order_type": "MARKET", "limit_price": None, "reason": "test", "entry": entry,
+            "tick_price": PRICES[symbol], "tick_exchange_ts": MARKET}
 
 
 def decisions(listener: Listener) -> list[tuple[str, str, str]]:
@@ -41,14 +44,14 @@ def test_loss_limit_breach_engages_the_kill_switch_and_it_survives_kill_9(sandbo
     sandbox.systemctl("start", RISK, check=True)
     with Listener(sandbox, "risk.*", "control.kill_switch") as bus:
         send = bus.publish
-        send("marketdata.tick", tick("INFY", 1000.0), key="1")
-        send("marketdata.tick", tick("TCS", 4000.0), key="2")
+        bus.tick(tick("INFY", 1000.0))
+        bus.tick(tick("TCS", 4000.0))
         send("strategy.signal", signal("INFY", "BUY", 50, True), trace="sig-1")
         wait_until(lambda: decisions(bus), 5, "a decision")
         assert decisions(bus) == [("risk.approved", "INFY", "")]
         send("execution.fill", {"engine": "equity", "strategy": "equity-test", "symbol": "INFY", "side": "BUY",
                                 "quantity": 50, "price": 1000.0})
-        send("marketdata.tick", tick("INFY", 790.0), key="1")  # -10,500 against a 10,000 limit
+        bus.tick(tick("INFY", 790.0))  # -10,500 against a 10,000 limit
         wait_until(lambda: any(ev.type == "control.kill_switch" for _, ev in bus.events), 5, "the kill switch")
         send("strategy.signal", signal("TCS", "BUY", 5, True, engine="fno"), trace="sig-2")
         send("strategy.signal", signal("INFY", "SELL", 50, False), trace="sig-3")
@@ -71,8 +74,8 @@ def test_manual_kill_switch_blocks_entries_from_the_next_signal(sandbox: Sandbox
     sandbox.systemctl("start", RISK, check=True)
     with Listener(sandbox, "risk.*") as bus:
         send = bus.publish
-        send("marketdata.tick", tick("INFY", 1000.0), key="1")
-        send("strategy.signal", signal("INFY", "BUY", 5, True, price=1000.0))  # it may overtake its tick
+        bus.tick(tick("INFY", 1000.0))
+        send("strategy.signal", signal("INFY", "BUY", 5, True))  # it may overtake its tick
         send("control.kill_switch", {"engage": True, "reason": "operator: flat for the RBI announcement"})
         send("strategy.signal", signal("INFY", "BUY", 5, True))
         wait_until(lambda: len(decisions(bus)) == 2, 5, "two decisions")
