@@ -33,7 +33,7 @@ def symbols(events: list[Event]) -> set[str]:
 
 def test_a_filtered_subscriber_gets_only_the_ticks_it_names(tmp_path: Path) -> None:
     async def go(path: Path) -> None:
-        await start_broker(path)
+        broker = await start_broker(path)
         every, options = list[Event](), list[Event]()
         whole = await client(path, "journal")
         whole.subscribe("marketdata.tick", every.append)
@@ -50,6 +50,8 @@ def test_a_filtered_subscriber_gets_only_the_ticks_it_names(tmp_path: Path) -> N
         assert symbols(options) == {"NIFTY26DEC24000CE", "NIFTY26DEC24000PE", "INFY"}
         assert [e.payload["i"] for e in options] == [n for n in range(500) if n % 5 in (0, 1, 3)]  # in order
         assert engine.gaps == 0 and whole.gaps == 0  # skipped by the filter is not lost
+        assert broker.stats.filtered == 200  # counted as asked for, not as dropped
+        assert sum(broker.stats.dropped.values()) == 0
 
         # A new filter replaces the old one; None is every tick again.
         engine.filter_keys("marketdata.tick", frozenset({"RELIANCE"}))

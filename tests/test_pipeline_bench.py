@@ -108,6 +108,13 @@ def test_tick_losses_are_net_of_conflation() -> None:
     assert t["lost_beyond_policy"] == 10  # fno's 40 are the broker's conflation
     after["fno"] = scrape(received(935))  # 20 fewer than conflation explains
     assert tick_losses(zero, after, 1000, 10, {"fno": 5, "risk": 10}, 990)["lost_beyond_policy"] == 30
+    # fno's key filter asked for 600 of the 990 (the other 390 were never due to it); the broker conflated 40
+    after["bus"][("algo_bus_filtered_total", ())] = 390
+    after["fno"] = scrape(received(565))
+    t = tick_losses(zero, after, 1000, 10, {"fno": 5, "risk": 10}, 990)
+    assert t["filtered"] == 390 and t["lost_beyond_policy"] == 10
+    after["fno"] = scrape(received(555))  # 10 of the 600 it asked for neither arrived nor were conflated
+    assert tick_losses(zero, after, 1000, 10, {"fno": 5, "risk": 10}, 990)["lost_beyond_policy"] == 20
 
 
 @pytest.mark.parametrize("universe", [500, 9000])

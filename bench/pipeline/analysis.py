@@ -162,12 +162,14 @@ def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], pub
     The conflation policy allows two losses: the broker conflating market data for a subscriber whose
     socket has not drained (``algo_bus_dropped_total{reason="conflated"}``, not split by subscriber) and
     a client keeping only the newest tick per key (``algo_bus_client_dropped_total{reason="conflated"}``:
-    a ``latest_only`` handler, or a daemon too far behind). Anything else is lost beyond the policy:
+    a ``latest_only`` handler, or a daemon too far behind). Ticks a subscriber's key filter did not ask
+    for (``algo_bus_filtered_total``) were never due to it. Anything else is lost beyond the policy:
     ticks that never reached the broker (marketdata's outbox full) and ticks a subscriber neither
     received nor had conflated. ``algo_bus_client_gaps_total`` is reported as read.
     """
     into_bus = delta(before["bus"], after["bus"], "algo_bus_published_total", topic=TICK)
     broker_conflated = delta(before["bus"], after["bus"], "algo_bus_dropped_total", reason="conflated")
+    filtered = delta(before["bus"], after["bus"], "algo_bus_filtered_total")
     broker_other = sum(delta(before["bus"], after["bus"], "algo_bus_dropped_total", reason=r)
                        for r in ("slow_consumer", "disconnected"))
     per: dict[str, dict[str, float]] = {}
@@ -179,9 +181,9 @@ def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], pub
                   "reconnects": delta(before[d], after[d], "algo_bus_client_reconnects_total")}
     missing = sum(max(0.0, p["missing"]) for p in per.values())
     return {"published": float(published), "into_bus": into_bus, "outbox_full": outbox_full,
-            "broker_conflated": broker_conflated, "broker_dropped_other": broker_other,
+            "broker_conflated": broker_conflated, "broker_dropped_other": broker_other, "filtered": filtered,
             "client_conflated": sum(p["conflated"] for p in per.values()), "journal_ticks": journal_ticks,
-            "lost_beyond_policy": outbox_full + max(0.0, missing - broker_conflated), "per_subscriber": per}
+            "lost_beyond_policy": outbox_full + max(0.0, missing - broker_conflated - filtered), "per_subscriber": per}
 
 
 def cpu_per_kticks(cpu_before: Mapping[str, float], cpu_after: Mapping[str, float], ticks: float) -> dict[str, float]:
@@ -219,13 +221,14 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
         cells = [f"{_ms(load['cpu_ms_per_kticks'].get(d, math.nan))} ({load['rss_mb'].get(d, math.nan):.1f})"
                  for d in daemons]
         lines.append(f"| {load['rate']:,} | " + " | ".join(cells) + " |")
-    lines += ["", "| ticks/s | ready s | ticks published | journal ticks | conflated (broker / clients) | lost beyond policy | "
-                  "signals | approved | blocked | orders | fills | throttled |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| ticks/s | ready s | ticks published | journal ticks | conflated (broker / clients) | "
+                  "not asked for (key filters) | lost beyond policy | signals | approved | blocked | orders | fills | throttled |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for load in loads:
         t, c = load["ticks"], load["counts"]
         lines.append(f"| {load['rate']:,} | {load['ready_s']:.2f} | {t['published']:,.0f} | {t['journal_ticks']:,} | "
-                     f"{t['broker_conflated']:,.0f} / {t['client_conflated']:,.0f} | {t['lost_beyond_policy']:,.0f} | "
+                     f"{t['broker_conflated']:,.0f} / {t['client_conflated']:,.0f} | {t.get('filtered', 0):,.0f} | "
+                     f"{t['lost_beyond_policy']:,.0f} | "
                      f"{c['signals']} | {c['approved']} | {c['blocked']} | {c['orders']} | {c['fills']} | "
                      f"{load['throttled']:.0f} |")
     return "\n".join(lines)

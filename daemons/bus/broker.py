@@ -52,6 +52,7 @@ MD_WRITE_BYTES = 64 << 10  # held market data written per drain of the socket: w
 class BrokerStats:
     published: Counter[bytes] = field(default_factory=Counter)
     delivered: int = 0
+    filtered: int = 0  # market-data deliveries a subscriber's key filter asked not to get
     dropped: Counter[str] = field(default_factory=Counter)
     protocol_errors: Counter[str] = field(default_factory=Counter)
     disconnects: Counter[str] = field(default_factory=Counter)
@@ -450,6 +451,7 @@ class Broker:
         for peer, names in filtered:
             disjoint = names.isdisjoint
             wanted = [chunk[start:stop] for (_, start, _, _, stop), key in zip(spans, parts, strict=True) if not disjoint(key)]
+            self.stats.filtered += len(spans) - len(wanted)
             if wanted:
                 peer.enqueue_md(topic, b"".join(wanted), len(wanted))
 

@@ -76,6 +76,8 @@ class BrokerCollector(Collector):
             pub.add_metric([topic.decode()], n)
         yield pub
         yield CounterMetricFamily("algo_bus_delivered", "Event deliveries to subscribers", value=s.delivered)
+        yield CounterMetricFamily("algo_bus_filtered", "Market-data deliveries skipped: not in the subscriber's key filter",
+                                  value=s.filtered)
         dropped = CounterMetricFamily("algo_bus_dropped", "Deliveries dropped, by reason", labels=["reason"])
         for reason in ("conflated", "slow_consumer", "disconnected"):
             dropped.add_metric([reason], s.dropped[reason])
