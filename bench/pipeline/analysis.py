@@ -222,7 +222,8 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
                  for d in daemons]
         lines.append(f"| {load['rate']:,} | " + " | ".join(cells) + " |")
     lines += ["", "| ticks/s | ready s | ticks published | journal ticks | conflated (broker / clients) | "
-                  "not asked for (key filters) | lost beyond policy | signals | approved | blocked | orders | fills | throttled |",
+                  "not asked for (key filters) | lost beyond policy | signals | approved | blocked | orders | fills | "
+                  "throttled |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for load in loads:
         t, c = load["ticks"], load["counts"]
