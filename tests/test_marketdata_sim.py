@@ -141,6 +141,52 @@ def test_a_large_step_leaves_in_slices_not_whole(tmp_path: Path, monkeypatch: py
     assert any(n % size for n in seen), f"only whole steps of {size} ticks were ever seen: {seen}"
 
 
+def test_spread_steps_publish_a_step_evenly_over_its_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With spread_steps a step's ticks leave in slices across the step, as a real feed's do, not as
+    one burst at its start; every tick of the step is still published, in order, once."""
+    import asyncio
+
+    from daemons.marketdata.main import MarketdataDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = FleetConfig.model_validate({"daemons": {"marketdata": {
+        "instruments": str(PAPER), "session_date": DAY.isoformat(), "steps_per_second": 5, "spread_steps": True}}})
+
+    async def go() -> tuple[int, list[tuple[float, int]]]:
+        md = MarketdataDaemon(config, DaemonMetrics("marketdata"))
+        await md.setup()
+        assert md.sim is not None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        runner = asyncio.create_task(md.run())
+        seen = []
+        while loop.time() - start < 0.19:  # within the first step (0.2 s)
+            await asyncio.sleep(0.01)
+            seen.append((loop.time() - start, md.bus.published.get("marketdata.tick", 0)))
+        md.stopping.set()
+        await runner
+        return len(md.sim.instruments), seen
+
+    size, seen = asyncio.run(go())
+    halfway = max(n for t, n in seen if t <= 0.1)
+    assert 0.3 * size <= halfway <= 0.7 * size, f"{halfway} of {size} ticks out by the middle of the step: {seen}"
+    assert seen[-1][1] <= size
+
+
+def test_step_slices_cover_the_step_once_in_order() -> None:
+    from daemons.marketdata.main import STEP_SLICE, step_slices
+
+    for n, spread in ((52, True), (9000, True), (9000, False), (1, True), (0, False)):
+        slices = step_slices(n, 10.0, 0.5, spread)
+        assert [i for a, b, _ in slices for i in range(a, b)] == list(range(n))
+        assert all(b - a <= STEP_SLICE for a, b, _ in slices)
+        whens = [w for _, _, w in slices]
+        assert whens == sorted(whens) and whens[0] == 10.0 and whens[-1] < 10.5
+        assert (whens[-1] > 10.4) == (spread and n > 1)
+
+
 def test_a_chain_wider_than_the_price_lists_only_positive_strikes() -> None:
     """50 strikes of 50 either side of a 1,290 stock would reach -1,210: those are left out, and the
     rest price (it used to fail the simulator with a math domain error)."""

@@ -7,6 +7,9 @@ service is active; a warm-up; a measured window between two scrapes of every dae
 CPU; then the journal's events.jsonl is joined hop by hop (analysis.py). Needs root.
 
     sudo .venv/bin/python bench/pipeline/run.py --rates 1000,5000,10000,20000 --universe 9000 --seconds 20
+
+``--spread`` spreads each step's ticks over the step (``spread_steps``): a steady feed of ``rate``
+ticks/s, as a real market delivers them, instead of one burst of the whole universe per step.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def instruments_dump(path: Path, universe: int, seed: int = 7) -> list[str]:
     return symbols
 
 
-def fleet_toml(universe: int, steps_per_second: float, traded: list[str]) -> str:
+def fleet_toml(universe: int, steps_per_second: float, traded: list[str], spread: bool = False) -> str:
     """configs/paper.toml with the bench's universe and pace, loss and position limits out of the way,
     and EMA(2/3) crossovers on ``traded`` (half in algo-fno, half in algo-equity) for a steady flow of signals."""
     text = (REPO / "configs" / "paper.toml").read_text()
@@ -108,6 +111,7 @@ def fleet_toml(universe: int, steps_per_second: float, traded: list[str]) -> str
     edits = {
         'instruments = "/etc/algo/instruments/paper.csv"': 'instruments = "/etc/algo/instruments/bench.csv"',
         "steps_per_second = 2.0": f"steps_per_second = {steps_per_second!r}",
+        "spread_steps = false": f"spread_steps = {str(spread).lower()}",
         "strikes = 5": f"strikes = {strikes}",
         "max_open_positions = 10": "max_open_positions = 100000",
         "orders_per_second = 10.0                         # fleet-wide":
@@ -266,9 +270,10 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     (box.etc / "instruments").mkdir(parents=True)
     synthetic = instruments_dump(box.etc / "instruments" / "bench.csv", universe)
     traded = [synthetic[(i * len(synthetic)) // args.strategies] for i in range(args.strategies)]
-    config.write_text(fleet_toml(universe, steps, traded))
+    config.write_text(fleet_toml(universe, steps, traded, args.spread))
     box.prepare(config)
-    print(f"[{rate:,} ticks/s] universe {universe:,} at {steps:.3f} steps/s, {args.strategies} bench strategies",
+    print(f"[{rate:,} ticks/s] universe {universe:,} at {steps:.3f} steps/s{' spread' if args.spread else ''}, "
+          f"{args.strategies} bench strategies",
           file=sys.stderr)
     box.start()
     try:
@@ -310,7 +315,8 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     busy, steal, total = (b - a for a, b in zip(mach0, mach1, strict=True))
     samples = hop_samples(joined.chains)
     return {
-        "rate": rate, "universe": universe, "steps_per_second": steps, "window_s": window, "counted_s": counted_s,
+        "rate": rate, "universe": universe, "steps_per_second": steps, "spread": args.spread, "window_s": window,
+        "counted_s": counted_s,
         "achieved": (joined.last_seq - joined.first_seq + 1) / window, "ready_s": ready,  # ticks stamped in the window
         "latency_ms": {h: summary(samples[h]) for h in HOPS},
         "counts": counts(joined.chains), "signals_without_journal_tick": joined.ticks_missing,
@@ -334,6 +340,7 @@ def main() -> None:
                    help="simulator steps/s at least: a rate below universe x this uses a smaller universe (0: never)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured window per load")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after ready before the window opens")
+    p.add_argument("--spread", action="store_true", help="spread each step's ticks over the step (a steady feed)")
     p.add_argument("--strategies", type=int, default=8, help="EMA(2/3) crossovers on synthetic symbols, added to the defaults")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     p.add_argument("--workdir", type=Path, default=None, help="keep each load's sandbox here (default: a temporary directory)")

@@ -34,8 +34,20 @@ log = logging.getLogger("algo.marketdata")
 
 
 # Ticks of one step published between two turns of the event loop: a 9,000-instrument step would
-# otherwise be stamped and built whole (~50 ms) before its first tick left the process.
+# otherwise be stamped whole (~50 ms) before its first tick left the process.
 STEP_SLICE = 256
+SPREAD_SEC = 0.002  # with spread_steps: a step's ticks go out in slices this far apart (or one tick each)
+
+
+def step_slices(n: int, start: float, interval: float, spread: bool) -> list[tuple[int, int, float]]:
+    """(first, stop, when) of each slice of a step of ``n`` ticks due at ``start``: back to back by
+    default, or spread evenly over the step's ``interval`` as a real feed delivers a market's ticks."""
+    count = -(-n // STEP_SLICE)
+    if spread:
+        count = max(count, min(n, int(interval / SPREAD_SEC)))
+    count = max(count, 1)
+    return [(k * n // count, (k + 1) * n // count, start + (k * interval / count if spread else 0.0))
+            for k in range(count)]
 
 
 class MarketdataDaemon(Daemon):
@@ -197,10 +209,13 @@ class MarketdataDaemon(Daemon):
         loop = asyncio.get_running_loop()
         due = loop.time()
         while self.step < sim.clock.steps and not self.stopping.is_set():
-            for n, tick in enumerate(sim.step(), 1):
-                publish(MARKETDATA_TICK, tick, key=tick_key(tick))
-                if not n % STEP_SLICE:
-                    await asyncio.sleep(0)  # the step's first ticks go out while the rest are built
+            ticks = sim.step()
+            for first, stop, when in step_slices(len(ticks), due, self.interval, self.section.spread_steps):
+                await asyncio.sleep(max(0.0, when - loop.time()))  # at least a turn of the loop between slices
+                if self.stopping.is_set():
+                    return
+                for tick in ticks[first:stop]:
+                    publish(MARKETDATA_TICK, tick, key=tick_key(tick))
             self.step = sim.step_no
             self.ticks.inc(len(sim.instruments))
             self.last_tick = time.monotonic()

@@ -202,6 +202,9 @@ class MarketdataSection(DaemonSection):
     session_date: date | None = None  # default: today in IST
     session_minutes: float = Field(10.0, gt=0, le=375)  # 375 = the real 09:15-15:30 session
     steps_per_second: float = Field(2.0, gt=0, le=1000)  # each step ticks every instrument once
+    # false: a step's ticks go out back to back (a burst per step); true: spread evenly over the step,
+    # as a real feed delivers a market's ticks (what bench/pipeline calls a steady feed)
+    spread_steps: bool = False
 
 
 class StrategySection(Section):
