@@ -156,6 +156,7 @@ class RiskDaemon(Daemon):
 
     def _on_signal(self, event: Event) -> None:
         s = event.payload
+        self._watch(s.get("symbol"))  # its marks from now on (the first check uses the signal's own tick)
         try:
             decision = self.rules.check(s, time.monotonic())
         except (KeyError, TypeError, ValueError) as exc:
@@ -189,12 +190,12 @@ class RiskDaemon(Daemon):
     def _approve(self, order: dict[str, Any], trace: str) -> None:
         self.recent.append((time.monotonic(), order, trace))
         self.bus.publish(RISK_APPROVED, order, key=order["symbol"], trace=trace)
-        self._watch(order["symbol"])
+        self._watch(order["symbol"])  # risk's own flatten orders
 
-    def _watch(self, *symbols: str) -> None:
-        """Ask the broker for these symbols' ticks too. Risk needs marks only where it holds or is about
-        to hold a position (loss limits, the kill switch's flatten); a signal brings its own tick's price
-        for the check. So with thousands of instruments risk reads the few it trades, not every tick."""
+    def _watch(self, *symbols: object) -> None:
+        """Ask the broker for these symbols' ticks too. Risk needs marks only where it holds or is asked
+        to trade (loss limits, the kill switch's flatten, the next signal); a signal brings its own tick's
+        price for its check. So with thousands of instruments risk reads the few traded, not every tick."""
         new = {s for s in symbols if isinstance(s, str) and s and "|" not in s} - self.watched
         if new:
             self.watched |= new

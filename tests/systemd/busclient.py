@@ -31,12 +31,19 @@ def publish_once(sandbox: Sandbox, topic: str, payload: dict[str, Any], trace: s
 class Listener:
     """A bus client on its own thread and loop, recording (monotonic receive time, event)."""
 
-    def __init__(self, sandbox: Sandbox, *patterns: str, source: str = "test-listener") -> None:
+    def __init__(self, sandbox: Sandbox, *patterns: str, source: str = "test-listener",
+                 ticks_of: frozenset[str] | None = None) -> None:
+        """``ticks_of``: with a marketdata pattern, only these symbols' ticks (a key filter), kept in
+        ``last_tick`` by symbol rather than in ``events``."""
         self.events: list[tuple[float, Event]] = []
+        self.last_tick: dict[str, dict[str, Any]] = {}
         self.loop = asyncio.new_event_loop()
         self.client = client_for(sandbox, source)
         for pattern in patterns:
             self.client.subscribe(pattern, lambda ev: self.events.append((time.monotonic(), ev)))
+        if ticks_of is not None:
+            self.client.subscribe(MARKETDATA_TICK, lambda ev: self.last_tick.__setitem__(ev.payload["symbol"], ev.payload))
+            self.client.filter_keys(MARKETDATA_TICK, ticks_of)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> Listener:
@@ -53,6 +60,11 @@ class Listener:
     def publish(self, topic: str, payload: dict[str, Any], **kwargs: Any) -> Event:
         event: Event = self.call(self.client.publish, topic, payload, **kwargs)
         return event
+
+    def caused_by(self, symbol: str) -> dict[str, Any]:
+        """The fields an engine's signal carries about the tick that caused it: here the newest seen."""
+        tick = self.last_tick[symbol]
+        return {"tick_price": tick["last_price"], "tick_exchange_ts": tick["exchange_ts"]}
 
     def tick(self, payload: dict[str, Any]) -> Event:
         """Publish a tick with its frame key, as the feed does (subscribers' key filters match on it)."""

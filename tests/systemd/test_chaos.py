@@ -55,6 +55,7 @@ UNITS = ("algo-bus", "algo-marketdata", "algo-fno", "algo-equity", "algo-options
 RISK_WATCHDOG_SEC = 3  # the shipped 10 s, shortened so the test stays short; the mechanism is the same
 RECOVERED_WITHIN = 60.0  # "it came back at all"; the < 5 s target is reported, not asserted
 EXECUTION_STATE_MB = 64
+PUMPED = ("INFY", "RELIANCE")  # the symbols the signal pump trades, one tick of each seen before it signals
 
 
 class Background:
@@ -135,13 +136,16 @@ class SignalPump(Background):
         if self.paused.is_set():
             return
         n = self.sent
+        symbol = PUMPED[n % 2]
+        if symbol not in self.bus.last_tick:
+            return  # as an engine, it signals on a tick it has seen
         self.published[client_id(f"chaos-pump:{n}")] = time.monotonic()
         try:
             self.bus.publish("strategy.signal", {
-                "engine": "equity", "strategy": "chaos-pump", "symbol": ("INFY", "RELIANCE")[n % 2],
+                "engine": "equity", "strategy": "chaos-pump", "symbol": symbol,
                 "side": ("BUY", "SELL")[n // 2 % 2], "quantity": 1, "order_type": "MARKET", "limit_price": None,
                 "reason": "chaos under load", "entry": True, "signal_id": f"chaos-pump:{n}",
-                "tick_ts": time.time_ns()})
+                "tick_ts": time.time_ns(), **self.bus.caused_by(symbol)})
         except Exception:  # the test's own client during a bus fault: try the next one
             return
         self.sent += 1
@@ -226,7 +230,8 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
             box.run("mount", "--bind", str(disk), "/var/lib/algo/execution", check=True)
             box.systemctl("start", "algo.target", check=True)
             with (BrokerTail(box.state / f"execution/{today()}/broker.jsonl") as tail,
-                  Listener(box, "risk.approved", source="chaos-pump") as bus, SignalPump(bus) as pump):
+                  Listener(box, "risk.approved", source="chaos-pump", ticks_of=frozenset(PUMPED)) as bus,
+                  SignalPump(bus) as pump):
                 chaos = Chaos(box, tail, pump, root / "recovery.json")
                 chaos.healthy()
                 yield chaos

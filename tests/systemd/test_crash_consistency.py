@@ -59,12 +59,13 @@ def test_kill_9_of_execution_and_fno_mid_session_loses_and_doubles_nothing(crash
     wait_until(lambda: len(rows(box, "fills.csv")) >= 3, 60, "the first fills")
 
     # Orders in flight: a burst of approvals that execution is still placing and filling when it dies.
-    with Listener(box, "risk.approved") as bus:
+    with Listener(box, "risk.approved", ticks_of=frozenset({"INFY"})) as bus:
+        wait_until(lambda: "INFY" in bus.last_tick, 10, "a tick of INFY")
         for n in range(6):
             bus.publish("strategy.signal", {
                 "engine": "equity", "strategy": "crash-test", "symbol": "INFY", "side": "BUY", "quantity": 40,
                 "order_type": "MARKET", "limit_price": None, "reason": "in flight at kill -9", "entry": True,
-                "signal_id": f"crash-test:burst:{n}", "tick_ts": 0})
+                "signal_id": f"crash-test:burst:{n}", "tick_ts": 0, **bus.caused_by("INFY")})
         wait_until(lambda: sum(e.type == "risk.approved" for _, e in bus.events) >= 1, 5, "risk to approve")
         box.systemctl("kill", "--signal=SIGKILL", "algo-execution.service", check=True)
     wait_until(lambda: restarted(box, "algo-execution.service", 0), 30, "algo-execution to restart")
