@@ -126,7 +126,6 @@ def test_at_the_floor_market_data_is_shed_loudly_and_the_order_path_kept(tmp_pat
 def test_while_writes_fail_market_data_is_dropped_and_the_order_path_held(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     d = journal(tmp_path, Disk(free_mb=500))
-    import daemons.journal.writer as writer
 
     real = os.write
     full = True
@@ -154,7 +153,7 @@ def test_while_writes_fail_market_data_is_dropped_and_the_order_path_held(tmp_pa
         d._tick()
         await d.drain()
 
-    monkeypatch.setattr(writer.os, "write", write)
+    monkeypatch.setattr(os, "write", write)
     asyncio.run(session())
     day = next(tmp_path.iterdir())
     assert [e["payload"]["n"] for e in reader.events(day)] == [0, 1]  # whole lines only: the short write was undone
@@ -230,13 +229,12 @@ def test_compaction_keeps_every_event_and_makes_the_file_smaller(tmp_path: Path)
 def test_execution_refuses_a_new_order_below_its_floor_with_one_crit_line(tmp_path: Path,
                                                                           caplog: pytest.LogCaptureFixture,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemons.execution import backlog
     from daemons.execution.backlog import BackloggedLog
     from daemons.execution.ledger import DISK_FULL
     from daemons.execution.wal import OrderLog
 
     disk = Disk(free_mb=300)
-    monkeypatch.setattr(backlog.os, "statvfs", disk)
+    monkeypatch.setattr(os, "statvfs", disk)
     log = BackloggedLog(OrderLog(tmp_path / "orders.wal", fsync=False), DISK_FULL, logging.CRITICAL, 256 << 20)
     log.write_now({"op": "new", "n": 1})
     disk.free = 100 << 20
