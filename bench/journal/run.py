@@ -33,7 +33,7 @@ from daemons.marketdata.instruments import load_instruments
 from daemons.marketdata.session import SessionClock
 from daemons.marketdata.simulator import MarketSimulator
 from daemons.runtime.config import FleetConfig
-from daemons.runtime.envelope import Event, EventFactory
+from daemons.runtime.envelope import Event, EventFactory, tick_key
 from daemons.runtime.metrics import DaemonMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def make_ticks(n: int, strikes: int) -> tuple[list[Event], list[bytes], int]:
     bodies: list[bytes] = []
     while len(events) < n:
         for payload in sim.step():
-            event, body = stamp("marketdata.tick", payload, key=str(payload["token"]))
+            event, body = stamp("marketdata.tick", payload, key=tick_key(payload))
             events.append(event)
             bodies.append(body)
     return events[:n], bodies[:n], len(sim.instruments)
