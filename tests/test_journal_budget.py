@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from daemons.journal import retention
@@ -166,15 +167,19 @@ def section(**kw: int) -> JournalSection:
 
 
 def make_day(journal: Path, day: str, legacy: bool = False) -> Path:
+    """A closed day as algo-journal writes it, or (legacy) as today's main wrote it: every event in events.jsonl."""
     folder = journal / day
-    folder.mkdir(parents=True)
     files = DayFiles(folder)
-    files.add(feed("marketdata.tick", {"symbol": "INFY", "last_price": 1.0})[0])
-    files.add(engine("strategy.signal", {"symbol": "INFY"})[0])
+    sent = [feed("marketdata.tick", {"symbol": "INFY", "last_price": 1.0})[0], feed("health.heartbeat", {})[0],
+            engine("strategy.signal", {"symbol": "INFY"})[0], feed("marketdata.tick", {"symbol": "TCS", "oi": 3})[0]]
+    for event in sent:
+        files.add(event)
     files.close()
-    os.close(os.open(folder, os.O_RDONLY))  # (no lock left behind)
     if legacy:
         (folder / MARKET).unlink()
+        (folder / EVENTS).write_bytes(b"".join(orjson.dumps(
+            {"id": e.id, "ts": e.ts, "type": e.type, "source": e.source, "seq": e.seq, "trace": e.trace, "key": e.key,
+             "payload": e.payload}, option=orjson.OPT_APPEND_NEWLINE) for e in sent))
     return folder
 
 
@@ -204,12 +209,29 @@ def test_retention_removes_exactly_what_has_expired_and_leaves_today_and_a_day_b
     assert gone == {f"2026-08-03/{n}" for n in order_path} | {"2026-09-01/market.zst", "2026-10-20/market.zst"}
     assert not (tmp_path / "2026-08-03").exists()  # nothing left in it
     assert plan.busy == [tmp_path / "2026-09-02"]
-    assert {p.parent.name for p in plan.compact} == {"2026-10-21", "2026-11-19"}  # closed days kept: compacted once
-    assert retention.run(tmp_path, section(keep_market_days=30, keep_orders_days=90), today, dry_run=False).compact == []
+    assert {p.name for p in plan.compact} == {"2026-09-01", "2026-10-20", "2026-10-21", "2026-11-19"}  # once each
+    again = retention.run(tmp_path, section(keep_market_days=30, keep_orders_days=90), today, dry_run=False)
+    assert again.compact == [tmp_path / "2026-09-02"]  # no longer written; the others were compacted once
     assert {f"2026-11-20/{n}" for n in (*order_path, MARKET)} <= tree(tmp_path)  # today untouched
 
     forever = retention.run(tmp_path, section(keep_market_days=0, keep_orders_days=0), date(2030, 1, 1), dry_run=False)
     assert forever.remove == []
+
+
+def test_compaction_moves_the_ticks_of_a_day_written_before_market_zst_out_of_its_order_path(tmp_path: Path) -> None:
+    today = date(2026, 11, 20)
+    kept, expired = make_day(tmp_path, "2026-11-10", legacy=True), make_day(tmp_path, "2026-10-01", legacy=True)
+    lines = {d: (d / EVENTS).read_bytes().splitlines(keepends=True) for d in (kept, expired)}
+    events = {d: list(reader.events(d)) for d in (kept, expired)}
+    csvs = {name: (kept / name).read_bytes() for name in COLUMNS}
+    (tmp_path / "2026-11-09.compacting").mkdir()  # left by a run that died
+    retention.run(tmp_path, section(keep_market_days=30, keep_orders_days=0), today, dry_run=False)
+    assert list(reader.events(kept)) == events[kept]  # the same events, now from both files
+    assert (kept / EVENTS).read_bytes() == lines[kept][2]  # the signal's line, byte for byte: the order path alone
+    assert [e["type"] for e in frames.read(kept / MARKET)] == ["marketdata.tick", "health.heartbeat", "marketdata.tick"]
+    assert {name: (kept / name).read_bytes() for name in COLUMNS} == csvs
+    assert (expired / EVENTS).read_bytes() == lines[expired][2] and not (expired / MARKET).exists()  # ticks dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-10-01", "2026-11-10"]
 
 
 def test_compaction_keeps_every_event_and_makes_the_file_smaller(tmp_path: Path) -> None:
@@ -221,7 +243,7 @@ def test_compaction_keeps_every_event_and_makes_the_file_smaller(tmp_path: Path)
             files.frame()  # small frames, as a quiet feed writes them
     files.close()
     original = list(reader.events(day))
-    before, after = retention.compact(day / MARKET)
+    before, after = retention.compact_day(day, keep_market=True)
     assert after < before
     assert list(reader.events(day)) == original
 

@@ -1,7 +1,8 @@
 """The journal on a state disk that fills during a session (a 64 MB tmpfs of its own): below its floor
 it sheds market data with one crit line and keeps writing the order path, the alert rules fire on
 what it exports, and when space returns it records market data again on its own. The retention
-unit then runs in the same sandbox, hardening and all, and leaves today's day alone."""
+unit then runs in the same sandbox, hardening and all: it compacts a closed day written before
+market.zst existed (its ticks moved out of events.jsonl) and leaves today's day alone."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
 from daemons.algoctl.sandbox import Sandbox
 from daemons.journal_format import reader
 from daemons.journal_format.layout import EVENTS, MARKET
+from daemons.runtime.envelope import EventFactory
 from tests.conftest import REPO
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
@@ -135,13 +139,35 @@ def test_a_filling_disk_sheds_market_data_keeps_the_order_path_alerts_and_recove
     assert (day / EVENTS).read_bytes().endswith(b"\n")
 
 
-def test_the_retention_unit_runs_in_the_fleet_and_leaves_today_alone(box: Sandbox) -> None:
+def plant_legacy_day(box: Sandbox, day: str) -> list[dict[str, Any]]:
+    """A closed day as today's main wrote it (ticks inside events.jsonl), owned by the fleet's user."""
+    stamp = EventFactory("marketdata").stamp
+    events = [stamp("marketdata.tick", {"symbol": "INFY", "last_price": 1500.0 + n})[0] for n in range(3)]
+    events.append(EventFactory("fno").stamp("strategy.signal", {"symbol": "INFY"})[0])
+    lines = [{"id": e.id, "ts": e.ts, "type": e.type, "source": e.source, "seq": e.seq, "trace": e.trace, "key": e.key,
+              "payload": e.payload} for e in events]
+    folder = box.state / "journal" / day
+    folder.mkdir()
+    (folder / EVENTS).write_bytes(b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in lines))
+    owner = (box.state / "journal").stat()
+    for path in (folder, folder / EVENTS):
+        os.chown(path, owner.st_uid, owner.st_gid)
+    return lines
+
+
+def test_the_retention_unit_runs_in_the_fleet_compacts_a_closed_day_and_leaves_today_alone(box: Sandbox) -> None:
     day = box.state / "journal" / today()
+    yesterday = (date.fromisoformat(today()) - timedelta(days=1)).isoformat()
+    planted = plant_legacy_day(box, yesterday)
     before = sorted(p.name for p in day.iterdir())
     out = box.systemctl("start", "algo-journal-retention.service", timeout=120)
-    assert out.returncode == 0, out.stderr + box.journalctl("-u", "algo-journal-retention.service", "-o", "cat").stdout
     log = box.journalctl("-u", "algo-journal-retention.service", "-o", "cat").stdout
-    assert "0 market files compacted, 0 files removed" in log, log
-    assert sorted(p.name for p in day.iterdir()) == before
+    assert out.returncode == 0, out.stderr + log
+    assert "1 days compacted, 0 files removed" in log, log
+    assert sorted(p.name for p in day.iterdir()) == before  # today's day: untouched
+    closed = box.state / "journal" / yesterday
+    assert list(reader.events(closed)) == planted  # the same events ...
+    assert [e["type"] for e in reader.events(closed, ("orders",))] == ["strategy.signal"]  # ... ticks out of events.jsonl
+    assert (closed / MARKET).is_file() and not list((box.state / "journal").glob("*.compacting"))
     timers = box.systemctl("list-timers", "--all", "algo-journal-retention.timer").stdout
     assert "algo-journal-retention.timer" in timers, timers
