@@ -13,7 +13,7 @@ import pytest
 from daemons.eod.charges import Charges, order_charges
 from daemons.eod.main import main
 from daemons.eod.report import ReportError, build_report, render_markdown
-from daemons.journal.artifacts import COLUMNS, EVENTS
+from daemons.journal_format.layout import COLUMNS, EVENTS
 
 DAY = "2025-01-02"
 _ids = itertools.count(1)

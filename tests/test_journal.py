@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import orjson
 import pytest
 
-from daemons.journal.artifacts import COLUMNS
 from daemons.journal.writer import DayFiles
+from daemons.journal_format import reader
+from daemons.journal_format.layout import COLUMNS, MARKET
 from daemons.marketdata.replay import ReplayError, ticks
 from daemons.runtime.envelope import EventFactory
 
@@ -42,21 +44,37 @@ def test_events_and_csvs_are_appended_and_refills_after_a_restart_are_not_double
     assert fills[0]["trace"] == "tick-1" and fills[0]["exchange_time"].startswith("2025-11-20T")
     assert list(fills[0]) == list(COLUMNS["fills.csv"])
     assert len(read(tmp_path / "orders.csv")) == 1
-    assert len((tmp_path / "events.jsonl").read_bytes().splitlines()) == 6  # the event log keeps everything
+    assert len((tmp_path / "events.jsonl").read_bytes().splitlines()) == 5  # the order path, every event of it
+    assert [e["type"] for e in reader.events(tmp_path, ("market",))] == ["marketdata.tick"]  # compressed beside it
 
 
-def test_replay_reads_only_ticks_and_stops_at_a_torn_line(tmp_path: Path) -> None:
+def test_replay_reads_only_ticks_and_stops_at_a_torn_frame(tmp_path: Path) -> None:
     stamp = EventFactory("marketdata").stamp
     day = DayFiles(tmp_path)
     for price in (1.0, 2.0):
         day.add(stamp("marketdata.tick", {"symbol": "X", "last_price": price, "exchange_ts": 5})[0])
         day.add(stamp("health.heartbeat", {})[0])
+        day.add(stamp("strategy.signal", {"symbol": "X"})[0])
     day.close()
-    with open(tmp_path / "events.jsonl", "ab") as f:
-        f.write(b'{"type":"marketdata.tick","pay')
+    whole = (tmp_path / MARKET).read_bytes()
+    with open(tmp_path / MARKET, "ab") as f:
+        f.write(whole[:len(whole) // 2])  # a second frame, torn by a crash
     got = list(ticks(tmp_path))
     assert [t["last_price"] for _, t in got] == [1.0, 2.0]
     assert got[0][0] < got[1][0]  # paced by when they were journaled
+
+
+def test_a_day_written_before_market_zst_still_replays_and_stops_at_a_torn_line(tmp_path: Path) -> None:
+    stamp = EventFactory("marketdata").stamp
+    lines = []
+    for price in (1.0, 2.0):
+        for event in (stamp("marketdata.tick", {"symbol": "X", "last_price": price, "exchange_ts": 5})[0],
+                      stamp("health.heartbeat", {})[0]):
+            lines.append(orjson.dumps({"id": event.id, "ts": event.ts, "type": event.type, "source": event.source,
+                                       "seq": event.seq, "trace": event.trace, "key": "", "payload": event.payload}))
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b'\n{"type":"marketdata.tick","pay')
+    got = list(ticks(tmp_path))
+    assert [t["last_price"] for _, t in got] == [1.0, 2.0]
 
 
 def test_replay_of_a_tick_csv(tmp_path: Path) -> None:
@@ -99,5 +117,5 @@ def test_the_journal_daemon_starts_a_new_directory_at_ist_midnight(tmp_path: Pat
         await journal.drain()
 
     asyncio.run(feed())
-    lines = {d.name: len((d / "events.jsonl").read_bytes().splitlines()) for d in tmp_path.iterdir()}
+    lines = {d.name: len(list(reader.events(d))) for d in tmp_path.iterdir()}
     assert lines == {"2025-11-19": 1, "2025-11-20": 2}

@@ -81,7 +81,8 @@ def test_only_the_kite_units_leave_loopback_and_only_in_live_mode(rendered: Path
 
 
 def test_every_service_is_long_running_or_a_oneshot() -> None:
-    assert sorted(LONG_RUNNING + ONESHOTS) == SERVICES and {"algo-premarket.service", "algo-eod.service"} <= set(ONESHOTS)
+    assert sorted(LONG_RUNNING + ONESHOTS) == SERVICES and {"algo-premarket.service", "algo-eod.service",
+                                                                   "algo-journal-retention.service"} <= set(ONESHOTS)
 
 
 @pytest.mark.parametrize("service", ONESHOTS)
@@ -120,7 +121,8 @@ def test_long_running_service_contract(service: str) -> None:
 
 def test_target_pulls_in_the_fleet() -> None:
     wants = " ".join(directives(source_dir() / "algo.target")["Wants"]).split()
-    assert set(wants) >= {"algo-bus.socket", "algo-eod.timer", *SERVICES} - {"algo-eod.service", "algo-strategy@.service"}
+    assert set(wants) >= {"algo-bus.socket", "algo-eod.timer", "algo-journal-retention.timer", *SERVICES} - {
+        "algo-eod.service", "algo-journal-retention.service", "algo-strategy@.service"}
 
 
 def test_bus_socket_matches_the_config_default() -> None:

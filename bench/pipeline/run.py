@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 # Run from anywhere: the checkout (daemons/) and bench/ (mypy names this package `pipeline`: bench/ is no package)
@@ -40,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemons.algoctl.sandbox import Sandbox, unavailable_reason
+from daemons.journal_format import reader
+from daemons.journal_format.layout import is_day
 from daemons.marketdata.instruments import COLUMNS
 from daemons.runtime.wire import matches
 from pipeline.analysis import (
@@ -202,18 +203,14 @@ class Window:
 
     def events(self, box: Sandbox) -> Iterator[dict[str, Any]]:
         """Every event of the journal, counting those of the window on the way."""
-        for file in sorted(box.state.glob("journal/*/events.jsonl")):
-            with open(file, "rb") as fh:
-                for line in fh:
-                    if not line.endswith(b"\n"):
-                        continue
-                    e = orjson.loads(line)
-                    if self.start_ns <= e["ts"] < self.end_ns:
-                        self.topics[e["type"]] += 1
-                        if e["type"] == TICK:
-                            self.seqs = [min(self.seqs[0], e["seq"]), max(self.seqs[1], e["seq"])] if self.seqs \
-                                else [e["seq"], e["seq"]]
-                    yield e
+        for day in sorted(d for d in box.state.glob("journal/*") if is_day(d)):
+            for e in reader.events(day):
+                if self.start_ns <= e["ts"] < self.end_ns:
+                    self.topics[e["type"]] += 1
+                    if e["type"] == TICK:
+                        self.seqs = [min(self.seqs[0], e["seq"]), max(self.seqs[1], e["seq"])] if self.seqs \
+                            else [e["seq"], e["seq"]]
+                yield e
 
     @property
     def stamped_ticks(self) -> int:

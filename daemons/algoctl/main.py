@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from ..bus.listen import socket_path_problem
-from ..journal.artifacts import day_dir
+from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, FleetConfig, Problem, load_config, missing_credentials, redacted
 from . import control, login, replay, trace, wal

@@ -11,7 +11,7 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
-from ..journal.artifacts import EVENTS, day_dir
+from ..journal_format.layout import day_dir, is_day
 
 ENV_FILE = Path("/run/algo/marketdata.env")
 UNIT = "algo-marketdata.service"
@@ -19,8 +19,8 @@ UNIT = "algo-marketdata.service"
 
 def start(journal: Path, day: date, speed: float, env_file: Path = ENV_FILE) -> str:
     folder = day_dir(journal, day)
-    if not (folder / EVENTS).is_file():
-        raise FileNotFoundError(f"no recorded day at {folder / EVENTS}")
+    if not is_day(folder):
+        raise FileNotFoundError(f"no recorded day at {folder}")
     if speed <= 0:
         raise ValueError("--speed must be positive")
     env_file.parent.mkdir(parents=True, exist_ok=True)

@@ -6,14 +6,12 @@ client order id (journald's ORDER_ID), a broker order id, a fill id or a signal 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from ..journal.artifacts import EVENTS, iso
+from ..journal_format import reader
+from ..journal_format.layout import iso
 from ..marketdata.session import IST
 
 ORDER = ("marketdata.tick", "strategy.signal", "risk.approved", "risk.blocked", "execution.order",
@@ -24,23 +22,14 @@ class TraceNotFound(LookupError):
     pass
 
 
-def _matching(file: Path, needle: str) -> Iterator[dict[str, Any]]:
-    raw = needle.encode()
-    with open(file, "rb") as f:
-        for line in f:
-            if raw in line and line.endswith(b"\n"):
-                yield orjson.loads(line)
-
-
 def find_chain(day_dir: Path, ident: str) -> list[dict[str, Any]]:
-    file = day_dir / EVENTS
-    if not file.is_file():
-        raise TraceNotFound(f"no journal at {file}")
-    hits = list(_matching(file, ident))
+    if not reader.files(day_dir):
+        raise TraceNotFound(f"no journal at {day_dir}")
+    hits = list(reader.events(day_dir, needle=ident))
     if not hits:
-        raise TraceNotFound(f"{ident!r} does not appear in {file}")
+        raise TraceNotFound(f"{ident!r} does not appear in {day_dir}")
     trace = next((e["trace"] for e in hits if e["trace"] == ident or e["id"] == ident), hits[0]["trace"])
-    chain = [e for e in _matching(file, trace) if e["trace"] == trace or e["id"] == trace]
+    chain = [e for e in reader.events(day_dir, needle=trace) if e["trace"] == trace or e["id"] == trace]
     chain = [e for e in chain if e["type"] in ORDER]
     chain.sort(key=lambda e: e["ts"])
     return chain

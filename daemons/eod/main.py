@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from ..journal.artifacts import day_dir
+from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, load_config, resolve_path
 from ..runtime.daemon import EX_CONFIG

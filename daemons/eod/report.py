@@ -1,6 +1,6 @@
 """The day's report from one journal day: P&L, estimated charges, trades and open positions.
 
-Pure: reads the files of ``daemons/journal/artifacts.py`` and returns plain data; ``main.py``
+Pure: reads the files of ``daemons/journal_format/layout.py`` and returns plain data; ``main.py``
 writes it. A missing CSV means no trading that day (zeros); a row it cannot trust is a
 ``ReportError`` naming the file and line, never a silently wrong report.
 
@@ -9,7 +9,7 @@ Positions are kept per (engine, strategy, symbol) with average-price accounting
 closed quantity, and a fill that flips through zero opens the rest at its price. Strategy names
 are unique in the fleet, so this is one position per (strategy, symbol). Each fill that reduces a
 position is a trade, a win when it realised more than zero. Unrealised P&L marks open quantity to
-the symbol's last tick in events.jsonl, or its last fill price when it had no tick. Charges follow
+the symbol's last tick of the day, or its last fill price when it had no tick. Charges follow
 the fill's instrument_type, or the tick's type when execution left it empty.
 
 The identity the tests check, and a reader can: for every position, realised + unrealised equals
@@ -32,17 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
-from ..journal.artifacts import COLUMNS, EVENTS
+from ..journal_format import reader
+from ..journal_format.layout import COLUMNS
 from ..marketdata.session import IST
 from ..runtime.book import Position
-from ..runtime.envelope import MARKETDATA_TICK
 from .charges import Charges, order_charges, segment
 
 FILLS = "fills.csv"
 ORDERS = "orders.csv"
-_TICK = f'"{MARKETDATA_TICK}"'.encode()  # in the raw line: skips every other event without parsing it
 
 T = TypeVar("T")
 
@@ -157,37 +154,22 @@ def read_order_states(path: Path) -> dict[str, str]:
     return final
 
 
-def read_ticks(path: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Each symbol's last traded price and its instrument type, streamed: events.jsonl holds every
-    bus event of the day, and only ticks are parsed."""
+def read_ticks(day: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Each symbol's last traded price and its instrument type, streamed from the day's market data
+    (journal_format.reader: market.zst, or the ticks inside events.jsonl of older days)."""
     marks: dict[str, float] = {}
     types: dict[str, str] = {}
     try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return marks, types
-    with f:
-        for number, line in enumerate(f, 1):
-            if _TICK not in line:
-                continue
+        for _, payload in reader.ticks(day):
             try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                if not line.endswith(b"\n"):
-                    break  # a torn last line: the journal stopped in the middle of a write
-                raise ReportError(f"{path}:{number}: not a JSON event") from None
-            if not isinstance(event, dict) or event.get("type") != MARKETDATA_TICK:
-                continue
-            payload = event.get("payload")
-            try:
-                if not isinstance(payload, dict):
-                    raise TypeError
                 symbol = payload["symbol"]
                 marks[symbol] = float(payload["last_price"])
             except (TypeError, KeyError, ValueError):
-                raise ReportError(f"{path}:{number}: tick without a symbol and last_price") from None
+                raise ReportError(f"{day}: tick without a symbol and last_price: {payload}") from None
             if payload.get("type"):
                 types[symbol] = payload["type"]
+    except reader.JournalError as exc:
+        raise ReportError(str(exc)) from None
     return marks, types
 
 
@@ -234,7 +216,7 @@ class _Tally:
 
 def build_report(day_dir: Path, product: str) -> dict[str, Any]:
     """The report of one journal day; ``product`` (MIS or CNC) picks the equity charges."""
-    marks, types = read_ticks(day_dir / EVENTS)
+    marks, types = read_ticks(day_dir)
     fills = read_fills(day_dir / FILLS, product, types)
     states = read_order_states(day_dir / ORDERS)
 

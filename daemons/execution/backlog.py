@@ -4,12 +4,15 @@ order, and is written first the next time (an append, or ``flush`` from the daem
 Used for records that follow a fact already in the world (the broker's answer, a fill, a book
 change): losing them is not an option, and the broker still has the truth if the process dies
 before the disk frees up. A record that must be on disk before anything happens (an order's
-intent) goes through ``write_now``, which raises instead of waiting.
+intent) goes through ``write_now``, which raises instead of waiting, and already when the disk has
+less than ``floor`` bytes free: new work stops while there is still room for what follows the old.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections import deque
 from typing import Any
 
@@ -19,8 +22,9 @@ log = logging.getLogger("algo.execution")
 
 
 class BackloggedLog:
-    def __init__(self, wal: OrderLog, outage: str, level: int) -> None:
+    def __init__(self, wal: OrderLog, outage: str, level: int, floor: int = 0) -> None:
         self.wal = wal
+        self.floor = floor  # free bytes below which write_now refuses
         self.outage = outage  # the one line an outage logs: "%s" gets the file and the error
         self.level = level
         self.pending: deque[dict[str, Any]] = deque()  # in memory, not on disk yet
@@ -32,6 +36,7 @@ class BackloggedLog:
         if self.pending:
             raise OSError(self.trouble)
         try:
+            self._room()
             self.wal.append(record)
         except OSError as exc:
             self._failed(exc)
@@ -51,6 +56,14 @@ class BackloggedLog:
         if written:  # only a write that worked ends an outage (an intent refused leaves nothing to retry)
             self._recovered(written)
         return True
+
+    def _room(self) -> None:
+        if not self.floor:
+            return
+        st = os.statvfs(self.wal.path.parent)
+        free = st.f_bavail * st.f_frsize
+        if free < self.floor:
+            raise OSError(errno.ENOSPC, f"{free >> 20} MB free, below the floor of {self.floor >> 20} MB")
 
     def _drain(self) -> int:
         written = 0

@@ -58,8 +58,8 @@ def _event(order: Order, record: dict[str, Any]) -> str:
 
 
 class Ledger:
-    def __init__(self, path: Path, *, fsync: bool, illegal: Counter) -> None:
-        self.log = BackloggedLog(OrderLog(path, fsync=fsync), DISK_FULL, logging.CRITICAL)
+    def __init__(self, path: Path, *, fsync: bool, illegal: Counter, floor: int = 0) -> None:
+        self.log = BackloggedLog(OrderLog(path, fsync=fsync), DISK_FULL, logging.CRITICAL, floor)
         self.illegal = illegal
         self.orders: dict[str, Order] = {}
         self.log.wal.replay(self._replay)

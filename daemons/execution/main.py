@@ -161,7 +161,8 @@ class ExecutionDaemon(Daemon):
         folder = self.state_path(day.isoformat())
         if self.kite is None:
             self.paper = PaperBroker(folder / "broker.jsonl", self.section, day)
-        self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal)
+        self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
+                             floor=self.section.refuse_free_mb << 20)
         plan = reconcile(self.orders, await self._book(), time.time_ns(), self.section.max_order_age_sec)
         for action in plan:
             self._carry_out(action, restart=True)

@@ -1,5 +1,5 @@
 """algo-journal: every bus event, appended durably to one directory per day, and the day's
-signals, decisions, orders and fills as CSV (daemons/journal/artifacts.py has the layout)."""
+signals, decisions, orders and fills as CSV (daemons/journal_format/layout.py has the layout)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ from datetime import date, datetime, timedelta
 
 from prometheus_client import Counter, Histogram
 
+from ..journal_format.layout import MARKET_PREFIXES, day_dir, day_of
 from ..marketdata.session import IST
 from ..runtime.config import FleetConfig, JournalSection
 from ..runtime.daemon import Daemon, serve
-from ..runtime.envelope import HEALTH_HEARTBEAT, MARKETDATA_TICK, Event
+from ..runtime.envelope import Event
 from ..runtime.metrics import DaemonMetrics
-from .artifacts import day_dir, day_of
+from .budget import DiskBudget
 from .writer import DayFiles
 
 log = logging.getLogger("algo.journal")
-
-ROUTINE = frozenset({MARKETDATA_TICK, HEALTH_HEARTBEAT})  # fsynced by interval, not per batch
 
 
 class JournalDaemon(Daemon):
@@ -45,6 +44,8 @@ class JournalDaemon(Daemon):
         self.flush_scheduled = False
         self.last_sync = 0.0
         self.error: str | None = None
+        self.budget = DiskBudget(reg, self.section.shed_free_mb << 20)
+        self.shedding = False  # market data dropped: the disk is at its floor, or writes fail
         self.bus.subscribe("*", self._on_event)
 
     @property
@@ -52,18 +53,23 @@ class JournalDaemon(Daemon):
         return self.config.daemons.journal
 
     def _on_event(self, event: Event) -> None:
+        market = event.type.startswith(MARKET_PREFIXES)
+        if market and self.shedding:
+            self.budget.shed()
+            return
         if not self.day_start <= event.ts < self.day_end:  # a calendar lookup only when the day changes
             self._open(day_of(event.ts))
         assert self.files is not None
         self.files.add(event)
         self.held += 1
-        self.urgent = self.urgent or event.type not in ROUTINE
+        self.urgent = self.urgent or not market
         if not self.flush_scheduled:  # once per batch read from the bus: after its last event
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _open(self, day: date) -> None:
         if self.files is not None:
+            self.files.frame()
             self._flush(force_sync=True)
             self.files.close()
         self.files = DayFiles(day_dir(self.section.directory, day))
@@ -79,7 +85,9 @@ class JournalDaemon(Daemon):
         now = time.monotonic()
         sync = force_sync or self.urgent or now - self.last_sync >= self.section.tick_fsync_sec
         try:
-            self.bytes.inc(self.files.write(sync=False))
+            written = self.files.write(sync=False)
+            self.budget.wrote(written)
+            self.bytes.inc(sum(written.values()))
             if sync:
                 started = time.perf_counter()
                 self.files.write(sync=True)
@@ -91,31 +99,56 @@ class JournalDaemon(Daemon):
                 log.error("cannot write the journal in %s: %s; holding events in memory and retrying",
                           self.files.folder, exc)
             self.error = str(exc)  # a restart would lose what is held; alert on write errors instead
+            self._shed_while_failing()
             return
         if self.error is not None:
             log.warning("journal writes work again after: %s", self.error)
             self.error = None
+            self.shedding = self.budget.low
         self.events.inc(self.held)
         self.count += self.held
         self.held = 0
+
+    def _shed_while_failing(self) -> None:
+        """Writes fail: what waits in memory is the order path's alone, market data is dropped (counted)."""
+        assert self.files is not None
+        dropped = self.files.shed_market()
+        self.held -= dropped
+        self.budget.shed(dropped)
+        if not self.shedding:
+            log.critical("journal writes fail: market data is shed until they work again; the order path is held "
+                         "in memory and retried", extra={"STATE_FILE": str(self.files.folder)})
+        self.shedding = True
+
+    def _tick(self) -> None:
+        """Once a timer period: market data gathered becomes a frame, everything is synced, the disk looked at."""
+        if self.files is not None:
+            self.files.frame()
+        self._flush(force_sync=True)
+        if self.files is not None:
+            low = self.budget.check(self.files.folder, self.files.sizes())
+            self.shedding = low or self.error is not None
+        self.budget.shedding_gauge.set(self.shedding)
 
     async def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), max(0.05, self.section.tick_fsync_sec))
             except TimeoutError:
-                self._flush(force_sync=True)
+                self._tick()
 
     async def drain(self) -> None:
         await asyncio.sleep(0)  # events already read are in the batch being dispatched
         if self.files is not None:
+            self.files.frame()
             self._flush(force_sync=True)
             self.files.close()
 
     def status(self) -> str:
         failing = f"; WRITES FAILING ({self.held} events held): {self.error}" if self.error else ""
+        shed = f"; SHEDDING market data ({self.budget.shed_count} events dropped)" if self.shedding else ""
         where = f"{self.files.folder}" if self.files else "no events yet"
-        return f"{where}: {self.count} events journaled{failing}"
+        return f"{where}: {self.count} events journaled{failing}{shed}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,51 +15,31 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from ..journal.artifacts import EVENTS
+from ..journal_format import reader
+from ..journal_format.layout import EVENTS, MARKET
 from .session import IST
 
-TICK = b'"marketdata.tick"'
 CSV_REQUIRED = ("timestamp", "symbol", "last_price")
 CSV_NUMBERS = {"token": int, "last_price": float, "bid": float, "ask": float, "volume": int, "oi": int,
                "strike": float, "lot_size": int, "tick_size": float, "bid_qty": int, "ask_qty": int, "last_qty": int}
 
 
-class ReplayError(ValueError):
-    pass
+ReplayError = reader.JournalError  # a journal day or a tick CSV that cannot be replayed; names the file
 
 
 def source_file(path: Path) -> Path:
-    """A journal day directory stands for its events.jsonl."""
-    file = path / EVENTS if path.is_dir() else path
-    if not file.is_file():
-        raise ReplayError(f"{file} does not exist (a journal day directory, its {EVENTS}, or a tick CSV)")
-    return file
+    """What is replayed: a journal day directory (its files, read by journal_format.reader), one of its
+    files, or a tick CSV."""
+    if not reader.files(path):
+        raise ReplayError(f"{path} does not exist or is empty (a journal day directory, its {EVENTS} or {MARKET}, "
+                          "or a tick CSV)")
+    return path
 
 
 def ticks(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(pace in ns, tick payload) in file order."""
+    """(pace in ns, tick payload) in the order journaled."""
     file = source_file(path)
-    return _csv(file) if file.suffix == ".csv" else _journal(file)
-
-
-def _journal(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        read = 0
-        for n, line in enumerate(f, 1):
-            read += len(line)
-            if read > size or not line.endswith(b"\n"):
-                return  # written after we opened it, or a torn last line
-            if TICK not in line:
-                continue
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise ReplayError(f"{file}:{n}: not a JSON event: {exc}") from None
-            if event.get("type") == "marketdata.tick":
-                yield event["ts"], event["payload"]
+    return _csv(file) if file.suffix == ".csv" else reader.ticks(file)
 
 
 def _csv(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:

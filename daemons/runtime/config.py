@@ -284,14 +284,25 @@ class ExecutionSection(DaemonSection):
     orders_per_second: float = Field(10.0, gt=0, le=10)
     orders_per_minute: int = Field(400, gt=0, le=400)
     orders_per_day: int = Field(5000, gt=0, le=5000)
+    # New orders are refused (one crit line) while the state disk has less free space than this: before the
+    # write-ahead log itself could fail. Below the journal's shed_free_mb, so market data is dropped first.
+    refuse_free_mb: int = Field(256, ge=0, le=1_000_000)
 
 
 class JournalSection(DaemonSection):
     metrics_port: int = Field(9478, ge=1024, le=65535)
     directory: Path = Path("/var/lib/algo/journal")  # one sub-directory per day (IST)
     # Orders, fills, signals and control events are fsynced before the next read from the bus;
-    # batches holding only ticks and heartbeats at most this often.
+    # batches holding only ticks and heartbeats at most this often (each time one compressed frame of them).
     tick_fsync_sec: float = Field(1.0, ge=0, le=60)
+    # Below this much free space on its disk the journal drops market data (counted, one crit line) so the
+    # order path, and execution's write-ahead log beside it, keep what is left; above 1.5x it journals it again.
+    # Keep it well above daemons.execution.refuse_free_mb: market data goes first, orders last.
+    shed_free_mb: int = Field(1024, ge=0, le=1_000_000)
+    # Days kept per kind by algo-journal-retention.timer (0: forever); today's day and a day still being
+    # written are never touched. market: market.zst (ticks, heartbeats); orders: events.jsonl and the CSVs.
+    keep_market_days: int = Field(30, ge=0, le=100_000)
+    keep_orders_days: int = Field(0, ge=0, le=100_000)
 
 
 class DaemonsSection(Section):

@@ -14,6 +14,8 @@ import orjson
 
 from daemons.algoctl.sandbox import Sandbox
 from daemons.execution.clientid import client_id
+from daemons.journal_format import reader
+from daemons.journal_format.layout import EVENTS, kind_of
 from daemons.marketdata.session import IST
 from tests.conftest import TEST_CONFIG
 from tests.helpers import wait_until
@@ -57,9 +59,11 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def events(box: Sandbox, topic: str) -> list[dict[str, Any]]:
-    """The journal's events of one topic (grep: a day of ticks at full load is hundreds of megabytes)."""
-    path = box.state / f"journal/{today()}/events.jsonl"
-    found = subprocess.run(["grep", "-F", f'"type":"{topic}"', str(path)], capture_output=True, check=False)
+    """The journal's events of one topic (the order path's by grep: a day at full load is hundreds of megabytes)."""
+    day = box.state / f"journal/{today()}"
+    if kind_of(topic) == "market":
+        return [e for e in reader.events(day, ("market",)) if e["type"] == topic]
+    found = subprocess.run(["grep", "-F", f'"type":"{topic}"', str(day / EVENTS)], capture_output=True, check=False)
     assert found.returncode in (0, 1), found.stderr
     return [orjson.loads(line) for line in found.stdout.splitlines()]
 

@@ -49,7 +49,9 @@ pytestmark = pytest.mark.systemd
 CONFIG = session_config(**{"steps_per_second = 2.0": "steps_per_second = 190.0",
                            "session_minutes = 10.0": "session_minutes = 15.0",
                            "orders_per_second = 10.0                         # fleet-wide":
-                           "orders_per_second = 6.0                          # fleet-wide"})
+                           "orders_per_second = 6.0                          # fleet-wide",
+                           # execution's state is a 64 MB disk here: its floor must fit inside, and "full" mean full
+                           "refuse_free_mb = 256": "refuse_free_mb = 1"})
 UNITS = ("algo-bus", "algo-marketdata", "algo-fno", "algo-equity", "algo-options", "algo-risk",
          "algo-execution", "algo-journal", "algo-heartbeat")
 RISK_WATCHDOG_SEC = 3  # the shipped 10 s, shortened so the test stays short; the mechanism is the same

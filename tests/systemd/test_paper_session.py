@@ -1,7 +1,7 @@
 """A compressed paper session of the whole fleet under systemd: every engine trades, every signal
 gets a risk decision, orders and fills agree across the broker, the write-ahead log and the
 journal, the EOD report adds up, `algoctl trace` follows a fill, and replaying the recorded day
-produces the same orders."""
+(as the journal wrote it, compacted, and as days before market.zst were written) produces the same orders."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ import orjson
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.journal.retention import compact_day
+from daemons.journal_format import reader
+from daemons.journal_format.layout import EVENTS, MARKET
 from tests.conftest import REPO, require_systemd_sandbox
 from tests.helpers import wait_until
 from tests.systemd.fleet import SESSION_DAY, assert_books_agree, rows, session_config, today, wait_session_closed
@@ -129,15 +132,30 @@ def test_journalctl_order_id_finds_the_order_across_units(session: dict[str, Any
     assert {line["SYSLOG_IDENTIFIER"] for line in lines} == {"algo-execution"}
 
 
-def test_replaying_the_recorded_day_produces_the_same_orders(session: dict[str, Any], tmp_path: Path) -> None:
-    recorded = session["box"].state / "journal" / today() / "events.jsonl"
+def copy_day(recorded: Path, to: Path, form: str) -> None:
+    """The recorded day as the journal wrote it, compacted by algo-journal-retention, or as today's main
+    wrote days before market.zst (every event a line of events.jsonl)."""
+    to.mkdir(parents=True)
+    if form == "legacy":
+        to.joinpath(EVENTS).write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE)
+                                                 for e in reader.events(recorded)))
+        return
+    for name in (EVENTS, MARKET):
+        shutil.copyfile(recorded / name, to / name)
+    if form == "compacted":
+        before, after = compact_day(to, keep_market=True)
+        assert after < before
+
+
+@pytest.mark.parametrize("form", ["recorded", "compacted", "legacy"])
+def test_replaying_the_recorded_day_produces_the_same_orders(session: dict[str, Any], tmp_path: Path, form: str) -> None:
+    recorded = session["box"].state / "journal" / today()
     config = session_config(**{"feed = \"simulator\"": "feed = \"replay\"\nreplay_from = "
                                f"\"/var/lib/algo/journal/{SESSION_DAY}\""})
     box = Sandbox(tmp_path / "sandbox")
     (tmp_path / "replay.toml").write_text(config)
     box.prepare(tmp_path / "replay.toml")
-    (box.state / "journal" / SESSION_DAY).mkdir(parents=True)
-    shutil.copyfile(recorded, box.state / "journal" / SESSION_DAY / "events.jsonl")
+    copy_day(recorded, box.state / "journal" / SESSION_DAY, form)
     box.start()
     try:
         box.systemctl("start", "algo.target", check=True)

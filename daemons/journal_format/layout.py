@@ -1,11 +1,15 @@
 """The files of one journal day: a contract with algo-eod, `algoctl trace/replay` and traders' tools.
 
-    <journal>/<YYYY-MM-DD>/events.jsonl   every bus event, one JSON envelope per line, in arrival order
+    <journal>/<YYYY-MM-DD>/events.jsonl   the order path: every bus event but market data and heartbeats,
+                                          one JSON envelope per line, in arrival order, fsynced
+    <journal>/<YYYY-MM-DD>/market.zst     market data and heartbeats (``MARKET_PREFIXES``): zstd frames, each
+                                          one line of columnar JSON (frames.py); ``zstdcat`` prints them
     <journal>/<YYYY-MM-DD>/signals.csv    strategy.signal
     <journal>/<YYYY-MM-DD>/decisions.csv  risk.approved / risk.blocked
     <journal>/<YYYY-MM-DD>/orders.csv     execution.order: one row per order update; a client_id's last row is its state
     <journal>/<YYYY-MM-DD>/fills.csv      execution.fill: one row per fill (deduplicated by fill_id)
 
+Days written before market.zst existed hold their ticks in events.jsonl; reader.py reads both.
 The day is the IST calendar date of the wall clock when the event was journaled. ``ts`` columns
 are that wall time (ISO 8601, IST); ``exchange_time`` is the market's clock of the fill.
 """
@@ -18,6 +22,18 @@ from pathlib import Path
 from ..marketdata.session import IST
 
 EVENTS = "events.jsonl"
+MARKET = "market.zst"
+# Topics journaled compactly, and shed first when the disk runs low: everything else is the order path.
+MARKET_PREFIXES = ("marketdata.", "health.")
+KINDS = ("market", "orders")  # what retention and the disk metrics count separately
+
+
+def kind_of(topic: str) -> str:
+    return "market" if topic.startswith(MARKET_PREFIXES) else "orders"
+
+
+def kind_of_file(name: str) -> str:
+    return "market" if name.startswith(MARKET) else "orders"  # market.zst and its compaction's temporary file
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "signals.csv": ("ts", "trace", "engine", "strategy", "symbol", "side", "quantity", "order_type", "limit_price",
@@ -43,3 +59,12 @@ def iso(ts_ns: int) -> str:
 
 def day_dir(journal: Path, day: date | str) -> Path:
     return journal / (day if isinstance(day, str) else day.isoformat())
+
+
+def is_day(folder: Path) -> bool:
+    """A journal day directory: named by its date and holding either file of events."""
+    try:
+        date.fromisoformat(folder.name)
+    except ValueError:
+        return False
+    return (folder / EVENTS).is_file() or (folder / MARKET).is_file()
