@@ -33,7 +33,7 @@ from typing import cast
 
 from ..runtime import wire
 from ..runtime.envelope import CONFLATED_PREFIX
-from .sessions import Sessions
+from .sessions import Arrivals, Sessions
 
 log = logging.getLogger("algo.bus")
 
@@ -88,6 +88,7 @@ class Peer(asyncio.Protocol):
     __slots__ = (
         "broker",
         "buffer",
+        "catching_up",
         "closed",
         "conflated",
         "held",
@@ -110,6 +111,7 @@ class Peer(asyncio.Protocol):
         self.tx: asyncio.Transport | None = None
         self.buffer = wire.Buffer()
         self.name = "?"
+        self.catching_up = False  # reconnected after a broker restart: gets what it missed as it subscribes
         self.pid = 0
         self.patterns: dict[str, frozenset[bytes] | None] = {}  # pattern -> its key filter (None: every key)
         self.out: list[bytes] = []  # order-path chunks of whole frames, written once per read
@@ -173,14 +175,14 @@ class Peer(asyncio.Protocol):
                 if count:
                     broker.route(run_topic, data, run_start, run_stop, count)
                     count, run_len = 0, -1
-                self.control(kind, data[start + hs : t1], data[k1:stop])
+                self.control(kind, data[start + hs : t1], data[t1:k1], data[k1:stop])
             if count:
                 broker.route(run_topic, data, run_start, run_stop, count)
         except wire.ProtocolError as exc:
             broker.violation(self, exc)
         broker.flush()
 
-    def control(self, kind: int, topic: bytes, body: bytes) -> None:
+    def control(self, kind: int, topic: bytes, key: bytes, body: bytes) -> None:
         if kind == wire.SUBSCRIBE:
             wire.check_pattern(topic)
             self.broker.subscribe(self, topic.decode(), wire.key_filter(topic, body))
@@ -188,7 +190,7 @@ class Peer(asyncio.Protocol):
             self.broker.unsubscribe(self, topic.decode())
         elif kind == wire.HELLO:
             self.name = topic.decode(errors="replace")[:64]
-            self.broker.resume(self)
+            self.broker.resume(self, again=key == wire.AGAIN)
         else:
             raise wire.ProtocolError("malformed", f"clients may not send frame kind {kind}")
 
@@ -335,10 +337,12 @@ class Broker:
         self._routes: dict[bytes, Route] = {}
         self.reads = 0  # reads from peers, so a closing broker can tell when they have fallen quiet
         self.sessions = Sessions()  # order-path events kept for named peers that went away (sessions.py)
+        self.arrivals = Arrivals(time.monotonic())  # and for those not back yet after a broker restart
         self._server: asyncio.base_events.Server | None = None
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        self.arrivals = Arrivals(time.monotonic())  # its first seconds count from serving
         self._server = await loop.create_unix_server(lambda: Peer(self), sock=sock)
 
     @property
@@ -399,6 +403,13 @@ class Broker:
     def subscribe(self, peer: Peer, pattern: str, names: frozenset[bytes] | None) -> None:
         peer.patterns[pattern] = names
         self._routes.clear()
+        if peer.catching_up and self.arrivals.open:
+            missed = self.arrivals.missed(peer.name, pattern, time.monotonic())
+            for early in missed:
+                peer.enqueue(early.chunk, early.count)
+            if missed:
+                log.info("%s reconnected: %d %s events published before it was back delivered", peer.name,
+                         sum(e.count for e in missed), pattern)
 
     def unsubscribe(self, peer: Peer, pattern: str) -> None:
         peer.patterns.pop(pattern, None)
@@ -408,8 +419,11 @@ class Broker:
         """Still serving (a broker that is closing keeps nothing for the peers it closes)."""
         return self._server is not None and self._server.is_serving()
 
-    def resume(self, peer: Peer) -> None:
-        """A peer said its name: hand it what was kept for that name while it was away, before anything else."""
+    def resume(self, peer: Peer, *, again: bool) -> None:
+        """A peer said its name: hand it what was kept for that name while it was away, before anything else.
+        One that reconnects (``again``) and is new to this broker was connected to the one before it."""
+        first = self.arrivals.arrived(peer.name)
+        peer.catching_up = again and first and self.arrivals.open
         session = self.sessions.resume(peer.name, time.monotonic())
         if session is None:
             return
@@ -429,6 +443,8 @@ class Broker:
         if self.sessions.by_name and not marketdata:
             chunk = data if start == 0 and stop == len(data) else data[start:stop]
             self.stats.dropped["disconnected"] += self.sessions.keep(topic, chunk, count, time.monotonic())
+        if self.arrivals.open and not marketdata:
+            self.arrivals.keep(topic, data[start:stop], count, frozenset(p.name for p in subs), time.monotonic())
         if filtered:
             self.route_filtered(topic, data[start:stop], filtered)
         if not subs:

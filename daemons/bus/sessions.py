@@ -6,6 +6,13 @@ signals, decisions, orders and fills. So when a named peer (its HELLO) leaves, t
 matches its subscriptions, for KEEP_SEC and up to KEEP_BYTES, and writes it to the next peer of that
 name before anything else. Market data and heartbeats are not kept: they are about now. Frames already
 in the dead process's socket are beyond reach (the journal and execution's log are the durable record).
+
+The broker itself restarting is the other side of it: its clients reconnect one by one, and what the
+first ones publish would reach nobody in the names of those not back yet (a fill that risk never
+counts). So a new broker keeps the order path of its first EARLY_SEC (``Arrivals``), with the names
+each event reached, and a client that says it is reconnecting (``wire.AGAIN`` in its HELLO) gets, as
+it subscribes, what matches and did not reach its name. A client connecting for the first time gets
+nothing old: a subscription starts now.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ log = logging.getLogger("algo.bus")
 KEEP_SEC = 30.0  # a restart takes about a second; a unit stopped on purpose is not waited for
 KEEP_BYTES = 4 << 20
 NOT_KEPT = (b"marketdata.", b"health.")
+EARLY_SEC = 5.0  # clients reconnect at once (within reconnect_max_sec when the broker flapped)
 
 
 @dataclass
@@ -85,3 +93,57 @@ class Sessions:
         log.info("stopped keeping events for %s: not back after %.0fs (%d kept events dropped)",
                  session.name, KEEP_SEC, session.frames)
         return session.frames
+
+
+@dataclass
+class Early:
+    topic: str
+    chunk: bytes
+    count: int
+    reached: frozenset[str]  # the names it was delivered to
+
+
+class Arrivals:
+    """The order path of a new broker's first EARLY_SEC, for the clients that were connected to the broker
+    before it and are not back yet. Costs nothing after the window: ``open`` turns false for good."""
+
+    def __init__(self, started: float) -> None:
+        self.until = started + EARLY_SEC
+        self.events: list[Early] = []
+        self.size = 0
+        self.open = True
+        self.seen: set[str] = set()  # names that connected to this broker (sessions cover them from then on)
+        self.handed: dict[str, set[int]] = {}  # name -> the events already handed to it
+
+    def keep(self, topic: bytes, chunk: bytes, count: int, reached: frozenset[str], now: float) -> None:
+        if now >= self.until:
+            self._close()
+        elif not topic.startswith(NOT_KEPT) and self.size + len(chunk) <= KEEP_BYTES:
+            self.events.append(Early(topic.decode(), chunk, count, reached))
+            self.size += len(chunk)
+
+    def arrived(self, name: str) -> bool:
+        """A named peer connected; True the first time this broker sees the name."""
+        first = name not in self.seen
+        self.seen.add(name)
+        return first
+
+    def missed(self, name: str, pattern: str, now: float) -> list[Early]:
+        """The events of ``pattern`` that did not reach ``name``, not handed to it before, in order."""
+        if now >= self.until:
+            self._close()
+            return []
+        handed = self.handed.setdefault(name, set())
+        out = []
+        for n, early in enumerate(self.events):
+            if n not in handed and name not in early.reached and wire.matches(pattern, early.topic):
+                handed.add(n)
+                out.append(early)
+        return out
+
+    def _close(self) -> None:
+        if self.open:
+            self.open = False
+            self.events.clear()
+            self.handed.clear()
+            self.size = 0

@@ -134,6 +134,11 @@ class UnixTransport(Transport, asyncio.Protocol):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect_max)
 
+    def _hello_again(self) -> bytes:
+        """The same HELLO, marked as a reconnect (wire.AGAIN): the broker then hands over what it missed."""
+        (frame,) = wire.FrameReader(self.max_frame).feed(self.hello)
+        return wire.encode(wire.HELLO, frame.topic, frame.body, wire.AGAIN)
+
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but they have its methods
@@ -142,7 +147,8 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._backlog = 0
         self._buffer = wire.Buffer()
         self.connected = True
-        tx.write(b"".join([self.hello, *self.resubscribe()]))
+        hello = self.hello if not self.reconnects or not self.hello else self._hello_again()
+        tx.write(b"".join([hello, *self.resubscribe()]))
         while self._outbox:
             frame = self._outbox.popleft()
             self._pending.append(frame)

@@ -34,6 +34,9 @@ KINDS = frozenset({PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HELLO, NOTICE})
 # publish from then on for the next broker, so nothing is written into a socket that will not be read).
 FORBIDDEN = b"forbidden"
 CLOSING = b"closing"
+# The key of a HELLO from a client that is reconnecting (it was connected to a broker before): a new
+# broker hands it the order path it missed meanwhile (daemons/bus/sessions.py, Arrivals).
+AGAIN = b"again"
 
 HEADER = struct.Struct("!IBBB")
 HEADER_SIZE = HEADER.size  # 7
