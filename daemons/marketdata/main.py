@@ -17,9 +17,12 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..features.codec import snapshot
+from ..features.indicators import Periods
+from ..features.stage import FeatureStage
 from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, serve
-from ..runtime.envelope import MARKETDATA_TICK, tick_key
+from ..runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, FEATURES_SYNC, MARKETDATA_OHLC, MARKETDATA_TICK, Event, tick_key
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
@@ -67,6 +70,16 @@ class MarketdataDaemon(Daemon):
         self.ticks = Counter("algo_marketdata_ticks", "Ticks published", registry=metrics.registry)
         self.instruments = Gauge("algo_marketdata_instruments", "Instruments in the feed", registry=metrics.registry)
         metrics.registry.register(TickAgeCollector(self))
+        self.stage: FeatureStage | None = None
+        self._bars_closed = asyncio.Event()
+        s = self.section
+        if s.features:
+            self.stage = FeatureStage(s.bar_seconds, s.feature_history, Periods(
+                s.ema_fast_bars, s.ema_slow_bars, s.rsi_bars, s.atr_bars, s.volatility_bars))
+            self.bus.subscribe(FEATURES_SYNC, self._on_sync)
+            metrics.registry.register(FeaturesCollector(self.stage))
+            self.snapshots = Counter("algo_marketdata_feature_snapshots", "features.snapshot events sent (one per symbol "
+                                     "asked for)", registry=metrics.registry)
 
     @property
     def section(self) -> MarketdataSection:
@@ -141,6 +154,8 @@ class MarketdataDaemon(Daemon):
         self.ticks.inc()
         self.market_ns = tick["exchange_ts"]
         self.last_tick = time.monotonic()
+        if self.stage is not None and self.stage.on_tick(tick):
+            self._bars_closed.set()
 
     def _universe(self, day: date) -> list[Instrument]:
         s = self.section
@@ -159,6 +174,14 @@ class MarketdataDaemon(Daemon):
         return universe
 
     async def run(self) -> None:
+        bars = asyncio.create_task(self._publish_bars()) if self.stage is not None else None
+        try:
+            await self._run_feed()
+        finally:
+            if bars is not None:
+                bars.cancel()
+
+    async def _run_feed(self) -> None:
         if self.feed is not None:
             self.feed.start()
             await self.stopping.wait()
@@ -174,6 +197,7 @@ class MarketdataDaemon(Daemon):
         s = self.section
         assert s.replay_from is not None
         publish, loop = self.bus.publish, asyncio.get_running_loop()
+        stage, closed = self.stage, self._bars_closed
         start = first = None
         try:
             for pace_ns, tick in ticks(s.replay_from):
@@ -192,6 +216,8 @@ class MarketdataDaemon(Daemon):
                     if self.stopping.is_set():
                         return
                 publish(MARKETDATA_TICK, tick, key=tick_key(tick))
+                if stage is not None and stage.on_tick(tick):
+                    closed.set()
                 self.replayed += 1
                 self.ticks.inc()
                 self.market_ns = tick["exchange_ts"]
@@ -201,11 +227,13 @@ class MarketdataDaemon(Daemon):
             self.replay_done = True
             return
         self.replay_done = True
+        self._session_over()
         log.info("replay of %s finished: %d ticks", s.replay_from, self.replayed)
 
     async def _simulate(self) -> None:
         assert self.sim is not None
         sim, publish = self.sim, self.bus.publish
+        stage, closed = self.stage, self._bars_closed
         loop = asyncio.get_running_loop()
         due = loop.time()
         while self.step < sim.clock.steps and not self.stopping.is_set():
@@ -216,6 +244,8 @@ class MarketdataDaemon(Daemon):
                     return
                 for tick in ticks[first:stop]:
                     publish(MARKETDATA_TICK, tick, key=tick_key(tick))
+                    if stage is not None and stage.on_tick(tick):
+                        closed.set()
             self.step = sim.step_no
             self.ticks.inc(len(sim.instruments))
             self.last_tick = time.monotonic()
@@ -225,7 +255,45 @@ class MarketdataDaemon(Daemon):
             except TimeoutError:
                 pass
         if not self.stopping.is_set():
+            self._session_over()
             log.info("session closed at %s after %d steps", sim.clock.label(self.step), self.step)
+
+    def _session_over(self) -> None:
+        """The last bars close with the session (a live feed's close when the next session's first tick comes)."""
+        if self.stage is not None:
+            self.stage.flush()
+            self._bars_closed.set()
+
+    async def _publish_bars(self) -> None:
+        """Closed bars and their features, in the order they closed, STEP_SLICE at a time between ticks."""
+        assert self.stage is not None
+        stage, publish, closed = self.stage, self.bus.publish, self._bars_closed
+        while True:
+            await closed.wait()
+            closed.clear()
+            while stage.pending:
+                for _ in range(min(STEP_SLICE, len(stage.pending))):
+                    ohlc, features = stage.close_next()
+                    key = str(ohlc["token"])
+                    publish(MARKETDATA_OHLC, ohlc, key=key)
+                    publish(FEATURES_BAR, features, key=key)
+                await asyncio.sleep(0)
+
+    def _on_sync(self, event: Event) -> None:
+        """A strategy that started late asks for recent history: one ``features.snapshot`` per symbol it
+        names (every symbol when it names none), addressed to it."""
+        assert self.stage is not None
+        symbols = event.payload.get("symbols")
+        requester = event.payload.get("requester") or event.source
+        if symbols is not None and not (isinstance(symbols, list) and all(isinstance(x, str) for x in symbols)):
+            log.warning("features.sync from %s refused: symbols must be a list of names, got %r", event.source,
+                        symbols, extra={"TRACE_ID": event.trace})
+            return
+        rings = self.stage.cache.select(symbols)
+        for token, ring in rings:
+            self.bus.publish(FEATURES_SNAPSHOT, snapshot(token, ring, str(requester)), key=str(token), trace=event.trace)
+        self.snapshots.inc(len(rings))
+        log.info("features.snapshot to %s: %d symbols", requester, len(rings), extra={"TRACE_ID": event.trace})
 
     @property
     def session_open(self) -> bool:
@@ -268,6 +336,19 @@ class TickAgeCollector(Collector):
         yield GaugeMetricFamily("algo_marketdata_tick_age_seconds", "Seconds since the last tick was published", value=age)
         yield GaugeMetricFamily("algo_marketdata_session_open", "1 while the (simulated) session runs",
                                 value=int(self.daemon.session_open))
+
+
+class FeaturesCollector(Collector):
+    """Bars closed and ticks too late for their bar, read from the stage at scrape time."""
+
+    def __init__(self, stage: FeatureStage) -> None:
+        self.stage = stage
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily("algo_marketdata_bars", "Bars closed (marketdata.ohlc + features.bar published)",
+                                  value=self.stage.closed)
+        yield CounterMetricFamily("algo_marketdata_late_ticks", "Ticks whose exchange time fell in a bar already closed",
+                                  value=self.stage.candles.late)
 
 
 class FeedCollector(Collector):

@@ -1,0 +1,90 @@
+"""OHLCV bars from ticks, keyed on exchange time (never the wall clock), so a replay gives the same bars.
+
+Bars are aligned to the interval from midnight IST (1-minute bars start on the minute, 15-minute bars
+at 09:15, 09:30, ...). One clock closes them all: the feed's exchange time is the newest tick's bucket,
+and a tick of a later bucket closes every bar still open, in the order their symbols first ticked. A
+tick of a bucket already closed (an exchange timestamp going backwards) is late: counted, not used. A
+bucket in which a symbol did not tick has no bar for it.
+
+Volume is the bar's traded quantity, the difference of Kite's cumulative day volume at the bar's last
+tick and at the tick before the bar (for a symbol's first bar: its first tick's cumulative volume
+less that tick's ``last_qty``); a cumulative volume that falls (a new day, a corrected feed) starts
+counting afresh from that tick. A late tick's trades therefore count in the bar of its symbol's next
+tick. ``oi`` is the open interest at the bar's last tick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NS = 1_000_000_000
+IST_OFFSET_NS = (5 * 3600 + 30 * 60) * NS
+
+
+class Bar:
+    """One symbol's bar; mutable while open."""
+
+    __slots__ = ("close", "high", "low", "oi", "open", "start_ns", "symbol", "ticks", "token", "volume")
+
+    def __init__(self, token: int, symbol: str, start_ns: int, price: float, oi: int) -> None:
+        self.token, self.symbol, self.start_ns = token, symbol, start_ns
+        self.open = self.high = self.low = self.close = price
+        self.volume = 0
+        self.oi = oi
+        self.ticks = 0
+
+    def payload(self, interval_ns: int) -> dict[str, Any]:
+        """The ``marketdata.ohlc`` payload."""
+        return {"token": self.token, "symbol": self.symbol, "start": self.start_ns, "end": self.start_ns + interval_ns,
+                "open": self.open, "high": self.high, "low": self.low, "close": self.close, "volume": self.volume,
+                "oi": self.oi, "ticks": self.ticks}
+
+
+class CandleBuilder:
+    """Feed it every tick the feed publishes (``on_tick``); it returns the bars a tick closed."""
+
+    __slots__ = ("_bars", "_cumulative", "bucket", "interval_ns", "late")
+
+    def __init__(self, interval_sec: int) -> None:
+        self.interval_ns = interval_sec * NS
+        self.bucket = 0  # start of the newest bucket any tick fell in (exchange time)
+        self._bars: dict[int, Bar] = {}  # open bars, all of ``bucket``, by token
+        self._cumulative: dict[int, int] = {}  # token -> cumulative volume at its last tick
+        self.late = 0
+
+    def on_tick(self, tick: dict[str, Any]) -> list[Bar]:
+        ts: int = tick["exchange_ts"]
+        start = ts - (ts + IST_OFFSET_NS) % self.interval_ns
+        closed: list[Bar] = []
+        if start != self.bucket:
+            if start < self.bucket:
+                self.late += 1
+                return closed
+            closed = list(self._bars.values())
+            self._bars.clear()
+            self.bucket = start
+        token: int = tick["token"]
+        price: float = tick["last_price"]
+        volume: int = tick.get("volume", 0)
+        before = self._cumulative.get(token)
+        if before is None or volume < before:
+            before = volume - tick.get("last_qty", 0)
+        self._cumulative[token] = volume
+        bar = self._bars.get(token)
+        if bar is None:
+            bar = self._bars[token] = Bar(token, tick["symbol"], start, price, 0)
+        elif price > bar.high:
+            bar.high = price
+        elif price < bar.low:
+            bar.low = price
+        bar.close = price
+        bar.volume += volume - before
+        bar.oi = tick.get("oi", 0)
+        bar.ticks += 1
+        return closed
+
+    def flush(self) -> list[Bar]:
+        """Close every open bar (the session is over)."""
+        closed = list(self._bars.values())
+        self._bars.clear()
+        return closed
