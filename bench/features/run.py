@@ -159,11 +159,11 @@ def encodings(args: argparse.Namespace) -> None:
             factory = EventFactory("marketdata")
             body = factory.stamp("features.x", build())[1]
 
-            def enc(build: Callable[[], dict[str, Any]] = build, stamp: Any = factory.stamp) -> None:
+            def enc(build: Callable[[], dict[str, Any]] = build, stamp: Any = factory.stamp, count: int = count) -> None:
                 for _ in range(count):
                     stamp("features.x", build())
 
-            def dec(read: Callable[[dict[str, Any]], Any] = read, body: bytes = body) -> None:
+            def dec(read: Callable[[dict[str, Any]], Any] = read, body: bytes = body, count: int = count) -> None:
                 for _ in range(count):
                     read(decode_body(body).payload)
 
