@@ -43,7 +43,7 @@ def reference(p: Portfolio, held_lots: int, realised: float, s: Signal) -> tuple
     room = p.max_lots - s.side * held_lots
     if room <= 0:
         return 0, Reason.POSITION_LIMIT
-    lots = min(int(p.capital * p.risk_fraction // lot_value), int(p.max_order_value // lot_value), room)
+    lots = min(int(min(p.capital * p.risk_fraction, p.max_order_value) / lot_value), room)
     return (lots * s.side, Reason.OK) if lots else (0, Reason.TOO_SMALL)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .portfolio import Portfolio
+from .portfolio import Portfolio, Reason
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -40,6 +40,8 @@ class PortfolioBook:
         self.max_order_value: Floats = np.array([p.max_order_value for p in portfolios], dtype=np.float64)
         self.daily_loss_limit: Floats = np.array([p.daily_loss_limit for p in portfolios], dtype=np.float64)
         self.enabled: Mask = np.array([p.enabled for p in portfolios], dtype=np.bool_)
+        # what one entry may be worth: the smaller of its share of capital and the order-value limit
+        self.entry_cap: Floats = np.minimum(self.capital * self.risk_fraction, self.max_order_value)
         self._followers: dict[str, Mask] = {}
         for n, p in enumerate(portfolios):
             for strategy in p.strategies:
@@ -50,6 +52,12 @@ class PortfolioBook:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def standing(self) -> npt.NDArray[np.uint8]:
+        """Each portfolio's own reason to refuse entries, whatever the signal: DISABLED, LOSS_LIMIT or OK."""
+        u8 = np.uint8
+        return np.maximum((~self.enabled).view(u8) * u8(Reason.DISABLED),
+                          (self.realised <= -self.daily_loss_limit).view(u8) * u8(Reason.LOSS_LIMIT))
 
     def followers(self, strategy: str) -> Mask:
         return self._followers.get(strategy, self._none)

@@ -38,13 +38,14 @@ class Signal(NamedTuple):
 
 
 class Reason(IntEnum):
-    """Why a portfolio's intent for a signal is zero (OK when it is not). Checked in this order."""
+    """Why a portfolio's intent for a signal is zero (OK when it is not). When several apply, the
+    largest value is the reason: the numbering is the precedence (sizing.py relies on it)."""
 
     OK = 0
-    NOT_FOLLOWING = 1  # the portfolio does not follow the signal's strategy
-    DISABLED = 2  # entries switched off for this portfolio
-    LOSS_LIMIT = 3  # today's realised loss reached daily_loss_limit
+    FLAT = 1  # an exit, and nothing to close
+    TOO_SMALL = 2  # risk_fraction of capital buys less than one lot
+    POSITION_LIMIT = 3  # already at max_lots in the signal's direction
     ORDER_VALUE = 4  # one lot is worth more than max_order_value
-    POSITION_LIMIT = 5  # already at max_lots in the signal's direction
-    TOO_SMALL = 6  # risk_fraction of capital buys less than one lot
-    FLAT = 7  # an exit, and nothing to close
+    LOSS_LIMIT = 5  # today's realised loss reached daily_loss_limit
+    DISABLED = 6  # entries switched off for this portfolio
+    NOT_FOLLOWING = 7  # the portfolio does not follow the signal's strategy

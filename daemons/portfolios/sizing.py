@@ -1,9 +1,9 @@
 """One signal, every portfolio: risk checks and sizing as array operations.
 
 For an entry, a following, enabled portfolio under its loss limit gets
-``lots = floor(capital * risk_fraction / (price * lot_size))``, cut to what ``max_order_value`` allows
-and to the room left under ``max_lots`` in the signal's direction; zero lots gives the first reason of
-``Reason`` that applies. An exit closes a following portfolio's position against the signal's side
+``lots = floor(min(capital * risk_fraction, max_order_value) / (price * lot_size))`` (a float division,
+truncated), cut to the room left under ``max_lots`` in the signal's direction; zero lots gives the
+reason of highest precedence that applies (``Reason``). An exit closes a following portfolio's position against the signal's side
 (whatever its limits: getting out is never blocked). Quantities are whole lots, so every intent and
 every allocation (netting.py) is a multiple of the lot size.
 """
@@ -28,24 +28,26 @@ class Intents(NamedTuple):
     reasons: Reasons
 
 
+U8 = np.uint8
+
+
 def decide(book: PortfolioBook, signal: Signal) -> Intents:
+    """Branch-free on purpose: ``np.where`` on masks that vary from portfolio to portfolio costs several
+    times a multiplication by a 0/1 view (mispredicted branches), so conditions are 0/1 arrays and the
+    reason is the largest code that applies (``Reason`` is numbered by precedence)."""
     follows = book.followers(signal.strategy)
-    lots_held = book.position(signal.symbol).quantity // signal.lot_size
+    held = book.position(signal.symbol).quantity // signal.lot_size  # lots
     side = signal.side
+    not_following = (~follows).view(U8) * U8(Reason.NOT_FOLLOWING)
     if signal.exit:
-        against = np.sign(lots_held) == -side
-        lots = np.where(follows & against, -lots_held, 0)
-        reasons = np.where(~follows, Reason.NOT_FOLLOWING, np.where(lots == 0, Reason.FLAT, Reason.OK))
-        return Intents(lots.astype(np.int64), reasons.astype(np.uint8))
+        closing = follows & (np.sign(held) == -side)
+        return Intents(-held * closing, np.maximum(not_following, (~closing).view(U8) * U8(Reason.FLAT)))
     lot_value = signal.price * signal.lot_size
-    wanted = np.floor(book.capital * book.risk_fraction / lot_value).astype(np.int64)
-    value_cap = np.floor(book.max_order_value / lot_value).astype(np.int64)
-    room = np.maximum(book.max_lots - side * lots_held, 0)
-    lots = np.minimum(np.minimum(wanted, value_cap), room)
-    allowed = follows & book.enabled & (book.realised > -book.daily_loss_limit)
-    lots = np.where(allowed, lots, 0)
-    reasons = np.select(
-        [~follows, ~book.enabled, book.realised <= -book.daily_loss_limit, value_cap == 0, room == 0, lots == 0],
-        [Reason.NOT_FOLLOWING, Reason.DISABLED, Reason.LOSS_LIMIT, Reason.ORDER_VALUE, Reason.POSITION_LIMIT,
-         Reason.TOO_SMALL], Reason.OK)
-    return Intents(lots * side, reasons.astype(np.uint8))
+    # floor(min(budget, order-value cap) / lot value): both are >= 0, so truncation is the floor
+    room = book.max_lots - side * held
+    lots = np.minimum((book.entry_cap / lot_value).astype(np.int64), room)
+    reasons = np.maximum(np.maximum(not_following, book.standing()),
+                         np.maximum((book.max_order_value < lot_value).view(U8) * U8(Reason.ORDER_VALUE),
+                                    (room <= 0).view(U8) * U8(Reason.POSITION_LIMIT)))
+    reasons = np.maximum(reasons, (lots <= 0).view(U8) * U8(Reason.TOO_SMALL))
+    return Intents(lots * (reasons == Reason.OK) * side, reasons)
