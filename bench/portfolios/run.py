@@ -36,7 +36,8 @@ SYMBOLS = [(f"SYM{i}", random.Random(i).choice((1, 15, 25, 75))) for i in range(
 
 
 def make(n: int, rng: random.Random) -> tuple[list[Portfolio], dict[str, list[int]], list[float]]:
-    portfolios = [Portfolio(f"p{i}", capital=10 ** rng.uniform(5, 9), strategies=frozenset(rng.sample(STRATEGIES, rng.randint(1, 4))),
+    portfolios = [Portfolio(f"p{i}", capital=10 ** rng.uniform(5, 9),
+                            strategies=frozenset(rng.sample(STRATEGIES, rng.randint(1, 4))),
                             risk_fraction=rng.uniform(0.01, 0.2), max_lots=rng.randint(1, 40),
                             max_order_value=10 ** rng.uniform(5, 7), daily_loss_limit=10 ** rng.uniform(4, 6),
                             enabled=rng.random() > 0.05) for i in range(n)]
@@ -54,7 +55,8 @@ def signals(count: int, rng: random.Random) -> list[Signal]:
     return out
 
 
-def loop_decide(portfolios: list[Portfolio], held: list[int], realised: list[float], s: Signal) -> tuple[list[int], list[int], int]:
+def loop_decide(portfolios: list[Portfolio], held: list[int], realised: list[float],
+                s: Signal) -> tuple[list[int], list[int], int]:
     """The per-portfolio loop: the rule of sizing.py, one portfolio at a time."""
     lots_out, reasons, net = [], [], 0
     lot_value = s.price * s.lot_size

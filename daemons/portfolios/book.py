@@ -56,8 +56,9 @@ class PortfolioBook:
     def standing(self) -> npt.NDArray[np.uint8]:
         """Each portfolio's own reason to refuse entries, whatever the signal: DISABLED, LOSS_LIMIT or OK."""
         u8 = np.uint8
-        return np.maximum((~self.enabled).view(u8) * u8(Reason.DISABLED),
-                          (self.realised <= -self.daily_loss_limit).view(u8) * u8(Reason.LOSS_LIMIT))
+        standing: npt.NDArray[np.uint8] = np.maximum((~self.enabled).view(u8) * u8(Reason.DISABLED),
+                                                     (self.realised <= -self.daily_loss_limit).view(u8) * u8(Reason.LOSS_LIMIT))
+        return standing
 
     def followers(self, strategy: str) -> Mask:
         return self._followers.get(strategy, self._none)
