@@ -21,10 +21,13 @@ from daemons.features.candles import Bar, CandleBuilder
 from daemons.features.codec import snapshot, snapshot_rows
 from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.features.stage import FeatureStage
+from daemons.marketdata.main import MarketdataDaemon
 from daemons.marketdata.replay import ticks as replayed
 from daemons.marketdata.session import IST, SessionClock
 from daemons.marketdata.simulator import MarketSimulator
-from daemons.runtime.config import ConfigError, load_config
+from daemons.runtime.config import ConfigError, FleetConfig, load_config
+from daemons.runtime.envelope import Event, tick_key
+from daemons.runtime.metrics import DaemonMetrics
 from tests.test_marketdata_sim import DAY, universe
 
 # -- candles ------------------------------------------------------------------------------------------
@@ -85,7 +88,7 @@ def as_tuple(bar: Bar) -> tuple[Any, ...]:
 def test_bars_match_a_reference_computed_another_way(seed: int, minutes: int) -> None:
     ticks = random_ticks(seed)
     builder = CandleBuilder(minutes * 60)
-    ours = [as_tuple(bar) for tick in ticks for bar in builder.on_tick(tick)]
+    ours = [as_tuple(bar) for tick in ticks for bar in builder.on_tick(tick, tick_key(tick))]
     ours += [as_tuple(bar) for bar in builder.flush()]
     expected, late = reference_bars(ticks, minutes)
     assert ours == expected
@@ -97,15 +100,26 @@ def test_a_falling_cumulative_volume_starts_counting_afresh() -> None:
     base = int(datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp()) * 10**9
     for ts, volume, qty in ((0, 1000, 10), (1, 1030, 30), (2, 50, 50), (3, 60, 10)):
         builder.on_tick({"token": 7, "symbol": "X", "last_price": 10.0, "volume": volume, "last_qty": qty,
-                         "exchange_ts": base + ts * 10**9})
+                         "exchange_ts": base + ts * 10**9}, "7|X|")
     (bar,) = builder.flush()
     assert bar.volume == 10 + 30 + 50 + 10
+
+
+def test_instruments_without_a_token_get_bars_of_their_own() -> None:
+    """A tick CSV may leave the token out (0 for every row): the frame key still tells symbols apart."""
+    builder = CandleBuilder(60)
+    base = int(datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp()) * 10**9
+    for symbol, price in (("A", 10.0), ("B", 20.0), ("A", 11.0)):
+        tick = {"token": 0, "symbol": symbol, "underlying": symbol, "last_price": price, "exchange_ts": base}
+        builder.on_tick(tick, tick_key(tick))
+    assert sorted((bar.symbol, bar.open, bar.close, bar.ticks) for bar in builder.flush()) == [
+        ("A", 10.0, 11.0, 2), ("B", 20.0, 20.0, 1)]
 
 
 def test_bars_align_to_the_session_in_ist() -> None:
     builder = CandleBuilder(900)
     at = datetime(2026, 11, 23, 9, 29, 59, tzinfo=IST)
-    builder.on_tick({"token": 1, "symbol": "X", "last_price": 1.0, "exchange_ts": int(at.timestamp() * 1e9)})
+    builder.on_tick({"token": 1, "symbol": "X", "last_price": 1.0, "exchange_ts": int(at.timestamp() * 1e9)}, "1|X|")
     (bar,) = builder.flush()
     assert datetime.fromtimestamp(bar.start_ns / 1e9, IST).time().isoformat() == "09:15:00"
 
@@ -125,7 +139,7 @@ def make_bars(n: int, seed: int) -> list[Bar]:
     rng = random.Random(seed)
     close, bars = 100.0, []
     for i in range(n):
-        bar = Bar(1, "X", i * 60 * 10**9, close, 1000 + 10 * i)
+        bar = Bar("1|X|", 1, "X", i * 60 * 10**9, close, 1000 + 10 * i)
         bar.close = close * math.exp(rng.gauss(0, 0.01))
         bar.high = max(bar.open, bar.close) + rng.random()
         bar.low = min(bar.open, bar.close) - rng.random()
@@ -176,7 +190,7 @@ def session(ticks: list[dict[str, Any]]) -> list[Any]:
     stage = FeatureStage(60, 50, Periods())
     out = []
     for tick in ticks:
-        stage.on_tick(tick)
+        stage.on_tick(tick, tick_key(tick))
         while stage.pending:
             out.append(stage.close_next())
     stage.flush()
@@ -214,8 +228,38 @@ def test_a_snapshot_carries_the_last_bars_oldest_first() -> None:
         features = state.update(bar)
         cache.append(bar, features)
         rows.append([bar.start_ns // 10**9, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi, *features])
-    ((token, ring),) = cache.select(["X"])
-    payload = orjson.loads(orjson.dumps(snapshot(token, ring, "strategy-x")))
+    ((_, ring),) = cache.select(["X"])
+    payload = orjson.loads(orjson.dumps(snapshot(ring, "strategy-x")))
     assert payload["to"] == "strategy-x" and payload["columns"] == list(COLUMNS) and payload["rows"] == 8
     np.testing.assert_array_equal(snapshot_rows(payload), np.array(rows[-8:]))
     assert cache.select(["Y"]) == []
+
+
+def test_the_feed_answers_features_sync_per_symbol_and_refuses_a_malformed_one() -> None:
+    feed = MarketdataDaemon(FleetConfig(), DaemonMetrics("marketdata"))
+    assert feed.stage is not None
+    sent: list[tuple[str, dict[str, Any], str]] = []
+
+    def capture(topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
+        sent.append((topic, payload, key))
+        return Event(topic, "marketdata", 1, payload, "m-1", 0, trace or "m-1", key)
+
+    feed.bus.publish = capture  # type: ignore[method-assign]
+    sim = MarketSimulator(universe(), seed=2, clock=SessionClock(DAY, 400))
+    for _ in range(10):
+        for tick in sim.step():
+            feed.stage.on_tick(tick, tick_key(tick))
+    while feed.stage.pending:
+        feed.stage.close_next()
+
+    def sync(payload: dict[str, Any]) -> None:
+        feed._on_sync(Event("features.sync", "strategy-x", 1, payload, "x-1", 0, "x-1"))
+
+    sync({"symbols": ["NIFTY 50", "INFY", "NO SUCH"]})
+    assert [(p["symbol"], p["to"]) for _, p, _ in sent] == [("NIFTY 50", "strategy-x"), ("INFY", "strategy-x")]
+    assert {topic for topic, _, _ in sent} == {"features.snapshot"} and sent[0][2] == "256265|NIFTY 50|NIFTY 50"
+    sent.clear()
+    sync({"symbols": "NIFTY 50"})
+    assert sent == [] and feed.syncs_refused._value.get() == 1
+    sync({"requester": "strategy-y"})
+    assert len(sent) == len(universe()) and {p["to"] for _, p, _ in sent} == {"strategy-y"}

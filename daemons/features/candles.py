@@ -22,12 +22,13 @@ IST_OFFSET_NS = (5 * 3600 + 30 * 60) * NS
 
 
 class Bar:
-    """One symbol's bar; mutable while open."""
+    """One instrument's bar; mutable while open. ``key`` is its ticks' frame key (``envelope.tick_key``),
+    which tells instruments apart even where a tick CSV gives no token."""
 
-    __slots__ = ("close", "high", "low", "oi", "open", "start_ns", "symbol", "ticks", "token", "volume")
+    __slots__ = ("close", "high", "key", "low", "oi", "open", "start_ns", "symbol", "ticks", "token", "volume")
 
-    def __init__(self, token: int, symbol: str, start_ns: int, price: float, oi: int) -> None:
-        self.token, self.symbol, self.start_ns = token, symbol, start_ns
+    def __init__(self, key: str, token: int, symbol: str, start_ns: int, price: float, oi: int) -> None:
+        self.key, self.token, self.symbol, self.start_ns = key, token, symbol, start_ns
         self.open = self.high = self.low = self.close = price
         self.volume = 0
         self.oi = oi
@@ -41,18 +42,18 @@ class Bar:
 
 
 class CandleBuilder:
-    """Feed it every tick the feed publishes (``on_tick``); it returns the bars a tick closed."""
+    """Feed it every tick the feed publishes, with its frame key (``on_tick``); it returns the bars a tick closed."""
 
     __slots__ = ("_bars", "_cumulative", "bucket", "interval_ns", "late")
 
     def __init__(self, interval_sec: int) -> None:
         self.interval_ns = interval_sec * NS
         self.bucket = 0  # start of the newest bucket any tick fell in (exchange time)
-        self._bars: dict[int, Bar] = {}  # open bars, all of ``bucket``, by token
-        self._cumulative: dict[int, int] = {}  # token -> cumulative volume at its last tick
+        self._bars: dict[str, Bar] = {}  # open bars, all of ``bucket``, by key
+        self._cumulative: dict[str, int] = {}  # key -> cumulative volume at its last tick
         self.late = 0
 
-    def on_tick(self, tick: dict[str, Any]) -> list[Bar]:
+    def on_tick(self, tick: dict[str, Any], key: str) -> list[Bar]:
         ts: int = tick["exchange_ts"]
         start = ts - (ts + IST_OFFSET_NS) % self.interval_ns
         closed: list[Bar] = []
@@ -63,16 +64,15 @@ class CandleBuilder:
             closed = list(self._bars.values())
             self._bars.clear()
             self.bucket = start
-        token: int = tick["token"]
         price: float = tick["last_price"]
         volume: int = tick.get("volume", 0)
-        before = self._cumulative.get(token)
+        before = self._cumulative.get(key)
         if before is None or volume < before:
             before = volume - tick.get("last_qty", 0)
-        self._cumulative[token] = volume
-        bar = self._bars.get(token)
+        self._cumulative[key] = volume
+        bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[token] = Bar(token, tick["symbol"], start, price, 0)
+            bar = self._bars[key] = Bar(key, tick.get("token", 0), tick["symbol"], start, price, 0)
         elif price > bar.high:
             bar.high = price
         elif price < bar.low:

@@ -32,10 +32,10 @@ def bar_features(bar: Bar, interval_ns: int, features: tuple[float, ...]) -> dic
             "end": bar.start_ns + interval_ns, "v": [None if math.isnan(x) else x for x in features]}
 
 
-def snapshot(token: int, ring: Ring, requester: str) -> dict[str, Any]:
+def snapshot(ring: Ring, requester: str) -> dict[str, Any]:
     """The ``features.snapshot`` payload for one symbol, addressed to ``requester``."""
     rows = ring.history()
-    return {"schema": SCHEMA, "to": requester, "token": token, "symbol": ring.symbol, "columns": list(COLUMNS),
+    return {"schema": SCHEMA, "to": requester, "token": ring.token, "symbol": ring.symbol, "columns": list(COLUMNS),
             "rows": len(rows), "data": base64.b64encode(rows.astype("<f8", copy=False).tobytes()).decode()}
 
 

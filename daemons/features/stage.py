@@ -18,13 +18,13 @@ class FeatureStage:
         self.candles = CandleBuilder(bar_seconds)
         self.periods = periods
         self.cache = FeatureCache(history)
-        self.indicators: dict[int, Indicators] = {}
+        self.indicators: dict[str, Indicators] = {}  # by frame key
         self.pending: deque[Bar] = deque()  # closed, not yet published
         self.closed = 0
 
-    def on_tick(self, tick: dict[str, Any]) -> bool:
-        """Count the tick in its bar; True when it closed bars (``pending``)."""
-        closed = self.candles.on_tick(tick)
+    def on_tick(self, tick: dict[str, Any], key: str) -> bool:
+        """Count the tick (``key``: its frame key) in its bar; True when it closed bars (``pending``)."""
+        closed = self.candles.on_tick(tick, key)
         if closed:
             self.pending.extend(closed)
         return bool(closed)
@@ -33,14 +33,14 @@ class FeatureStage:
         """The session is over: close the open bars too."""
         self.pending.extend(self.candles.flush())
 
-    def close_next(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The oldest pending bar's ``marketdata.ohlc`` and ``features.bar`` payloads (it joins the cache)."""
+    def close_next(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The oldest pending bar's frame key, ``marketdata.ohlc`` and ``features.bar`` payloads (it joins the cache)."""
         bar = self.pending.popleft()
-        state = self.indicators.get(bar.token)
+        state = self.indicators.get(bar.key)
         if state is None:
-            state = self.indicators[bar.token] = Indicators(self.periods)
+            state = self.indicators[bar.key] = Indicators(self.periods)
         features = state.update(bar)
         self.cache.append(bar, features)
         self.closed += 1
         interval = self.candles.interval_ns
-        return bar.payload(interval), bar_features(bar, interval, features)
+        return bar.key, bar.payload(interval), bar_features(bar, interval, features)

@@ -80,6 +80,8 @@ class MarketdataDaemon(Daemon):
             metrics.registry.register(FeaturesCollector(self.stage))
             self.snapshots = Counter("algo_marketdata_feature_snapshots", "features.snapshot events sent (one per symbol "
                                      "asked for)", registry=metrics.registry)
+            self.syncs_refused = Counter("algo_marketdata_feature_syncs_refused", "features.sync requests refused as "
+                                         "malformed", registry=metrics.registry)
 
     @property
     def section(self) -> MarketdataSection:
@@ -150,11 +152,12 @@ class MarketdataDaemon(Daemon):
 
     def _publish(self, tick: dict[str, Any]) -> None:
         """Called on the loop by the live feed, once per tick."""
-        self.bus.publish(MARKETDATA_TICK, tick, key=tick_key(tick))
+        key = tick_key(tick)
+        self.bus.publish(MARKETDATA_TICK, tick, key=key)
         self.ticks.inc()
         self.market_ns = tick["exchange_ts"]
         self.last_tick = time.monotonic()
-        if self.stage is not None and self.stage.on_tick(tick):
+        if self.stage is not None and self.stage.on_tick(tick, key):
             self._bars_closed.set()
 
     def _universe(self, day: date) -> list[Instrument]:
@@ -215,8 +218,9 @@ class MarketdataDaemon(Daemon):
                     await asyncio.sleep(0)  # let the bus flush and the watchdog run between bursts
                     if self.stopping.is_set():
                         return
-                publish(MARKETDATA_TICK, tick, key=tick_key(tick))
-                if stage is not None and stage.on_tick(tick):
+                key = tick_key(tick)
+                publish(MARKETDATA_TICK, tick, key=key)
+                if stage is not None and stage.on_tick(tick, key):
                     closed.set()
                 self.replayed += 1
                 self.ticks.inc()
@@ -243,8 +247,9 @@ class MarketdataDaemon(Daemon):
                 if self.stopping.is_set():
                     return
                 for tick in ticks[first:stop]:
-                    publish(MARKETDATA_TICK, tick, key=tick_key(tick))
-                    if stage is not None and stage.on_tick(tick):
+                    key = tick_key(tick)
+                    publish(MARKETDATA_TICK, tick, key=key)
+                    if stage is not None and stage.on_tick(tick, key):
                         closed.set()
             self.step = sim.step_no
             self.ticks.inc(len(sim.instruments))
@@ -273,8 +278,7 @@ class MarketdataDaemon(Daemon):
             closed.clear()
             while stage.pending:
                 for _ in range(min(STEP_SLICE, len(stage.pending))):
-                    ohlc, features = stage.close_next()
-                    key = str(ohlc["token"])
+                    key, ohlc, features = stage.close_next()
                     publish(MARKETDATA_OHLC, ohlc, key=key)
                     publish(FEATURES_BAR, features, key=key)
                 await asyncio.sleep(0)
@@ -286,12 +290,13 @@ class MarketdataDaemon(Daemon):
         symbols = event.payload.get("symbols")
         requester = event.payload.get("requester") or event.source
         if symbols is not None and not (isinstance(symbols, list) and all(isinstance(x, str) for x in symbols)):
-            log.warning("features.sync from %s refused: symbols must be a list of names, got %r", event.source,
+            self.syncs_refused.inc()
+            log.warning("features.sync from %s refused: symbols must be a list of names, got %.100r", event.source,
                         symbols, extra={"TRACE_ID": event.trace})
             return
         rings = self.stage.cache.select(symbols)
-        for token, ring in rings:
-            self.bus.publish(FEATURES_SNAPSHOT, snapshot(token, ring, str(requester)), key=str(token), trace=event.trace)
+        for key, ring in rings:
+            self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, str(requester)), key=key, trace=event.trace)
         self.snapshots.inc(len(rings))
         log.info("features.snapshot to %s: %d symbols", requester, len(rings), extra={"TRACE_ID": event.trace})
 
