@@ -116,6 +116,19 @@ def test_instruments_without_a_token_get_bars_of_their_own() -> None:
         ("A", 10.0, 11.0, 2), ("B", 20.0, 20.0, 1)]
 
 
+@pytest.mark.parametrize("damage", [{"last_price": "101.5"}, {"exchange_ts": None}, {"volume": 1.5}, {"oi": True},
+                                    {"symbol": 7}, {"last_price": None}])
+def test_a_malformed_tick_is_counted_and_changes_nothing(damage: dict[str, Any]) -> None:
+    base = int(datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp()) * 10**9
+    good = {"token": 1, "symbol": "X", "last_price": 10.0, "volume": 100, "last_qty": 1, "oi": 0, "exchange_ts": base}
+    builder = CandleBuilder(60)
+    builder.on_tick(good, "1|X|")
+    assert builder.on_tick({**good, "exchange_ts": base + 61 * 10**9, **damage}, "1|X|") == []
+    assert builder.malformed == 1
+    (bar,) = builder.flush()  # still open: the damaged tick of the next minute closed nothing
+    assert (bar.open, bar.close, bar.ticks, bar.volume) == (10.0, 10.0, 1, 1)
+
+
 def test_bars_align_to_the_session_in_ist() -> None:
     builder = CandleBuilder(900)
     at = datetime(2026, 11, 23, 9, 29, 59, tzinfo=IST)

@@ -10,7 +10,8 @@ Volume is the bar's traded quantity, the difference of Kite's cumulative day vol
 tick and at the tick before the bar (for a symbol's first bar: its first tick's cumulative volume
 less that tick's ``last_qty``); a cumulative volume that falls (a new day, a corrected feed) starts
 counting afresh from that tick. A late tick's trades therefore count in the bar of its symbol's next
-tick. ``oi`` is the open interest at the bar's last tick.
+tick. ``oi`` is the open interest at the bar's last tick. A tick whose fields have the wrong types
+(a damaged recording) is malformed: counted, not used, and it changes nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Bar:
 class CandleBuilder:
     """Feed it every tick the feed publishes, with its frame key (``on_tick``); it returns the bars a tick closed."""
 
-    __slots__ = ("_bars", "_cumulative", "bucket", "interval_ns", "late")
+    __slots__ = ("_bars", "_cumulative", "bucket", "interval_ns", "late", "malformed")
 
     def __init__(self, interval_sec: int) -> None:
         self.interval_ns = interval_sec * NS
@@ -52,9 +53,15 @@ class CandleBuilder:
         self._bars: dict[str, Bar] = {}  # open bars, all of ``bucket``, by key
         self._cumulative: dict[str, int] = {}  # key -> cumulative volume at its last tick
         self.late = 0
+        self.malformed = 0
 
     def on_tick(self, tick: dict[str, Any], key: str) -> list[Bar]:
-        ts: int = tick["exchange_ts"]
+        ts, price, symbol = tick.get("exchange_ts"), tick.get("last_price"), tick.get("symbol")
+        volume, last_qty, oi = tick.get("volume", 0), tick.get("last_qty", 0), tick.get("oi", 0)
+        if not (type(ts) is int and (type(price) is float or type(price) is int) and type(symbol) is str
+                and type(volume) is int and type(last_qty) is int and type(oi) is int):  # type(): True is no int here
+            self.malformed += 1
+            return []
         start = ts - (ts + IST_OFFSET_NS) % self.interval_ns
         closed: list[Bar] = []
         if start != self.bucket:
@@ -64,22 +71,20 @@ class CandleBuilder:
             closed = list(self._bars.values())
             self._bars.clear()
             self.bucket = start
-        price: float = tick["last_price"]
-        volume: int = tick.get("volume", 0)
         before = self._cumulative.get(key)
         if before is None or volume < before:
-            before = volume - tick.get("last_qty", 0)
+            before = volume - last_qty
         self._cumulative[key] = volume
         bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[key] = Bar(key, tick.get("token", 0), tick["symbol"], start, price, 0)
+            bar = self._bars[key] = Bar(key, tick.get("token", 0), symbol, start, price, 0)
         elif price > bar.high:
             bar.high = price
         elif price < bar.low:
             bar.low = price
         bar.close = price
         bar.volume += volume - before
-        bar.oi = tick.get("oi", 0)
+        bar.oi = oi
         bar.ticks += 1
         return closed
 

@@ -344,7 +344,7 @@ class TickAgeCollector(Collector):
 
 
 class FeaturesCollector(Collector):
-    """Bars closed and ticks too late for their bar, read from the stage at scrape time."""
+    """Bars closed and ticks left out of them, read from the stage at scrape time."""
 
     def __init__(self, stage: FeatureStage) -> None:
         self.stage = stage
@@ -352,8 +352,11 @@ class FeaturesCollector(Collector):
     def collect(self) -> Iterable[CounterMetricFamily]:
         yield CounterMetricFamily("algo_marketdata_bars", "Bars closed (marketdata.ohlc + features.bar published)",
                                   value=self.stage.closed)
-        yield CounterMetricFamily("algo_marketdata_late_ticks", "Ticks whose exchange time fell in a bar already closed",
-                                  value=self.stage.candles.late)
+        skipped = CounterMetricFamily("algo_marketdata_bar_skipped_ticks", "Ticks published but left out of the bars",
+                                      labels=["reason"])
+        skipped.add_metric(["late"], self.stage.candles.late)  # exchange time in a bar already closed
+        skipped.add_metric(["malformed"], self.stage.candles.malformed)  # fields of the wrong type
+        yield skipped
 
 
 class FeedCollector(Collector):

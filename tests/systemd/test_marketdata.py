@@ -61,7 +61,7 @@ def test_the_feed_publishes_bars_and_features_and_answers_a_late_strategy(sandbo
     assert list(cached) == sorted(cached)  # oldest first
     assert metric(9472, "algo_marketdata_bars_total") >= 2 * 52
     assert metric(9472, "algo_marketdata_feature_snapshots_total") == 2
-    assert metric(9472, "algo_marketdata_late_ticks_total") == 0
+    assert metric(9472, 'algo_marketdata_bar_skipped_ticks_total{reason="late"}') == 0
 
 
 def test_a_missing_instruments_dump_is_a_config_error(sandbox: Sandbox) -> None:
