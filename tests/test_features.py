@@ -4,6 +4,7 @@ cache's snapshot encoding."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import statistics
@@ -117,7 +118,7 @@ def test_instruments_without_a_token_get_bars_of_their_own() -> None:
 
 
 @pytest.mark.parametrize("damage", [{"last_price": "101.5"}, {"exchange_ts": None}, {"volume": 1.5}, {"oi": True},
-                                    {"symbol": 7}, {"last_price": None}])
+                                    {"symbol": 7}, {"last_price": None}, {"last_price": 0.0}])
 def test_a_malformed_tick_is_counted_and_changes_nothing(damage: dict[str, Any]) -> None:
     base = int(datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp()) * 10**9
     good = {"token": 1, "symbol": "X", "last_price": 10.0, "volume": 100, "last_qty": 1, "oi": 0, "exchange_ts": base}
@@ -276,3 +277,25 @@ def test_the_feed_answers_features_sync_per_symbol_and_refuses_a_malformed_one()
     assert sent == [] and feed.syncs_refused._value.get() == 1
     sync({"requester": "strategy-y"})
     assert len(sent) == len(universe()) and {p["to"] for _, p, _ in sent} == {"strategy-y"}
+
+
+def test_the_feed_is_unhealthy_when_its_bar_publisher_died() -> None:
+    """The watchdog then restarts the feed instead of it running on without bars and features."""
+    feed = MarketdataDaemon(FleetConfig(), DaemonMetrics("marketdata"))
+    assert feed.stage is not None and feed.health() is None
+
+    def broken() -> tuple[str, dict[str, Any], dict[str, Any]]:
+        raise RuntimeError("a bug in an indicator")
+
+    feed.stage.close_next = broken  # type: ignore[method-assign]
+
+    async def run() -> None:
+        feed._bars_task = asyncio.create_task(feed._publish_bars())
+        assert feed.stage is not None
+        feed.stage.pending.append(Bar("1|X|", 1, "X", 0, 10.0, 0))
+        feed._bars_closed.set()
+        with pytest.raises(RuntimeError):
+            await feed._bars_task
+
+    asyncio.run(run())
+    assert feed.health() == "bars and features stopped: RuntimeError('a bug in an indicator')"

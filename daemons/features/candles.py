@@ -11,7 +11,9 @@ tick and at the tick before the bar (for a symbol's first bar: its first tick's 
 less that tick's ``last_qty``); a cumulative volume that falls (a new day, a corrected feed) starts
 counting afresh from that tick. A late tick's trades therefore count in the bar of its symbol's next
 tick. ``oi`` is the open interest at the bar's last tick. A tick whose fields have the wrong types
-(a damaged recording) is malformed: counted, not used, and it changes nothing.
+(a damaged recording), or without a positive last price (Kite sends 0 for a contract not traded yet),
+is malformed for bars: counted, not used, and it changes nothing. So every bar's prices are positive,
+which the indicators rely on (log returns).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class CandleBuilder:
         ts, price, symbol = tick.get("exchange_ts"), tick.get("last_price"), tick.get("symbol")
         volume, last_qty, oi = tick.get("volume", 0), tick.get("last_qty", 0), tick.get("oi", 0)
         if not (type(ts) is int and (type(price) is float or type(price) is int) and type(symbol) is str
-                and type(volume) is int and type(last_qty) is int and type(oi) is int):  # type(): True is no int here
+                and type(volume) is int and type(last_qty) is int and type(oi) is int  # type(): True is no int here
+                and price > 0):
             self.malformed += 1
             return []
         start = ts - (ts + IST_OFFSET_NS) % self.interval_ns

@@ -72,6 +72,7 @@ class MarketdataDaemon(Daemon):
         metrics.registry.register(TickAgeCollector(self))
         self.stage: FeatureStage | None = None
         self._bars_closed = asyncio.Event()
+        self._bars_task: asyncio.Task[None] | None = None
         s = self.section
         if s.features:
             self.stage = FeatureStage(s.bar_seconds, s.feature_history, Periods(
@@ -177,12 +178,12 @@ class MarketdataDaemon(Daemon):
         return universe
 
     async def run(self) -> None:
-        bars = asyncio.create_task(self._publish_bars()) if self.stage is not None else None
+        self._bars_task = asyncio.create_task(self._publish_bars()) if self.stage is not None else None
         try:
             await self._run_feed()
         finally:
-            if bars is not None:
-                bars.cancel()
+            if self._bars_task is not None:
+                self._bars_task.cancel()
 
     async def _run_feed(self) -> None:
         if self.feed is not None:
@@ -309,6 +310,9 @@ class MarketdataDaemon(Daemon):
         return self.sim is not None and self.step < self.sim.clock.steps
 
     def health(self) -> str | None:
+        bars = self._bars_task
+        if bars is not None and bars.done() and not bars.cancelled() and (exc := bars.exception()) is not None:
+            return f"bars and features stopped: {exc!r}"  # the watchdog restarts the feed rather than run without them
         if self.feed is not None:
             return self.feed.health()  # a dead or silent connection in market hours stops the watchdog
         if self.section.feed == "replay":
