@@ -22,7 +22,7 @@ from daemons.features.candles import Bar, CandleBuilder
 from daemons.features.codec import snapshot, snapshot_rows
 from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.features.stage import FeatureStage
-from daemons.marketdata.main import MarketdataDaemon
+from daemons.marketdata.main import SNAPSHOT_PAUSE_SEC, SNAPSHOT_SLICE, MarketdataDaemon
 from daemons.marketdata.replay import ticks as replayed
 from daemons.marketdata.session import IST, SessionClock
 from daemons.marketdata.simulator import MarketSimulator
@@ -266,17 +266,24 @@ def test_the_feed_answers_features_sync_per_symbol_and_refuses_a_malformed_one()
     while feed.stage.pending:
         feed.stage.close_next()
 
-    def sync(payload: dict[str, Any]) -> None:
+    async def sync(payload: dict[str, Any]) -> None:
+        """One request, answered in full (slices of SNAPSHOT_SLICE symbols)."""
         feed._on_sync(Event("features.sync", "strategy-x", 1, payload, "x-1", 0, "x-1"))
+        answer = asyncio.create_task(feed._answer_syncs())
+        while feed._syncs or feed._sync_wanted.is_set():
+            await asyncio.sleep(0)
+        await asyncio.sleep(SNAPSHOT_PAUSE_SEC * (len(universe()) // SNAPSHOT_SLICE + 2))  # its last slice's pause
+        answer.cancel()
 
-    sync({"symbols": ["NIFTY 50", "INFY", "NO SUCH"]})
+    asyncio.run(sync({"symbols": ["NIFTY 50", "INFY", "NO SUCH"]}))
     assert [(p["symbol"], p["to"]) for _, p, _ in sent] == [("NIFTY 50", "strategy-x"), ("INFY", "strategy-x")]
     assert {topic for topic, _, _ in sent} == {"features.snapshot"} and sent[0][2] == "256265|NIFTY 50|NIFTY 50"
     sent.clear()
-    sync({"symbols": "NIFTY 50"})
+    asyncio.run(sync({"symbols": "NIFTY 50"}))
     assert sent == [] and feed.syncs_refused._value.get() == 1
-    sync({"requester": "strategy-y"})
-    assert len(sent) == len(universe()) and {p["to"] for _, p, _ in sent} == {"strategy-y"}
+    asyncio.run(sync({"requester": "strategy-y"}))
+    assert len(sent) == len(universe()) > SNAPSHOT_SLICE and {p["to"] for _, p, _ in sent} == {"strategy-y"}
+    assert feed.snapshots._value.get() == 2 + len(universe())
 
 
 def test_the_feed_is_unhealthy_when_its_bar_publisher_died() -> None:
@@ -290,12 +297,12 @@ def test_the_feed_is_unhealthy_when_its_bar_publisher_died() -> None:
     feed.stage.close_next = broken  # type: ignore[method-assign]
 
     async def run() -> None:
-        feed._bars_task = asyncio.create_task(feed._publish_bars())
+        feed._tasks = [asyncio.create_task(feed._publish_bars())]
         assert feed.stage is not None
         feed.stage.pending.append(Bar("1|X|", 1, "X", 0, 10.0, 0))
         feed._bars_closed.set()
         with pytest.raises(RuntimeError):
-            await feed._bars_task
+            await feed._tasks[0]
 
     asyncio.run(run())
     assert feed.health() == "bars and features stopped: RuntimeError('a bug in an indicator')"

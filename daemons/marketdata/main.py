@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..features.cache import Ring
 from ..features.codec import snapshot
 from ..features.indicators import Periods
 from ..features.stage import FeatureStage
@@ -39,6 +41,11 @@ log = logging.getLogger("algo.marketdata")
 # Ticks of one step published between two turns of the event loop: a 9,000-instrument step would
 # otherwise be stamped whole (~50 ms) before its first tick left the process.
 STEP_SLICE = 256
+# features.snapshot answers go out this many symbols at a time (~300 KB at 120 bars), this long apart:
+# ~1,600 symbols/s, so a request for a whole 9,000-symbol universe (~160 MB) never fills the feed's
+# outbox (ticks would be dropped) nor a subscriber's buffer at the broker (the journal would be cut off).
+SNAPSHOT_SLICE = 16
+SNAPSHOT_PAUSE_SEC = 0.01
 SPREAD_SEC = 0.002  # with spread_steps: a step's ticks go out in slices this far apart (or one tick each)
 
 
@@ -72,7 +79,9 @@ class MarketdataDaemon(Daemon):
         metrics.registry.register(TickAgeCollector(self))
         self.stage: FeatureStage | None = None
         self._bars_closed = asyncio.Event()
-        self._bars_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # bars and snapshot answers, while run() runs
+        self._syncs: deque[tuple[str, str, list[tuple[str, Ring]]]] = deque()  # requester, trace, rings to send
+        self._sync_wanted = asyncio.Event()
         s = self.section
         if s.features:
             self.stage = FeatureStage(s.bar_seconds, s.feature_history, Periods(
@@ -178,12 +187,13 @@ class MarketdataDaemon(Daemon):
         return universe
 
     async def run(self) -> None:
-        self._bars_task = asyncio.create_task(self._publish_bars()) if self.stage is not None else None
+        if self.stage is not None:
+            self._tasks = [asyncio.create_task(self._publish_bars()), asyncio.create_task(self._answer_syncs())]
         try:
             await self._run_feed()
         finally:
-            if self._bars_task is not None:
-                self._bars_task.cancel()
+            for task in self._tasks:
+                task.cancel()
 
     async def _run_feed(self) -> None:
         if self.feed is not None:
@@ -296,10 +306,22 @@ class MarketdataDaemon(Daemon):
                         symbols, extra={"TRACE_ID": event.trace})
             return
         rings = self.stage.cache.select(symbols)
-        for key, ring in rings:
-            self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, str(requester)), key=key, trace=event.trace)
-        self.snapshots.inc(len(rings))
+        self._syncs.append((str(requester), event.trace, rings))
+        self._sync_wanted.set()
         log.info("features.snapshot to %s: %d symbols", requester, len(rings), extra={"TRACE_ID": event.trace})
+
+    async def _answer_syncs(self) -> None:
+        """Requests in turn, each SNAPSHOT_SLICE symbols at a time (a snapshot is the ring as it is when sent)."""
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            while self._syncs:
+                requester, trace, rings = self._syncs.popleft()
+                for at in range(0, len(rings), SNAPSHOT_SLICE):
+                    for key, ring in rings[at:at + SNAPSHOT_SLICE]:
+                        self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, requester), key=key, trace=trace)
+                        self.snapshots.inc()
+                    await asyncio.sleep(SNAPSHOT_PAUSE_SEC)
 
     @property
     def session_open(self) -> bool:
@@ -310,9 +332,9 @@ class MarketdataDaemon(Daemon):
         return self.sim is not None and self.step < self.sim.clock.steps
 
     def health(self) -> str | None:
-        bars = self._bars_task
-        if bars is not None and bars.done() and not bars.cancelled() and (exc := bars.exception()) is not None:
-            return f"bars and features stopped: {exc!r}"  # the watchdog restarts the feed rather than run without them
+        for task in self._tasks:  # the watchdog restarts the feed rather than let it run without them
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                return f"bars and features stopped: {exc!r}"
         if self.feed is not None:
             return self.feed.health()  # a dead or silent connection in market hours stops the watchdog
         if self.section.feed == "replay":
