@@ -176,20 +176,18 @@ def test_replaying_the_recorded_day_produces_the_same_orders(session: dict[str, 
     assert len(original) > 5
     assert orders(replayed) == original
     # and the same bars and features, to the bit (their envelopes differ: ids, publish times)
-    again = bars_and_features(box.state / "journal" / today() / "events.jsonl")
+    again = bars_and_features(box.state / "journal" / today())
     assert again == bars_and_features(recorded) and len(again) >= 2 * 52 * 250  # 300 steps over 375 minutes
 
 
-def bars_and_features(journal: Path) -> dict[tuple[str, int, int], bytes]:
-    """(topic, token, bar start) -> the payload as JSON, for marketdata.ohlc and features.bar."""
+def bars_and_features(day: Path) -> dict[tuple[str, str, int], bytes]:
+    """(topic, frame key, bar start) -> the payload as JSON, for marketdata.ohlc and features.bar."""
     out = {}
-    with open(journal, "rb") as f:
-        for line in f:
-            if b'"marketdata.ohlc"' in line or b'"features.bar"' in line:
-                event = orjson.loads(line)
-                if event["type"] in ("marketdata.ohlc", "features.bar"):
-                    p = event["payload"]
-                    out[event["type"], p["token"], p["start"]] = orjson.dumps(p)
+    for topic in ("marketdata.ohlc", "features.bar"):
+        for event in reader.events(day, needle=f'"{topic}"'):
+            if event["type"] == topic:
+                p = event["payload"]
+                out[topic, f'{p["token"]}|{p["symbol"]}', p["start"]] = orjson.dumps(p)
     return out
 
 
