@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,13 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..features.cache import Ring
+from ..features.codec import snapshot
+from ..features.indicators import Periods
+from ..features.stage import FeatureStage
 from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, serve
-from ..runtime.envelope import MARKETDATA_TICK, tick_key
+from ..runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, FEATURES_SYNC, MARKETDATA_OHLC, MARKETDATA_TICK, Event, tick_key
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
@@ -36,6 +41,11 @@ log = logging.getLogger("algo.marketdata")
 # Ticks of one step published between two turns of the event loop: a 9,000-instrument step would
 # otherwise be stamped whole (~50 ms) before its first tick left the process.
 STEP_SLICE = 256
+# features.snapshot answers go out this many symbols at a time (~300 KB at 120 bars), this long apart:
+# ~1,600 symbols/s, so a request for a whole 9,000-symbol universe (~160 MB) never fills the feed's
+# outbox (ticks would be dropped) nor a subscriber's buffer at the broker (the journal would be cut off).
+SNAPSHOT_SLICE = 16
+SNAPSHOT_PAUSE_SEC = 0.01
 SPREAD_SEC = 0.002  # with spread_steps: a step's ticks go out in slices this far apart (or one tick each)
 
 
@@ -67,6 +77,21 @@ class MarketdataDaemon(Daemon):
         self.ticks = Counter("algo_marketdata_ticks", "Ticks published", registry=metrics.registry)
         self.instruments = Gauge("algo_marketdata_instruments", "Instruments in the feed", registry=metrics.registry)
         metrics.registry.register(TickAgeCollector(self))
+        self.stage: FeatureStage | None = None
+        self._bars_closed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []  # bars and snapshot answers, while run() runs
+        self._syncs: deque[tuple[str, str, list[tuple[str, Ring]]]] = deque()  # requester, trace, rings to send
+        self._sync_wanted = asyncio.Event()
+        s = self.section
+        if s.features:
+            self.stage = FeatureStage(s.bar_seconds, s.feature_history, Periods(
+                s.ema_fast_bars, s.ema_slow_bars, s.rsi_bars, s.atr_bars, s.volatility_bars))
+            self.bus.subscribe(FEATURES_SYNC, self._on_sync)
+            metrics.registry.register(FeaturesCollector(self.stage))
+            self.snapshots = Counter("algo_marketdata_feature_snapshots", "features.snapshot events sent (one per symbol "
+                                     "asked for)", registry=metrics.registry)
+            self.syncs_refused = Counter("algo_marketdata_feature_syncs_refused", "features.sync requests refused as "
+                                         "malformed", registry=metrics.registry)
 
     @property
     def section(self) -> MarketdataSection:
@@ -137,10 +162,13 @@ class MarketdataDaemon(Daemon):
 
     def _publish(self, tick: dict[str, Any]) -> None:
         """Called on the loop by the live feed, once per tick."""
-        self.bus.publish(MARKETDATA_TICK, tick, key=tick_key(tick))
+        key = tick_key(tick)
+        self.bus.publish(MARKETDATA_TICK, tick, key=key)
         self.ticks.inc()
         self.market_ns = tick["exchange_ts"]
         self.last_tick = time.monotonic()
+        if self.stage is not None and self.stage.on_tick(tick, key):
+            self._bars_closed.set()
 
     def _universe(self, day: date) -> list[Instrument]:
         s = self.section
@@ -159,6 +187,15 @@ class MarketdataDaemon(Daemon):
         return universe
 
     async def run(self) -> None:
+        if self.stage is not None:
+            self._tasks = [asyncio.create_task(self._publish_bars()), asyncio.create_task(self._answer_syncs())]
+        try:
+            await self._run_feed()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def _run_feed(self) -> None:
         if self.feed is not None:
             self.feed.start()
             await self.stopping.wait()
@@ -174,6 +211,7 @@ class MarketdataDaemon(Daemon):
         s = self.section
         assert s.replay_from is not None
         publish, loop = self.bus.publish, asyncio.get_running_loop()
+        stage, closed = self.stage, self._bars_closed
         start = first = None
         try:
             for pace_ns, tick in ticks(s.replay_from):
@@ -191,7 +229,10 @@ class MarketdataDaemon(Daemon):
                     await asyncio.sleep(0)  # let the bus flush and the watchdog run between bursts
                     if self.stopping.is_set():
                         return
-                publish(MARKETDATA_TICK, tick, key=tick_key(tick))
+                key = tick_key(tick)
+                publish(MARKETDATA_TICK, tick, key=key)
+                if stage is not None and stage.on_tick(tick, key):
+                    closed.set()
                 self.replayed += 1
                 self.ticks.inc()
                 self.market_ns = tick["exchange_ts"]
@@ -201,11 +242,13 @@ class MarketdataDaemon(Daemon):
             self.replay_done = True
             return
         self.replay_done = True
+        self._session_over()
         log.info("replay of %s finished: %d ticks", s.replay_from, self.replayed)
 
     async def _simulate(self) -> None:
         assert self.sim is not None
         sim, publish = self.sim, self.bus.publish
+        stage, closed = self.stage, self._bars_closed
         loop = asyncio.get_running_loop()
         due = loop.time()
         while self.step < sim.clock.steps and not self.stopping.is_set():
@@ -215,7 +258,10 @@ class MarketdataDaemon(Daemon):
                 if self.stopping.is_set():
                     return
                 for tick in ticks[first:stop]:
-                    publish(MARKETDATA_TICK, tick, key=tick_key(tick))
+                    key = tick_key(tick)
+                    publish(MARKETDATA_TICK, tick, key=key)
+                    if stage is not None and stage.on_tick(tick, key):
+                        closed.set()
             self.step = sim.step_no
             self.ticks.inc(len(sim.instruments))
             self.last_tick = time.monotonic()
@@ -225,7 +271,57 @@ class MarketdataDaemon(Daemon):
             except TimeoutError:
                 pass
         if not self.stopping.is_set():
+            self._session_over()
             log.info("session closed at %s after %d steps", sim.clock.label(self.step), self.step)
+
+    def _session_over(self) -> None:
+        """The last bars close with the session (a live feed's close when the next session's first tick comes)."""
+        if self.stage is not None:
+            self.stage.flush()
+            self._bars_closed.set()
+
+    async def _publish_bars(self) -> None:
+        """Closed bars and their features, in the order they closed, STEP_SLICE at a time between ticks."""
+        assert self.stage is not None
+        stage, publish, closed = self.stage, self.bus.publish, self._bars_closed
+        while True:
+            await closed.wait()
+            closed.clear()
+            while stage.pending:
+                for _ in range(min(STEP_SLICE, len(stage.pending))):
+                    key, ohlc, features = stage.close_next()
+                    publish(MARKETDATA_OHLC, ohlc, key=key)
+                    publish(FEATURES_BAR, features, key=key)
+                await asyncio.sleep(0)
+
+    def _on_sync(self, event: Event) -> None:
+        """A strategy that started late asks for recent history: one ``features.snapshot`` per symbol it
+        names (every symbol when it names none), addressed to it."""
+        assert self.stage is not None
+        symbols = event.payload.get("symbols")
+        requester = event.payload.get("requester") or event.source
+        if symbols is not None and not (isinstance(symbols, list) and all(isinstance(x, str) for x in symbols)):
+            self.syncs_refused.inc()
+            log.warning("features.sync from %s refused: symbols must be a list of names, got %.100r", event.source,
+                        symbols, extra={"TRACE_ID": event.trace})
+            return
+        rings = self.stage.cache.select(symbols)
+        self._syncs.append((str(requester), event.trace, rings))
+        self._sync_wanted.set()
+        log.info("features.snapshot to %s: %d symbols", requester, len(rings), extra={"TRACE_ID": event.trace})
+
+    async def _answer_syncs(self) -> None:
+        """Requests in turn, each SNAPSHOT_SLICE symbols at a time (a snapshot is the ring as it is when sent)."""
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            while self._syncs:
+                requester, trace, rings = self._syncs.popleft()
+                for at in range(0, len(rings), SNAPSHOT_SLICE):
+                    for key, ring in rings[at:at + SNAPSHOT_SLICE]:
+                        self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, requester), key=key, trace=trace)
+                        self.snapshots.inc()
+                    await asyncio.sleep(SNAPSHOT_PAUSE_SEC)
 
     @property
     def session_open(self) -> bool:
@@ -236,6 +332,9 @@ class MarketdataDaemon(Daemon):
         return self.sim is not None and self.step < self.sim.clock.steps
 
     def health(self) -> str | None:
+        for task in self._tasks:  # the watchdog restarts the feed rather than let it run without them
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                return f"bars and features stopped: {exc!r}"
         if self.feed is not None:
             return self.feed.health()  # a dead or silent connection in market hours stops the watchdog
         if self.section.feed == "replay":
@@ -268,6 +367,22 @@ class TickAgeCollector(Collector):
         yield GaugeMetricFamily("algo_marketdata_tick_age_seconds", "Seconds since the last tick was published", value=age)
         yield GaugeMetricFamily("algo_marketdata_session_open", "1 while the (simulated) session runs",
                                 value=int(self.daemon.session_open))
+
+
+class FeaturesCollector(Collector):
+    """Bars closed and ticks left out of them, read from the stage at scrape time."""
+
+    def __init__(self, stage: FeatureStage) -> None:
+        self.stage = stage
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily("algo_marketdata_bars", "Bars closed (marketdata.ohlc + features.bar published)",
+                                  value=self.stage.closed)
+        skipped = CounterMetricFamily("algo_marketdata_bar_skipped_ticks", "Ticks published but left out of the bars",
+                                      labels=["reason"])
+        skipped.add_metric(["late"], self.stage.candles.late)  # exchange time in a bar already closed
+        skipped.add_metric(["malformed"], self.stage.candles.malformed)  # fields of the wrong type
+        yield skipped
 
 
 class FeedCollector(Collector):

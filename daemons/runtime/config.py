@@ -205,6 +205,23 @@ class MarketdataSection(DaemonSection):
     # false: a step's ticks go out back to back (a burst per step); true: spread evenly over the step,
     # as a real feed delivers a market's ticks (what bench/pipeline calls a steady feed)
     spread_steps: bool = False
+    # Candles and features (daemons/features): bars of this many seconds of exchange time, aligned from
+    # midnight IST (so a whole number of them fits in a day), and the indicators' lengths in bars.
+    features: bool = True  # publish marketdata.ohlc and features.bar, answer features.sync
+    bar_seconds: int = Field(60, ge=1, le=3600)
+    feature_history: int = Field(120, ge=1, le=2000)  # bars kept per symbol for features.snapshot
+    ema_fast_bars: int = Field(12, ge=1, le=1000)
+    ema_slow_bars: int = Field(26, ge=1, le=1000)
+    rsi_bars: int = Field(14, ge=1, le=1000)
+    atr_bars: int = Field(14, ge=1, le=1000)
+    volatility_bars: int = Field(20, ge=2, le=1000)
+
+    @field_validator("bar_seconds")
+    @classmethod
+    def _bars_fit_a_day(cls, value: int) -> int:
+        if 86_400 % value:
+            raise ValueError("must divide a day (86400 s) into whole bars, e.g. 60, 300, 900")
+        return value
 
 
 class StrategySection(Section):

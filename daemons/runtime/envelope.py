@@ -11,6 +11,10 @@ import orjson
 
 # Topics are a contract with dashboards and other daemons: add, never rename.
 MARKETDATA_TICK = "marketdata.tick"
+MARKETDATA_OHLC = "marketdata.ohlc"  # a closed bar (daemons/features)
+FEATURES_BAR = "features.bar"  # a symbol's features at a bar's close
+FEATURES_SYNC = "features.sync"  # a consumer asks for recent history (payload: requester, symbols)
+FEATURES_SNAPSHOT = "features.snapshot"  # the answer: a symbol's cached bars and features
 STRATEGY_SIGNAL = "strategy.signal"
 RISK_APPROVED = "risk.approved"
 RISK_BLOCKED = "risk.blocked"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.features.cache import COLUMNS
+from daemons.features.codec import snapshot_rows
+from daemons.features.indicators import FEATURES
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.test_bus import metric
@@ -29,6 +32,36 @@ def test_paper_feed_ticks_every_instrument_onto_the_bus(sandbox: Sandbox) -> Non
     assert sum(sym[-2:] in ("CE", "PE") and sym[-3].isdigit() for sym in ticks) == 44
     assert metric(9472, "algo_marketdata_instruments") == 52
     assert metric(9472, "algo_marketdata_tick_age_seconds") < 2.0
+
+
+def test_the_feed_publishes_bars_and_features_and_answers_a_late_strategy(sandbox: Sandbox) -> None:
+    """A 10-minute paper session is 375 exchange minutes: a bar of every instrument every ~1.6 s."""
+    with Listener(sandbox, "marketdata.ohlc", "features.bar", "features.snapshot", source="late-strategy") as listener:
+        sandbox.systemctl("start", MD, check=True)
+
+        def of(topic: str) -> list[dict[str, object]]:
+            return [ev.payload for _, ev in listener.events if ev.type == topic]
+
+        wait_until(lambda: len({p["symbol"] for p in of("marketdata.ohlc")}) == 52 and len(of("features.bar")) >= 2 * 52,
+                   20, "two bar closes of every instrument")
+        bars, features = of("marketdata.ohlc"), of("features.bar")
+        bar = next(p for p in bars if p["symbol"] == "NIFTY 50")
+        assert bar["end"] - bar["start"] == 60 * 10**9 and bar["low"] <= bar["open"] <= bar["high"]  # type: ignore[operator]
+        assert bar["low"] <= bar["close"] <= bar["high"] and bar["ticks"] >= 1  # type: ignore[operator]
+        feature = next(p for p in features if p["symbol"] == "NIFTY 50" and p["start"] == bar["start"])
+        assert len(feature["v"]) == len(FEATURES)  # type: ignore[arg-type]
+        listener.publish("features.sync", {"symbols": ["NIFTY 50", "INFY"]})
+        wait_until(lambda: len(of("features.snapshot")) == 2, 10, "a snapshot of each symbol asked for")
+    snap = next(p for p in of("features.snapshot") if p["symbol"] == "NIFTY 50")
+    assert snap["to"] == "late-strategy" and snap["columns"] == list(COLUMNS)
+    rows = snapshot_rows(snap)
+    published = {p["start"]: p["close"] for p in of("marketdata.ohlc") if p["symbol"] == "NIFTY 50"}
+    cached = {int(row[COLUMNS.index("start_sec")]) * 10**9: row[COLUMNS.index("close")] for row in rows}
+    assert len(cached) == len(rows) >= 2 and cached.items() <= published.items()  # the bars the feed published
+    assert list(cached) == sorted(cached)  # oldest first
+    assert metric(9472, "algo_marketdata_bars_total") >= 2 * 52
+    assert metric(9472, "algo_marketdata_feature_snapshots_total") == 2
+    assert metric(9472, 'algo_marketdata_bar_skipped_ticks_total{reason="late"}') == 0
 
 
 def test_a_missing_instruments_dump_is_a_config_error(sandbox: Sandbox) -> None:

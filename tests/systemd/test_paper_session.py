@@ -175,6 +175,20 @@ def test_replaying_the_recorded_day_produces_the_same_orders(session: dict[str, 
     original = orders(session["orders"])
     assert len(original) > 5
     assert orders(replayed) == original
+    # and the same bars and features, to the bit (their envelopes differ: ids, publish times)
+    again = bars_and_features(box.state / "journal" / today())
+    assert again == bars_and_features(recorded) and len(again) >= 2 * 52 * 250  # 300 steps over 375 minutes
+
+
+def bars_and_features(day: Path) -> dict[tuple[str, str, int], bytes]:
+    """(topic, frame key, bar start) -> the payload as JSON, for marketdata.ohlc and features.bar."""
+    out = {}
+    for topic in ("marketdata.ohlc", "features.bar"):
+        for event in reader.events(day, needle=f'"{topic}"'):
+            if event["type"] == topic:
+                p = event["payload"]
+                out[topic, f'{p["token"]}|{p["symbol"]}', p["start"]] = orjson.dumps(p)
+    return out
 
 
 def operations_commands() -> list[str]:

@@ -1,0 +1,1 @@
+"""Candles and features: CPU per tick and payload encodings (README.md)."""

@@ -1,0 +1,1 @@
+"""Vectorised portfolios against a per-portfolio loop (README.md)."""

@@ -1,0 +1,58 @@
+"""The feature cache: each symbol's recent bars and features in a ring buffer, so a strategy that starts
+late or restarts gets recent history at once (``features.snapshot``, codec.py) instead of waiting for
+bars to accumulate."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from .candles import NS, Bar
+from .indicators import FEATURES
+
+COLUMNS = ("start_sec", "open", "high", "low", "close", "volume", "oi", *FEATURES)
+
+Rows = npt.NDArray[np.float64]
+
+
+class Ring:
+    """The last ``capacity`` rows of one symbol, oldest first when read."""
+
+    __slots__ = ("count", "rows", "symbol", "token")
+
+    def __init__(self, token: int, symbol: str, capacity: int) -> None:
+        self.token, self.symbol = token, symbol
+        self.rows: Rows = np.empty((capacity, len(COLUMNS)), dtype=np.float64)
+        self.count = 0  # rows ever written
+
+    def append(self, bar: Bar, features: tuple[float, ...]) -> None:
+        # start in whole seconds: exact in a float64 (nanoseconds since 1970 are not)
+        self.rows[self.count % len(self.rows)] = (bar.start_ns // NS, bar.open, bar.high, bar.low, bar.close,
+                                                  bar.volume, bar.oi, *features)
+        self.count += 1
+
+    def history(self) -> Rows:
+        capacity = len(self.rows)
+        if self.count <= capacity:
+            return self.rows[:self.count]
+        at = self.count % capacity
+        return np.concatenate((self.rows[at:], self.rows[:at]))
+
+
+class FeatureCache:
+    """Rings by frame key, in the order instruments first closed a bar."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rings: dict[str, Ring] = {}
+
+    def append(self, bar: Bar, features: tuple[float, ...]) -> None:
+        ring = self.rings.get(bar.key)
+        if ring is None:
+            ring = self.rings[bar.key] = Ring(bar.token, bar.symbol, self.capacity)
+        ring.append(bar, features)
+
+    def select(self, symbols: list[str] | None) -> list[tuple[str, Ring]]:
+        """(key, ring) of these symbols (every ring for None), in cache order."""
+        wanted = None if symbols is None else set(symbols)
+        return [(key, ring) for key, ring in self.rings.items() if wanted is None or ring.symbol in wanted]

@@ -1,0 +1,46 @@
+"""Ticks in, closed bars and their features out: the candle builder, each symbol's indicators and the
+cache, as the feed runs them (algo-marketdata). Closing is split from the tick so that the feed can
+publish a minute's thousands of closed bars in slices, between its ticks."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .cache import FeatureCache
+from .candles import Bar, CandleBuilder
+from .codec import bar_features
+from .indicators import Indicators, Periods
+
+
+class FeatureStage:
+    def __init__(self, bar_seconds: int, history: int, periods: Periods) -> None:
+        self.candles = CandleBuilder(bar_seconds)
+        self.periods = periods
+        self.cache = FeatureCache(history)
+        self.indicators: dict[str, Indicators] = {}  # by frame key
+        self.pending: deque[Bar] = deque()  # closed, not yet published
+        self.closed = 0
+
+    def on_tick(self, tick: dict[str, Any], key: str) -> bool:
+        """Count the tick (``key``: its frame key) in its bar; True when it closed bars (``pending``)."""
+        closed = self.candles.on_tick(tick, key)
+        if closed:
+            self.pending.extend(closed)
+        return bool(closed)
+
+    def flush(self) -> None:
+        """The session is over: close the open bars too."""
+        self.pending.extend(self.candles.flush())
+
+    def close_next(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The oldest pending bar's frame key, ``marketdata.ohlc`` and ``features.bar`` payloads (it joins the cache)."""
+        bar = self.pending.popleft()
+        state = self.indicators.get(bar.key)
+        if state is None:
+            state = self.indicators[bar.key] = Indicators(self.periods)
+        features = state.update(bar)
+        self.cache.append(bar, features)
+        self.closed += 1
+        interval = self.candles.interval_ns
+        return bar.key, bar.payload(interval), bar_features(bar, interval, features)
