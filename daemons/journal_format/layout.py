@@ -1,8 +1,8 @@
 """The files of one journal day: a contract with algo-eod, `algoctl trace/replay` and traders' tools.
 
-    <journal>/<YYYY-MM-DD>/events.jsonl   the order path: every bus event but market data and heartbeats,
+    <journal>/<YYYY-MM-DD>/events.jsonl   the order path: every bus event but market data, features, heartbeats,
                                           one JSON envelope per line, in arrival order, fsynced
-    <journal>/<YYYY-MM-DD>/market.zst     market data and heartbeats (``MARKET_PREFIXES``): zstd frames, each
+    <journal>/<YYYY-MM-DD>/market.zst     market data, features, heartbeats (``MARKET_PREFIXES``): zstd frames, each
                                           one line of columnar JSON (frames.py); ``zstdcat`` prints them
     <journal>/<YYYY-MM-DD>/signals.csv    strategy.signal
     <journal>/<YYYY-MM-DD>/decisions.csv  risk.approved / risk.blocked
@@ -24,7 +24,7 @@ from ..marketdata.session import IST
 EVENTS = "events.jsonl"
 MARKET = "market.zst"
 # Topics journaled compactly, and shed first when the disk runs low: everything else is the order path.
-MARKET_PREFIXES = ("marketdata.", "health.")
+MARKET_PREFIXES = ("marketdata.", "features.", "health.")  # market data and what is derived from it
 KINDS = ("market", "orders")  # what retention and the disk metrics count separately
 
 
