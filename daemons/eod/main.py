@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
-from pathlib import Path
 
 import orjson
 
 from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
+from ..runtime import checkpoint
 from ..runtime.config import ConfigError, load_config, resolve_path
 from ..runtime.daemon import EX_CONFIG
 from ..runtime.logs import setup_logging
@@ -36,20 +35,6 @@ def _day(text: str) -> date:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename, fsync the directory: a crash leaves the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dirfd = os.open(path.parent, os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -80,6 +65,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     reports = config.eod.reports
     reports.mkdir(parents=True, exist_ok=True)
     json_path, md_path = reports / f"{day}.json", reports / f"{day}.md"
-    write_atomic(json_path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    write_atomic(md_path, render_markdown(report).encode())
+    checkpoint.write_bytes(json_path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")  # old or new, never half
+    checkpoint.write_bytes(md_path, render_markdown(report).encode())
     log.info("report for %s: net P&L %.2f; %s, %s", day, report["totals"]["net_pnl"], json_path, md_path)

@@ -39,6 +39,7 @@ import orjson
 from ..journal_format import frames, reader
 from ..journal_format.layout import COLUMNS, EVENTS, MARKET, MARKET_PREFIXES, is_day, kind_of
 from ..marketdata.session import IST
+from ..runtime.checkpoint import fsync_dir
 from ..runtime.config import ConfigError, JournalSection, load_config, resolve_path
 from ..runtime.daemon import EX_CONFIG
 from ..runtime.logs import setup_logging
@@ -118,7 +119,7 @@ def compact_day(folder: Path, keep_market: bool) -> tuple[int, int]:
                 _reframe(frames.read(market), market.with_name(market.name + ".compacting"))
                 os.replace(market.with_name(market.name + ".compacting"), market)
             (folder / COMPACTED).touch()
-            _fsync_dir(folder)
+            fsync_dir(folder)
             return before, sum(f.stat().st_size for f in (events, market) if f.is_file())
         if keep_market:
             _reframe(reader.events(folder, ("market",)), new / MARKET)
@@ -126,13 +127,13 @@ def compact_day(folder: Path, keep_market: bool) -> tuple[int, int]:
             if other.name not in (EVENTS, MARKET) and other.is_file():
                 os.link(other, new / other.name)
         (new / COMPACTED).touch()
-        _fsync_dir(new)
+        fsync_dir(new)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
     after = sum(f.stat().st_size for f in (new / EVENTS, new / MARKET) if f.is_file())
     _exchange(folder, new)  # readers see the old day or the new one, never a mix
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
     shutil.rmtree(new)  # the old day now
     return before, after
 
@@ -209,7 +210,7 @@ def run(journal: Path, section: JournalSection, today: date, dry_run: bool) -> P
                 if not dry_run:
                     file.unlink()
             if not dry_run and plan.remove:
-                _fsync_dir(folder)
+                fsync_dir(folder)
                 if not any(folder.iterdir()):
                     folder.rmdir()
             done.compact += plan.compact
@@ -219,14 +220,6 @@ def run(journal: Path, section: JournalSection, today: date, dry_run: bool) -> P
             log.info("removing %s, left by a compaction that did not finish", leftover)
             shutil.rmtree(leftover)
     return done
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,11 +22,16 @@ def write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dirfd = os.open(path.parent, os.O_DIRECTORY)
+    fsync_dir(path.parent)  # the rename itself must survive a power cut
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (a rename, a new or removed file) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(dirfd)  # the rename itself must survive a power cut
+        os.fsync(fd)
     finally:
-        os.close(dirfd)
+        os.close(fd)
 
 
 def read(path: Path) -> dict[str, Any] | None:
