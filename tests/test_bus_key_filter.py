@@ -27,6 +27,12 @@ def tick(n: int) -> dict[str, object]:
     return {"token": token, "symbol": symbol, "underlying": underlying, "i": n}
 
 
+def publish_ticks(pub: BusClient, numbers: range) -> None:
+    for n in numbers:
+        t = tick(n)
+        pub.publish("marketdata.tick", t, key=tick_key(t))
+
+
 def symbols(events: list[Event]) -> set[str]:
     return {e.payload["symbol"] for e in events}
 
@@ -42,9 +48,7 @@ def test_a_filtered_subscriber_gets_only_the_ticks_it_names(tmp_path: Path) -> N
         engine.filter_keys("marketdata.tick", frozenset({"NIFTY", "INFY"}))  # an underlying and a symbol
         pub = await client(path, "marketdata")
         await asyncio.sleep(0.05)
-        for n in range(500):
-            t = tick(n)
-            pub.publish("marketdata.tick", t, key=tick_key(t))
+        publish_ticks(pub, range(500))
         await until(lambda: len(every) == 500)
         await until(lambda: len(options) == 300)
         assert symbols(options) == {"NIFTY26DEC24000CE", "NIFTY26DEC24000PE", "INFY"}
@@ -57,17 +61,13 @@ def test_a_filtered_subscriber_gets_only_the_ticks_it_names(tmp_path: Path) -> N
         engine.filter_keys("marketdata.tick", frozenset({"RELIANCE"}))
         await asyncio.sleep(0.05)
         options.clear()
-        for n in range(500, 510):
-            t = tick(n)
-            pub.publish("marketdata.tick", t, key=tick_key(t))
+        publish_ticks(pub, range(500, 510))
         await until(lambda: len(options) == 2)
         assert symbols(options) == {"RELIANCE"}
         engine.filter_keys("marketdata.tick", None)
         await asyncio.sleep(0.05)
         options.clear()
-        for n in range(510, 520):
-            t = tick(n)
-            pub.publish("marketdata.tick", t, key=tick_key(t))
+        publish_ticks(pub, range(510, 520))
         await until(lambda: len(options) == 10)
 
     run(go, tmp_path)
@@ -88,9 +88,7 @@ def test_the_filter_survives_a_broker_restart_and_an_empty_filter_gets_nothing(t
         await until(lambda: engine.connected and risk.connected)
         pub = await client(path, "marketdata")
         await asyncio.sleep(0.1)
-        for n in range(50):
-            t = tick(n)
-            pub.publish("marketdata.tick", t, key=tick_key(t))
+        publish_ticks(pub, range(50))
         await until(lambda: len(got) == 10)
         await asyncio.sleep(0.1)
         assert symbols(got) == {"INFY"} and risk_marks == []
