@@ -119,3 +119,38 @@ def test_the_journal_daemon_starts_a_new_directory_at_ist_midnight(tmp_path: Pat
     asyncio.run(feed())
     lines = {d.name: len(list(reader.events(d))) for d in tmp_path.iterdir()}
     assert lines == {"2025-11-19": 1, "2025-11-20": 2}
+
+
+def test_the_journal_asks_for_the_days_fills_at_start_and_after_each_reconnect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill lost in flight (a killed broker, or the journal's own socket at kill -9) comes back: the
+    journal asks execution for every engine's fills of the day whenever it (re)connects."""
+    import asyncio
+
+    from daemons.journal.main import JournalDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+    from daemons.runtime.transport import UnixTransport
+    from tests.helpers import unsent_frames
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    journal = JournalDaemon(FleetConfig.model_validate({"daemons": {"journal": {"tick_fsync_sec": 0.05}}}),
+                            DaemonMetrics("journal"))
+    transport = journal.bus.transport
+    assert isinstance(transport, UnixTransport)
+
+    def syncs() -> list[str]:
+        return [orjson.loads(f.body)["payload"]["engine"] for f in unsent_frames(journal.bus) if f.topic == b"control.sync"]
+
+    async def go() -> None:
+        transport.connected = True
+        runner = asyncio.create_task(journal.run())
+        await asyncio.sleep(0.2)
+        assert syncs() == ["fno", "equity", "options"]
+        transport.reconnects += 1
+        await asyncio.sleep(0.2)
+        assert syncs() == ["fno", "equity", "options"] * 2
+        journal.stopping.set()
+        await runner
+
+    asyncio.run(go())

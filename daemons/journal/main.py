@@ -15,7 +15,7 @@ from ..journal_format.layout import MARKET_PREFIXES, day_dir, day_of
 from ..marketdata.session import IST
 from ..runtime.config import FleetConfig, JournalSection
 from ..runtime.daemon import Daemon, serve
-from ..runtime.envelope import Event
+from ..runtime.envelope import CONTROL_SYNC, Event
 from ..runtime.metrics import DaemonMetrics
 from .budget import DiskBudget
 from .writer import DayFiles
@@ -131,11 +131,22 @@ class JournalDaemon(Daemon):
         self.budget.shedding_gauge.set(self.shedding)
 
     async def run(self) -> None:
+        synced = -1
         while not self.stopping.is_set():
+            if self.bus.transport.reconnects != synced and self.bus.connected:
+                synced = self.bus.transport.reconnects
+                self._ask_for_fills()
             try:
                 await asyncio.wait_for(self.stopping.wait(), max(0.05, self.section.tick_fsync_sec))
             except TimeoutError:
                 self._tick()
+
+    def _ask_for_fills(self) -> None:
+        """At start and after every bus reconnect: a fill can be lost in flight (in a killed broker, or in
+        this process's socket when it was killed), and the day's fills.csv must have every one. Execution
+        re-sends the day's fills per engine; fills.csv keeps each fill_id once."""
+        for engine, _ in self.config.daemons.engines():
+            self.bus.publish(CONTROL_SYNC, {"engine": engine, "requester": self.name})
 
     async def drain(self) -> None:
         await asyncio.sleep(0)  # events already read are in the batch being dispatched
