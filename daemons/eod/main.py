@@ -19,9 +19,7 @@ import orjson
 from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
 from ..runtime import checkpoint
-from ..runtime.config import ConfigError, load_config, resolve_path
-from ..runtime.daemon import EX_CONFIG
-from ..runtime.logs import setup_logging
+from ..runtime.daemon import command_parser, start_command
 from .report import ReportError, build_report, render_markdown
 
 EX_DATAERR = 65
@@ -39,18 +37,10 @@ def _day(text: str) -> date:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry ``algo-eod [--config PATH] [--day YYYY-MM-DD]``."""
-    parser = argparse.ArgumentParser(prog="algo-eod", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="fleet config (default: $ALGO_CONFIG or /etc/algo/fleet.toml)")
+    parser = command_parser("algo-eod", __doc__.splitlines()[0])
     parser.add_argument("--day", type=_day, help="journal day, YYYY-MM-DD (default: today in IST)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
-    setup_logging("algo-eod", args.log_level)
-    try:
-        config = load_config(resolve_path(args.config))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config error in %s: %s", exc.source, problem)
-        sys.exit(EX_CONFIG)
+    config = start_command("algo-eod", args)
 
     day = (args.day or datetime.now(IST).date()).isoformat()
     journal = day_dir(config.daemons.journal.directory, day)

@@ -20,7 +20,6 @@ Exit codes: 0 done, 65 (EX_DATAERR) a market file it cannot read (left as it was
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import logging
@@ -40,9 +39,8 @@ from ..journal_format import frames, reader
 from ..journal_format.layout import COLUMNS, EVENTS, MARKET, MARKET_PREFIXES, is_day, kind_of
 from ..marketdata.session import IST
 from ..runtime.checkpoint import fsync_dir
-from ..runtime.config import ConfigError, JournalSection, load_config, resolve_path
-from ..runtime.daemon import EX_CONFIG
-from ..runtime.logs import setup_logging
+from ..runtime.config import JournalSection
+from ..runtime.daemon import command_parser, start_command
 
 EX_DATAERR = 65
 COMPACTED = ".compacted"
@@ -224,18 +222,10 @@ def run(journal: Path, section: JournalSection, today: date, dry_run: bool) -> P
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry ``algo-journal-retention [--config PATH] [--dry-run]``."""
-    parser = argparse.ArgumentParser(prog="algo-journal-retention", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="fleet config (default: $ALGO_CONFIG or /etc/algo/fleet.toml)")
+    parser = command_parser("algo-journal-retention", __doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="say what would be compacted and removed; change nothing")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
-    setup_logging("algo-journal-retention", args.log_level)
-    try:
-        config = load_config(resolve_path(args.config))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config error in %s: %s", exc.source, problem)
-        sys.exit(EX_CONFIG)
+    config = start_command("algo-journal-retention", args)
     section = config.daemons.journal
     try:
         plan = run(section.directory, section, datetime.now(IST).date(), args.dry_run)

@@ -248,28 +248,41 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def serve(daemon_cls: type[Daemon], argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point of every daemon's console script."""
-    parser = argparse.ArgumentParser(prog=f"algo-{daemon_cls.name}", description=daemon_cls.__doc__)
+def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """``--config`` and ``--log-level``, as every console script of the fleet takes them."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help="fleet config (default: $ALGO_CONFIG or /etc/algo/fleet.toml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
+    return parser
+
+
+def config_failed(exc: ConfigError) -> NoReturn:
+    """One err line per problem, then exit 78 (EX_CONFIG: the units do not restart on it)."""
+    for problem in exc.problems:
+        log.error("config error in %s: %s", exc.source, problem)
+    sys.exit(EX_CONFIG)
+
+
+def start_command(prog: str, args: argparse.Namespace) -> FleetConfig:
+    """A oneshot's start: logging, then the config (or exit 78)."""
+    setup_logging(prog, args.log_level)
+    try:
+        return load_config(resolve_path(args.config))
+    except ConfigError as exc:
+        config_failed(exc)
+
+
+def serve(daemon_cls: type[Daemon], argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of every daemon's console script."""
+    args = command_parser(f"algo-{daemon_cls.name}", daemon_cls.__doc__).parse_args(argv)
     setup_logging(f"algo-{daemon_cls.name}", args.log_level)
     notifier = Notifier()  # strips NOTIFY_SOCKET before anything can spawn a child
     config_path = str(resolve_path(args.config))
     try:
         config = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config error in %s: %s", exc.source, problem)
-        sys.exit(EX_CONFIG)
-
-    try:
         section = daemon_cls.section_of(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config error in %s: %s", exc.source, problem)
-        sys.exit(EX_CONFIG)
+        config_failed(exc)
     metrics = DaemonMetrics(daemon_cls.name)
     try:
         metrics.serve(config.metrics.bind, section.metrics_port)
