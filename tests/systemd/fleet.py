@@ -6,6 +6,8 @@ import csv
 import re
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,20 @@ def assert_every_logged_approval_answered(box: Sandbox) -> None:
     intents = {r["trace"] for r in jsonl(box.state / f"execution/{today()}/orders.wal") if r["op"] == "new"}
     lost = approved - intents - refused
     assert not lost, f"approved by risk, never an order nor refused: traces {sorted(lost)[:5]}"
+
+
+@contextmanager
+def small_state_disk(box: Sandbox, daemon: str, mb: int) -> Iterator[Path]:
+    """A tmpfs of ``mb`` MiB, small enough to fill, for a daemon's state directory: mounted on the host
+    before the sandbox starts (so its mount namespace has it) and owned by the fleet user, as the state
+    directory would be. Once the sandbox runs, bind it over /var/lib/algo/<daemon> inside."""
+    disk = box.state / daemon
+    disk.mkdir()
+    uid, gid = next(line.split(":")[2:4] for line in (box.root / "passwd").read_text().splitlines()
+                    if line.startswith(f"{box.user}:"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0700,uid={uid},gid={gid}",
+                    f"{daemon}-state", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from tests.systemd.fleet import (
     assert_risk_positions_agree,
     events,
     session_config,
+    small_state_disk,
     today,
 )
 
@@ -218,15 +218,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     (root / "fleet.toml").write_text(CONFIG)
     box.prepare(root / "fleet.toml")
     box.install_dropin("algo-risk.service", "chaos-watchdog", f"[Service]\nWatchdogSec={RISK_WATCHDOG_SEC}s\n")
-    # Execution's state on a disk of its own, small enough to fill: mounted here before the sandbox
-    # starts (so its mount namespace has it), bound over /var/lib/algo/execution inside.
-    disk = box.state / "execution"
-    disk.mkdir()
-    uid, gid = next(line.split(":")[2:4] for line in (box.root / "passwd").read_text().splitlines()
-                    if line.startswith(f"{box.user}:"))  # the fleet user's, as the state directory would be
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={EXECUTION_STATE_MB}m,mode=0700,uid={uid},gid={gid}",
-                    "chaos-state", str(disk)], check=True)
-    try:
+    with small_state_disk(box, "execution", EXECUTION_STATE_MB) as disk:  # execution's, to fill
         box.start()
         try:
             box.run("mount", "--bind", str(disk), "/var/lib/algo/execution", check=True)
@@ -241,8 +233,6 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         finally:
             box.stop()
             shutil.copytree(disk, root / "execution-state", dirs_exist_ok=True)  # for a post-mortem: the disk goes
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def kill_9(chaos: Chaos, unit: str) -> None:

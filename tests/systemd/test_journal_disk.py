@@ -27,7 +27,7 @@ from daemons.runtime.envelope import EventFactory
 from tests.conftest import REPO
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
-from tests.systemd.fleet import session_config, today
+from tests.systemd.fleet import session_config, small_state_disk, today
 
 pytestmark = pytest.mark.systemd
 
@@ -58,13 +58,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sandbox = Sandbox(root / "sandbox")
     (root / "fleet.toml").write_text(CONFIG)
     sandbox.prepare(root / "fleet.toml")
-    disk = sandbox.state / "journal"
-    disk.mkdir()
-    uid, gid = next(line.split(":")[2:4] for line in (sandbox.root / "passwd").read_text().splitlines()
-                    if line.startswith(f"{sandbox.user}:"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={JOURNAL_MB}m,mode=0700,uid={uid},gid={gid}",
-                    "journal-state", str(disk)], check=True)
-    try:
+    with small_state_disk(sandbox, "journal", JOURNAL_MB) as disk:
         sandbox.start()
         try:
             sandbox.run("mount", "--bind", str(disk), "/var/lib/algo/journal", check=True)
@@ -72,8 +66,6 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             yield sandbox
         finally:
             sandbox.stop()
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def journal_status(box: Sandbox) -> str:
