@@ -400,12 +400,54 @@ def test_a_subscriber_that_comes_back_gets_the_order_path_events_it_missed(tmp_p
     run(go, tmp_path)
 
 
+def test_what_an_acking_subscriber_had_not_acknowledged_when_killed_is_handed_to_it_again(tmp_path: Path) -> None:
+    """The journal is killed with fills read from its socket and not yet written: it had acknowledged
+    the first six only, so the broker hands the other four to the next journal first, then what came
+    while it was away. A peer that acknowledges more than it was sent is dropped."""
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        pub = await client(path, "execution")
+        killed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await asyncio.get_running_loop().sock_connect(killed, str(path))
+        killed.sendall(wire.encode(wire.HELLO, b"journal", b'{"pid": 1, "acks": true}') + wire.subscribe("execution.*"))
+        await until(lambda: broker.subscriptions == 1)
+        for n in range(6):
+            pub.publish("execution.fill", {"n": n})
+        pub.publish("marketdata.tick", {"n": 99}, key="1")  # not counted: acks are for the order path
+        await until(lambda: broker.stats.delivered >= 6)
+        killed.sendall(wire.ack(6))
+        for n in range(6, 10):
+            pub.publish("execution.fill", {"n": n})
+        await until(lambda: broker.stats.delivered >= 10)
+        killed.close()  # as kill -9 does: what was in its socket is gone
+        await until(lambda: len(broker.peers) == 1)
+        pub.publish("execution.fill", {"n": 10})
+        await until(lambda: broker.stats.published[b"execution.fill"] == 11)
+        back = BusClient.for_config(BusSection(socket=path), "journal", acks=True)
+        seen: list[int] = []
+        back.subscribe("execution.*", lambda e: seen.append(e.payload["n"]))
+        await back.start()
+        await until(lambda: len(seen) == 5)
+        assert seen == [6, 7, 8, 9, 10]
+        back.acknowledge()
+        liar = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await asyncio.get_running_loop().sock_connect(liar, str(path))
+        liar.sendall(wire.encode(wire.HELLO, b"liar", b'{"acks": true}') + wire.ack(1))
+        await until(lambda: broker.stats.protocol_errors["malformed"] == 1)
+        liar.close()
+        for c in (pub, back):
+            await c.close()
+        await broker.close()
+
+    run(go, tmp_path)
+
+
 def test_events_are_kept_for_a_peer_that_left_within_bounds_of_time_and_size() -> None:
     from daemons.bus.sessions import KEEP_BYTES, KEEP_SEC, Sessions
 
     sessions = Sessions()
-    sessions.leave("journal", {"execution.*"}, now=100.0)
-    sessions.leave("?", {"*"}, now=100.0)  # no name, nothing to hand back to
+    sessions.leave("journal", {"execution.*"}, now=100.0, unacked=[])
+    sessions.leave("?", {"*"}, now=100.0, unacked=[])  # no name, nothing to hand back to
     frame = b"x" * 1000
     assert sessions.keep(b"execution.fill", frame, 1, now=101.0) == 0
     assert sessions.keep(b"risk.approved", frame, 1, now=101.0) == 0  # not subscribed
@@ -414,6 +456,6 @@ def test_events_are_kept_for_a_peer_that_left_within_bounds_of_time_and_size() -
     session = sessions.resume("journal", now=103.0)
     assert session is not None and session.frames == KEEP_BYTES // 1000 and session.lost == 11
     assert sessions.resume("journal", now=103.0) is None  # handed over once
-    sessions.leave("risk", {"strategy.*"}, now=200.0)
+    sessions.leave("risk", {"strategy.*"}, now=200.0, unacked=[])
     assert sessions.keep(b"strategy.signal", frame, 1, now=200.0 + KEEP_SEC + 1) == 0  # expired: dropped its nothing
     assert sessions.resume("risk", now=200.0 + KEEP_SEC + 2) is None

@@ -48,6 +48,25 @@ def test_events_and_csvs_are_appended_and_refills_after_a_restart_are_not_double
     assert [e["type"] for e in reader.events(tmp_path, ("market",))] == ["marketdata.tick"]  # compressed beside it
 
 
+def test_an_event_handed_over_again_after_a_kill_is_written_once(tmp_path: Path) -> None:
+    """The broker hands a killed journal's unacknowledged events to the next one: those already in
+    events.jsonl (read back from its tail, a damaged line skipped) are not written twice."""
+    signal = EventFactory("fno").stamp("strategy.signal", {"strategy": "ema", "symbol": "X", "side": "BUY"})[0]
+    approved = EventFactory("risk").stamp("risk.approved", {"signal_id": signal.id, "symbol": "X"})[0]
+    day = DayFiles(tmp_path)
+    assert day.add(signal) and day.add(approved)
+    day.close()
+    with open(tmp_path / "events.jsonl", "ab") as f:
+        f.write(b'{"id": "torn')  # a line a crash cut short
+    again = DayFiles(tmp_path)
+    assert not again.add(signal) and not again.add(approved)
+    later = EventFactory("risk").stamp("risk.blocked", {"signal_id": "s2", "symbol": "X"})[0]
+    assert again.add(later) and not again.add(later)
+    again.close()
+    assert [r["decision"] for r in read(tmp_path / "decisions.csv")] == ["approved", "blocked"]
+    assert len(read(tmp_path / "signals.csv")) == 1
+
+
 def test_replay_reads_only_ticks_and_stops_at_a_torn_frame(tmp_path: Path) -> None:
     stamp = EventFactory("marketdata").stamp
     day = DayFiles(tmp_path)

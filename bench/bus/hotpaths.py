@@ -74,6 +74,9 @@ class ListTransport(Transport):
     def queued_bytes(self) -> int:
         return 0
 
+    def acknowledge(self) -> None:
+        pass
+
 
 def each(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], None]:
     """Call fn on every item, keeping no results (a growing list would bill allocation to fn)."""

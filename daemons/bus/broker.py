@@ -31,9 +31,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import cast
 
+import orjson
+
 from ..runtime import wire
 from ..runtime.envelope import CONFLATED_PREFIX
-from .sessions import Arrivals, Sessions
+from .sessions import KEEP_BYTES, Arrivals, Sessions
 
 log = logging.getLogger("algo.bus")
 
@@ -86,6 +88,7 @@ class Peer(asyncio.Protocol):
     """One client connection, both publisher and subscriber."""
 
     __slots__ = (
+        "acks",
         "broker",
         "buffer",
         "catching_up",
@@ -95,6 +98,7 @@ class Peer(asyncio.Protocol):
         "held_bytes",
         "md",
         "name",
+        "order_path",
         "out",
         "out_bytes",
         "out_frames",
@@ -104,6 +108,8 @@ class Peer(asyncio.Protocol):
         "sent_bytes",
         "sent_frames",
         "tx",
+        "unacked",
+        "unacked_bytes",
     )
 
     def __init__(self, broker: Broker) -> None:
@@ -125,6 +131,10 @@ class Peer(asyncio.Protocol):
         self.held_bytes = 0
         self.conflated: dict[tuple[bytes, bytes], bytes] = {}  # beyond md_hold_bytes: the newest per (topic, key)
         self.closed = False
+        self.acks = False  # its HELLO asked for acks: what it did not acknowledge is handed over again
+        self.order_path = 0  # order-path frames enqueued for it on this connection
+        self.unacked: deque[tuple[int, bytes, int]] = deque()  # (order_path after it, chunk, frames)
+        self.unacked_bytes = 0
 
     def __repr__(self) -> str:
         return f"{self.name}[{self.pid}]"
@@ -190,7 +200,10 @@ class Peer(asyncio.Protocol):
             self.broker.unsubscribe(self, topic.decode())
         elif kind == wire.HELLO:
             self.name = topic.decode(errors="replace")[:64]
+            self.acks = hello_asks_acks(body)
             self.broker.resume(self, again=key == wire.AGAIN)
+        elif kind == wire.ACK:
+            self.ack(wire.acked(body))
         else:
             raise wire.ProtocolError("malformed", f"clients may not send frame kind {kind}")
 
@@ -248,6 +261,26 @@ class Peer(asyncio.Protocol):
         self.out.append(chunk)
         self.out_frames += count
         self.out_bytes += len(chunk)
+        if self.acks:
+            self.keep_unacked(chunk, count)
+
+    def keep_unacked(self, chunk: bytes, count: int) -> None:
+        """Kept until acknowledged, up to KEEP_BYTES (a peer that far behind on acks has bigger trouble)."""
+        self.order_path += count
+        self.unacked.append((self.order_path, chunk, count))
+        self.unacked_bytes += len(chunk)
+        while self.unacked_bytes > KEEP_BYTES:
+            self.unacked_bytes -= len(self.unacked.popleft()[1])
+
+    def ack(self, count: int) -> None:
+        """The peer made the first ``count`` order-path frames of this connection durable."""
+        if not self.acks:
+            return
+        if count > self.order_path:
+            raise wire.ProtocolError("malformed", f"ACK of {count} frames, {self.order_path} sent")
+        unacked = self.unacked
+        while unacked and unacked[0][0] <= count:
+            self.unacked_bytes -= len(unacked.popleft()[1])
 
     def enqueue_slow(self, chunk: bytes, count: int) -> None:
         """An order-path chunk for a subscriber whose socket is behind: queued unless it overflows."""
@@ -304,6 +337,15 @@ class Peer(asyncio.Protocol):
         backlog = self.tx.get_write_buffer_size() if self.tx is not None else 0
         in_transport = round(backlog * self.sent_frames / self.sent_bytes) if self.sent_bytes else 0
         return self.out_frames + in_transport  # held market data is counted as "disconnected" by remove()
+
+
+def hello_asks_acks(body: bytes) -> bool:
+    """Whether a HELLO's body (JSON: pid, acks) asks for acks; a body that is no such object asks for none."""
+    try:
+        hello = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(hello, dict) and hello.get("acks") is True
 
 
 # A topic's subscribers of every frame, those with a key filter (and its names), and whether it is market data
@@ -389,7 +431,8 @@ class Broker:
         if peer in self.peers:
             self.peers.discard(peer)
             if self._serving_peers() and not any(p.name == peer.name for p in self.peers):
-                self.sessions.leave(peer.name, set(peer.patterns), time.monotonic())
+                unacked = [(chunk, count) for _, chunk, count in peer.unacked]
+                self.sessions.leave(peer.name, set(peer.patterns), time.monotonic(), unacked)
             if peer.patterns:
                 self._routes.clear()
             held = len(peer.conflated) + sum(count for _, _, count in (*peer.md, *peer.held))

@@ -5,7 +5,9 @@ published meanwhile would otherwise reach nobody in its name: the journal's file
 signals, decisions, orders and fills. So when a named peer (its HELLO) leaves, the broker keeps what
 matches its subscriptions, for KEEP_SEC and up to KEEP_BYTES, and writes it to the next peer of that
 name before anything else. Market data and heartbeats are not kept: they are about now. Frames already
-in the dead process's socket are beyond reach (the journal and execution's log are the durable record).
+in the dead process's socket are beyond reach, except for a peer that acknowledges what it made durable
+(the journal, wire.py ACK): what it was sent and did not acknowledge starts its session, so it gets that
+again (and ignores what it already has).
 
 The broker itself restarting is the other side of it: its clients reconnect one by one, and what the
 first ones publish would reach nobody in the names of those not back yet (a fill that risk never
@@ -48,10 +50,12 @@ class Sessions:
         self.by_name: dict[str, Session] = {}
         self._routes: dict[bytes, list[Session]] = {}
 
-    def leave(self, name: str, patterns: set[str], now: float) -> None:
+    def leave(self, name: str, patterns: set[str], now: float, unacked: list[tuple[bytes, int]]) -> None:
+        """``name`` left; ``unacked``: what it was sent and did not acknowledge, handed over first."""
         if name == "?" or not patterns:
             return
-        self.by_name[name] = Session(name, sorted(patterns), now)
+        self.by_name[name] = Session(name, sorted(patterns), now, unacked, sum(len(c) for c, _ in unacked),
+                                     sum(n for _, n in unacked))
         self._routes.clear()
 
     def keep(self, topic: bytes, chunk: bytes, count: int, now: float) -> int:

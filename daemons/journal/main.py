@@ -27,6 +27,7 @@ class JournalDaemon(Daemon):
     """The fleet's durable record."""
 
     name = "journal"
+    bus_acks = True  # what it was sent and had not written when killed is handed to it again (wire.py: ACK)
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
@@ -60,7 +61,8 @@ class JournalDaemon(Daemon):
         if not self.day_start <= event.ts < self.day_end:  # a calendar lookup only when the day changes
             self._open(day_of(event.ts))
         assert self.files is not None
-        self.files.add(event)
+        if not self.files.add(event):
+            return  # handed over again after a reconnect, and already written
         self.held += 1
         self.urgent = self.urgent or not market
         if not self.flush_scheduled:  # once per batch read from the bus: after its last event
@@ -108,6 +110,7 @@ class JournalDaemon(Daemon):
         self.events.inc(self.held)
         self.count += self.held
         self.held = 0
+        self.bus.acknowledge()  # what it read is in the files: the broker need not keep it
 
     def _shed_while_failing(self) -> None:
         """Writes fail: what waits in memory is the order path's alone, market data is dropped (counted)."""

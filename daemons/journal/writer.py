@@ -34,6 +34,8 @@ from ..runtime.envelope import (
 
 CSV_OF = {STRATEGY_SIGNAL: "signals.csv", RISK_APPROVED: "decisions.csv", RISK_BLOCKED: "decisions.csv",
           EXECUTION_ORDER: "orders.csv", EXECUTION_FILL: "fills.csv"}
+SEEN_IDS = 1 << 16  # order-path ids remembered: far more than the broker replays (sessions.KEEP_BYTES)
+TAIL_BYTES = 8 << 20  # of events.jsonl read at start for them: twice the most a replay can hold
 FRAME_EVENTS = 4096  # a frame at most this big while the day runs: ~25 bytes a tick from ~1,000 up (bench/journal)
 
 
@@ -52,27 +54,38 @@ class DayFiles:
         # Execution re-sends the day's orders and fills after a restart: one row each.
         self.fill_ids = {row["fill_id"] for row in _rows(folder / "fills.csv")}
         self.order_states = {(r["client_id"], r["status"], r["filled_quantity"]) for r in _rows(folder / "orders.csv")}
+        # The broker hands over again what this journal was sent and had not acknowledged when it went
+        # away (killed, or dropped as slow): an event already written is not written twice.
+        self.seen = dict.fromkeys(_tail_ids(folder / EVENTS))
         self.pending: dict[str, list[bytes]] = {name: [] for name in self.fds}
         self.dirty: set[str] = set()
         self.block = frames.Block()
         self.framed = 0  # events in the frames pending
         self.compressor = frames.compressor()
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event) -> bool:
+        """Queue ``event`` for the next write; False for an order-path event already journaled."""
         if event.type.startswith(MARKET_PREFIXES):
             self.block.add(event)
             if self.block.count >= FRAME_EVENTS:
                 self.frame()
-            return
+            return True
+        seen = self.seen
+        if event.id in seen:
+            return False
+        seen[event.id] = None
+        if len(seen) > SEEN_IDS:
+            del seen[next(iter(seen))]
         self.pending[EVENTS].append(orjson.dumps(
             {"id": event.id, "ts": event.ts, "type": event.type, "source": event.source, "seq": event.seq,
              "trace": event.trace, "key": event.key, "payload": event.payload}, option=orjson.OPT_APPEND_NEWLINE))
         name = CSV_OF.get(event.type)
         if name is None:
-            return
+            return True
         row = self._row(name, event)
         if row is not None:
             self.pending[name].append(_csv_line(row.get(c, "") for c in COLUMNS[name]))
+        return True
 
     def _row(self, name: str, event: Event) -> dict[str, Any] | None:
         p, ts = event.payload, iso(event.ts)
@@ -154,6 +167,29 @@ def _csv_line(values: Any) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in values])
     return out.getvalue().encode()
+
+
+def _tail_ids(path: Path) -> list[str]:
+    """The ids of the events in the last TAIL_BYTES of events.jsonl, oldest first (a damaged line is skipped)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return []
+    lines = tail.split(b"\n")
+    if size > TAIL_BYTES:
+        lines = lines[1:]  # the first one is cut
+    ids = []
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            ids.append(record["id"])
+    return ids
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -102,8 +102,11 @@ class BusClient:
         transport.on_batch = self._on_batch
 
     @classmethod
-    def for_config(cls, bus: BusSection, source: str, socket_path: str | None = None) -> BusClient:
-        hello = wire.encode(wire.HELLO, source.encode(), orjson.dumps({"pid": os.getpid()}))
+    def for_config(cls, bus: BusSection, source: str, socket_path: str | None = None, *,
+                   acks: bool = False) -> BusClient:
+        """``acks``: the daemon calls ``acknowledge()`` once what it received is durable, and the broker
+        hands what it was sent and did not acknowledge to its next connection (wire.py: ACK)."""
+        hello = wire.encode(wire.HELLO, source.encode(), orjson.dumps({"pid": os.getpid(), "acks": acks}))
         client: BusClient
         transport = UnixTransport(
             socket_path or str(bus.socket),
@@ -113,6 +116,7 @@ class BusClient:
             reconnect_min=bus.reconnect_min_sec,
             reconnect_max=bus.reconnect_max_sec,
             resubscribe=lambda: client.subscription_frames(),
+            acks=acks,
         )
         client = cls(transport, source)
         return client
@@ -131,6 +135,10 @@ class BusClient:
     @property
     def connected(self) -> bool:
         return self.transport.connected
+
+    def acknowledge(self) -> None:
+        """Every order-path event handled so far is durable: the broker need not hand it over again."""
+        self.transport.acknowledge()
 
     def subscribe(self, pattern: str, handler: Handler, *, latest_only: bool = False) -> None:
         """Exact topic, 'prefix.*' or '*'. Survives reconnects: the client resubscribes itself.

@@ -50,6 +50,7 @@ class Daemon(ABC):
 
     name: ClassVar[str]
     uses_bus: ClassVar[bool] = True
+    bus_acks: ClassVar[bool] = False  # calls self.bus.acknowledge() once what it got is durable (the journal)
     bus: BusClient
     last_tick = 0.0  # monotonic time of the last market tick handled (0: none yet, or not a tick consumer)
 
@@ -58,7 +59,7 @@ class Daemon(ABC):
         self.metrics = metrics
         self.stopping = asyncio.Event()
         if self.uses_bus:
-            self.bus = BusClient.for_config(config.bus, source=self.name)
+            self.bus = BusClient.for_config(config.bus, source=self.name, acks=self.bus_acks)
             metrics.registry.register(BusClientCollector(self.bus))
 
     def state_path(self, filename: str) -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import cast
 
 from . import wire
+from .envelope import CONFLATED_PREFIX
 
 log = logging.getLogger("algo.bus")
 
@@ -19,6 +20,7 @@ BatchHandler = Callable[[bytes, list[wire.Span]], None]
 
 # A connection that lasted this long was healthy: reconnect at once when it ends.
 _STABLE_SEC = 1.0
+_MD = CONFLATED_PREFIX.encode()  # the broker's lanes: what is not market data counts for acks
 _WARN_EVERY_SEC = 10.0
 
 
@@ -48,6 +50,10 @@ class Transport(ABC):
     def queued_bytes(self) -> int:
         """Bytes waiting to reach the broker."""
 
+    @abstractmethod
+    def acknowledge(self) -> None:
+        """What was received so far is durable (for a client whose HELLO asked for acks)."""
+
 
 class UnixTransport(Transport, asyncio.Protocol):
     """Stream socket to the local broker with batched writes and automatic reconnect."""
@@ -62,8 +68,12 @@ class UnixTransport(Transport, asyncio.Protocol):
         reconnect_min: float,
         reconnect_max: float,
         resubscribe: Callable[[], list[bytes]],
+        acks: bool = False,
     ) -> None:
         super().__init__()
+        self.acks = acks  # count order-path frames for acknowledge() (the HELLO said so: wire.py)
+        self._order_path = 0  # order-path frames received on this connection
+        self._acked = 0
         self.path = path
         self.hello = hello
         self.buffer_bytes = buffer_bytes
@@ -146,6 +156,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._holding = False
         self._backlog = 0
         self._buffer = wire.Buffer()
+        self._order_path = self._acked = 0  # counts are per connection
         self.connected = True
         hello = self.hello if not self.reconnects or not self.hello else self._hello_again()
         tx.write(b"".join([hello, *self.resubscribe()]))
@@ -180,7 +191,16 @@ class UnixTransport(Transport, asyncio.Protocol):
                 elif kind == wire.NOTICE:
                     log.warning("broker notice: %s", data[k1:stop].decode(errors="replace"))
             spans = [span for span in spans if span[0] == wire.PUBLISH]
+        if self.acks:
+            self._order_path += sum(not data.startswith(_MD, start + wire.HEADER_SIZE) for _, start, _, _, _ in spans)
         self.on_batch(data, spans)
+
+    def acknowledge(self) -> None:
+        """Tell the broker every order-path frame handed to ``on_batch`` so far is durable here: it stops
+        keeping them for a replay. Written at once, never queued: a count is about this connection only."""
+        if self.acks and self._tx is not None and not self._holding and self._order_path != self._acked:
+            self._tx.write(wire.ack(self._order_path))
+            self._acked = self._order_path
 
     def _hold(self) -> None:
         """The broker is stopping: from now on frames wait in the outbox for the next broker (socket

@@ -1,7 +1,7 @@
 """The bus wire format: a 7-byte header the broker routes on, then body bytes it never parses.
 
     u32 length (of everything after these 4 bytes, big-endian)
-    u8  kind     PUBLISH | SUBSCRIBE | UNSUBSCRIBE | HELLO | NOTICE
+    u8  kind     PUBLISH | SUBSCRIBE | UNSUBSCRIBE | HELLO | NOTICE | ACK
     u8  topic_len
     u8  key_len
     topic (ASCII)   key (bytes, e.g. an instrument token; the conflation key)   body
@@ -13,6 +13,12 @@ A SUBSCRIBE frame's topic is the pattern; its body, when not empty, is a key fil
 pattern: a JSON list of names, and the subscriber gets only the frames whose key has one of them as a
 ``|``-separated part (a tick's key is ``token|symbol|underlying``). An empty body means every key.
 Subscribing the same pattern again replaces its filter.
+
+A client whose HELLO body has ``"acks": true`` (the journal) sends ACK frames: the body is the decimal
+count of order-path frames (every topic not under ``marketdata.``) it has received on this connection
+and made durable. The broker keeps what it sent that is not acknowledged yet, and if the connection
+ends (the process was killed with frames in its socket) hands it over again, first, to the next
+connection of that name (daemons/bus/sessions.py): the client must ignore what it already has.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ SUBSCRIBE = 2
 UNSUBSCRIBE = 3
 HELLO = 4
 NOTICE = 5
-KINDS = frozenset({PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HELLO, NOTICE})
+ACK = 6
+KINDS = frozenset({PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HELLO, NOTICE, ACK})
 # NOTICE topics the broker sends: a refused peer, and a broker about to stop (publishers hold what they
 # publish from then on for the next broker, so nothing is written into a socket that will not be read).
 FORBIDDEN = b"forbidden"
@@ -173,6 +180,18 @@ def subscribe(pattern: str, names: Iterable[str] | None = None) -> bytes:
     """A SUBSCRIBE frame; ``names`` (None: every key) is the key filter, sorted so a resend is identical."""
     body = orjson.dumps(sorted(set(names))) if names is not None else b""
     return encode(SUBSCRIBE, pattern.encode(), body)
+
+
+def ack(count: int) -> bytes:
+    """An ACK frame: ``count`` order-path frames of this connection are durable at the client."""
+    return encode(ACK, b"", str(count).encode())
+
+
+def acked(body: bytes) -> int:
+    """The count of an ACK frame; a bad one is the peer's protocol error."""
+    if not body.isdigit() or len(body) > 18:
+        raise ProtocolError("malformed", f"ACK body is not a count: {body[:24]!r}")
+    return int(body)
 
 
 def key_filter(pattern: bytes, body: bytes) -> frozenset[bytes] | None:
