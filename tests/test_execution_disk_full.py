@@ -47,10 +47,10 @@ class Disk:
         wal = d.ledger.log.wal
         real = wal.append
 
-        def append(record: dict[str, Any]) -> None:
+        def append(record: dict[str, Any], *, sync: bool = True) -> None:
             if self.full:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            real(record)
+            real(record, sync=sync)
 
         monkeypatch.setattr(wal, "append", append)
 

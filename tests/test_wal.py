@@ -312,3 +312,40 @@ def test_a_file_written_before_checksums_is_repaired_without_a_seal(tmp_path: Pa
     assert algoctl(capsys, "seal", str(path), "2") == (
         1, f"algoctl wal seal: {path} was written before checksums: a repaired line needs no seal\n")
     assert path.read_bytes() == before
+
+
+def test_after_the_fact_records_are_fdatasynced_once_the_turns_events_are_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An intent is on disk before write_now returns; the broker's answer and the paper book's record are
+    written at once and fdatasync'ed together after what the loop turn published (a call_soon made after
+    them, as the bus client's write is), so the order event does not wait for two more disk flushes."""
+    from daemons.execution.backlog import BackloggedLog
+
+    steps: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        steps.append("fdatasync")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    wal = BackloggedLog(OrderLog(tmp_path / "orders.wal"), "disk full (%s)", 50)
+    book = BackloggedLog(OrderLog(tmp_path / "paper.wal"), "disk full (%s)", 40)
+
+    async def turn() -> None:
+        loop = asyncio.get_running_loop()
+        wal.write_now({"op": "new", "client_id": "C1"})
+        assert steps == ["fdatasync"]  # the intent: on disk before the broker hears of it
+        book.append({"kind": "order", "client_id": "C1"})
+        wal.append({"op": "placed", "client_id": "C1", "order_id": "1"})
+        wal.append({"op": "fill", "client_id": "C1"})
+        loop.call_soon(steps.append, "order event written")
+        assert steps == ["fdatasync"]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert steps == ["fdatasync", "order event written", "fdatasync", "fdatasync"]  # one per file
+
+    asyncio.run(turn())
+    assert [r["op"] for r in OrderLog(tmp_path / "orders.wal").records] == ["new", "placed", "fill"]
+    book.append({"kind": "trade"})  # no loop (a tool): at once
+    assert steps[-1] == "fdatasync"

@@ -134,6 +134,7 @@ class OrderLog:
         self.checksums = found.checksums  # False: a file begun before checksums, appended to as it was written
         self._size = found.end  # bytes of whole records: where a failed append is cut back to
         self._torn = False  # a failed append could not be taken back yet
+        self.unsynced = False  # appended with sync=False and not fdatasync'ed since
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _cut_torn(self, at: int, size: int) -> None:
@@ -156,9 +157,11 @@ class OrderLog:
                 raise DamagedFile(self.path, at, f"a record that cannot be replayed ({type(exc).__name__}: "
                                                  f"{exc})") from None
 
-    def append(self, record: dict[str, Any]) -> None:
-        """On disk (fdatasync'ed unless ``fsync`` is off) when this returns. Or OSError, and the file
-        as it was: a half-written line followed by later appends would be damage in mid-file."""
+    def append(self, record: dict[str, Any], *, sync: bool = True) -> None:
+        """On disk (fdatasync'ed unless ``fsync`` is off, or ``sync`` defers it to ``sync()``) when this
+        returns. Or OSError, and the file as it was: a half-written line followed by later appends would be
+        damage in mid-file. Written without the fdatasync, a record survives the process (it is in the page
+        cache), not yet a power cut."""
         line = encode(record) if self.checksums else orjson.dumps(record) + b"\n"
         try:
             if self._torn:  # the last cut-back failed too: nothing goes after half a line
@@ -167,12 +170,20 @@ class OrderLog:
             written = os.write(self._fd, line)
             while written < len(line):  # a short write: the rest, or the error (a full disk) that cut it short
                 written += os.write(self._fd, line[written:])
-            if self.fsync:
-                os.fdatasync(self._fd)
+            if self.fsync and sync:
+                os.fdatasync(self._fd)  # the earlier unsynced records with it
         except OSError:
             self._cut_back()
             raise
         self._size += len(line)
+        if self.fsync:
+            self.unsynced = not sync
+
+    def sync(self) -> None:
+        """fdatasync what was appended without it; OSError if the disk refuses."""
+        if self.unsynced:
+            self.unsynced = False
+            os.fdatasync(self._fd)
 
     def _cut_back(self) -> None:
         """Take a failed append back; if even that fails, the next append tries first (and a
