@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket, status
 from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
@@ -172,7 +173,12 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
     app = FastAPI(title="algo-fleet gateway", version="1", openapi_url=f"{PREFIX}/openapi.json", docs_url=None,
                   redoc_url=None)
     viewer, operator = gw.auth.require(Role.viewer), gw.auth.require(Role.operator)
-    api = APIRouter(prefix=PREFIX, dependencies=[Depends(viewer)], responses=ERRORS)
+
+    def route(method: str, path: str, *, role: Callable[[Request], Principal] = viewer,
+              responses: dict[int | str, dict[str, Any]] | None = None, **kwargs: Any) -> Callable[[Any], Any]:
+        """Every REST route: viewer at least (deny by default), 401 and 403 documented."""
+        return app.api_route(PREFIX + path, methods=[method], dependencies=[Depends(viewer), Depends(role)],
+                             responses={**ERRORS, **(responses or {})}, **kwargs)
 
     async def read_day(fn: Any, day: date | None, *args: Any) -> Any:
         try:
@@ -182,28 +188,29 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         except journal.ReportError as exc:
             raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"the journal cannot be read: {exc}") from None
 
-    @api.get("/whoami", response_model=Whoami, summary="the token's name and role")
-    async def whoami(principal: Annotated[Principal, Depends(viewer)]) -> Whoami:
+    @route("GET", "/whoami", response_model=Whoami, summary="the token's name and role")
+    async def whoami(request: Request) -> Whoami:
+        principal = who(request)
         return Whoami(name=principal.name, role=principal.role.name)
 
-    @api.get("/fleet", response_model=FleetStatus, summary="every daemon's liveness and health, from its heartbeats")
+    @route("GET", "/fleet", response_model=FleetStatus, summary="every daemon's liveness and health, from its heartbeats")
     async def fleet() -> FleetStatus:
         return gw.fleet_status()
 
-    @api.get("/orders", response_model=list[Order], summary="each order's latest state on a journal day")
+    @route("GET", "/orders", response_model=list[Order], summary="each order's latest state on a journal day")
     async def orders(day: Day = None) -> list[Order]:
         return [Order(**row) for row in await read_day(journal.orders, day)]
 
-    @api.get("/fills", response_model=list[Fill], summary="the fills of a journal day")
+    @route("GET", "/fills", response_model=list[Fill], summary="the fills of a journal day")
     async def fills(day: Day = None) -> list[Fill]:
         return [Fill(**row) for row in await read_day(journal.fills, day)]
 
-    @api.get("/positions", response_model=list[Position], summary="open positions, marked to the day's last ticks")
+    @route("GET", "/positions", response_model=list[Position], summary="open positions, marked to the day's last ticks")
     async def positions(day: Day = None) -> list[Position]:
         report = await read_day(journal.report, day, gw.config.eod.product)
         return [Position(**p) for p in report["positions"]]
 
-    @api.get("/pnl", response_model=Pnl, summary="P&L of a journal day so far, as algo-eod computes it")
+    @route("GET", "/pnl", response_model=Pnl, summary="P&L of a journal day so far, as algo-eod computes it")
     async def pnl(day: Day = None) -> Pnl:
         report = await read_day(journal.report, day, gw.config.eod.product)
         totals = report["totals"]
@@ -211,12 +218,11 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
                                                                   "max_drawdown")},
                    by_engine=report["by_engine"], by_strategy=report["by_strategy"], by_symbol=report["by_symbol"])
 
-    @api.post("/kill-switch", response_model=KillSwitchSent, status_code=status.HTTP_202_ACCEPTED,
-              summary="engage or release the fleet-wide kill switch (operator)",
+    @route("POST", "/kill-switch", response_model=KillSwitchSent, status_code=status.HTTP_202_ACCEPTED,
+              summary="engage or release the fleet-wide kill switch (operator)", role=operator,
               responses={503: {"model": Problem, "description": "the bus is unreachable: nothing was sent"}})
-    async def kill_switch(body: KillSwitchRequest, request: Request,
-                          principal: Annotated[Principal, Depends(operator)]) -> KillSwitchSent:
-        args = body.model_dump()
+    async def kill_switch(body: KillSwitchRequest, request: Request) -> KillSwitchSent:
+        principal, args = who(request), body.model_dump()
         if not gw.bus.connected:
             audit(principal, request.method, request.url.path, args, "failed: bus unreachable")
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the bus is unreachable: nothing was sent")
@@ -224,8 +230,6 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
                                                      "reason": f"{body.reason} ({principal.name} via gateway)"})
         audit(principal, request.method, request.url.path, args, "sent", event.trace)
         return KillSwitchSent(engage=body.engage, trace=event.trace)
-
-    app.include_router(api)
 
     @app.post(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT, responses={401: {"model": Problem}},
               summary="exchange a token for a cookie: how a browser authenticates its WebSocket")
@@ -245,6 +249,12 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         await stream_events(gw, ws)
 
     return app
+
+
+def who(request: Request) -> Principal:
+    """The principal the route's role check found (auth.Auth.require keeps it on the request)."""
+    principal: Principal = request.state.principal
+    return principal
 
 
 async def stream_events(gw: GatewayDaemon, ws: WebSocket) -> None:

@@ -50,6 +50,7 @@ class Auth:
                 if mutating:
                     audit(principal, request.method, request.url.path, {}, f"forbidden: needs {role.name}")
                 raise HTTPException(status.HTTP_403_FORBIDDEN, f"{principal.role.name} may not do this: needs {role.name}")
+            request.state.principal = principal
             return principal
 
         return dependency

@@ -31,7 +31,7 @@ TOPICS = ("strategy.signal", "risk.*", "execution.*", "control.*", "health.heart
 Send = Callable[[str], Awaitable[None]]
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: clients live in a set
 class Client:
     """One WebSocket client: its topic patterns and its bounded queue of encoded messages."""
 
