@@ -4,6 +4,7 @@ against a real broker (tests/gateway_fleet.py). nginx in front: tests/test_gatew
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 from collections.abc import Iterator
@@ -245,6 +246,17 @@ def test_a_stalled_browser_is_dropped_and_the_others_and_the_bus_do_not_wait(fle
     assert after["algo_bus_client_connected"] == 1
     assert after["algo_gateway_ws_clients"] == 0
     stalled.close_socket()
+
+
+def test_the_gateway_exports_its_catalogue(fleet: GatewayFleet) -> None:
+    from tests.systemd.test_metrics_catalogue import catalogue
+
+    text = fleet.http().get("/metrics").text
+    types = {m[1]: m[2] for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M)}
+    own = {name: kind for name, kind in types.items() if name.startswith("algo_gateway_")}
+    assert own == catalogue("algo-gateway")
+    shared = catalogue()
+    assert {name: shared.get(name) for name in types.keys() - own.keys()} == {n: types[n] for n in types.keys() - own.keys()}
 
 
 def test_token_file_holds_digests_only_and_changes_apply_without_restart(fleet: GatewayFleet) -> None:
