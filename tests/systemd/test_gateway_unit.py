@@ -17,16 +17,16 @@ ALGOCTL = sys.prefix + "/bin/algoctl"
 SOCKET = "/run/algo-gateway/api.sock"
 CLIENT = """
 import json, sys, httpx
-method, path, token, body = sys.argv[1:5]
-with httpx.Client(transport=httpx.HTTPTransport(uds=%r), base_url="http://gateway", timeout=10) as c:
+sock, method, path, token, body = sys.argv[1:6]
+with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://gateway", timeout=10) as c:
     r = c.request(method, path, headers={"Authorization": "Bearer " + token} if token else {},
                   json=json.loads(body) if body else None)
 print(json.dumps({"status": r.status_code, "body": r.json()}))
-""" % SOCKET
+"""
 
 
 def api(box: Sandbox, method: str, path: str, token: str = "", body: object = None) -> tuple[int, object]:
-    out = box.run(sys.executable, "-c", CLIENT, method, path, token, json.dumps(body) if body is not None else "")
+    out = box.run(sys.executable, "-c", CLIENT, SOCKET, method, path, token, json.dumps(body) if body is not None else "")
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout)
     return answer["status"], answer["body"]
