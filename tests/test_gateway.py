@@ -273,6 +273,16 @@ def test_token_file_holds_digests_only_and_changes_apply_without_restart(fleet: 
         store.add("admin-1", Role.admin)
 
 
+def test_the_kill_switch_is_refused_not_queued_while_the_bus_is_down(fleet: GatewayFleet) -> None:
+    """Second to last: it stops the fixture's broker."""
+    broker = fleet.procs[0]
+    broker.terminate()
+    broker.wait(20)
+    wait_until(lambda: not fleet.http("viewer").get("/api/v1/fleet").json()["bus_connected"], 10, "the bus gone")
+    refused = fleet.http("operator").post("/api/v1/kill-switch", json={"engage": True, "reason": "bus down"})
+    assert refused.status_code == 503 and "nothing was sent" in refused.json()["detail"]
+
+
 def test_sigterm_stops_cleanly_and_no_token_was_ever_logged(fleet: GatewayFleet) -> None:
     """Last in this module: it stops the fixture's gateway."""
     fleet.gateway.send_signal(signal.SIGTERM)
@@ -285,6 +295,7 @@ def test_sigterm_stops_cleanly_and_no_token_was_ever_logged(fleet: GatewayFleet)
     assert any("ACTOR=operator-1" in line and "RESULT=sent" in line and "drill" in line for line in audit), audit
     assert any("ACTOR=viewer-1" in line and "RESULT=forbidden: needs operator" in line for line in audit), audit
     assert any("ACTOR=(unauthenticated)" in line for line in audit), audit
+    assert any("RESULT=failed: bus unreachable" in line and "bus down" in line for line in audit), audit
 
 
 def test_no_pepper_is_a_config_error(tmp_path: Path) -> None:
