@@ -296,6 +296,7 @@ def test_sigterm_stops_cleanly_and_no_token_was_ever_logged(fleet: GatewayFleet)
     assert any("ACTOR=viewer-1" in line and "RESULT=forbidden: needs operator" in line for line in audit), audit
     assert any("ACTOR=(unauthenticated)" in line for line in audit), audit
     assert any("RESULT=failed: bus unreachable" in line and "bus down" in line for line in audit), audit
+    assert any("ACTOR=viewer-1" in line and "RESULT=session cookie set" in line for line in audit), audit
 
 
 def test_no_pepper_is_a_config_error(tmp_path: Path) -> None:

@@ -219,8 +219,8 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
                    by_engine=report["by_engine"], by_strategy=report["by_strategy"], by_symbol=report["by_symbol"])
 
     @route("POST", "/kill-switch", response_model=KillSwitchSent, status_code=status.HTTP_202_ACCEPTED,
-              summary="engage or release the fleet-wide kill switch (operator)", role=operator,
-              responses={503: {"model": Problem, "description": "the bus is unreachable: nothing was sent"}})
+           summary="engage or release the fleet-wide kill switch (operator)", role=operator,
+           responses={503: {"model": Problem, "description": "the bus is unreachable: nothing was sent"}})
     async def kill_switch(body: KillSwitchRequest, request: Request) -> KillSwitchSent:
         principal, args = who(request), body.model_dump()
         if not gw.bus.connected:
@@ -233,11 +233,14 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
 
     @app.post(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT, responses={401: {"model": Problem}},
               summary="exchange a token for a cookie: how a browser authenticates its WebSocket")
-    async def session(body: SessionRequest, response: Response) -> None:
-        if gw.auth.from_token(body.token) is None:
+    async def session(body: SessionRequest, request: Request, response: Response) -> None:
+        principal = gw.auth.from_token(body.token)
+        if principal is None:
             gw.auth.failures["unauthenticated"] += 1
+            audit(None, request.method, request.url.path, {}, "unauthenticated")
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not a valid API token")
         response.set_cookie(COOKIE, body.token, httponly=True, secure=True, samesite="strict", path="/")
+        audit(principal, request.method, request.url.path, {}, "session cookie set")
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:
