@@ -98,7 +98,7 @@ def test_a_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path: Path) -> Non
         with pytest.raises(ConfigError) as err:
             bind_socket(path, "algo")
         assert str(err.value.problems[0]) == (
-            f"bus.socket: another broker is listening on {path}: stop it, or give this one another bus.socket")
+            f"bus.socket: another process is listening on {path}: stop it, or give this one another bus.socket")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
             peer.connect(str(path))  # still the first broker's socket
     finally:
@@ -151,7 +151,7 @@ def test_algo_bus_does_not_steal_a_live_brokers_socket(running_broker: Path, tmp
     assert result.returncode == 78, result.stderr
     assert "Traceback" not in result.stderr
     [line] = error_lines(result.stderr)
-    assert f"another broker is listening on {running_broker}" in line
+    assert f"another process is listening on {running_broker}" in line
     assert running_broker.stat().st_ino == inode
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
         peer.connect(str(running_broker))

@@ -18,6 +18,8 @@ from tests.conftest import REPO
 SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
 LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
 ONESHOTS = [s for s in SERVICES if "Type=oneshot" in (source_dir() / s).read_text()]
+# Deployed where wanted (a web front door), not pulled in by algo.target: it needs its credential first.
+OPT_IN = ("algo-gateway.service",)
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 
 
@@ -122,7 +124,19 @@ def test_long_running_service_contract(service: str) -> None:
 def test_target_pulls_in_the_fleet() -> None:
     wants = " ".join(directives(source_dir() / "algo.target")["Wants"]).split()
     assert set(wants) >= {"algo-bus.socket", "algo-eod.timer", "algo-journal-retention.timer", *SERVICES} - {
-        "algo-eod.service", "algo-journal-retention.service", "algo-strategy@.service"}
+        "algo-eod.service", "algo-journal-retention.service", "algo-strategy@.service", *OPT_IN}
+    assert not set(wants) & set(OPT_IN)
+
+
+def test_the_gateway_unit_has_unix_sockets_only_and_its_own_socket_directory() -> None:
+    from daemons.runtime.config import GatewaySection
+
+    d = directives(source_dir() / "algo-gateway.service")
+    assert d["RestrictAddressFamilies"] == ["AF_UNIX"] and d["PrivateNetwork"] == ["yes"]
+    assert d["IPAddressDeny"] == ["any"] and "IPAddressAllow" not in d
+    assert f"/run/{d['RuntimeDirectory'][0]}/" == f"{GatewaySection().socket.parent}/"
+    assert d["LoadCredential"] == ["gateway_pepper:/etc/algo/credentials/gateway_pepper"]
+    assert f"/var/lib/{d['StateDirectory'][0]}" == str(GatewaySection().tokens.parent)
 
 
 def test_bus_socket_matches_the_config_default() -> None:

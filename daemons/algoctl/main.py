@@ -14,10 +14,11 @@ from pathlib import Path
 import orjson
 
 from ..bus.listen import socket_path_problem
+from ..gateway.tokens import Role
 from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, FleetConfig, Problem, load_config, missing_credentials, redacted
-from . import control, login, replay, trace, wal
+from . import control, gateway, login, replay, trace, wal
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
 from .units import render_units
@@ -82,6 +83,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     wl_seal.add_argument("file", type=Path)
     wl_seal.add_argument("line", type=int, help="its number, from 1 (as `algoctl wal check` names it)")
 
+    gw = sub.add_parser("gateway", help="algo-gateway's API tokens (printed once, stored hashed)")
+    gw_sub = gw.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tok = gw_sub.add_parser("token", help="add, list or remove an API token")
+    tok_sub = tok.add_subparsers(dest="verb", required=True, metavar="VERB")
+    tok_add = tok_sub.add_parser("add", help="a new token for NAME, printed once")
+    tok_add.add_argument("name")
+    tok_add.add_argument("--role", required=True, choices=[r.name for r in Role])
+    tok_rm = tok_sub.add_parser("remove", help="revoke NAME's token")
+    tok_rm.add_argument("name")
+    tok_sub.add_parser("list", help="names, roles and when each was created")
+    for p in (tok_add, tok_rm, tok_sub.choices["list"]):
+        p.add_argument("--config", type=Path)
+        p.add_argument("--credentials", type=Path, default=login.DEFAULT_CREDENTIALS_DIR,
+                       help=f"where gateway_pepper lives (default {login.DEFAULT_CREDENTIALS_DIR})")
+
     box = sub.add_parser("sandbox", help="a private systemd (PID 1 of new PID + mount namespaces) running the fleet")
     box.add_argument("--root", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox state (default {DEFAULT_SANDBOX})")
     box_sub = box.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -122,6 +138,8 @@ def _operate(args: argparse.Namespace) -> int:
         elif args.command == "kill-switch":
             sent = control.kill_switch(config, args.state == "on", args.reason)
             print(f"kill switch {args.state} sent (trace {sent.trace}); `algoctl status` shows algo-risk's state")
+        elif args.command == "gateway":
+            _gateway(args, config)
         elif args.command == "login":
             return _login(args, config.kite.root, config.kite.timeout_sec)
         elif args.command == "trace":
@@ -145,6 +163,17 @@ def _operate(args: argparse.Namespace) -> int:
         print(f"algoctl {args.command}: {' '.join(exc.cmd)} failed: {exc.stderr.strip()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _gateway(args: argparse.Namespace, config: FleetConfig) -> None:
+    if args.verb == "add":
+        token = gateway.add(config, args.name, args.role, args.credentials)
+        print(f"{token}\n(the token of {args.name}, role {args.role}: shown this once, stored only as a hash)")
+    elif args.verb == "remove":
+        gateway.remove(config, args.name, args.credentials)
+        print(f"removed {args.name}'s token")
+    else:
+        print(gateway.listing(config, args.credentials))
 
 
 def _config(args: argparse.Namespace) -> int:

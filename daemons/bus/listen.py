@@ -34,8 +34,8 @@ def systemd_socket() -> socket.socket | None:
     return sock
 
 
-def socket_path_problem(path: Path) -> str | None:
-    """Why algo-bus must not put its socket at ``path``, judged without touching anything; None when
+def socket_path_problem(path: Path, who: str = "algo-bus") -> str | None:
+    """Why ``who`` must not put its socket at ``path``, judged without touching anything; None when
     it may: nothing there yet (missing directories are created), or a socket (``bind_socket`` then
     probes whether a broker still listens on it). Anything else may be someone's file."""
     try:
@@ -48,21 +48,22 @@ def socket_path_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     if not stat.S_ISSOCK(st.st_mode):
-        return f"{path} is {file_kind(st.st_mode)}, not a socket: algo-bus replaces only a stale socket"
+        return f"{path} is {file_kind(st.st_mode)}, not a socket: {who} replaces only a stale socket"
     return None
 
 
-def bind_socket(path: Path, group: str) -> socket.socket:
+def bind_socket(path: Path, group: str, key: str = "bus.socket", who: str = "algo-bus") -> socket.socket:
     """Bind our own socket (outside systemd): mode 0660, group-owned by the fleet's group.
 
-    ConfigError (exit 78) for a path that holds anything but the stale socket of a broker that died:
-    a file, a directory, a symlink, or the live socket of another broker are never replaced.
+    ConfigError (exit 78, naming the config ``key``) for a path that holds anything but the stale socket
+    of a ``who`` that died: a file, a directory, a symlink, or the live socket of another are never replaced.
+    (algo-gateway binds its API socket here too.)
     """
-    problem = socket_path_problem(path)
+    problem = socket_path_problem(path, who)
     if problem is None and path.is_socket():
-        problem = _stale_or_live(path)
+        problem = _stale_or_live(path, key)
     if problem is not None:
-        raise ConfigError(str(path), [Problem("bus.socket", problem)])
+        raise ConfigError(str(path), [Problem(key, problem)])
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,18 +74,18 @@ def bind_socket(path: Path, group: str) -> socket.socket:
             os.umask(old)
     except OSError as exc:
         sock.close()
-        raise ConfigError(str(path), [Problem("bus.socket", f"cannot bind {path}: {exc.strerror or exc}")]) from None
+        raise ConfigError(str(path), [Problem(key, f"cannot bind {path}: {exc.strerror or exc}")]) from None
     try:
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
     except (KeyError, PermissionError) as exc:
-        log.warning("bus socket %s keeps its default group (%s)", path, exc)
+        log.warning("socket %s keeps its default group (%s)", path, exc)
     sock.listen(1024)
     sock.setblocking(False)
     return sock
 
 
-def _stale_or_live(path: Path) -> str | None:
-    """Removes the socket of a broker that died (nobody accepts: ECONNREFUSED); anything else is a problem."""
+def _stale_or_live(path: Path, key: str) -> str | None:
+    """Removes the socket of a broker (or gateway) that died (nobody accepts: ECONNREFUSED); anything else is a problem."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)  # a live broker with a full backlog does not answer at once
     try:
@@ -99,4 +100,4 @@ def _stale_or_live(path: Path) -> str | None:
         return f"{path} is a socket algo-bus cannot probe ({exc.strerror or exc}): not replacing it"
     finally:
         probe.close()
-    return f"another broker is listening on {path}: stop it, or give this one another bus.socket"
+    return f"another process is listening on {path}: stop it, or give this one another {key}"

@@ -69,7 +69,7 @@ class Fill:
         return self.quantity if self.side == "BUY" else -self.quantity
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """A journal CSV's rows with their line numbers; none when the file does not exist."""
     try:
         f = path.open(newline="", encoding="utf-8")
@@ -131,7 +131,7 @@ def read_fills(path: Path, product: str, types: dict[str, str]) -> list[Fill]:
     """
     fills: list[Fill] = []
     first: dict[str, Fill] = {}
-    for line, row in _rows(path):
+    for line, row in rows(path):
         try:
             fill = _parse_fill(line, row, product, types)
         except ValueError as exc:
@@ -147,7 +147,7 @@ def read_fills(path: Path, product: str, types: dict[str, str]) -> list[Fill]:
 def read_order_states(path: Path) -> dict[str, str]:
     """Each client_id's final status: orders.csv has a row per update and the last one is the state."""
     final: dict[str, str] = {}
-    for line, row in _rows(path):
+    for line, row in rows(path):
         if not row["client_id"]:
             raise ReportError(f"{path}:{line}: client_id is empty")
         final[row["client_id"]] = row["status"]

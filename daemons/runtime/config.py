@@ -119,9 +119,20 @@ class FleetSection(Section):
     group: str = Field("algo", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
+def _socket_path(v: Path) -> Path:
+    if not v.is_absolute():
+        raise ValueError("must be an absolute path")
+    if len(os.fsencode(v)) > 107:
+        raise ValueError("is longer than the 107 bytes a Unix socket path may have")
+    return v
+
+
+SocketPath = Annotated[Path, AfterValidator(_socket_path)]
+
+
 class BusSection(Section):
     transport: Literal["unix"] = "unix"
-    socket: Path = Path("/run/algo/bus.sock")
+    socket: SocketPath = Path("/run/algo/bus.sock")
     max_frame_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     # Bytes queued for one subscriber before it is treated as slow (conflate / disconnect).
     subscriber_buffer_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30)
@@ -129,15 +140,6 @@ class BusSection(Section):
     publish_buffer_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30)
     reconnect_min_sec: float = Field(0.02, gt=0, le=5)
     reconnect_max_sec: float = Field(1.0, gt=0, le=60)
-
-    @field_validator("socket")
-    @classmethod
-    def _absolute(cls, v: Path) -> Path:
-        if not v.is_absolute():
-            raise ValueError("must be an absolute path")
-        if len(os.fsencode(v)) > 107:
-            raise ValueError("is longer than the 107 bytes a Unix socket path may have")
-        return v
 
 
 class MetricsSection(Section):
@@ -369,6 +371,21 @@ class EodSection(Section):
     product: Literal["MIS", "CNC"] = "MIS"  # equity charges: intraday (MIS) or delivery (CNC)
 
 
+class GatewaySection(DaemonSection):
+    """algo-gateway (daemons/gateway): HTTP + WebSocket on a Unix socket, behind nginx. Not a
+    ``[daemons.*]`` section: it runs only where deployed, and it serves /metrics on its socket, which
+    nginx's loopback listener on ``metrics_port`` proxies (the unit has no IP sockets)."""
+
+    metrics_port: int = Field(9479, ge=1024, le=65535)
+    socket: SocketPath = Path("/run/algo-gateway/api.sock")
+    tokens: Path = Path("/var/lib/algo/gateway/tokens.json")  # HMAC digests of the API tokens, never the tokens
+    pepper: SecretStr | None = None  # the HMAC key: systemd credential gateway_pepper
+    origins: list[str] = []  # browser origins allowed on the WebSocket besides the page's own (https://host)
+    ws_queue_events: int = Field(1024, ge=16, le=1_000_000)  # per client; a client this far behind is dropped
+    ws_send_timeout_sec: float = Field(2.0, gt=0, le=60)  # a send blocked this long drops the client
+    ring_events: int = Field(10_000, ge=16, le=1_000_000)  # recent events a reconnecting client can resume from
+
+
 @dataclass(frozen=True)
 class _LoadContext:
     file_data: dict[str, Any]
@@ -394,6 +411,7 @@ class FleetConfig(BaseSettings):
     daemons: DaemonsSection = DaemonsSection()
     premarket: PremarketSection = PremarketSection()
     eod: EodSection = EodSection()
+    gateway: GatewaySection = GatewaySection()
     kite: KiteSection = KiteSection()
 
     @classmethod
@@ -563,6 +581,10 @@ def cross_check(config: FleetConfig) -> list[Problem]:
             problems.append(Problem(path, f"port {section.metrics_port} is already used by {ports[section.metrics_port]}"))
         else:
             ports[section.metrics_port] = path
+    if config.gateway.metrics_port in ports:
+        problems.append(Problem("gateway.metrics_port", f"port {config.gateway.metrics_port} is already used by "
+                                f"{ports[config.gateway.metrics_port]}"))
+    ports.setdefault(config.gateway.metrics_port, "gateway.metrics_port")
     problems += _check_strategies(config, ports)
     md = config.daemons.marketdata
     if md.feed == "replay" and md.replay_from is None:

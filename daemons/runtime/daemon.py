@@ -51,6 +51,7 @@ class Daemon(ABC):
     name: ClassVar[str]
     uses_bus: ClassVar[bool] = True
     bus_acks: ClassVar[bool] = False  # calls self.bus.acknowledge() once what it got is durable (the journal)
+    metrics_port: ClassVar[bool] = True  # False: it serves its registry itself (algo-gateway, on its Unix socket)
     bus: BusClient
     last_tick = 0.0  # monotonic time of the last market tick handled (0: none yet, or not a tick consumer)
 
@@ -286,7 +287,8 @@ def serve(daemon_cls: type[Daemon], argv: Sequence[str] | None = None) -> NoRetu
         config_failed(exc)
     metrics = DaemonMetrics(daemon_cls.name)
     try:
-        metrics.serve(config.metrics.bind, section.metrics_port)
+        if daemon_cls.metrics_port:
+            metrics.serve(config.metrics.bind, section.metrics_port)
     except OSError as exc:
         log.error("cannot serve metrics on %s:%d: %s", config.metrics.bind, section.metrics_port, exc)
         sys.exit(EX_FAILURE)

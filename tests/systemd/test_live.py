@@ -331,7 +331,7 @@ def test_the_live_units_export_the_live_only_catalogue(live: Live) -> None:
     """docs/METRICS.md's live-only rows (which the paper fleet's catalogue test leaves out), each with
     its type, in a real scrape of the live feed and live execution."""
     seen = {**exported(9472), **exported(9477)}
-    live_only = catalogue(live_only=True)
+    live_only = catalogue("Live mode only")
     assert live_only and {name: seen.get(name) for name in live_only} == live_only
 
 

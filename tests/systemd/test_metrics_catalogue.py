@@ -24,10 +24,11 @@ def exported(port: int) -> dict[str, str]:
     return {m[1]: m[2] for m in re.finditer(r"^# TYPE (\S+) (\S+)$", body, re.M)}
 
 
-def catalogue(live_only: bool = False) -> dict[str, str]:
-    """The rows of docs/METRICS.md a paper fleet exports, or those only live units export (the
-    live-only section comes last; tests/systemd/test_live.py checks it)."""
-    text = (REPO / "docs" / "METRICS.md").read_text().split("### Live mode only")[1 if live_only else 0]
+def catalogue(section: str = "") -> dict[str, str]:
+    """The rows of docs/METRICS.md's first table, which a paper fleet exports, or of the section headed
+    ``### <section>``: "Live mode only" (tests/systemd/test_live.py), "algo-gateway" (tests/test_gateway.py)."""
+    parts = re.split(r"^### ", (REPO / "docs" / "METRICS.md").read_text(), flags=re.M)
+    text = next(p for p in parts[1:] if p.startswith(section)) if section else parts[0]
     rows = re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", text, re.M)
     return {m[1]: m[2] for m in rows}
 

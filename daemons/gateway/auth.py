@@ -1,0 +1,92 @@
+"""Who is asking, and may they: deny by default, roles in order, every mutating request audited.
+
+REST takes ``Authorization: Bearer <token>``; a browser's WebSocket cannot set that header, so the
+console first posts the token to /api/v1/session, which sets it as an HttpOnly, Secure,
+SameSite=Strict cookie that the browser sends with the WebSocket handshake (and the handshake's
+Origin must be the page's own). A token never reaches a log line: audit lines name the token's
+*name* (``ACTOR=``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import HTTPException, Request, status
+
+from .tokens import Principal, Role, TokenError, TokenStore
+
+log = logging.getLogger("algo.gateway")
+
+COOKIE = "algo_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Auth:
+    def __init__(self, tokens: TokenStore | None) -> None:
+        self.tokens = tokens
+        self.failures: Counter[str] = Counter()  # refused requests, by reason
+        self._logged = -1e9  # when a damaged token file was last logged
+
+    def require(self, role: Role) -> Callable[[Request], Principal]:
+        """A FastAPI dependency: the request's principal, when its role is at least ``role``."""
+
+        def dependency(request: Request) -> Principal:
+            mutating = request.method not in SAFE_METHODS
+            principal = self.from_bearer(request.headers.get("authorization"))
+            if principal is None:
+                self.failures["unauthenticated"] += 1
+                if mutating:
+                    audit(None, request.method, request.url.path, {}, "unauthenticated")
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API token is required",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if principal.role < role:
+                self.failures["forbidden"] += 1
+                if mutating:
+                    audit(principal, request.method, request.url.path, {}, f"forbidden: needs {role.name}")
+                raise HTTPException(status.HTTP_403_FORBIDDEN, f"{principal.role.name} may not do this: needs {role.name}")
+            request.state.principal = principal
+            return principal
+
+        return dependency
+
+    def from_bearer(self, header: str | None) -> Principal | None:
+        scheme, _, token = (header or "").partition(" ")
+        return self.from_token(token.strip()) if scheme.lower() == "bearer" else None
+
+    def from_token(self, token: object) -> Principal | None:
+        if self.tokens is None or not isinstance(token, str) or not token:
+            return None
+        try:
+            return self.tokens.authenticate(token)
+        except TokenError as exc:  # a damaged token file: nobody gets in until it is fixed
+            self.failures["token_file"] += 1
+            if time.monotonic() - self._logged > 60:
+                self._logged = time.monotonic()
+                log.error("refusing every token: %s", exc)
+            return None
+
+
+def origin_allowed(headers: Mapping[str, str], extra: list[str]) -> bool:
+    """No Origin (not a browser), the page's own (https://<Host>), or one the config lists."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    if origin in extra:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme == "https" and bool(parts.netloc) and parts.netloc == headers.get("host")
+
+
+def audit(principal: Principal | None, method: str, path: str, args: dict[str, Any], result: str,
+          trace: str | None = None) -> None:
+    """One journald line per mutating request: who, what, with which arguments, and how it ended."""
+    actor = principal.name if principal else "(unauthenticated)"
+    log.info("audit: %s %s %s by %s: %s", method, path, orjson.dumps(args).decode(), actor, result,
+             extra={"ACTOR": actor, "ROLE": principal.role.name if principal else None, "VERB": f"{method} {path}",
+                    "ARGS": orjson.dumps(args).decode(), "RESULT": result, "TRACE_ID": trace})

@@ -1,0 +1,109 @@
+"""A broker and a real algo-gateway process on Unix sockets in a temp dir, for the gateway's tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from daemons.algoctl import control, gateway
+from daemons.journal_format.layout import COLUMNS
+from daemons.runtime.config import FleetConfig, load_config
+from daemons.runtime.envelope import Event
+from tests.conftest import TEST_CONFIG
+from tests.helpers import wait_until
+from tests.test_runtime import NotifySocket
+
+# Today's journal: INFY bought 10 @ 100, 4 sold @ 110; one order still open, one rejected
+ORDERS = [
+    {"client_id": "c1", "status": "OPEN", "symbol": "INFY", "side": "BUY", "quantity": "10"},
+    {"client_id": "c1", "status": "COMPLETE", "symbol": "INFY", "side": "BUY", "quantity": "10"},
+    {"client_id": "c2", "status": "COMPLETE", "symbol": "INFY", "side": "SELL", "quantity": "4"},
+    {"client_id": "c3", "status": "REJECTED", "symbol": "TCS", "side": "BUY", "quantity": "1"},
+]
+FILLS = [
+    {"fill_id": "f1", "client_id": "c1", "symbol": "INFY", "order_id": "o1", "side": "BUY", "quantity": "10", "price": "100"},
+    {"fill_id": "f2", "client_id": "c2", "symbol": "INFY", "order_id": "o2", "side": "SELL", "quantity": "4", "price": "110"},
+]
+
+
+def write_day(journal: Path, day: str) -> None:
+    folder = journal / day
+    folder.mkdir(parents=True)
+    common = {"engine": "equity", "strategy": "rsi-infy", "instrument_type": "EQ", "ts": f"{day}T10:00:00+05:30"}
+    for name, rows in (("orders.csv", ORDERS), ("fills.csv", FILLS)):
+        lines = [",".join(COLUMNS[name])]
+        lines += [",".join({**common, **row}.get(c, "") for c in COLUMNS[name]) for row in rows]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+@dataclass
+class GatewayFleet:
+    root: Path
+    config_path: Path
+    config: FleetConfig
+    env: dict[str, str]
+    notify: NotifySocket
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> token
+
+    @property
+    def api_socket(self) -> Path:
+        return self.config.gateway.socket
+
+    @property
+    def gateway(self) -> subprocess.Popen[str]:
+        return self.procs[-1]
+
+    def http(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.api_socket)), base_url="http://gateway",
+                            headers=headers, timeout=10)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> Event:
+        """As an operator's algoctl would: through the real broker."""
+        return control.send(self.config, topic, payload)
+
+    def stderr(self) -> str:
+        """The gateway's log lines so far (after it exited)."""
+        assert self.gateway.stderr is not None
+        return self.gateway.stderr.read()
+
+
+@contextmanager
+def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in gateway_keys.items())
+    config_path = tmp / "fleet.toml"
+    config_path.write_text(
+        TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp}/bus.sock"').replace("9470", "19470")
+        .replace('directory = "/var/lib/algo/journal"', f'directory = "{tmp}/journal"')
+        + f'\n[gateway]\nsocket = "{tmp}/api.sock"\ntokens = "{tmp}/state/tokens.json"\n{extra}')
+    env = {**os.environ, "ALGO_CONFIG": str(config_path), "CREDENTIALS_DIRECTORY": str(tmp / "creds")}
+    env.pop("NOTIFY_SOCKET", None)
+    config = load_config(config_path)
+    fleet = GatewayFleet(tmp, config_path, config, env, NotifySocket(tmp / "notify.sock"))
+    for role in ("viewer", "operator", "admin"):
+        fleet.tokens[role] = gateway.add(config, f"{role}-1", role, tmp / "creds")
+    try:
+        fleet.procs.append(subprocess.Popen([sys.executable, "-m", "daemons.bus"], env=env,
+                                            stderr=subprocess.DEVNULL, text=True))
+        wait_until(lambda: config.bus.socket.exists(), 20, "the broker's socket")
+        fleet.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "daemons.gateway"], stderr=subprocess.PIPE, text=True,
+            env={**env, "NOTIFY_SOCKET": str(fleet.notify.path), "WATCHDOG_USEC": "400000"}))
+        fleet.notify.wait_for("READY=1")
+        yield fleet
+    finally:
+        for proc in reversed(fleet.procs):
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(20)
+        fleet.notify.sock.close()

@@ -1,0 +1,156 @@
+"""The real nginx in front of a real algo-gateway and broker: TLS, REST, the WebSocket upgrade, the
+console, Grafana's path, the loopback metrics listener; the rendered config passes `nginx -t`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from daemons.gateway.nginx import Site, ensure_certificate, prepare_prefix, render
+from daemons.runtime.envelope import EXECUTION_FILL
+from tests.gateway_fleet import GatewayFleet, gateway_fleet
+from tests.helpers import wait_until
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (scripts/test.sh installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Grafana(BaseHTTPRequestHandler):
+    """Stands in for Grafana: answers with the path it was asked for."""
+
+    def do_GET(self) -> None:
+        body = f"grafana saw {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NGINX, "-t", "-p", f"{prefix}/", "-c", "conf/nginx.conf"], capture_output=True, text=True)
+
+
+@dataclass
+class FrontDoor:
+    fleet: GatewayFleet
+    base: str
+    cert: Path
+    metrics_port: int
+
+    def https(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.fleet.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.base, verify=ssl.create_default_context(cafile=self.cert), headers=headers,
+                            timeout=10)
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
+    tmp = tmp_path_factory.mktemp("ngx")
+    metrics_port = free_port()
+    with gateway_fleet(tmp / "fleet", metrics_port=metrics_port) as fleet:
+        cert, key = tmp / "tls" / "cert.pem", tmp / "tls" / "key.pem"
+        assert ensure_certificate(cert, key, ["localhost", "127.0.0.1"])
+        assert not ensure_certificate(cert, key, ["localhost"])  # an existing one is kept
+        assert key.stat().st_mode & 0o777 == 0o600
+        console = tmp / "console"
+        console.mkdir()
+        (console / "index.html").write_text("<title>algo console</title>")
+        grafana = ThreadingHTTPServer(("127.0.0.1", 0), Grafana)
+        threading.Thread(target=grafana.serve_forever, daemon=True).start()
+        port = free_port()
+        prefix = tmp / "prefix"
+        prepare_prefix(prefix)
+        site = Site(listen=f"127.0.0.1:{port}", cert=cert, key=key, console=console,
+                    grafana=f"127.0.0.1:{grafana.server_address[1]}", user="root")
+        (prefix / "conf" / "nginx.conf").write_text(render(fleet.config, site))
+        checked = nginx_test(prefix)
+        assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+        nginx = subprocess.Popen([NGINX, "-p", f"{prefix}/", "-c", "conf/nginx.conf", "-g", "daemon off;"],
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: _accepts(port), 20, "nginx listening")
+            yield FrontDoor(fleet, f"https://127.0.0.1:{port}", cert, metrics_port)
+        finally:
+            nginx.terminate()
+            nginx.wait(20)
+            grafana.shutdown()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_rest_through_nginx_over_tls(door: FrontDoor) -> None:
+    assert door.https().get("/api/v1/fleet").status_code == 401
+    assert door.https("viewer").get("/api/v1/fleet").json()["bus_connected"] is True
+    denied = door.https("viewer").post("/api/v1/kill-switch", json={"engage": True, "reason": "x"})
+    assert denied.status_code == 403
+    schema = door.https().get("/api/v1/openapi.json").json()
+    assert "/api/v1/kill-switch" in schema["paths"]
+
+
+def test_console_grafana_and_metrics_routes(door: FrontDoor) -> None:
+    assert "algo console" in door.https().get("/").text
+    assert "algo console" in door.https().get("/some/console/route").text  # the console's own routing
+    assert door.https().get("/grafana/d/fleet?x=1").text == "grafana saw /grafana/d/fleet?x=1"
+    assert "algo console" in door.https().get("/metrics").text  # not exposed on the front door
+    scraped = httpx.get(f"http://127.0.0.1:{door.metrics_port}/metrics", timeout=10).text
+    assert "algo_gateway_ws_clients" in scraped and "algo_bus_client_connected 1.0" in scraped
+
+
+def test_websocket_through_nginx_streams_a_published_fill(door: FrontDoor) -> None:
+    session = door.https().post("/api/v1/session", json={"token": door.fleet.tokens["viewer"]})
+    assert session.status_code == 204
+    headers = {"Cookie": session.headers["set-cookie"].split(";")[0], "Origin": door.base}
+    ctx = ssl.create_default_context(cafile=door.cert)
+    with connect(door.base.replace("https", "wss") + "/ws/events", ssl=ctx, additional_headers=headers,
+                 open_timeout=10) as ws:
+        ws.send(json.dumps({"topics": ["execution.fill"]}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        door.fleet.publish(EXECUTION_FILL, {"fill_id": "through-nginx"})
+        message = json.loads(ws.recv(timeout=10))
+    assert message["type"] == "event" and message["event"]["payload"] == {"fill_id": "through-nginx"}
+
+
+def test_nginx_t_refuses_a_config_whose_certificate_is_missing(door: FrontDoor, tmp_path: Path) -> None:
+    prepare_prefix(tmp_path)
+    site = Site(listen="127.0.0.1:1", cert=tmp_path / "none.pem", key=tmp_path / "none.key", console=tmp_path)
+    (tmp_path / "conf" / "nginx.conf").write_text(render(door.fleet.config, site))
+    checked = nginx_test(tmp_path)
+    assert checked.returncode != 0 and "none.pem" in checked.stderr
+
+
+def test_render_refuses_what_would_break_the_config(door: FrontDoor, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        render(door.fleet.config, Site(listen="127.0.0.1:1", cert=Path("cert.pem"), key=tmp_path, console=tmp_path))
+    with pytest.raises(ValueError, match="listen"):
+        render(door.fleet.config, Site(listen="1; evil", cert=tmp_path, key=tmp_path, console=tmp_path))
+    with pytest.raises(ValueError, match="host:port"):
+        render(door.fleet.config, Site(listen="127.0.0.1:1", cert=tmp_path, key=tmp_path, console=tmp_path,
+                                       grafana="http://x/"))
