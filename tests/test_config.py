@@ -115,7 +115,8 @@ def test_strategy_parameters_are_judged_by_the_strategies(tmp_path: Path) -> Non
     assert [str(p) for p in err.value.problems] == [
         "daemons.fno.strategies.0: need 0 < fast < slow, got fast=30 slow=21",
         "daemons.equity.strategies.0.name: 'ema' is already used by daemons.fno.strategies.0",
-        "daemons.options.strategies.0: unknown strategy kind 'martingale' (known: ema_crossover, rsi_reversion, short_straddle)",
+        "daemons.options.strategies.0: unknown strategy kind 'martingale' "
+        "(known: ema_crossover, model, rsi_reversion, short_straddle)",
     ]
 
 

@@ -18,7 +18,7 @@ from ..gateway.tokens import Role
 from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, FleetConfig, Problem, load_config, missing_credentials, redacted
-from . import control, gateway, login, replay, trace, wal
+from . import control, gateway, login, model, replay, trace, wal
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
 from .units import render_units
@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--credentials", type=Path, default=login.DEFAULT_CREDENTIALS_DIR,
                        help=f"where gateway_pepper lives (default {login.DEFAULT_CREDENTIALS_DIR})")
 
+    model.add_parser(sub)
+
     box = sub.add_parser("sandbox", help="a private systemd (PID 1 of new PID + mount namespaces) running the fleet")
     box.add_argument("--root", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox state (default {DEFAULT_SANDBOX})")
     box_sub = box.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -125,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_sandbox(args))
     if args.command == "wal":
         sys.exit(_wal(args))
+    if args.command == "model":
+        sys.exit(model.run(args))
     sys.exit(_operate(args))
 
 

@@ -31,6 +31,7 @@ class Cause(Enum):
     ERROR = "error"  # a call raised, below the limit
     LIMIT = "limit"  # a call raised and the window now holds strategy_error_limit errors
     UNRESTORABLE = "unrestorable"  # its checkpointed state could not be restored at start
+    UNUSABLE = "unusable"  # what its config names could not be loaded (a model file): open() raised
     RESUME = "resume"  # `algoctl resume` named the strategy or its engine
 
 
@@ -38,10 +39,12 @@ TRANSITIONS: dict[tuple[Mode, Cause], Mode] = {
     (Mode.ENABLED, Cause.ERROR): Mode.ENABLED,
     (Mode.ENABLED, Cause.LIMIT): Mode.DISABLED,
     (Mode.ENABLED, Cause.UNRESTORABLE): Mode.DISABLED,
+    (Mode.ENABLED, Cause.UNUSABLE): Mode.DISABLED,
     (Mode.ENABLED, Cause.RESUME): Mode.ENABLED,
     (Mode.DISABLED, Cause.ERROR): Mode.DISABLED,
     (Mode.DISABLED, Cause.LIMIT): Mode.DISABLED,
     (Mode.DISABLED, Cause.UNRESTORABLE): Mode.DISABLED,
+    (Mode.DISABLED, Cause.UNUSABLE): Mode.DISABLED,
     (Mode.DISABLED, Cause.RESUME): Mode.ENABLED,
 }
 
@@ -77,8 +80,8 @@ class StrategyGuard:
             self.disabled.add(name)
             self.disabled_gauge.labels(name).set(1)
 
-    def disable(self, strategy: str, why: str) -> None:
-        if self._move(strategy, Cause.UNRESTORABLE):
+    def disable(self, strategy: str, why: str, cause: Cause = Cause.UNRESTORABLE) -> None:
+        if self._move(strategy, cause):
             log.error("%s DISABLED for entries: %s (exits still go out); `algoctl resume %s` once checked",
                       strategy, why, strategy, extra={"ENGINE": self.engine, "STRATEGY": strategy})
 

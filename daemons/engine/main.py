@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from prometheus_client import Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
@@ -34,13 +34,14 @@ from ..runtime.envelope import (
     CONTROL_RESUME,
     CONTROL_SYNC,
     EXECUTION_FILL,
+    FEATURES_BAR,
     MARKETDATA_TICK,
     STRATEGY_SIGNAL,
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
-from .guard import StrategyGuard
-from .strategies import Fill, Signal, Strategy, Tick, build
+from .guard import Cause, StrategyGuard
+from .strategies import FeatureBar, Fill, ModelStrategy, Signal, Strategy, Tick, build
 
 log = logging.getLogger("algo.engine")
 
@@ -79,6 +80,8 @@ class EngineDaemon(Daemon):
         self._audience_of = self.strategies
         metrics.registry.register(StrategyBookCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
+        self.reads_bars = False  # subscribed to features.bar: once a strategy reads bars (model strategies)
+        self._read_bars_if_needed()
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe("control.*", self._on_control)
         self._ask_for_watched_ticks()
@@ -97,6 +100,20 @@ class EngineDaemon(Daemon):
         if saved:
             self._restore(saved)
         self._roll_day()
+        self._open(self.strategies)
+
+    def _open(self, names: Iterable[str]) -> None:
+        """Load what each strategy's config only names (a model file); one that cannot is disabled, alone."""
+        for name in names:
+            try:
+                self.strategies[name].open()
+            except Exception as exc:
+                self.guard.disable(name, f"cannot start: {exc}", Cause.UNUSABLE)
+
+    def _read_bars_if_needed(self) -> None:
+        if not self.reads_bars and any(s.reads_bars for s in self.strategies.values()):
+            self.reads_bars = True
+            self.bus.subscribe(FEATURES_BAR, self._on_bar)
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.guard.restore(set(saved.get("disabled", [])) & set(self.strategies))
@@ -160,6 +177,8 @@ class EngineDaemon(Daemon):
                      section.params, extra={"ENGINE": self.engine, "STRATEGY": name})
         self._audience.clear()  # strategies changed in place: work out who watches what again
         self._ask_for_watched_ticks()
+        self._read_bars_if_needed()
+        self._open(self.strategies)  # a model file replaced in place is loaded again, the position kept
         self.save()
 
     def _ask_for_watched_ticks(self) -> None:
@@ -236,6 +255,34 @@ class EngineDaemon(Daemon):
             for payload in out:
                 self._publish(payload, event.trace)
 
+    def _on_bar(self, event: Event) -> None:
+        """A bar's features, for the strategies that read bars and watch its symbol."""
+        p = event.payload
+        try:
+            bar = FeatureBar(int(p["token"]), str(p["symbol"]), int(p["end"]), list(p["v"]))
+        except (KeyError, TypeError, ValueError):
+            return  # the bus client counts malformed envelopes; a payload of another schema is not ours
+        price = self.book.marks.get(bar.symbol)
+        for name, strategy in self._watchers(bar.symbol, ""):
+            if not strategy.reads_bars:
+                continue
+            if price is None:
+                continue  # no tick of it seen yet: no price to stamp a signal with (risk needs one)
+            try:
+                started = time.thread_time_ns()
+                try:
+                    signals = strategy.on_bar(bar)
+                finally:
+                    self.cpu_ns[name] = self.cpu_ns.get(name, 0) + time.thread_time_ns() - started
+                out = self._stamped(name, signals, price, bar.end_ns, event)
+            except Exception as exc:
+                self.guard.failed(name, "on_bar", exc, event.trace)
+                continue
+            if out:
+                self.save()
+            for payload in out:
+                self._publish(payload, event.trace)
+
     def _signals_of(self, name: str, strategy: Strategy, tick: Tick, event: Event) -> list[dict[str, Any]]:
         """What the strategy's reaction to the tick publishes; whatever it raises or returns wrong is its error."""
         started = time.thread_time_ns()
@@ -243,19 +290,24 @@ class EngineDaemon(Daemon):
             signals = strategy.on_tick(tick)
         finally:
             self.cpu_ns[name] = self.cpu_ns.get(name, 0) + time.thread_time_ns() - started
+        return self._stamped(name, signals, tick.last_price, tick.exchange_ts, event)
+
+    def _stamped(self, name: str, signals: list[Signal], price: float, exchange_ts: int,
+                 event: Event) -> list[dict[str, Any]]:
+        """Signals as ``strategy.signal`` payloads: checked, counted, with the price and time they saw."""
         if not signals:
             return []
-        day = datetime.fromtimestamp(tick.exchange_ts / 1e9, IST).date().isoformat()
+        day = datetime.fromtimestamp(exchange_ts / 1e9, IST).date().isoformat()
         blocked = name in self.paused or name in self.guard.disabled
         out = []
         for signal in signals:
             if not isinstance(signal, Signal) or signal.strategy != name:
-                raise TypeError(f"on_tick returned {signal!r}, not a Signal of {name} (use self.signal())")
+                raise TypeError(f"it returned {signal!r}, not a Signal of {name} (use self.signal())")
             if blocked and signal.entry:
                 continue  # paused or disabled after errors: no new exposure; exits still go out
             self.counts[name] += 1
-            out.append({"engine": self.engine, **signal._asdict(), "tick_price": tick.last_price,
-                        "tick_exchange_ts": tick.exchange_ts, "tick_ts": event.ts,
+            out.append({"engine": self.engine, **signal._asdict(), "tick_price": price,
+                        "tick_exchange_ts": exchange_ts, "tick_ts": event.ts,
                         "signal_id": f"{name}:{day}:{self.counts[name]}"})
         return out
 
@@ -319,7 +371,7 @@ class StrategyBookCollector(Collector):
     def __init__(self, daemon: EngineDaemon) -> None:
         self.daemon = daemon
 
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         book = self.daemon.book
         pnl = GaugeMetricFamily("algo_engine_pnl_rupees", "P&L by strategy", labels=["strategy", "kind"])
         open_ = GaugeMetricFamily("algo_engine_open_positions", "Symbols the strategy holds", labels=["strategy"])
@@ -336,6 +388,23 @@ class StrategyBookCollector(Collector):
         for name in sorted(self.daemon.strategies):
             cpu.add_metric([name], self.daemon.cpu_ns.get(name, 0) / 1e9)
         yield cpu
+        models = {n: s for n, s in sorted(self.daemon.strategies.items()) if isinstance(s, ModelStrategy)}
+        if not models:
+            return
+        seconds = HistogramMetricFamily("algo_model_inference_seconds", "Time of one model prediction",
+                                        labels=["strategy"])
+        predictions = CounterMetricFamily("algo_model_predictions", "Predictions made (features warmed up)",
+                                          labels=["strategy"])
+        loaded = GaugeMetricFamily("algo_model_info", "The model a strategy runs (1), by version and feature hash; "
+                                   "0 while none could be loaded", labels=["strategy", "version", "features"])
+        for name, strategy in models.items():
+            seconds.add_metric([name], strategy.inference.buckets(), strategy.inference.total)
+            predictions.add_metric([name], strategy.predictions)
+            m = strategy.model
+            loaded.add_metric([name, m.version if m else "", m.feature_hash if m else ""], 1 if m else 0)
+        yield seconds
+        yield predictions
+        yield loaded
 
 
 class FnoEngine(EngineDaemon):

@@ -17,6 +17,7 @@ import orjson
 from . import wire
 from .config import BusSection
 from .envelope import CONFLATED_PREFIX, Event, EventFactory, decode_body, set_key
+from .samples import Samples
 from .transport import Transport, UnixTransport
 
 log = logging.getLogger("algo.bus")
@@ -35,35 +36,6 @@ MD_QUEUE_BYTES = 4 << 20  # newer ticks are kept only as the newest per (topic, 
 LAG_SAMPLE_MASK = 63  # one event in 64: the delivery lag histogram costs nothing on the hot path
 MALFORMED_LOG_SEC = 60.0
 LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
-
-
-class LagSample:
-    """A Prometheus-style histogram of publish-to-handler lag (seconds), as plain numbers."""
-
-    __slots__ = ("counts", "n", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * len(LAG_BUCKETS)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, published_ns: int) -> None:
-        lag = max(0.0, (time.time_ns() - published_ns) / 1e9)
-        self.n += 1
-        self.total += lag
-        for i, bound in enumerate(LAG_BUCKETS):
-            if lag <= bound:
-                self.counts[i] += 1
-                break
-
-    def buckets(self) -> list[tuple[str, int]]:
-        """Cumulative, as the exposition format wants them."""
-        out, running = [], 0
-        for bound, count in zip(LAG_BUCKETS, self.counts, strict=True):
-            running += count
-            out.append((repr(bound), running))
-        out.append(("+Inf", self.n))
-        return out
 
 
 class BusClient:
@@ -98,7 +70,7 @@ class BusClient:
         self.malformed: Counter[str] = Counter()  # by topic
         self._malformed_logged: dict[tuple[str, str], float] = {}
         self.handler_errors = 0
-        self.lag = LagSample()
+        self.lag = Samples(LAG_BUCKETS)  # publish-to-handler lag, seconds
         transport.on_batch = self._on_batch
 
     @classmethod
@@ -328,7 +300,7 @@ class BusClient:
                 self._malformed(name, "type is not the frame's topic")
                 continue
             if not received & LAG_SAMPLE_MASK:
-                self.lag.observe(event.ts)
+                self.lag.observe(max(0.0, (time.time_ns() - event.ts) / 1e9))
             seqs = route[3]
             source, seq = event.source, event.seq
             last = seqs.get(source, 0)

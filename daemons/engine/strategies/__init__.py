@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, get_args, get_type_hints
 
-from .base import Fill, Signal, Strategy, Tick
+from .base import FeatureBar, Fill, Signal, Strategy, Tick
+from .model import ModelStrategy
 from .reversion import RsiReversion
 from .straddle import ShortStraddle
 from .trend import EmaCrossover
 
-KINDS: dict[str, type[Strategy]] = {cls.kind: cls for cls in (EmaCrossover, RsiReversion, ShortStraddle)}
+KINDS: dict[str, type[Strategy]] = {cls.kind: cls for cls in (EmaCrossover, RsiReversion, ShortStraddle, ModelStrategy)}
 
 
 def build(kind: str, name: str, params: dict[str, Any]) -> Strategy:
@@ -27,4 +28,4 @@ def build(kind: str, name: str, params: dict[str, Any]) -> Strategy:
         raise ValueError(f"{kind}: {str(exc).split('__init__() ', 1)[-1]}") from None
 
 
-__all__ = ["KINDS", "Fill", "Signal", "Strategy", "Tick", "build"]
+__all__ = ["KINDS", "FeatureBar", "Fill", "ModelStrategy", "Signal", "Strategy", "Tick", "build"]

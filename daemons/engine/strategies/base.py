@@ -40,6 +40,16 @@ class Fill(NamedTuple):
     price: float
 
 
+class FeatureBar(NamedTuple):
+    """One symbol's features at a bar's close (``features.bar``): ``values`` in FEATURES order
+    (daemons/features/indicators.py), None while one is not warmed up."""
+
+    token: int
+    symbol: str
+    end_ns: int  # the bar's close, exchange time
+    values: list[float | None]
+
+
 class Signal(NamedTuple):
     """An intent to trade; risk decides whether it becomes an order."""
 
@@ -51,12 +61,14 @@ class Signal(NamedTuple):
     limit_price: float | None
     reason: str
     entry: bool  # False for exits: a kill switch blocks entries, never exits
+    model: dict[str, str] | None = None  # a model strategy's model: path, version, feature hash (to the journal)
 
 
 class Strategy(ABC):
     """Subclass, set ``kind``, and implement on_tick; keep all state in plain attributes."""
 
     kind: ClassVar[str]
+    reads_bars: ClassVar[bool] = False  # True: the engine hands it features.bar of what it watches (on_bar)
 
     def __init__(self, name: str, **params: Any) -> None:
         self.name = name
@@ -70,9 +82,17 @@ class Strategy(ABC):
         bus, most ticks concern no strategy, and skipping them unread keeps a burst short."""
         return None
 
+    def open(self) -> None:
+        """Load what the config only names (a model file), before the first tick and again on a reload;
+        raise with the reason if it cannot be used (the engine disables this strategy, and only it)."""
+
     @abstractmethod
     def on_tick(self, tick: Tick) -> list[Signal]:
         """React to one tick; return the signals it causes (usually none)."""
+
+    def on_bar(self, bar: FeatureBar) -> list[Signal]:
+        """React to one bar's features (only for ``reads_bars`` strategies)."""
+        return []
 
     def on_fill(self, fill: Fill) -> None:
         signed = fill.quantity if fill.side == "BUY" else -fill.quantity
@@ -93,5 +113,20 @@ class Strategy(ABC):
         pass
 
     def signal(self, symbol: str, side: Side, quantity: int, reason: str, *, entry: bool,
-               limit_price: float | None = None) -> Signal:
-        return Signal(self.name, symbol, side, quantity, "LIMIT" if limit_price else "MARKET", limit_price, reason, entry)
+               limit_price: float | None = None, model: dict[str, str] | None = None) -> Signal:
+        return Signal(self.name, symbol, side, quantity, "LIMIT" if limit_price else "MARKET", limit_price, reason, entry,
+                      model)
+
+    def go_to(self, symbol: str, target: int, why: str, model: dict[str, str] | None = None) -> list[Signal]:
+        """The signals that take the position in ``symbol`` to ``target`` (signed): an exit of what points
+        the other way first, then the entry."""
+        held = self.position.get(symbol, 0)
+        out = []
+        if held and (target == 0 or (held > 0) != (target > 0)):
+            out.append(self.signal(symbol, "SELL" if held > 0 else "BUY", abs(held), f"exit: {why}", entry=False,
+                                   model=model))
+            held = 0
+        if target != held:
+            side: Side = "BUY" if target > held else "SELL"
+            out.append(self.signal(symbol, side, abs(target - held), f"entry: {why}", entry=True, model=model))
+        return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Side, Signal, Strategy, Tick
+from .base import Signal, Strategy, Tick
 from .indicators import EMA
 
 
@@ -44,8 +44,8 @@ class EmaCrossover(Strategy):
         self.trend = trend
         if not crossed:
             return []
-        return self._go_to(self.quantity * trend if (trend > 0 or self.allow_short) else 0,
-                           f"EMA{self.fast.period} crossed {'above' if trend > 0 else 'below'} EMA{self.slow.period}")
+        return self.go_to(self.symbol, self.quantity * trend if (trend > 0 or self.allow_short) else 0,
+                          f"EMA{self.fast.period} crossed {'above' if trend > 0 else 'below'} EMA{self.slow.period}")
 
     def watches(self) -> frozenset[str]:
         return frozenset({self.underlying} if self.underlying else {self.symbol})  # a future's ticks name its underlying
@@ -55,17 +55,6 @@ class EmaCrossover(Strategy):
         if (tick.type == "FUT" and tick.underlying == self.underlying and tick.expiry
                 and (not self.expiry or tick.expiry < self.expiry)):
             self.expiry, self.symbol = tick.expiry, tick.symbol
-
-    def _go_to(self, target: int, why: str) -> list[Signal]:
-        held = self.position.get(self.symbol, 0)
-        out = []
-        if held and (target == 0 or (held > 0) != (target > 0)):
-            out.append(self.signal(self.symbol, "SELL" if held > 0 else "BUY", abs(held), f"exit: {why}", entry=False))
-            held = 0
-        if target != held:
-            side: Side = "BUY" if target > held else "SELL"
-            out.append(self.signal(self.symbol, side, abs(target - held), f"entry: {why}", entry=True))
-        return out
 
     def _state(self) -> dict[str, Any]:
         return {"fast": dict(vars(self.fast)), "slow": dict(vars(self.slow)), "trend": self.trend,

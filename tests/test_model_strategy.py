@@ -1,0 +1,169 @@
+"""Model strategies: an ONNX model reads a bar's features and its prediction becomes a signal that names
+the model; a bad model file is a clear error that disables that strategy and no other; a reload loads a
+replaced file keeping the position; the shipped example model is what `algoctl model train` makes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import generate_latest
+
+from daemons.algoctl.main import main as algoctl
+from daemons.engine.main import EngineDaemon, EquityEngine
+from daemons.engine.strategies import FeatureBar, ModelStrategy, build
+from daemons.features.indicators import FEATURES
+from daemons.models.onnx_model import Model, ModelError
+from daemons.models.train import Dataset, export
+from daemons.runtime.config import load_config
+from daemons.runtime.envelope import FEATURES_BAR, Event
+from daemons.runtime.metrics import DaemonMetrics
+from tests.conftest import REPO
+from tests.helpers import unsent_frames
+from tests.systemd.test_metrics_catalogue import catalogue
+from tests.test_strategy_isolation import tick_event
+
+PAPER = (REPO / "configs" / "paper.toml").read_text()
+
+
+def momentum_model(path: Path, weight: float = 1000.0) -> Model:
+    """p_up = sigmoid(weight * return): up after a rising bar, down after a falling one."""
+    data = Dataset(np.zeros((4, 1)), np.asarray([0.0, 1.0, 0.0, 1.0]), "test")
+    export(path, data, ("return",), (np.zeros(1), np.ones(1), np.asarray([weight]), 0.0))
+    return Model.load(path)
+
+
+def bar(ret: float | None, symbol: str = "INFY") -> FeatureBar:
+    values: list[float | None] = [None] * len(FEATURES)
+    values[FEATURES.index("return")] = ret
+    return FeatureBar(1, symbol, 1_763_610_360_000_000_000, values)
+
+
+def test_predictions_become_signals_that_name_the_model(tmp_path: Path) -> None:
+    model = momentum_model(tmp_path / "m.onnx")
+    strategy = build("model", "m", {"model": str(tmp_path / "m.onnx"), "symbol": "INFY", "quantity": 10,
+                                    "allow_short": True})
+    assert isinstance(strategy, ModelStrategy)
+    strategy.open()
+    assert strategy.on_bar(bar(None)) == []  # not warmed up: no prediction
+    assert strategy.on_bar(bar(0.01, "TCS")) == []  # another symbol
+    (buy,) = strategy.on_bar(bar(0.01))
+    assert (buy.side, buy.quantity, buy.entry) == ("BUY", 10, True)
+    assert buy.model == {"path": str(tmp_path / "m.onnx"), "version": model.version, "features": model.feature_hash}
+    assert f"model {model.version} p_up=1.000" in buy.reason
+    strategy.position["INFY"] = 10
+    assert strategy.on_bar(bar(0.0)) == []  # p = 0.5: hold
+    exit_, short = strategy.on_bar(bar(-0.01))
+    assert (exit_.side, exit_.quantity, exit_.entry, short.side, short.quantity) == ("SELL", 10, False, "SELL", 10)
+    assert strategy.predictions == 3 and strategy.inference.n == 4  # the one not warmed up is timed, not counted
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    (None, "cannot be read"),
+    (b"not a model", "not a model ONNX Runtime can load"),
+    ("no-features", "must name the features it reads"),
+    ("unknown-feature", "unknown: vwap"),
+    ("wrong-width", "needs one float input of shape [N, 2]"),
+])
+def test_a_bad_model_file_is_a_clear_error(tmp_path: Path, content: bytes | str | None, error: str) -> None:
+    path = tmp_path / "bad.onnx"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        import onnx
+
+        momentum_model(path)
+        proto = onnx.load(str(path))
+        meta = {p.key: p for p in proto.metadata_props}
+        if content == "no-features":
+            meta["features"].value = ""
+        elif content == "unknown-feature":
+            meta["features"].value = "vwap"
+        else:
+            meta["features"].value = "return,rsi"
+        path.write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelError, match=error.replace("[", r"\[")):
+        Model.load(path)
+
+
+def with_model(model: Path) -> str:
+    return PAPER + (f'\n[[daemons.equity.strategies]]\nname = "model-infy"\nkind = "model"\n'
+                    f'params = {{ model = "{model}", symbol = "INFY", quantity = 5 }}\n')
+
+
+def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> EngineDaemon:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    (tmp_path / "fleet.toml").write_text(text)
+    return EquityEngine(load_config(tmp_path / "fleet.toml"), DaemonMetrics("equity"))
+
+
+def bar_event(ret: float) -> Event:
+    b = bar(ret)
+    payload = {"schema": 1, "token": b.token, "symbol": b.symbol, "start": b.end_ns - 60_000_000_000, "end": b.end_ns,
+               "v": b.values}
+    return Event(FEATURES_BAR, "marketdata", 1, payload, "bar-1", 1, "bar-1")
+
+
+def test_the_engine_hands_bars_to_a_model_strategy_and_its_signal_names_the_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = momentum_model(tmp_path / "m.onnx")
+    eng = engine(tmp_path, monkeypatch, with_model(tmp_path / "m.onnx"))
+    import asyncio
+
+    asyncio.run(eng.setup())
+    assert eng.reads_bars and "model-infy" not in eng.guard.disabled
+    eng._on_bar(bar_event(0.01))
+    assert not [f for f in unsent_frames(eng.bus) if f.topic == b"strategy.signal"]  # no tick yet: no price
+    eng._on_tick(tick_event(1))
+    eng._on_bar(bar_event(0.01))
+    (signal,) = [orjson.loads(f.body)["payload"] for f in unsent_frames(eng.bus) if f.topic == b"strategy.signal"]
+    assert (signal["strategy"], signal["side"], signal["quantity"], signal["tick_price"]) == ("model-infy", "BUY", 5, 101.0)
+    assert signal["model"]["version"] == model.version and signal["signal_id"].startswith("model-infy:")
+    scrape = {s.name: s for m in eng.metrics.registry.collect() for s in m.samples if "model" in s.labels.get("strategy", "")}
+    assert scrape["algo_model_predictions_total"].value == 1 and scrape["algo_model_inference_seconds_count"].value == 1
+    assert scrape["algo_model_info"].labels["version"] == model.version
+    exposed = generate_latest(eng.metrics.registry).decode()
+    types = {m[1]: m[2] for m in re.finditer(r"^# TYPE (algo_model_\w+) (\S+)$", exposed, re.M)}
+    assert types == catalogue("Model strategies")
+
+
+def test_a_bad_model_disables_that_strategy_alone_and_a_reload_loads_a_replaced_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x00garbage")
+    caplog.set_level(logging.INFO, "algo.engine")
+    eng = engine(tmp_path, monkeypatch, with_model(path))
+    import asyncio
+
+    asyncio.run(eng.setup())
+    assert eng.guard.disabled == {"model-infy"}  # the rsi strategies run on
+    (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert line.getMessage().startswith("model-infy DISABLED for entries: cannot start: ")
+    assert "not a model ONNX Runtime can load" in line.getMessage() and line.STRATEGY == "model-infy"  # type: ignore[attr-defined]
+    first = momentum_model(path)
+    strategy = eng.strategies["model-infy"]
+    assert isinstance(strategy, ModelStrategy)
+    strategy.position["INFY"] = 5
+    asyncio.run(eng.reload(load_config(tmp_path / "fleet.toml")))
+    assert strategy.model is not None and strategy.model.version == first.version
+    second = momentum_model(path, weight=500.0)  # replaced in place: same config, a new version
+    asyncio.run(eng.reload(load_config(tmp_path / "fleet.toml")))
+    assert eng.strategies["model-infy"] is strategy and strategy.model.version == second.version != first.version
+    assert strategy.position == {"INFY": 5}
+
+
+def test_the_shipped_example_model_is_what_the_training_command_makes(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        algoctl(["model", "train", "--simulate", "7", "--out", str(tmp_path / "example.onnx")])
+    assert done.value.code == 0
+    assert (tmp_path / "example.onnx").read_bytes() == (REPO / "configs" / "models" / "example.onnx").read_bytes()
+    assert "features return,rsi,volatility" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        algoctl(["model", "train", "--simulate", "7", "--steps", "3", "--out", str(tmp_path / "tiny.onnx")])
+    assert done.value.code == 1 and "too few to train on" in capsys.readouterr().err
+    assert not (tmp_path / "tiny.onnx").exists()
