@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""A model strategy's prediction cost in process: the shipped example model (configs/models/example.onnx,
+ONNX Runtime, one thread) on one features.bar row at a time, as ModelStrategy.on_bar calls it, and the
+whole on_bar (prediction, thresholds, signal with the model's identity).
+
+    .venv/bin/python bench/models/inference.py [--rows 20000]
+
+Results: bench/models/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import time
+from pathlib import Path
+
+from daemons.engine.strategies import FeatureBar, ModelStrategy
+from daemons.features.indicators import FEATURES
+from daemons.models.onnx_model import Model
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "models" / "example.onnx"
+
+
+def rows(n: int) -> list[list[float | None]]:
+    rng = random.Random(1)
+    out: list[list[float | None]] = []
+    for _ in range(n):
+        row: list[float | None] = [rng.gauss(0, 0.001), 100.0, 100.0, rng.uniform(20, 80), 1.0,
+                                   abs(rng.gauss(0.001, 0.0003)), 0.0]
+        out.append(row)
+    assert len(out[0]) == len(FEATURES)
+    return out
+
+
+def percentiles(took: list[float]) -> str:
+    took.sort()
+    n = len(took)
+    return (f"p50 {took[n // 2] * 1e6:.1f} µs, p99 {took[n * 99 // 100] * 1e6:.1f} µs, "
+            f"max {took[-1] * 1e6:.1f} µs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    args = parser.parse_args()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    model = Model.load(EXAMPLE)
+    print(f"load (ONNX Runtime imported, session built): {(time.perf_counter() - started) * 1e3:.0f} ms, "
+          f"+{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024:.0f} MB max RSS")
+    data = rows(args.rows)
+    for row in data[:1000]:  # warm up
+        model.predict(row)
+    took = []
+    for row in data:
+        t = time.perf_counter()
+        model.predict(row)
+        took.append(time.perf_counter() - t)
+    print(f"predict, one row: {percentiles(took)}")
+    strategy = ModelStrategy("bench", model=str(EXAMPLE), symbol="X", quantity=1, buy_above=0.5, sell_below=0.5)
+    strategy.open()
+    bars = [FeatureBar(1, "X", 0, row) for row in data]
+    took = []
+    for bar in bars:
+        t = time.perf_counter()
+        strategy.on_bar(bar)
+        took.append(time.perf_counter() - t)
+    print(f"on_bar (predict, thresholds, signals): {percentiles(took)}")
+
+
+if __name__ == "__main__":
+    main()
