@@ -14,7 +14,9 @@ import argparse
 import random
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from daemons.engine.strategies import FeatureBar, ModelStrategy
 from daemons.features.indicators import FEATURES
@@ -32,6 +34,16 @@ def rows(n: int) -> list[list[float | None]]:
         out.append(row)
     assert len(out[0]) == len(FEATURES)
     return out
+
+
+def timed(call: Callable[[Any], object], items: list[Any]) -> list[float]:
+    """Seconds of each call, one item each."""
+    took = []
+    for item in items:
+        t = time.perf_counter()
+        call(item)
+        took.append(time.perf_counter() - t)
+    return took
 
 
 def percentiles(took: list[float]) -> str:
@@ -53,21 +65,11 @@ def main() -> None:
     data = rows(args.rows)
     for row in data[:1000]:  # warm up
         model.predict(row)
-    took = []
-    for row in data:
-        t = time.perf_counter()
-        model.predict(row)
-        took.append(time.perf_counter() - t)
-    print(f"predict, one row: {percentiles(took)}")
+    print(f"predict, one row: {percentiles(timed(model.predict, data))}")
     strategy = ModelStrategy("bench", model=str(EXAMPLE), symbol="X", quantity=1, buy_above=0.5, sell_below=0.5)
     strategy.open()
     bars = [FeatureBar(1, "X", 0, row) for row in data]
-    took = []
-    for bar in bars:
-        t = time.perf_counter()
-        strategy.on_bar(bar)
-        took.append(time.perf_counter() - t)
-    print(f"on_bar (predict, thresholds, signals): {percentiles(took)}")
+    print(f"on_bar (predict, thresholds, signals): {percentiles(timed(strategy.on_bar, bars))}")
 
 
 if __name__ == "__main__":
