@@ -162,6 +162,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "algo_fleet_journal": cfg.JournalSection,
     "algo_fleet_premarket": cfg.PremarketSection,
     "algo_fleet_eod": cfg.EodSection,
+    "algo_fleet_control_plane": cfg.ControlPlaneSection,
     "algo_fleet_kite": cfg.KiteSection,
 }
 SECRETS = {"api_key", "api_secret", "access_token"}  # systemd credentials, never in fleet.toml

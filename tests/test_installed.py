@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemons.algoctl.units import KITE_UNITS, LIVE_DROPIN, UNIT_SUFFIXES, source_dir
+from tests.conftest import REPO
 from tests.installed import build_wheel, install_wheel
 
 
@@ -51,3 +52,13 @@ def test_algoctl_units_live_adds_the_kite_network_drop_in(venv: Path, tmp_path: 
     dropins = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*.d/*"))
     assert dropins == sorted(f"{unit}.d/{LIVE_DROPIN}" for unit in KITE_UNITS)
     assert all(p.read_text() == (source_dir() / LIVE_DROPIN).read_text() for p in tmp_path.glob("*.d/*"))
+
+
+def test_the_installed_algoctl_migrates_and_seeds_the_control_plane_database(venv: Path, tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"  # the migrations are package data: without them the wheel cannot migrate
+    config.write_text((REPO / "configs" / "paper.toml").read_text().replace(
+        "sqlite:////var/lib/algo/control/control.db", f"sqlite:///{tmp_path}/control/control.db"))
+    done = algoctl(venv, "config", "seed", "--config", str(config))
+    assert done.returncode == 0 and "seeded 4 strategies" in done.stdout, done.stderr
+    done = algoctl(venv, "config", "diff", "--config", str(config))
+    assert (done.returncode, done.stdout) == (0, "no drift: the database's 4 strategies match fleet.toml\n"), done.stderr

@@ -33,11 +33,11 @@ def target(config: FleetConfig, name: str) -> dict[str, str]:
 
 
 def pause(config: FleetConfig, name: str, resume: bool = False) -> Event:
-    return send(config, CONTROL_RESUME if resume else CONTROL_PAUSE, {**target(config, name), "by": _who()})
+    return send(config, CONTROL_RESUME if resume else CONTROL_PAUSE, {**target(config, name), "by": who()})
 
 
 def kill_switch(config: FleetConfig, engage: bool, reason: str) -> Event:
-    return send(config, CONTROL_KILL_SWITCH, {"engage": engage, "reason": f"{reason} ({_who()} via algoctl)"})
+    return send(config, CONTROL_KILL_SWITCH, {"engage": engage, "reason": f"{reason} ({who()} via algoctl)"})
 
 
 def send(config: FleetConfig, topic: str, payload: dict[str, Any], timeout: float = 5.0) -> Event:
@@ -59,7 +59,7 @@ async def _send(config: FleetConfig, topic: str, payload: dict[str, Any], timeou
         await client.close()
 
 
-def _who() -> str:
+def who() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

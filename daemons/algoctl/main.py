@@ -18,7 +18,7 @@ from ..gateway.tokens import Role
 from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, FleetConfig, Problem, load_config, missing_credentials, redacted
-from . import control, gateway, login, model, replay, trace, wal
+from . import control, gateway, login, model, registry, replay, trace, wal
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason
 from .status import fleet_status
 from .units import render_units
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     show.add_argument("--config", type=Path, help="default: $ALGO_CONFIG or /etc/algo/fleet.toml")
     for p in (validate, show):
         p.add_argument("--credentials", type=Path, help="directory of credentials (default: $CREDENTIALS_DIRECTORY)")
+    registry.add_parsers(sub, cfg_sub)
 
     units = sub.add_parser("units", help="render unit files for a venv other than /opt/algo/venv")
     units.add_argument("dest", type=Path)
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("args", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)
+    if args.command == "strategy" or (args.command == "config" and args.action in ("seed", "diff")):
+        sys.exit(_registry(args))
     if args.command == "config":
         sys.exit(_config(args))
     if args.command == "units":
@@ -157,9 +160,7 @@ def _operate(args: argparse.Namespace) -> int:
         else:
             print(replay.start(config.daemons.journal.directory, args.day, args.speed))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"algoctl: {exc.source}: {problem}", file=sys.stderr)
-        return 78
+        return _config_failed(exc)
     except (ValueError, LookupError, OSError, control.BusUnreachable, login.LoginError) as exc:
         print(f"algoctl {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -178,6 +179,20 @@ def _gateway(args: argparse.Namespace, config: FleetConfig) -> None:
         print(f"removed {args.name}'s token")
     else:
         print(gateway.listing(config, args.credentials))
+
+
+def _registry(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _config_failed(exc)
+    return registry.run(args, config)
+
+
+def _config_failed(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        print(f"algoctl: {exc.source}: {problem}", file=sys.stderr)
+    return 78
 
 
 def _config(args: argparse.Namespace) -> int:

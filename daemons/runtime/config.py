@@ -386,6 +386,29 @@ class GatewaySection(DaemonSection):
     ring_events: int = Field(10_000, ge=16, le=1_000_000)  # recent events a reconnecting client can resume from
 
 
+class ControlPlaneSection(Section):
+    """The strategy registry and command queue (daemons/control_plane)."""
+
+    # sqlite:////ABSOLUTE/PATH (WAL; every user of it needs write access to its directory) or
+    # postgresql+psycopg://USER@HOST/DB; a password belongs in libpq's password file, never here.
+    database_url: str = "sqlite:////var/lib/algo/control/control.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if scheme == "sqlite" and sep and rest.startswith("//") and len(rest) > 2:
+            return v
+        if scheme == "postgresql+psycopg" and sep:
+            netloc, _, db = rest.partition("/")
+            if ":" in netloc.rpartition("@")[0]:  # an error of this type never echoes its input (_problem)
+                raise PydanticCustomError("secret_in_url", "must not carry a password: put it in libpq's password "
+                                          "file (PGPASSFILE)")
+            if db.partition("?")[0]:
+                return v
+        raise ValueError("must be sqlite:////absolute/path.db or postgresql+psycopg://user@host/database")
+
+
 @dataclass(frozen=True)
 class _LoadContext:
     file_data: dict[str, Any]
@@ -412,6 +435,9 @@ class FleetConfig(BaseSettings):
     premarket: PremarketSection = PremarketSection()
     eod: EodSection = EodSection()
     gateway: GatewaySection = GatewaySection()
+
+
+    control_plane: ControlPlaneSection = ControlPlaneSection()
     kite: KiteSection = KiteSection()
 
     @classmethod
@@ -566,7 +592,7 @@ def _problem(err: Any) -> Problem:
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required"
-    elif "input" in err and err["type"] not in ("model_type", "dict_type"):
+    elif "input" in err and err["type"] not in ("model_type", "dict_type", "secret_in_url"):
         msg = f"{msg} (got {err['input']!r})"
     return Problem(path, msg)
 

@@ -98,6 +98,11 @@ def test_a_bare_host_gets_a_trading_fleet_and_a_second_run_changes_nothing(deplo
     fills = box.state / "journal" / day / "fills.csv"
     wait_until(lambda: fills.exists() and len(fills.read_text().splitlines()) > 1, 120, "the deployed fleet to trade")
 
+    # the strategy registry was seeded as the fleet's user (who owns the database) and matches fleet.toml
+    assert box.run("stat", "-c", "%U", "/var/lib/algo/control/control.db", check=True).stdout.strip() == "algo"
+    diff = box.run("/opt/algo/venv/bin/algoctl", "config", "diff", "--config", "/etc/algo/fleet.toml")
+    assert (diff.returncode, diff.stdout) == (0, "no drift: the database's 4 strategies match fleet.toml\n"), diff.stderr
+
     second = play(box, inventory)
     assert second.returncode == 0, second.stdout[-5000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-5000:]
@@ -117,6 +122,8 @@ def test_changing_one_strategy_parameter_restarts_exactly_its_engine(deployed: t
     changed = sorted(s for s in before if before[s] != after[s])
     assert changed == ["algo-equity.service"], (changed, result.stdout[-3000:])
     assert "quantity = 20" in (box.etc / "fleet.toml").read_text()
+    listed = box.run("/opt/algo/venv/bin/algoctl", "strategy", "--config", "/etc/algo/fleet.toml", "list", check=True).stdout
+    assert '"quantity":20' in next(line for line in listed.splitlines() if line.startswith("rsi-infy"))  # the edit is taken
 
 
 def test_a_bad_variable_fails_in_preflight_naming_it_and_changes_nothing(deployed: tuple[Sandbox, Path]) -> None:

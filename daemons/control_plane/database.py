@@ -1,0 +1,89 @@
+"""Opening the database by URL, and migrating it: the only places that know SQLite from PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000  # a writer waits this long for another's transaction before "database is locked"
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this code was written for."""
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url``: SQLite in WAL mode (its directory created), or PostgreSQL through psycopg 3.
+
+    SQLite's transactions begin IMMEDIATE, taking the write lock up front: a deferred transaction that
+    reads and then writes fails at once with "database is locked" when another writer got there first,
+    busy_timeout or not. PostgreSQL's run at READ COMMITTED; the claim locks its row itself.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN would be deferred: we send ours
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+                       "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate up to ``revision``, in one transaction (PostgreSQL's and SQLite's DDL are transactional)."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic(connection), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate down to ``revision`` (``base``: no tables left)."""
+    with engine.begin() as connection:
+        command.downgrade(_alembic(connection), revision)
+
+
+def head() -> str:
+    """The newest revision this code ships."""
+    revision = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert revision is not None, f"no migrations in {MIGRATIONS}"
+    return revision
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse a database the deploy has not migrated (or one a newer version migrated past this code)."""
+    found, want = current(engine), head()
+    if found != want:
+        raise SchemaError(f"the control-plane database is at schema revision {found or 'none'}, this code needs {want}: "
+                          "run `algoctl config seed` (it migrates) as the deploy does")
