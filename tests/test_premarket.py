@@ -373,7 +373,7 @@ def test_main_passes(tmp_path: Path, state_root: Path) -> None:
     config.write_text('[fleet]\nmode = "paper"\n[premarket]\nmin_free_mb = 1\n')
     result = premarket(config, state_root)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines()[-1] == "INFO    algo.premarket: premarket passed: 4 checks"
+    assert result.stderr.splitlines()[-1] == "INFO    algo.premarket: premarket passed: 5 checks"
 
 
 def test_main_reports_each_failure_on_one_line(tmp_path: Path, state_root: Path) -> None:
@@ -434,6 +434,25 @@ def test_main_live_without_an_access_token(tmp_path: Path, state_root: Path) -> 
     assert line.startswith("ERROR   algo.premarket: premarket FAILED: credentials: live mode is missing the "
                            "systemd credential(s) kite_access_token ")
     assert "broker token" not in result.stderr  # nothing to try without a token
+
+
+def test_a_port_the_fleet_needs_taken_by_someone_else_is_named_with_its_owner() -> None:
+    """A listener of another user on a daemon's metrics port (here this test's own, seen as a stranger's)
+    fails premarket naming the port, its config path and the process; the fleet's own user's is fine."""
+    with socket.create_server(("127.0.0.1", 0)) as taken, socket.create_server(("::", 0), family=socket.AF_INET6) as six:
+        port, port6 = taken.getsockname()[1], six.getsockname()[1]
+        config = FleetConfig.model_validate({"daemons": {"risk": {"metrics_port": port},
+                                                         "journal": {"metrics_port": port6}}})
+        me = os.geteuid()
+        reason = checks.check_ports(config, fleet_uid=me + 1)
+        assert reason is not None
+        comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+        owner = f"{checks._user(me)}, pid {os.getpid()} ({comm})"
+        assert reason == (f"port {port} (daemons.risk.metrics_port) is taken by {owner}; "
+                          f"port {port6} (daemons.journal.metrics_port) is taken by {owner}: "
+                          "stop that process or choose another port in fleet.toml")
+        assert checks.check_ports(config, fleet_uid=me) is None  # a daemon of the fleet already running
+    assert checks.check_ports(config, fleet_uid=me + 1) is None  # closed: free again
 
 
 # --- the unit ---------------------------------------------------------------------------------

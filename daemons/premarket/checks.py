@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..runtime.config import ConfigError, FleetConfig, KiteSection, load_config
+from ..runtime.config import ConfigError, FleetConfig, KiteSection, fleet_ports, load_config
 
 log = logging.getLogger("algo.premarket")
 
@@ -216,6 +216,64 @@ def check_free_disk(config: FleetConfig, state_root: Path = STATE_ROOT) -> str |
 
 
 CREDENTIALS = ("api_key", "access_token")  # the secret stays with `algoctl login`, no unit loads it
+
+
+LISTEN = "0A"  # a socket's state in /proc/net/tcp{,6}
+
+
+def listeners(proc_net: Path = Path("/proc/net")) -> dict[int, list[tuple[int, int]]]:
+    """Listening TCP sockets of this network namespace: port -> [(owner uid, inode)] (any local address:
+    one on the wildcard or on loopback takes the port from a metrics endpoint bound to 127.0.0.1)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == LISTEN:
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                out.setdefault(port, []).append((int(fields[7]), int(fields[9])))
+    return out
+
+
+def socket_owner(inode: int, proc: Path = Path("/proc")) -> str:
+    """``pid N (comm)`` of the process holding socket ``inode``, where /proc lets us see it."""
+    target = f"socket:[{inode}]"
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
+                return f"pid {entry.name} ({(entry / 'comm').read_text().strip()})"
+        except OSError:  # gone, or not ours to look at (ProtectProc=invisible hides other users')
+            continue
+    return "a process this check cannot see"
+
+
+def check_ports(config: FleetConfig, fleet_uid: int | None = None, proc: Path = Path("/proc")) -> str | None:
+    """Every port the fleet will listen on is free, or held by the fleet's own user (premarket runs as it:
+    a daemon already running); one taken by anyone else would leave that daemon half-started, so it is
+    named with its owner before anything starts."""
+    fleet_uid = os.geteuid() if fleet_uid is None else fleet_uid
+    taken = listeners(proc / "net")
+    problems = []
+    for port, path in fleet_ports(config):
+        for uid, inode in taken.get(port, []):
+            if uid != fleet_uid:
+                problems.append(f"port {port} ({path}) is taken by {_user(uid)}, {socket_owner(inode, proc)}")
+                break
+    if problems:
+        return "; ".join(problems) + ": stop that process or choose another port in fleet.toml"
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def check_credentials(kite: KiteSection) -> str | None:

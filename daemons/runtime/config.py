@@ -597,6 +597,16 @@ def _problem(err: Any) -> Problem:
     return Problem(path, msg)
 
 
+def fleet_ports(config: FleetConfig) -> Iterator[tuple[int, str]]:
+    """Every TCP port the fleet's own daemons listen on (their metrics), with its dotted config path."""
+    for name, section in config.daemons.items():
+        yield section.metrics_port, f"daemons.{name}.metrics_port"
+    for engine, section in config.daemons.engines():
+        for n, strategy in enumerate(section.strategies):
+            if strategy.process == "own" and strategy.enabled and strategy.metrics_port is not None:
+                yield strategy.metrics_port, f"daemons.{engine}.strategies.{n}.metrics_port"
+
+
 def cross_check(config: FleetConfig) -> list[Problem]:
     """Checks that span sections, which field validators cannot see."""
     problems: list[Problem] = []

@@ -4,6 +4,7 @@ down with its reason in the journal."""
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
@@ -93,3 +94,15 @@ def test_premarket_failure_keeps_the_engines_down_with_its_reason(sandbox: Sandb
     errors = sandbox.journalctl("-t", "algo-premarket", "-p", "err", "-o", "cat").stdout.splitlines()
     assert errors == ["premarket FAILED: state directories: /var/lib/algo/fno is not writable by user algo: "
                       "Permission denied"]
+
+
+def test_a_metrics_port_taken_by_another_process_keeps_the_fleet_down_naming_it(sandbox: Sandbox) -> None:
+    """No engine starts to trade beside a daemon that cannot listen: premarket sees the port risk will
+    need held by someone else (this test, as root) and fails naming the port and its config path."""
+    with socket.create_server(("127.0.0.1", 9476)):
+        result = sandbox.systemctl("start", "algo-fno.service")
+        assert result.returncode != 0
+        errors = sandbox.journalctl("-t", "algo-premarket", "-p", "err", "-o", "cat").stdout.splitlines()
+    assert errors == ["premarket FAILED: ports: port 9476 (daemons.risk.metrics_port) is taken by user root, a process "
+                      "this check cannot see: stop that process or choose another port in fleet.toml"]
+    assert sandbox.show("algo-fno.service", "ActiveState")["ActiveState"] in ("inactive", "failed")
