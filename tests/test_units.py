@@ -19,7 +19,7 @@ SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
 LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
 ONESHOTS = [s for s in SERVICES if "Type=oneshot" in (source_dir() / s).read_text()]
 # Deployed where wanted (a web front door), not pulled in by algo.target: it needs its credential first.
-OPT_IN = ("algo-gateway.service",)
+OPT_IN = ("algo-gateway.service", "algo-bridge.service")  # enabled where deployed (the bridge: multi-host fleets)
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 
 

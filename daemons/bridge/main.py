@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -52,7 +52,7 @@ class Bridge(Daemon):
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
-        section = self.section
+        section = self._section = cast(BridgeSection, self.section_of(config))
         self.host = section.host or this_host()
         self.daemons = frozenset(section.daemons)
         self.stats = BridgeStats(metrics.registry)
@@ -71,9 +71,13 @@ class Bridge(Daemon):
 
     @property
     def section(self) -> BridgeSection:
-        section = self.section_of(self.config)
-        assert isinstance(section, BridgeSection)
-        return section
+        """The section the bridge started with: its streams, groups and patterns change only with a restart."""
+        return self._section
+
+    async def reload(self, config: FleetConfig) -> None:
+        if config.daemons.bridge != self._section:
+            log.warning("[daemons.bridge] changed: the bridge applies it at its next start (systemctl restart algo-bridge)")
+        self.config = config
 
     async def setup(self) -> None:
         self.redis = connect(self.section, password(self.section))
