@@ -22,7 +22,8 @@ from .link import UNREACHABLE, Link
 from .stats import BridgeStats
 from .streams import MARKETDATA, family, fields, stream
 
-PIPELINE = 512  # entries per XADD pipeline: batching is what makes a Python Redis client fast
+PIPELINE = 64  # entries per XADD pipeline: batched (what makes a Python Redis client fast), small enough that the
+# bridge reads its bus socket between pipelines and a burst waits in its outbox, not in the broker (a slow consumer)
 
 
 class Exporter:
