@@ -157,9 +157,12 @@ _running: dict[Bridge, asyncio.Task[None]] = {}
 
 
 @asynccontextmanager
-async def bridge(bus: Path, redis: RedisServer, **section: Any) -> AsyncIterator[Bridge]:
+async def bridge(bus: Path, redis: RedisServer, prepare: Callable[[Bridge], None] | None = None,
+                 **section: Any) -> AsyncIterator[Bridge]:
     """A running bridge, stopped as systemd would stop it (SIGTERM: run ends, drain, the bus client closed)."""
     b = Bridge(bridge_config(bus, redis, **section), DaemonMetrics("bridge"))
+    if prepare is not None:
+        prepare(b)
     await b.setup()
     await b.bus.start()
     task = _running[b] = asyncio.create_task(b.run())
@@ -211,10 +214,10 @@ def collect(bus: BusClient, pattern: str) -> list[Event]:
 
 
 # Host A: the feed and an engine (exports signals and ticks, imports decisions and orders).
-A = {"host": "hostA", "daemons": ["marketdata", "fno"], "exports": ["strategy.*", "marketdata.*"],
+A: dict[str, Any] = {"host": "hostA", "daemons": ["marketdata", "fno"], "exports": ["strategy.*", "marketdata.*"],
      "imports": ["risk.*", "execution.*"]}
 # Host B: risk and execution (exports decisions and orders, imports signals and ticks).
-B = {"host": "hostB", "daemons": ["risk", "execution"], "exports": ["risk.*", "execution.*"],
+B: dict[str, Any] = {"host": "hostB", "daemons": ["risk", "execution"], "exports": ["risk.*", "execution.*"],
      "imports": ["strategy.*", "marketdata.*"]}
 
 
@@ -266,7 +269,7 @@ def test_a_killed_bridge_s_pending_entries_are_claimed_and_delivered_once(tmp_pa
     """Bridge b1 reads entries and dies before they reach its host's broker: b2 of the same group claims them
     once they were idle past the claim timeout, and every event reaches host B once."""
     async def go() -> None:
-        shared = {**B, "group": "hostB", "claim_timeout_sec": 0.3}
+        shared: dict[str, Any] = {**B, "group": "hostB", "claim_timeout_sec": 0.3}
         async with two_hosts(tmp_path) as h, bridge(h.a, redis_server, **A):
             engine = await client(h.a, "fno")
             risk = await client(h.b, "risk")
@@ -403,7 +406,7 @@ def test_events_of_other_hosts_daemons_are_not_exported(tmp_path: Path, redis_se
     """Only the sources the config names as this host's go out: an imported event published on this host's
     bus, or a daemon of another host, never does (no loops even when two hosts export the same topic)."""
     async def go() -> None:
-        both = {"exports": ["strategy.*"], "imports": ["strategy.*"]}
+        both: dict[str, Any] = {"exports": ["strategy.*"], "imports": ["strategy.*"]}
         async with two_hosts(tmp_path) as h, bridge(h.a, redis_server, host="hostA", daemons=["fno"], **both), \
                 bridge(h.b, redis_server, host="hostB", daemons=["equity"], **both):
             fno = await client(h.a, "fno")
@@ -489,3 +492,88 @@ def test_the_bridge_exports_exactly_its_catalogue_rows(tmp_path: Path) -> None:
     exported = {m[1]: m[2] for m in re.finditer(r"^# TYPE (algo_bridge\S+) (\S+)$", text, re.M)}
     section = (REPO / "docs" / "METRICS.md").read_text().split("### Multi-host only")[1]
     assert exported == {m[1]: m[2] for m in re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", section, re.M)}
+
+
+def test_a_bridge_killed_after_the_echo_and_before_its_xack_publishes_nothing_twice(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """b1 published the events on host B and its broker routed them back, but b1 dies before its XACKs reach
+    Redis. The broker hands the echoes b1 never acknowledged to the next bridge (acks), which so knows host B
+    has those events: it claims the pending entries and acknowledges them without publishing them again."""
+    async def go() -> None:
+        shared: dict[str, Any] = {**B, "group": "hostB", "claim_timeout_sec": 0.3}
+
+        def no_xacks(b: Bridge) -> None:
+            async def never(redis: Any) -> None:
+                await asyncio.Event().wait()
+            b.importer.run_acks = never  # type: ignore[method-assign]
+
+        async with two_hosts(tmp_path) as h, bridge(h.a, redis_server, **A):
+            engine = await client(h.a, "fno")
+            risk = await client(h.b, "risk")
+            got = collect(risk, "strategy.*")
+            async with bridge(h.b, redis_server, no_xacks, **{**shared, "host": "b1"}) as b1:
+                await group_ready(redis_server, "hostB", "algo:bus:strategy")
+                sent = [engine.publish("strategy.signal", {"n": i}) for i in range(30)]
+                await until(lambda: len(got) == 30 and not b1.importer.in_flight, "the events routed on host B")
+                await kill(b1)
+            admin = redis_server.admin()
+            assert (await admin.xpending("algo:bus:strategy", "hostB"))["pending"] == 30
+            async with bridge(h.b, redis_server, **{**shared, "host": "b2"}) as b2:
+                await until(lambda: b2.stats.claimed == 30 and b2.importer.idle, "b2 claiming and acknowledging")
+                await asyncio.sleep(0.3)
+                assert b2.stats.redelivered == 30 and b2.stats.imported["order"] == 0
+                assert [e.id for e in got] == [e.id for e in sent]  # each once
+                assert (await admin.xpending("algo:bus:strategy", "hostB"))["pending"] == 0
+            await admin.aclose()
+            for c in (engine, risk):
+                await c.close()
+    run(go)
+
+
+def test_a_redis_that_lost_its_data_gets_the_groups_again(tmp_path: Path, redis_server: RedisServer,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Redis restarted without persistence: streams and groups are gone. The importing bridge says so once and
+    makes its group again from the stream's start, so what is published after the restart still crosses."""
+    async def go() -> None:
+        async with two_hosts(tmp_path) as h, bridge(h.a, redis_server, **A, reconnect_max_sec=0.1), \
+                bridge(h.b, redis_server, **B, reconnect_max_sec=0.1) as bb:
+            engine = await client(h.a, "fno")
+            risk = await client(h.b, "risk")
+            got = collect(risk, "strategy.*")
+            await group_ready(redis_server, "hostB", "algo:bus:strategy")
+            engine.publish("strategy.signal", {"n": 0})
+            await until(lambda: len(got) == 1, "the first event")
+            redis_server.kill()
+            await until(lambda: not bb.link.up, "host B's bridge to notice")
+            redis_server.start()
+            later = [engine.publish("strategy.signal", {"n": i}) for i in range(1, 6)]
+            await until(lambda: len(got) == 6, "the events published after the restart")
+            assert [e.id for e in got[1:]] == [e.id for e in later]
+            for c in (engine, risk):
+                await c.close()
+    with caplog.at_level(logging.INFO, logger="algo.bridge"):
+        run(go)
+    lost = sorted(r.getMessage().split()[5] for r in caplog.records if "lost the consumer group" in r.getMessage())
+    assert lost == ["hostA", "hostB"]  # once per importing bridge
+
+
+def test_another_host_s_event_named_like_a_daemon_of_this_host_is_not_imported(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Names must be unique across hosts: an import named like a local daemon would be exported again."""
+    async def go() -> None:
+        async with two_hosts(tmp_path) as h, bridge(h.a, redis_server, **A), \
+                bridge(h.b, redis_server, **{**B, "daemons": ["risk", "fno"]}) as bb:
+            engine = await client(h.a, "fno")
+            risk = await client(h.b, "risk")
+            got = collect(risk, "strategy.*")
+            await group_ready(redis_server, "hostB", "algo:bus:strategy")
+            engine.publish("strategy.signal", {})
+            await until(lambda: bb.stats.dropped["name_clash"] == 1 and bb.importer.idle, "the clash counted")
+            await asyncio.sleep(0.1)
+            assert got == []
+            admin = redis_server.admin()
+            assert await admin.xlen("algo:bus:strategy") == 1  # and nothing went back out
+            await admin.aclose()
+            for c in (engine, risk):
+                await c.close()
+    run(go)

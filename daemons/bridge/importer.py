@@ -179,8 +179,8 @@ class Importer:
                 self._malformed(name, exc.reason)
                 acks.append(entry_id)
                 continue
-            if entry.host == self.host or entry.head.source in self.daemons or not self.wants(entry.topic):
-                acks.append(entry_id)  # this host's own export (echo guard), or a topic it does not import
+            if not self._foreign(entry):
+                acks.append(entry_id)
                 continue
             eid = entry.head.id
             if eid in self.seen:
@@ -206,13 +206,32 @@ class Importer:
         else:
             del self._acks[name]
 
+    def _foreign(self, entry: Entry) -> bool:
+        """Another host's event on a topic this host imports. Not: this host's own export, and not an event
+        whose source is named like one of this host's daemons (sources must be unique across the hosts that
+        exchange events: receivers track seqs per source, and the bridge exports by source name, so such an
+        event would be sent out again); that is a configuration error, counted and logged."""
+        if entry.host == self.host or not self.wants(entry.topic):
+            return False
+        if entry.head.source in self.daemons:
+            self.stats.dropped["name_clash"] += 1
+            self._rate_limited("name_clash", f"an event of {entry.head.source!r} from host {entry.host} was not "
+                               f"imported: {entry.head.source!r} is also a daemon of this host (daemons.bridge.daemons); "
+                               "daemon names must be unique across hosts")
+            return False
+        return True
+
     def _malformed(self, name: str, reason: str) -> None:
         self.stats.dropped["trimmed" if reason == "trimmed" else "malformed"] += 1
+        self._rate_limited(reason, f"skipped a stream entry of {name}: {reason}")
+
+    def _rate_limited(self, kind: str, message: str) -> None:
+        """One warning per kind of problem per minute; the rest are counted in algo_bridge_dropped_total."""
         now = time.monotonic()
-        if now - self._malformed_logged.get(reason, -MALFORMED_LOG_SEC) >= MALFORMED_LOG_SEC:
-            self._malformed_logged[reason] = now
-            log.warning("skipped a stream entry of %s: %s (more are counted in algo_bridge_dropped_total, logged "
-                        "at most every %.0fs)", name, reason, MALFORMED_LOG_SEC)
+        if now - self._malformed_logged.get(kind, -MALFORMED_LOG_SEC) >= MALFORMED_LOG_SEC:
+            self._malformed_logged[kind] = now
+            log.warning("%s (more like it are counted in algo_bridge_dropped_total, logged at most every %.0fs)",
+                        message, MALFORMED_LOG_SEC)
 
     async def run_acks(self, redis: aioredis.Redis) -> None:
         """XACK what this host has (or does not import), in one pipeline per wake-up."""
@@ -266,7 +285,7 @@ class Importer:
             except Malformed as exc:
                 self._malformed(MARKETDATA, exc.reason)
                 continue
-            if entry.host == self.host or entry.head.source in self.daemons or not self.wants(entry.topic):
+            if not self._foreign(entry):
                 continue
             if behind:
                 self.stats.dropped["conflated"] += (entry.topic, entry.key) in newest

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 LANES = ("order", "marketdata")
 # Why an event did not cross: the order-path outbox was full while Redis was unreachable; a stream entry
 # that is not the bridge's format; an entry MAXLEN trimmed before this host read it; this host's bus
-# client could not take it; a tick superseded by a newer one of its key (market data only).
-DROP_REASONS = ("outbox_full", "malformed", "trimmed", "local_outbox_full", "conflated")
+# client could not take it; a tick superseded by a newer one of its key (market data only); another host's
+# event whose source is named like a daemon of this host (a configuration error).
+DROP_REASONS = ("outbox_full", "malformed", "trimmed", "local_outbox_full", "conflated", "name_clash")
 
 
 class BridgeStats:
