@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -577,3 +578,13 @@ def test_another_host_s_event_named_like_a_daemon_of_this_host_is_not_imported(
             for c in (engine, risk):
                 await c.close()
     run(go)
+
+
+def test_algo_bridge_without_its_section_exits_78_naming_it(tmp_path: Path) -> None:
+    """A host of a one-host fleet that starts the unit by mistake: a config error (no restart loop), not a crash."""
+    config = tmp_path / "fleet.toml"
+    config.write_text("")
+    result = subprocess.run([sys.executable, "-m", "daemons.bridge", "--config", str(config)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert "daemons.bridge: algo-bridge runs only with this section" in result.stderr
