@@ -36,15 +36,17 @@ class Exporter:
         self.marketdata: dict[tuple[bytes, bytes], dict[bytes, bytes]] = {}  # newest per (topic, key)
         self.wake = asyncio.Event()
         self.on_idle: Callable[[], None] = lambda: None  # every order-path event received is in Redis
-        self._streams: dict[bytes, str] = {}
+        self._streams: dict[bytes, tuple[str, bool]] = {}  # topic -> its stream, and whether it is market data
 
     def offer(self, topic: bytes, key: bytes, body: bytes) -> None:
         """One event of this host's bus, body as published."""
-        name = self._streams.get(topic)
-        if name is None:
-            name = self._streams[topic] = stream(self.section.stream_prefix, family(topic.decode()))
+        route = self._streams.get(topic)
+        if route is None:
+            fam = family(topic.decode())
+            route = self._streams[topic] = (stream(self.section.stream_prefix, fam), fam == MARKETDATA)
+        name, marketdata = route
         entry = fields(topic, key, self.host, body)
-        if family(topic.decode()) == MARKETDATA:
+        if marketdata:
             before = len(self.marketdata)
             self.marketdata[(topic, key)] = entry
             if len(self.marketdata) == before:

@@ -33,11 +33,12 @@ from .exporter import Exporter
 from .importer import Importer
 from .link import UNREACHABLE, Link, connect, password
 from .stats import BridgeCollector, BridgeStats
-from .streams import decode_head
+from .streams import MARKETDATA, decode_head, family
 
 log = logging.getLogger("algo.bridge")
 
 MALFORMED_LOG_SEC = 60.0
+_MARKETDATA = f"{MARKETDATA}.".encode()
 
 
 def _unused(event: Event) -> None:
@@ -60,7 +61,8 @@ class Bridge(Daemon):
         self.exporter = Exporter(section, self.host, self.link, self.stats)
         self.importer = Importer(section, self.host, self.link, self.stats, self._publish)
         self.exporter.on_idle = self.importer.on_idle = self._acknowledge
-        for pattern in dict.fromkeys(section.exports + section.imports):
+        # What it exports, and the order path it imports (to see it routed back); imported ticks need no echo.
+        for pattern in dict.fromkeys(section.exports + [p for p in section.imports if family(p) != MARKETDATA]):
             self.bus.subscribe(pattern, _unused)
         self.bus.transport.on_batch = self._on_local
         self._exports: dict[bytes, bool] = {}
@@ -138,7 +140,7 @@ class Bridge(Daemon):
             if head.source in daemons:
                 if self._exported(topic):
                     self.exporter.offer(topic, data[t1:k1], data[k1:stop])
-            elif importer.wants(head.type):
+            elif importer.wants(head.type) and not topic.startswith(_MARKETDATA):
                 importer.routed(head.id)
 
     def _exported(self, topic: bytes) -> bool:
