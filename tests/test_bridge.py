@@ -588,3 +588,46 @@ def test_algo_bridge_without_its_section_exits_78_naming_it(tmp_path: Path) -> N
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78, result.stderr
     assert "daemons.bridge: algo-bridge runs only with this section" in result.stderr
+
+
+def test_market_data_is_trimmed_and_a_bridge_behind_gets_the_newest_tick_per_instrument(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Ticks are never waited for: the stream is trimmed (MAXLEN ~), and a read that finds the bridge behind
+    publishes the newest tick of each instrument, the others counted as conflated (the local bus's rule)."""
+    async def go() -> None:
+        async with two_hosts(tmp_path) as h, bridge(h.a, redis_server, **A, marketdata_maxlen=100), \
+                bridge(h.b, redis_server, **B) as bb:
+            feed = await client(h.a, "marketdata")
+            risk = await client(h.b, "risk")
+            ticks = collect(risk, "marketdata.*")
+            await asyncio.sleep(0.2)  # host B's first XREAD is waiting ("$": ticks from now on)
+            admin = redis_server.admin()
+            for i in range(1000):
+                feed.publish("marketdata.tick", {"i": i}, key=f"{i % 10}|SYM{i % 10}|")
+                if i % 100 == 99:
+                    await asyncio.sleep(0.01)
+            await until(lambda: bb.stats.imported["marketdata"] >= 10 and ticks, "ticks on host B")
+            assert await admin.xlen("algo:bus:marketdata") <= 300  # trimmed near 100, in whole nodes
+            assert (await admin.xinfo_stream("algo:bus:marketdata"))["groups"] == 0  # no group, nothing to acknowledge
+
+            # host B stalls while 3,000 ticks of 10 instruments arrive: its next read is a full batch, behind
+            pipe = admin.pipeline(transaction=False)
+            body = (b'{"id":"marketdata-x-%d","ts":1,"type":"marketdata.tick","source":"marketdata","seq":%d,'
+                    b'"trace":"t","payload":{"i":%d}}')
+            before = len(ticks)
+            conflated = bb.stats.dropped["conflated"]
+            for i in range(3000):
+                pipe.xadd("algo:bus:marketdata", {"t": "marketdata.tick", "k": f"{i % 10}|S{i % 10}|", "h": "hostA",
+                                                  "b": body % (i, 10_000 + i, i)})
+            await pipe.execute()
+            await until(lambda: bb.stats.dropped["conflated"] > conflated and len(ticks) - before >= 10,
+                        "the newest ticks of the burst")
+            await asyncio.sleep(0.2)
+            got = ticks[before:]
+            assert len(got) < 3000
+            newest = {e.key: e.payload["i"] for e in got}
+            assert newest == {f"{k}|S{k}|": 2990 + k for k in range(10)}  # the last tick of every instrument arrived
+            await admin.aclose()
+            for c in (feed, risk):
+                await c.close()
+    run(go)
