@@ -18,8 +18,9 @@ from tests.conftest import REPO
 SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
 LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
 ONESHOTS = [s for s in SERVICES if "Type=oneshot" in (source_dir() / s).read_text()]
-# Deployed where wanted (a web front door), not pulled in by algo.target: it needs its credential first.
-OPT_IN = ("algo-gateway.service",)
+# Deployed where wanted, not pulled in by algo.target: the gateway (a web front door) needs its credential first,
+# the bridge runs only on the hosts of a multi-host fleet.
+OPT_IN = ("algo-gateway.service", "algo-bridge.service")
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 
 

@@ -361,8 +361,8 @@ def w_raw_pub(spec: dict[str, Any]) -> None:
 def w_redis_sub(spec: dict[str, Any]) -> None:
     import redis
 
-    r = redis.Redis(unix_socket_path=spec["path"], socket_timeout=spec["idle"])
-    ps: Any = r.pubsub()  # Any: redis-py, when installed, leaves listen() untyped
+    r: Any = redis.Redis(unix_socket_path=spec["path"], socket_timeout=spec["idle"])  # Any: redis-py leaves pubsub() untyped
+    ps: Any = r.pubsub()
     ps.subscribe(TOPIC)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the server's confirmation: we are registered

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Iterator
@@ -324,6 +325,53 @@ class JournalSection(DaemonSection):
     keep_orders_days: int = Field(0, ge=0, le=100_000)
 
 
+class BridgeSection(DaemonSection):
+    """algo-bridge: relays chosen topics between this host's bus and Redis Streams (docs/ARCHITECTURE.md,
+    Bridge). Only in a multi-host fleet's config: without it no unit expects a bridge."""
+
+    metrics_port: int = Field(9480, ge=1024, le=65535)
+    # unix:///run/redis/redis.sock, redis://HOST:PORT, or rediss://HOST:PORT (TLS, verified against tls_ca_file)
+    redis_url: str = Field(pattern=r"^(unix|redis|rediss)://\S+$")
+    username: str = Field("algo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # the Redis ACL user
+    # The systemd credential (LoadCredential= in algo-bridge.service) holding that user's password
+    password_credential: str = Field("algo_redis_password", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    tls_ca_file: Path | None = None  # rediss:// only: the CA that signed Redis's certificate
+    host: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # this host's name in Redis ('': the hostname)
+    # The consumer group this host reads the order path in ('': its own, named after the host). Hosts that
+    # share a group share its entries, and claim a dead one's after claim_timeout_sec.
+    group: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    daemons: list[Annotated[str, Field(pattern=r"^[a-z0-9_@.-]{1,64}$")]] = Field(min_length=1)  # bus sources of this host
+    exports: list[str] = []  # topic patterns relayed from this host's bus to Redis (e.g. "strategy.*")
+    imports: list[str] = []  # topic patterns relayed from Redis to this host's bus (e.g. "risk.*")
+    stream_prefix: str = Field("algo:", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")  # the ACL's key pattern (~algo:*)
+    marketdata_maxlen: int = Field(100_000, ge=100, le=100_000_000)  # MAXLEN ~ of the market-data stream
+    order_maxlen: int = Field(1_000_000, ge=1000, le=100_000_000)  # MAXLEN ~ of each order-path stream
+    claim_timeout_sec: float = Field(30.0, ge=0.1, le=3600)  # a consumer's pending entry idle this long is claimed
+    outbox_events: int = Field(100_000, ge=1, le=10_000_000)  # order-path events held while Redis is unreachable
+    dedup_events: int = Field(65_536, ge=1024, le=10_000_000)  # recent imported event ids never published twice
+    block_ms: int = Field(1000, ge=10, le=10_000)  # how long one XREAD waits for entries
+    socket_timeout_sec: float = Field(5.0, gt=0, le=60)  # a Redis call's deadline (above block_ms: a partition errs)
+    reconnect_min_sec: float = Field(0.1, gt=0, le=5)
+    reconnect_max_sec: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("exports", "imports")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if pattern == "*" or not re.fullmatch(r"[a-z0-9_][a-z0-9_\-]*(\.[a-z0-9_\-]+)*(\.\*)?", pattern):
+                raise ValueError(f"{pattern!r} is not a topic or 'prefix.*' (name what crosses hosts; '*' is refused)")
+        return v
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _tls_only(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and not str(info.data.get("redis_url", "")).startswith("rediss://"):
+            raise ValueError("is for a rediss:// (TLS) redis_url")
+        if v is not None and not v.is_absolute():
+            raise ValueError("must be an absolute path")
+        return v
+
+
 class DaemonsSection(Section):
     bus: BusDaemonSection = BusDaemonSection()
     heartbeat: HeartbeatSection = HeartbeatSection()
@@ -334,6 +382,7 @@ class DaemonsSection(Section):
     risk: RiskSection = RiskSection()
     execution: ExecutionSection = ExecutionSection()
     journal: JournalSection = JournalSection()
+    bridge: BridgeSection | None = None  # multi-host fleets only
 
     def engines(self) -> Iterator[tuple[str, EngineSection]]:
         for name, section in self.items():
@@ -342,7 +391,8 @@ class DaemonsSection(Section):
 
     def items(self) -> Iterator[tuple[str, DaemonSection]]:
         for name in type(self).model_fields:
-            yield name, getattr(self, name)
+            if (section := getattr(self, name)) is not None:
+                yield name, section
 
 
 class KiteSection(Section):
@@ -629,6 +679,9 @@ def cross_check(config: FleetConfig) -> list[Problem]:
     if hb.silent_after_sec < 2 * hb.interval_sec:
         problems.append(Problem("daemons.heartbeat.silent_after_sec", f"must be at least twice daemons.heartbeat."
                                 f"interval_sec ({2 * hb.interval_sec:g}): one late heartbeat is not silence"))
+    bridge = config.daemons.bridge
+    if bridge is not None and bridge.reconnect_min_sec > bridge.reconnect_max_sec:
+        problems.append(Problem("daemons.bridge.reconnect_min_sec", "must not exceed daemons.bridge.reconnect_max_sec"))
     if config.bus.reconnect_min_sec > config.bus.reconnect_max_sec:
         problems.append(Problem("bus.reconnect_min_sec", "must not exceed bus.reconnect_max_sec"))
     if config.daemons.execution.broker == "kite":

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, NoReturn
 import uvloop
 
 from .client import BusClient
-from .config import ConfigError, DaemonSection, FleetConfig, load_config, resolve_path
+from .config import ConfigError, DaemonSection, FleetConfig, Problem, load_config, resolve_path
 from .envelope import HEALTH_HEARTBEAT
 from .heartbeat import Heartbeat, this_host
 from .integrity import DamagedFile
@@ -70,7 +70,9 @@ class Daemon(ABC):
     @classmethod
     def section_of(cls, config: FleetConfig) -> DaemonSection:
         """This daemon's config section; ConfigError when the config has none for it."""
-        section: DaemonSection = getattr(config.daemons, cls.name)
+        section: DaemonSection | None = getattr(config.daemons, cls.name)
+        if section is None:  # an optional section (the bridge's) left out of this host's config
+            raise ConfigError("config", [Problem(f"daemons.{cls.name}", f"algo-{cls.name} runs only with this section")])
         return section
 
     @property
