@@ -370,7 +370,7 @@ def test_only_the_kite_units_reach_kite_off_host_by_name(live: Live) -> None:
     assert address and not address.startswith("127.") and KITE_HOST in (box.etc / "fleet.toml").read_text()
     checked = box.systemctl("restart", "algo-premarket.service", timeout=90)
     assert checked.returncode == 0, box.journalctl("-u", "algo-premarket", "-o", "cat").stdout[-3000:]
-    assert "premarket passed: 6 checks" in box.journalctl("-u", "algo-premarket", "-o", "cat").stdout  # token checked
+    assert "premarket passed: 7 checks" in box.journalctl("-u", "algo-premarket", "-o", "cat").stdout  # token checked
 
     connected, said = probe(box, "algo-execution.service", address, port)
     assert connected and f"resolved {address}" in said and "connected" in said, said
