@@ -154,3 +154,11 @@ def test_render_refuses_what_would_break_the_config(door: FrontDoor, tmp_path: P
     with pytest.raises(ValueError, match="host:port"):
         render(door.fleet.config, Site(listen="127.0.0.1:1", cert=tmp_path, key=tmp_path, console=tmp_path,
                                        grafana="http://x/"))
+
+
+def test_nginx_limits_the_console_login_per_address(door: FrontDoor) -> None:
+    """A second line behind the gateway's own limit: valid logins, which the gateway never limits."""
+    with door.https() as https:
+        codes = [https.post("/api/v1/session", json={"token": door.fleet.tokens["viewer"]}).status_code for _ in range(25)]
+        assert https.get("/api/v1/openapi.json").status_code == 200  # the rest of /api/ is not limited
+    assert codes[0] == 204 and 429 in codes, codes
