@@ -29,9 +29,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -226,6 +227,11 @@ def run_client(args: argparse.Namespace, cpu: int | None, *extra: str) -> dict[s
     return result
 
 
+def drain(stream: IO[str] | None, lines: list[int]) -> None:
+    for _ in stream or ():
+        lines[0] += 1
+
+
 def start_nginx(tmp: Path, fleet: Any) -> tuple[subprocess.Popen[str], int, Path]:
     from daemons.gateway.nginx import Site, ensure_certificate, prepare_prefix, render
 
@@ -288,6 +294,10 @@ def main() -> None:
     try:
         with gateway_fleet(tmp / "fleet") as fleet:
             gw = fleet.gateway.pid
+            # The harness keeps the gateway's stderr in a pipe for the tests to read at exit; a long run
+            # would fill it and block the gateway's logging, so it is read (and counted) as it comes.
+            log_lines = [0]
+            threading.Thread(target=drain, args=(fleet.gateway.stderr, log_lines), daemon=True).start()
             for proc in fleet.procs:
                 pin(proc.pid, server_cpus)
             time.sleep(2)
@@ -316,6 +326,7 @@ def main() -> None:
             result["ws"]["gateway_cpu_s"] = cpu_s(gw) - cpu0
             result["rss_after_ws_mb"] = rss_mb(gw)
             result["rss_peak_mb"] = hwm_mb(gw)
+            result["gateway_log_lines"] = log_lines[0]
             metrics = fleet.http().get("/metrics").text
             result["ws"]["dropped_metric"] = [line for line in metrics.splitlines()
                                               if line.startswith("algo_gateway_ws_dropped_total")]
