@@ -18,6 +18,7 @@ from websockets.sync.client import ClientConnection, unix_connect
 
 from daemons.gateway.api import create_app
 from daemons.gateway.main import GatewayDaemon
+from daemons.gateway.ratelimit import FailureLimiter, Limited
 from daemons.gateway.tokens import Role, TokenError, TokenStore
 from daemons.journal_format.layout import day_of
 from daemons.runtime.config import load_config
@@ -309,3 +310,47 @@ def test_no_pepper_is_a_config_error(tmp_path: Path) -> None:
                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 78, result.stderr
     assert "gateway.pepper: required" in result.stderr and not (tmp_path / "api.sock").exists()
+
+
+def test_failed_logins_are_limited_per_client_and_per_token_prefix(tmp_path: Path) -> None:
+    """After the module's fleet has stopped: a fleet of its own (the broker's metrics port is fixed)."""
+    with gateway_fleet(tmp_path, failed_logins_burst=3, failed_logins_per_minute=0.01) as f:
+        http = f.http()
+
+        def fleet_as(token: str | None, client: str) -> int:
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            return http.get("/api/v1/fleet", headers={**auth, "X-Real-IP": client}).status_code
+
+        assert [fleet_as(f"wrong-{i}-token", "203.0.113.7") for i in range(3)] == [401, 401, 401]
+        limited = http.get("/api/v1/fleet", headers={"Authorization": f"Bearer {f.tokens['viewer']}",
+                                                     "X-Real-IP": "203.0.113.7"})
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1  # refused before the check
+        assert http.post("/api/v1/session", json={"token": f.tokens["viewer"]},
+                         headers={"X-Real-IP": "203.0.113.7"}).status_code == 429  # the console's login too
+        assert fleet_as(f.tokens["viewer"], "203.0.113.8") == 200  # another client is not held back
+        assert [fleet_as(None, "203.0.113.9") for _ in range(5)] == [401] * 5  # no token: no failed login
+        # one token prefix tried from many addresses
+        assert [fleet_as(f"samepref-{i}", f"198.51.100.{i}") for i in range(4)] == [401, 401, 401, 429]
+        metrics = scrape(f)
+        assert metrics['algo_gateway_login_limited_total{by="client"}'] == 2
+        assert metrics['algo_gateway_login_limited_total{by="token"}'] == 1
+    audit = [line for line in f.stderr().splitlines() if "rate limited" in line]
+    assert len(audit) == 2, audit  # once per window, not per refused request
+    assert "203.0.113.7" in audit[0] and '"limit":"client"' in audit[0] and "ACTOR=(unauthenticated)" in audit[0]
+    assert all(token not in line for line in audit for token in f.tokens.values())
+
+
+def test_the_failure_buckets_refill_and_stay_bounded() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(2, 60.0, max_keys=3, clock=lambda: now[0])
+    keys = limiter.keys("203.0.113.7", "abcdefgh-rest")
+    assert keys == (("client", "203.0.113.7"), ("token", "abcdefgh"))
+    limiter.failed(keys)
+    limiter.failed(keys)
+    assert limiter.check(keys) == Limited("client", 1, first=True)
+    assert limiter.check(keys) == Limited("client", 1, first=False)
+    now[0] = 1.0  # one failure refilled at 60 a minute
+    assert limiter.check(keys) is None
+    for i in range(10):
+        limiter.failed([("client", f"198.51.100.{i}")])
+    assert len(limiter.buckets) == 3

@@ -154,3 +154,34 @@ def test_render_refuses_what_would_break_the_config(door: FrontDoor, tmp_path: P
     with pytest.raises(ValueError, match="host:port"):
         render(door.fleet.config, Site(listen="127.0.0.1:1", cert=tmp_path, key=tmp_path, console=tmp_path,
                                        grafana="http://x/"))
+
+
+def test_nginx_limits_the_console_login_per_address(door: FrontDoor) -> None:
+    """A second line behind the gateway's own limit: valid logins, which the gateway never limits."""
+    with door.https() as https:
+        codes = [https.post("/api/v1/session", json={"token": door.fleet.tokens["viewer"]}).status_code for _ in range(25)]
+        assert https.get("/api/v1/openapi.json").status_code == 200  # the rest of /api/ is not limited
+    assert codes[0] == 204 and 429 in codes, codes
+
+
+def test_algoctl_renders_the_template_and_makes_the_certificate_once(door: FrontDoor, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """What the Ansible role runs: one template for the tests, the bench and the deploy."""
+    from daemons.algoctl.main import main
+
+    config = ["--config", str(door.fleet.config_path)]
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    for made in (True, False):
+        with pytest.raises(SystemExit) as done:
+            main(["gateway", "certificate", "--cert", str(cert), "--key", str(key), "localhost", "127.0.0.1", *config])
+        assert done.value.code == 0 and ("made" in capsys.readouterr().out) is made
+    with pytest.raises(SystemExit) as done:
+        main(["gateway", "nginx-config", "--listen", "127.0.0.1:1", "--cert", str(cert), "--key", str(key),
+              "--console", str(tmp_path), "--user", "root", *config])
+    assert done.value.code == 0
+    site = Site(listen="127.0.0.1:1", cert=cert, key=key, console=tmp_path, user="root")
+    assert capsys.readouterr().out == render(door.fleet.config, site)
+    with pytest.raises(SystemExit) as done:
+        main(["gateway", "nginx-config", "--listen", "1; evil", "--cert", str(cert), "--key", str(key),
+              "--console", str(tmp_path), *config])
+    assert done.value.code == 1 and "would break the nginx config" in capsys.readouterr().err

@@ -10,6 +10,8 @@ CPU; then the journal's events.jsonl is joined hop by hop (analysis.py). Needs r
 
 ``--spread`` spreads each step's ticks over the step (``spread_steps``): a steady feed of ``rate``
 ticks/s, as a real market delivers them, instead of one burst of the whole universe per step.
+``--gateway N`` also starts algo-gateway with N WebSocket clients streaming everything it streams
+(orders, fills, decisions, heartbeats): compare tick -> order with and without it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ SUBSCRIPTIONS = {
     "journal": ("*",),
 }
 SERVICES = tuple(f"algo-{d}.service" for d in DAEMONS) + ("algo-premarket.service",)
+ALGOCTL = sys.prefix + "/bin/algoctl"
+WS_CLIENTS = REPO / "bench" / "gateway" / "run.py"  # its --client subscribe mode
 INDEX_UNDERLYINGS = (("NIFTY 50", 75, 50.0), ("NIFTY BANK", 35, 100.0))
 RISK_ORDERS_PER_SECOND = 6.0  # x 60 s stays under execution's 400 orders/minute: the governor never holds an order
 
@@ -144,7 +148,7 @@ def scrape(port: int) -> Samples:
     return out
 
 
-def host_pids(box: Sandbox) -> dict[str, int]:
+def host_pids(box: Sandbox, daemons: tuple[str, ...] = DAEMONS) -> dict[str, int]:
     """Host pid of each daemon's main process (systemctl reports the namespace's pids)."""
     assert box.pid is not None
     ns = os.readlink(f"/proc/{box.pid}/ns/pid")
@@ -161,7 +165,7 @@ def host_pids(box: Sandbox) -> dict[str, int]:
         except OSError:
             continue
     out = {}
-    for d in DAEMONS:
+    for d in daemons:
         main = int(box.show(f"algo-{d}.service", "MainPID")["MainPID"])
         if main in inner_to_host:
             out[d] = inner_to_host[main]
@@ -257,6 +261,28 @@ def wait_ready(box: Sandbox, timeout: float = 60.0) -> float:
     raise SystemExit(f"the fleet did not come up within {timeout:g}s:\n{status}")
 
 
+def start_gateway(box: Sandbox, root: Path, clients: int) -> subprocess.Popen[str]:
+    """algo-gateway under its unit, and ``clients`` WebSocket clients inside the sandbox (its socket is
+    in the sandbox's /run) streaming everything it streams until ``root/ws-stop`` exists."""
+    out = box.run(ALGOCTL, "gateway", "token", "add", "bench", "--role", "viewer", check=True)
+    box.systemctl("start", "algo-gateway.service", check=True)
+    assert box.pid is not None
+    # The browsers stand-in runs at nice 19: in production browsers are not on the fleet's host, and on
+    # 2 vCPUs 100 decoding WebSocket clients would otherwise compete with the fleet for the CPU.
+    return subprocess.Popen(["nsenter", "-t", str(box.pid), "-m", "-p", "nice", "-n", "19", sys.executable,
+                             str(WS_CLIENTS), "--client",
+                             "subscribe", "--target", "unix:/run/algo-gateway/api.sock", "--token",
+                             out.stdout.splitlines()[0], "--ws-clients", str(clients), "--until-file",
+                             str(root / "ws-stop")], stdout=subprocess.PIPE, text=True)
+
+
+def stop_ws_clients(clients: subprocess.Popen[str], root: Path) -> dict[str, Any]:
+    (root / "ws-stop").touch()
+    out, _ = clients.communicate(timeout=60)
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
 # ---- one load -----------------------------------------------------------------------------------
 def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     universe = max(10, min(args.universe, int(rate / args.min_steps)))
@@ -275,7 +301,8 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     box.start()
     try:
         ready = wait_ready(box)
-        pids = host_pids(box)
+        ws_clients = start_gateway(box, root, args.gateway) if args.gateway else None
+        pids = host_pids(box, DAEMONS + (("gateway",) if args.gateway else ()))
         time.sleep(args.warmup)
         # Tick counts are compared with the feed paused (SIGSTOP, well inside its watchdog) and every
         # queue drained at both ends of the window, so no tick is in flight when the counters are read.
@@ -299,6 +326,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         counted_s = (after_ns - before_ns) / 1e9
         rss_end = rss_mb(pids)
         os.kill(feed, signal.SIGCONT)
+        gateway = stop_ws_clients(ws_clients, root) if ws_clients is not None else None
         outbox1 = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
         box.systemctl("stop", "algo.target", "algo-*", timeout=60)  # the journal writes out what it holds
         counted = Window(before_ns, after_ns)
@@ -323,7 +351,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         - before["execution"].get(("algo_execution_throttled_total", ()), 0.0),
         "cpu_ms_per_kticks": cpu_per_kticks(cpu0, cpu1, ticks["published"]),
         "cpu_s": {d: cpu1[d] - cpu0[d] for d in cpu1},
-        "rss_mb": rss_end, "rss_peak_mb": rss_peak,
+        "rss_mb": rss_end, "rss_peak_mb": rss_peak, "gateway_ws": gateway,
         "machine": {"cpus_busy": busy / hz / counted_s, "steal_pct": 100 * steal / total if total else 0.0,
                     "other_processes_cpus": max(0.0, busy / hz - fleet_cpu) / counted_s},
     }
@@ -339,6 +367,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after ready before the window opens")
     p.add_argument("--spread", action="store_true", help="spread each step's ticks over the step (a steady feed)")
     p.add_argument("--strategies", type=int, default=8, help="EMA(2/3) crossovers on synthetic symbols, added to the defaults")
+    p.add_argument("--gateway", type=int, default=0, metavar="N",
+                   help="also run algo-gateway with N WebSocket clients streaming everything it streams")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     p.add_argument("--workdir", type=Path, default=None, help="keep each load's sandbox here (default: a temporary directory)")
     args = p.parse_args()
@@ -368,6 +398,12 @@ def main() -> None:
     print(resource_table(loads, DAEMONS))
     print()
     for load in loads:
+        if load["gateway_ws"]:
+            ws = load["gateway_ws"]
+            print(f"{load['rate']:,} ticks/s: algo-gateway CPU {load['cpu_s']['gateway']:.2f} s in the window, RSS "
+                  f"{load['rss_mb']['gateway']:.0f} MB (peak {load['rss_peak_mb']['gateway']:.0f}); {ws['clients']} "
+                  f"WebSocket clients got {ws['messages']:,} messages ({ws['min_per_client']:,}-{ws['max_per_client']:,} "
+                  f"each), {ws['closed']} closed early")
         m = load["machine"]
         print(f"{load['rate']:,} ticks/s: window {load['window_s']:.1f} s, machine busy {m['cpus_busy']:.2f} of "
               f"{os.cpu_count()} CPUs (other processes {m['other_processes_cpus']:.2f}), steal {m['steal_pct']:.1f}%")

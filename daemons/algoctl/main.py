@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from ..bus.listen import socket_path_problem
+from ..gateway import nginx
 from ..gateway.tokens import Role
 from ..journal_format.layout import day_dir
 from ..marketdata.session import IST
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     wl_seal.add_argument("file", type=Path)
     wl_seal.add_argument("line", type=int, help="its number, from 1 (as `algoctl wal check` names it)")
 
-    gw = sub.add_parser("gateway", help="algo-gateway's API tokens (printed once, stored hashed)")
+    gw = sub.add_parser("gateway", help="algo-gateway's API tokens (printed once, stored hashed), its nginx")
     gw_sub = gw.add_subparsers(dest="action", required=True, metavar="ACTION")
     tok = gw_sub.add_parser("token", help="add, list or remove an API token")
     tok_sub = tok.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -98,6 +99,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--config", type=Path)
         p.add_argument("--credentials", type=Path, default=login.DEFAULT_CREDENTIALS_DIR,
                        help=f"where gateway_pepper lives (default {login.DEFAULT_CREDENTIALS_DIR})")
+
+    ngx = gw_sub.add_parser("nginx-config", help="nginx's config in front of the gateway, on stdout (check it "
+                            "with nginx -t before it replaces a running one)")
+    ngx.add_argument("--listen", required=True, help="address:port of the TLS listener, e.g. 0.0.0.0:443")
+    ngx.add_argument("--cert", type=Path, required=True)
+    ngx.add_argument("--key", type=Path, required=True)
+    ngx.add_argument("--console", type=Path, required=True, help="the console's static files")
+    ngx.add_argument("--grafana", help="host:port of Grafana, served under /grafana/ (default: none, 404)")
+    ngx.add_argument("--user", default="www-data", help="nginx's worker user, a member of the fleet's group")
+    ngx.add_argument("--config", type=Path)
+    cert = gw_sub.add_parser("certificate", help="a self-signed TLS certificate for NAMES unless CERT and KEY exist")
+    cert.add_argument("--cert", type=Path, required=True)
+    cert.add_argument("--key", type=Path, required=True)
+    cert.add_argument("names", nargs="+", help="DNS names or IP addresses (subject alternative names)")
+    cert.add_argument("--config", type=Path)
 
     model.add_parser(sub)
 
@@ -171,7 +187,13 @@ def _operate(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace, config: FleetConfig) -> None:
-    if args.verb == "add":
+    if args.action == "nginx-config":
+        print(nginx.render(config, nginx.Site(listen=args.listen, cert=args.cert, key=args.key, console=args.console,
+                                              grafana=args.grafana, user=args.user)), end="")
+    elif args.action == "certificate":
+        made = nginx.ensure_certificate(args.cert, args.key, args.names)
+        print(f"{'made a self-signed certificate' if made else 'kept the certificate'} {args.cert}")
+    elif args.verb == "add":
         token = gateway.add(config, args.name, args.role, args.credentials)
         print(f"{token}\n(the token of {args.name}, role {args.role}: shown this once, stored only as a hash)")
     elif args.verb == "remove":

@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ..runtime import wire
 from ..runtime.envelope import CONTROL_KILL_SWITCH
 from . import journal
-from .auth import COOKIE, audit, origin_allowed
+from .auth import COOKIE, TooManyFailures, audit, client_of, origin_allowed, too_many
 from .stream import TOPICS
 from .tokens import Principal, Role
 
@@ -234,7 +234,10 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
     @app.post(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT, responses={401: {"model": Problem}},
               summary="exchange a token for a cookie: how a browser authenticates its WebSocket")
     async def session(body: SessionRequest, request: Request, response: Response) -> None:
-        principal = gw.auth.from_token(body.token)
+        try:
+            principal = gw.auth.login(body.token, client_of(request), request.method, request.url.path)
+        except TooManyFailures as exc:
+            raise too_many(exc) from None
         if principal is None:
             gw.auth.failures["unauthenticated"] += 1
             audit(None, request.method, request.url.path, {}, "unauthenticated")
@@ -273,19 +276,24 @@ async def stream_events(gw: GatewayDaemon, ws: WebSocket) -> None:
         gw.auth.failures["origin"] += 1
         await ws.close(WS_POLICY, "origin not allowed")  # before accept(): the handshake gets HTTP 403
         return
-    principal = gw.auth.from_token(ws.cookies.get(COOKIE))
+    peer = client_of(ws)
+    try:
+        principal = gw.auth.login(ws.cookies.get(COOKIE), peer, "WS", ws.url.path)
+    except TooManyFailures as exc:
+        await ws.close(WS_POLICY, str(exc))  # before accept(): the handshake gets HTTP 403
+        return
     await ws.accept()
     try:
         first = orjson.loads(await asyncio.wait_for(ws.receive_text(), FIRST_MESSAGE_SEC))
         if not isinstance(first, dict):
             raise ValueError("expected a JSON object")
-        principal = principal or gw.auth.from_token(first.get("token"))
+        principal = principal or gw.auth.login(first.get("token"), peer, "WS", ws.url.path)
         if principal is None:
             gw.auth.failures["unauthenticated"] += 1
             await ws.close(WS_POLICY, "a valid API token is required")
             return
         topics, since = _subscription(first)
-    except (TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
+    except (TimeoutError, ValueError, orjson.JSONDecodeError, TooManyFailures) as exc:
         await ws.close(WS_POLICY, str(exc)[:120] or "expected a subscription")
         return
     except WebSocketDisconnect:

@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, WebSocket, status
 
+from .ratelimit import FailureLimiter, Limited
 from .tokens import Principal, Role, TokenError, TokenStore
 
 log = logging.getLogger("algo.gateway")
@@ -27,10 +28,20 @@ COOKIE = "algo_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class TooManyFailures(Exception):
+    """The request's client or token prefix has failed too often: refused before its token is checked."""
+
+    def __init__(self, limited: Limited) -> None:
+        super().__init__(f"too many failed logins: retry after {limited.retry_after} s")
+        self.limited = limited
+
+
 class Auth:
-    def __init__(self, tokens: TokenStore | None) -> None:
+    def __init__(self, tokens: TokenStore | None, limiter: FailureLimiter) -> None:
         self.tokens = tokens
+        self.limiter = limiter
         self.failures: Counter[str] = Counter()  # refused requests, by reason
+        self.limited: Counter[str] = Counter()  # requests refused for failed logins, by the key that is empty
         self._logged = -1e9  # when a damaged token file was last logged
 
     def require(self, role: Role) -> Callable[[Request], Principal]:
@@ -38,7 +49,11 @@ class Auth:
 
         def dependency(request: Request) -> Principal:
             mutating = request.method not in SAFE_METHODS
-            principal = self.from_bearer(request.headers.get("authorization"))
+            try:
+                principal = self.login(bearer(request.headers.get("authorization")), client_of(request),
+                                       request.method, request.url.path)
+            except TooManyFailures as exc:
+                raise too_many(exc) from None
             if principal is None:
                 self.failures["unauthenticated"] += 1
                 if mutating:
@@ -55,9 +70,23 @@ class Auth:
 
         return dependency
 
-    def from_bearer(self, header: str | None) -> Principal | None:
-        scheme, _, token = (header or "").partition(" ")
-        return self.from_token(token.strip()) if scheme.lower() == "bearer" else None
+    def login(self, token: object, client: str, method: str, path: str) -> Principal | None:
+        """The principal of a presented token (None for none or a wrong one). A wrong one counts against
+        its client and its prefix; over the limit, TooManyFailures, audited once per window."""
+        if not isinstance(token, str) or not token:
+            return None
+        keys = self.limiter.keys(client, token)
+        limited = self.limiter.check(keys)
+        if limited is not None:
+            self.limited[limited.by] += 1
+            if limited.first:
+                audit(None, method, path, {"client": client, "limit": limited.by},
+                      f"rate limited: too many failed logins, retry after {limited.retry_after} s")
+            raise TooManyFailures(limited)
+        principal = self.from_token(token)
+        if principal is None:
+            self.limiter.failed(keys)
+        return principal
 
     def from_token(self, token: object) -> Principal | None:
         if self.tokens is None or not isinstance(token, str) or not token:
@@ -70,6 +99,22 @@ class Auth:
                 self._logged = time.monotonic()
                 log.error("refusing every token: %s", exc)
             return None
+
+
+def bearer(header: str | None) -> str | None:
+    scheme, _, token = (header or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def client_of(request: Request | WebSocket) -> str:
+    """Who is asking: nginx's X-Real-IP (the gateway's socket is reachable by nginx and the fleet's
+    group only), else the peer; a Unix-socket peer has no address."""
+    return request.headers.get("x-real-ip") or (request.client.host if request.client else "") or "local"
+
+
+def too_many(exc: TooManyFailures) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc),
+                         headers={"Retry-After": str(exc.limited.retry_after)})
 
 
 def origin_allowed(headers: Mapping[str, str], extra: list[str]) -> bool:

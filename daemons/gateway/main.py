@@ -27,6 +27,7 @@ from ..runtime.heartbeat import BadHeartbeat, Heartbeat, expected_units, this_ho
 from ..runtime.metrics import DaemonMetrics
 from .api import DaemonStatus, FleetStatus, KillSwitchState, create_app
 from .auth import Auth
+from .ratelimit import FailureLimiter
 from .stream import TOPICS, Stream
 from .tokens import TokenError, TokenStore
 
@@ -46,7 +47,8 @@ class GatewayDaemon(Daemon):
         self.malformed_heartbeats = 0
         for pattern in TOPICS:
             self.bus.subscribe(pattern, self._on_event)
-        self.auth = Auth(None)  # the token store needs the pepper: setup()
+        self.auth = Auth(None, FailureLimiter(self.section.failed_logins_burst,
+                                              self.section.failed_logins_per_minute))  # tokens need the pepper: setup()
         self.app = create_app(self)
         self.server: uvicorn.Server | None = None
         metrics.registry.register(GatewayCollector(self))
@@ -149,6 +151,11 @@ class GatewayCollector(Collector):
         for reason in ("unauthenticated", "forbidden", "origin", "token_file"):
             refused.add_metric([reason], gw.auth.failures[reason])
         yield refused
+        limited = CounterMetricFamily("algo_gateway_login_limited", "Requests refused (429) after too many failed "
+                                      "logins, by the key over its limit", labels=["by"])
+        for by in ("client", "token"):
+            limited.add_metric([by], gw.auth.limited[by])
+        yield limited
 
 
 def main(argv: Sequence[str] | None = None) -> None:

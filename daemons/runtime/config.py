@@ -434,6 +434,10 @@ class GatewaySection(DaemonSection):
     ws_queue_events: int = Field(1024, ge=16, le=1_000_000)  # per client; a client this far behind is dropped
     ws_send_timeout_sec: float = Field(2.0, gt=0, le=60)  # a send blocked this long drops the client
     ring_events: int = Field(10_000, ge=16, le=1_000_000)  # recent events a reconnecting client can resume from
+    # Wrong tokens per client address (nginx's X-Real-IP) and per token prefix: a bucket of this many,
+    # refilled at this rate; an empty one refuses logins with 429 (gateway/ratelimit.py)
+    failed_logins_burst: int = Field(20, ge=1, le=100_000)
+    failed_logins_per_minute: float = Field(10.0, gt=0, le=60_000)
 
 
 class ControlPlaneSection(Section):

@@ -150,3 +150,38 @@ def test_hardening_is_applied_and_every_service_scores_at_most_2(deployed: tuple
         out = box.run("systemd-analyze", "security", "--no-pager", service).stdout
         exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
         assert exposure and float(exposure[1]) <= 2.0, (service, out[-500:])
+
+
+def test_the_gateway_is_opt_in_behind_nginx_and_the_front_door_stops_first(deployed: tuple[Sandbox, Path]) -> None:
+    box, inventory = deployed
+    # What Debian's nginx package provides: its unit (the bare sandbox loads units from its own
+    # directories only) and www-data, here already in the fleet's group (usermod cannot replace the
+    # sandbox's bind-mounted /etc/group).
+    (box.units / "nginx.service").symlink_to("/lib/systemd/system/nginx.service")
+    group = box.root / "group"
+    group.write_text(re.sub(r"^(algo:x:\d+:)(.*)$", lambda m: m[1] + ",".join(filter(None, [m[2], "www-data"])),
+                            group.read_text(), flags=re.M))
+    box.daemon_reload()
+    assert not (box.system_units / "nginx.service.d").exists()  # off by default: the fleet above had none
+    port = 18443
+    result = play(box, inventory, "-e", "algo_fleet_gateway_enabled=true",
+                  "-e", f"algo_fleet_gateway_listen=127.0.0.1:{port}")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert box.show("nginx.service", "ActiveState")["ActiveState"] == "active"
+    assert box.show("algo-gateway.service", "ActiveState")["ActiveState"] == "active"
+    conf = (box.etc / "nginx.conf").read_text()
+    assert f"listen 127.0.0.1:{port} ssl" in conf and "X-Real-IP" in conf
+    assert (box.etc / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+    out = box.run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/algo/tls/cert.pem",
+                  f"https://localhost:{port}/api/v1/fleet")
+    assert out.stdout == "401", out.stdout + out.stderr  # nginx -> the gateway's socket -> deny by default
+
+    again = play(box, inventory, "-e", "algo_fleet_gateway_enabled=true", "-e", f"algo_fleet_gateway_listen=127.0.0.1:{port}")
+    assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-5000:]
+
+    box.systemctl("stop", "algo-gateway.service", check=True)  # takes the front door down with it, first
+    shown = {u: box.show(u, "ActiveState", "InactiveEnterTimestampMonotonic")
+             for u in ("nginx.service", "algo-gateway.service")}
+    assert shown["nginx.service"]["ActiveState"] == "inactive"
+    assert int(shown["nginx.service"]["InactiveEnterTimestampMonotonic"]) <= int(
+        shown["algo-gateway.service"]["InactiveEnterTimestampMonotonic"])

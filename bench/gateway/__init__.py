@@ -1,0 +1,1 @@
+"""algo-gateway benchmarks (README.md)."""
