@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from daemons.algoctl.sandbox import Sandbox, unavailable_reason
 from daemons.runtime.logs import HANDLER_NAME
+from tests.helpers import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,11 +22,8 @@ TEST_CONFIG = (REPO / "configs" / "paper.toml").read_text().replace(
 
 def require_systemd_sandbox() -> None:
     reason = unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires the systemd tests to run, but {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        unavailable("systemd tests", reason)
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import NoReturn, TypeVar, cast
 
 import pytest
 
@@ -31,3 +32,10 @@ def unsent_frames(bus: BusClient) -> list[Frame]:
     """The frames a bus client holds in its outbox: what a daemon published in a test without a broker."""
     outbox = cast(UnixTransport, bus.transport)._outbox
     return FrameReader(1 << 20).feed(b"".join(outbox))
+
+
+def unavailable(what: str, reason: str) -> NoReturn:
+    """A real part a test needs is missing: skip with the reason, except under CI=true, where it must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true requires the {what} to run, but {reason}")
+    pytest.skip(reason)

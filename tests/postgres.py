@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-import pytest
+
+from tests.helpers import unavailable
 
 USER = "postgres"
 
@@ -43,11 +44,8 @@ def unavailable_reason() -> str | None:
 
 def require_postgres() -> None:
     reason = unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires the PostgreSQL tests to run, but {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        unavailable("PostgreSQL tests", reason)
 
 
 class Cluster:

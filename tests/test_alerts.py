@@ -9,7 +9,6 @@ under CI=true where they fail.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from grafana.promql import catalogue, known_metrics, metric_names
+from tests.helpers import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 GRAFANA = REPO / "grafana"
@@ -42,10 +42,7 @@ def need(tool: str) -> str:
     path = shutil.which(tool)
     if path:
         return path
-    reason = f"{tool} is not installed (Debian: apt-get install prometheus)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires the promtool tests to run, but {reason}")
-    pytest.skip(reason)
+    unavailable("promtool tests", f"{tool} is not installed (Debian: apt-get install prometheus)")
 
 
 def load(path: Path) -> Any:

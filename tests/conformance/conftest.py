@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import unavailable
 
 ENV = "KITE_FIXTURES_DIR"
 
@@ -52,8 +53,6 @@ def recorded_directory() -> Path:
 def recorded() -> Recorded:
     directory = recorded_directory()
     if not (directory / "profile.json").is_file():
-        reason = f"Kite's recorded responses are not in {directory} (set {ENV} to their directory)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true requires the Kite conformance tests to run, but {reason}")
-        pytest.skip(reason)
+        unavailable("Kite conformance tests", f"Kite's recorded responses are not in {directory} (set {ENV} to their "
+                    "directory)")
     return Recorded(directory)
