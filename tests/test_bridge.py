@@ -212,6 +212,35 @@ def collect(bus: BusClient, pattern: str) -> list[Event]:
     return got
 
 
+class HostB:
+    """Host B's bridge importing signals, risk there collecting them, and a raw Redis client to write the
+    stream as another host's exporter would."""
+
+    def __init__(self, bridge: Bridge, got: list[Event], admin: aioredis.Redis) -> None:
+        self.bridge, self.got, self.admin = bridge, got, admin
+
+
+@asynccontextmanager
+async def host_b_importing_signals(tmp: Path, redis: RedisServer) -> AsyncIterator[HostB]:
+    async with two_hosts(tmp) as h, bridge(h.b, redis, **B) as bb:
+        risk = await client(h.b, "risk")
+        got = collect(risk, "strategy.*")
+        await group_ready(redis, "hostB", "algo:bus:strategy")
+        await asyncio.sleep(0.05)
+        admin = redis.admin()
+        try:
+            yield HostB(bb, got, admin)
+        finally:
+            await admin.aclose()
+            await risk.close()
+
+
+def signal_body(event_id: str) -> bytes:
+    """A strategy.signal envelope of host A's engine, as its exporter writes it to the stream."""
+    return (b'{"id":"%s","ts":1,"type":"strategy.signal","source":"fno","seq":1,"trace":"%s","payload":{}}'
+            % (event_id.encode(), event_id.encode()))
+
+
 # Host A: the feed and an engine (exports signals and ticks, imports decisions and orders).
 A: dict[str, Any] = {"host": "hostA", "daemons": ["marketdata", "fno"], "exports": ["strategy.*", "marketdata.*"],
      "imports": ["risk.*", "execution.*"]}
@@ -303,14 +332,9 @@ def test_a_killed_bridge_s_pending_entries_are_claimed_and_delivered_once(tmp_pa
 def test_a_redelivered_entry_is_published_once(tmp_path: Path, redis_server: RedisServer) -> None:
     """The same event in a stream twice (an exporter's pipeline retried after a lost reply) reaches host B once."""
     async def go() -> None:
-        async with two_hosts(tmp_path) as h, bridge(h.b, redis_server, **B) as bb:
-            risk = await client(h.b, "risk")
-            got = collect(risk, "strategy.*")
-            await group_ready(redis_server, "hostB", "algo:bus:strategy")
-            await asyncio.sleep(0.05)
-            admin = redis_server.admin()
-            body = b'{"id":"fno-1-1","ts":1,"type":"strategy.signal","source":"fno","seq":1,"trace":"fno-1-1","payload":{}}'
-            entry = {"t": "strategy.signal", "k": "", "h": "hostA", "b": body}
+        async with host_b_importing_signals(tmp_path, redis_server) as b:
+            bb, got, admin = b.bridge, b.got, b.admin
+            entry = {"t": "strategy.signal", "k": "", "h": "hostA", "b": signal_body("fno-1-1")}
             await admin.xadd("algo:bus:strategy", entry)  # type: ignore[arg-type]
             await until(lambda: got, "the event on host B")
             await until(lambda: not bb.importer.in_flight, "the echo")
@@ -320,8 +344,6 @@ def test_a_redelivered_entry_is_published_once(tmp_path: Path, redis_server: Red
             assert [e.id for e in got] == ["fno-1-1"]
             await until(lambda: bb.importer.idle, "acknowledgements")
             assert (await admin.xpending("algo:bus:strategy", "hostB"))["pending"] == 0
-            await admin.aclose()
-            await risk.close()
     run(go)
 
 
@@ -371,13 +393,9 @@ def test_redis_restarting_while_the_order_path_flows_loses_nothing_within_the_ou
 
 def test_malformed_stream_entries_are_counted_and_skipped(tmp_path: Path, redis_server: RedisServer) -> None:
     async def go() -> None:
-        async with two_hosts(tmp_path) as h, bridge(h.b, redis_server, **B) as bb:
-            risk = await client(h.b, "risk")
-            got = collect(risk, "strategy.*")
-            await group_ready(redis_server, "hostB", "algo:bus:strategy")
-            await asyncio.sleep(0.05)
-            admin = redis_server.admin()
-            good = b'{"id":"fno-1-9","ts":1,"type":"strategy.signal","source":"fno","seq":1,"trace":"fno-1-9","payload":{}}'
+        async with host_b_importing_signals(tmp_path, redis_server) as b:
+            bb, got, admin = b.bridge, b.got, b.admin
+            good = signal_body("fno-1-9")
             bad: list[dict[Any, Any]] = [
                 {"x": "no fields of ours"},
                 {"t": "strategy.signal", "k": "", "h": "hostA", "b": "not json"},
@@ -396,8 +414,6 @@ def test_malformed_stream_entries_are_counted_and_skipped(tmp_path: Path, redis_
             assert bb.stats.dropped["malformed"] == len(bad)
             assert (await admin.xpending("algo:bus:strategy", "hostB"))["pending"] == 0  # never handed out again
             assert bb.link.up
-            await admin.aclose()
-            await risk.close()
     run(go)
 
 

@@ -263,11 +263,11 @@ class EngineDaemon(Daemon):
         except (KeyError, TypeError, ValueError):
             return  # the bus client counts malformed envelopes; a payload of another schema is not ours
         price = self.book.marks.get(bar.symbol)
+        if price is None:
+            return  # no tick of it seen yet: no price to stamp a signal with (risk needs one)
         for name, strategy in self._watchers(bar.symbol, ""):
             if not strategy.reads_bars:
                 continue
-            if price is None:
-                continue  # no tick of it seen yet: no price to stamp a signal with (risk needs one)
             try:
                 started = time.thread_time_ns()
                 try:
