@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 
 from daemons.algoctl import control, gateway
+from daemons.control_plane.drift import declared
+from daemons.control_plane.store import Store
 from daemons.journal_format.layout import COLUMNS
 from daemons.runtime.config import FleetConfig, load_config
 from daemons.runtime.envelope import Event
@@ -54,6 +56,10 @@ class GatewayFleet:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)  # role -> token
 
+    def store(self) -> Store:
+        """The control plane's database, as the gateway and a command's executor use it (close it after)."""
+        return Store.open(self.config.control_plane.database_url)
+
     @property
     def api_socket(self) -> Path:
         return self.config.gateway.socket
@@ -85,6 +91,7 @@ def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
     config_path.write_text(
         TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp}/bus.sock"').replace("9470", "19470")
         .replace('directory = "/var/lib/algo/journal"', f'directory = "{tmp}/journal"')
+        .replace("sqlite:////var/lib/algo/control/control.db", f"sqlite:///{tmp}/control/control.db")
         + f'\n[gateway]\nsocket = "{tmp}/api.sock"\ntokens = "{tmp}/state/tokens.json"\n{extra}')
     env = {**os.environ, "ALGO_CONFIG": str(config_path), "CREDENTIALS_DIRECTORY": str(tmp / "creds")}
     env.pop("NOTIFY_SOCKET", None)
@@ -92,6 +99,9 @@ def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
     fleet = GatewayFleet(tmp, config_path, config, env, NotifySocket(tmp / "notify.sock"))
     for role in ("viewer", "operator", "admin"):
         fleet.tokens[role] = gateway.add(config, f"{role}-1", role, tmp / "creds")
+    store = Store.open(config.control_plane.database_url, migrate=True)  # as the deploy does: migrate and seed
+    store.seed(declared(config), "deploy")
+    store.close()
     try:
         fleet.procs.append(subprocess.Popen([sys.executable, "-m", "daemons.bus"], env=env,
                                             stderr=subprocess.DEVNULL, text=True))

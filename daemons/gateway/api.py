@@ -172,7 +172,9 @@ Day = Annotated[date | None, Query(description="journal day, YYYY-MM-DD (default
 def create_app(gw: GatewayDaemon) -> FastAPI:
     app = FastAPI(title="algo-fleet gateway", version="1", openapi_url=f"{PREFIX}/openapi.json", docs_url=None,
                   redoc_url=None)
-    viewer, operator = gw.auth.require(Role.viewer), gw.auth.require(Role.operator)
+    from .strategies import add_routes  # it imports this module's models
+
+    viewer, operator, admin = (gw.auth.require(role) for role in (Role.viewer, Role.operator, Role.admin))
 
     def route(method: str, path: str, *, role: Callable[[Request], Principal] = viewer,
               responses: dict[int | str, dict[str, Any]] | None = None, **kwargs: Any) -> Callable[[Any], Any]:
@@ -229,7 +231,10 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         event = gw.bus.publish(CONTROL_KILL_SWITCH, {"engage": body.engage,
                                                      "reason": f"{body.reason} ({principal.name} via gateway)"})
         audit(principal, request.method, request.url.path, args, "sent", event.trace)
+        await gw.record(principal, "kill_switch", None, None, {**args, "trace": event.trace})
         return KillSwitchSent(engage=body.engage, trace=event.trace)
+
+    add_routes(route, gw, operator, admin)
 
     @app.post(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT, responses={401: {"model": Problem}},
               summary="exchange a token for a cookie: how a browser authenticates its WebSocket")

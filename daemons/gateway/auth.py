@@ -9,6 +9,7 @@ Origin must be the page's own). A token never reaches a log line: audit lines na
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -129,9 +130,13 @@ def origin_allowed(headers: Mapping[str, str], extra: list[str]) -> bool:
 
 
 def audit(principal: Principal | None, method: str, path: str, args: dict[str, Any], result: str,
-          trace: str | None = None) -> None:
+          trace: str | None = None, strategy: str | None = None) -> None:
     """One journald line per mutating request: who, what, with which arguments, and how it ended."""
     actor = principal.name if principal else "(unauthenticated)"
-    log.info("audit: %s %s %s by %s: %s", method, path, orjson.dumps(args).decode(), actor, result,
+    try:
+        text = orjson.dumps(args).decode()
+    except TypeError:  # what orjson cannot write (an int past 64 bits, refused as a parameter) is still logged
+        text = json.dumps(args, default=str)
+    log.info("audit: %s %s %s by %s: %s", method, path, text, actor, result,
              extra={"ACTOR": actor, "ROLE": principal.role.name if principal else None, "VERB": f"{method} {path}",
-                    "ARGS": orjson.dumps(args).decode(), "RESULT": result, "TRACE_ID": trace})
+                    "ARGS": text, "RESULT": result, "TRACE_ID": trace, "STRATEGY": strategy})

@@ -10,9 +10,11 @@ uvicorn's own signal handling and lifespan are not used (``Server.serve()`` woul
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -27,9 +29,12 @@ from ..runtime.heartbeat import BadHeartbeat, Heartbeat, expected_units, this_ho
 from ..runtime.metrics import DaemonMetrics
 from .api import DaemonStatus, FleetStatus, KillSwitchState, create_app
 from .auth import Auth
+from .control import ControlPlane, Unavailable
 from .ratelimit import FailureLimiter
 from .stream import TOPICS, Stream
-from .tokens import TokenError, TokenStore
+from .tokens import Principal, TokenError, TokenStore
+
+log = logging.getLogger("algo.gateway")
 
 
 class GatewayDaemon(Daemon):
@@ -50,6 +55,7 @@ class GatewayDaemon(Daemon):
         self.auth = Auth(None, FailureLimiter(self.section.failed_logins_burst,
                                               self.section.failed_logins_per_minute))  # tokens need the pepper: setup()
         self.app = create_app(self)
+        self.control = ControlPlane(config.control_plane.database_url)
         self.server: uvicorn.Server | None = None
         metrics.registry.register(GatewayCollector(self))
 
@@ -84,6 +90,10 @@ class GatewayDaemon(Daemon):
         await self.server.startup(sockets=[sock])
 
     async def run(self) -> None:
+        try:  # after READY, and not required: the strategy routes answer 503 until the database is there
+            await self.control.call(lambda store: None)
+        except Unavailable:
+            pass  # logged by the call
         await self.stopping.wait()
 
     async def drain(self) -> None:
@@ -91,6 +101,18 @@ class GatewayDaemon(Daemon):
             self.server.should_exit = True
             await self.server.shutdown()
             self.section.socket.unlink(missing_ok=True)
+        self.control.close()
+
+    async def record(self, principal: Principal, action: str, strategy: str | None, command_id: str | None,
+                     detail: dict[str, Any]) -> None:
+        """An audit row in the control plane's database for a request that wrote nothing there (refused,
+        or the kill switch); journald has the request's line either way, so a database that cannot take
+        it is logged and counted, never a reason to fail the request."""
+        try:
+            await self.control.call(lambda store: store.record(principal.name, action, strategy, command_id, detail))
+        except Unavailable:
+            log.warning("audit row not written to the control plane's database: %s %s", action, strategy or "",
+                        extra={"ACTOR": principal.name, "STRATEGY": strategy})
 
     def health(self) -> str | None:
         if self.server is not None and not all(s.is_serving() for s in self.server.servers):
@@ -156,6 +178,8 @@ class GatewayCollector(Collector):
         for by in ("client", "token"):
             limited.add_metric([by], gw.auth.limited[by])
         yield limited
+        yield CounterMetricFamily("algo_gateway_control_plane_unavailable", "Strategy and command requests refused "
+                                  "(503): the control plane's database could not be used", value=gw.control.failures)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
