@@ -1,8 +1,12 @@
-"""A broker and a real algo-gateway process on Unix sockets in a temp dir, for the gateway's tests."""
+"""A broker and a real algo-gateway process on Unix sockets in a temp dir, for the gateway's tests, and
+the real nginx in front of them (TLS on a loopback port, a private prefix)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +20,7 @@ import httpx
 from daemons.algoctl import control, gateway
 from daemons.control_plane.drift import declared
 from daemons.control_plane.store import Store
+from daemons.gateway.nginx import CONSOLE, Site, ensure_certificate, prepare_prefix, render
 from daemons.journal_format.layout import COLUMNS
 from daemons.runtime.config import FleetConfig, load_config
 from daemons.runtime.envelope import Event
@@ -117,3 +122,61 @@ def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
                 proc.terminate()
             proc.wait(20)
         fleet.notify.sock.close()
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NGINX, "-t", "-p", f"{prefix}/", "-c", "conf/nginx.conf"], capture_output=True, text=True)
+
+
+@dataclass
+class FrontDoor:
+    fleet: GatewayFleet
+    base: str
+    cert: Path
+    metrics_port: int
+
+    def https(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.fleet.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.base, verify=ssl.create_default_context(cafile=self.cert), headers=headers,
+                            timeout=10)
+
+
+@contextmanager
+def front_door(tmp: Path, fleet: GatewayFleet, console: Path = CONSOLE, grafana: str | None = None) -> Iterator[FrontDoor]:
+    """nginx rendered from the gateway's template (checked with nginx -t) on a loopback port, in front of
+    ``fleet``'s gateway, as root (no www-data needed for a socket in a temp dir)."""
+    cert, key = tmp / "tls" / "cert.pem", tmp / "tls" / "key.pem"
+    assert ensure_certificate(cert, key, ["localhost", "127.0.0.1"])
+    port = free_port()
+    prefix = tmp / "prefix"
+    prepare_prefix(prefix)
+    site = Site(listen=f"127.0.0.1:{port}", cert=cert, key=key, console=console, grafana=grafana, user="root")
+    (prefix / "conf" / "nginx.conf").write_text(render(fleet.config, site))
+    checked = nginx_test(prefix)
+    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+    nginx = subprocess.Popen([NGINX, "-p", f"{prefix}/", "-c", "conf/nginx.conf", "-g", "daemon off;"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _accepts(port), 20, "nginx listening")
+        yield FrontDoor(fleet, f"https://127.0.0.1:{port}", cert, fleet.config.gateway.metrics_port)
+    finally:
+        nginx.terminate()
+        nginx.wait(20)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

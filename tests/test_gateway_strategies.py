@@ -195,6 +195,21 @@ def test_two_operators_racing_pause_and_resume_end_consistent_with_a_complete_au
         assert mine == [(actor, "submitted"), ("test-executor", c.status)], (c.id, mine)
 
 
+def test_a_session_cookie_acts_only_from_the_consoles_own_origin(fleet: GatewayFleet, store: Store) -> None:
+    """The console's REST calls go by its HttpOnly cookie; a change must carry the page's own Origin, which
+    a form or script on another site cannot send."""
+    login = fleet.http().post("/api/v1/session", json={"token": fleet.tokens["operator"]})
+    cookie = {"Cookie": login.headers["set-cookie"].split(";")[0]}
+    http, url, body = fleet.http(), "/api/v1/strategies/rsi-reliance/commands", {"verb": "restart", "id": "by-cookie"}
+    assert http.get("/api/v1/whoami", headers=cookie).json()["name"] == "operator-1"
+    assert http.post(url, json=body, headers=cookie).status_code == 403
+    assert http.post(url, json=body, headers={**cookie, "Origin": "https://evil.example"}).status_code == 403
+    assert store.command("by-cookie") is None
+    assert http.post(url, json=body, headers={**cookie, "Origin": "https://gateway"}).status_code == 202
+    logout = http.delete("/api/v1/session", headers=cookie)
+    assert logout.status_code == 204 and 'algo_token=""' in logout.headers["set-cookie"]
+
+
 def test_an_unmigrated_database_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     import asyncio
 

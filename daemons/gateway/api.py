@@ -250,6 +250,13 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         response.set_cookie(COOKIE, body.token, httponly=True, secure=True, samesite="strict", path="/")
         audit(principal, request.method, request.url.path, {}, "session cookie set")
 
+    @app.delete(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT,
+                summary="log out: the browser forgets the session cookie")
+    async def logout(request: Request, response: Response) -> None:
+        response.delete_cookie(COOKIE, httponly=True, secure=True, samesite="strict", path="/")
+        audit(gw.auth.from_token(request.cookies.get(COOKIE)), request.method, request.url.path, {},
+              "session cookie cleared")
+
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(gw.metrics.registry).decode(),

@@ -1,10 +1,10 @@
 """Who is asking, and may they: deny by default, roles in order, every mutating request audited.
 
-REST takes ``Authorization: Bearer <token>``; a browser's WebSocket cannot set that header, so the
-console first posts the token to /api/v1/session, which sets it as an HttpOnly, Secure,
-SameSite=Strict cookie that the browser sends with the WebSocket handshake (and the handshake's
-Origin must be the page's own). A token never reaches a log line: audit lines name the token's
-*name* (``ACTOR=``).
+REST takes ``Authorization: Bearer <token>``. The console posts its token once to /api/v1/session,
+which sets it as an HttpOnly, Secure, SameSite=Strict cookie (so the page's script never holds it):
+the browser sends it with the WebSocket handshake (whose Origin must be the page's own) and with
+REST calls, where a mutating one must also carry the page's own Origin (a cross-site form or script
+cannot). A token never reaches a log line: audit lines name the token's *name* (``ACTOR=``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class TooManyFailures(Exception):
 
 
 class Auth:
-    def __init__(self, tokens: TokenStore | None, limiter: FailureLimiter) -> None:
+    def __init__(self, tokens: TokenStore | None, limiter: FailureLimiter, origins: list[str]) -> None:
         self.tokens = tokens
         self.limiter = limiter
+        self.origins = origins  # besides the page's own, for a mutating request that authenticates by cookie
         self.failures: Counter[str] = Counter()  # refused requests, by reason
         self.limited: Counter[str] = Counter()  # requests refused for failed logins, by the key that is empty
         self._logged = -1e9  # when a damaged token file was last logged
@@ -50,8 +51,10 @@ class Auth:
 
         def dependency(request: Request) -> Principal:
             mutating = request.method not in SAFE_METHODS
+            token = bearer(request.headers.get("authorization"))
+            by_cookie = token is None and COOKIE in request.cookies
             try:
-                principal = self.login(bearer(request.headers.get("authorization")), client_of(request),
+                principal = self.login(request.cookies[COOKIE] if by_cookie else token, client_of(request),
                                        request.method, request.url.path)
             except TooManyFailures as exc:
                 raise too_many(exc) from None
@@ -61,6 +64,12 @@ class Auth:
                     audit(None, request.method, request.url.path, {}, "unauthenticated")
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API token is required",
                                     headers={"WWW-Authenticate": "Bearer"})
+            if by_cookie and mutating and not ("origin" in request.headers
+                                               and origin_allowed(request.headers, self.origins)):
+                self.failures["origin"] += 1
+                audit(principal, request.method, request.url.path, {}, "forbidden: not from the console's origin")
+                raise HTTPException(status.HTTP_403_FORBIDDEN, "a change by session cookie must come from the console's "
+                                                               "own origin")
             if principal.role < role:
                 self.failures["forbidden"] += 1
                 if mutating:

@@ -52,8 +52,8 @@ class GatewayDaemon(Daemon):
         self.malformed_heartbeats = 0
         for pattern in TOPICS:
             self.bus.subscribe(pattern, self._on_event)
-        self.auth = Auth(None, FailureLimiter(self.section.failed_logins_burst,
-                                              self.section.failed_logins_per_minute))  # tokens need the pepper: setup()
+        self.auth = Auth(None, FailureLimiter(self.section.failed_logins_burst, self.section.failed_logins_per_minute),
+                         self.section.origins)  # tokens need the pepper: setup()
         self.app = create_app(self)
         self.control = ControlPlane(config.control_plane.database_url)
         self.server: uvicorn.Server | None = None
