@@ -105,7 +105,8 @@ def test_the_openapi_schema_documents_every_route_with_typed_responses(fleet: Ga
         assert "$ref" in body or "$ref" in body.get("items", {}), (path, method, body)
         assert set(op["responses"]) >= {"401"} if path != "/api/v1/session" else True
     assert set(schema["components"]["schemas"]) >= {"FleetStatus", "Order", "Fill", "Position", "Pnl",
-                                                    "KillSwitchRequest", "KillSwitchSent"}
+                                                    "KillSwitchRequest", "KillSwitchSent", "StrategyOut", "StrategyCreate",
+                                                    "ParamsChange", "CommandRequest", "CommandOut"}
 
 
 def test_roles_viewer_reads_operator_acts_and_both_are_audited(fleet: GatewayFleet) -> None:

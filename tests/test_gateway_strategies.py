@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from daemons.algoctl import gateway
+from daemons.control_plane.records import AuditView
 from daemons.control_plane.store import Store
 from daemons.control_plane.transitions import STRATEGY_TRANSITIONS, State
 from daemons.gateway.control import ControlPlane, Unavailable
@@ -35,6 +36,14 @@ def store(fleet: GatewayFleet) -> Iterator[Store]:
     s = fleet.store()
     yield s
     s.close()
+
+
+def fleet_store_audit(fleet: GatewayFleet, strategy: str) -> list[AuditView]:
+    store = fleet.store()
+    try:
+        return store.audit(strategy)
+    finally:
+        store.close()
 
 
 def execute_all(store: Store) -> None:
@@ -57,6 +66,8 @@ def test_viewers_read_operators_command_admins_create(fleet: GatewayFleet) -> No
            "params": {"symbol": "TCS", "quantity": 1, "fast": 5, "slow": 20}}
     assert fleet.http("operator").post("/api/v1/strategies", json=new).status_code == 403
     assert fleet.http("viewer").get("/api/v1/commands").json() == []  # nothing reached the queue
+    refused = [(a.actor, a.action, a.detail["reason"]) for a in fleet_store_audit(fleet, "rsi-infy") if a.actor != "deploy"]
+    assert refused == [("viewer-1", "refused", "forbidden: needs operator")] * 2  # in the database too
 
 
 @pytest.mark.parametrize(("body", "loc", "message"), [
@@ -205,6 +216,8 @@ def test_a_session_cookie_acts_only_from_the_consoles_own_origin(fleet: GatewayF
     assert http.post(url, json=body, headers=cookie).status_code == 403
     assert http.post(url, json=body, headers={**cookie, "Origin": "https://evil.example"}).status_code == 403
     assert store.command("by-cookie") is None
+    assert [a.detail["reason"] for a in store.audit("rsi-reliance") if a.actor == "operator-1" and a.action == "refused"] == [
+        "forbidden: not from the console's origin"] * 2
     assert http.post(url, json=body, headers={**cookie, "Origin": "https://gateway"}).status_code == 202
     logout = http.delete("/api/v1/session", headers=cookie)
     assert logout.status_code == 204 and 'algo_token=""' in logout.headers["set-cookie"]

@@ -42,6 +42,10 @@ class Auth:
         self.tokens = tokens
         self.limiter = limiter
         self.origins = origins  # besides the page's own, for a mutating request that authenticates by cookie
+        # Called (in a worker thread) for a known token's mutating request refused here, after its journald
+        # line: the gateway writes it to the control plane's audit table too. Requests without a valid token
+        # stay in journald only, so nobody without one can grow the database.
+        self.on_forbidden: Callable[[Principal, str, str, str], None] | None = None
         self.failures: Counter[str] = Counter()  # refused requests, by reason
         self.limited: Counter[str] = Counter()  # requests refused for failed logins, by the key that is empty
         self._logged = -1e9  # when a damaged token file was last logged
@@ -67,18 +71,23 @@ class Auth:
             if by_cookie and mutating and not ("origin" in request.headers
                                                and origin_allowed(request.headers, self.origins)):
                 self.failures["origin"] += 1
-                audit(principal, request.method, request.url.path, {}, "forbidden: not from the console's origin")
+                self._forbidden(principal, request, "forbidden: not from the console's origin")
                 raise HTTPException(status.HTTP_403_FORBIDDEN, "a change by session cookie must come from the console's "
                                                                "own origin")
             if principal.role < role:
                 self.failures["forbidden"] += 1
                 if mutating:
-                    audit(principal, request.method, request.url.path, {}, f"forbidden: needs {role.name}")
+                    self._forbidden(principal, request, f"forbidden: needs {role.name}")
                 raise HTTPException(status.HTTP_403_FORBIDDEN, f"{principal.role.name} may not do this: needs {role.name}")
             request.state.principal = principal
             return principal
 
         return dependency
+
+    def _forbidden(self, principal: Principal, request: Request, result: str) -> None:
+        audit(principal, request.method, request.url.path, {}, result)
+        if self.on_forbidden is not None:
+            self.on_forbidden(principal, request.method, request.url.path, result)
 
     def login(self, token: object, client: str, method: str, path: str) -> Principal | None:
         """The principal of a presented token (None for none or a wrong one). A wrong one counts against

@@ -45,11 +45,12 @@ class ControlPlane:
 
     async def call(self, fn: Callable[[Store], T]) -> T:
         """``fn(store)`` in a worker thread; Unavailable when the database cannot be opened or fails."""
-        def run() -> T:
-            return fn(self.store())
+        return await asyncio.to_thread(self.run, fn)
 
+    def run(self, fn: Callable[[Store], T]) -> T:
+        """``fn(store)`` in this thread (one that may block: not the event loop's)."""
         try:
-            return await asyncio.to_thread(run)
+            return fn(self.store())
         except Unavailable as exc:
             self.failures += 1
             log.warning("the control plane's database is unavailable: %s", exc)

@@ -11,6 +11,7 @@ uvicorn's own signal handling and lifespan are not used (``Server.serve()`` woul
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from .api import DaemonStatus, FleetStatus, KillSwitchState, create_app
 from .auth import Auth
 from .control import ControlPlane, Unavailable
 from .ratelimit import FailureLimiter
+from .strategies import NAME_PATTERN
 from .stream import TOPICS, Stream
 from .tokens import Principal, TokenError, TokenStore
 
@@ -56,6 +58,7 @@ class GatewayDaemon(Daemon):
                          self.section.origins)  # tokens need the pepper: setup()
         self.app = create_app(self)
         self.control = ControlPlane(config.control_plane.database_url)
+        self.auth.on_forbidden = self._record_forbidden
         self.server: uvicorn.Server | None = None
         metrics.registry.register(GatewayCollector(self))
 
@@ -114,6 +117,14 @@ class GatewayDaemon(Daemon):
             log.warning("audit row not written to the control plane's database: %s %s", action, strategy or "",
                         extra={"ACTOR": principal.name, "STRATEGY": strategy})
 
+    def _record_forbidden(self, principal: Principal, method: str, path: str, result: str) -> None:
+        try:
+            self.control.run(lambda store: store.record(principal.name, "refused", _strategy_of(path), None,
+                                                        {"request": f"{method} {path}", "reason": result}))
+        except Unavailable:
+            log.warning("audit row not written to the control plane's database: %s %s", method, path,
+                        extra={"ACTOR": principal.name})
+
     def health(self) -> str | None:
         if self.server is not None and not all(s.is_serving() for s in self.server.servers):
             return "the API socket is no longer served"
@@ -148,6 +159,13 @@ class GatewayDaemon(Daemon):
                 tick_age_sec=beat.tick_age_sec if beat else None, last_seen=peer.seen_at))
         return FleetStatus(host=self.liveness.host, bus_connected=self.bus.connected, daemons=daemons,
                            kill_switch=self.kill_switch, stream_seq=self.stream.seq)
+
+
+def _strategy_of(path: str) -> str | None:
+    """The strategy a request's path names (/api/v1/strategies/NAME/...), for its audit row."""
+    parts = path.split("/")
+    name = parts[4] if len(parts) > 4 and parts[3] == "strategies" else ""
+    return name if re.fullmatch(NAME_PATTERN, name) else None
 
 
 class GatewayCollector(Collector):
