@@ -131,6 +131,20 @@ def test_pausing_a_strategy_queues_a_command_followed_until_executed(door: Front
     page.screenshot(path=screens / "4-pause-executed.png", full_page=True)
 
 
+def test_a_command_the_strategy_cannot_take_shows_failed_with_the_reason(door: FrontDoor, page: Page) -> None:
+    row = page.locator('#strategies tr[data-strategy="rsi-infy"]')
+    row.locator('button[data-verb="resume"]').click()  # it is running: queued, then refused when it comes up
+    expect(row.locator(".command-status")).to_have_text("resume: pending")
+    store = door.fleet.store()
+    try:
+        assert store.claim("test-executor") is None  # the claim fails it with the reason, and nothing is left
+    finally:
+        store.close()
+    expect(page.locator('#strategies tr[data-strategy="rsi-infy"] .command-status')).to_have_text(
+        "resume: failed: resume needs a strategy that is paused; it is running")
+    expect(page.locator('#strategies tr[data-strategy="rsi-infy"] .state')).to_have_text("running")
+
+
 def test_parameters_refused_show_why_and_queue_nothing(door: FrontDoor, page: Page, screens: Path) -> None:
     page.locator('#strategies tr[data-strategy="ema-nifty"] button[data-verb="update_config"]').click()
     expect(page.locator("#params-dialog")).to_be_visible()

@@ -150,11 +150,16 @@ function every(ms, fn) {
   state.timers.push(setInterval(fn, ms));
 }
 
-async function quietly(fn) {
+// A poll's failure (the gateway restarting, the database unavailable: 503) is shown in ``note`` until the
+// next poll succeeds; a 401 has already brought the login back.
+async function quietly(fn, note) {
   try {
     await fn();
+    if (note) $(note).textContent = "";
   } catch (err) {
-    if (err.status !== 401) console.warn(err);
+    if (err.status === 401) return;
+    if (note) $(note).textContent = err.message;
+    else console.warn(err);
   }
 }
 
@@ -211,7 +216,7 @@ function refreshStrategies() {
   return quietly(async () => {
     const strategies = await api("GET", "/strategies");
     $("#strategies tbody").replaceChildren(...strategies.map(strategyRow));
-  });
+  }, "#strategies-note");
 }
 
 function strategyRow(s) {
@@ -341,7 +346,7 @@ function refreshHistory() {
       tr.dataset.command = c.id;
       return tr;
     }));
-  });
+  }, "#history-note");
 }
 
 // ---- the journal: orders and fills so far, positions, P&L ---------------------------------------
