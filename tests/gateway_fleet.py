@@ -89,7 +89,8 @@ class GatewayFleet:
 
 
 @contextmanager
-def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
+def gateway_fleet(tmp: Path, *, seed: bool = True, **gateway_keys: object) -> Iterator[GatewayFleet]:
+    """``seed=False``: no control-plane database at all (the gateway must start and serve without it)."""
     tmp.mkdir(parents=True, exist_ok=True)
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in gateway_keys.items())
     config_path = tmp / "fleet.toml"
@@ -104,9 +105,10 @@ def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
     fleet = GatewayFleet(tmp, config_path, config, env, NotifySocket(tmp / "notify.sock"))
     for role in ("viewer", "operator", "admin"):
         fleet.tokens[role] = gateway.add(config, f"{role}-1", role, tmp / "creds")
-    store = Store.open(config.control_plane.database_url, migrate=True)  # as the deploy does: migrate and seed
-    store.seed(declared(config), "deploy")
-    store.close()
+    if seed:
+        store = Store.open(config.control_plane.database_url, migrate=True)  # as the deploy does: migrate and seed
+        store.seed(declared(config), "deploy")
+        store.close()
     try:
         fleet.procs.append(subprocess.Popen([sys.executable, "-m", "daemons.bus"], env=env,
                                             stderr=subprocess.DEVNULL, text=True))

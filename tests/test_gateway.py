@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, unix_connect
 
+from daemons.control_plane.store import Store
 from daemons.gateway.api import create_app
 from daemons.gateway.main import GatewayDaemon
 from daemons.gateway.ratelimit import FailureLimiter, Limited
@@ -355,3 +356,17 @@ def test_the_failure_buckets_refill_and_stay_bounded() -> None:
     for i in range(10):
         limiter.failed([("client", f"198.51.100.{i}")])
     assert len(limiter.buckets) == 3
+
+
+def test_without_its_database_the_gateway_serves_and_its_strategy_routes_answer_503(tmp_path: Path) -> None:
+    """Last: a fleet of its own, with no control-plane database (not yet deployed, or not migrated)."""
+    with gateway_fleet(tmp_path, seed=False) as f:
+        assert f.http("viewer").get("/api/v1/fleet").status_code == 200
+        listed = f.http("viewer").get("/api/v1/strategies")
+        assert listed.status_code == 503 and "schema revision none" in listed.json()["detail"]
+        queued = f.http("operator").post("/api/v1/strategies/ema-nifty/commands", json={"verb": "pause"})
+        assert queued.status_code == 503 and "nothing was written" in queued.json()["detail"]
+        assert f.http("operator").post("/api/v1/kill-switch", json={"engage": False, "reason": "x"}).status_code == 202
+        assert scrape(f)["algo_gateway_control_plane_unavailable_total"] >= 2
+        Store.open(f.config.control_plane.database_url, migrate=True).close()  # the deploy migrates: it comes back
+        assert f.http("viewer").get("/api/v1/strategies").json() == []
