@@ -124,6 +124,12 @@ def test_roles_viewer_reads_operator_acts_and_both_are_audited(fleet: GatewayFle
     # through the real broker and back: the gateway hears its own control.kill_switch
     state = wait_until(lambda: fleet.http("viewer").get("/api/v1/fleet").json()["kill_switch"], 10, "the kill switch")
     assert state["engaged"] and state["trace"] == trace and state["reason"] == "drill (operator-1 via gateway)"
+    store = fleet.store()
+    try:  # in the control plane's audit too, written after the answer
+        row = wait_until(lambda: [a for a in store.audit() if a.action == "kill_switch"], 10, "the audit row")[0]
+    finally:
+        store.close()
+    assert row.actor == "operator-1" and row.detail == {"engage": True, "reason": "drill", "trace": trace}
     fleet.http("admin").post("/api/v1/kill-switch", json={"engage": False, "reason": "drill over"}).raise_for_status()
     wait_until(lambda: not fleet.http().get("/api/v1/fleet", headers={
         "Authorization": f"Bearer {fleet.tokens['viewer']}"}).json()["kill_switch"]["engaged"], 10, "the release")

@@ -14,7 +14,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket, status
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket, status
 from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
@@ -223,7 +223,7 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
     @route("POST", "/kill-switch", response_model=KillSwitchSent, status_code=status.HTTP_202_ACCEPTED,
            summary="engage or release the fleet-wide kill switch (operator)", role=operator,
            responses={503: {"model": Problem, "description": "the bus is unreachable: nothing was sent"}})
-    async def kill_switch(body: KillSwitchRequest, request: Request) -> KillSwitchSent:
+    async def kill_switch(body: KillSwitchRequest, request: Request, background: BackgroundTasks) -> KillSwitchSent:
         principal, args = who(request), body.model_dump()
         if not gw.bus.connected:
             audit(principal, request.method, request.url.path, args, "failed: bus unreachable")
@@ -231,7 +231,8 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         event = gw.bus.publish(CONTROL_KILL_SWITCH, {"engage": body.engage,
                                                      "reason": f"{body.reason} ({principal.name} via gateway)"})
         audit(principal, request.method, request.url.path, args, "sent", event.trace)
-        await gw.record(principal, "kill_switch", None, None, {**args, "trace": event.trace})
+        # after the answer: a slow database must not delay the kill switch's (journald has the line already)
+        background.add_task(gw.record, principal, "kill_switch", None, None, {**args, "trace": event.trace})
         return KillSwitchSent(engage=body.engage, trace=event.trace)
 
     add_routes(route, gw, operator, admin)
