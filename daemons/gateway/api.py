@@ -231,7 +231,7 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         event = gw.bus.publish(CONTROL_KILL_SWITCH, {"engage": body.engage,
                                                      "reason": f"{body.reason} ({principal.name} via gateway)"})
         audit(principal, request.method, request.url.path, args, "sent", event.trace)
-        # after the answer: a slow database must not delay the kill switch's (journald has the line already)
+        # after the answer, in a worker thread: a slow database must not delay the kill switch's
         background.add_task(gw.record, principal, "kill_switch", None, None, {**args, "trace": event.trace})
         return KillSwitchSent(engage=body.engage, trace=event.trace)
 

@@ -106,24 +106,19 @@ class GatewayDaemon(Daemon):
             self.section.socket.unlink(missing_ok=True)
         self.control.close()
 
-    async def record(self, principal: Principal, action: str, strategy: str | None, command_id: str | None,
-                     detail: dict[str, Any]) -> None:
+    def record(self, principal: Principal, action: str, strategy: str | None, command_id: str | None,
+               detail: dict[str, Any]) -> None:
         """An audit row in the control plane's database for a request that wrote nothing there (refused,
-        or the kill switch); journald has the request's line either way, so a database that cannot take
-        it is logged and counted, never a reason to fail the request."""
+        or the kill switch). Blocking: call it from a worker thread. Journald has the request's line either
+        way, so a database that cannot take the row is logged and counted, never a reason to fail the request."""
         try:
-            await self.control.call(lambda store: store.record(principal.name, action, strategy, command_id, detail))
+            self.control.run(lambda store: store.record(principal.name, action, strategy, command_id, detail))
         except Unavailable:
             log.warning("audit row not written to the control plane's database: %s %s", action, strategy or "",
                         extra={"ACTOR": principal.name, "STRATEGY": strategy})
 
     def _record_forbidden(self, principal: Principal, method: str, path: str, result: str) -> None:
-        try:
-            self.control.run(lambda store: store.record(principal.name, "refused", _strategy_of(path), None,
-                                                        {"request": f"{method} {path}", "reason": result}))
-        except Unavailable:
-            log.warning("audit row not written to the control plane's database: %s %s", method, path,
-                        extra={"ACTOR": principal.name})
+        self.record(principal, "refused", _strategy_of(path), None, {"request": f"{method} {path}", "reason": result})
 
     def health(self) -> str | None:
         if self.server is not None and not all(s.is_serving() for s in self.server.servers):

@@ -10,6 +10,7 @@ change; a request refused here is written as ``refused`` with the reason).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -121,7 +122,8 @@ def add_routes(route: RouteFactory, gw: GatewayDaemon, operator: Callable[[Reque
                                                                      f"{exc}; nothing was written") from None
         except Refused as exc:
             audit(principal, request.method, request.url.path, args, f"refused: {exc}", strategy=strategy)
-            await gw.record(principal, "refused", strategy, command_id, {"request": verb, "args": args, "reason": str(exc)})
+            await asyncio.to_thread(gw.record, principal, "refused", strategy, command_id,
+                                    {"request": verb, "args": args, "reason": str(exc)})
             raise _refusal(exc) from None
         audit(principal, request.method, request.url.path, args, describe(done), strategy=strategy)
         return done
@@ -144,17 +146,16 @@ def add_routes(route: RouteFactory, gw: GatewayDaemon, operator: Callable[[Reque
            responses={**CONFLICT, **UNAVAILABLE})
     async def create(body: StrategyCreate, request: Request) -> StrategyOut:
         engines = [name for name, _ in gw.config.daemons.engines()]
-        args = body.model_dump()
-        if body.engine not in engines:
-            exc = Invalid([("engine", f"unknown engine {body.engine!r} (known: {', '.join(engines)})")])
-            audit(who(request), request.method, request.url.path, args, f"refused: {exc}", strategy=body.name)
-            await gw.record(who(request), "refused", body.name, None,
-                            {"request": f"{request.method} {request.url.path}", "args": args, "reason": str(exc)})
-            raise _refusal(exc)
         spec = StrategySpec(name=body.name, kind=body.kind, engine=body.engine, process="engine", params=body.params,
                             desired_state="stopped", auto_start=body.auto_start)
-        created: StrategyView = await write(request, body.name, None, args,
-                                            lambda store: store.create(spec, who(request).name), lambda _: "created")
+        actor = who(request).name
+
+        def create(store: Store) -> StrategyView:
+            if body.engine not in engines:
+                raise Invalid([("engine", f"unknown engine {body.engine!r} (known: {', '.join(engines)})")])
+            return store.create(spec, actor)
+
+        created: StrategyView = await write(request, body.name, None, body.model_dump(), create, lambda _: "created")
         return _strategy(created)
 
     @route("PATCH", "/strategies/{name}/params", response_model=CommandOut, status_code=status.HTTP_202_ACCEPTED,
