@@ -150,12 +150,12 @@ def add_routes(route: RouteFactory, gw: GatewayDaemon, operator: Callable[[Reque
                             desired_state="stopped", auto_start=body.auto_start)
         actor = who(request).name
 
-        def create(store: Store) -> StrategyView:
+        def add(store: Store) -> StrategyView:
             if body.engine not in engines:
                 raise Invalid([("engine", f"unknown engine {body.engine!r} (known: {', '.join(engines)})")])
             return store.create(spec, actor)
 
-        created: StrategyView = await write(request, body.name, None, body.model_dump(), create, lambda _: "created")
+        created: StrategyView = await write(request, body.name, None, body.model_dump(), add, lambda _: "created")
         return _strategy(created)
 
     @route("PATCH", "/strategies/{name}/params", response_model=CommandOut, status_code=status.HTTP_202_ACCEPTED,
