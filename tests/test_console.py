@@ -206,5 +206,9 @@ def test_a_viewer_sees_no_controls(door: FrontDoor, page: Page, screens: Path) -
     expect(page.locator("#whoami")).to_have_text("viewer-1 (viewer)")
     expect(page.locator("#strategies tbody tr")).to_have_count(4)
     expect(page.locator('#strategies button[data-verb="pause"]').first).to_be_hidden()
+    headers = page.locator("#strategies thead th:visible").all_inner_texts()
+    assert headers == ["name", "kind", "engine", "desired", "v", "parameters", "last command"]
+    row = page.locator('#strategies tr[data-strategy="rsi-infy"] td:visible').all_inner_texts()
+    assert len(row) == len(headers) and row[-1].startswith("resume: failed")  # the columns line up
     expect(page.locator("#kill-engage")).to_be_hidden()
     page.screenshot(path=screens / "9-viewer.png", full_page=True)
