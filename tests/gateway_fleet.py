@@ -1,8 +1,12 @@
-"""A broker and a real algo-gateway process on Unix sockets in a temp dir, for the gateway's tests."""
+"""A broker and a real algo-gateway process on Unix sockets in a temp dir, for the gateway's tests, and
+the real nginx in front of them (TLS on a loopback port, a private prefix)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +18,9 @@ from typing import Any
 import httpx
 
 from daemons.algoctl import control, gateway
+from daemons.control_plane.drift import declared
+from daemons.control_plane.store import Store
+from daemons.gateway.nginx import CONSOLE, Site, ensure_certificate, prepare_prefix, render
 from daemons.journal_format.layout import COLUMNS
 from daemons.runtime.config import FleetConfig, load_config
 from daemons.runtime.envelope import Event
@@ -54,6 +61,10 @@ class GatewayFleet:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)  # role -> token
 
+    def store(self) -> Store:
+        """The control plane's database, as the gateway and a command's executor use it (close it after)."""
+        return Store.open(self.config.control_plane.database_url)
+
     @property
     def api_socket(self) -> Path:
         return self.config.gateway.socket
@@ -78,13 +89,15 @@ class GatewayFleet:
 
 
 @contextmanager
-def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
+def gateway_fleet(tmp: Path, *, seed: bool = True, **gateway_keys: object) -> Iterator[GatewayFleet]:
+    """``seed=False``: no control-plane database at all (the gateway must start and serve without it)."""
     tmp.mkdir(parents=True, exist_ok=True)
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in gateway_keys.items())
     config_path = tmp / "fleet.toml"
     config_path.write_text(
         TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp}/bus.sock"').replace("9470", "19470")
         .replace('directory = "/var/lib/algo/journal"', f'directory = "{tmp}/journal"')
+        .replace("sqlite:////var/lib/algo/control/control.db", f"sqlite:///{tmp}/control/control.db")
         + f'\n[gateway]\nsocket = "{tmp}/api.sock"\ntokens = "{tmp}/state/tokens.json"\n{extra}')
     env = {**os.environ, "ALGO_CONFIG": str(config_path), "CREDENTIALS_DIRECTORY": str(tmp / "creds")}
     env.pop("NOTIFY_SOCKET", None)
@@ -92,6 +105,10 @@ def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
     fleet = GatewayFleet(tmp, config_path, config, env, NotifySocket(tmp / "notify.sock"))
     for role in ("viewer", "operator", "admin"):
         fleet.tokens[role] = gateway.add(config, f"{role}-1", role, tmp / "creds")
+    if seed:
+        store = Store.open(config.control_plane.database_url, migrate=True)  # as the deploy does: migrate and seed
+        store.seed(declared(config), "deploy")
+        store.close()
     try:
         fleet.procs.append(subprocess.Popen([sys.executable, "-m", "daemons.bus"], env=env,
                                             stderr=subprocess.DEVNULL, text=True))
@@ -107,3 +124,61 @@ def gateway_fleet(tmp: Path, **gateway_keys: object) -> Iterator[GatewayFleet]:
                 proc.terminate()
             proc.wait(20)
         fleet.notify.sock.close()
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NGINX, "-t", "-p", f"{prefix}/", "-c", "conf/nginx.conf"], capture_output=True, text=True)
+
+
+@dataclass
+class FrontDoor:
+    fleet: GatewayFleet
+    base: str
+    cert: Path
+    metrics_port: int
+
+    def https(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.fleet.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.base, verify=ssl.create_default_context(cafile=self.cert), headers=headers,
+                            timeout=10)
+
+
+@contextmanager
+def front_door(tmp: Path, fleet: GatewayFleet, console: Path = CONSOLE, grafana: str | None = None) -> Iterator[FrontDoor]:
+    """nginx rendered from the gateway's template (checked with nginx -t) on a loopback port, in front of
+    ``fleet``'s gateway, as root (no www-data needed for a socket in a temp dir)."""
+    cert, key = tmp / "tls" / "cert.pem", tmp / "tls" / "key.pem"
+    assert ensure_certificate(cert, key, ["localhost", "127.0.0.1"])
+    port = free_port()
+    prefix = tmp / "prefix"
+    prepare_prefix(prefix)
+    site = Site(listen=f"127.0.0.1:{port}", cert=cert, key=key, console=console, grafana=grafana, user="root")
+    (prefix / "conf" / "nginx.conf").write_text(render(fleet.config, site))
+    checked = nginx_test(prefix)
+    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+    nginx = subprocess.Popen([NGINX, "-p", f"{prefix}/", "-c", "conf/nginx.conf", "-g", "daemon off;"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _accepts(port), 20, "nginx listening")
+        yield FrontDoor(fleet, f"https://127.0.0.1:{port}", cert, fleet.config.gateway.metrics_port)
+    finally:
+        nginx.terminate()
+        nginx.wait(20)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

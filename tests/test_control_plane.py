@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,7 +22,7 @@ from daemons.control_plane import database
 from daemons.control_plane.drift import compare, declared, render
 from daemons.control_plane.models import Base, Command, Strategy
 from daemons.control_plane.records import StrategySpec
-from daemons.control_plane.store import IdReused, SeedReport, Store
+from daemons.control_plane.store import Exists, IdReused, Invalid, SeedReport, Store
 from daemons.control_plane.transitions import STATES, STRATEGY_TRANSITIONS, VERBS, Refused
 from daemons.runtime.config import ConfigError, load_config
 from tests import postgres
@@ -139,6 +140,29 @@ def test_concurrent_submits_of_one_id_make_one_command(store: Store) -> None:
         t.join()
     assert len(results) == 4 and len({r.seq for r in results}) == 1
     assert len(store.history()) == 1
+
+
+def test_create_adds_a_stopped_strategy_once_judged_as_fleet_toml_would(store: Store) -> None:
+    spec = StrategySpec(name="ema-tcs", kind="ema_crossover", engine="equity", process="engine",
+                        params={"symbol": "TCS", "quantity": 1, "fast": 5, "slow": 20}, desired_state="stopped",
+                        auto_start=False)
+    before = (store.strategies(), store.audit())
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({"kind": "nope"}, ["kind"]), ({"params": {**spec.params, "fast": 2**70}}, ["params.fast"]),
+        ({"params": {**spec.params, "fast": 30}}, ["params"]), ({"name": "Bad"}, ["name"])]
+    for bad, problems in cases:
+        with pytest.raises(Invalid) as refused:
+            store.create(replace(spec, **bad), "alice")
+        assert [where for where, _ in refused.value.problems] == problems
+    assert (store.strategies(), store.audit()) == before  # nothing written
+    created = store.create(spec, "alice")
+    assert (created.desired_state, created.version, created.params) == ("stopped", 1, spec.params)
+    assert store.strategy("ema-tcs") == created
+    with pytest.raises(Exists):
+        store.create(spec, "bob")
+    store.record("bob", "refused", "ema-tcs", None, {"reason": "exists"})
+    assert [(a.actor, a.action) for a in store.audit("ema-tcs")] == [("alice", "created"), ("bob", "refused")]
+    assert store.submit("start-tcs", "ema-tcs", "start", {}, "alice").status == "pending"
 
 
 @pytest.mark.parametrize(("strategy", "verb", "args", "reason"), [

@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, unix_connect
 
+from daemons.control_plane.store import Store
 from daemons.gateway.api import create_app
 from daemons.gateway.main import GatewayDaemon
 from daemons.gateway.ratelimit import FailureLimiter, Limited
@@ -75,7 +76,7 @@ def test_ready_only_once_the_socket_accepts_and_the_watchdog_is_fed(fleet: Gatew
 
 def test_every_route_refuses_a_missing_or_wrong_token(fleet: GatewayFleet) -> None:
     schema = fleet.http().get("/api/v1/openapi.json").json()
-    public = {("/api/v1/session", "post")}
+    public = {("/api/v1/session", "post"), ("/api/v1/session", "delete")}
     checked = 0
     for path, methods in schema["paths"].items():
         for method in methods:
@@ -105,7 +106,8 @@ def test_the_openapi_schema_documents_every_route_with_typed_responses(fleet: Ga
         assert "$ref" in body or "$ref" in body.get("items", {}), (path, method, body)
         assert set(op["responses"]) >= {"401"} if path != "/api/v1/session" else True
     assert set(schema["components"]["schemas"]) >= {"FleetStatus", "Order", "Fill", "Position", "Pnl",
-                                                    "KillSwitchRequest", "KillSwitchSent"}
+                                                    "KillSwitchRequest", "KillSwitchSent", "StrategyOut", "StrategyCreate",
+                                                    "ParamsChange", "CommandRequest", "CommandOut"}
 
 
 def test_roles_viewer_reads_operator_acts_and_both_are_audited(fleet: GatewayFleet) -> None:
@@ -122,6 +124,12 @@ def test_roles_viewer_reads_operator_acts_and_both_are_audited(fleet: GatewayFle
     # through the real broker and back: the gateway hears its own control.kill_switch
     state = wait_until(lambda: fleet.http("viewer").get("/api/v1/fleet").json()["kill_switch"], 10, "the kill switch")
     assert state["engaged"] and state["trace"] == trace and state["reason"] == "drill (operator-1 via gateway)"
+    store = fleet.store()
+    try:  # in the control plane's audit too, written after the answer
+        row = wait_until(lambda: [a for a in store.audit() if a.action == "kill_switch"], 10, "the audit row")[0]
+    finally:
+        store.close()
+    assert row.actor == "operator-1" and row.detail == {"engage": True, "reason": "drill", "trace": trace}
     fleet.http("admin").post("/api/v1/kill-switch", json={"engage": False, "reason": "drill over"}).raise_for_status()
     wait_until(lambda: not fleet.http().get("/api/v1/fleet", headers={
         "Authorization": f"Bearer {fleet.tokens['viewer']}"}).json()["kill_switch"]["engaged"], 10, "the release")
@@ -354,3 +362,17 @@ def test_the_failure_buckets_refill_and_stay_bounded() -> None:
     for i in range(10):
         limiter.failed([("client", f"198.51.100.{i}")])
     assert len(limiter.buckets) == 3
+
+
+def test_without_its_database_the_gateway_serves_and_its_strategy_routes_answer_503(tmp_path: Path) -> None:
+    """Last: a fleet of its own, with no control-plane database (not yet deployed, or not migrated)."""
+    with gateway_fleet(tmp_path, seed=False) as f:
+        assert f.http("viewer").get("/api/v1/fleet").status_code == 200
+        listed = f.http("viewer").get("/api/v1/strategies")
+        assert listed.status_code == 503 and "schema revision none" in listed.json()["detail"]
+        queued = f.http("operator").post("/api/v1/strategies/ema-nifty/commands", json={"verb": "pause"})
+        assert queued.status_code == 503 and "nothing was written" in queued.json()["detail"]
+        assert f.http("operator").post("/api/v1/kill-switch", json={"engage": False, "reason": "x"}).status_code == 202
+        assert scrape(f)["algo_gateway_control_plane_unavailable_total"] >= 2
+        Store.open(f.config.control_plane.database_url, migrate=True).close()  # the deploy migrates: it comes back
+        assert f.http("viewer").get("/api/v1/strategies").json() == []

@@ -4,13 +4,9 @@ console, Grafana's path, the loopback metrics listener; the rendered config pass
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,18 +16,9 @@ from websockets.sync.client import connect
 
 from daemons.gateway.nginx import Site, ensure_certificate, prepare_prefix, render
 from daemons.runtime.envelope import EXECUTION_FILL
-from tests.gateway_fleet import GatewayFleet, gateway_fleet
-from tests.helpers import wait_until
+from tests.gateway_fleet import NGINX, FrontDoor, free_port, front_door, gateway_fleet, nginx_test
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (scripts/test.sh installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Grafana(BaseHTTPRequestHandler):
@@ -48,62 +35,23 @@ class Grafana(BaseHTTPRequestHandler):
         pass
 
 
-def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([NGINX, "-t", "-p", f"{prefix}/", "-c", "conf/nginx.conf"], capture_output=True, text=True)
-
-
-@dataclass
-class FrontDoor:
-    fleet: GatewayFleet
-    base: str
-    cert: Path
-    metrics_port: int
-
-    def https(self, role: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.fleet.tokens[role]}"} if role else {}
-        return httpx.Client(base_url=self.base, verify=ssl.create_default_context(cafile=self.cert), headers=headers,
-                            timeout=10)
-
-
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
     tmp = tmp_path_factory.mktemp("ngx")
-    metrics_port = free_port()
-    with gateway_fleet(tmp / "fleet", metrics_port=metrics_port) as fleet:
-        cert, key = tmp / "tls" / "cert.pem", tmp / "tls" / "key.pem"
-        assert ensure_certificate(cert, key, ["localhost", "127.0.0.1"])
-        assert not ensure_certificate(cert, key, ["localhost"])  # an existing one is kept
-        assert key.stat().st_mode & 0o777 == 0o600
+    with gateway_fleet(tmp / "fleet", metrics_port=free_port()) as fleet:
         console = tmp / "console"
         console.mkdir()
         (console / "index.html").write_text("<title>algo console</title>")
         grafana = ThreadingHTTPServer(("127.0.0.1", 0), Grafana)
         threading.Thread(target=grafana.serve_forever, daemon=True).start()
-        port = free_port()
-        prefix = tmp / "prefix"
-        prepare_prefix(prefix)
-        site = Site(listen=f"127.0.0.1:{port}", cert=cert, key=key, console=console,
-                    grafana=f"127.0.0.1:{grafana.server_address[1]}", user="root")
-        (prefix / "conf" / "nginx.conf").write_text(render(fleet.config, site))
-        checked = nginx_test(prefix)
-        assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
-        nginx = subprocess.Popen([NGINX, "-p", f"{prefix}/", "-c", "conf/nginx.conf", "-g", "daemon off;"],
-                                 stderr=subprocess.PIPE, text=True)
         try:
-            wait_until(lambda: _accepts(port), 20, "nginx listening")
-            yield FrontDoor(fleet, f"https://127.0.0.1:{port}", cert, metrics_port)
+            with front_door(tmp, fleet, console, f"127.0.0.1:{grafana.server_address[1]}") as door:
+                cert, key = door.cert, door.cert.with_name("key.pem")
+                assert not ensure_certificate(cert, key, ["localhost"])  # an existing one is kept
+                assert key.stat().st_mode & 0o777 == 0o600
+                yield door
         finally:
-            nginx.terminate()
-            nginx.wait(20)
             grafana.shutdown()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_rest_through_nginx_over_tls(door: FrontDoor) -> None:
@@ -185,3 +133,12 @@ def test_algoctl_renders_the_template_and_makes_the_certificate_once(door: Front
         main(["gateway", "nginx-config", "--listen", "1; evil", "--cert", str(cert), "--key", str(key),
               "--console", str(tmp_path), *config])
     assert done.value.code == 1 and "would break the nginx config" in capsys.readouterr().err
+
+
+def test_the_shipped_console_is_the_default(door: FrontDoor, tmp_path: Path) -> None:
+    """What the Ansible role renders unless the operator names another directory: the console in the wheel."""
+    from daemons.gateway.nginx import CONSOLE
+
+    assert {p.name for p in CONSOLE.iterdir()} >= {"index.html", "console.js", "console.css"}
+    text = render(door.fleet.config, Site(listen="127.0.0.1:1", cert=tmp_path, key=tmp_path))
+    assert f"root {CONSOLE};" in text and "Content-Security-Policy" in text

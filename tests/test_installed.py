@@ -62,3 +62,13 @@ def test_the_installed_algoctl_migrates_and_seeds_the_control_plane_database(ven
     assert done.returncode == 0 and "seeded 4 strategies" in done.stdout, done.stderr
     done = algoctl(venv, "config", "diff", "--config", str(config))
     assert (done.returncode, done.stdout) == (0, "no drift: the database's 4 strategies match fleet.toml\n"), done.stderr
+
+
+def test_the_installed_nginx_config_serves_the_console_shipped_in_the_wheel(venv: Path, tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text((REPO / "configs" / "paper.toml").read_text())
+    done = algoctl(venv, "gateway", "nginx-config", "--listen", "127.0.0.1:8443", "--cert", "/etc/algo/cert.pem",
+                   "--key", "/etc/algo/key.pem", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    root = Path(re.findall(r"^\s*root (\S+);", done.stdout, re.M)[0])
+    assert root.is_relative_to(venv) and {p.name for p in root.iterdir()} >= {"index.html", "console.js", "console.css"}

@@ -130,7 +130,7 @@ def test_target_pulls_in_the_fleet() -> None:
 
 
 def test_the_gateway_unit_has_unix_sockets_only_and_its_own_socket_directory() -> None:
-    from daemons.runtime.config import GatewaySection
+    from daemons.runtime.config import ControlPlaneSection, GatewaySection
 
     d = directives(source_dir() / "algo-gateway.service")
     assert d["RestrictAddressFamilies"] == ["AF_UNIX"] and d["PrivateNetwork"] == ["yes"]
@@ -138,6 +138,8 @@ def test_the_gateway_unit_has_unix_sockets_only_and_its_own_socket_directory() -
     assert f"/run/{d['RuntimeDirectory'][0]}/" == f"{GatewaySection().socket.parent}/"
     assert d["LoadCredential"] == ["gateway_pepper:/etc/algo/credentials/gateway_pepper"]
     assert f"/var/lib/{d['StateDirectory'][0]}" == str(GatewaySection().tokens.parent)
+    database = Path(ControlPlaneSection().database_url.removeprefix("sqlite:///"))
+    assert d["ReadWritePaths"] == [f"-{database.parent}"]  # SQLite writes its WAL beside the database
 
 
 def test_bus_socket_matches_the_config_default() -> None:

@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ngx.add_argument("--listen", required=True, help="address:port of the TLS listener, e.g. 0.0.0.0:443")
     ngx.add_argument("--cert", type=Path, required=True)
     ngx.add_argument("--key", type=Path, required=True)
-    ngx.add_argument("--console", type=Path, required=True, help="the console's static files")
+    ngx.add_argument("--console", type=Path, default=nginx.CONSOLE,
+                     help="the console's static files (default: the console shipped with the fleet)")
     ngx.add_argument("--grafana", help="host:port of Grafana, served under /grafana/ (default: none, 404)")
     ngx.add_argument("--user", default="www-data", help="nginx's worker user, a member of the fleet's group")
     ngx.add_argument("--config", type=Path)

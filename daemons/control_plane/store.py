@@ -36,6 +36,23 @@ class IdReused(Refused):
     """A command id already names a different command: ids are idempotency keys, not reusable."""
 
 
+class Exists(Refused):
+    """A strategy of that name is already in the registry."""
+
+
+class UnknownStrategy(Refused):
+    """No strategy of that name in the registry."""
+
+
+class Invalid(Refused):
+    """Parameters (or a new strategy's fields) that fleet.toml would refuse: each problem with its field,
+    e.g. ("params.fast", "must be > 0"), so an API can name the field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{where}: {what}" for where, what in problems))
+        self.problems = problems
+
+
 @dataclass(frozen=True)
 class SeedReport:
     added: list[str] = field(default_factory=list)
@@ -82,6 +99,28 @@ class Store:
         with self._transaction() as s:
             row = s.get(Strategy, name)
             return None if row is None else _strategy_view(row)
+
+    def create(self, spec: StrategySpec, actor: str) -> StrategyView:
+        """Add a strategy at run time (version 1, audited as created). Judged as fleet.toml's would be
+        (Invalid names the field); a name already taken is Exists; nothing is written either way."""
+        _judge(spec.name, spec.kind, spec.params)
+        now = _now()
+        with self._transaction() as s:
+            if s.get(Strategy, spec.name) is not None:
+                raise Exists(f"strategy {spec.name!r} exists")
+            row = Strategy(name=spec.name, kind=spec.kind, engine=spec.engine, process=spec.process,
+                           params=dict(spec.params), desired_state=spec.desired_state, auto_start=spec.auto_start,
+                           version=1, updated_at=now, declared=None)
+            s.add(row)
+            s.add(_audit(now, actor, "created", spec.name, None,
+                         {"kind": spec.kind, "engine": spec.engine, "params": spec.params, "auto_start": spec.auto_start}))
+            s.flush()
+            return _strategy_view(row)
+
+    def record(self, actor: str, action: str, strategy: str | None, command_id: str | None, detail: dict[str, Any]) -> None:
+        """Append an audit row for something that changed nothing here: a refused request, the kill switch."""
+        with self._transaction() as s:
+            s.add(_audit(_now(), actor, action, strategy, command_id, detail))
 
     def seed(self, declared: Sequence[StrategySpec], actor: str, *, reset: bool = False) -> SeedReport:
         """Bring fleet.toml's strategies into the registry; every change is audited and reported.
@@ -151,7 +190,7 @@ class Store:
                 row = s.get(Strategy, strategy)
                 if row is None:
                     known = ", ".join(s.scalars(select(Strategy.name).order_by(Strategy.name))) or "none: seed the registry"
-                    raise Refused(f"unknown strategy {strategy!r} (known: {known})")
+                    raise UnknownStrategy(f"unknown strategy {strategy!r} (known: {known})")
                 _check_args(row, verb, args)
                 inserted = s.scalar(self._insert(Command).values(
                     id=command_id, strategy=strategy, verb=verb, args=args, actor=actor, status="pending",
@@ -253,15 +292,21 @@ def _check_args(strategy: Strategy, verb: Verb, args: dict[str, Any]) -> None:
     params = args.get("params") if isinstance(args, dict) and args.keys() == {"params"} else None
     if not isinstance(params, dict) or not params:
         raise Refused('update_config takes {"params": {NAME: VALUE, ...}} with at least one parameter')
-    merged = {**strategy.params, **params}
+    _judge(strategy.name, strategy.kind, {**strategy.params, **params})
+
+
+def _judge(name: str, kind: str, params: dict[str, Any]) -> None:
+    """As fleet.toml's strategies are judged: the section's checks (name, finite numbers), then the kind's own
+    constructor (Invalid names "params" for what only the constructor knows)."""
     try:
-        StrategySection.model_validate({"name": strategy.name, "kind": strategy.kind, "params": merged})
-        build(strategy.kind, strategy.name, merged)
+        StrategySection.model_validate({"name": name, "kind": kind, "params": params})
+        build(kind, name, params)
     except ValidationError as exc:
-        raise Refused("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                                for e in exc.errors())) from None
+        raise Invalid([(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))
+                       for e in exc.errors()]) from None
     except ValueError as exc:
-        raise Refused(str(exc)) from None
+        field = "kind" if str(exc).startswith("unknown strategy kind") else "params"
+        raise Invalid([(field, str(exc))]) from None
 
 
 def _apply(strategy: Strategy, command: Command, now: datetime) -> None:

@@ -14,7 +14,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket, status
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket, status
 from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
@@ -172,7 +172,9 @@ Day = Annotated[date | None, Query(description="journal day, YYYY-MM-DD (default
 def create_app(gw: GatewayDaemon) -> FastAPI:
     app = FastAPI(title="algo-fleet gateway", version="1", openapi_url=f"{PREFIX}/openapi.json", docs_url=None,
                   redoc_url=None)
-    viewer, operator = gw.auth.require(Role.viewer), gw.auth.require(Role.operator)
+    from .strategies import add_routes  # it imports this module's models
+
+    viewer, operator, admin = (gw.auth.require(role) for role in (Role.viewer, Role.operator, Role.admin))
 
     def route(method: str, path: str, *, role: Callable[[Request], Principal] = viewer,
               responses: dict[int | str, dict[str, Any]] | None = None, **kwargs: Any) -> Callable[[Any], Any]:
@@ -221,7 +223,7 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
     @route("POST", "/kill-switch", response_model=KillSwitchSent, status_code=status.HTTP_202_ACCEPTED,
            summary="engage or release the fleet-wide kill switch (operator)", role=operator,
            responses={503: {"model": Problem, "description": "the bus is unreachable: nothing was sent"}})
-    async def kill_switch(body: KillSwitchRequest, request: Request) -> KillSwitchSent:
+    async def kill_switch(body: KillSwitchRequest, request: Request, background: BackgroundTasks) -> KillSwitchSent:
         principal, args = who(request), body.model_dump()
         if not gw.bus.connected:
             audit(principal, request.method, request.url.path, args, "failed: bus unreachable")
@@ -229,7 +231,11 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
         event = gw.bus.publish(CONTROL_KILL_SWITCH, {"engage": body.engage,
                                                      "reason": f"{body.reason} ({principal.name} via gateway)"})
         audit(principal, request.method, request.url.path, args, "sent", event.trace)
+        # after the answer, in a worker thread: a slow database must not delay the kill switch's
+        background.add_task(gw.record, principal, "kill_switch", None, None, {**args, "trace": event.trace})
         return KillSwitchSent(engage=body.engage, trace=event.trace)
+
+    add_routes(route, gw, operator, admin)
 
     @app.post(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT, responses={401: {"model": Problem}},
               summary="exchange a token for a cookie: how a browser authenticates its WebSocket")
@@ -244,6 +250,13 @@ def create_app(gw: GatewayDaemon) -> FastAPI:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not a valid API token")
         response.set_cookie(COOKIE, body.token, httponly=True, secure=True, samesite="strict", path="/")
         audit(principal, request.method, request.url.path, {}, "session cookie set")
+
+    @app.delete(f"{PREFIX}/session", status_code=status.HTTP_204_NO_CONTENT,
+                summary="log out: the browser forgets the session cookie")
+    async def logout(request: Request, response: Response) -> None:
+        response.delete_cookie(COOKIE, httponly=True, secure=True, samesite="strict", path="/")
+        audit(gw.auth.from_token(request.cookies.get(COOKIE)), request.method, request.url.path, {},
+              "session cookie cleared")
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

@@ -1,14 +1,15 @@
 """Who is asking, and may they: deny by default, roles in order, every mutating request audited.
 
-REST takes ``Authorization: Bearer <token>``; a browser's WebSocket cannot set that header, so the
-console first posts the token to /api/v1/session, which sets it as an HttpOnly, Secure,
-SameSite=Strict cookie that the browser sends with the WebSocket handshake (and the handshake's
-Origin must be the page's own). A token never reaches a log line: audit lines name the token's
-*name* (``ACTOR=``).
+REST takes ``Authorization: Bearer <token>``. The console posts its token once to /api/v1/session,
+which sets it as an HttpOnly, Secure, SameSite=Strict cookie (so the page's script never holds it):
+the browser sends it with the WebSocket handshake (whose Origin must be the page's own) and with
+REST calls, where a mutating one must also carry the page's own Origin (a cross-site form or script
+cannot). A token never reaches a log line: audit lines name the token's *name* (``ACTOR=``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -37,9 +38,14 @@ class TooManyFailures(Exception):
 
 
 class Auth:
-    def __init__(self, tokens: TokenStore | None, limiter: FailureLimiter) -> None:
+    def __init__(self, tokens: TokenStore | None, limiter: FailureLimiter, origins: list[str]) -> None:
         self.tokens = tokens
         self.limiter = limiter
+        self.origins = origins  # besides the page's own, for a mutating request that authenticates by cookie
+        # Called (in a worker thread) for a known token's mutating request refused here, after its journald
+        # line: the gateway writes it to the control plane's audit table too. Requests without a valid token
+        # stay in journald only, so nobody without one can grow the database.
+        self.on_forbidden: Callable[[Principal, str, str, str], None] | None = None
         self.failures: Counter[str] = Counter()  # refused requests, by reason
         self.limited: Counter[str] = Counter()  # requests refused for failed logins, by the key that is empty
         self._logged = -1e9  # when a damaged token file was last logged
@@ -49,8 +55,10 @@ class Auth:
 
         def dependency(request: Request) -> Principal:
             mutating = request.method not in SAFE_METHODS
+            token = bearer(request.headers.get("authorization"))
+            by_cookie = token is None and COOKIE in request.cookies
             try:
-                principal = self.login(bearer(request.headers.get("authorization")), client_of(request),
+                principal = self.login(request.cookies[COOKIE] if by_cookie else token, client_of(request),
                                        request.method, request.url.path)
             except TooManyFailures as exc:
                 raise too_many(exc) from None
@@ -60,15 +68,26 @@ class Auth:
                     audit(None, request.method, request.url.path, {}, "unauthenticated")
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API token is required",
                                     headers={"WWW-Authenticate": "Bearer"})
+            if by_cookie and mutating and not ("origin" in request.headers
+                                               and origin_allowed(request.headers, self.origins)):
+                self.failures["origin"] += 1
+                self._forbidden(principal, request, "forbidden: not from the console's origin")
+                raise HTTPException(status.HTTP_403_FORBIDDEN, "a change by session cookie must come from the console's "
+                                                               "own origin")
             if principal.role < role:
                 self.failures["forbidden"] += 1
                 if mutating:
-                    audit(principal, request.method, request.url.path, {}, f"forbidden: needs {role.name}")
+                    self._forbidden(principal, request, f"forbidden: needs {role.name}")
                 raise HTTPException(status.HTTP_403_FORBIDDEN, f"{principal.role.name} may not do this: needs {role.name}")
             request.state.principal = principal
             return principal
 
         return dependency
+
+    def _forbidden(self, principal: Principal, request: Request, result: str) -> None:
+        audit(principal, request.method, request.url.path, {}, result)
+        if self.on_forbidden is not None:
+            self.on_forbidden(principal, request.method, request.url.path, result)
 
     def login(self, token: object, client: str, method: str, path: str) -> Principal | None:
         """The principal of a presented token (None for none or a wrong one). A wrong one counts against
@@ -129,9 +148,13 @@ def origin_allowed(headers: Mapping[str, str], extra: list[str]) -> bool:
 
 
 def audit(principal: Principal | None, method: str, path: str, args: dict[str, Any], result: str,
-          trace: str | None = None) -> None:
+          trace: str | None = None, strategy: str | None = None) -> None:
     """One journald line per mutating request: who, what, with which arguments, and how it ended."""
     actor = principal.name if principal else "(unauthenticated)"
-    log.info("audit: %s %s %s by %s: %s", method, path, orjson.dumps(args).decode(), actor, result,
+    try:
+        text = orjson.dumps(args).decode()
+    except TypeError:  # what orjson cannot write (an int past 64 bits, refused as a parameter) is still logged
+        text = json.dumps(args, default=str)
+    log.info("audit: %s %s %s by %s: %s", method, path, text, actor, result,
              extra={"ACTOR": actor, "ROLE": principal.role.name if principal else None, "VERB": f"{method} {path}",
-                    "ARGS": orjson.dumps(args).decode(), "RESULT": result, "TRACE_ID": trace})
+                    "ARGS": text, "RESULT": result, "TRACE_ID": trace, "STRATEGY": strategy})

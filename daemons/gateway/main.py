@@ -10,9 +10,12 @@ uvicorn's own signal handling and lifespan are not used (``Server.serve()`` woul
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -27,9 +30,13 @@ from ..runtime.heartbeat import BadHeartbeat, Heartbeat, expected_units, this_ho
 from ..runtime.metrics import DaemonMetrics
 from .api import DaemonStatus, FleetStatus, KillSwitchState, create_app
 from .auth import Auth
+from .control import ControlPlane, Unavailable
 from .ratelimit import FailureLimiter
+from .strategies import NAME_PATTERN
 from .stream import TOPICS, Stream
-from .tokens import TokenError, TokenStore
+from .tokens import Principal, TokenError, TokenStore
+
+log = logging.getLogger("algo.gateway")
 
 
 class GatewayDaemon(Daemon):
@@ -47,9 +54,11 @@ class GatewayDaemon(Daemon):
         self.malformed_heartbeats = 0
         for pattern in TOPICS:
             self.bus.subscribe(pattern, self._on_event)
-        self.auth = Auth(None, FailureLimiter(self.section.failed_logins_burst,
-                                              self.section.failed_logins_per_minute))  # tokens need the pepper: setup()
+        self.auth = Auth(None, FailureLimiter(self.section.failed_logins_burst, self.section.failed_logins_per_minute),
+                         self.section.origins)  # tokens need the pepper: setup()
         self.app = create_app(self)
+        self.control = ControlPlane(config.control_plane.database_url)
+        self.auth.on_forbidden = self._record_forbidden
         self.server: uvicorn.Server | None = None
         metrics.registry.register(GatewayCollector(self))
 
@@ -84,6 +93,10 @@ class GatewayDaemon(Daemon):
         await self.server.startup(sockets=[sock])
 
     async def run(self) -> None:
+        try:  # after READY, and not required: the strategy routes answer 503 until the database is there
+            await self.control.call(lambda store: None)
+        except Unavailable:
+            pass  # logged by the call
         await self.stopping.wait()
 
     async def drain(self) -> None:
@@ -91,6 +104,21 @@ class GatewayDaemon(Daemon):
             self.server.should_exit = True
             await self.server.shutdown()
             self.section.socket.unlink(missing_ok=True)
+        self.control.close()
+
+    def record(self, principal: Principal, action: str, strategy: str | None, command_id: str | None,
+               detail: dict[str, Any]) -> None:
+        """An audit row in the control plane's database for a request that wrote nothing there (refused,
+        or the kill switch). Blocking: call it from a worker thread. Journald has the request's line either
+        way, so a database that cannot take the row is logged and counted, never a reason to fail the request."""
+        try:
+            self.control.run(lambda store: store.record(principal.name, action, strategy, command_id, detail))
+        except Unavailable:
+            log.warning("audit row not written to the control plane's database: %s %s", action, strategy or "",
+                        extra={"ACTOR": principal.name, "STRATEGY": strategy})
+
+    def _record_forbidden(self, principal: Principal, method: str, path: str, result: str) -> None:
+        self.record(principal, "refused", _strategy_of(path), None, {"request": f"{method} {path}", "reason": result})
 
     def health(self) -> str | None:
         if self.server is not None and not all(s.is_serving() for s in self.server.servers):
@@ -128,6 +156,13 @@ class GatewayDaemon(Daemon):
                            kill_switch=self.kill_switch, stream_seq=self.stream.seq)
 
 
+def _strategy_of(path: str) -> str | None:
+    """The strategy a request's path names (/api/v1/strategies/NAME/...), for its audit row."""
+    parts = path.split("/")
+    name = parts[4] if len(parts) > 4 and parts[3] == "strategies" else ""
+    return name if re.fullmatch(NAME_PATTERN, name) else None
+
+
 class GatewayCollector(Collector):
     """Plain counters read at scrape time, like the bus client's."""
 
@@ -156,6 +191,8 @@ class GatewayCollector(Collector):
         for by in ("client", "token"):
             limited.add_metric([by], gw.auth.limited[by])
         yield limited
+        yield CounterMetricFamily("algo_gateway_control_plane_unavailable", "Strategy and command requests refused "
+                                  "(503): the control plane's database could not be used", value=gw.control.failures)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,7 +1,8 @@
 """nginx in front of algo-gateway: the config (rendered from ``nginx.conf.in``) and its TLS certificate.
 
 Routes: ``/api/`` and ``/ws/`` (WebSocket upgrade) to the gateway's Unix socket, ``/grafana/`` to
-Grafana where one is deployed (404 otherwise), ``/`` to the console's static files; and a loopback
+Grafana where one is deployed (404 otherwise), ``/`` to the console's static files (the console shipped
+in ``console/`` unless another directory is given); and a loopback
 listener on ``gateway.metrics_port`` for Prometheus. A self-signed certificate (P-256, with the host
 names as subject alternative names, which clients check) is made when the operator provides none.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..runtime.config import FleetConfig
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.in")
+CONSOLE = Path(__file__).with_name("console")  # the operator console, shipped in the wheel: served at / by default
 PREFIX_DIRS = ("conf", "logs", "run", "temp")  # what the config's relative paths need under nginx's prefix
 _UPSTREAM = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
 
@@ -27,7 +29,7 @@ class Site:
     listen: str  # e.g. "0.0.0.0:443" or "127.0.0.1:8443"
     cert: Path
     key: Path
-    console: Path  # the console's static files
+    console: Path = CONSOLE  # the console's static files
     grafana: str | None = None  # host:port of Grafana (serve_from_sub_path = true, root_url .../grafana/)
     user: str = "www-data"  # nginx's workers; it must be in the gateway socket's group
 

@@ -175,6 +175,17 @@ def test_the_gateway_is_opt_in_behind_nginx_and_the_front_door_stops_first(deplo
     out = box.run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/algo/tls/cert.pem",
                   f"https://localhost:{port}/api/v1/fleet")
     assert out.stdout == "401", out.stdout + out.stderr  # nginx -> the gateway's socket -> deny by default
+    console = box.run("curl", "-sS", "--cacert", "/etc/algo/tls/cert.pem", f"https://localhost:{port}/")
+    assert "<title>algo-fleet console</title>" in console.stdout, console.stdout + console.stderr  # shipped, at /
+    # The hardened unit reads and writes the control plane's database (ReadWritePaths= its directory)
+    added = box.run("/opt/algo/venv/bin/algoctl", "gateway", "token", "add", "ops-1", "--role", "operator",
+                    "--config", "/etc/algo/fleet.toml", check=True)
+    auth = ["-H", f"Authorization: Bearer {added.stdout.split()[0]}", "--cacert", "/etc/algo/tls/cert.pem"]
+    queued = box.run("curl", "-sS", *auth, "-H", "Content-Type: application/json", "-d", '{"verb": "pause", "id": "deploy-1"}',
+                     f"https://localhost:{port}/api/v1/strategies/ema-nifty/commands")
+    assert '"status":"pending"' in queued.stdout and '"actor":"ops-1"' in queued.stdout, queued.stdout + queued.stderr
+    listed = box.run("curl", "-sS", *auth, f"https://localhost:{port}/api/v1/commands/deploy-1")
+    assert '"id":"deploy-1"' in listed.stdout, listed.stdout + listed.stderr
 
     again = play(box, inventory, "-e", "algo_fleet_gateway_enabled=true", "-e", f"algo_fleet_gateway_listen=127.0.0.1:{port}")
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-5000:]
