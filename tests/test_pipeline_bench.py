@@ -128,3 +128,26 @@ def test_the_bench_universe_has_the_size_asked_for(universe: int, tmp_path: Any)
     derivatives = 2 * (1 + 2 * (2 * derivative_strikes(universe) + 1))
     assert len(spots) + derivatives == universe
     assert len(synthetic) == len({s.symbol for s in spots}) - 6
+
+
+TIMEHIST = """\
+           time    cpu  task name                       wait time  sch delay   run time
+                        [tid/pid]                          (msec)     (msec)     (msec)
+--------------- ------  ------------------------------  ---------  ---------  ---------
+   60429.385816 [0000]  perf[20092]                         0.000      0.000      0.000
+   60429.386104 [0001]  algo-fno[19225]                     0.000      0.004      0.130
+   60429.386166 [0001]  algo-risk[300]                      0.130      0.200      0.061
+   60429.386775 [0000]  algo-risk[301/300]                  0.000      9.000      0.789
+   60429.386799 [0000]  algo-fno[19225]                     0.670      0.641      0.024
+   60429.386913 [0000]  <idle>                              0.814      0.000      0.113
+"""
+
+
+def test_sched_delays_are_read_per_daemon_main_thread_and_other_threads_are_left_out() -> None:
+    from pipeline.sched import delays
+
+    got = delays(TIMEHIST, {19225: "fno", 300: "risk", 77: "bus"})
+    assert (got["fno"]["n"], got["fno"]["p50"], got["fno"]["max"]) == (2, 0.004, 0.641)
+    assert got["fno"]["run_ms"] == pytest.approx(0.154)
+    assert (got["risk"]["n"], got["risk"]["max"]) == (1, 0.2)  # tid 301, a thread of risk's, is not its loop
+    assert got["bus"]["n"] == 0 and math.isnan(got["bus"]["p50"])

@@ -10,6 +10,8 @@ CPU; then the journal's events.jsonl is joined hop by hop (analysis.py). Needs r
 
 ``--spread`` spreads each step's ticks over the step (``spread_steps``): a steady feed of ``rate``
 ticks/s, as a real market delivers them, instead of one burst of the whole universe per step.
+``--sched`` also records the scheduler (``perf sched``) for up to 8 s of each window and reports each
+daemon's scheduling delay, the run-queue wait that bus hops pay on a busy host (sched.py).
 ``--gateway N`` also starts algo-gateway with N WebSocket clients streaming everything it streams
 (orders, fills, decisions, heartbeats): compare tick -> order with and without it.
 """
@@ -45,6 +47,7 @@ from daemons.journal_format import reader
 from daemons.journal_format.layout import is_day
 from daemons.marketdata.instruments import COLUMNS
 from daemons.runtime.wire import matches
+from pipeline import sched
 from pipeline.analysis import (
     HOPS,
     TICK,
@@ -314,6 +317,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         os.kill(feed, signal.SIGCONT)
         time.sleep(1.0)  # the simulator catches up the steps it missed: not part of the latency window
         start_ns, t0 = time.time_ns(), time.monotonic()
+        perf = sched.record(root / "perf-sched.data", min(8.0, args.seconds)) if args.sched else None
         rss_peak: dict[str, float] = {}
         while time.monotonic() - t0 < args.seconds:
             time.sleep(min(1.0, args.seconds - (time.monotonic() - t0)))
@@ -330,6 +334,10 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         outbox1 = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
         box.systemctl("stop", "algo.target", "algo-*", timeout=60)  # the journal writes out what it holds
         counted = Window(before_ns, after_ns)
+        delays = None
+        if perf is not None:
+            perf.wait(timeout=60)
+            delays = sched.delays(sched.timehist(root / "perf-sched.data"), {pid: d for d, pid in pids.items()})
         joined = join(counted.events(box), start_ns, end_ns)
     finally:
         box.stop()
@@ -351,7 +359,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         - before["execution"].get(("algo_execution_throttled_total", ()), 0.0),
         "cpu_ms_per_kticks": cpu_per_kticks(cpu0, cpu1, ticks["published"]),
         "cpu_s": {d: cpu1[d] - cpu0[d] for d in cpu1},
-        "rss_mb": rss_end, "rss_peak_mb": rss_peak, "gateway_ws": gateway,
+        "rss_mb": rss_end, "rss_peak_mb": rss_peak, "gateway_ws": gateway, "sched": delays,
         "machine": {"cpus_busy": busy / hz / counted_s, "steal_pct": 100 * steal / total if total else 0.0,
                     "other_processes_cpus": max(0.0, busy / hz - fleet_cpu) / counted_s},
     }
@@ -366,6 +374,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="measured window per load")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after ready before the window opens")
     p.add_argument("--spread", action="store_true", help="spread each step's ticks over the step (a steady feed)")
+    p.add_argument("--sched", action="store_true", help="record perf sched in the window: each daemon's scheduling delay")
     p.add_argument("--strategies", type=int, default=8, help="EMA(2/3) crossovers on synthetic symbols, added to the defaults")
     p.add_argument("--gateway", type=int, default=0, metavar="N",
                    help="also run algo-gateway with N WebSocket clients streaming everything it streams")
@@ -377,6 +386,8 @@ def main() -> None:
     reason = unavailable_reason()
     if reason:
         raise SystemExit(reason)
+    if args.sched and shutil.which("perf") is None:
+        raise SystemExit("--sched needs perf (Debian: apt-get install linux-perf)")
     rates = [int(r) for r in args.rates.split(",")]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="algo-bench-pipeline-", dir="/var/tmp"))
     loads = []
@@ -397,6 +408,9 @@ def main() -> None:
     print()
     print(resource_table(loads, DAEMONS))
     print()
+    if args.sched:
+        print(sched.table(loads))
+        print()
     for load in loads:
         if load["gateway_ws"]:
             ws = load["gateway_ws"]
