@@ -4,6 +4,7 @@ client (order-path frames of a read first, ticks a slice per loop turn, latest_o
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 from daemons.runtime import wire
@@ -189,5 +190,37 @@ def test_ticks_still_held_at_close_reach_no_handler(tmp_path: Path) -> None:
         for _ in range(100):
             await asyncio.sleep(0)
         assert ticks == []
+
+    run(go, tmp_path)
+
+
+def test_an_order_path_event_is_written_at_publish_and_market_data_at_the_end_of_the_turn(tmp_path: Path) -> None:
+    """The rest of a publisher's turn (its log line, the rest of a batch of ticks) must not delay an
+    approval; ticks still leave once per turn, a burst in one write."""
+    def readable(peer: socket.socket) -> bytes:
+        try:
+            return peer.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+
+    async def go(path: Path) -> None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        server.listen()
+        pub = await client(path, "risk")
+        peer, _ = server.accept()
+        await asyncio.sleep(0.05)
+        assert b"risk" in readable(peer)  # its greeting
+        pub.publish("marketdata.tick", {"token": "1"}, key="1")
+        pub.publish("risk.approved", {"order": "A1"})
+        written = readable(peer)  # no await in between: still the publisher's turn
+        assert b"risk.approved" in written and written.index(b"marketdata.tick") < written.index(b"risk.approved")
+        pub.publish("marketdata.tick", {"token": "2"}, key="2")
+        assert readable(peer) == b""
+        await asyncio.sleep(0)
+        assert b"marketdata.tick" in readable(peer)
+        await pub.close()
+        peer.close()
+        server.close()
 
     run(go, tmp_path)

@@ -63,7 +63,7 @@ class ListTransport(Transport):
     async def start(self) -> None:
         pass
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, now: bool = False) -> bool:
         self.frames.append(frame)
         return True
 

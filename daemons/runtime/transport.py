@@ -38,8 +38,9 @@ class Transport(ABC):
         """Begin connecting; never raises for an unreachable broker (it keeps retrying)."""
 
     @abstractmethod
-    def send(self, frame: bytes) -> bool:
-        """Queue one encoded frame; False (and counted) when the outgoing buffer is full."""
+    def send(self, frame: bytes, now: bool = False) -> bool:
+        """Queue one encoded frame; False (and counted) when the outgoing buffer is full. ``now``: write it
+        (with what is queued before it) at once instead of at the end of this loop turn."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -218,7 +219,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._pending_bytes = 0
 
     # sending
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, now: bool = False) -> bool:
         n = len(frame)
         tx = self._tx
         if tx is None or self._holding:
@@ -238,13 +239,17 @@ class UnixTransport(Transport, asyncio.Protocol):
                 return False
         self._pending.append(frame)
         self._pending_bytes += n
-        if self._flush_handle is None:
+        if now:
+            self._flush()
+        elif self._flush_handle is None:
             assert self._loop is not None
             self._flush_handle = self._loop.call_soon(self._flush)
         return True
 
     def _flush(self) -> None:
-        self._flush_handle = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._tx is None or self._holding or not self._pending:
             return
         self._tx.write(b"".join(self._pending))
