@@ -10,6 +10,9 @@ asks (``control.sync``) for the approvals it may have missed; risk re-sends its 
 refuses the stale). Positions, the fills counted and the kill switch are checkpointed on every change
 and restored; on start risk asks execution (``control.sync``, per engine) for the day's fills, so
 fills that came while it was down count too.
+
+With ``[[portfolios]]`` configured, a signal of a strategy some portfolio follows is sized for every
+portfolio at once and sent as one net order; its fills are allocated back (``portfolios.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
+from ..portfolios.netting import AllocationError
+from ..portfolios.portfolio import Reason
+from ..portfolios.portfolio import Signal as PortfolioSignal
 from ..runtime import checkpoint
 from ..runtime.book import Position
 from ..runtime.config import FleetConfig, RiskSection
@@ -36,12 +43,14 @@ from ..runtime.envelope import (
     CONTROL_SYNC,
     EXECUTION_FILL,
     MARKETDATA_TICK,
+    PORTFOLIO_ALLOCATION,
     RISK_APPROVED,
     RISK_BLOCKED,
     STRATEGY_SIGNAL,
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
+from .portfolios import Desk, event
 from .rules import CODES, Decision, RiskRules
 
 log = logging.getLogger("algo.risk")
@@ -63,7 +72,18 @@ class RiskDaemon(Daemon):
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
         for code in CODES:
             self.decisions.labels(code)
+        reg = metrics.registry
+        self.intents = Counter("algo_risk_portfolio_intents", "Portfolios' intents per signal of a followed strategy, "
+                               "by reason (ok: it trades)", ["reason"], registry=reg)
+        for reason in Reason:
+            self.intents.labels(reason.name.lower())
+        self.allocations = Counter("algo_risk_portfolio_allocations", "Fills of portfolios' net orders allocated back",
+                                   registry=reg)
+        self.allocation_errors = Counter("algo_risk_portfolio_allocation_errors", "Fills of portfolios' net orders "
+                                         "that could not be allocated (refused, nothing changed)", registry=reg)
         metrics.registry.register(RiskCollector(self))
+        self.desk: Desk | None = None  # with [[portfolios]]: built in setup (its log is state)
+        self.lots: dict[str, int] = {}  # symbol -> lot size, from ticks (portfolios size in lots)
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=True)  # marks: the newest price is the mark
         self.watched: set[str] = set()  # the symbols whose ticks risk asks for (see _watch)
         self.bus.filter_keys(MARKETDATA_TICK, frozenset())
@@ -92,13 +112,38 @@ class RiskDaemon(Daemon):
             self._watch(*(symbol for _, symbol in self.rules.book.positions))
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
+        self._open_desk(tell=True)
         self._roll_day()
+
+    def _open_desk(self, *, tell: bool) -> None:
+        """Portfolios' book from the allocation log, and the instruments their strategies trade watched
+        (for lot sizes). At start (``tell``) today's allocations are published again (the report dedups
+        by fill id), in case a crash came between one's record and its event."""
+        if self.desk is not None:
+            self.desk.close()
+            self.desk = None
+        if not self.config.portfolios:
+            return
+        from ..engine.strategies import build  # what the followed strategies trade
+
+        self.desk = Desk(self.config.portfolios, self.state_path("portfolios"))
+        self.desk.open(datetime.now(IST).date().isoformat())
+        for _, section in self.config.daemons.engines():
+            for strategy in section.strategies:
+                if self.desk.follows(strategy.name):
+                    self._watch(*(build(strategy.kind, strategy.name, strategy.params).watches() or ()))
+        self._watch(*self.desk.book.positions)
+        for record in self.desk.allocated.values() if tell else ():
+            self.bus.publish(PORTFOLIO_ALLOCATION, event(record), key=record["symbol"])
+        log.info("%d portfolios following %d strategies; %d open batches, %d fills allocated today", len(self.desk.book),
+                 len(self.desk.followed), len(self.desk.batches), len(self.desk.allocated))
 
     async def reload(self, config: FleetConfig) -> None:
         """New limits apply from the next signal; positions, P&L and the kill switch are kept."""
         self.config = config
         self.rules.limits = self.section
         self.rules.rate.rate = self.section.orders_per_second
+        self._open_desk(tell=False)  # the portfolios' book again from the log, with the portfolios as now configured
 
     def _roll_day(self) -> None:
         """Daily limits count today's P&L: at the first moment of a new IST day realised P&L restarts
@@ -107,6 +152,8 @@ class RiskDaemon(Daemon):
         today = datetime.now(IST).date().isoformat()
         if today == self.day:
             return
+        if self.desk is not None and self.desk.day != today:
+            self.desk.roll(today)
         if self.day is not None:
             self.rules.book.new_day()
             self.rules.strategies.new_day()
@@ -129,6 +176,8 @@ class RiskDaemon(Daemon):
 
     async def drain(self) -> None:
         self.save()
+        if self.desk is not None:
+            self.desk.close()
 
     def save(self) -> None:
         checkpoint.write(self.state_file, {
@@ -146,6 +195,9 @@ class RiskDaemon(Daemon):
         p = event.payload
         symbol = p["symbol"]
         self.rules.mark(symbol, p["last_price"], p["exchange_ts"])
+        lot = p.get("lot_size")
+        if type(lot) is int and lot > 0:
+            self.lots[symbol] = lot
         if self.rules.kill_switch is None:
             for engine, held in self.rules.book.positions:
                 if held == symbol and self.rules.book.positions[(engine, held)].quantity:
@@ -157,24 +209,64 @@ class RiskDaemon(Daemon):
     def _on_signal(self, event: Event) -> None:
         s = event.payload
         self._watch(s.get("symbol"))  # its marks from now on (the first check uses the signal's own tick)
-        try:
-            decision = self.rules.check(s, time.monotonic())
-        except (KeyError, TypeError, ValueError) as exc:
-            decision = Decision(False, "malformed", f"malformed signal: missing or bad {exc}")
-        self.decisions.labels(decision.code).inc()
         fields = {"ENGINE": s.get("engine"), "STRATEGY": s.get("strategy"), "SYMBOL": s.get("symbol"),
                   "TRACE_ID": event.trace}
-        what = f"{s.get('side')} {s.get('quantity')} {s.get('symbol')}"
+        if self.desk is not None and (again := self.desk.approvals.get(str(s.get("signal_id")))) is not None:
+            self.bus.publish(RISK_APPROVED, again, key=again["symbol"], trace=event.trace)  # delivered twice
+            log.info("signal %s was decided before: its approval sent again", s.get("signal_id"), extra=fields)
+            return
+        try:
+            decision, order = self._decide(s)
+        except (KeyError, TypeError, ValueError) as exc:
+            decision, order = Decision(False, "malformed", f"malformed signal: missing or bad {exc}"), s
+        self.decisions.labels(decision.code).inc()
+        what = f"{order.get('side')} {order.get('quantity')} {order.get('symbol')}"
         if decision.approved:
-            self._approve(s, event.trace)
-            log.info("approved %s", what, extra=fields)
+            self._approve(order, event.trace)
+            log.info("approved %s%s", what, f" for {order['portfolios']} portfolios" if "portfolios" in order else "",
+                     extra=fields)
         else:
-            self.bus.publish(RISK_BLOCKED, {**s, "block_reason": decision.reason, "block_code": decision.code},
+            self.bus.publish(RISK_BLOCKED, {**order, "block_reason": decision.reason, "block_code": decision.code},
                              key=s["symbol"], trace=event.trace)
             log.warning("blocked %s: %s", what, decision.reason, extra=fields)
 
+    def _decide(self, s: dict[str, Any]) -> tuple[Decision, dict[str, Any]]:
+        """The fleet's rules on the signal as sent, or, for a strategy portfolios follow, on the net order
+        of every portfolio's intent; that batch is logged before it is approved."""
+        if self.desk is None or not self.desk.follows(str(s["strategy"])):
+            return self.rules.check(s, time.monotonic()), s
+        symbol, side = str(s["symbol"]), {"BUY": 1, "SELL": -1}[s["side"]]
+        price = s.get("limit_price") or s.get("tick_price") or self.rules.book.marks.get(symbol)
+        lot = self.lots.get(symbol)
+        if not isinstance(price, (int, float)) or isinstance(price, bool) or not price > 0:
+            return Decision(False, "no_price", f"no market price for {symbol} yet"), s
+        if lot is None:
+            return Decision(False, "no_lot_size", f"no tick of {symbol} seen yet: its lot size, which portfolios "
+                                                  "size in, is unknown"), s
+        intents = self.desk.decide(PortfolioSignal(str(s["strategy"]), symbol, side, float(price), lot,  # type: ignore[arg-type]
+                                                   exit=not s["entry"]))
+        counts = np.bincount(intents.reasons, minlength=len(Reason))
+        for reason in Reason:
+            if counts[reason]:
+                self.intents.labels(reason.name.lower()).inc(int(counts[reason]))
+        net = int(intents.lots.sum())
+        if not net:
+            why = ", ".join(f"{int(counts[r])} {r.name.lower()}" for r in Reason if counts[r] and r != Reason.NOT_FOLLOWING)
+            return Decision(False, "portfolios", f"no portfolio takes it ({why})"), s
+        order = {**s, "side": "BUY" if net > 0 else "SELL", "quantity": abs(net) * lot, "allocation_key": s["signal_id"],
+                 "portfolios": int(np.count_nonzero(intents.lots))}
+        decision = self.rules.check(order, time.monotonic())
+        if decision.approved:
+            try:
+                self.desk.record(str(s["signal_id"]), symbol, lot, intents.lots, order)
+            except OSError as exc:
+                return Decision(False, "state_disk", f"the allocation log cannot be written: {exc.strerror or exc}"), order
+        return decision, order
+
     def _on_fill(self, event: Event) -> None:
         f = event.payload
+        if self.desk is not None:
+            self._allocate(f, event.trace)
         fill_id = f.get("fill_id")
         if fill_id:
             if fill_id in self.seen_fills:
@@ -186,6 +278,20 @@ class RiskDaemon(Daemon):
         breach = self.rules.loss_breach(f["engine"])
         if breach:
             self._engage(f"loss limit: {breach}", event.trace)
+
+    def _allocate(self, f: dict[str, Any], trace: str) -> None:
+        """A fill of a portfolios' net order: shared out to them (each fill once, by fill id)."""
+        assert self.desk is not None
+        fields = {"SYMBOL": f.get("symbol"), "ORDER_ID": f.get("client_id"), "TRACE_ID": trace}
+        try:
+            record = self.desk.allocate(f, lambda p: self.bus.publish(PORTFOLIO_ALLOCATION, p, key=p["symbol"], trace=trace))
+        except (AllocationError, KeyError, TypeError, ValueError, OSError) as exc:
+            self.allocation_errors.inc()
+            log.error("fill %s not allocated to portfolios: %s", f.get("fill_id"), exc, extra=fields)
+            return
+        if record is not None:
+            self.allocations.inc()
+            log.info("fill %s allocated to %d portfolios", record["fill_id"], len(record["units"]), extra=fields)
 
     def _approve(self, order: dict[str, Any], trace: str) -> None:
         self.recent.append((time.monotonic(), order, trace))
