@@ -392,6 +392,12 @@ class RiskCollector(Collector):
             realised, unrealised = rules.strategies.pnl(strategy)
             per_strategy.add_metric([strategy], limit + realised + unrealised)
         yield per_strategy
+        standing = GaugeMetricFamily("algo_risk_portfolios", "Configured portfolios by standing: ok, or refusing "
+                                     "entries because of their loss limit or being disabled", labels=["standing"])
+        counts = self.daemon.desk.standing() if self.daemon.desk is not None else [0] * len(Reason)
+        for reason in (Reason.OK, Reason.LOSS_LIMIT, Reason.DISABLED):
+            standing.add_metric([reason.name.lower()], int(counts[reason]))
+        yield standing
 
 
 def main(argv: Sequence[str] | None = None) -> None:
