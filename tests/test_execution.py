@@ -230,3 +230,26 @@ def test_an_order_that_waits_for_the_rate_budget_until_it_is_stale_is_refused_no
     rejects = [p for t, p in published(d) if t == "execution.reject"]
     assert len(rejects) == 1
     d._close_files()
+
+
+def test_the_paper_margin_model_refuses_an_order_beyond_the_funds_and_never_an_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Funds 100,000, equity at 20%: 400 INFY at 1,000 holds 80,000; 200 more need 40,000 of the 20,000 left
+    and are refused before the send, with the reason; selling the 400 adds no exposure and goes."""
+    from daemons.runtime.envelope import EventFactory
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = FleetConfig.model_validate({"daemons": {"execution": {"latency_ms": 0, "margin": {"funds": 100_000.0}}}})
+    d = ExecutionDaemon(config, DaemonMetrics("execution"))
+    asyncio.run(d._open_day(DAY))
+    stamp = EventFactory("risk").stamp
+    d._on_tick(stamp("marketdata.tick", tick(ask=1000.0, qty=1000))[0])
+    for n, side, quantity in ((1, "BUY", 400), (2, "BUY", 200), (3, "SELL", 400)):
+        d._on_approved(stamp("risk.approved", approval(n, side=side, quantity=quantity))[0])
+    assert d.paper is not None and len(d.paper.orders) == 2
+    refused = d.orders[client_id("rsi-infy:2026-11-20:2")]
+    assert (refused.status, refused.reason) == (
+        "REJECTED", "margin: needs 40,000 for 200 INFY, 20,000 available (paper model, funds 100,000)")
+    assert d.margin_refusals._value.get() == 1
+    assert [p["client_id"] for t, p in published(d) if t == "execution.reject"] == [refused.client_id]
+    d._close_files()
