@@ -329,7 +329,8 @@ def allocation(seq: int, fill_id: str, symbol: str, price: float, units: dict[st
     return orjson.dumps({"id": f"risk-x-{seq}", "ts": 1735790400_000_000_000 + 1000 + seq, "type": "portfolio.allocation",
                          "source": "risk", "seq": seq, "trace": "t", "key": symbol,
                          "payload": {"fill_id": fill_id, "signal_id": "s:1", "symbol": symbol, "side": "BUY",
-                                     "instrument_type": "EQ", "price": price, "portfolios": units}}) + b"\n"
+                                     "instrument_type": "EQ", "price": price, "portfolios": list(units),
+                                     "units": list(units.values())}}) + b"\n"
 
 
 def test_per_portfolio_pnl_from_the_allocations_adds_up_to_the_strategys(tmp_path: Path) -> None:

@@ -118,9 +118,9 @@ def test_one_net_order_filled_in_parts_is_allocated_exactly_and_a_loss_limit_blo
     assert sum(f.payload["quantity"] for f in fleet.fills) == 350 * LOT
     assert len(allocations) == len(fleet.fills) > 1
     for allocation, fill in zip(allocations, fleet.fills, strict=True):
-        units = allocation.payload["portfolios"]
-        assert allocation.payload["fill_id"] == fill.payload["fill_id"]
-        assert sum(units.values()) == fill.payload["quantity"] and all(u % LOT == 0 for u in units.values())
+        units = allocation.payload["units"]
+        assert allocation.payload["fill_id"] == fill.payload["fill_id"] and set(allocation.payload["portfolios"]) <= set("abc")
+        assert sum(units) == fill.payload["quantity"] and all(u % LOT == 0 for u in units)
     assert fleet.held() == {"a": 100 * LOT, "b": 200 * LOT, "c": 50 * LOT}
 
     # the exit: every portfolio closes at a loss of 10 a unit: b's 10,000 is past its 1,500 limit, the others within theirs
@@ -137,6 +137,9 @@ def test_one_net_order_filled_in_parts_is_allocated_exactly_and_a_loss_limit_blo
     third = fleet.signal(signal(3, "BUY", 990.0))
     assert third.type == "risk.approved" and third.payload["portfolios"] == 2
     assert fleet.risk.intents.labels("loss_limit")._value.get() == 1
+    standing = {s: fleet.risk.metrics.registry.get_sample_value("algo_risk_portfolios", {"standing": s})
+                for s in ("ok", "loss_limit", "disabled")}
+    assert standing == {"ok": 2, "loss_limit": 1, "disabled": 0}, "counted, never labelled per portfolio"
     for _ in range(10):
         fleet.market(990.0)
     held = fleet.held()
@@ -176,6 +179,20 @@ def test_a_restart_of_risk_neither_loses_nor_doubles_an_allocation(tmp_path: Pat
     for e in fleet.fills + while_down:  # and again: nothing changes
         fleet.risk._on_fill(e)
     assert fleet.held() == {"a": 100 * LOT, "b": 200 * LOT, "c": 50 * LOT}
+
+    # a restart with the portfolios reordered and one added: the log names them by position in its ids
+    asyncio.run(fleet.risk.drain())
+    fleet.config = fleet.config.model_copy(update={"portfolios": [
+        fleet.config.portfolios[2], fleet.config.portfolios[0],
+        fleet.config.portfolios[0].model_copy(update={"id": "d"}), fleet.config.portfolios[1]]})
+    fleet.risk = fleet.start_risk()
+    assert fleet.held() == {"c": 50 * LOT, "a": 100 * LOT, "d": 0, "b": 200 * LOT}
+    taken(fleet.risk)
+    fleet.config = config()
+    asyncio.run(fleet.risk.drain())
+    fleet.risk = fleet.start_risk()
+    assert fleet.held() == {"a": 100 * LOT, "b": 200 * LOT, "c": 50 * LOT}
+    taken(fleet.risk)
 
     # the same signal delivered again (the broker's session after the restart) is not decided twice
     again = fleet.signal(signal(1, "BUY", 1000.0))

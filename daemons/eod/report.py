@@ -197,11 +197,13 @@ def read_allocations(day: Path) -> list[Allocation]:
         for event in reader.events(day, ("orders",), needle=f'"type":"{PORTFOLIO_ALLOCATION}"'):
             p = event["payload"]
             try:
-                units = {str(pid): int(u) for pid, u in p["portfolios"].items() if type(u) is int}
-                allocation = Allocation(str(p["fill_id"]), str(p["symbol"]), float(p["price"]), units)
+                ids, units = p["portfolios"], p["units"]
+                allocation = Allocation(str(p["fill_id"]), str(p["symbol"]), float(p["price"]),
+                                        dict(zip(map(str, ids), units, strict=True)))
             except (TypeError, KeyError, ValueError, AttributeError):
                 raise ReportError(f"{day}: {PORTFOLIO_ALLOCATION} {event.get('id')} is malformed: {p}") from None
-            if len(units) != len(p["portfolios"]) or not (math.isfinite(allocation.price) and allocation.price > 0):
+            if len(allocation.units) != len(ids) or not all(type(u) is int for u in units) \
+                    or not (math.isfinite(allocation.price) and allocation.price > 0):
                 raise ReportError(f"{day}: {PORTFOLIO_ALLOCATION} {event.get('id')} is malformed: {p}")
             found.setdefault(allocation.fill_id, allocation)
     except reader.JournalError as exc:

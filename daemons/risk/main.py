@@ -50,7 +50,7 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
-from .portfolios import Desk, event
+from .portfolios import Desk
 from .rules import CODES, Decision, RiskRules
 
 log = logging.getLogger("algo.risk")
@@ -75,14 +75,13 @@ class RiskDaemon(Daemon):
         reg = metrics.registry
         self.intents = Counter("algo_risk_portfolio_intents", "Portfolios' intents per signal of a followed strategy, "
                                "by reason (ok: it trades)", ["reason"], registry=reg)
-        for reason in Reason:
-            self.intents.labels(reason.name.lower())
+        self.intent_counts = [self.intents.labels(reason.name.lower()) for reason in Reason]  # by Reason's value
         self.allocations = Counter("algo_risk_portfolio_allocations", "Fills of portfolios' net orders allocated back",
                                    registry=reg)
         self.allocation_errors = Counter("algo_risk_portfolio_allocation_errors", "Fills of portfolios' net orders "
                                          "that could not be allocated (refused, nothing changed)", registry=reg)
-        metrics.registry.register(RiskCollector(self))
         self.desk: Desk | None = None  # with [[portfolios]]: built in setup (its log is state)
+        metrics.registry.register(RiskCollector(self))
         self.lots: dict[str, int] = {}  # symbol -> lot size, from ticks (portfolios size in lots)
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=True)  # marks: the newest price is the mark
         self.watched: set[str] = set()  # the symbols whose ticks risk asks for (see _watch)
@@ -133,8 +132,8 @@ class RiskDaemon(Daemon):
                 if self.desk.follows(strategy.name):
                     self._watch(*(build(strategy.kind, strategy.name, strategy.params).watches() or ()))
         self._watch(*self.desk.book.positions)
-        for record in self.desk.allocated.values() if tell else ():
-            self.bus.publish(PORTFOLIO_ALLOCATION, event(record), key=record["symbol"])
+        for allocation in self.desk.allocated.values() if tell else ():
+            self.bus.publish(PORTFOLIO_ALLOCATION, allocation, key=allocation["symbol"])
         log.info("%d portfolios following %d strategies; %d open batches, %d fills allocated today", len(self.desk.book),
                  len(self.desk.followed), len(self.desk.batches), len(self.desk.allocated))
 
@@ -246,9 +245,8 @@ class RiskDaemon(Daemon):
         intents = self.desk.decide(PortfolioSignal(str(s["strategy"]), symbol, side, float(price), lot,  # type: ignore[arg-type]
                                                    exit=not s["entry"]))
         counts = np.bincount(intents.reasons, minlength=len(Reason))
-        for reason in Reason:
-            if counts[reason]:
-                self.intents.labels(reason.name.lower()).inc(int(counts[reason]))
+        for reason in np.flatnonzero(counts):
+            self.intent_counts[reason].inc(int(counts[reason]))
         net = int(intents.lots.sum())
         if not net:
             why = ", ".join(f"{int(counts[r])} {r.name.lower()}" for r in Reason if counts[r] and r != Reason.NOT_FOLLOWING)
@@ -284,14 +282,16 @@ class RiskDaemon(Daemon):
         assert self.desk is not None
         fields = {"SYMBOL": f.get("symbol"), "ORDER_ID": f.get("client_id"), "TRACE_ID": trace}
         try:
-            record = self.desk.allocate(f, lambda p: self.bus.publish(PORTFOLIO_ALLOCATION, p, key=p["symbol"], trace=trace))
+            allocation = self.desk.allocate(f, lambda p: self.bus.publish(PORTFOLIO_ALLOCATION, p, key=p["symbol"],
+                                                                          trace=trace))
         except (AllocationError, KeyError, TypeError, ValueError, OSError) as exc:
             self.allocation_errors.inc()
             log.error("fill %s not allocated to portfolios: %s", f.get("fill_id"), exc, extra=fields)
             return
-        if record is not None:
+        if allocation is not None:
             self.allocations.inc()
-            log.info("fill %s allocated to %d portfolios", record["fill_id"], len(record["units"]), extra=fields)
+            log.info("fill %s allocated to %d portfolios", allocation["fill_id"], len(allocation["portfolios"]),
+                     extra=fields)
 
     def _approve(self, order: dict[str, Any], trace: str) -> None:
         self.recent.append((time.monotonic(), order, trace))
