@@ -147,6 +147,8 @@ def _quote_kind(kind: str) -> Callable[[Emulator, dict[str, str], Params], Any]:
 # The emulator's margin model for POST /margins/orders (an invention, not Kite's SPAN): this share of
 # price x quantity, by exchange; a price of 0 (a market order) is the instrument's last price.
 MARGIN_RATE = {"NFO": 0.12, "BFO": 0.12, "MCX": 0.12, "CDS": 0.05}  # else (NSE, BSE) 0.20
+NO_CHARGES = {"transaction_tax": 0, "transaction_tax_type": "stt", "exchange_turnover_charge": 0, "sebi_turnover_charge": 0,
+              "brokerage": 0, "stamp_duty": 0, "gst": {"igst": 0, "cgst": 0, "sgst": 0, "total": 0}, "total": 0}
 
 
 def order_margins(em: Emulator, _: dict[str, str], p: Params) -> Any:
@@ -164,7 +166,8 @@ def order_margins(em: Emulator, _: dict[str, str], p: Params) -> Any:
             total = round(int(o["quantity"]) * price * MARGIN_RATE.get(instrument.exchange, 0.20), 2)
             out.append({"type": "equity", "tradingsymbol": instrument.tradingsymbol, "exchange": instrument.exchange,
                         "span": 0, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0, "cash": 0,
-                        "var": total, "pnl": {"realised": 0, "unrealised": 0}, "leverage": 1, "total": total})
+                        "var": total, "pnl": {"realised": 0, "unrealised": 0}, "leverage": 1, "charges": NO_CHARGES,
+                        "total": total})
     except (KeyError, TypeError, ValueError, AttributeError):
         raise input_error("Invalid order margins request: a JSON list of orders was expected.") from None
     return out
