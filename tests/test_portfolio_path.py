@@ -32,13 +32,13 @@ PORTFOLIOS = [  # 10% of capital per entry: a 100 lots, b 200, c 50 at 1,000 x 5
 ]
 
 
-def config(**execution: Any) -> FleetConfig:
+def config(risk: dict[str, Any] | None = None, **execution: Any) -> FleetConfig:
     return FleetConfig.model_validate({
         "daemons": {
             "equity": {"strategies": [
                 {"name": "rsi-infy", "kind": "rsi_reversion", "params": {"symbol": "INFY", "quantity": 10}},
                 {"name": "rsi-reliance", "kind": "rsi_reversion", "params": {"symbol": "RELIANCE", "quantity": 10}}]},
-            "risk": {"max_quantity": 10**6, "max_notional": 1e11, "max_order_value": 1e11},
+            "risk": {"max_quantity": 10**6, "max_notional": 1e11, "max_order_value": 1e11, **(risk or {})},
             "execution": {"latency_ms": 0, "liquidity_pct": 40.0, **execution},
         },
         "portfolios": [{**p, "strategies": ["rsi-infy"], "risk_fraction": 0.1, "max_lots": 1000,
@@ -65,8 +65,8 @@ def taken(d: Daemon) -> list[Event]:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, **execution: Any) -> None:
-        self.tmp, self.monkeypatch, self.config = tmp, monkeypatch, config(**execution)
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, risk: dict[str, Any] | None = None) -> None:
+        self.tmp, self.monkeypatch, self.config = tmp, monkeypatch, config(risk)
         self.stamp = EventFactory("test").stamp
         monkeypatch.setenv("STATE_DIRECTORY", str(tmp / "execution"))
         self.execution = ExecutionDaemon(self.config, DaemonMetrics("execution"))
@@ -94,10 +94,16 @@ class Fleet:
     def signal(self, payload: dict[str, Any]) -> Event:
         """A signal to risk; its decision to execution. Returns the decision."""
         self.risk._on_signal(self.stamp("strategy.signal", payload)[0])
-        (decision,) = [e for e in taken(self.risk) if e.type.startswith("risk.")]
-        if decision.type == "risk.approved":
-            self.execution._on_approved(decision)
+        (decision,) = self.decisions()
         return decision
+
+    def decisions(self) -> list[Event]:
+        """Risk's decisions since last asked, the approvals handed to execution."""
+        decisions = [e for e in taken(self.risk) if e.type.startswith("risk.")]
+        for decision in decisions:
+            if decision.type == "risk.approved":
+                self.execution._on_approved(decision)
+        return decisions
 
     def held(self) -> dict[str, int]:
         assert self.risk.desk is not None
@@ -140,6 +146,7 @@ def test_one_net_order_filled_in_parts_is_allocated_exactly_and_a_loss_limit_blo
     standing = {s: fleet.risk.metrics.registry.get_sample_value("algo_risk_portfolios", {"standing": s})
                 for s in ("ok", "loss_limit", "disabled")}
     assert standing == {"ok": 2, "loss_limit": 1, "disabled": 0}, "counted, never labelled per portfolio"
+    assert fleet.risk.status().endswith(", 3 portfolios (1 at their loss limit, 0 disabled)")
     for _ in range(10):
         fleet.market(990.0)
     held = fleet.held()
@@ -232,3 +239,23 @@ risk_fraction = 2.0
         "portfolios.1.id: 'a' is already used by portfolios.0"}
     (tmp_path / "plain.toml").write_text("")
     assert load_config(tmp_path / "plain.toml").portfolios == []
+
+
+def test_a_kill_switch_flattens_the_portfolios_with_an_order_of_their_own(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine holds the portfolios' 350 lots and 10 units of a strategy no portfolio follows: the flatten is
+    two orders, the portfolios' allocated back to them (all flat after), the other one plain."""
+    fleet = Fleet(tmp_path, monkeypatch, risk={"flatten_on_kill_switch": True})
+    fleet.market(1000.0)
+    fleet.signal(signal(1, "BUY", 1000.0))
+    fleet.signal(signal(1, "BUY", 1000.0, strategy="rsi-reliance"))
+    for _ in range(10):
+        fleet.market(1000.0)
+    assert fleet.risk.rules.book.quantity("INFY") == 350 * LOT + 10
+    fleet.risk._on_kill_switch(fleet.stamp("control.kill_switch", {"engage": True, "reason": "test"})[0])
+    flatten = fleet.decisions()
+    assert sorted((d.payload["quantity"], "allocation_key" in d.payload) for d in flatten) == [(10, False), (350 * LOT, True)]
+    for _ in range(10):
+        fleet.market(990.0)
+    assert fleet.risk.rules.book.quantity("INFY") == 0
+    assert fleet.held() == {"a": 0, "b": 0, "c": 0}

@@ -132,6 +132,7 @@ class RiskDaemon(Daemon):
                 if self.desk.follows(strategy.name):
                     self._watch(*(build(strategy.kind, strategy.name, strategy.params).watches() or ()))
         self._watch(*self.desk.book.positions)
+        self.lots.update({batch.symbol: batch.lot_size for batch in self.desk.batches.values()})
         for allocation in self.desk.allocated.values() if tell else ():
             self.bus.publish(PORTFOLIO_ALLOCATION, allocation, key=allocation["symbol"])
         log.info("%d portfolios following %d strategies; %d open batches, %d fills allocated today", len(self.desk.book),
@@ -336,23 +337,64 @@ class RiskDaemon(Daemon):
         log.error("KILL SWITCH ENGAGED: %s; new entries are blocked", why, extra={"TRACE_ID": trace})
         self.bus.publish(CONTROL_KILL_SWITCH, {"engage": True, "reason": why}, trace=trace)
         if self.section.flatten_on_kill_switch:
+            portfolios = self._portfolio_holdings()
             for (engine, symbol), pos in self.rules.book.positions.items():
-                if pos.quantity:
-                    self.flattens += 1
-                    day = datetime.now(IST).date().isoformat()
-                    order = {"engine": engine, "strategy": "risk-flatten", "signal_id": f"risk-flatten:{day}:{self.flattens}",
-                             "symbol": symbol,
-                             "side": "SELL" if pos.quantity > 0 else "BUY", "quantity": abs(pos.quantity),
-                             "order_type": "MARKET", "limit_price": None, "reason": "flatten on kill switch",
-                             "entry": False}
-                    self._approve(order, trace)
+                held = pos.quantity
+                if held and (theirs := portfolios.pop(symbol, None)) is not None:
+                    units, lot, intents = theirs
+                    if units and abs(units) <= abs(held) and (units > 0) == (held > 0):
+                        self._flatten(engine, symbol, units, trace, lot, intents)  # the portfolios' part, allocated
+                        held -= units
+                    else:
+                        portfolios[symbol] = theirs  # another engine's position holds it
+                if held:
+                    self._flatten(engine, symbol, held, trace)
+            for symbol in portfolios:
+                log.error("kill switch: the portfolios' position in %s is not one engine's; flattened without "
+                          "allocating it to them", symbol, extra={"SYMBOL": symbol, "TRACE_ID": trace})
             self.save()
+
+    def _portfolio_holdings(self) -> dict[str, tuple[int, int, Any]]:
+        """Per symbol the portfolios hold (in whole lots of a known size): (net units, lot, each one's exit
+        in lots)."""
+        if self.desk is None:
+            return {}
+        out = {}
+        for symbol, pos in self.desk.book.positions.items():
+            lot = self.lots.get(symbol)
+            if pos.quantity.any() and lot and not (pos.quantity % lot).any():
+                out[symbol] = (int(pos.quantity.sum()), lot, -(pos.quantity // lot))
+        return out
+
+    def _flatten(self, engine: str, symbol: str, held: int, trace: str, lot: int = 0, intents: Any = None) -> None:
+        """An approved exit of ``held`` units; with ``intents``, the portfolios' exits as a batch of their own."""
+        self.flattens += 1
+        day = datetime.now(IST).date().isoformat()
+        sid = f"risk-flatten:{day}:{self.flattens}"
+        order: dict[str, Any] = {"engine": engine, "strategy": "risk-flatten", "signal_id": sid, "symbol": symbol,
+                                 "side": "SELL" if held > 0 else "BUY", "quantity": abs(held), "order_type": "MARKET",
+                                 "limit_price": None, "reason": "flatten on kill switch", "entry": False}
+        if intents is not None:
+            assert self.desk is not None
+            order |= {"allocation_key": sid, "portfolios": int(np.count_nonzero(intents))}
+            try:
+                self.desk.record(sid, symbol, lot, intents, order)
+            except OSError as exc:
+                log.error("kill switch: the allocation log cannot be written (%s); %s flattened without allocating "
+                          "it to the portfolios", exc.strerror or exc, symbol, extra={"SYMBOL": symbol, "TRACE_ID": trace})
+                del order["allocation_key"], order["portfolios"]
+        self._approve(order, trace)
 
     def status(self) -> str:
         realised, unrealised = self.rules.book.pnl()
         switch = f"KILL SWITCH ({self.rules.kill_switch})" if self.rules.kill_switch else "kill switch off"
+        portfolios = ""
+        if self.desk is not None:
+            counts = self.desk.standing()
+            portfolios = (f", {len(self.desk.book)} portfolios ({counts[Reason.LOSS_LIMIT]} at their loss limit, "
+                          f"{counts[Reason.DISABLED]} disabled)")
         return (f"{len(self.rules.book.open_symbols())} open positions, P&L {realised + unrealised:+,.0f} "
-                f"(realised {realised:+,.0f}), {switch}")
+                f"(realised {realised:+,.0f}), {switch}{portfolios}")
 
 
 class RiskCollector(Collector):
