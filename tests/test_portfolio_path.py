@@ -259,3 +259,19 @@ def test_a_kill_switch_flattens_the_portfolios_with_an_order_of_their_own(tmp_pa
         fleet.market(990.0)
     assert fleet.risk.rules.book.quantity("INFY") == 0
     assert fleet.held() == {"a": 0, "b": 0, "c": 0}
+
+
+def test_algoctl_trace_follows_a_fill_to_its_allocation(tmp_path: Path) -> None:
+    from daemons.algoctl.trace import find_chain, render
+    from daemons.journal_format.layout import EVENTS
+
+    def line(n: int, topic: str, payload: dict[str, Any]) -> bytes:
+        return orjson.dumps({"id": f"e{n}", "ts": MARKET + n * 1_000_000, "type": topic, "source": "x", "seq": n,
+                             "trace": "T1", "payload": payload}) + b"\n"
+
+    (tmp_path / EVENTS).write_bytes(
+        line(1, "execution.fill", {"fill_id": "F1", "side": "BUY", "quantity": 15, "symbol": "INFY", "price": 1000.0})
+        + line(2, "portfolio.allocation", {"fill_id": "F1", "portfolios": ["a", "b"], "units": [10, 5]}))
+    chain = find_chain(tmp_path, "F1")
+    assert [e["type"] for e in chain] == ["execution.fill", "portfolio.allocation"]
+    assert "fill F1 allocated to 2 portfolios" in render(chain)
