@@ -253,3 +253,28 @@ def test_the_paper_margin_model_refuses_an_order_beyond_the_funds_and_never_an_e
     assert d.margin_refusals._value.get() == 1
     assert [p["client_id"] for t, p in published(d) if t == "execution.reject"] == [refused.client_id]
     d._close_files()
+
+
+@pytest.mark.parametrize("kind, units, price, strike, margin", [
+    ("EQ", 100, 1000.0, 0.0, 20_000.0),  # 20% of notional
+    ("FUT", -75, 24_000.0, 0.0, 216_000.0),  # 12%, long or short
+    ("CE", 75, 120.0, 24_000.0, 9_000.0),  # bought: the premium
+    ("PE", -75, 120.0, 24_000.0, 216_000.0),  # sold: 12% of strike x quantity
+    ("XX", 10, 50.0, 0.0, 500.0),  # unknown: all of it
+])
+def test_the_paper_margin_model_per_segment(kind: str, units: int, price: float, strike: float, margin: float) -> None:
+    from daemons.execution.margin import PaperMargin
+    from daemons.runtime.config import MarginSection
+
+    assert PaperMargin(MarginSection()).needs(kind, units, price, strike) == pytest.approx(margin)
+
+
+def test_only_what_adds_exposure_needs_margin() -> None:
+    from daemons.execution.margin import added
+
+    held = Order.from_approved("A", approval(1, quantity=10), "EQ", "NSE", "t")
+    held.status, held.filled = "COMPLETE", 10
+    working = Order.from_approved("B", approval(2, quantity=5), "EQ", "NSE", "t")  # NEW: counts in full
+    sell = Order.from_approved("C", approval(3, side="SELL", quantity=40), "EQ", "NSE", "t")
+    assert added(sell, [held, working, sell]) == 10  # +15 (filled and working) to -25: 10 more exposure
+    assert added(Order.from_approved("D", approval(4, side="SELL", quantity=15), "EQ", "NSE", "t"), [held, working]) == 0
