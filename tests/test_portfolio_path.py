@@ -201,6 +201,17 @@ def test_a_restart_of_risk_neither_loses_nor_doubles_an_allocation(tmp_path: Pat
     assert fleet.held() == {"a": 100 * LOT, "b": 200 * LOT, "c": 50 * LOT}
     taken(fleet.risk)
 
+    # a reload: the same portfolios keep their book; a changed limit builds it again from the log
+    desk = fleet.risk.desk
+    asyncio.run(fleet.risk.reload(config()))
+    assert fleet.risk.desk is desk
+    tighter = config()
+    tighter = tighter.model_copy(update={"portfolios": [tighter.portfolios[0].model_copy(update={"max_lots": 1}),
+                                                        *tighter.portfolios[1:]]})
+    asyncio.run(fleet.risk.reload(tighter))
+    assert fleet.risk.desk is not desk and fleet.held() == {"a": 100 * LOT, "b": 200 * LOT, "c": 50 * LOT}
+    assert fleet.risk.desk is not None and fleet.risk.desk.book.max_lots.tolist() == [1, 1000, 1000]
+
     # the same signal delivered again (the broker's session after the restart) is not decided twice
     again = fleet.signal(signal(1, "BUY", 1000.0))
     assert again.payload == approved.payload

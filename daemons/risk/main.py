@@ -139,11 +139,13 @@ class RiskDaemon(Daemon):
                  len(self.desk.followed), len(self.desk.batches), len(self.desk.allocated))
 
     async def reload(self, config: FleetConfig) -> None:
-        """New limits apply from the next signal; positions, P&L and the kill switch are kept."""
-        self.config = config
+        """New limits apply from the next signal; positions, P&L and the kill switch are kept. Changed
+        portfolios: their book is built again from the allocation log, with the portfolios as now configured."""
+        before, self.config = self.config, config
         self.rules.limits = self.section
         self.rules.rate.rate = self.section.orders_per_second
-        self._open_desk(tell=False)  # the portfolios' book again from the log, with the portfolios as now configured
+        if config.portfolios != before.portfolios:
+            self._open_desk(tell=False)
 
     def _roll_day(self) -> None:
         """Daily limits count today's P&L: at the first moment of a new IST day realised P&L restarts
