@@ -286,3 +286,24 @@ def test_algoctl_trace_follows_a_fill_to_its_allocation(tmp_path: Path) -> None:
     chain = find_chain(tmp_path, "F1")
     assert [e["type"] for e in chain] == ["execution.fill", "portfolio.allocation"]
     assert "fill F1 allocated to 2 portfolios" in render(chain)
+
+
+def test_a_new_day_carries_the_positions_over_and_keeps_a_few_days_of_logs(tmp_path: Path) -> None:
+    from daemons.risk.portfolios import KEEP_DAYS, Desk
+
+    sections = config().portfolios
+    desk = Desk(sections, tmp_path)
+    desk.open("2026-11-20")
+    desk.book.position("INFY").quantity[:] = [5, 0, -10]
+    desk.book.position("INFY").average[:] = [1000.0, 0.0, 990.0]
+    desk.book.realised[:] = -100.0
+    for n in range(KEEP_DAYS + 2):
+        desk.roll(f"2026-11-{23 + n}")
+    desk.close()
+    assert len(list(tmp_path.glob("*.wal"))) == KEEP_DAYS
+    again = Desk(sections, tmp_path)
+    again.open("2026-12-09")  # after a long weekend: carried from the newest day there is
+    assert again.book.position("INFY").quantity.tolist() == [5, 0, -10]
+    assert again.book.position("INFY").average.tolist() == [1000.0, 0.0, 990.0]
+    assert again.book.realised.tolist() == [0.0, 0.0, 0.0]
+    again.close()

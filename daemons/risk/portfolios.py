@@ -4,8 +4,9 @@ the batch, keyed by the signal id: the approval carries it as ``allocation_key``
 ``signal_id``), and every fill of that order allocated back to the portfolios.
 
 Durable in the allocation log, ``<state>/portfolios/<day>.wal`` (execution's checksummed log format,
-``execution/wal.py``): a day's file begins with the positions carried over (``carry``); a batch is
-appended (fsynced) before its approval is published, and a fill's allocation before it is applied
+``execution/wal.py``; the last ``KEEP_DAYS`` days kept): a day's file begins with the portfolios' ids
+and the positions carried over (``carry``); a batch is appended (fsynced) before its approval is
+published, and a fill's allocation before it is applied
 or published. A restart replays today's file (or rolls the newest earlier one over into today), so
 the positions, the batches' unfilled lots and the fill ids allocated are what they were: a fill
 execution re-sends is found allocated and skipped (never doubled), one that came while risk was down
@@ -32,6 +33,7 @@ from ..portfolios.sizing import Intents, decide
 from ..runtime.config import PortfolioSection
 
 log = logging.getLogger("algo.risk")
+KEEP_DAYS = 5  # day files kept; a new day needs only the one before (the journal keeps every allocation)
 
 
 def portfolio(section: PortfolioSection) -> Portfolio:
@@ -100,6 +102,8 @@ class Desk:
         carry = {symbol: [pos.quantity.tolist(), pos.average.tolist()]
                  for symbol, pos in self.book.positions.items() if pos.quantity.any()}
         self.log.append({"op": "carry", "day": day, "ids": self.book.ids, "positions": carry})
+        for old in sorted(self.folder.glob("*.wal"))[:-KEEP_DAYS]:  # only the newest is read; a few for people
+            old.unlink()
 
     def close(self) -> None:
         if self.log is not None:
