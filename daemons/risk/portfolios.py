@@ -6,13 +6,14 @@ the batch, keyed by the signal id: the approval carries it as ``allocation_key``
 Durable in the allocation log, ``<state>/portfolios/<day>.wal`` (execution's checksummed log format,
 ``execution/wal.py``; the last ``KEEP_DAYS`` days kept): a day's file begins with the portfolios' ids
 and the positions carried over (``carry``); a batch is appended (fsynced) before its approval is
-published, and a fill's allocation before it is applied
-or published. A restart replays today's file (or rolls the newest earlier one over into today), so
-the positions, the batches' unfilled lots and the fill ids allocated are what they were: a fill
-execution re-sends is found allocated and skipped (never doubled), one that came while risk was down
-or whose record a crash tore off is allocated when execution re-sends it (never lost), and the
-recorded allocation is applied as written, not computed again. Portfolios are named by id in the
-log, so the config may add, reorder or (once flat) remove portfolios between restarts.
+published, and a fill's allocation before it is applied or published. A restart replays today's file
+(or rolls the newest earlier one over into today), so the positions, the batches' unfilled lots and
+the fill ids allocated are what they were: a fill execution re-sends is found allocated and skipped
+(never doubled), one that came while risk was down or whose record a crash tore off is allocated when
+execution re-sends it (never lost), and the recorded allocation is applied as written, not computed
+again. Records hold one value per portfolio in the order of the log's ids (an ``ids`` record follows
+when the config changed), so the config may add, reorder or (once flat) remove portfolios between
+restarts.
 """
 
 from __future__ import annotations
