@@ -172,6 +172,7 @@ def spec_pairs() -> Iterator[tuple[str, dict[str, Any], type[BaseModel]]]:
         yield var, options[var]["options"], model
     yield "algo_fleet_marketdata.derivatives", options["algo_fleet_marketdata"]["options"]["derivatives"]["options"], \
         cfg.DerivativesSection
+    yield "algo_fleet_execution.margin", options["algo_fleet_execution"]["options"]["margin"]["options"], cfg.MarginSection
     engines = options["algo_fleet_engines"]["options"]
     assert sorted(engines) == sorted(name for name, _ in cfg.FleetConfig().daemons.engines())
     for engine, spec in engines.items():

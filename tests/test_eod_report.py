@@ -323,3 +323,32 @@ def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit) as exc:
         main(["--config", str(config), "--day", DAY])
     assert exc.value.code == 65 and "fills.csv:2: quantity 0 is not positive" in capsys.readouterr().err
+
+
+def allocation(seq: int, fill_id: str, symbol: str, price: float, units: dict[str, int]) -> bytes:
+    return orjson.dumps({"id": f"risk-x-{seq}", "ts": 1735790400_000_000_000 + 1000 + seq, "type": "portfolio.allocation",
+                         "source": "risk", "seq": seq, "trace": "t", "key": symbol,
+                         "payload": {"fill_id": fill_id, "signal_id": "s:1", "symbol": symbol, "side": "BUY",
+                                     "instrument_type": "EQ", "price": price, "portfolios": list(units),
+                                     "units": list(units.values())}}) + b"\n"
+
+
+def test_per_portfolio_pnl_from_the_allocations_adds_up_to_the_strategys(tmp_path: Path) -> None:
+    """A net order of 30 bought in two fills and sold in one, allocated to p1/p2/p3; risk told one allocation
+    twice (after a restart): counted once. The portfolios' gross P&L sums to the strategy's."""
+    day = tmp_path / DAY
+    write_csv(day, "fills.csv", [fill("ema", "INFY", "BUY", 20, 100.0, fill_id="F1"),
+                                 fill("ema", "INFY", "BUY", 10, 103.0, fill_id="F2"),
+                                 fill("ema", "INFY", "SELL", 15, 110.0, fill_id="F3")])
+    write_events(day, tick("INFY", 108.0),
+                 allocation(1, "F1", "INFY", 100.0, {"p1": 10, "p2": 7, "p3": 3}),
+                 allocation(2, "F2", "INFY", 103.0, {"p1": 5, "p2": 3, "p3": 2}),
+                 allocation(3, "F2", "INFY", 103.0, {"p1": 5, "p2": 3, "p3": 2}),
+                 allocation(4, "F3", "INFY", 110.0, {"p1": -15}))
+    report = build_report(day, "MIS")
+    p = report["by_portfolio"]
+    assert p["p1"]["realised"] == 15 * (110.0 - 101.0) and p["p1"]["open_quantity"] == 0
+    assert p["p2"]["unrealised"] == round(7 * 8.0 + 3 * 5.0, 2) and p["p2"]["fills"] == 2
+    assert sum(g["gross_pnl"] for g in p.values()) == pytest.approx(report["by_strategy"]["ema"]["gross_pnl"])
+    assert "## By portfolio" in render_markdown(report)
+    assert build_report(mixed_day(tmp_path / "other"), "MIS")["by_portfolio"] == {}

@@ -230,3 +230,51 @@ def test_an_order_that_waits_for_the_rate_budget_until_it_is_stale_is_refused_no
     rejects = [p for t, p in published(d) if t == "execution.reject"]
     assert len(rejects) == 1
     d._close_files()
+
+
+def test_the_paper_margin_model_refuses_an_order_beyond_the_funds_and_never_an_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Funds 100,000, equity at 20%: 400 INFY at 1,000 holds 80,000; 200 more need 40,000 of the 20,000 left
+    and are refused before the send, with the reason; selling the 400 adds no exposure and goes."""
+    from daemons.runtime.envelope import EventFactory
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = FleetConfig.model_validate({"daemons": {"execution": {"latency_ms": 0, "margin": {"funds": 100_000.0}}}})
+    d = ExecutionDaemon(config, DaemonMetrics("execution"))
+    asyncio.run(d._open_day(DAY))
+    stamp = EventFactory("risk").stamp
+    d._on_tick(stamp("marketdata.tick", tick(ask=1000.0, qty=1000))[0])
+    for n, side, quantity in ((1, "BUY", 400), (2, "BUY", 200), (3, "SELL", 400)):
+        d._on_approved(stamp("risk.approved", approval(n, side=side, quantity=quantity))[0])
+    assert d.paper is not None and len(d.paper.orders) == 2
+    refused = d.orders[client_id("rsi-infy:2026-11-20:2")]
+    assert (refused.status, refused.reason) == (
+        "REJECTED", "margin: needs 40,000 for 200 INFY, 20,000 available (paper model, funds 100,000)")
+    assert d.margin_refusals._value.get() == 1
+    assert [p["client_id"] for t, p in published(d) if t == "execution.reject"] == [refused.client_id]
+    d._close_files()
+
+
+@pytest.mark.parametrize("kind, units, price, strike, margin", [
+    ("EQ", 100, 1000.0, 0.0, 20_000.0),  # 20% of notional
+    ("FUT", -75, 24_000.0, 0.0, 216_000.0),  # 12%, long or short
+    ("CE", 75, 120.0, 24_000.0, 9_000.0),  # bought: the premium
+    ("PE", -75, 120.0, 24_000.0, 216_000.0),  # sold: 12% of strike x quantity
+    ("XX", 10, 50.0, 0.0, 500.0),  # unknown: all of it
+])
+def test_the_paper_margin_model_per_segment(kind: str, units: int, price: float, strike: float, margin: float) -> None:
+    from daemons.execution.margin import PaperMargin
+    from daemons.runtime.config import MarginSection
+
+    assert PaperMargin(MarginSection()).needs(kind, units, price, strike) == pytest.approx(margin)
+
+
+def test_only_what_adds_exposure_needs_margin() -> None:
+    from daemons.execution.margin import added
+
+    held = Order.from_approved("A", approval(1, quantity=10), "EQ", "NSE", "t")
+    held.status, held.filled = "COMPLETE", 10
+    working = Order.from_approved("B", approval(2, quantity=5), "EQ", "NSE", "t")  # NEW: counts in full
+    sell = Order.from_approved("C", approval(3, side="SELL", quantity=40), "EQ", "NSE", "t")
+    assert added(sell, [held, working, sell]) == 10  # +15 (filled and working) to -25: 10 more exposure
+    assert added(Order.from_approved("D", approval(4, side="SELL", quantity=15), "EQ", "NSE", "t"), [held, working]) == 0

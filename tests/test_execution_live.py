@@ -232,3 +232,26 @@ def test_with_kite_execution_needs_only_the_newest_tick_per_instrument_the_paper
     d = asyncio.run(go())
     assert d.bus.conflated == (99 if broker == "kite" else 0)
     assert d.instruments["INFY"] == ("EQ", "NSE")
+
+
+def test_an_order_needing_more_margin_than_kite_has_is_refused_before_it_is_sent(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kite's order-margins API (the emulator: 20% of an NSE order's value) against the account's 412,380.50
+    available: 2,000 INFY at 1,500 needs 600,000 and is refused with the reason; 1,000 (300,000) goes, and
+    so does its exit, which adds no exposure and needs no margin call."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+
+    async def session(d: ExecutionDaemon) -> None:
+        d._on_approved(stamp("risk.approved", approval(1, quantity=2000))[0])
+        d._on_approved(stamp("risk.approved", approval(2, quantity=1000))[0])
+        d._on_approved(stamp("risk.approved", approval(3, "SELL", 1000))[0])
+        await eventually(lambda: d.orders[tag(1)].status == "REJECTED" and d.orders[tag(3)].status == "COMPLETE",
+                         "the refusal and the exit")
+
+    d = asyncio.run(running(live_config(emulator), session))
+    assert kite_orders(emulator) == {tag(2): 1, tag(3): 1}, "the refused order never reached Kite"
+    assert d.orders[tag(1)].reason == "margin: Kite says 600,000 is needed for 2000 INFY, 412,380 available"
+    assert d.margin_refusals._value.get() == 1
+    assert [r["client_id"] for r in published(d, "execution.reject")] == [tag(1)]
+    off = asyncio.run(running(live_config(emulator, margin={"check": False}), lambda d: asyncio.sleep(0)))
+    assert off.margin_refusals._value.get() == 0

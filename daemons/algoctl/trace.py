@@ -15,7 +15,7 @@ from ..journal_format.layout import iso
 from ..marketdata.session import IST
 
 ORDER = ("marketdata.tick", "strategy.signal", "risk.approved", "risk.blocked", "execution.order",
-         "execution.reject", "execution.fill")
+         "execution.reject", "execution.fill", "portfolio.allocation")
 
 
 class TraceNotFound(LookupError):
@@ -48,6 +48,8 @@ def describe(event: dict[str, Any]) -> str:
         return f"approved {p['side']} {p['quantity']} {p['symbol']}"
     if t == "execution.fill":
         return f"fill {p['fill_id']}: {p['side']} {p['quantity']} {p['symbol']} at {p['price']}"
+    if t == "portfolio.allocation":
+        return f"fill {p['fill_id']} allocated to {len(p['portfolios'])} portfolios"
     return (f"order {p.get('client_id')} {p.get('status')} {p.get('filled_quantity', 0)}/{p.get('quantity')} "
             f"{p.get('symbol')}{(': ' + p['reason']) if p.get('reason') else ''}")
 

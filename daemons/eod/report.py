@@ -12,6 +12,13 @@ position is a trade, a win when it realised more than zero. Unrealised P&L marks
 the symbol's last tick of the day, or its last fill price when it had no tick. Charges follow
 the fill's instrument_type, or the tick's type when execution left it empty.
 
+Per portfolio (``[[portfolios]]``): algo-risk allocates each fill of a portfolios' net order to the
+portfolios and journals it as ``portfolio.allocation`` (events.jsonl); the portfolios' positions and
+P&L are built from those the same way, per (portfolio, symbol), each allocation once by fill id,
+marked like the rest. Charges are per exchange order and are not shared out, so a portfolio's P&L is
+gross. The allocations of a fill sum to it, so the portfolios' gross P&L adds up to that of the
+strategies they follow (when only portfolios trade them).
+
 The identity the tests check, and a reader can: for every position, realised + unrealised equals
 the cash it took in minus the cash it paid out plus what it still holds at the mark, so
 
@@ -36,6 +43,7 @@ from ..journal_format import reader
 from ..journal_format.layout import COLUMNS
 from ..marketdata.session import IST
 from ..runtime.book import Position
+from ..runtime.envelope import PORTFOLIO_ALLOCATION
 from .charges import Charges, order_charges, segment
 
 FILLS = "fills.csv"
@@ -173,6 +181,63 @@ def read_ticks(day: Path) -> tuple[dict[str, float], dict[str, str]]:
     return marks, types
 
 
+@dataclass(frozen=True)
+class Allocation:
+    fill_id: str
+    symbol: str
+    price: float
+    units: dict[str, int]  # portfolio id -> signed units of the fill
+
+
+def read_allocations(day: Path) -> list[Allocation]:
+    """The day's ``portfolio.allocation`` events in publish order, each fill once (risk tells them again
+    after a restart)."""
+    found: dict[str, Allocation] = {}
+    try:
+        for event in reader.events(day, ("orders",), needle=f'"type":"{PORTFOLIO_ALLOCATION}"'):
+            p = event["payload"]
+            try:
+                ids, units = p["portfolios"], p["units"]
+                allocation = Allocation(str(p["fill_id"]), str(p["symbol"]), float(p["price"]),
+                                        dict(zip(map(str, ids), units, strict=True)))
+            except (TypeError, KeyError, ValueError, AttributeError):
+                raise ReportError(f"{day}: {PORTFOLIO_ALLOCATION} {event.get('id')} is malformed: {p}") from None
+            if len(allocation.units) != len(ids) or not all(type(u) is int for u in units) \
+                    or not (math.isfinite(allocation.price) and allocation.price > 0):
+                raise ReportError(f"{day}: {PORTFOLIO_ALLOCATION} {event.get('id')} is malformed: {p}")
+            found.setdefault(allocation.fill_id, allocation)
+    except reader.JournalError as exc:
+        raise ReportError(str(exc)) from None
+    return list(found.values())
+
+
+def by_portfolio(allocations: Sequence[Allocation], marks: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Each portfolio's day, from its allocations: P&L before charges, fills, turnover, trades, what is open."""
+    positions: dict[tuple[str, str], Position] = {}
+    tallies: defaultdict[str, _Tally] = defaultdict(_Tally)
+    last: dict[str, float] = {}
+    for a in allocations:
+        last[a.symbol] = a.price
+        for pid, units in a.units.items():
+            pos = positions.setdefault((pid, a.symbol), Position())
+            reduces = pos.quantity != 0 and (pos.quantity > 0) != (units > 0)
+            before = pos.realised
+            pos.fill(units, a.price)
+            t = tallies[pid]
+            t.fills += 1
+            t.turnover += abs(units) * a.price
+            t.realised += pos.realised - before
+            if reduces:
+                t.trades += 1
+                t.wins += pos.realised > before
+                t.losses += pos.realised < before
+    for (pid, symbol), pos in positions.items():
+        tallies[pid].unrealised += pos.unrealised(marks.get(symbol, last[symbol]))
+        tallies[pid].open_quantity += abs(pos.quantity)
+    gross = ("realised", "unrealised", "gross_pnl", "fills", "turnover", "trades", "wins", "win_rate", "open_quantity")
+    return {pid: {k: v for k, v in t.out().items() if k in gross} for pid, t in sorted(tallies.items())}
+
+
 def _rupees(amount: float) -> float:
     return round(amount, 2) + 0.0  # + 0.0: no "-0.0" in reports
 
@@ -307,6 +372,7 @@ def build_report(day_dir: Path, product: str) -> dict[str, Any]:
         "by_strategy": {name: t.out() for name, t in sorted(by_strategy.items())},
         "by_symbol": {name: t.out() for name, t in sorted(by_symbol.items())},
         "positions": open_positions,
+        "by_portfolio": by_portfolio(read_allocations(day_dir), marks),
     }
 
 
@@ -344,6 +410,17 @@ def _groups(title: str, column: str, groups: dict[str, dict[str, Any]]) -> list[
     return lines + _table(header, rows) + [""]
 
 
+def _portfolios(groups: dict[str, dict[str, Any]]) -> list[str]:
+    """Only on a fleet with portfolios: their P&L before charges (charges are per exchange order)."""
+    if not groups:
+        return []
+    header = ("portfolio", "gross P&L", "realised", "unrealised", "fills", "turnover", "trades", "win rate", "open qty")
+    rows = [(name, _money(g["gross_pnl"]), _money(g["realised"]), _money(g["unrealised"]), g["fills"],
+             _money(g["turnover"]), g["trades"], f"{g['win_rate']:.1%}", g["open_quantity"]) for name, g in groups.items()]
+    return ["## By portfolio", "", "Before charges, which are per exchange order and not shared out.", "",
+            *_table(header, rows), ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report for people: what the day made, where, at what cost, and what is still open."""
     t = report["totals"]
@@ -377,6 +454,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_groups("By engine", "engine", report["by_engine"]),
         *_groups("By strategy", "strategy", report["by_strategy"]),
         *_groups("By symbol", "symbol", report["by_symbol"]),
+        *_portfolios(report["by_portfolio"]),
         "## Open positions",
         "",
     ]

@@ -251,6 +251,19 @@ class KiteBroker:
                 self.stats["resent"] += 1
                 log.warning("%s: Kite has no order tagged %s; placing it again", what, tag, extra={"ORDER_ID": tag})
 
+    async def margin(self, symbol: str, side: str, quantity: int, order_type: str, price: float | None = None, *,
+                     exchange: str | None = None) -> tuple[float, float]:
+        """(margin the order needs, margin available): Kite's order-margins API (``POST /margins/orders``,
+        which counts the account's positions and open orders) and the equity segment's ``net``
+        (``GET /user/margins/equity``: Kite's one margin account for equity and F&O)."""
+        exch, tradingsymbol = split_symbol(symbol, exchange)
+        params = [{"exchange": exch, "tradingsymbol": tradingsymbol, "transaction_type": side, "variety": VARIETY,
+                   "product": self.product, "order_type": order_type, "quantity": quantity,
+                   "price": price or 0, "trigger_price": 0}]
+        needed = await self._call(f"margin of {quantity} {tradingsymbol}", lambda k: k.order_margins(params))
+        account = await self._call("available margin", lambda k: k.margins("equity"))
+        return float(sum(m["total"] for m in needed)), float(account["net"])
+
     async def find(self, tag: str, backoff: _Backoff | None = None) -> BrokerOrder | None:
         """Our order with this tag in today's order book, if Kite has it."""
         orders = await self._call(f"look up {tag}", lambda k: k.orders(), backoff)

@@ -51,6 +51,7 @@ from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, Broke
 from .clientid import client_id
 from .governor import Governor
 from .ledger import Ledger
+from .margin import PaperMargin, added, kite_refusal
 from .metrics import BudgetCollector
 from .order_queue import OrderQueue
 from .orders import NEW, BadOrder, Order
@@ -96,6 +97,9 @@ class ExecutionDaemon(Daemon):
         self.backlog = Gauge("algo_execution_wal_backlog", "Records waiting in memory for the state disk",
                              registry=reg)
         self.backlog.set_function(lambda: len(self.ledger.log.pending) if self.ledger is not None else 0)
+        self.margin_refusals = Counter("algo_execution_margin_refusals", "Orders refused before the send: more "
+                                       "margin needed than available", registry=reg)
+        self.margin_model = PaperMargin(self.section.margin)
         x = self.section
         self.governor = Governor(x.orders_per_second, x.orders_per_minute, x.orders_per_day)
         self.queue = OrderQueue(self.governor, self._send)
@@ -305,6 +309,7 @@ class ExecutionDaemon(Daemon):
         self.instruments[p["symbol"]] = (p.get("type", ""), p.get("exchange", ""))
         if self.paper is None:
             return
+        self.margin_model.mark(p)
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
             if order is not None and self._record_fill(order, trade, publish=True):
@@ -381,6 +386,9 @@ class ExecutionDaemon(Daemon):
             self._publish_order(order)
             return
         if self.paper is not None:
+            if self.section.margin.check and (why := self.margin_model.refusal(order, self.orders.values())):
+                self._short_of_margin(order, why)
+                return
             self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
                                                  order.order_type, order.limit_price, time.time_ns()))
             return
@@ -398,6 +406,20 @@ class ExecutionDaemon(Daemon):
             self._rejected(order)
             self._publish_order(order)
             return
+        if self.section.margin.check and (units := added(order, self.orders.values())):
+            try:
+                required, available = await self.kite.margin(order.symbol, order.side, units, order.order_type,
+                                                             order.limit_price, exchange=order.exchange)
+            except TokenExpired as exc:
+                self._halt(str(exc))
+                self._not_sent(order, TOKEN_HALT)
+                return
+            except BrokerError as exc:  # margin unknown: not sent (Kite would have the last word too late)
+                self._short_of_margin(order, f"margin: Kite's margins could not be read ({exc}); not sent")
+                return
+            if why := kite_refusal(order, units, required, available):
+                self._short_of_margin(order, why)
+                return
         try:
             at_broker = await self.kite.place(order.client_id, order.symbol, order.side, order.quantity,
                                               order.order_type, order.limit_price, exchange=order.exchange)
@@ -412,6 +434,18 @@ class ExecutionDaemon(Daemon):
             return
         if order.status == NEW:  # an update may have brought it first
             self._placed(order, at_broker)
+
+    def _short_of_margin(self, order: Order, why: str) -> None:
+        """Refused before the send for want of margin (margin.py): counted, closed REJECTED with the reason, told."""
+        self.margin_refusals.inc()
+        self._not_sent(order, why)
+
+    def _not_sent(self, order: Order, why: str) -> None:
+        assert self.ledger is not None
+        self.ledger.close(order, REJECTED, why)
+        log.warning("order %s not sent: %s", order.client_id, why, extra=self._fields(order))
+        self._rejected(order)
+        self._publish_order(order)
 
     def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
         """The broker's answer to our place call: logged, counted, told."""

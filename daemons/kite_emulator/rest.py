@@ -144,6 +144,35 @@ def _quote_kind(kind: str) -> Callable[[Emulator, dict[str, str], Params], Any]:
     return handler
 
 
+# The emulator's margin model for POST /margins/orders (an invention, not Kite's SPAN): this share of
+# price x quantity, by exchange; a price of 0 (a market order) is the instrument's last price.
+MARGIN_RATE = {"NFO": 0.12, "BFO": 0.12, "MCX": 0.12, "CDS": 0.05}  # else (NSE, BSE) 0.20
+NO_CHARGES = {"transaction_tax": 0, "transaction_tax_type": "stt", "exchange_turnover_charge": 0, "sebi_turnover_charge": 0,
+              "brokerage": 0, "stamp_duty": 0, "gst": {"igst": 0, "cgst": 0, "sgst": 0, "total": 0}, "total": 0}
+
+
+def order_margins(em: Emulator, _: dict[str, str], p: Params) -> Any:
+    try:
+        orders = json.loads(one(p, "json") or "null")
+        if not isinstance(orders, list):
+            raise TypeError("not a list")
+        out = []
+        for o in orders:
+            instrument = em.instruments.get(f"{o['exchange']}:{o['tradingsymbol']}")
+            if instrument is None:
+                raise input_error(f"Invalid `tradingsymbol` {o['tradingsymbol']}.")
+            tick = em.tick(instrument.token)
+            price = float(o.get("price") or 0) or (tick.last_price if tick is not None else 0.0)
+            total = round(int(o["quantity"]) * price * MARGIN_RATE.get(instrument.exchange, 0.20), 2)
+            out.append({"type": "equity", "tradingsymbol": instrument.tradingsymbol, "exchange": instrument.exchange,
+                        "span": 0, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0, "cash": 0,
+                        "var": total, "pnl": {"realised": 0, "unrealised": 0}, "leverage": 1, "charges": NO_CHARGES,
+                        "total": total})
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise input_error("Invalid order margins request: a JSON list of orders was expected.") from None
+    return out
+
+
 def place_order(em: Emulator, g: dict[str, str], p: Params) -> Any:
     return {"order_id": em.book.place(g["variety"], flat(p))}
 
@@ -167,6 +196,7 @@ ROUTES = [
         ("GET", r"/user/profile", _static("profile.json"), True),
         ("GET", r"/user/margins", _static("margins.json"), True),
         ("GET", r"/user/margins/(?P<segment>\w+)", margins_segment, True),
+        ("POST", r"/margins/orders", order_margins, True),
         ("POST", r"/orders/(?P<variety>\w+)", place_order, True),
         ("PUT", r"/orders/(?P<variety>\w+)/(?P<order_id>\w+)", modify_order, True),
         ("DELETE", r"/orders/(?P<variety>\w+)/(?P<order_id>\w+)", cancel_order, True),
@@ -244,6 +274,8 @@ class RestHandler(BaseHTTPRequestHandler):
         if "x-www-form-urlencoded" in self.headers.get("Content-Type", ""):  # POST/PUT parameters
             for key, values in parse_qs(raw.decode(), keep_blank_values=True).items():
                 params.setdefault(key, []).extend(values)
+        elif "json" in self.headers.get("Content-Type", ""):  # the margin routes take a JSON body, whole
+            params["json"] = [raw.decode()]
         try:
             if em.faults.take_rate_limit(url.path):
                 raise KiteError("NetworkException", "Too many requests", 429)

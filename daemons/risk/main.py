@@ -10,6 +10,9 @@ asks (``control.sync``) for the approvals it may have missed; risk re-sends its 
 refuses the stale). Positions, the fills counted and the kill switch are checkpointed on every change
 and restored; on start risk asks execution (``control.sync``, per engine) for the day's fills, so
 fills that came while it was down count too.
+
+With ``[[portfolios]]`` configured, a signal of a strategy some portfolio follows is sized for every
+portfolio at once and sent as one net order; its fills are allocated back (``portfolios.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
+from ..portfolios.netting import AllocationError
+from ..portfolios.portfolio import Reason
+from ..portfolios.portfolio import Signal as PortfolioSignal
 from ..runtime import checkpoint
 from ..runtime.book import Position
 from ..runtime.config import FleetConfig, RiskSection
@@ -36,12 +43,14 @@ from ..runtime.envelope import (
     CONTROL_SYNC,
     EXECUTION_FILL,
     MARKETDATA_TICK,
+    PORTFOLIO_ALLOCATION,
     RISK_APPROVED,
     RISK_BLOCKED,
     STRATEGY_SIGNAL,
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
+from .portfolios import Desk
 from .rules import CODES, Decision, RiskRules
 
 log = logging.getLogger("algo.risk")
@@ -63,7 +72,17 @@ class RiskDaemon(Daemon):
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
         for code in CODES:
             self.decisions.labels(code)
+        reg = metrics.registry
+        self.intents = Counter("algo_risk_portfolio_intents", "Portfolios' intents per signal of a followed strategy, "
+                               "by reason (ok: it trades)", ["reason"], registry=reg)
+        self.intent_counts = [self.intents.labels(reason.name.lower()) for reason in Reason]  # by Reason's value
+        self.allocations = Counter("algo_risk_portfolio_allocations", "Fills of portfolios' net orders allocated back",
+                                   registry=reg)
+        self.allocation_errors = Counter("algo_risk_portfolio_allocation_errors", "Fills of portfolios' net orders "
+                                         "that could not be allocated (refused, nothing changed)", registry=reg)
+        self.desk: Desk | None = None  # with [[portfolios]]: built in setup (its log is state)
         metrics.registry.register(RiskCollector(self))
+        self.lots: dict[str, int] = {}  # symbol -> lot size, from ticks (portfolios size in lots)
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=True)  # marks: the newest price is the mark
         self.watched: set[str] = set()  # the symbols whose ticks risk asks for (see _watch)
         self.bus.filter_keys(MARKETDATA_TICK, frozenset())
@@ -92,13 +111,41 @@ class RiskDaemon(Daemon):
             self._watch(*(symbol for _, symbol in self.rules.book.positions))
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
+        self._open_desk(tell=True)
         self._roll_day()
 
+    def _open_desk(self, *, tell: bool) -> None:
+        """Portfolios' book from the allocation log, and the instruments their strategies trade watched
+        (for lot sizes). At start (``tell``) today's allocations are published again (the report dedups
+        by fill id), in case a crash came between one's record and its event."""
+        if self.desk is not None:
+            self.desk.close()
+            self.desk = None
+        if not self.config.portfolios:
+            return
+        from ..engine.strategies import build  # what the followed strategies trade
+
+        self.desk = Desk(self.config.portfolios, self.state_path("portfolios"))
+        self.desk.open(datetime.now(IST).date().isoformat())
+        for _, section in self.config.daemons.engines():
+            for strategy in section.strategies:
+                if self.desk.follows(strategy.name):
+                    self._watch(*(build(strategy.kind, strategy.name, strategy.params).watches() or ()))
+        self._watch(*self.desk.book.positions)
+        self.lots.update({batch.symbol: batch.lot_size for batch in self.desk.batches.values()})
+        for allocation in self.desk.allocated.values() if tell else ():
+            self.bus.publish(PORTFOLIO_ALLOCATION, allocation, key=allocation["symbol"])
+        log.info("%d portfolios following %d strategies; %d open batches, %d fills allocated today", len(self.desk.book),
+                 len(self.desk.followed), len(self.desk.batches), len(self.desk.allocated))
+
     async def reload(self, config: FleetConfig) -> None:
-        """New limits apply from the next signal; positions, P&L and the kill switch are kept."""
-        self.config = config
+        """New limits apply from the next signal; positions, P&L and the kill switch are kept. Changed
+        portfolios: their book is built again from the allocation log, with the portfolios as now configured."""
+        before, self.config = self.config, config
         self.rules.limits = self.section
         self.rules.rate.rate = self.section.orders_per_second
+        if config.portfolios != before.portfolios:
+            self._open_desk(tell=False)
 
     def _roll_day(self) -> None:
         """Daily limits count today's P&L: at the first moment of a new IST day realised P&L restarts
@@ -107,6 +154,8 @@ class RiskDaemon(Daemon):
         today = datetime.now(IST).date().isoformat()
         if today == self.day:
             return
+        if self.desk is not None and self.desk.day != today:
+            self.desk.roll(today)
         if self.day is not None:
             self.rules.book.new_day()
             self.rules.strategies.new_day()
@@ -129,6 +178,8 @@ class RiskDaemon(Daemon):
 
     async def drain(self) -> None:
         self.save()
+        if self.desk is not None:
+            self.desk.close()
 
     def save(self) -> None:
         checkpoint.write(self.state_file, {
@@ -146,6 +197,9 @@ class RiskDaemon(Daemon):
         p = event.payload
         symbol = p["symbol"]
         self.rules.mark(symbol, p["last_price"], p["exchange_ts"])
+        lot = p.get("lot_size")
+        if type(lot) is int and lot > 0:
+            self.lots[symbol] = lot
         if self.rules.kill_switch is None:
             for engine, held in self.rules.book.positions:
                 if held == symbol and self.rules.book.positions[(engine, held)].quantity:
@@ -157,24 +211,63 @@ class RiskDaemon(Daemon):
     def _on_signal(self, event: Event) -> None:
         s = event.payload
         self._watch(s.get("symbol"))  # its marks from now on (the first check uses the signal's own tick)
-        try:
-            decision = self.rules.check(s, time.monotonic())
-        except (KeyError, TypeError, ValueError) as exc:
-            decision = Decision(False, "malformed", f"malformed signal: missing or bad {exc}")
-        self.decisions.labels(decision.code).inc()
         fields = {"ENGINE": s.get("engine"), "STRATEGY": s.get("strategy"), "SYMBOL": s.get("symbol"),
                   "TRACE_ID": event.trace}
-        what = f"{s.get('side')} {s.get('quantity')} {s.get('symbol')}"
+        if self.desk is not None and (again := self.desk.approvals.get(str(s.get("signal_id")))) is not None:
+            self.bus.publish(RISK_APPROVED, again, key=again["symbol"], trace=event.trace)  # delivered twice
+            log.info("signal %s was decided before: its approval sent again", s.get("signal_id"), extra=fields)
+            return
+        try:
+            decision, order = self._decide(s)
+        except (KeyError, TypeError, ValueError) as exc:
+            decision, order = Decision(False, "malformed", f"malformed signal: missing or bad {exc}"), s
+        self.decisions.labels(decision.code).inc()
+        what = f"{order.get('side')} {order.get('quantity')} {order.get('symbol')}"
         if decision.approved:
-            self._approve(s, event.trace)
-            log.info("approved %s", what, extra=fields)
+            self._approve(order, event.trace)
+            log.info("approved %s%s", what, f" for {order['portfolios']} portfolios" if "portfolios" in order else "",
+                     extra=fields)
         else:
-            self.bus.publish(RISK_BLOCKED, {**s, "block_reason": decision.reason, "block_code": decision.code},
+            self.bus.publish(RISK_BLOCKED, {**order, "block_reason": decision.reason, "block_code": decision.code},
                              key=s["symbol"], trace=event.trace)
             log.warning("blocked %s: %s", what, decision.reason, extra=fields)
 
+    def _decide(self, s: dict[str, Any]) -> tuple[Decision, dict[str, Any]]:
+        """The fleet's rules on the signal as sent, or, for a strategy portfolios follow, on the net order
+        of every portfolio's intent; that batch is logged before it is approved."""
+        if self.desk is None or not self.desk.follows(str(s["strategy"])):
+            return self.rules.check(s, time.monotonic()), s
+        symbol, side = str(s["symbol"]), {"BUY": 1, "SELL": -1}[s["side"]]
+        price = s.get("limit_price") or s.get("tick_price") or self.rules.book.marks.get(symbol)
+        lot = self.lots.get(symbol)
+        if not isinstance(price, (int, float)) or isinstance(price, bool) or not price > 0:
+            return Decision(False, "no_price", f"no market price for {symbol} yet"), s
+        if lot is None:
+            return Decision(False, "no_lot_size", f"no tick of {symbol} seen yet: its lot size, which portfolios "
+                                                  "size in, is unknown"), s
+        intents = self.desk.decide(PortfolioSignal(str(s["strategy"]), symbol, side, float(price), lot,  # type: ignore[arg-type]
+                                                   exit=not s["entry"]))
+        counts = np.bincount(intents.reasons, minlength=len(Reason))
+        for reason in np.flatnonzero(counts):
+            self.intent_counts[reason].inc(int(counts[reason]))
+        net = int(intents.lots.sum())
+        if not net:
+            why = ", ".join(f"{int(counts[r])} {r.name.lower()}" for r in Reason if counts[r] and r != Reason.NOT_FOLLOWING)
+            return Decision(False, "portfolios", f"no portfolio takes it ({why})"), s
+        order = {**s, "side": "BUY" if net > 0 else "SELL", "quantity": abs(net) * lot, "allocation_key": s["signal_id"],
+                 "portfolios": int(np.count_nonzero(intents.lots))}
+        decision = self.rules.check(order, time.monotonic())
+        if decision.approved:
+            try:
+                self.desk.record(str(s["signal_id"]), symbol, lot, intents.lots, order)
+            except OSError as exc:
+                return Decision(False, "state_disk", f"the allocation log cannot be written: {exc.strerror or exc}"), order
+        return decision, order
+
     def _on_fill(self, event: Event) -> None:
         f = event.payload
+        if self.desk is not None:
+            self._allocate(f, event.trace)
         fill_id = f.get("fill_id")
         if fill_id:
             if fill_id in self.seen_fills:
@@ -186,6 +279,22 @@ class RiskDaemon(Daemon):
         breach = self.rules.loss_breach(f["engine"])
         if breach:
             self._engage(f"loss limit: {breach}", event.trace)
+
+    def _allocate(self, f: dict[str, Any], trace: str) -> None:
+        """A fill of a portfolios' net order: shared out to them (each fill once, by fill id)."""
+        assert self.desk is not None
+        fields = {"SYMBOL": f.get("symbol"), "ORDER_ID": f.get("client_id"), "TRACE_ID": trace}
+        try:
+            allocation = self.desk.allocate(f, lambda p: self.bus.publish(PORTFOLIO_ALLOCATION, p, key=p["symbol"],
+                                                                          trace=trace))
+        except (AllocationError, KeyError, TypeError, ValueError, OSError) as exc:
+            self.allocation_errors.inc()
+            log.error("fill %s not allocated to portfolios: %s", f.get("fill_id"), exc, extra=fields)
+            return
+        if allocation is not None:
+            self.allocations.inc()
+            log.info("fill %s allocated to %d portfolios", allocation["fill_id"], len(allocation["portfolios"]),
+                     extra=fields)
 
     def _approve(self, order: dict[str, Any], trace: str) -> None:
         self.recent.append((time.monotonic(), order, trace))
@@ -230,23 +339,64 @@ class RiskDaemon(Daemon):
         log.error("KILL SWITCH ENGAGED: %s; new entries are blocked", why, extra={"TRACE_ID": trace})
         self.bus.publish(CONTROL_KILL_SWITCH, {"engage": True, "reason": why}, trace=trace)
         if self.section.flatten_on_kill_switch:
+            portfolios = self._portfolio_holdings()
             for (engine, symbol), pos in self.rules.book.positions.items():
-                if pos.quantity:
-                    self.flattens += 1
-                    day = datetime.now(IST).date().isoformat()
-                    order = {"engine": engine, "strategy": "risk-flatten", "signal_id": f"risk-flatten:{day}:{self.flattens}",
-                             "symbol": symbol,
-                             "side": "SELL" if pos.quantity > 0 else "BUY", "quantity": abs(pos.quantity),
-                             "order_type": "MARKET", "limit_price": None, "reason": "flatten on kill switch",
-                             "entry": False}
-                    self._approve(order, trace)
+                held = pos.quantity
+                if held and (theirs := portfolios.pop(symbol, None)) is not None:
+                    units, lot, intents = theirs
+                    if units and abs(units) <= abs(held) and (units > 0) == (held > 0):
+                        self._flatten(engine, symbol, units, trace, lot, intents)  # the portfolios' part, allocated
+                        held -= units
+                    else:
+                        portfolios[symbol] = theirs  # another engine's position holds it
+                if held:
+                    self._flatten(engine, symbol, held, trace)
+            for symbol in portfolios:
+                log.error("kill switch: the portfolios' position in %s is not one engine's; flattened without "
+                          "allocating it to them", symbol, extra={"SYMBOL": symbol, "TRACE_ID": trace})
             self.save()
+
+    def _portfolio_holdings(self) -> dict[str, tuple[int, int, Any]]:
+        """Per symbol the portfolios hold (in whole lots of a known size): (net units, lot, each one's exit
+        in lots)."""
+        if self.desk is None:
+            return {}
+        out = {}
+        for symbol, pos in self.desk.book.positions.items():
+            lot = self.lots.get(symbol)
+            if pos.quantity.any() and lot and not (pos.quantity % lot).any():
+                out[symbol] = (int(pos.quantity.sum()), lot, -(pos.quantity // lot))
+        return out
+
+    def _flatten(self, engine: str, symbol: str, held: int, trace: str, lot: int = 0, intents: Any = None) -> None:
+        """An approved exit of ``held`` units; with ``intents``, the portfolios' exits as a batch of their own."""
+        self.flattens += 1
+        day = datetime.now(IST).date().isoformat()
+        sid = f"risk-flatten:{day}:{self.flattens}"
+        order: dict[str, Any] = {"engine": engine, "strategy": "risk-flatten", "signal_id": sid, "symbol": symbol,
+                                 "side": "SELL" if held > 0 else "BUY", "quantity": abs(held), "order_type": "MARKET",
+                                 "limit_price": None, "reason": "flatten on kill switch", "entry": False}
+        if intents is not None:
+            assert self.desk is not None
+            order |= {"allocation_key": sid, "portfolios": int(np.count_nonzero(intents))}
+            try:
+                self.desk.record(sid, symbol, lot, intents, order)
+            except OSError as exc:
+                log.error("kill switch: the allocation log cannot be written (%s); %s flattened without allocating "
+                          "it to the portfolios", exc.strerror or exc, symbol, extra={"SYMBOL": symbol, "TRACE_ID": trace})
+                del order["allocation_key"], order["portfolios"]
+        self._approve(order, trace)
 
     def status(self) -> str:
         realised, unrealised = self.rules.book.pnl()
         switch = f"KILL SWITCH ({self.rules.kill_switch})" if self.rules.kill_switch else "kill switch off"
+        portfolios = ""
+        if self.desk is not None:
+            counts = self.desk.standing()
+            portfolios = (f", {len(self.desk.book)} portfolios ({counts[Reason.LOSS_LIMIT]} at their loss limit, "
+                          f"{counts[Reason.DISABLED]} disabled)")
         return (f"{len(self.rules.book.open_symbols())} open positions, P&L {realised + unrealised:+,.0f} "
-                f"(realised {realised:+,.0f}), {switch}")
+                f"(realised {realised:+,.0f}), {switch}{portfolios}")
 
 
 class RiskCollector(Collector):
@@ -286,6 +436,12 @@ class RiskCollector(Collector):
             realised, unrealised = rules.strategies.pnl(strategy)
             per_strategy.add_metric([strategy], limit + realised + unrealised)
         yield per_strategy
+        standing = GaugeMetricFamily("algo_risk_portfolios", "Configured portfolios by standing: ok, or refusing "
+                                     "entries because of their loss limit or being disabled", labels=["standing"])
+        counts = self.daemon.desk.standing() if self.daemon.desk is not None else [0] * len(Reason)
+        for reason in (Reason.OK, Reason.LOSS_LIMIT, Reason.DISABLED):
+            standing.add_metric([reason.name.lower()], int(counts[reason]))
+        yield standing
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,7 +20,8 @@ class Decision(NamedTuple):
 APPROVED = Decision(True, "approved", "")
 # Every code a decision can carry (the metric's label values, exported from the start at 0).
 CODES = ("approved", "kill_switch", "no_price", "holiday", "hours", "price_band", "order_value", "max_quantity",
-         "max_notional", "max_positions", "loss_limit", "rate_limit", "malformed")
+         "max_notional", "max_positions", "loss_limit", "rate_limit", "malformed",
+         "no_lot_size", "portfolios", "state_disk")
 
 
 class RateLimiter:

@@ -285,8 +285,22 @@ class RiskSection(DaemonSection):
         return v
 
 
+class MarginSection(Section):
+    """Margin checked before an order is sent (daemons/execution/margin.py). Paper: the model below,
+    SPAN-like percentages of notional per segment against ``funds``; live: Kite's order-margins API
+    against the account's available margin (the percentages and funds are then not used)."""
+
+    check: bool = True  # false: no margin check (Kite's RMS still rejects what the account cannot carry)
+    funds: Money = 10_000_000.0  # paper: the account's funds, rupees
+    equity_pct: float = Field(20.0, gt=0, le=100)  # EQ (intraday MIS: 5x leverage)
+    futures_pct: float = Field(12.0, gt=0, le=100)  # FUT: SPAN + exposure, of the contract's notional
+    option_short_pct: float = Field(12.0, gt=0, le=100)  # a sold CE/PE: of strike x quantity (the underlying's notional)
+    # a bought CE/PE needs its premium: 100% of price x quantity, not configurable
+
+
 class ExecutionSection(DaemonSection):
     metrics_port: int = Field(9477, ge=1024, le=65535)
+    margin: MarginSection = MarginSection()
     broker: Literal["paper", "kite"] = "paper"
     poll_sec: float = Field(2.0, gt=0, le=60)  # kite: the order book is polled this often besides postbacks
     market_protection: float = Field(-1, ge=-1, le=100)  # kite: % band for MARKET orders (-1: Kite's automatic)
@@ -370,6 +384,20 @@ class BridgeSection(DaemonSection):
         if v is not None and not v.is_absolute():
             raise ValueError("must be an absolute path")
         return v
+
+
+class PortfolioSection(Section):
+    """One account or sub-book (daemons/portfolios): its capital, the strategies it follows and its own
+    limits. Quantities are lots of the signal's instrument (docs/ARCHITECTURE.md, Portfolios)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # unique; the name in the report
+    capital: Money
+    strategies: list[str] = Field(min_length=1)  # names of configured strategies
+    risk_fraction: float = Field(0.02, gt=0, le=1)  # of capital: the notional of one entry
+    max_lots: int = Field(10, ge=0, le=1_000_000)  # |position| per symbol
+    max_order_value: Money = 2_000_000.0  # one entry
+    daily_loss_limit: Money = 50_000.0  # realised loss today; beyond it the portfolio's entries are refused
+    enabled: bool = True  # false: entries refused, exits still go through
 
 
 class DaemonsSection(Section):
@@ -489,8 +517,8 @@ class FleetConfig(BaseSettings):
     premarket: PremarketSection = PremarketSection()
     eod: EodSection = EodSection()
     gateway: GatewaySection = GatewaySection()
-
-
+    # [[portfolios]]: none = every signal is sized by its strategy, as without portfolios
+    portfolios: list[PortfolioSection] = []
     control_plane: ControlPlaneSection = ControlPlaneSection()
     kite: KiteSection = KiteSection()
 
@@ -676,6 +704,7 @@ def cross_check(config: FleetConfig) -> list[Problem]:
                                 f"{ports[config.gateway.metrics_port]}"))
     ports.setdefault(config.gateway.metrics_port, "gateway.metrics_port")
     problems += _check_strategies(config, ports)
+    problems += _check_portfolios(config)
     md = config.daemons.marketdata
     if md.feed == "replay" and md.replay_from is None:
         problems.append(Problem("daemons.marketdata.replay_from", "feed = \"replay\" needs a journal day or tick CSV"))
@@ -734,6 +763,21 @@ def _check_strategies(config: FleetConfig, ports: dict[int, str]) -> list[Proble
                     problems.append(Problem(f"{path}.metrics_port", f"port {port} is already used by {ports[port]}"))
                 else:
                     ports[port] = f"{path}.metrics_port"
+    return problems
+
+
+def _check_portfolios(config: FleetConfig) -> list[Problem]:
+    """Unique ids, and every followed strategy configured (a typo would follow nothing, silently)."""
+    strategies = {s.name for _, section in config.daemons.engines() for s in section.strategies}
+    problems: list[Problem] = []
+    ids: dict[str, int] = {}
+    for n, portfolio in enumerate(config.portfolios):
+        if portfolio.id in ids:
+            problems.append(Problem(f"portfolios.{n}.id", f"{portfolio.id!r} is already used by portfolios.{ids[portfolio.id]}"))
+        ids.setdefault(portfolio.id, n)
+        for name in portfolio.strategies:
+            if name not in strategies:
+                problems.append(Problem(f"portfolios.{n}.strategies", f"{name!r} is not a configured strategy"))
     return problems
 
 

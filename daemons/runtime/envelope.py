@@ -21,6 +21,7 @@ RISK_BLOCKED = "risk.blocked"
 EXECUTION_ORDER = "execution.order"
 EXECUTION_FILL = "execution.fill"
 EXECUTION_REJECT = "execution.reject"
+PORTFOLIO_ALLOCATION = "portfolio.allocation"  # a fill of a portfolios' net order shared out (daemons/risk/portfolios.py)
 CONTROL_PAUSE = "control.pause"
 CONTROL_RESUME = "control.resume"
 CONTROL_RELOAD = "control.reload"

@@ -68,6 +68,17 @@ def test_quotes_have_kites_shape(emulator: Emulator, recorded: Recorded, path: s
     conforms(ours, theirs)
 
 
+def test_order_margins_have_kites_shape(emulator: Emulator, recorded: Recorded) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    r = requests.post(emulator.root + "/margins/orders", timeout=5, json=[{
+        "exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "BUY", "variety": "regular", "product": "MIS",
+        "order_type": "MARKET", "quantity": 10, "price": 0, "trigger_price": 0}],
+        headers={"Authorization": f"token {emulator.api_key}:{emulator.access_token}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["total"] == 3000.0  # the emulator's 20% of 10 x 1,500
+    conforms(r.json()["data"], recorded.data("order_margins.json"))
+
+
 def test_session_routes_have_kites_shape(emulator: Emulator, recorded: Recorded) -> None:
     checksum = hashlib.sha256((emulator.api_key + "rt" + emulator.api_secret).encode()).hexdigest()
     session = call(emulator, "POST", "/session/token", api_key=emulator.api_key, request_token="rt", checksum=checksum)

@@ -34,6 +34,20 @@ def test_static_routes_serve_the_emulators_own_data(kite: KiteConnect) -> None:
         kite.margins("crypto")
 
 
+def test_order_margins_are_the_emulators_model_and_a_bad_request_is_an_input_error(
+        emulator: Emulator, kite: KiteConnect) -> None:
+    emulator.set_price("NSE:INFY", 1500.0)
+    order = {"exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "BUY", "variety": "regular",
+             "product": "MIS", "order_type": "MARKET", "quantity": 10, "price": 0, "trigger_price": 0}
+    (margin,) = kite.order_margins([order])
+    assert (margin["tradingsymbol"], margin["total"]) == ("INFY", 3000.0)  # 20% of 10 x the last price
+    assert kite.order_margins([{**order, "order_type": "LIMIT", "price": 1000.0}])[0]["total"] == 2000.0
+    with pytest.raises(InputException, match="tradingsymbol"):
+        kite.order_margins([{**order, "tradingsymbol": "NOSUCH"}])
+    with pytest.raises(InputException, match="JSON list"):
+        kite.order_margins({"not": "a list"})  # type: ignore[arg-type]
+
+
 def test_instruments_dump_is_the_shipped_one_plus_added_instruments(emulator: Emulator, kite: KiteConnect) -> None:
     expected = kite._parse_instruments(datafiles.text("instruments.csv").encode())
     assert kite.instruments() == expected
