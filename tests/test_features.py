@@ -19,7 +19,7 @@ import pytest
 
 from daemons.features.cache import COLUMNS, FeatureCache
 from daemons.features.candles import Bar, CandleBuilder
-from daemons.features.codec import snapshot, snapshot_rows
+from daemons.features.codec import snapshot, snapshot_bars, snapshot_rows
 from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.features.stage import FeatureStage
 from daemons.marketdata.main import SNAPSHOT_PAUSE_SEC, SNAPSHOT_SLICE, MarketdataDaemon, bar_symbols
@@ -243,9 +243,12 @@ def test_a_snapshot_carries_the_last_bars_oldest_first() -> None:
         cache.append(bar, features)
         rows.append([bar.start_ns // 10**9, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi, *features])
     ((_, ring),) = cache.select(["X"])
-    payload = orjson.loads(orjson.dumps(snapshot(ring, "strategy-x")))
+    payload = orjson.loads(orjson.dumps(snapshot(ring, "strategy-x", 60)))
     assert payload["to"] == "strategy-x" and payload["columns"] == list(COLUMNS) and payload["rows"] == 8
     np.testing.assert_array_equal(snapshot_rows(payload), np.array(rows[-8:]))
+    # each row as a features.bar carries it: the bar's end, the features with null while warming up
+    assert snapshot_bars(payload) == [((row[0] + 60) * 10**9, [None if math.isnan(x) else x for x in row[7:]])
+                                      for row in rows[-8:]]
     assert cache.select(["Y"]) == []
 
 

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..engine.strategies import KINDS, build
+from ..engine.strategies import KINDS, Strategy, build, watched
 from ..features.cache import Ring
 from ..features.codec import snapshot
 from ..features.indicators import Periods
@@ -64,19 +64,16 @@ def step_slices(n: int, start: float, interval: float, spread: bool) -> list[tup
 def bar_symbols(config: FleetConfig) -> frozenset[str] | None:
     """What the fleet's strategies that read bars watch (``Strategy.watches``): the symbols whose history
     the feature cache keeps. None when one of them watches every symbol."""
-    watched: set[str] = set()
+    readers: list[Strategy] = []
     for _, section in config.daemons.engines():
         for s in section.strategies:
             if not s.enabled or s.kind not in KINDS or not KINDS[s.kind].reads_bars:
                 continue
             try:
-                names = build(s.kind, s.name, s.params).watches()
+                readers.append(build(s.kind, s.name, s.params))
             except ValueError:
                 continue  # its engine refuses to start with it; `algoctl config validate` names the problem
-            if names is None:
-                return None
-            watched |= names
-    return frozenset(watched)
+    return watched(readers)
 
 
 class MarketdataDaemon(Daemon):
@@ -348,7 +345,8 @@ class MarketdataDaemon(Daemon):
                 requester, trace, rings = self._syncs.popleft()
                 for at in range(0, len(rings), SNAPSHOT_SLICE):
                     for key, ring in rings[at:at + SNAPSHOT_SLICE]:
-                        self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, requester), key=key, trace=trace)
+                        self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, requester, self.section.bar_seconds), key=key,
+                                         trace=trace)
                         self.snapshots.inc()
                     await asyncio.sleep(SNAPSHOT_PAUSE_SEC)
 
