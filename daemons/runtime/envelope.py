@@ -38,7 +38,7 @@ MARKET_DATA_MARKS = tuple(prefix.encode() for prefix in MARKET_DATA_PREFIXES)  #
 
 
 def is_market_data(topic: str) -> bool:
-    """A topic, or a pattern (``features.*``) whose topics are all, of the market-data lane."""
+    """Whether a topic, or every topic of a pattern such as ``features.*``, is of the market-data lane."""
     return topic.startswith(MARKET_DATA_PREFIXES)
 
 
