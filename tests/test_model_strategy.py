@@ -70,6 +70,7 @@ def test_predictions_become_signals_that_name_the_model(tmp_path: Path) -> None:
     exit_, short = strategy.on_bar(bar(-0.01))
     assert (exit_.side, exit_.quantity, exit_.entry, short.side, short.quantity) == ("SELL", 10, False, "SELL", 10)
     assert strategy.predictions == 3 and strategy.inference.n == 4  # the one not warmed up is timed, not counted
+    assert strategy.on_bar(bar(0.01)._replace(end_ns=0)) == [] and strategy.predictions == 4  # an earlier day replayed
 
 
 @pytest.mark.parametrize(("content", "error"), [

@@ -68,9 +68,11 @@ class ModelStrategy(Strategy):
         return self.on_bar(bars[-1]) if bars else []
 
     def on_bar(self, bar: FeatureBar) -> list[Signal]:
-        if bar.symbol != self.symbol or self.model is None or bar.end_ns <= self.decided_ns:
+        if bar.symbol != self.symbol or self.model is None:
             return []
-        self.decided_ns = bar.end_ns
+        if bar.end_ns == self.decided_ns:
+            return []  # the bar it last decided on, again: it came both live and in the history
+        self.decided_ns = bar.end_ns  # not only later ones: a day replayed after today's session has earlier bars
         started = time.perf_counter()
         p = self.model.predict(bar.values)
         self.inference.observe(time.perf_counter() - started)
