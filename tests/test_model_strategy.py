@@ -8,6 +8,8 @@ import asyncio
 import itertools
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +220,17 @@ def test_a_model_strategy_that_starts_late_or_restarts_decides_on_the_cached_his
     again._on_snapshot(history(me, [100.0, 101.0, 102.0, 101.0, 100.0]))
     (sell,) = signals(again)
     assert (sell["side"], sell["quantity"], sell["entry"], sell["tick_price"]) == ("SELL", 5, False, 102.0)
+
+
+def test_neither_a_config_check_nor_an_engine_without_bar_readers_loads_numpy(tmp_path: Path) -> None:
+    """Every daemon builds the configured strategies to check its config: the model's numpy (~13 MB of RSS a
+    process) is for the process that opens a model or reads history, not for all of them."""
+    (tmp_path / "fleet.toml").write_text(with_model(tmp_path / "m.onnx"))
+    code = ("import sys; import daemons.engine.main; from daemons.runtime.config import load_config; "
+            "load_config(sys.argv[1]); print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fleet.toml")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_the_shipped_example_model_is_what_the_training_command_makes(tmp_path: Path,

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...models.onnx_model import Model
 from ...runtime.samples import Samples
 from .base import FeatureBar, Signal, Strategy, Tick
+
+if TYPE_CHECKING:
+    from ...models.onnx_model import Model
 
 INFERENCE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005, 0.025)
 
@@ -49,6 +51,10 @@ class ModelStrategy(Strategy):
         self.decided_ns = 0  # the close (exchange time) of the last bar it decided on
 
     def open(self) -> None:
+        # Imported here: every daemon builds the configured strategies to check the config, and the model's
+        # numpy would cost each of them ~13 MB of RSS (bench/pipeline/README.md, round 3).
+        from ...models.onnx_model import Model
+
         self.model = None  # a model that fails to load again is not kept running in its stead
         self.model = Model.load(self.path)
 
