@@ -1,5 +1,6 @@
 """The order path never queues behind market data: in the broker (two lanes per subscriber) and in the
-client (order-path frames of a read first, ticks a slice per loop turn, latest_only conflation)."""
+client (order-path frames of a read first, ticks a slice per loop turn, latest_only conflation). Market
+data is the whole market-data lane: ticks, and the bars and features derived from them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import asyncio
 import socket
 from pathlib import Path
 
+import pytest
+
+from daemons.bridge.streams import MARKETDATA, family
+from daemons.bus.sessions import Sessions
+from daemons.journal_format.layout import kind_of
 from daemons.runtime import wire
 from daemons.runtime.client import MD_QUEUE_FRAMES, MD_SLICE, BusClient
 from daemons.runtime.config import BusSection
@@ -19,12 +25,16 @@ TICKS = 10_000
 TOKENS = [str(256265 + t) for t in range(50)]
 
 
-def tick_frames(factory: EventFactory, count: int, start: int = 0) -> bytes:
+# (market data, the order-path event that must not wait behind it)
+LANES = [("marketdata.tick", "risk.approved"), ("features.bar", "execution.fill"), ("features.snapshot", "risk.approved")]
+
+
+def tick_frames(factory: EventFactory, count: int, start: int = 0, topic: str = "marketdata.tick") -> bytes:
     frames = []
     for i in range(start, start + count):
         token = TOKENS[i % len(TOKENS)]
-        _, body = factory.stamp("marketdata.tick", {"token": token, "i": i, "pad": "x" * 120}, key=token)
-        frames.append(wire.encode(wire.PUBLISH, b"marketdata.tick", body, token.encode()))
+        _, body = factory.stamp(topic, {"token": token, "i": i, "pad": "x" * 120}, key=token)
+        frames.append(wire.encode(wire.PUBLISH, topic.encode(), body, token.encode()))
     return b"".join(frames)
 
 
@@ -35,12 +45,14 @@ def feed(sub: BusClient, data: bytes) -> None:
     transport.data_received(data)
 
 
-def approval_frame(factory: EventFactory) -> bytes:
-    _, body = factory.stamp("risk.approved", {"order": "A1"})
-    return wire.encode(wire.PUBLISH, b"risk.approved", body)
+def approval_frame(factory: EventFactory, topic: str = "risk.approved") -> bytes:
+    _, body = factory.stamp(topic, {"order": "A1"})
+    return wire.encode(wire.PUBLISH, topic.encode(), body)
 
 
-def test_an_approval_published_after_a_deep_tick_backlog_overtakes_it_in_the_broker(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("md", "order"), LANES)
+def test_an_approval_published_after_a_deep_tick_backlog_overtakes_it_in_the_broker(tmp_path: Path, md: str,
+                                                                                    order: str) -> None:
     async def go(path: Path) -> None:
         broker = await start_broker(path)
         slow = await stalled_subscriber(path, b"*")
@@ -48,29 +60,29 @@ def test_an_approval_published_after_a_deep_tick_backlog_overtakes_it_in_the_bro
         await asyncio.sleep(0.05)
         for i in range(TICKS):
             token = TOKENS[i % len(TOKENS)]
-            pub.publish("marketdata.tick", {"token": token, "i": i, "pad": "x" * 120}, key=token)
+            pub.publish(md, {"token": token, "i": i, "pad": "x" * 120}, key=token)
             if i % 500 == 0:
                 await asyncio.sleep(0)
-        pub.publish("risk.approved", {"order": "A1"})
+        pub.publish(order, {"order": "A1"})
         await asyncio.sleep(0.2)
         # The subscriber reads only now: what the broker had queued for it comes out in this order.
         seen: list[bytes] = []
         latest: dict[str, int] = {}
-        order: list[int] = []
+        published: list[int] = []
         for f in await read_until_quiet(slow, 0.5):
             seen.append(f.topic)
-            if f.topic == b"marketdata.tick":
-                order.append(Event.decode(f.body).payload["i"])
-                latest[f.key.decode()] = max(latest.get(f.key.decode(), -1), order[-1])
-        ticks_first = seen.index(b"risk.approved")
-        ticks = seen.count(b"marketdata.tick")
+            if f.topic == md.encode():
+                published.append(Event.decode(f.body).payload["i"])
+                latest[f.key.decode()] = max(latest.get(f.key.decode(), -1), published[-1])
+        ticks_first = seen.index(order.encode())
+        ticks = seen.count(md.encode())
         # Only the ticks already in the kernel's socket buffer (and the unsent rest of one write) are ahead of
         # it; on a single FIFO it came after thousands.
         assert ticks_first < 2000, ticks_first
         assert ticks_first < ticks
         # Market data held back meanwhile comes in order up to the broker's hold limit, then only the newest per
         # instrument; every skip is counted.
-        in_order = order[: -len(TOKENS)]
+        in_order = published[: -len(TOKENS)]
         assert in_order == sorted(in_order) and len(in_order) > 2000
         assert latest == {tok: TICKS - len(TOKENS) + n for n, tok in enumerate(TOKENS)}
         assert ticks + broker.stats.dropped["conflated"] == TICKS
@@ -82,17 +94,18 @@ def test_an_approval_published_after_a_deep_tick_backlog_overtakes_it_in_the_bro
     run(go, tmp_path)
 
 
-def test_a_client_dispatches_the_order_path_of_a_read_before_its_ticks(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("md", "order"), LANES)
+def test_a_client_dispatches_the_order_path_of_a_read_before_its_ticks(tmp_path: Path, md: str, order: str) -> None:
     async def go(path: Path) -> None:
         sub = BusClient.for_config(BusSection(socket=path), "execution")  # fed by hand, never connected
         seen: list[str] = []
-        sub.subscribe("marketdata.tick", lambda e: seen.append(f"tick {e.payload['i']}"))
-        sub.subscribe("risk.approved", lambda e: seen.append("approved"))
+        sub.subscribe(md, lambda e: seen.append(f"tick {e.payload['i']}"))
+        sub.subscribe(order, lambda e: seen.append("approved"))
         factory = EventFactory("marketdata")
-        feed(sub, tick_frames(factory, 1000) + approval_frame(EventFactory("risk")))
+        feed(sub, tick_frames(factory, 1000, topic=md) + approval_frame(EventFactory("risk"), order))
         assert seen[0] == "approved"  # handled as the read arrived, before any of the ticks read with it
         assert len(seen) == 1
-        feed(sub, approval_frame(EventFactory("risk")))
+        feed(sub, approval_frame(EventFactory("risk"), order))
         assert seen == ["approved", "approved"]  # an approval read later does not wait for those ticks either
         while len(seen) < 1002:
             before = len(seen)
@@ -224,3 +237,24 @@ def test_an_order_path_event_is_written_at_publish_and_market_data_at_the_end_of
         server.close()
 
     run(go, tmp_path)
+
+
+def test_every_part_of_the_fleet_agrees_on_what_is_market_data() -> None:
+    """One definition (envelope.is_market_data): the broker's lanes and key filters, the sessions it keeps
+    for a peer that comes back, the journal's market file (shed first) and the bridge's trimmed stream."""
+    sessions = Sessions()
+    sessions.leave("journal", {"*"}, 0.0, [])
+    for topic in ("marketdata.tick", "marketdata.ohlc", "features.bar", "features.snapshot", "features.sync"):
+        assert wire.key_filter(topic.encode(), b'["INFY"]') == frozenset({b"INFY"})
+        sessions.keep(topic.encode(), b"frame", 1, 0.0)
+        assert sessions.by_name["journal"].frames == 0  # about now: not kept for a peer that comes back
+        assert kind_of(topic) == "market"
+        assert family(topic) == MARKETDATA
+    assert family("features.*") == MARKETDATA
+    for topic in ("risk.approved", "execution.fill", "control.pause", "strategy.signal"):
+        with pytest.raises(wire.ProtocolError):
+            wire.key_filter(topic.encode(), b'["INFY"]')
+        assert kind_of(topic) == "orders"
+        assert family(topic) == topic.split(".")[0]
+        sessions.keep(topic.encode(), b"frame", 1, 0.0)
+    assert sessions.by_name["journal"].frames == 4

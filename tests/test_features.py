@@ -19,10 +19,10 @@ import pytest
 
 from daemons.features.cache import COLUMNS, FeatureCache
 from daemons.features.candles import Bar, CandleBuilder
-from daemons.features.codec import snapshot, snapshot_rows
+from daemons.features.codec import snapshot, snapshot_bars, snapshot_rows
 from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.features.stage import FeatureStage
-from daemons.marketdata.main import SNAPSHOT_PAUSE_SEC, SNAPSHOT_SLICE, MarketdataDaemon
+from daemons.marketdata.main import SNAPSHOT_PAUSE_SEC, SNAPSHOT_SLICE, MarketdataDaemon, bar_symbols
 from daemons.marketdata.replay import ticks as replayed
 from daemons.marketdata.session import IST, SessionClock
 from daemons.marketdata.simulator import MarketSimulator
@@ -243,15 +243,19 @@ def test_a_snapshot_carries_the_last_bars_oldest_first() -> None:
         cache.append(bar, features)
         rows.append([bar.start_ns // 10**9, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi, *features])
     ((_, ring),) = cache.select(["X"])
-    payload = orjson.loads(orjson.dumps(snapshot(ring, "strategy-x")))
+    payload = orjson.loads(orjson.dumps(snapshot(ring, "strategy-x", 60)))
     assert payload["to"] == "strategy-x" and payload["columns"] == list(COLUMNS) and payload["rows"] == 8
     np.testing.assert_array_equal(snapshot_rows(payload), np.array(rows[-8:]))
+    # each row as a features.bar carries it: the bar's end, the features with null while warming up
+    assert snapshot_bars(payload) == [((row[0] + 60) * 10**9, [None if math.isnan(x) else x for x in row[7:]])
+                                      for row in rows[-8:]]
     assert cache.select(["Y"]) == []
 
 
 def test_the_feed_answers_features_sync_per_symbol_and_refuses_a_malformed_one() -> None:
     feed = MarketdataDaemon(FleetConfig(), DaemonMetrics("marketdata"))
     assert feed.stage is not None
+    feed.stage.cache.symbols = None  # every symbol's history, as for a strategy reading every symbol's bars
     sent: list[tuple[str, dict[str, Any], str]] = []
 
     def capture(topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
@@ -259,12 +263,7 @@ def test_the_feed_answers_features_sync_per_symbol_and_refuses_a_malformed_one()
         return Event(topic, "marketdata", 1, payload, "m-1", 0, trace or "m-1", key)
 
     feed.bus.publish = capture  # type: ignore[method-assign]
-    sim = MarketSimulator(universe(), seed=2, clock=SessionClock(DAY, 400))
-    for _ in range(10):
-        for tick in sim.step():
-            feed.stage.on_tick(tick, tick_key(tick))
-    while feed.stage.pending:
-        feed.stage.close_next()
+    feed_with_bars(feed, 10, MarketSimulator(universe(), seed=2, clock=SessionClock(DAY, 400)))
 
     async def sync(payload: dict[str, Any]) -> None:
         """One request, answered in full (slices of SNAPSHOT_SLICE symbols)."""
@@ -284,6 +283,38 @@ def test_the_feed_answers_features_sync_per_symbol_and_refuses_a_malformed_one()
     asyncio.run(sync({"requester": "strategy-y"}))
     assert len(sent) == len(universe()) > SNAPSHOT_SLICE and {p["to"] for _, p, _ in sent} == {"strategy-y"}
     assert feed.snapshots._value.get() == 2 + len(universe())
+
+
+def feed_with_bars(feed: MarketdataDaemon, minutes: int, sim: MarketSimulator) -> None:
+    """``minutes`` of the simulator's ticks through the feed's stage, every closed bar taken."""
+    assert feed.stage is not None
+    for _ in range(minutes):
+        for tick in sim.step():
+            feed.stage.on_tick(tick, tick_key(tick))
+        while feed.stage.pending:
+            feed.stage.close_next()
+
+
+def test_the_cache_keeps_history_only_for_what_strategies_read_or_ask_for(tmp_path: Path) -> None:
+    """A ring per symbol of a 9,000-instrument universe is ~120 MB: only the symbols the configured
+    strategies that read bars watch, and those a features.sync names from then on."""
+    (tmp_path / "fleet.toml").write_text(
+        '[[daemons.equity.strategies]]\nname = "model-infy"\nkind = "model"\n'
+        'params = { model = "/etc/algo/models/m.onnx", symbol = "INFY", quantity = 1 }\n'
+        '[[daemons.fno.strategies]]\nname = "trend"\nkind = "ema_crossover"\n'  # reads ticks, not bars
+        'params = { symbol = "RELIANCE", quantity = 1 }\n')
+    config = load_config(tmp_path / "fleet.toml")
+    assert bar_symbols(config) == frozenset({"INFY"})
+    feed = MarketdataDaemon(config, DaemonMetrics("marketdata"))
+    assert feed.stage is not None
+    sim = MarketSimulator(universe(), seed=2, clock=SessionClock(DAY, 400))
+    feed_with_bars(feed, 5, sim)
+    assert [ring.symbol for ring in feed.stage.cache.rings.values()] == ["INFY"]
+    assert feed.stage.closed == 4 * len(universe())  # every symbol's bars and features are still published
+    feed._on_sync(Event("features.sync", "x", 1, {"symbols": ["NIFTY 50"]}, "x-1", 0, "x-1"))
+    feed._on_sync(Event("features.sync", "x", 2, {}, "x-2", 0, "x-2"))  # every symbol: what is kept, no more
+    feed_with_bars(feed, 3, sim)
+    assert [(r.symbol, r.count) for r in feed.stage.cache.rings.values()] == [("INFY", 7), ("NIFTY 50", 3)]
 
 
 def test_the_feed_is_unhealthy_when_its_bar_publisher_died() -> None:

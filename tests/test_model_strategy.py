@@ -4,9 +4,14 @@ replaced file keeping the position; the shipped example model is what `algoctl m
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -16,11 +21,14 @@ from prometheus_client import generate_latest
 from daemons.algoctl.main import main as algoctl
 from daemons.engine.main import EngineDaemon, EquityEngine
 from daemons.engine.strategies import FeatureBar, ModelStrategy, build
-from daemons.features.indicators import FEATURES
+from daemons.features.cache import FeatureCache
+from daemons.features.candles import Bar as CandleBar
+from daemons.features.codec import snapshot
+from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.models.onnx_model import Model, ModelError
 from daemons.models.train import Dataset, export
 from daemons.runtime.config import load_config
-from daemons.runtime.envelope import FEATURES_BAR, Event
+from daemons.runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, Event
 from daemons.runtime.metrics import DaemonMetrics
 from tests.conftest import REPO
 from tests.helpers import unsent_frames
@@ -37,10 +45,14 @@ def momentum_model(path: Path, weight: float = 1000.0) -> Model:
     return Model.load(path)
 
 
+BARS = itertools.count()
+
+
 def bar(ret: float | None, symbol: str = "INFY") -> FeatureBar:
+    """A bar closing a minute after the one made before it."""
     values: list[float | None] = [None] * len(FEATURES)
     values[FEATURES.index("return")] = ret
-    return FeatureBar(1, symbol, 1_763_610_360_000_000_000, values)
+    return FeatureBar(1, symbol, 1_763_610_360_000_000_000 + 60_000_000_000 * next(BARS), values)
 
 
 def test_predictions_become_signals_that_name_the_model(tmp_path: Path) -> None:
@@ -60,6 +72,7 @@ def test_predictions_become_signals_that_name_the_model(tmp_path: Path) -> None:
     exit_, short = strategy.on_bar(bar(-0.01))
     assert (exit_.side, exit_.quantity, exit_.entry, short.side, short.quantity) == ("SELL", 10, False, "SELL", 10)
     assert strategy.predictions == 3 and strategy.inference.n == 4  # the one not warmed up is timed, not counted
+    assert strategy.on_bar(bar(0.01)._replace(end_ns=0)) == [] and strategy.predictions == 4  # an earlier day replayed
 
 
 @pytest.mark.parametrize(("content", "error"), [
@@ -154,6 +167,70 @@ def test_a_bad_model_disables_that_strategy_alone_and_a_reload_loads_a_replaced_
     asyncio.run(eng.reload(load_config(tmp_path / "fleet.toml")))
     assert eng.strategies["model-infy"] is strategy and strategy.model.version == second.version != first.version
     assert strategy.position == {"INFY": 5}
+
+
+def history(requester: str, closes: list[float]) -> Event:
+    """The feature cache's answer for INFY (one-minute bars closing at ``closes``), as the feed sends it."""
+    cache, state = FeatureCache(capacity=8), Indicators(Periods())
+    for n, close in enumerate(closes):
+        bar = CandleBar("1|INFY|", 1, "INFY", 1_763_610_000_000_000_000 + n * 60_000_000_000, close, 0)
+        cache.append(bar, state.update(bar))
+    ((key, ring),) = cache.select(["INFY"])
+    payload = orjson.loads(orjson.dumps(snapshot(ring, requester, 60)))  # as it travels
+    return Event(FEATURES_SNAPSHOT, "marketdata", len(closes), payload, f"snap-{len(closes)}", 1, "sync-1", key)
+
+
+def signals(eng: EngineDaemon) -> list[dict[str, Any]]:
+    return [orjson.loads(f.body)["payload"] for f in unsent_frames(eng.bus) if f.topic == b"strategy.signal"]
+
+
+def test_a_model_strategy_that_starts_late_or_restarts_decides_on_the_cached_history_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It asks the feature cache for its symbol's recent bars as it starts and decides on the newest at
+    its symbol's first tick, instead of waiting for the next bar to close; never twice on one bar."""
+    momentum_model(tmp_path / "m.onnx")
+    eng = engine(tmp_path, monkeypatch, with_model(tmp_path / "m.onnx"))
+    asyncio.run(eng.setup())
+    eng.stopping.set()
+    asyncio.run(eng.run())  # what it publishes as it starts, then it stops at once
+    (sync,) = [f for f in unsent_frames(eng.bus) if f.topic == b"features.sync"]
+    assert orjson.loads(sync.body)["payload"] == {"symbols": ["INFY"]} and sync.key == b"equity"
+    me = eng.bus.events.source
+    eng._on_snapshot(history("someone-else", [100.0, 101.0, 102.0]))
+    eng._on_snapshot(history(me, [100.0, 101.0, 102.0]))  # rising: the momentum model says up
+    assert signals(eng) == []  # no tick of INFY yet: no price to stamp a signal with
+    eng._on_tick(tick_event(1))
+    (buy,) = signals(eng)
+    assert (buy["strategy"], buy["side"], buy["quantity"], buy["tick_price"]) == ("model-infy", "BUY", 5, 101.0)
+    assert buy["tick_exchange_ts"] == 1_763_610_000_000_000_000 + 3 * 60_000_000_000  # the newest bar's close
+    eng._on_bar(Event(FEATURES_BAR, "marketdata", 9, {"token": 1, "symbol": "INFY", "end": buy["tick_exchange_ts"],
+                                                       "v": [0.01] + [None] * (len(FEATURES) - 1)}, "b-1", 1, "b-1"))
+    assert len(signals(eng)) == 1  # the same bar live: decided already
+    asyncio.run(eng.drain())
+    # Restarted: the bar it decided on is in its checkpoint; one that closed while it was down is new.
+    again = engine(tmp_path, monkeypatch, with_model(tmp_path / "m.onnx"))
+    asyncio.run(again.setup())
+    again._on_tick(tick_event(2))
+    again._on_snapshot(history(me, [100.0, 101.0, 102.0]))
+    assert signals(again) == []
+    again._on_snapshot(history(me, [100.0, 101.0, 102.0, 101.0]))  # falling: flat (it holds no fill yet)
+    strategy = again.strategies["model-infy"]
+    assert isinstance(strategy, ModelStrategy) and strategy.predictions == 2
+    strategy.position["INFY"] = 5
+    again._on_snapshot(history(me, [100.0, 101.0, 102.0, 101.0, 100.0]))
+    (sell,) = signals(again)
+    assert (sell["side"], sell["quantity"], sell["entry"], sell["tick_price"]) == ("SELL", 5, False, 102.0)
+
+
+def test_neither_a_config_check_nor_an_engine_without_bar_readers_loads_numpy(tmp_path: Path) -> None:
+    """Every daemon builds the configured strategies to check its config: the model's numpy (~13 MB of RSS a
+    process) is for the process that opens a model or reads history, not for all of them."""
+    (tmp_path / "fleet.toml").write_text(with_model(tmp_path / "m.onnx"))
+    code = ("import sys; import daemons.engine.main; from daemons.runtime.config import load_config; "
+            "load_config(sys.argv[1]); print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fleet.toml")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_the_shipped_example_model_is_what_the_training_command_makes(tmp_path: Path,

@@ -68,7 +68,7 @@ def main() -> None:
     print(f"predict, one row: {percentiles(timed(model.predict, data))}")
     strategy = ModelStrategy("bench", model=str(EXAMPLE), symbol="X", quantity=1, buy_above=0.5, sell_below=0.5)
     strategy.open()
-    bars = [FeatureBar(1, "X", 0, row) for row in data]
+    bars = [FeatureBar(1, "X", 60_000_000_000 * (n + 1), row) for n, row in enumerate(data)]  # one bar a minute
     print(f"on_bar (predict, thresholds, signals): {percentiles(timed(strategy.on_bar, bars))}")
 
 

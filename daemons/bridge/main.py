@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from ..runtime import wire
 from ..runtime.config import BridgeSection, FleetConfig
 from ..runtime.daemon import Daemon, serve
-from ..runtime.envelope import Event
+from ..runtime.envelope import MARKET_DATA_MARKS, Event
 from ..runtime.heartbeat import this_host
 from ..runtime.metrics import DaemonMetrics
 from .exporter import Exporter
@@ -38,7 +38,6 @@ from .streams import MARKETDATA, decode_head, family
 log = logging.getLogger("algo.bridge")
 
 MALFORMED_LOG_SEC = 60.0
-_MARKETDATA = f"{MARKETDATA}.".encode()
 
 
 def _unused(event: Event) -> None:
@@ -140,7 +139,7 @@ class Bridge(Daemon):
             if head.source in daemons:
                 if self._exported(topic):
                     self.exporter.offer(topic, data[t1:k1], data[k1:stop])
-            elif importer.wants(head.type) and not topic.startswith(_MARKETDATA):
+            elif importer.wants(head.type) and not topic.startswith(MARKET_DATA_MARKS):
                 importer.routed(head.id)
 
     def _exported(self, topic: bytes) -> bool:

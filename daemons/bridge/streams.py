@@ -19,9 +19,9 @@ from typing import NamedTuple
 import msgspec
 
 from ..runtime import wire
-from ..runtime.envelope import CONFLATED_PREFIX
+from ..runtime.envelope import is_market_data
 
-MARKETDATA = CONFLATED_PREFIX.rstrip(".")  # the family trimmed by MAXLEN and read without a group
+MARKETDATA = "marketdata"  # the family of the whole market-data lane: trimmed by MAXLEN, read without a group
 
 
 class Head(msgspec.Struct, frozen=True, gc=False):
@@ -55,8 +55,9 @@ class Malformed(Exception):
 
 
 def family(pattern: str) -> str:
-    """The family of a topic or a ``prefix.*`` pattern: its first dotted part."""
-    return pattern.split(".", 1)[0]
+    """The family of a topic or a ``prefix.*`` pattern: its first dotted part, but every topic of the bus's
+    market-data lane (ticks, bars, features: ``envelope.is_market_data``) is of ``marketdata``."""
+    return MARKETDATA if is_market_data(pattern) else pattern.split(".", 1)[0]
 
 
 def stream(prefix: str, fam: str) -> str:

@@ -1,6 +1,6 @@
 """The broker: routes PUBLISH frames to subscribers by topic without decoding their bodies.
 
-Two lanes per subscriber. The order path (every topic not under ``marketdata.``) is written at
+Two lanes per subscriber. The order path (every topic not of the market-data lane, ``envelope.is_market_data``) is written at
 once, so it never queues behind market data inside the broker. Market data is written only while
 the subscriber's socket has drained its last write; while it has not, the broker holds ticks in its
 own per-peer buffer (in order, up to ``md_hold_bytes``; beyond that only the newest per (topic, key))
@@ -34,14 +34,13 @@ from typing import cast
 import orjson
 
 from ..runtime import wire
-from ..runtime.envelope import CONFLATED_PREFIX
+from ..runtime.envelope import MARKET_DATA_MARKS
 from .sessions import KEEP_BYTES, Arrivals, Sessions
 
 log = logging.getLogger("algo.bus")
 
 _PEERCRED = struct.Struct("3i")
 CLOSE_GRACE_SEC = 0.25  # how long a stopping broker still routes what peers sent before they heard
-_CONFLATED = CONFLATED_PREFIX.encode()
 
 # The kernel's send buffer per subscriber socket: the most market data that can sit in front of an
 # order-path frame once the broker starts holding ticks back (Linux doubles the value for its own
@@ -480,7 +479,7 @@ class Broker:
         route = self._routes.get(topic)
         if route is None:
             wire.check_topic(topic)  # once per topic: only valid topics are ever cached
-            route = self._routes[topic] = (*audience(self.peers, topic.decode()), topic.startswith(_CONFLATED))
+            route = self._routes[topic] = (*audience(self.peers, topic.decode()), topic.startswith(MARKET_DATA_MARKS))
         self.stats.published[topic] += count
         subs, filtered, marketdata = route
         if self.sessions.by_name and not marketdata:

@@ -23,12 +23,13 @@ import logging
 from dataclasses import dataclass, field
 
 from ..runtime import wire
+from ..runtime.envelope import MARKET_DATA_MARKS
 
 log = logging.getLogger("algo.bus")
 
 KEEP_SEC = 30.0  # a restart takes about a second; a unit stopped on purpose is not waited for
 KEEP_BYTES = 4 << 20
-NOT_KEPT = (b"marketdata.", b"health.")
+NOT_KEPT = (*MARKET_DATA_MARKS, b"health.")
 EARLY_SEC = 5.0  # clients reconnect at once (within reconnect_max_sec when the broker flapped)
 
 

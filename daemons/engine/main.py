@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -35,13 +35,15 @@ from ..runtime.envelope import (
     CONTROL_SYNC,
     EXECUTION_FILL,
     FEATURES_BAR,
+    FEATURES_SNAPSHOT,
+    FEATURES_SYNC,
     MARKETDATA_TICK,
     STRATEGY_SIGNAL,
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
 from .guard import Cause, StrategyGuard
-from .strategies import FeatureBar, Fill, ModelStrategy, Signal, Strategy, Tick, build
+from .strategies import FeatureBar, Fill, ModelStrategy, Signal, Strategy, Tick, build, watched
 
 log = logging.getLogger("algo.engine")
 
@@ -81,6 +83,7 @@ class EngineDaemon(Daemon):
         metrics.registry.register(StrategyBookCollector(self))
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick)
         self.reads_bars = False  # subscribed to features.bar: once a strategy reads bars (model strategies)
+        self._history_waiting: dict[str, tuple[list[FeatureBar], Event]] = {}  # by symbol: no tick of it yet
         self._read_bars_if_needed()
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe("control.*", self._on_control)
@@ -114,6 +117,7 @@ class EngineDaemon(Daemon):
         if not self.reads_bars and any(s.reads_bars for s in self.strategies.values()):
             self.reads_bars = True
             self.bus.subscribe(FEATURES_BAR, self._on_bar)
+            self.bus.subscribe(FEATURES_SNAPSHOT, self._on_snapshot)
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.guard.restore(set(saved.get("disabled", [])) & set(self.strategies))
@@ -162,9 +166,11 @@ class EngineDaemon(Daemon):
             held = {k: v for k, v in gone.position.items() if v}
             log.warning("%s removed%s", name, f"; it still holds {held}: exit by hand" if held else "",
                         extra={"ENGINE": self.engine, "STRATEGY": name})
+        changed = []
         for name, section in after.items():
             if before.get(name) == section:
                 continue
+            changed.append(name)
             fresh = build(section.kind, name, section.params)
             self._states.pop(name, None)
             if name in self.strategies:
@@ -179,19 +185,25 @@ class EngineDaemon(Daemon):
         self._ask_for_watched_ticks()
         self._read_bars_if_needed()
         self._open(self.strategies)  # a model file replaced in place is loaded again, the position kept
+        self._ask_for_history(changed)
         self.save()
 
     def _ask_for_watched_ticks(self) -> None:
-        """Tell the broker which ticks to send: the symbols and underlyings the strategies watch, or
-        every tick when one of them reads them all (``Strategy.watches`` is None)."""
-        watched: set[str] = set()
-        for strategy in self.strategies.values():
-            names = strategy.watches()
-            if names is None:
-                self.bus.filter_keys(MARKETDATA_TICK, None)
-                return
-            watched |= names
-        self.bus.filter_keys(MARKETDATA_TICK, frozenset(watched))
+        """Tell the broker which ticks (and bars and history) to send: the symbols and underlyings the
+        strategies watch, or every one when one of them reads them all (``Strategy.watches`` is None)."""
+        names = watched(self.strategies.values())
+        for topic in (MARKETDATA_TICK, FEATURES_BAR, FEATURES_SNAPSHOT):
+            self.bus.filter_keys(topic, names)
+
+    def _ask_for_history(self, names: Iterable[str]) -> None:
+        """The feature cache's recent bars of what these strategies watch, for those that read bars: they
+        need not wait for bars to accumulate (``features.snapshot``, answered to this process's name)."""
+        readers = [self.strategies[n] for n in names if n in self.strategies and self.strategies[n].reads_bars]
+        if not readers:
+            return
+        symbols = watched(readers)
+        self.bus.publish(FEATURES_SYNC, {} if symbols is None else {"symbols": sorted(symbols)},
+                         key=self.bus.events.source)  # keyed by requester: market data conflates per key
 
     def _watchers(self, symbol: str, underlying: str) -> list[tuple[str, Strategy]]:
         """The strategies that read this instrument's ticks (``Strategy.watches``), worked out once per instrument."""
@@ -209,6 +221,7 @@ class EngineDaemon(Daemon):
     async def run(self) -> None:
         # Fills that arrived while this engine was down are only in execution's log: ask for them.
         self.bus.publish(CONTROL_SYNC, {"engine": self.engine, "strategies": sorted(self.strategies)})
+        self._ask_for_history(self.strategies)
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
@@ -240,6 +253,9 @@ class EngineDaemon(Daemon):
         self.last_tick = time.monotonic()
         p = event.payload
         self.book.marks[p["symbol"]] = p["last_price"]
+        if self._history_waiting and p["symbol"] in self._history_waiting:
+            bars, snapshot = self._history_waiting.pop(p["symbol"])
+            self._hand_bars(p["symbol"], bars[-1].end_ns, snapshot, "on_history", lambda s: s.on_history(bars))
         watchers = self._watchers(p["symbol"], p.get("underlying") or "")
         if not watchers:
             return  # no strategy here reads it
@@ -262,21 +278,48 @@ class EngineDaemon(Daemon):
             bar = FeatureBar(int(p["token"]), str(p["symbol"]), int(p["end"]), list(p["v"]))
         except (KeyError, TypeError, ValueError):
             return  # the bus client counts malformed envelopes; a payload of another schema is not ours
-        price = self.book.marks.get(bar.symbol)
-        if price is None:
-            return  # no tick of it seen yet: no price to stamp a signal with (risk needs one)
-        for name, strategy in self._watchers(bar.symbol, ""):
+        if bar.symbol in self.book.marks:  # else no tick of it seen yet: no price to stamp a signal with (risk needs one)
+            self._hand_bars(bar.symbol, bar.end_ns, event, "on_bar", lambda s: s.on_bar(bar))
+
+    def _on_snapshot(self, event: Event) -> None:
+        """A symbol's recent bars from the feature cache, asked for by ``_ask_for_history``: handed to the
+        strategies that read its bars once it has a price (its first tick, if none came yet)."""
+        from ..features.codec import snapshot_bars  # numpy (~13 MB): only a process whose strategies read bars
+
+        p = event.payload
+        if p.get("to") != self.bus.events.source:
+            return  # another process's history
+        try:
+            symbol, token = str(p["symbol"]), int(p["token"])
+            bars = [FeatureBar(token, symbol, end_ns, values) for end_ns, values in snapshot_bars(p)]
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("features.snapshot from %s unreadable: %s: %s", event.source, type(exc).__name__, exc,
+                        extra={"ENGINE": self.engine, "TRACE_ID": event.trace})
+            return
+        if not bars:
+            return
+        if symbol in self.book.marks:
+            self._hand_bars(symbol, bars[-1].end_ns, event, "on_history", lambda s: s.on_history(bars))
+        else:
+            self._history_waiting[symbol] = (bars, event)
+
+    def _hand_bars(self, symbol: str, end_ns: int, event: Event, what: str,
+                   call: Callable[[Strategy], list[Signal]]) -> None:
+        """``call`` each strategy that reads bars and watches ``symbol`` (on_bar, on_history); what they
+        decide is stamped with the symbol's last tick price and published."""
+        price = self.book.marks[symbol]
+        for name, strategy in self._watchers(symbol, ""):
             if not strategy.reads_bars:
                 continue
             try:
                 started = time.thread_time_ns()
                 try:
-                    signals = strategy.on_bar(bar)
+                    signals = call(strategy)
                 finally:
                     self.cpu_ns[name] = self.cpu_ns.get(name, 0) + time.thread_time_ns() - started
-                out = self._stamped(name, signals, price, bar.end_ns, event)
+                out = self._stamped(name, signals, price, end_ns, event)
             except Exception as exc:
-                self.guard.failed(name, "on_bar", exc, event.trace)
+                self.guard.failed(name, what, exc, event.trace)
                 continue
             if out:
                 self.save()

@@ -1,6 +1,12 @@
-"""The feature cache: each symbol's recent bars and features in a ring buffer, so a strategy that starts
+"""The feature cache: recent bars and features in a ring buffer per symbol, so a strategy that starts
 late or restarts gets recent history at once (``features.snapshot``, codec.py) instead of waiting for
-bars to accumulate."""
+bars to accumulate.
+
+Only for the symbols someone may ask for: a ring is ~13 KB (120 bars x 14 float64 columns), so every
+symbol of a 9,000-instrument universe would be ~120 MB while the strategies that read bars trade a few
+dozen (bench/features/README.md, "Memory"). ``symbols`` are those; a symbol first asked for later
+(``want``) is kept from then on.
+"""
 
 from __future__ import annotations
 
@@ -40,15 +46,24 @@ class Ring:
 
 
 class FeatureCache:
-    """Rings by frame key, in the order instruments first closed a bar."""
+    """Rings by frame key, in the order instruments first closed a bar; ``symbols``: whose bars are kept
+    (None: every symbol's)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, symbols: frozenset[str] | None = None) -> None:
         self.capacity = capacity
+        self.symbols = symbols
         self.rings: dict[str, Ring] = {}
+
+    def want(self, symbols: frozenset[str] | None) -> None:
+        """Keep these symbols' bars too, from now on (None: every symbol's)."""
+        if self.symbols is not None:
+            self.symbols = None if symbols is None else self.symbols | symbols
 
     def append(self, bar: Bar, features: tuple[float, ...]) -> None:
         ring = self.rings.get(bar.key)
         if ring is None:
+            if self.symbols is not None and bar.symbol not in self.symbols:
+                return
             ring = self.rings[bar.key] = Ring(bar.token, bar.symbol, self.capacity)
         ring.append(bar, features)
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from .cache import COLUMNS, Ring, Rows
-from .candles import Bar
+from .candles import NS, Bar
+from .indicators import FEATURES
 
 SCHEMA = 1  # bumped when FEATURES or COLUMNS change in a way that breaks readers
 
@@ -31,14 +32,25 @@ def bar_features(bar: Bar, interval_ns: int, features: tuple[float, ...]) -> dic
             "end": bar.start_ns + interval_ns, "v": [None if math.isnan(x) else x for x in features]}
 
 
-def snapshot(ring: Ring, requester: str) -> dict[str, Any]:
+def snapshot(ring: Ring, requester: str, bar_seconds: int) -> dict[str, Any]:
     """The ``features.snapshot`` payload for one symbol, addressed to ``requester``."""
     rows = ring.history()
-    return {"schema": SCHEMA, "to": requester, "token": ring.token, "symbol": ring.symbol, "columns": list(COLUMNS),
-            "rows": len(rows), "data": base64.b64encode(rows.astype("<f8", copy=False).tobytes()).decode()}
+    return {"schema": SCHEMA, "to": requester, "token": ring.token, "symbol": ring.symbol, "bar_seconds": bar_seconds,
+            "columns": list(COLUMNS), "rows": len(rows),
+            "data": base64.b64encode(rows.astype("<f8", copy=False).tobytes()).decode()}
 
 
 def snapshot_rows(payload: dict[str, Any]) -> Rows:
     """A ``features.snapshot`` payload's rows (oldest first), ``len(payload["columns"])`` wide."""
     data = np.frombuffer(base64.b64decode(payload["data"], validate=True), dtype="<f8")
     return data.reshape(int(payload["rows"]), len(payload["columns"])).astype(np.float64)
+
+
+def snapshot_bars(payload: dict[str, Any]) -> list[tuple[int, list[float | None]]]:
+    """Each row of a ``features.snapshot`` payload as a ``features.bar`` would carry it: (the bar's end in
+    exchange time, ns; its values in ``FEATURES`` order, None while warming up), oldest first. A payload
+    of another shape raises KeyError, TypeError or ValueError."""
+    rows, columns = snapshot_rows(payload), list(payload["columns"])
+    at = [columns.index(name) for name in FEATURES]
+    start, seconds = columns.index("start_sec"), int(payload["bar_seconds"])
+    return [((int(row[start]) + seconds) * NS, [None if math.isnan(x) else float(x) for x in row[at]]) for row in rows]

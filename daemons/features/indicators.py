@@ -18,7 +18,7 @@ order (docs/ARCHITECTURE.md, "Candles and features").
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from typing import NamedTuple
 
 from .candles import Bar
@@ -38,7 +38,8 @@ class Periods(NamedTuple):
 class Indicators:
     """One symbol's indicator state."""
 
-    __slots__ = ("_bars", "_gain", "_loss", "_oi", "_returns", "_tr", "atr", "close", "ema_fast", "ema_slow", "periods", "rsi")
+    __slots__ = ("_bars", "_gain", "_loss", "_oi", "_oldest", "_returns", "_tr", "atr", "close", "ema_fast", "ema_slow",
+                 "periods", "rsi")
 
     def __init__(self, periods: Periods) -> None:
         self.periods = periods
@@ -47,7 +48,10 @@ class Indicators:
         self._bars = 0
         self.ema_fast = self.ema_slow = self.rsi = self.atr = NAN
         self._gain = self._loss = self._tr = 0.0  # sums over the first period, then Wilder's averages
-        self._returns: deque[float] = deque(maxlen=periods.volatility)
+        # The last ``volatility`` returns as raw doubles, a ring once full (``_oldest``): one per symbol of
+        # the universe, and a deque of float objects is ~8x the memory (bench/features/README.md, "Memory").
+        self._returns = array("d")
+        self._oldest = 0
 
     def update(self, bar: Bar) -> tuple[float, ...]:
         """The features at this bar's close, in ``FEATURES`` order."""
@@ -62,7 +66,7 @@ class Indicators:
             self.ema_fast += 2.0 / (p.ema_fast + 1) * (close - self.ema_fast)
             self.ema_slow += 2.0 / (p.ema_slow + 1) * (close - self.ema_slow)
             true_range = max(bar.high - bar.low, abs(bar.high - previous), abs(bar.low - previous))
-            self._returns.append(ret)
+            self._remember(ret)
             change = close - previous
             self._gain, self._loss = (_wilder(self._gain, max(change, 0.0), self._bars, p.rsi),
                                       _wilder(self._loss, max(-change, 0.0), self._bars, p.rsi))
@@ -75,11 +79,19 @@ class Indicators:
         self.close, self._oi = close, bar.oi
         return ret, self.ema_fast, self.ema_slow, self.rsi, self.atr, self._volatility(), oi_change
 
-    def _volatility(self) -> float:
+    def _remember(self, ret: float) -> None:
         r = self._returns
-        n = len(r)
+        if len(r) < self.periods.volatility:
+            r.append(ret)
+        else:
+            r[self._oldest] = ret
+            self._oldest = (self._oldest + 1) % len(r)
+
+    def _volatility(self) -> float:
+        n = len(self._returns)
         if n < max(2, self.periods.volatility):
             return NAN
+        r = self._returns[self._oldest:] + self._returns[:self._oldest]  # oldest first: the sums' order is the contract
         mean = sum(r) / n
         return math.sqrt(sum((x - mean) ** 2 for x in r) / (n - 1))
 

@@ -14,10 +14,11 @@ from .indicators import Indicators, Periods
 
 
 class FeatureStage:
-    def __init__(self, bar_seconds: int, history: int, periods: Periods) -> None:
+    def __init__(self, bar_seconds: int, history: int, periods: Periods, cached: frozenset[str] | None = None) -> None:
+        """``history`` bars kept in the cache for each of the ``cached`` symbols (None: every symbol)."""
         self.candles = CandleBuilder(bar_seconds)
         self.periods = periods
-        self.cache = FeatureCache(history)
+        self.cache = FeatureCache(history, cached)
         self.indicators: dict[str, Indicators] = {}  # by frame key
         self.pending: deque[Bar] = deque()  # closed, not yet published
         self.closed = 0

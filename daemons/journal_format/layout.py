@@ -20,11 +20,12 @@ from datetime import date, datetime
 from pathlib import Path
 
 from ..marketdata.session import IST
+from ..runtime.envelope import MARKET_DATA_PREFIXES
 
 EVENTS = "events.jsonl"
 MARKET = "market.zst"
 # Topics journaled compactly, and shed first when the disk runs low: everything else is the order path.
-MARKET_PREFIXES = ("marketdata.", "features.", "health.")  # market data and what is derived from it
+MARKET_PREFIXES = (*MARKET_DATA_PREFIXES, "health.")  # the bus's market-data lane, and heartbeats
 KINDS = ("market", "orders")  # what retention and the disk metrics count separately
 
 

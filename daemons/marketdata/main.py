@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..engine.strategies import KINDS, Strategy, build, watched
 from ..features.cache import Ring
 from ..features.codec import snapshot
 from ..features.indicators import Periods
@@ -60,6 +61,21 @@ def step_slices(n: int, start: float, interval: float, spread: bool) -> list[tup
             for k in range(count)]
 
 
+def bar_symbols(config: FleetConfig) -> frozenset[str] | None:
+    """What the fleet's strategies that read bars watch (``Strategy.watches``): the symbols whose history
+    the feature cache keeps. None when one of them watches every symbol."""
+    readers: list[Strategy] = []
+    for _, section in config.daemons.engines():
+        for s in section.strategies:
+            if not s.enabled or s.kind not in KINDS or not KINDS[s.kind].reads_bars:
+                continue
+            try:
+                readers.append(build(s.kind, s.name, s.params))
+            except ValueError:
+                continue  # its engine refuses to start with it; `algoctl config validate` names the problem
+    return watched(readers)
+
+
 class MarketdataDaemon(Daemon):
     """Market data for the fleet: the paper simulator."""
 
@@ -85,7 +101,7 @@ class MarketdataDaemon(Daemon):
         s = self.section
         if s.features:
             self.stage = FeatureStage(s.bar_seconds, s.feature_history, Periods(
-                s.ema_fast_bars, s.ema_slow_bars, s.rsi_bars, s.atr_bars, s.volatility_bars))
+                s.ema_fast_bars, s.ema_slow_bars, s.rsi_bars, s.atr_bars, s.volatility_bars), bar_symbols(config))
             self.bus.subscribe(FEATURES_SYNC, self._on_sync)
             metrics.registry.register(FeaturesCollector(self.stage))
             self.snapshots = Counter("algo_marketdata_feature_snapshots", "features.snapshot events sent (one per symbol "
@@ -96,6 +112,12 @@ class MarketdataDaemon(Daemon):
     @property
     def section(self) -> MarketdataSection:
         return self.config.daemons.marketdata
+
+    async def reload(self, config: FleetConfig) -> None:
+        """A strategy that reads bars added or changed: its symbols' history is kept from now on."""
+        self.config = config
+        if self.stage is not None:
+            self.stage.cache.want(bar_symbols(config))
 
     @property
     def interval(self) -> float:
@@ -307,6 +329,8 @@ class MarketdataDaemon(Daemon):
             log.warning("features.sync from %s refused: symbols must be a list of names, got %.100r", event.source,
                         symbols, extra={"TRACE_ID": event.trace})
             return
+        if symbols is not None:
+            self.stage.cache.want(frozenset(symbols))  # not kept so far: from now on (a request for all changes nothing)
         rings = self.stage.cache.select(symbols)
         self._syncs.append((str(requester), event.trace, rings))
         self._sync_wanted.set()
@@ -321,7 +345,8 @@ class MarketdataDaemon(Daemon):
                 requester, trace, rings = self._syncs.popleft()
                 for at in range(0, len(rings), SNAPSHOT_SLICE):
                     for key, ring in rings[at:at + SNAPSHOT_SLICE]:
-                        self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, requester), key=key, trace=trace)
+                        self.bus.publish(FEATURES_SNAPSHOT, snapshot(ring, requester, self.section.bar_seconds), key=key,
+                                         trace=trace)
                         self.snapshots.inc()
                     await asyncio.sleep(SNAPSHOT_PAUSE_SEC)
 

@@ -16,7 +16,7 @@ import orjson
 
 from . import wire
 from .config import BusSection
-from .envelope import CONFLATED_PREFIX, Event, EventFactory, decode_body, set_key
+from .envelope import MARKET_DATA_MARKS, MARKET_DATA_PREFIXES, Event, EventFactory, decode_body, is_market_data, set_key
 from .samples import Samples
 from .transport import Transport, UnixTransport
 
@@ -27,7 +27,7 @@ Handler = Callable[[Event], None]
 # whether seqs are checked (not when every matching pattern filters keys: the broker skips the rest by design)
 Route = tuple[str, list[Handler], list[Handler], dict[str, int], bool]
 
-_MD = CONFLATED_PREFIX.encode()
+_MD = MARKET_DATA_MARKS
 MD_SLICE = 16  # held ticks dispatched per loop turn: the most an order-path event read meanwhile waits behind
 MD_QUEUE_FRAMES = 2048  # held ticks (or bytes of the reads holding them) past which the daemon is behind and
 MD_QUEUE_BYTES = 4 << 20  # newer ticks are kept only as the newest per (topic, key) until it catches up
@@ -121,12 +121,12 @@ class BusClient:
         result depends on every tick (an EMA), nor for the journal.
         """
         wire.check_pattern(pattern.encode())
-        if latest_only and not pattern.startswith(CONFLATED_PREFIX):
-            raise ValueError(f"latest_only is for market data ({CONFLATED_PREFIX}*), not {pattern!r}")
+        if latest_only and not is_market_data(pattern):
+            raise ValueError(f"latest_only is for market data (topics under {', '.join(MARKET_DATA_PREFIXES)}), not {pattern!r}")
         new = all(p != pattern for p, _, _ in self._handlers)
         self._handlers.append((pattern, handler, latest_only))
         self._routes.clear()
-        self._md_subscribed = any(p == "*" or p.startswith(CONFLATED_PREFIX) for p, _, _ in self._handlers)
+        self._md_subscribed = any(p == "*" or is_market_data(p) for p, _, _ in self._handlers)
         if new and self.transport.connected:
             self.transport.send(wire.subscribe(pattern, self._filters.get(pattern)))
 
@@ -348,7 +348,7 @@ class BusClient:
         restarted and counts from 1 again; nothing was lost.)"""
         missed = event.seq - last - 1
         self.gaps += missed
-        if not event.type.startswith(CONFLATED_PREFIX):  # conflation skips ticks by design
+        if not is_market_data(event.type):  # conflation skips ticks by design
             log.warning("missed %d %s events from %s (seq %d -> %d)", missed, event.type, event.source, last, event.seq)
 
 

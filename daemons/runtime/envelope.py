@@ -29,8 +29,17 @@ CONTROL_KILL_SWITCH = "control.kill_switch"
 CONTROL_SYNC = "control.sync"  # a restarted daemon asks for what it may have missed (see engine, execution)
 HEALTH_HEARTBEAT = "health.heartbeat"
 
-# Topics under this prefix are latest-value: a slow subscriber gets the newest tick per key.
-CONFLATED_PREFIX = "marketdata."
+# The market-data lane (docs/ARCHITECTURE.md, "The order path never waits behind market data"): ticks, bars
+# and the features derived from them. Latest-value per key (a reader that falls behind gets the newest per
+# key), filterable by key, never kept for a peer that comes back; every other topic is the order path. The
+# one definition: the bus client and broker, the journal and the bridge all ask it.
+MARKET_DATA_PREFIXES = ("marketdata.", "features.")
+MARKET_DATA_MARKS = tuple(prefix.encode() for prefix in MARKET_DATA_PREFIXES)  # the same, for a frame's topic bytes
+
+
+def is_market_data(topic: str) -> bool:
+    """Whether a topic, or every topic of a pattern such as ``features.*``, is of the market-data lane."""
+    return topic.startswith(MARKET_DATA_PREFIXES)
 
 
 def tick_key(tick: dict[str, Any]) -> str:

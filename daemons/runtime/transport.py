@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import cast
 
 from . import wire
-from .envelope import CONFLATED_PREFIX
+from .envelope import MARKET_DATA_MARKS
 
 log = logging.getLogger("algo.bus")
 
@@ -20,7 +20,7 @@ BatchHandler = Callable[[bytes, list[wire.Span]], None]
 
 # A connection that lasted this long was healthy: reconnect at once when it ends.
 _STABLE_SEC = 1.0
-_MD = CONFLATED_PREFIX.encode()  # the broker's lanes: what is not market data counts for acks
+_MD = MARKET_DATA_MARKS  # the broker's lanes: what is not market data counts for acks
 _WARN_EVERY_SEC = 10.0
 
 

@@ -15,7 +15,7 @@ pattern: a JSON list of names, and the subscriber gets only the frames whose key
 Subscribing the same pattern again replaces its filter.
 
 A client whose HELLO body has ``"acks": true`` (the journal) sends ACK frames: the body is the decimal
-count of order-path frames (every topic not under ``marketdata.``) it has received on this connection
+count of order-path frames (every topic not of the market-data lane) it has received on this connection
 and made durable. The broker keeps what it sent that is not acknowledged yet, and if the connection
 ends (the process was killed with frames in its socket) hands it over again, first, to the next
 connection of that name (daemons/bus/sessions.py): the client must ignore what it already has.
@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import orjson
+
+from .envelope import MARKET_DATA_MARKS
 
 PUBLISH = 1
 SUBSCRIBE = 2
@@ -173,7 +175,6 @@ def check_pattern(pattern: bytes) -> None:
 
 
 KEY_SEPARATOR = b"|"  # between the parts of a key a filter can name (a tick: token|symbol|underlying)
-FILTERABLE_PREFIX = b"marketdata."  # key filters are for market data: the order path is never thinned
 
 
 def subscribe(pattern: str, names: Iterable[str] | None = None) -> bytes:
@@ -198,7 +199,7 @@ def key_filter(pattern: bytes, body: bytes) -> frozenset[bytes] | None:
     """The names of a SUBSCRIBE frame's filter (None: every key); a bad one is the peer's protocol error."""
     if not body:
         return None
-    if not pattern.startswith(FILTERABLE_PREFIX):
+    if not pattern.startswith(MARKET_DATA_MARKS):  # the order path is never thinned
         raise ProtocolError("malformed", f"a key filter is for market data, not {pattern[:64]!r}")
     try:
         names = orjson.loads(body)

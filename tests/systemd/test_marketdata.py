@@ -35,9 +35,11 @@ def test_paper_feed_ticks_every_instrument_onto_the_bus(sandbox: Sandbox) -> Non
 
 
 def test_the_feed_publishes_bars_and_features_and_answers_a_late_strategy(sandbox: Sandbox) -> None:
-    """A 10-minute paper session is 375 exchange minutes: a bar of every instrument every ~1.6 s."""
+    """A 10-minute paper session is 375 exchange minutes: a bar of every instrument every ~1.6 s. No strategy
+    of the sandbox reads bars, so the cache keeps history only for what a features.sync names, from then on."""
     with Listener(sandbox, "marketdata.ohlc", "features.bar", "features.snapshot", source="late-strategy") as listener:
         sandbox.systemctl("start", MD, check=True)
+        listener.publish("features.sync", {"symbols": ["NIFTY 50", "INFY"]})  # nothing kept yet: no answer
 
         def of(topic: str) -> list[dict[str, object]]:
             return [ev.payload for _, ev in listener.events if ev.type == topic]

@@ -1,6 +1,7 @@
 """A model strategy under systemd, alone in its algo-strategy@ process with its own MemoryMax= and
-CPUQuota=: bars' features -> the shipped example model -> signals that name it -> orders; a bad model
-file disables that strategy with one err line and the process keeps running."""
+CPUQuota=: bars' features -> the shipped example model -> signals that name it -> orders; restarted, it
+gets its symbol's recent bars from the feed's cache at once; a bad model file disables that strategy with
+one err line and the process keeps running."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.features.codec import snapshot_bars
 from daemons.models.onnx_model import Model
 from tests.conftest import REPO
 from tests.helpers import wait_until
@@ -50,6 +52,37 @@ def test_a_model_strategy_in_its_own_process_turns_features_into_orders(sandbox:
     assert limits == {"MemoryMax": str(512 << 20), "CPUQuotaPerSecUSec": "1s", "ActiveState": "active"}
     logged = box.journalctl("-u", UNIT, "STRATEGY=model-infy", "-o", "cat").stdout
     assert signal.payload["reason"] in logged
+
+
+def test_a_restarted_model_strategy_gets_its_symbols_history_at_once(sandbox: Sandbox) -> None:
+    """The feed keeps history for INFY because a configured strategy reads its bars; the restarted process
+    asks for it (features.sync, in its name) and the answer is addressed to it."""
+    box = sandbox
+    with_model_strategy(box, "example.onnx")
+    with Listener(box, "features.bar", "features.sync", "features.snapshot") as listener:
+        box.systemctl("start", UNIT, check=True)
+
+        def bars() -> list[int]:
+            return [ev.payload["end"] for _, ev in listener.events if ev.type == "features.bar"
+                    and ev.payload["symbol"] == "INFY"]
+
+        wait_until(lambda: len(bars()) >= 3, 30, "three bars of INFY")
+        restarted = len(listener.events)
+        box.systemctl("restart", UNIT, check=True)
+
+        def answers() -> list[dict[str, object]]:
+            return [ev.payload for _, ev in listener.events[restarted:] if ev.type == "features.snapshot"]
+
+        wait_until(answers, 20, "the history")
+        syncs = [ev for _, ev in listener.events if ev.type == "features.sync"]
+        snap = answers()[0]
+        seen = bars()
+    assert len(syncs) == 2  # one per start (the first may find the cache empty, or the feed not up yet)
+    assert {(ev.source, ev.key) for ev in syncs} == {("strategy-model-infy", "strategy-model-infy")}
+    assert syncs[-1].payload == {"symbols": ["INFY"]}
+    assert snap["to"] == "strategy-model-infy" and snap["symbol"] == "INFY"
+    history = [end for end, _ in snapshot_bars(snap)]
+    assert len(history) >= 3 and set(history) <= set(seen) and history == sorted(history)  # the bars published
 
 
 def test_a_bad_model_file_disables_that_strategy_and_the_process_runs_on(sandbox: Sandbox) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, get_args, get_type_hints
 
 from .base import FeatureBar, Fill, Signal, Strategy, Tick
@@ -11,6 +12,17 @@ from .straddle import ShortStraddle
 from .trend import EmaCrossover
 
 KINDS: dict[str, type[Strategy]] = {cls.kind: cls for cls in (EmaCrossover, RsiReversion, ShortStraddle, ModelStrategy)}
+
+
+def watched(strategies: Iterable[Strategy]) -> frozenset[str] | None:
+    """The symbols and underlyings these strategies watch; None when one of them watches every one."""
+    names: set[str] = set()
+    for strategy in strategies:
+        these = strategy.watches()
+        if these is None:
+            return None
+        names |= these
+    return frozenset(names)
 
 
 def build(kind: str, name: str, params: dict[str, Any]) -> Strategy:
@@ -28,4 +40,4 @@ def build(kind: str, name: str, params: dict[str, Any]) -> Strategy:
         raise ValueError(f"{kind}: {str(exc).split('__init__() ', 1)[-1]}") from None
 
 
-__all__ = ["KINDS", "FeatureBar", "Fill", "ModelStrategy", "Signal", "Strategy", "Tick", "build"]
+__all__ = ["KINDS", "FeatureBar", "Fill", "ModelStrategy", "Signal", "Strategy", "Tick", "build", "watched"]

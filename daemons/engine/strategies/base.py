@@ -94,6 +94,12 @@ class Strategy(ABC):
         """React to one bar's features (only for ``reads_bars`` strategies)."""
         return []
 
+    def on_history(self, bars: list[FeatureBar]) -> list[Signal]:
+        """A watched symbol's recent bars, oldest first, from the feature cache (``features.snapshot``): once
+        at start and after a reload that changed the strategy, so it need not wait for bars to accumulate
+        (only for ``reads_bars`` strategies). The newest may also come, or have come, as an ``on_bar``."""
+        return []
+
     def on_fill(self, fill: Fill) -> None:
         signed = fill.quantity if fill.side == "BUY" else -fill.quantity
         self.position[fill.symbol] = self.position.get(fill.symbol, 0) + signed
