@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class Fleet:
         self.commander = CommanderDaemon(self.config, DaemonMetrics("commander"))
         self.engine_up = True
         self.to_engine: list[dict[str, Any]] = []
-        self.now = datetime.now(store_module.UTC)
+        self.now = datetime.now(UTC)
         monkeypatch.setattr(store_module, "_now", lambda: self.now)
         monkeypatch.setattr(self.commander.bus, "publish", self._commander_publishes)
         monkeypatch.setattr(self.engine.bus, "publish", self._engine_publishes)
@@ -160,7 +160,7 @@ class Helper:
             self.calls.append(argv)
             return subprocess.CompletedProcess(argv, 1 if self.fail else 0, "",
                                                "Job failed. See journalctl -xe" if self.fail else "")
-        monkeypatch.setattr(unitctl.subprocess, "run", systemctl)
+        monkeypatch.setattr(subprocess, "run", systemctl)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         self.listener.listen()
