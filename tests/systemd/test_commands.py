@@ -102,7 +102,8 @@ def test_a_command_sent_while_its_engine_is_stopped_runs_once_when_it_is_back(bo
     wait_until(lambda: "executed" in algoctl(box, "strategy", "history", "rsi-reliance", "--limit", "1").stdout, 15,
                "the command to be executed once algo-equity is back")
     assert len(executed_lines(box, "algo-equity.service", "while-down")) == 1
-    assert "(1 paused)" in box.show("algo-equity.service", "StatusText")["StatusText"]
+    wait_until(lambda: "(1 paused)" in box.show("algo-equity.service", "StatusText")["StatusText"], 5,
+               "the status line to show the pause")
     sent = box.journalctl("-u", "algo-commander.service", "COMMAND_ID=while-down", "-o", "cat").stdout
     assert "pause rsi-reliance by algo sent to algo-equity" in sent and "sent again to algo-equity" in sent
 
@@ -120,7 +121,7 @@ def test_parameters_the_strategy_refuses_fail_with_its_reason_and_change_nothing
     assert box.show(MODEL, "ActiveState")["ActiveState"] == "active"
     # pause and resume go over the bus to the process, like an engine
     assert algoctl(box, "strategy", "pause", "model-infy", "--wait", "10").returncode == 0
-    assert "(1 paused)" in box.show(MODEL, "StatusText")["StatusText"]
+    wait_until(lambda: "(1 paused)" in box.show(MODEL, "StatusText")["StatusText"], 5, "the process's pause")
     assert algoctl(box, "strategy", "resume", "model-infy", "--wait", "10").returncode == 0
 
 
