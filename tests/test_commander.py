@@ -48,13 +48,19 @@ class Fleet:
         self.store = Store.open(self.config.control_plane.database_url, migrate=True)
         self.store.seed(declared(self.config), "deploy")
         self.engine = EquityEngine(self.config, DaemonMetrics("equity"))
-        self.commander = CommanderDaemon(self.config, DaemonMetrics("commander"))
+        self.monkeypatch = monkeypatch
+        self.commander = self.new_commander()
         self.engine_up = True
         self.to_engine: list[dict[str, Any]] = []
         self.now = datetime.now(UTC)
         monkeypatch.setattr(store_module, "_now", lambda: self.now)
-        monkeypatch.setattr(self.commander.bus, "publish", self._commander_publishes)
         monkeypatch.setattr(self.engine.bus, "publish", self._engine_publishes)
+
+    def new_commander(self) -> CommanderDaemon:
+        """A commander, as after a restart: nothing in memory, the queue in the database."""
+        commander = CommanderDaemon(self.config, DaemonMetrics("commander"))
+        self.monkeypatch.setattr(commander.bus, "publish", self._commander_publishes)
+        return commander
 
     def _commander_publishes(self, topic: str, payload: dict[str, Any], **_: Any) -> None:
         assert topic == CONTROL_COMMAND
@@ -89,6 +95,12 @@ class Fleet:
 
 
 POLL = object()
+
+
+def status(fleet: Fleet, command_id: str) -> str:
+    command = fleet.store.command(command_id)
+    assert command is not None
+    return command.status
 
 
 @pytest.fixture
@@ -132,6 +144,26 @@ def test_a_command_for_a_down_engine_waits_for_its_lease_and_runs_once_when_it_i
     assert fleet.engine.metrics.registry.get_sample_value(
         "algo_engine_commands_total", {"verb": "pause", "outcome": "executed"}) == 1
     assert fleet.commander.metrics.registry.get_sample_value("algo_commander_resent_total") == 1
+
+
+def test_a_command_in_flight_when_the_commander_restarts_is_taken_over_and_runs_once(fleet: Fleet) -> None:
+    fleet.store.submit("c1", "rsi-infy", "stop", {}, "asha")
+    fleet.run(POLL)
+    assert status(fleet, "c1") == "executed"
+    fleet.store.submit("c2", "rsi-infy", "start", {}, "asha")
+
+    def answer_lost() -> None:  # the engine applies it, the commander dies before the answer is written back
+        fleet.monkeypatch.setattr(fleet.commander, "_on_result", lambda event: None)
+    fleet.run(answer_lost, POLL)
+    assert "rsi-infy" in fleet.engine.strategies and status(fleet, "c2") == "pending"
+
+    def restarted() -> None:
+        fleet.commander = fleet.new_commander()
+        fleet.later(11)
+    fleet.run(restarted, POLL)
+    assert status(fleet, "c2") == "executed"
+    assert fleet.engine.metrics.registry.get_sample_value(
+        "algo_engine_commands_total", {"verb": "start", "outcome": "repeated"}) == 1
 
 
 def test_the_engines_refusal_is_written_back_with_its_reason(fleet: Fleet) -> None:
