@@ -61,7 +61,7 @@ def test_the_expected_units_come_from_the_config(tmp_path: Path) -> None:
     path.write_text(text)
     assert expected_units(load_config(path)) == [
         "algo-heartbeat", "algo-marketdata", "algo-fno", "algo-equity", "algo-options", "algo-risk",
-        "algo-execution", "algo-journal", "algo-strategy@rsi-infy"]
+        "algo-execution", "algo-journal", "algo-commander", "algo-strategy@rsi-infy"]
 
 
 def test_the_silence_limit_must_exceed_two_heartbeats(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from tests.conftest import REPO
 SERVICES = sorted(p.name for p in source_dir().glob("*.service"))
 LONG_RUNNING = [s for s in SERVICES if "Type=notify" in (source_dir() / s).read_text()]
 ONESHOTS = [s for s in SERVICES if "Type=oneshot" in (source_dir() / s).read_text()]
+# Root helpers started per connection by their socket (Accept=yes): algo-unitctl
+SOCKET_HELPERS = [s for s in SERVICES if "StandardInput=socket" in (source_dir() / s).read_text()]
 # Deployed where wanted, not pulled in by algo.target: the gateway (a web front door) needs its credential first,
 # the bridge runs only on the hosts of a multi-host fleet.
 OPT_IN = ("algo-gateway.service", "algo-bridge.service")
@@ -84,7 +86,7 @@ def test_only_the_kite_units_leave_loopback_and_only_in_live_mode(rendered: Path
 
 
 def test_every_service_is_long_running_or_a_oneshot() -> None:
-    assert sorted(LONG_RUNNING + ONESHOTS) == SERVICES and {"algo-premarket.service", "algo-eod.service",
+    assert sorted(LONG_RUNNING + ONESHOTS + SOCKET_HELPERS) == SERVICES and {"algo-premarket.service", "algo-eod.service",
                                                                    "algo-journal-retention.service"} <= set(ONESHOTS)
 
 
@@ -94,6 +96,21 @@ def test_oneshot_contract(service: str) -> None:
     assert d["User"] == ["algo"] and d["Group"] == ["algo"]
     assert "WatchdogSec" not in d and "Restart" not in d
     assert d["ExecStart"][0].startswith("/opt/algo/venv/bin/")
+
+
+def test_the_root_helper_is_reachable_only_by_the_fleets_group_and_can_do_nothing_else() -> None:
+    """algo-unitctl runs as root (starting a unit needs it) with no capabilities and no network; its
+    socket is root's and the algo group's only (what it accepts: tests/test_commander.py)."""
+    assert SOCKET_HELPERS == ["algo-unitctl@.service"]
+    d = directives(source_dir() / "algo-unitctl@.service")
+    assert "User" not in d and d["CapabilityBoundingSet"] == [""] and d["PrivateNetwork"] == ["yes"]
+    assert d["RestrictAddressFamilies"] == ["AF_UNIX"] and d["NoNewPrivileges"] == ["yes"]
+    assert d["ExecStart"] == ["/opt/algo/venv/bin/algo-unitctl"]
+    sock = directives(source_dir() / "algo-unitctl.socket")
+    assert (sock["SocketUser"], sock["SocketGroup"], sock["SocketMode"], sock["Accept"]) == (
+        ["root"], ["algo"], ["0660"], ["yes"])
+    from daemons.runtime.config import CommanderSection
+    assert sock["ListenStream"] == [str(CommanderSection().unitctl_socket)]
 
 
 def test_engines_need_premarket_and_stop_before_what_they_use() -> None:
@@ -124,8 +141,9 @@ def test_long_running_service_contract(service: str) -> None:
 
 def test_target_pulls_in_the_fleet() -> None:
     wants = " ".join(directives(source_dir() / "algo.target")["Wants"]).split()
-    assert set(wants) >= {"algo-bus.socket", "algo-eod.timer", "algo-journal-retention.timer", *SERVICES} - {
-        "algo-eod.service", "algo-journal-retention.service", "algo-strategy@.service", *OPT_IN}
+    assert set(wants) >= {"algo-bus.socket", "algo-eod.timer", "algo-journal-retention.timer", "algo-unitctl.socket",
+                          *SERVICES} - {"algo-eod.service", "algo-journal-retention.service", "algo-strategy@.service",
+                                        "algo-unitctl@.service", *OPT_IN}
     assert not set(wants) & set(OPT_IN)
 
 

@@ -1,9 +1,9 @@
 """algoctl's side of the control plane: `strategy list|history|VERB`, `strategy set`, `config seed|diff`.
 
-Commands go into the database's queue as the invoking user; what carries them out writes the outcome
-back, which ``--wait`` waits for. Exit codes: 0 done (or queued), 1 the command failed or drift was
-found, 2 bad arguments (nothing written), 69 the database is unreachable or not migrated, 75 still
-pending when --wait ran out, 78 a bad fleet.toml (from the caller).
+Commands go into the database's queue as the invoking user; algo-commander has the unit hosting the
+strategy carry them out and writes the outcome back, which ``--wait`` waits for. Exit codes: 0 done (or
+queued), 1 the command failed or drift was found, 2 bad arguments (nothing written), 69 the database is
+unreachable or not migrated, 75 still pending when --wait ran out, 78 a bad fleet.toml (from the caller).
 """
 
 from __future__ import annotations
@@ -132,8 +132,8 @@ def _strategy(store: Store, args: argparse.Namespace) -> int:
         time.sleep(POLL_SEC)
         command = store.command(command.id) or command
     if command.status == "pending":
-        print(f"still pending after {args.wait:g} s: is the fleet's command dispatcher running? "
-              f"(`algoctl strategy history {command.strategy}` shows it later)", file=sys.stderr)
+        print(f"still pending after {args.wait:g} s: it runs once algo-commander and the unit hosting "
+              f"{command.strategy} are up (`algoctl strategy history {command.strategy}` shows it later)", file=sys.stderr)
         return EXIT_PENDING
     print(_describe(command))
     return _exit(command)

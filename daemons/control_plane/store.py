@@ -7,7 +7,6 @@ dead worker's successor takes over), and finished once: executed, or failed with
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,9 +24,8 @@ from . import database
 from .drift import ABSENT, Drift, compare
 from .models import Audit, Command, Strategy
 from .records import AuditView, CommandView, StrategySpec, StrategyView
-from .transitions import VERBS, Refused, State, Status, Verb, next_state, next_status
+from .transitions import COMMAND_ID, VERBS, Refused, State, Status, Verb, next_state, next_status
 
-COMMAND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _INSERT: dict[str, Callable[[type[Command]], sqlite.Insert | postgresql.Insert]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 

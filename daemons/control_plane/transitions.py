@@ -6,11 +6,15 @@ does); a verb the table does not hold for the state the command meets is refused
 
 from __future__ import annotations
 
+import re
 from typing import Literal, get_args
 
 State = Literal["running", "paused", "stopped"]
 Verb = Literal["start", "stop", "restart", "pause", "resume", "update_config"]
 Status = Literal["pending", "executed", "failed"]
+
+# A command's id: the client's idempotency key, and how the unit that carries it out recognises a re-send
+COMMAND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 STATES: tuple[State, ...] = get_args(State)
 VERBS: tuple[Verb, ...] = get_args(Verb)

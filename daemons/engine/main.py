@@ -8,6 +8,10 @@ Strategy state is checkpointed before each signal goes out, after each fill, eve
 ``checkpoint_sec`` and on stop, so a crash (even kill -9) never reuses a signal id or forgets a
 fill. After a restart the engine asks execution for the day's fills (``control.sync``); fills are
 applied once each, by fill_id, so the ones it already had are ignored.
+
+Control-plane commands (``control.command``, engine/commands.py) pause, resume, stop, start, restart
+and reconfigure one strategy; what they change (stopped strategies, parameters set at run time, the
+outcomes by command id) is checkpointed with the rest, so it outlives a restart.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from ..runtime.book import Book, Position
 from ..runtime.config import ConfigError, EngineSection, FleetConfig, Problem, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
+    CONTROL_COMMAND,
     CONTROL_PAUSE,
+    CONTROL_RESULT,
     CONTROL_RESUME,
     CONTROL_SYNC,
     EXECUTION_FILL,
@@ -42,6 +48,7 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
+from .commands import REBUILDS, BadCommand, Command, CommandFailed, Executed, HostedState, Outcome, hosted_transition
 from .guard import Cause, StrategyGuard
 from .strategies import FeatureBar, Fill, ModelStrategy, Signal, Strategy, Tick, build, watched
 
@@ -60,6 +67,9 @@ class EngineDaemon(Daemon):
             if s.enabled and s.process == "engine"
         }
         self.paused: set[str] = set()
+        self.stopped: dict[str, Strategy] = {}  # stopped by a command: no ticks; kept for its state, position, fills
+        self.commanded: dict[str, dict[str, Any]] = {}  # parameters a command set (start, restart, update_config)
+        self.executed = Executed()  # outcomes of the control-plane commands applied here, by id
         self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
         self.seen_fills: set[str] = set()
         self.day: str | None = None  # the IST date of the P&L and the fills seen
@@ -71,6 +81,8 @@ class EngineDaemon(Daemon):
         self.signals = Counter("algo_engine_signals", "Signals published", ["strategy"], registry=metrics.registry)
         self.paused_gauge = Gauge("algo_engine_strategy_paused", "1 while a strategy is paused", ["strategy"],
                                   registry=metrics.registry)
+        self.commands = Counter("algo_engine_commands", "Control-plane commands answered", ["verb", "outcome"],
+                                registry=metrics.registry)
         for name in self.strategies:
             self.signals.labels(name)
             self.paused_gauge.labels(name).set(0)
@@ -120,19 +132,22 @@ class EngineDaemon(Daemon):
             self.bus.subscribe(FEATURES_SNAPSHOT, self._on_snapshot)
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        self.guard.restore(set(saved.get("disabled", [])) & set(self.strategies))
+        self._restore_commanded(saved.get("params", {}), saved.get("stopped", []))
+        self.executed.load(saved.get("commands", []))
+        hosted = self._hosted()
+        self.guard.restore(set(saved.get("disabled", [])) & set(hosted))
         for name, state in saved.get("strategies", {}).items():
-            if name in self.strategies:
+            if name in hosted:
                 self._states[name] = state  # kept as it is until a snapshot succeeds
                 try:
-                    self.strategies[name].restore(state)
+                    hosted[name].restore(state)
                 except Exception as exc:  # it runs on partial state: no new exposure until someone looks
                     self.guard.failed(name, "restore", exc)
                     self.guard.disable(name, "its checkpointed state could not be restored")
         self.paused = set(saved.get("paused", [])) & set(self.strategies)
         for name in self.paused:
             self.paused_gauge.labels(name).set(1)
-        self.counts.update({k: v for k, v in saved.get("counts", {}).items() if k in self.strategies})
+        self.counts.update({k: v for k, v in saved.get("counts", {}).items() if k in hosted})
         self.seen_fills = set(saved.get("seen_fills", []))
         self.day = saved.get("day")
         for row in saved.get("positions", []):
@@ -141,6 +156,49 @@ class EngineDaemon(Daemon):
             self.traded.add(row["symbol"])
         log.info("%s restored %d strategies and %d positions from %s", self.name, len(saved.get("strategies", {})),
                  len(self.book.positions), self.state_file)
+
+    def _restore_commanded(self, params: dict[str, dict[str, Any]], stopped: list[str]) -> None:
+        """What commands changed before the restart: their parameters (a strategy a command started is
+        built even if fleet.toml leaves it disabled), and the strategies they stopped."""
+        declared = self._declared()
+        for name, p in params.items():
+            if name not in declared:
+                continue  # fleet.toml no longer names it
+            try:
+                self._place(name, build(declared[name].kind, name, p), running=True)
+                self.commanded[name] = p
+            except ValueError as exc:
+                log.warning("%s: parameters set by a command no longer build (%s); fleet.toml's apply", name, exc,
+                            extra={"ENGINE": self.engine, "STRATEGY": name})
+        for name in stopped:
+            if name in self.strategies:
+                self.stopped[name] = self.strategies.pop(name)
+        self._strategies_changed()
+
+    def _declared(self) -> dict[str, Any]:
+        """The strategies fleet.toml gives this unit, enabled or not (a command may start a disabled one)."""
+        return {s.name: s for s in self.section.strategies if s.process == "engine"}
+
+    def _hosted(self) -> dict[str, Strategy]:
+        return {**self.strategies, **self.stopped}
+
+    def _place(self, name: str, strategy: Strategy, *, running: bool) -> None:
+        """Put a (re)built strategy in the running or the stopped set, its position carried over."""
+        old = self.strategies.pop(name, None) or self.stopped.pop(name, None)
+        if old is not None:
+            strategy.position = old.position
+        (self.strategies if running else self.stopped)[name] = strategy
+        self._states.pop(name, None)
+        self.counts.setdefault(name, 0)
+        self.signals.labels(name)
+        self.paused_gauge.labels(name).set(int(name in self.paused))
+
+    def _strategies_changed(self) -> None:
+        """The running set changed: the guard's names, the ticks asked of the broker, who watches what."""
+        self.guard.configure(self.section.strategy_error_limit, self.section.strategy_error_window_sec, self._hosted())
+        self._audience.clear()
+        self._ask_for_watched_ticks()
+        self._read_bars_if_needed()
 
     def _roll_day(self) -> None:
         """A new IST day: the P&L shown restarts (positions carry over), and fill ids of earlier days
@@ -159,9 +217,9 @@ class EngineDaemon(Daemon):
         old_config, self.config = self.config, config
         before = {s.name: s for s in self.section_of(old_config).strategies if s.enabled and s.process == "engine"}
         after = {s.name: s for s in self.section.strategies if s.enabled and s.process == "engine"}
-        self.guard.configure(self.section.strategy_error_limit, self.section.strategy_error_window_sec, after)
         for name in before.keys() - after.keys():
-            gone = self.strategies.pop(name)
+            gone = self.strategies.pop(name, None) or self.stopped.pop(name)
+            self.commanded.pop(name, None)
             self._states.pop(name, None)
             held = {k: v for k, v in gone.position.items() if v}
             log.warning("%s removed%s", name, f"; it still holds {held}: exit by hand" if held else "",
@@ -171,19 +229,11 @@ class EngineDaemon(Daemon):
             if before.get(name) == section:
                 continue
             changed.append(name)
-            fresh = build(section.kind, name, section.params)
-            self._states.pop(name, None)
-            if name in self.strategies:
-                fresh.position = self.strategies[name].position
-            self.strategies[name] = fresh
-            self.counts.setdefault(name, 0)
-            self.signals.labels(name)
-            self.paused_gauge.labels(name).set(int(name in self.paused))
+            self.commanded.pop(name, None)  # a fleet.toml edit is deliberate: it wins over a command's parameters
+            self._place(name, build(section.kind, name, section.params), running=name not in self.stopped)
             log.info("%s %s: %s %s", name, "reconfigured" if name in before else "added", section.kind,
                      section.params, extra={"ENGINE": self.engine, "STRATEGY": name})
-        self._audience.clear()  # strategies changed in place: work out who watches what again
-        self._ask_for_watched_ticks()
-        self._read_bars_if_needed()
+        self._strategies_changed()
         self._open(self.strategies)  # a model file replaced in place is loaded again, the position kept
         self._ask_for_history(changed)
         self.save()
@@ -233,14 +283,18 @@ class EngineDaemon(Daemon):
         self.save()
 
     def save(self) -> None:
-        for name, strategy in self.strategies.items():
+        hosted = self._hosted()
+        for name, strategy in hosted.items():
             try:
                 self._states[name] = strategy.snapshot()
             except Exception as exc:  # the last good one stays in the checkpoint
                 self.guard.failed(name, "snapshot", exc)
         checkpoint.write(self.state_file, {
-            "strategies": {name: self._states[name] for name in self.strategies if name in self._states},
+            "strategies": {name: self._states[name] for name in hosted if name in self._states},
             "paused": sorted(self.paused),
+            "stopped": sorted(self.stopped),
+            "params": self.commanded,
+            "commands": self.executed.dump(),
             "disabled": sorted(self.guard.disabled),
             "counts": self.counts,
             "seen_fills": sorted(self.seen_fills),
@@ -365,7 +419,7 @@ class EngineDaemon(Daemon):
 
     def _on_fill(self, event: Event) -> None:
         p = event.payload
-        strategy = self.strategies.get(p.get("strategy", ""))
+        strategy = self._hosted().get(p.get("strategy", ""))  # a stopped strategy's order may still fill
         fill_id = p.get("fill_id")
         if strategy is None or not fill_id or fill_id in self.seen_fills:
             return  # another engine's, or one already applied (execution re-sends after restarts)
@@ -380,6 +434,9 @@ class EngineDaemon(Daemon):
         self.save()
 
     def _on_control(self, event: Event) -> None:
+        if event.type == CONTROL_COMMAND:
+            self._on_command(event)
+            return
         if event.type not in (CONTROL_PAUSE, CONTROL_RESUME):
             return
         engine, only = event.payload.get("engine"), event.payload.get("strategy")
@@ -396,9 +453,115 @@ class EngineDaemon(Daemon):
         if names:
             self.save()
 
+    def _on_command(self, event: Event) -> None:
+        """Carry out a control-plane command addressed to this unit, once per id, and answer it."""
+        try:
+            command = Command.parse(event.payload)
+        except BadCommand as exc:
+            if event.payload.get("unit") == self.unit:
+                self.commands.labels("?", "malformed").inc()
+                log.warning("malformed control.command from %s ignored: %s", event.source, exc,
+                            extra={"ENGINE": self.engine, "TRACE_ID": event.trace})
+            return
+        if command.unit != self.unit:
+            return
+        fields = {"ENGINE": self.engine, "STRATEGY": command.strategy, "ACTOR": command.actor,
+                  "COMMAND_ID": command.id, "TRACE_ID": event.trace}
+        outcome = self.executed.get(command.id)
+        if outcome is not None:
+            self.commands.labels(command.verb, "repeated").inc()
+            log.info("%s %s (command %s, sent again): already %s", command.verb, command.strategy, command.id,
+                     outcome.status, extra=fields)
+        else:
+            outcome = self._carry_out(command)
+            self.executed.add(command.id, outcome)
+            self.save()  # the change and its outcome together, before the answer: a crash never applies it twice
+            self.commands.labels(command.verb, outcome.status).inc()
+            if outcome.status == "executed":
+                log.warning("%s %s by %s: executed (%s)", command.verb, command.strategy, command.actor,
+                            self._describe(command.strategy), extra=fields)
+            else:
+                log.warning("%s %s by %s: failed: %s", command.verb, command.strategy, command.actor, outcome.reason,
+                            extra=fields)
+        self.bus.publish(CONTROL_RESULT, {"command_id": command.id, "unit": self.unit, "strategy": command.strategy,
+                                          "status": outcome.status, "reason": outcome.reason}, trace=event.trace)
+
+    def _carry_out(self, command: Command) -> Outcome:
+        name = command.strategy
+        declared = self._declared()
+        if name not in declared and name not in self._hosted():
+            return Outcome("failed", f"unknown strategy {name!r}: {self.unit} does not host it")
+        try:
+            target = hosted_transition(self._state_of(name), command.verb)
+            fresh = self._rebuilt(name, command, declared, opened=target != "stopped") if command.verb in REBUILDS else None
+        except CommandFailed as exc:
+            return Outcome("failed", str(exc))
+        was_running = name in self.strategies
+        if fresh is not None:
+            self._place(name, fresh, running=was_running)
+            self.commanded[name] = fresh.params
+        self._settle(name, target, command.verb)
+        if target != "stopped" and not was_running and fresh is None:
+            self._open([name])  # started as it was stopped: load what it names, as at the engine's start
+        if target != "stopped" and (fresh is not None or not was_running):
+            self._ask_for_history([name])  # built or started afresh: its recent bars, as at the engine's start
+        return Outcome("executed")
+
+    def _state_of(self, name: str) -> HostedState:
+        if name in self.strategies:
+            return "paused" if name in self.paused else "running"
+        return "stopped"  # stopped by a command, or disabled in fleet.toml (never built)
+
+    def _rebuilt(self, name: str, command: Command, declared: dict[str, Any], *, opened: bool) -> Strategy | None:
+        """The strategy built with the command's parameters, and loaded (``open``) when it is to run; None
+        when a start finds it with those parameters already. CommandFailed when the strategy refuses them
+        (its constructor, or what they name, such as a model file, cannot be loaded): nothing changes."""
+        current = self._hosted().get(name)
+        params = dict(current.params if current is not None else declared[name].params)
+        if command.verb == "update_config":
+            params.update(command.args["params"])
+        elif command.params is not None:
+            params = dict(command.params)
+        try:
+            fresh = build(current.kind if current is not None else declared[name].kind, name, params)
+        except ValueError as exc:
+            raise CommandFailed(f"parameters rejected by the strategy: {exc}") from None
+        if current is not None and command.verb == "start" and fresh.params == current.params:
+            return None
+        if opened:
+            try:
+                fresh.open()
+            except Exception as exc:
+                raise CommandFailed(f"parameters rejected by the strategy: cannot start: {exc}") from None
+        return fresh
+
+    def _settle(self, name: str, target: HostedState, verb: str) -> None:
+        """Move the strategy to ``target`` (running, paused or stopped)."""
+        if target == "stopped":
+            if name in self.strategies:
+                self.stopped[name] = self.strategies.pop(name)
+                held = {k: v for k, v in self.stopped[name].position.items() if v}
+                if held:
+                    log.warning("%s stopped while it holds %s: no exits go out until it starts again", name, held,
+                                extra={"ENGINE": self.engine, "STRATEGY": name})
+            self.paused.discard(name)
+        else:
+            if name not in self.strategies:
+                self._place(name, self.stopped.pop(name), running=True)
+            (self.paused.add if target == "paused" else self.paused.discard)(name)
+            if verb == "resume":
+                self.guard.resume(name)
+        self.paused_gauge.labels(name).set(int(name in self.paused))
+        self._strategies_changed()
+
+    def _describe(self, name: str) -> str:
+        strategy = self._hosted()[name]
+        return f"{self._state_of(name)}, {strategy.kind} {strategy.params}"
+
     def status(self) -> str:
         age = f"{time.monotonic() - self.last_tick:.1f}s ago" if self.last_tick else "none yet"
         held = ([f"{len(self.paused)} paused"] if self.paused else []) + (
+            [f"{len(self.stopped)} stopped"] if self.stopped else []) + (
             [f"DISABLED after errors: {', '.join(sorted(self.guard.disabled))}"] if self.guard.disabled else [])
         paused = f" ({'; '.join(held)})" if held else ""
         realised, unrealised = self.book.pnl()

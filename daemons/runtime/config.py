@@ -468,6 +468,20 @@ class GatewaySection(DaemonSection):
     failed_logins_per_minute: float = Field(10.0, gt=0, le=60_000)
 
 
+class CommanderSection(DaemonSection):
+    """algo-commander (daemons/commander): carries out the control plane's commands. Not a ``[daemons.*]``
+    section, like the gateway: it serves the database's queue, which a fleet across hosts shares."""
+
+    metrics_port: int = Field(9481, ge=1024, le=65535)
+    # A claimed command whose outcome has not come back within this is claimed again and re-sent (its
+    # engine was down, or this daemon died); the hosting unit answers a re-sent command with its first outcome.
+    lease_sec: float = Field(10.0, ge=1, le=3600)
+    poll_sec: float = Field(0.5, gt=0, le=60)  # how often the queue is looked at
+    # The privileged helper that starts and stops algo-strategy@NAME units (algo-unitctl.socket)
+    unitctl_socket: SocketPath = Path("/run/algo-unitctl.sock")
+    unitctl_timeout_sec: float = Field(60.0, gt=0, le=600)  # above the units' TimeoutStartSec=
+
+
 class ControlPlaneSection(Section):
     """The strategy registry and command queue (daemons/control_plane)."""
 
@@ -519,6 +533,7 @@ class FleetConfig(BaseSettings):
     gateway: GatewaySection = GatewaySection()
     # [[portfolios]]: none = every signal is sized by its strategy, as without portfolios
     portfolios: list[PortfolioSection] = []
+    commander: CommanderSection = CommanderSection()
     control_plane: ControlPlaneSection = ControlPlaneSection()
     kite: KiteSection = KiteSection()
 
@@ -703,6 +718,10 @@ def cross_check(config: FleetConfig) -> list[Problem]:
         problems.append(Problem("gateway.metrics_port", f"port {config.gateway.metrics_port} is already used by "
                                 f"{ports[config.gateway.metrics_port]}"))
     ports.setdefault(config.gateway.metrics_port, "gateway.metrics_port")
+    if config.commander.metrics_port in ports:
+        problems.append(Problem("commander.metrics_port", f"port {config.commander.metrics_port} is already used by "
+                                f"{ports[config.commander.metrics_port]}"))
+    ports.setdefault(config.commander.metrics_port, "commander.metrics_port")
     problems += _check_strategies(config, ports)
     problems += _check_portfolios(config)
     md = config.daemons.marketdata

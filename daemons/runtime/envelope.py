@@ -27,6 +27,8 @@ CONTROL_RESUME = "control.resume"
 CONTROL_RELOAD = "control.reload"
 CONTROL_KILL_SWITCH = "control.kill_switch"
 CONTROL_SYNC = "control.sync"  # a restarted daemon asks for what it may have missed (see engine, execution)
+CONTROL_COMMAND = "control.command"  # a control-plane command, to the unit hosting its strategy (algo-commander)
+CONTROL_RESULT = "control.result"  # that unit's answer: executed, or failed with the reason
 HEALTH_HEARTBEAT = "health.heartbeat"
 
 # The market-data lane (docs/ARCHITECTURE.md, "The order path never waits behind market data"): ticks, bars

@@ -71,9 +71,10 @@ def this_host() -> str:
 
 def expected_units(config: FleetConfig) -> list[str]:
     """The units the config says run on a fleet host and heartbeat: every ``[daemons.*]`` daemon but the
-    broker (it is the bus itself; every heartbeat that arrives proves it is up) and one
-    algo-strategy@NAME per enabled ``process = "own"`` strategy. The oneshots (pre-market, EOD) do not."""
-    units = [f"algo-{name}" for name, _ in config.daemons.items() if name != "bus"]
+    broker (it is the bus itself; every heartbeat that arrives proves it is up), algo-commander (in
+    algo.target, configured by ``[commander]``) and one algo-strategy@NAME per enabled ``process = "own"``
+    strategy. The oneshots (pre-market, EOD) do not."""
+    units = [f"algo-{name}" for name, _ in config.daemons.items() if name != "bus"] + ["algo-commander"]
     units += [f"algo-strategy@{s.name}" for _, section in config.daemons.engines() for s in section.strategies
               if s.enabled and s.process == "own"]
     return units

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.systemd
 HEARTBEAT = "algo-heartbeat.service"
 # Every long-running unit of algo.target but the broker (the bus itself), as configs/paper.toml has it.
 UNITS = ["algo-heartbeat", "algo-marketdata", "algo-fno", "algo-equity", "algo-options", "algo-risk",
-         "algo-execution", "algo-journal"]
+         "algo-execution", "algo-journal", "algo-commander"]
 
 
 def liveness() -> dict[str, dict[str, float]]:

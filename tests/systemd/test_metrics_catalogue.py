@@ -16,7 +16,7 @@ pytestmark = pytest.mark.systemd
 
 PORTS = {"algo-bus": 9470, "algo-heartbeat": 9471, "algo-marketdata": 9472,
          "algo-fno": 9473, "algo-equity": 9474, "algo-options": 9475, "algo-risk": 9476,
-         "algo-execution": 9477, "algo-journal": 9478}
+         "algo-execution": 9477, "algo-journal": 9478, "algo-commander": 9481}
 
 
 def exported(port: int) -> dict[str, str]:
