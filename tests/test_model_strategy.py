@@ -28,7 +28,7 @@ from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.models.onnx_model import Model, ModelError
 from daemons.models.train import Dataset, export
 from daemons.runtime.config import load_config
-from daemons.runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, Event
+from daemons.runtime.envelope import CONTROL_COMMAND, FEATURES_BAR, FEATURES_SNAPSHOT, Event
 from daemons.runtime.metrics import DaemonMetrics
 from tests.conftest import REPO
 from tests.helpers import unsent_frames
@@ -244,3 +244,29 @@ def test_the_shipped_example_model_is_what_the_training_command_makes(tmp_path: 
         algoctl(["model", "train", "--simulate", "7", "--steps", "3", "--out", str(tmp_path / "tiny.onnx")])
     assert done.value.code == 1 and "too few to train on" in capsys.readouterr().err
     assert not (tmp_path / "tiny.onnx").exists()
+
+
+def test_a_model_strategy_a_command_starts_asks_for_its_history_at_once(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started (or rebuilt) by an operator's command, it is as new as at the engine's start: it asks the
+    feature cache for its symbol's recent bars instead of waiting for bars to accumulate."""
+    momentum_model(tmp_path / "m.onnx")
+    eng = engine(tmp_path, monkeypatch, with_model(tmp_path / "m.onnx"))
+    asyncio.run(eng.setup())
+
+    def command(command_id: str, verb: str, **args: Any) -> None:
+        payload = {"command_id": command_id, "verb": verb, "strategy": "model-infy", "args": args, "actor": "asha",
+                   "unit": "algo-equity", "params": None}
+        eng._on_control(Event(CONTROL_COMMAND, "commander", 1, payload, f"e-{command_id}", 1, f"t-{command_id}"))
+
+    def syncs() -> int:
+        return sum(f.topic == b"features.sync" for f in unsent_frames(eng.bus))
+
+    before = syncs()
+    command("c1", "stop")
+    assert syncs() == before
+    command("c2", "start")
+    command("c3", "pause")  # neither built nor started: nothing to ask for
+    assert syncs() == before + 1
+    command("c4", "update_config", params={"buy_above": 0.6})
+    assert syncs() == before + 2
