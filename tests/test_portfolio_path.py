@@ -5,6 +5,9 @@ loss limit blocks only that portfolio; a restart of risk neither loses nor doubl
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +24,7 @@ from daemons.runtime.daemon import Daemon
 from daemons.runtime.envelope import Event, EventFactory
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.transport import UnixTransport
+from tests.conftest import REPO
 from tests.helpers import unsent_frames
 
 MARKET = int(datetime(2026, 11, 23, 10, 0, tzinfo=IST).timestamp() * 1e9)  # a Monday in trading hours
@@ -307,3 +311,15 @@ def test_a_new_day_carries_the_positions_over_and_keeps_a_few_days_of_logs(tmp_p
     assert again.book.position("INFY").average.tolist() == [1000.0, 0.0, 990.0]
     assert again.book.realised.tolist() == [0.0, 0.0, 0.0]
     again.close()
+
+
+def test_a_risk_without_portfolios_does_not_load_numpy(tmp_path: Path) -> None:
+    """numpy costs a process ~12 MB of RSS (the fleet's budget is 45 MB a daemon): it is for a risk
+    that has portfolios to size, not for every fleet's."""
+    code = ("import asyncio, sys; from daemons.risk.main import RiskDaemon; from daemons.runtime.config import load_config; "
+            "from daemons.runtime.metrics import DaemonMetrics; d = RiskDaemon(load_config(sys.argv[1]), DaemonMetrics('risk')); "
+            "asyncio.run(d.setup()); print('numpy' in sys.modules)")
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "configs" / "paper.toml")], capture_output=True,
+                         text=True, env=env, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -23,15 +23,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..marketdata.session import IST
-from ..portfolios.netting import AllocationError
 from ..portfolios.portfolio import Reason
 from ..portfolios.portfolio import Signal as PortfolioSignal
 from ..runtime import checkpoint
@@ -50,8 +48,10 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.metrics import DaemonMetrics
-from .portfolios import Desk
 from .rules import CODES, Decision, RiskRules
+
+if TYPE_CHECKING:  # numpy (~12 MB) is loaded only by a risk that has portfolios
+    from .portfolios import Desk
 
 log = logging.getLogger("algo.risk")
 
@@ -124,6 +124,7 @@ class RiskDaemon(Daemon):
         if not self.config.portfolios:
             return
         from ..engine.strategies import build  # what the followed strategies trade
+        from .portfolios import Desk
 
         self.desk = Desk(self.config.portfolios, self.state_path("portfolios"))
         self.desk.open(datetime.now(IST).date().isoformat())
@@ -247,15 +248,16 @@ class RiskDaemon(Daemon):
                                                   "size in, is unknown"), s
         intents = self.desk.decide(PortfolioSignal(str(s["strategy"]), symbol, side, float(price), lot,  # type: ignore[arg-type]
                                                    exit=not s["entry"]))
-        counts = np.bincount(intents.reasons, minlength=len(Reason))
-        for reason in np.flatnonzero(counts):
-            self.intent_counts[reason].inc(int(counts[reason]))
+        counts = self.desk.reason_counts(intents)
+        for reason, count in enumerate(counts):
+            if count:
+                self.intent_counts[reason].inc(count)
         net = int(intents.lots.sum())
         if not net:
-            why = ", ".join(f"{int(counts[r])} {r.name.lower()}" for r in Reason if counts[r] and r != Reason.NOT_FOLLOWING)
+            why = ", ".join(f"{counts[r]} {r.name.lower()}" for r in Reason if counts[r] and r != Reason.NOT_FOLLOWING)
             return Decision(False, "portfolios", f"no portfolio takes it ({why})"), s
         order = {**s, "side": "BUY" if net > 0 else "SELL", "quantity": abs(net) * lot, "allocation_key": s["signal_id"],
-                 "portfolios": int(np.count_nonzero(intents.lots))}
+                 "portfolios": self.desk.taking_part(intents.lots)}
         decision = self.rules.check(order, time.monotonic())
         if decision.approved:
             try:
@@ -287,7 +289,7 @@ class RiskDaemon(Daemon):
         try:
             allocation = self.desk.allocate(f, lambda p: self.bus.publish(PORTFOLIO_ALLOCATION, p, key=p["symbol"],
                                                                           trace=trace))
-        except (AllocationError, KeyError, TypeError, ValueError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, OSError) as exc:  # netting's AllocationError is a ValueError
             self.allocation_errors.inc()
             log.error("fill %s not allocated to portfolios: %s", f.get("fill_id"), exc, extra=fields)
             return
@@ -378,7 +380,7 @@ class RiskDaemon(Daemon):
                                  "limit_price": None, "reason": "flatten on kill switch", "entry": False}
         if intents is not None:
             assert self.desk is not None
-            order |= {"allocation_key": sid, "portfolios": int(np.count_nonzero(intents))}
+            order |= {"allocation_key": sid, "portfolios": self.desk.taking_part(intents)}
             try:
                 self.desk.record(sid, symbol, lot, intents, order)
             except OSError as exc:

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from ..execution.wal import OrderLog
 from ..portfolios.book import Ints, PortfolioBook
 from ..portfolios.netting import NetOrder
-from ..portfolios.portfolio import Portfolio, Signal
+from ..portfolios.portfolio import Portfolio, Reason, Signal
 from ..portfolios.sizing import Intents, decide
 from ..runtime.config import PortfolioSection
 
@@ -154,6 +154,16 @@ class Desk:
 
     def follows(self, strategy: str) -> bool:
         return strategy in self.followed
+
+    @staticmethod
+    def reason_counts(intents: Intents) -> list[int]:
+        """How many portfolios each ``Reason`` (by value) sized the signal for."""
+        return [int(n) for n in np.bincount(intents.reasons, minlength=len(Reason))]
+
+    @staticmethod
+    def taking_part(lots: Ints) -> int:
+        """How many portfolios a batch's lots move."""
+        return int(np.count_nonzero(lots))
 
     def decide(self, signal: Signal) -> Intents:
         return decide(self.book, signal)
