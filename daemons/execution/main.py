@@ -20,6 +20,12 @@ source, a broker's view of an order is planned by ``reconcile.sync``: adopt an o
 heard back about, record fills we had not seen (by fill id), close what the broker closed. Kite
 refusing the access token halts new orders until a login restarts the unit. A full state disk
 refuses new orders (their intent cannot be logged) without stopping the daemon; see ``backlog.py``.
+
+With ``[daemons.execution.lease]`` (``lease.py``) one execution per broker account is active across
+hosts: the others are ready standbys that open no day and ignore approvals until they hold the lease;
+the new active then reconciles with the broker by tag, asks risk for its recent approvals again, and
+checks the lease before every send. Losing it, an active steps down: it exits so systemd restarts it
+as a standby.
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ from ..runtime.envelope import (
     RISK_APPROVED,
     Event,
 )
+from ..runtime.heartbeat import this_host
 from ..runtime.metrics import DaemonMetrics
+from ..runtime.redis_login import UNREACHABLE, connect, password
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
 from .governor import Governor
+from .lease import Lease
 from .ledger import Ledger
 from .margin import PaperMargin, added, kite_refusal
 from .metrics import BudgetCollector
@@ -114,6 +123,7 @@ class ExecutionDaemon(Daemon):
         self.broker_trouble = ""  # the last poll's failure, logged once
         self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
+        self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
         # The paper broker fills on them, so it must see every one (a skipped tick could have crossed a limit).
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=self.section.broker == "kite")
@@ -127,6 +137,10 @@ class ExecutionDaemon(Daemon):
     async def setup(self) -> None:
         if self.section.broker == "kite":
             await self._setup_kite()
+        if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
+            secret = password(lease, "daemons.execution.lease.password_credential", "algo-execution.service")
+            self.lease = Lease(lease, this_host(), connect(lease, secret), self.metrics.registry)
+            return
         await self._open_day(datetime.now(IST).date())
         if self.postbacks is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
             self.postbacks.start()
@@ -165,7 +179,8 @@ class ExecutionDaemon(Daemon):
         self.day = day
         folder = self.state_path(day.isoformat())
         if self.kite is None:
-            self.paper = PaperBroker(folder / "broker.jsonl", self.section, day)
+            books = self.section.paper_dir / day.isoformat() if self.section.paper_dir else folder
+            self.paper = PaperBroker(books / "broker.jsonl", self.section, day)
         self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
                              floor=self.section.refuse_free_mb << 20)
         plan = reconcile(self.orders, await self._book(), time.time_ns(), self.section.max_order_age_sec)
@@ -231,6 +246,82 @@ class ExecutionDaemon(Daemon):
                       at_broker.tag, extra={"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol})
 
     async def run(self) -> None:
+        if self.lease is None:
+            await self._serve()
+            return
+        if not await self._acquire():
+            return  # asked to stop while standing by
+        loop = asyncio.get_running_loop()
+        keeper = loop.create_task(self._keep_lease(self.lease), name="lease")
+        leading = loop.create_task(self._lead(self.lease), name="lead")
+        await asyncio.wait({keeper, leading}, return_when=asyncio.FIRST_COMPLETED)
+        if keeper.done() and not self.stopping.is_set():
+            leading.cancel()
+            log.critical("execution lease lost: %s; stepping down (exiting, so systemd restarts this execution as a "
+                         "standby)", keeper.result())
+            return
+        keeper.cancel()
+        await leading
+
+    async def _acquire(self) -> bool:
+        """Standing by: try for the lease every tenth of its TTL until it is ours (False: asked to stop)."""
+        assert self.lease is not None
+        trouble = ""
+        while not self.stopping.is_set():
+            try:
+                if await self.lease.acquire():
+                    return True
+                trouble = ""
+            except UNREACHABLE as exc:
+                if not trouble:
+                    log.warning("standby: redis unreachable (%s); trying again for the lease", exc)
+                trouble = str(exc)
+            await self._pause(self.lease.section.ttl_sec / 10)
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _lead(self, lease: Lease) -> None:
+        """Just acquired: wait until a former holder's lease has surely run out (its last send is then at the
+        broker), reconcile the day with the broker by tag, and serve."""
+        await self._pause(max(0.0, lease.usable_from - time.monotonic()))
+        if self.stopping.is_set():
+            return
+        await self._open_day(datetime.now(IST).date())
+        if self.postbacks is not None:
+            self.postbacks.start()
+        log.warning("active: holding the execution lease (fence %d); %d orders of the day reconciled", lease.fence,
+                    len(self.orders))
+        await self._serve()
+
+    async def _keep_lease(self, lease: Lease) -> str:
+        """Extend the lease every third of its TTL; return why it was lost (a Redis out of reach counts only
+        once the lease may have run out: until then the checks before each send still allow it)."""
+        trouble = ""
+        while not self.stopping.is_set():
+            await self._pause(lease.section.ttl_sec / 3)
+            if self.stopping.is_set():
+                break
+            try:
+                if not await lease.extend():
+                    return "another execution holds it"
+                if trouble:
+                    log.info("redis reachable again; execution lease extended")
+                trouble = ""
+            except UNREACHABLE as exc:
+                if lease.left() <= lease.section.margin_sec:
+                    return f"redis unreachable ({exc}) until the lease ran out"
+                if not trouble:
+                    log.warning("redis unreachable (%s) while extending the execution lease; %.1fs of it left", exc,
+                                lease.left())
+                trouble = str(exc)
+        return ""
+
+    async def _serve(self) -> None:
         self.bus.publish(CONTROL_SYNC, {"requester": "execution"})
         next_poll = time.monotonic() + self.section.poll_sec
         while not self.stopping.is_set():
@@ -297,6 +388,13 @@ class ExecutionDaemon(Daemon):
         if self.kite is not None:
             await self.kite.close()
         self._close_files()
+        if self.lease is not None:
+            try:
+                await self.lease.release()
+            except UNREACHABLE as exc:
+                log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it "
+                            "expires", exc)
+            await self.lease.redis.aclose()
 
     def _close_files(self) -> None:
         if self.ledger is not None:
@@ -307,8 +405,8 @@ class ExecutionDaemon(Daemon):
     def _on_tick(self, event: Event) -> None:
         p = event.payload
         self.instruments[p["symbol"]] = (p.get("type", ""), p.get("exchange", ""))
-        if self.paper is None:
-            return
+        if self.paper is None or (self.lease is not None and self.lease.left() <= 0):
+            return  # no paper broker, or its book may be another execution's now (a lapsed lease)
         self.margin_model.mark(p)
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
@@ -327,6 +425,8 @@ class ExecutionDaemon(Daemon):
         self.governor.hold(time.monotonic() + delay)
 
     def _on_approved(self, event: Event) -> None:
+        if self.ledger is None:  # a standby: the active sends it (a takeover asks risk for recent approvals again)
+            return
         p = event.payload
         signal_id = p.get("signal_id")
         if not signal_id:
@@ -376,6 +476,9 @@ class ExecutionDaemon(Daemon):
                      extra=self._fields(order))
 
     def _send(self, order: Order) -> None:
+        if self.lease is not None and (why := self.lease.refusal()):
+            self._fenced(order, self.lease, why)
+            return
         age = self._age(order)
         if age > self.section.max_order_age_sec:  # it waited for the order-rate budget until it went stale
             assert self.ledger is not None
@@ -447,6 +550,14 @@ class ExecutionDaemon(Daemon):
         self._rejected(order)
         self._publish_order(order)
 
+    def _fenced(self, order: Order, lease: Lease, why: str) -> None:
+        """Not sent: the lease is not surely ours. Not rejected either: the intent stays NEW in this log and the
+        approval is left to the active execution, which gets it again from risk (control.sync at its takeover)
+        and sends it once or adopts it by tag; should this one lead again, its reconciliation does the same."""
+        lease.refused.inc()
+        log.critical("order %s NOT sent: %s (fence %d); left to the active execution", order.client_id, why,
+                     lease.fence, extra=self._fields(order))
+
     def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
         """The broker's answer to our place call: logged, counted, told."""
         if order.tick_ts:
@@ -499,7 +610,7 @@ class ExecutionDaemon(Daemon):
     def _on_sync(self, event: Event) -> None:
         """A restarted engine asks for its fills of the day (it may have missed some while down)."""
         engine = event.payload.get("engine")
-        if not engine:
+        if not engine or self.ledger is None:  # a standby has no fills to give
             return
         fills = [(o, f) for o in self.orders.values() if o.engine == engine for f in o.fills.values()]
         for order, fill in fills:
@@ -521,7 +632,8 @@ class ExecutionDaemon(Daemon):
         if self.ledger is not None and self.ledger.trouble:
             disk = (f"DEGRADED (state disk full: {self.ledger.trouble}; new orders refused, "
                     f"{len(self.ledger.log.pending)} records waiting to be written); ")
-        return (f"{disk}{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
+        lease = f"{self.lease.status()}; " if self.lease is not None else ""
+        return (f"{lease}{disk}{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
                 f"{by_status['COMPLETE']} complete, {by_status['REJECTED']} rejected), {fills} fills{waiting}")
 
 
