@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -40,7 +40,7 @@ class RedisServer:
     """redis-server as a child of the test, on a Unix socket; ``aof``: appendfsync always, so a kill -9
     loses no acknowledged write and a restart keeps streams and consumer groups."""
 
-    def __init__(self, directory: Path, aof: bool = False) -> None:
+    def __init__(self, directory: Path, aof: bool = False, users: Sequence[str] = ()) -> None:
         self.dir = directory
         self.socket = directory / "redis.sock"
         self.aof = aof
@@ -50,7 +50,7 @@ class RedisServer:
             "port 0", f"unixsocket {self.socket}", "unixsocketperm 700", f"dir {directory}", "save ''",
             f"appendonly {'yes' if aof else 'no'}", "appendfsync always",
             "user default on nopass ~* &* +@all",
-            f"user algo on >{PASSWORD} ~algo:* resetchannels -@all +@stream +ping",
+            f"user algo on >{PASSWORD} ~algo:* resetchannels -@all +@stream +ping", *users,
         ]) + "\n")
         self.conf = conf
 

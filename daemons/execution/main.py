@@ -122,6 +122,9 @@ class ExecutionDaemon(Daemon):
         self.halted = ""  # why no order may be sent (Kite refused the token)
         self.broker_trouble = ""  # the last poll's failure, logged once
         self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
+        # Those orders by tag: an approval that arrives again for one is adopted, never sent a second time
+        # (a former active's orders, found at a takeover; an order whose record the log lost).
+        self.unclaimed: dict[str, BrokerOrder] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
@@ -240,6 +243,8 @@ class ExecutionDaemon(Daemon):
             self._publish_order(order)
 
     def _stray(self, at_broker: BrokerOrder) -> None:
+        if at_broker.tag:
+            self.unclaimed[at_broker.tag] = at_broker
         if at_broker.order_id not in self.strays:
             self.strays.add(at_broker.order_id)
             log.error("the broker has order %s (tag %s) that the write-ahead log does not know", at_broker.order_id,
@@ -436,33 +441,48 @@ class ExecutionDaemon(Daemon):
         if cid in self.orders:  # the same approval delivered twice (a replayed or re-sent event)
             log.info("order %s already known; not sent again", cid, extra={"ORDER_ID": cid, "TRACE_ID": event.trace})
             return
-        if self.halted:
-            self._refuse(event, TOKEN_HALT, cid)
-            return
         kind, exchange = self.instruments.get(str(p.get("symbol")), ("", ""))
         try:
             order = Order.from_approved(cid, p, kind, exchange, event.trace)
         except BadOrder as exc:
             self._refuse(event, str(exc))
             return
-        if self.kite is not None and not order.exchange:
-            self._refuse(event, f"no tick of {order.symbol} seen yet, so its exchange is unknown", cid)
+        at_broker = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
+        if at_broker is None and (why := self._unsendable(order)):
+            self._refuse(event, why, cid)
             return
-        age = self._age(order)
-        if age > self.section.max_order_age_sec:
-            self._refuse(event, f"stale: its tick is {age:.1f}s old (max_order_age_sec "
-                                f"{self.section.max_order_age_sec:g}); not sent late", cid)
-            return
-        if self.governor.day_exhausted():
-            self._refuse(event, f"the day's order budget ({self.section.orders_per_day}) is used up", cid)
-            return
-        assert self.ledger is not None
         try:
             self.ledger.add(order)  # on disk before the broker hears of it
         except OSError as exc:
             self._refuse(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
             return
-        self._submit(order)
+        if at_broker is not None:
+            self._adopt(order, at_broker)
+        else:
+            self._submit(order)
+
+    def _unsendable(self, order: Order) -> str:
+        """Why a new order may not go to the broker ('' if it may)."""
+        if self.halted:
+            return TOKEN_HALT
+        if self.kite is not None and not order.exchange:
+            return f"no tick of {order.symbol} seen yet, so its exchange is unknown"
+        age = self._age(order)
+        if age > self.section.max_order_age_sec:
+            return f"stale: its tick is {age:.1f}s old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late"
+        if self.governor.day_exhausted():
+            return f"the day's order budget ({self.section.orders_per_day}) is used up"
+        return ""
+
+    def _adopt(self, order: Order, at_broker: BrokerOrder) -> None:
+        """An approval whose order the broker has by its tag (placed by a former active execution, or one this
+        log lost): adopted with the fills the broker has, never sent a second time."""
+        log.warning("order %s is at the broker already (order id %s, %s), placed before this execution knew of it; "
+                    "adopted, not sent again", order.client_id, at_broker.order_id, at_broker.status,
+                    extra=self._fields(order))
+        self.reconciled.labels("adopted").inc()
+        trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else []  # Kite's: its next poll
+        self._sync(order, at_broker, trades)
 
     @staticmethod
     def _age(order: Order) -> float:

@@ -328,6 +328,8 @@ class ExecutionLease(RedisLogin):
     # Names the lease: one per API key / broker account (its keys: <key_prefix>lease:execution:<account>)
     account: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     key_prefix: str = Field("algo:", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")  # the ACL's key pattern (~algo:lease:*)
+    username: str = Field("algo-execution", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # the Redis ACL user (see ARCHITECTURE)
+    password_credential: str = Field("algo_execution_redis_password", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     holder: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # this host's name in the lease ('': the hostname)
     ttl_sec: float = Field(5.0, ge=0.5, le=300)  # a holder that stops renewing loses the lease this long after
     # No order is sent unless the lease is ours for longer than this: above the worst time one send takes
