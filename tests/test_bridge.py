@@ -505,7 +505,7 @@ def test_the_bridge_exports_exactly_its_catalogue_rows(tmp_path: Path) -> None:
     b.stats.redis_seconds.labels("xadd").observe(0.001)
     text = generate_latest(b.metrics.registry).decode()
     exported = {m[1]: m[2] for m in re.finditer(r"^# TYPE (algo_bridge\S+) (\S+)$", text, re.M)}
-    section = (REPO / "docs" / "METRICS.md").read_text().split("### Multi-host only")[1]
+    section = (REPO / "docs" / "METRICS.md").read_text().split("### Multi-host only")[1].split("\n### ")[0]
     assert exported == {m[1]: m[2] for m in re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", section, re.M)}
 
 

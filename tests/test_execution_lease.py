@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from daemons.execution.clientid import client_id
 from daemons.execution.lease import Lease
@@ -27,7 +28,7 @@ from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.redis_login import connect
 from tests.lease_hosts import LEASE_ACL, LEASE_CREDENTIAL, LEASE_PASSWORD, Hosts, orders_by_tag
-from tests.test_bridge import RedisServer, _redis_server_or_skip, run
+from tests.test_bridge import REPO, RedisServer, _redis_server_or_skip, run
 from tests.test_execution import approval, tick
 
 
@@ -137,7 +138,8 @@ def test_only_the_active_sends_and_an_approval_sent_again_after_a_takeover_is_ad
         await running_a
         await a.drain()
         await until("B active", lambda: b.ledger is not None)
-        assert b.lease.fence == 2 and b.reconciled.labels("unknown_at_broker")._value.get() == 1
+        assert b.lease.fence == 2 and b.reconciled.labels("former_active")._value.get() == 1
+        assert b.reconciled.labels("unknown_at_broker")._value.get() == 0, "not a mismatch (no ReconciliationMismatch page)"
         b._on_approved(stamp("risk.approved", approval(1))[0])  # risk sends its recent approvals again
         b._on_approved(stamp("risk.approved", approval(2))[0])
         orders = book(tmp_path)
@@ -191,3 +193,13 @@ def test_the_lease_section_is_validated() -> None:
     with pytest.raises(ValueError, match="margin_sec"):
         ExecutionLease(redis_url="unix:///r.sock", account="a", ttl_sec=1, margin_sec=0.5)
     assert FleetConfig().daemons.execution.lease is None, "absent: one execution, no Redis"
+
+
+def test_the_lease_metrics_are_the_catalogues(redis_server: RedisServer) -> None:
+    registry = CollectorRegistry()
+    s = section(redis_server)
+    Lease(s, "hostA", connect(s, LEASE_PASSWORD), registry)
+    text = generate_latest(registry).decode()
+    exported = {m[1]: m[2] for m in re.finditer(r"^# TYPE (algo_execution_lease\S+) (\S+)$", text, re.M)}
+    section_md = (REPO / "docs" / "METRICS.md").read_text().split("### Execution lease")[1].split("\n### ")[0]
+    assert exported == {m[1]: m[2] for m in re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", section_md, re.M)}

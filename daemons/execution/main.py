@@ -97,7 +97,7 @@ class ExecutionDaemon(Daemon):
         self.open_orders.set_function(lambda: sum(o.status == OPEN for o in self.orders.values()))
         for status in (OPEN, COMPLETE, REJECTED, CANCELLED):
             self.orders_total.labels(status)
-        for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker"):
+        for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker", "former_active"):
             self.reconciled.labels(result)
         self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
                                  registry=reg)
@@ -190,6 +190,8 @@ class ExecutionDaemon(Daemon):
         for action in plan:
             self._carry_out(action, restart=True)
         done = +outcome(plan)
+        if self.lease is not None and "unknown_at_broker" in done:  # at a takeover: the former active's, expected
+            done["former_active"] = done.pop("unknown_at_broker")
         for result, n in done.items():
             self.reconciled.labels(result).inc(n)
         log.info("%s: %d orders in the write-ahead log, reconciled with the broker's book: %s", day,
@@ -245,10 +247,17 @@ class ExecutionDaemon(Daemon):
     def _stray(self, at_broker: BrokerOrder) -> None:
         if at_broker.tag:
             self.unclaimed[at_broker.tag] = at_broker
-        if at_broker.order_id not in self.strays:
-            self.strays.add(at_broker.order_id)
+        if at_broker.order_id in self.strays:
+            return
+        self.strays.add(at_broker.order_id)
+        fields = {"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol}
+        if self.lease is None:
             log.error("the broker has order %s (tag %s) that the write-ahead log does not know", at_broker.order_id,
-                      at_broker.tag, extra={"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol})
+                      at_broker.tag, extra=fields)
+        else:  # shared with the executions that held the lease before: theirs, most likely
+            log.warning("the broker has order %s (tag %s) that this execution's write-ahead log does not know: placed by "
+                        "a former active execution (or outside the fleet); adopted if its approval comes again",
+                        at_broker.order_id, at_broker.tag, extra=fields)
 
     async def run(self) -> None:
         if self.lease is None:
