@@ -403,12 +403,19 @@ class ExecutionDaemon(Daemon):
             await self.kite.close()
         self._close_files()
         if self.lease is not None:
-            try:
-                await self.lease.release()
-            except UNREACHABLE as exc:
-                log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it "
-                            "expires", exc)
-            await self.lease.redis.aclose()
+            await self._release(self.lease)
+
+    async def _release(self, lease: Lease) -> None:
+        """A clean stop hands the lease over, unless a live send is still in flight (it may land after a
+        standby reconciled): then the lease runs out by itself."""
+        try:
+            if self.tasks:
+                log.warning("execution lease kept until it expires: %d sends still in flight", len(self.tasks))
+            else:
+                await lease.release()
+        except UNREACHABLE as exc:
+            log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it expires", exc)
+        await lease.redis.aclose()
 
     def _close_files(self) -> None:
         if self.ledger is not None:
