@@ -30,7 +30,7 @@ LEASE_PASSWORD = "lease-test-password"
 LEASE_CREDENTIAL = "algo_execution_redis_password"
 # What a deployment grants execution's lease: its scripts and the commands they call, on its keys only.
 LEASE_ACL = (f"user algo-execution on >{LEASE_PASSWORD} ~algo:lease:* ~algo:fence:* resetchannels -@all "
-             "+ping +eval +get +set +incr +pexpire +del")
+             "+ping +eval +get +set +incr +pexpire")
 
 
 class Redis(Protocol):

@@ -72,9 +72,10 @@ def test_one_holder_at_a_time_a_standby_waits_out_the_lease_and_a_release_hands_
         assert await b.acquire() and b.fence == 2, "the fencing number grows with every holder"
         assert not await a.extend() and a.refusal() == "this execution does not hold the lease"
         assert a.held._value.get() == 0 and b.held._value.get() == 1 and b.takeovers._value.get() == 1
-        await b.release()  # a clean stop: A need not wait for the TTL
-        assert await a.acquire() and a.fence == 3
-        assert math.isinf(b.usable_from) and b.refusal() == "this execution does not hold the lease"
+        await b.release()  # a clean stop: A need not wait for the TTL, nor out a former holder's lease
+        assert not await b.extend() and math.isinf(b.usable_from)
+        assert await a.acquire() and a.fence == 3 and a.refusal() == ""
+        assert not await b.acquire() and b.refusal() == "this execution does not hold the lease"
         await admin.aclose()
         for x in (a, b):
             await x.redis.aclose()

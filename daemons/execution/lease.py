@@ -1,9 +1,10 @@
 """The execution lease: one active algo-execution per broker account across hosts, the others standing by.
 
-A key in Redis per account, set only if absent and with a time to live (``SET NX PX``), holds the
-active's token and a fencing number (``INCR`` of a second key: each new holder's is higher); the
-active extends it, only while it is still its own, every third of ``ttl_sec`` (a Lua compare-and-
-extend), and deletes it on a clean stop so a standby takes over at once.
+A key in Redis per account, set only if absent (or marked released) and with a time to live (a Lua
+script: ``SET ... PX``), holds the active's token and a fencing number (``INCR`` of a second key: each
+new holder's is higher); the active extends it, only while it is still its own, every third of
+``ttl_sec`` (a Lua compare-and-extend), and on a clean stop marks it released, so a standby takes over
+at once.
 
 Before every send (and every paper fill) the active asks ``refusal()``, which needs no Redis call: the
 lease is ours until ``valid_until`` (the time *before* the last successful extend, plus the TTL: Redis
@@ -12,10 +13,11 @@ left, the margin covering the longest a send takes. A process paused (SIGSTOP, a
 or cut off from Redis past that point finds its time run out when it wakes and sends nothing: the
 monotonic clock kept running.
 
-A new holder sends nothing for one TTL after it got the key (``usable_from``): the key can vanish
-before it expires (an operator's DEL, a Redis that restarted without its data), and a former holder
-may believe in its lease until its own ``valid_until``, which lies before our acquisition plus the TTL.
-So the standby waits out the lease in every case, and what the former active sent (each send started
+A new holder sends nothing for one TTL after it got the key (``usable_from``), unless its last holder
+released it (having stopped sending): the key can vanish before it expires (an operator's DEL, a Redis
+that restarted without its data), and a former holder may believe in its lease until its own
+``valid_until``, which lies before our acquisition plus the TTL. So the standby waits out the lease in
+every case but a release, and what the former active sent (each send started
 more than the margin before its lease ran out) is at the broker when the new one reconciles by tag.
 
 Fencing stops short of the broker: Kite cannot check a fencing number, so a send that starts just
@@ -40,24 +42,27 @@ from ..runtime.config import ExecutionLease
 
 log = logging.getLogger("algo.execution")
 
-# KEYS: lease, fence; ARGV: token, ttl ms. Acquired: {1, fence} (the key then holds "token|fence");
-# held by another: {0, its value}.
+# KEYS: lease, fence; ARGV: token, ttl ms. Acquired: {1, fence, 1 if its last holder released it} (the key
+# then holds "token|fence"); held by another: {0, its value}. Free: absent, or "released|fence".
 ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local fence = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. fence, 'KEEPTTL')
-  return {1, tostring(fence)}
-end
-return {0, redis.call('GET', KEYS[1]) or ''}
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, 9) ~= 'released|' then return {0, held} end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. fence, 'PX', ARGV[2])
+return {1, tostring(fence), held and 1 or 0}
 """
 # KEYS: lease; ARGV: our value, ttl ms. 1 if extended, 0 if the lease is no longer ours.
 EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# KEYS: lease; ARGV: our value. 1 if released, 0 if it was not ours (any more).
+# KEYS: lease; ARGV: our value, our fence, ttl ms. 1 if released (marked so: the next holder need not wait),
+# 0 if it was not ours (any more).
 RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], 'released|' .. ARGV[2], 'PX', ARGV[3])
+  return 1
+end
 return 0
 """
 
@@ -97,7 +102,7 @@ class Lease:
     async def acquire(self) -> bool:
         """One try: the lease if nobody holds it (counted as a takeover), else note who does."""
         asked = time.monotonic()
-        got, what = await _aw(self.redis.eval(ACQUIRE, 2, self.key, self.fence_key, self.token, self.ttl_ms))
+        got, what, *released = await _aw(self.redis.eval(ACQUIRE, 2, self.key, self.fence_key, self.token, self.ttl_ms))
         answered = time.monotonic()
         if not int(got):
             self.other = what.decode() if isinstance(what, bytes) else str(what)
@@ -105,13 +110,17 @@ class Lease:
         self.fence = int(what)
         self.value = f"{self.token}|{self.fence}"
         self.valid_until = asked + self.section.ttl_sec
-        self.usable_from = answered + self.section.ttl_sec
+        handed_over = bool(int(released[0]))  # its last holder stopped sending before it let go
+        self.usable_from = asked if handed_over else answered + self.section.ttl_sec
         self.other = ""
         self.held.set(1)
         self.fence_gauge.set(self.fence)
         self.takeovers.inc()
-        log.warning("execution lease %s acquired (fence %d); first send after %gs, once any former holder's lease has "
-                    "surely run out", self.key, self.fence, self.section.ttl_sec)
+        if handed_over:
+            log.warning("execution lease %s acquired (fence %d), released by its last holder", self.key, self.fence)
+        else:
+            log.warning("execution lease %s acquired (fence %d); first send after %gs, once any former holder's lease "
+                        "has surely run out", self.key, self.fence, self.section.ttl_sec)
         return True
 
     async def extend(self) -> bool:
@@ -124,11 +133,12 @@ class Lease:
         return False
 
     async def release(self) -> None:
-        """A clean stop hands the lease over at once (a standby need not wait for it to expire)."""
+        """A clean stop (nothing in flight) hands the lease over at once: the key, marked released, lets the
+        next holder send without waiting out a former holder's lease."""
         if self.ours:
             value = self.value
             self._drop()
-            await _aw(self.redis.eval(RELEASE, 1, self.key, value))
+            await _aw(self.redis.eval(RELEASE, 1, self.key, value, self.fence, self.ttl_ms))
             log.info("execution lease %s released (fence %d)", self.key, self.fence)
 
     def _drop(self) -> None:
@@ -157,5 +167,10 @@ class Lease:
         if self.ours:
             return f"active (lease fence {self.fence}, {max(0.0, self.left()):.1f}s left)"
         holder = self.other.rsplit("|", 1)
-        held_by = f"held by {holder[0]} (fence {holder[1]})" if len(holder) == 2 else "free"
+        if len(holder) != 2:
+            held_by = "free"
+        elif holder[0] == "released":
+            held_by = f"released by its last holder (fence {holder[1]})"
+        else:
+            held_by = f"held by {holder[0]} (fence {holder[1]})"
         return f"standby (lease {held_by})"
