@@ -204,3 +204,23 @@ def test_the_lease_metrics_are_the_catalogues(redis_server: RedisServer) -> None
     exported = {m[1]: m[2] for m in re.finditer(r"^# TYPE (algo_execution_lease\S+) (\S+)$", text, re.M)}
     section_md = (REPO / "docs" / "METRICS.md").read_text().split("### Execution lease")[1].split("\n### ")[0]
     assert exported == {m[1]: m[2] for m in re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", section_md, re.M)}
+
+
+def test_an_approval_for_an_order_kite_reported_before_it_was_known_is_adopted_with_its_fills(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kite reports each trade once: the trades of an order this log did not know yet (a former active's, seen
+    by the poll before its approval came again) are kept and recorded when the approval makes it ours."""
+    from daemons.execution.broker_types import BrokerOrder, Trade
+    from tests.test_execution import daemon as single_host
+
+    d = single_host(tmp_path, monkeypatch)
+    d.paper = None  # as with Kite: the broker's view comes from its updates
+    cid = client_id(approval(1)["signal_id"])
+    at_kite = BrokerOrder("K1", cid, "INFY", "BUY", 10, "MARKET", None, 0, status="COMPLETE", filled=10, average=1000.5)
+    d._stray(at_kite, [Trade("T1", "K1", cid, "INFY", "BUY", 4, 1000.0, 1)])
+    d._stray(at_kite, [Trade("T2", "K1", cid, "INFY", "BUY", 6, 1001.0, 2)])  # the next poll's news
+    d._on_approved(EventFactory("risk").stamp("risk.approved", approval(1))[0])
+    order = d.orders[cid]
+    assert (order.order_id, order.status, order.filled, sorted(order.fills)) == ("K1", "COMPLETE", 10, ["T1", "T2"])
+    assert d.reconciled.labels("adopted")._value.get() == 1 and not d.unclaimed
+    d._close_files()

@@ -122,9 +122,9 @@ class ExecutionDaemon(Daemon):
         self.halted = ""  # why no order may be sent (Kite refused the token)
         self.broker_trouble = ""  # the last poll's failure, logged once
         self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
-        # Those orders by tag: an approval that arrives again for one is adopted, never sent a second time
-        # (a former active's orders, found at a takeover; an order whose record the log lost).
-        self.unclaimed: dict[str, BrokerOrder] = {}
+        # Those orders by tag, with their trades by id: an approval that arrives again for one is adopted, never
+        # sent a second time (a former active's orders, found at a takeover; an order whose record the log lost).
+        self.unclaimed: dict[str, tuple[BrokerOrder, dict[str, Trade]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
@@ -205,7 +205,7 @@ class ExecutionDaemon(Daemon):
         """One step of a reconciliation plan (``restart``: at start, where everything is published after)."""
         assert self.ledger is not None
         if isinstance(action, UnknownAtBroker):
-            self._stray(action.at_broker)
+            self._stray(action.at_broker, action.trades)
             return
         order = self.orders[action.client_id]
         match action:
@@ -244,9 +244,11 @@ class ExecutionDaemon(Daemon):
                 self._rejected(order)
             self._publish_order(order)
 
-    def _stray(self, at_broker: BrokerOrder) -> None:
-        if at_broker.tag:
-            self.unclaimed[at_broker.tag] = at_broker
+    def _stray(self, at_broker: BrokerOrder, trades: Sequence[Trade]) -> None:
+        if at_broker.tag:  # the newest view of it, and every trade reported (Kite reports each trade once)
+            known = self.unclaimed.get(at_broker.tag, (at_broker, {}))[1]
+            known.update((t.trade_id, t) for t in trades)
+            self.unclaimed[at_broker.tag] = (at_broker, known)
         if at_broker.order_id in self.strays:
             return
         self.strays.add(at_broker.order_id)
@@ -438,7 +440,7 @@ class ExecutionDaemon(Daemon):
         """Kite's news of one of its orders (a postback or the poll), on the loop."""
         order = self.orders.get(update.order.tag)
         if order is None:
-            self._stray(update.order)
+            self._stray(update.order, update.trades)
             return
         self._sync(order, update.order, update.trades)
 
@@ -463,8 +465,8 @@ class ExecutionDaemon(Daemon):
         except BadOrder as exc:
             self._refuse(event, str(exc))
             return
-        at_broker = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
-        if at_broker is None and (why := self._unsendable(order)):
+        found = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
+        if found is None and (why := self._unsendable(order)):
             self._refuse(event, why, cid)
             return
         try:
@@ -472,8 +474,8 @@ class ExecutionDaemon(Daemon):
         except OSError as exc:
             self._refuse(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
             return
-        if at_broker is not None:
-            self._adopt(order, at_broker)
+        if found is not None:
+            self._adopt(order, *found)
         else:
             self._submit(order)
 
@@ -490,14 +492,15 @@ class ExecutionDaemon(Daemon):
             return f"the day's order budget ({self.section.orders_per_day}) is used up"
         return ""
 
-    def _adopt(self, order: Order, at_broker: BrokerOrder) -> None:
+    def _adopt(self, order: Order, at_broker: BrokerOrder, reported: dict[str, Trade]) -> None:
         """An approval whose order the broker has by its tag (placed by a former active execution, or one this
         log lost): adopted with the fills the broker has, never sent a second time."""
         log.warning("order %s is at the broker already (order id %s, %s), placed before this execution knew of it; "
                     "adopted, not sent again", order.client_id, at_broker.order_id, at_broker.status,
                     extra=self._fields(order))
         self.reconciled.labels("adopted").inc()
-        trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else []  # Kite's: its next poll
+        # The paper book holds every trade (it filled the order on ticks while it was unknown here); Kite's were kept.
+        trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else list(reported.values())
         self._sync(order, at_broker, trades)
 
     @staticmethod
