@@ -10,6 +10,7 @@ import asyncio
 import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,10 +60,18 @@ class RedisServer:
         assert exe is not None
         self.proc = subprocess.Popen([exe, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not self.socket.exists():
+        while not self._accepts():  # the socket file appears at bind(), before listen()
             assert self.proc.poll() is None, "redis-server exited at start"
-            assert time.monotonic() < deadline, "redis-server did not create its socket"
+            assert time.monotonic() < deadline, "redis-server did not listen on its socket"
             time.sleep(0.01)
+
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+            return True
 
     def kill(self) -> None:
         """kill -9: what a crash or the OOM killer does."""

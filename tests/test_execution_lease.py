@@ -9,6 +9,7 @@ the active SIGSTOPped past its lease, the standby taking over, the old active wo
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import signal
@@ -27,6 +28,7 @@ from daemons.runtime.config import ExecutionLease, FleetConfig
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.redis_login import connect
+from tests.helpers import unsent_frames
 from tests.lease_hosts import LEASE_ACL, LEASE_CREDENTIAL, LEASE_PASSWORD, Hosts, orders_by_tag
 from tests.test_bridge import REPO, RedisServer, _redis_server_or_skip, run
 from tests.test_execution import approval, tick
@@ -224,3 +226,36 @@ def test_an_approval_for_an_order_kite_reported_before_it_was_known_is_adopted_w
     assert (order.order_id, order.status, order.filled, sorted(order.fills)) == ("K1", "COMPLETE", 10, ["T1", "T2"])
     assert d.reconciled.labels("adopted")._value.get() == 1 and not d.unclaimed
     d._close_files()
+
+
+def test_an_active_cut_off_from_redis_refuses_sends_once_its_lease_may_have_run_out_and_steps_down(
+        redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A partition from Redis (here: Redis gone) is a lease that may be lost: no send once less than the margin is
+    surely left (logged at crit with ORDER_ID, counted, the intent left in the log, nothing rejected), then the
+    active steps down (run() ends unasked: the unit exits and systemd restarts it as a standby)."""
+    stamp = EventFactory("risk").stamp
+    cid = client_id(approval(1)["signal_id"])
+
+    async def scenario() -> None:
+        a = daemon(redis_server, tmp_path, "hostA")
+        await a.setup()
+        running = asyncio.ensure_future(a.run())
+        while a.ledger is None:
+            await asyncio.sleep(0.01)
+        assert a.lease is not None
+        a._on_tick(stamp("marketdata.tick", tick())[0])
+        redis_server.kill()
+        while not a.lease.refusal():
+            await asyncio.sleep(0.01)
+        a._on_approved(stamp("risk.approved", approval(1))[0])
+        await asyncio.wait_for(running, 10)
+        assert not a.stopping.is_set() and a.lease.refused._value.get() == 1
+        assert cid not in book(tmp_path) and a.orders[cid].status == "NEW", "left for the active, not rejected"
+        assert not [f for f in unsent_frames(a.bus) if f.topic == b"execution.reject"]
+        await a.drain()
+    with caplog.at_level(logging.WARNING, "algo.execution"):
+        run(scenario)
+    crit = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert crit[0].getMessage().startswith(f"order {cid} NOT sent: the lease is surely ours for only")
+    assert crit[0].__dict__["ORDER_ID"] == cid
+    assert "until the lease ran out; stepping down" in crit[1].getMessage()
