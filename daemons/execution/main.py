@@ -515,9 +515,6 @@ class ExecutionDaemon(Daemon):
                      extra=self._fields(order))
 
     def _send(self, order: Order) -> None:
-        if self.lease is not None and (why := self.lease.refusal()):
-            self._fenced(order, self.lease, why)
-            return
         age = self._age(order)
         if age > self.section.max_order_age_sec:  # it waited for the order-rate budget until it went stale
             assert self.ledger is not None
@@ -530,6 +527,8 @@ class ExecutionDaemon(Daemon):
         if self.paper is not None:
             if self.section.margin.check and (why := self.margin_model.refusal(order, self.orders.values())):
                 self._short_of_margin(order, why)
+                return
+            if self._fenced(order):
                 return
             self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
                                                  order.order_type, order.limit_price, time.time_ns()))
@@ -562,6 +561,8 @@ class ExecutionDaemon(Daemon):
             if why := kite_refusal(order, units, required, available):
                 self._short_of_margin(order, why)
                 return
+        if self._fenced(order):  # after the margin call: right before the place call
+            return
         try:
             at_broker = await self.kite.place(order.client_id, order.symbol, order.side, order.quantity,
                                               order.order_type, order.limit_price, exchange=order.exchange)
@@ -589,13 +590,17 @@ class ExecutionDaemon(Daemon):
         self._rejected(order)
         self._publish_order(order)
 
-    def _fenced(self, order: Order, lease: Lease, why: str) -> None:
-        """Not sent: the lease is not surely ours. Not rejected either: the intent stays NEW in this log and the
-        approval is left to the active execution, which gets it again from risk (control.sync at its takeover)
-        and sends it once or adopts it by tag; should this one lead again, its reconciliation does the same."""
-        lease.refused.inc()
+    def _fenced(self, order: Order) -> bool:
+        """The check right before every place call (with a lease): True, logged and counted, when the lease is not
+        surely ours. The order is not rejected: its intent stays NEW in this log and the approval is left to the
+        active execution, which gets it again from risk (control.sync at its takeover) and sends it once or
+        adopts it by tag; should this one lead again, its reconciliation does the same."""
+        if self.lease is None or not (why := self.lease.refusal()):
+            return False
+        self.lease.refused.inc()
         log.critical("order %s NOT sent: %s (fence %d); left to the active execution", order.client_id, why,
-                     lease.fence, extra=self._fields(order))
+                     self.lease.fence, extra=self._fields(order))
+        return True
 
     def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
         """The broker's answer to our place call: logged, counted, told."""
