@@ -10,10 +10,11 @@ import asyncio
 import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -40,7 +41,7 @@ class RedisServer:
     """redis-server as a child of the test, on a Unix socket; ``aof``: appendfsync always, so a kill -9
     loses no acknowledged write and a restart keeps streams and consumer groups."""
 
-    def __init__(self, directory: Path, aof: bool = False) -> None:
+    def __init__(self, directory: Path, aof: bool = False, users: Sequence[str] = ()) -> None:
         self.dir = directory
         self.socket = directory / "redis.sock"
         self.aof = aof
@@ -50,7 +51,7 @@ class RedisServer:
             "port 0", f"unixsocket {self.socket}", "unixsocketperm 700", f"dir {directory}", "save ''",
             f"appendonly {'yes' if aof else 'no'}", "appendfsync always",
             "user default on nopass ~* &* +@all",
-            f"user algo on >{PASSWORD} ~algo:* resetchannels -@all +@stream +ping",
+            f"user algo on >{PASSWORD} ~algo:* resetchannels -@all +@stream +ping", *users,
         ]) + "\n")
         self.conf = conf
 
@@ -59,10 +60,18 @@ class RedisServer:
         assert exe is not None
         self.proc = subprocess.Popen([exe, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not self.socket.exists():
+        while not self._accepts():  # the socket file appears at bind(), before listen()
             assert self.proc.poll() is None, "redis-server exited at start"
-            assert time.monotonic() < deadline, "redis-server did not create its socket"
+            assert time.monotonic() < deadline, "redis-server did not listen on its socket"
             time.sleep(0.01)
+
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+            return True
 
     def kill(self) -> None:
         """kill -9: what a crash or the OOM killer does."""
@@ -505,7 +514,7 @@ def test_the_bridge_exports_exactly_its_catalogue_rows(tmp_path: Path) -> None:
     b.stats.redis_seconds.labels("xadd").observe(0.001)
     text = generate_latest(b.metrics.registry).decode()
     exported = {m[1]: m[2] for m in re.finditer(r"^# TYPE (algo_bridge\S+) (\S+)$", text, re.M)}
-    section = (REPO / "docs" / "METRICS.md").read_text().split("### Multi-host only")[1]
+    section = (REPO / "docs" / "METRICS.md").read_text().split("### Multi-host only")[1].split("\n### ")[0]
     assert exported == {m[1]: m[2] for m in re.finditer(r"^\| `(algo_\w+)` \| (\w+) \|", section, re.M)}
 
 

@@ -100,7 +100,9 @@ def test_orders_that_agree_with_the_broker_need_nothing() -> None:
 
 def test_an_order_of_ours_the_log_does_not_know_is_reported() -> None:
     stray = broker_order("X")
-    assert plan_of([], Book({"X": stray})) == [UnknownAtBroker(stray)]
+    assert plan_of([], Book({"X": stray})) == [UnknownAtBroker(stray, ())]
+    assert plan_of([], Book({"X": stray}, [trade("X", 1)])) == [UnknownAtBroker(stray, (trade("X", 1),))], \
+        "with its trades: adopted with them if its approval comes"
 
 
 def test_the_outcome_counts_what_the_metric_counts() -> None:

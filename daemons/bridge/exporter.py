@@ -18,7 +18,8 @@ from itertools import islice
 import redis.asyncio as aioredis
 
 from ..runtime.config import BridgeSection
-from .link import UNREACHABLE, Link
+from ..runtime.redis_login import UNREACHABLE
+from .link import Link
 from .stats import BridgeStats
 from .streams import MARKETDATA, family, fields, stream
 

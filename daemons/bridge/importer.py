@@ -35,7 +35,8 @@ from redis.exceptions import ResponseError
 
 from ..runtime import wire
 from ..runtime.config import BridgeSection
-from .link import UNREACHABLE, Link, aw
+from ..runtime.redis_login import UNREACHABLE
+from .link import Link, aw
 from .recent import RecentIds
 from .stats import BridgeStats
 from .streams import MARKETDATA, Entry, Malformed, family, parse, stream

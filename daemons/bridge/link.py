@@ -1,4 +1,4 @@
-"""The bridge's Redis connection: who it logs in as, its deadlines, and one view of whether Redis is up.
+"""One view of whether Redis is up, for every loop of the bridge (the login: ``runtime/redis_login.py``).
 
 redis-py reconnects by itself on the next command after a broken connection; what it does not do is
 back off, or say once that Redis is gone. ``Link`` does both for every loop of the bridge: the first
@@ -10,59 +10,19 @@ call fails after socket_timeout_sec (above the XREAD block), so a partition is a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from ..runtime.config import BridgeSection, ConfigError, Problem
+from ..runtime.config import BridgeSection
 
 log = logging.getLogger("algo.bridge")
-
-# What means "Redis is unreachable" (retry with backoff) rather than "Redis refused this command".
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def aw(result: object) -> Awaitable[Any]:
     """redis-py types each command as sync-or-async; the asyncio client always returns an awaitable (of a
     reply the bridge checks itself: anyone with the ACL user can write to the streams)."""
     return cast(Awaitable[Any], result)
-
-
-def password(section: BridgeSection, credentials: str | None = None) -> str:
-    """The ACL user's password from the systemd credential (LoadCredential=); ConfigError if it is absent."""
-    directory = credentials or os.environ.get("CREDENTIALS_DIRECTORY")
-    file = Path(directory or "/nonexistent") / section.password_credential
-    try:
-        return file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError("credentials", [Problem(
-            "daemons.bridge.password_credential",
-            f"cannot read the credential {section.password_credential!r} ({exc.strerror}): install it and "
-            f"load it in algo-bridge.service with LoadCredential={section.password_credential}:PATH")]) from None
-
-
-def connect(section: BridgeSection, secret: str) -> aioredis.Redis:
-    """A client for the section's Redis; nothing is sent until the first command."""
-    tls: dict[str, Any] = {"ssl_ca_certs": str(section.tls_ca_file), "ssl_cert_reqs": "required"} if section.tls_ca_file else {}
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        section.redis_url,
-        username=section.username,
-        password=secret,
-        socket_timeout=section.socket_timeout_sec,
-        socket_connect_timeout=section.socket_timeout_sec,
-        retry=Retry(NoBackoff(), 0),  # the bridge's loops retry, with backoff (Link)
-        driver_info=None,  # no CLIENT SETINFO: the ACL user may run only stream commands and PING
-        **tls,
-    )
-    return client
 
 
 class Link:

@@ -29,9 +29,10 @@ from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import MARKET_DATA_MARKS, Event
 from ..runtime.heartbeat import this_host
 from ..runtime.metrics import DaemonMetrics
+from ..runtime.redis_login import UNREACHABLE, connect, password
 from .exporter import Exporter
 from .importer import Importer
-from .link import UNREACHABLE, Link, connect, password
+from .link import Link
 from .stats import BridgeCollector, BridgeStats
 from .streams import MARKETDATA, decode_head, family
 
@@ -81,7 +82,8 @@ class Bridge(Daemon):
         self.config = config
 
     async def setup(self) -> None:
-        self.redis = connect(self.section, password(self.section))
+        self.redis = connect(self.section, password(self.section, "daemons.bridge.password_credential",
+                                                    "algo-bridge.service"))
 
     async def run(self) -> None:
         assert self.redis is not None

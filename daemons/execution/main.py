@@ -20,6 +20,12 @@ source, a broker's view of an order is planned by ``reconcile.sync``: adopt an o
 heard back about, record fills we had not seen (by fill id), close what the broker closed. Kite
 refusing the access token halts new orders until a login restarts the unit. A full state disk
 refuses new orders (their intent cannot be logged) without stopping the daemon; see ``backlog.py``.
+
+With ``[daemons.execution.lease]`` (``lease.py``) one execution per broker account is active across
+hosts: the others are ready standbys that open no day and ignore approvals until they hold the lease;
+the new active then reconciles with the broker by tag, asks risk for its recent approvals again, and
+checks the lease before every send. Losing it, an active steps down: it exits so systemd restarts it
+as a standby.
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ from ..runtime.envelope import (
     RISK_APPROVED,
     Event,
 )
+from ..runtime.heartbeat import this_host
 from ..runtime.metrics import DaemonMetrics
+from ..runtime.redis_login import UNREACHABLE, connect, password
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
 from .governor import Governor
+from .lease import Lease
 from .ledger import Ledger
 from .margin import PaperMargin, added, kite_refusal
 from .metrics import BudgetCollector
@@ -88,7 +97,7 @@ class ExecutionDaemon(Daemon):
         self.open_orders.set_function(lambda: sum(o.status == OPEN for o in self.orders.values()))
         for status in (OPEN, COMPLETE, REJECTED, CANCELLED):
             self.orders_total.labels(status)
-        for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker"):
+        for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker", "former_active"):
             self.reconciled.labels(result)
         self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
                                  registry=reg)
@@ -113,7 +122,11 @@ class ExecutionDaemon(Daemon):
         self.halted = ""  # why no order may be sent (Kite refused the token)
         self.broker_trouble = ""  # the last poll's failure, logged once
         self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
+        # Those orders by tag, with their trades by id: an approval that arrives again for one is adopted, never
+        # sent a second time (a former active's orders, found at a takeover; an order whose record the log lost).
+        self.unclaimed: dict[str, tuple[BrokerOrder, dict[str, Trade]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
+        self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
         # The paper broker fills on them, so it must see every one (a skipped tick could have crossed a limit).
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=self.section.broker == "kite")
@@ -127,6 +140,10 @@ class ExecutionDaemon(Daemon):
     async def setup(self) -> None:
         if self.section.broker == "kite":
             await self._setup_kite()
+        if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
+            secret = password(lease, "daemons.execution.lease.password_credential", "algo-execution.service")
+            self.lease = Lease(lease, this_host(), connect(lease, secret), self.metrics.registry)
+            return
         await self._open_day(datetime.now(IST).date())
         if self.postbacks is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
             self.postbacks.start()
@@ -165,13 +182,16 @@ class ExecutionDaemon(Daemon):
         self.day = day
         folder = self.state_path(day.isoformat())
         if self.kite is None:
-            self.paper = PaperBroker(folder / "broker.jsonl", self.section, day)
+            books = self.section.paper_dir / day.isoformat() if self.section.paper_dir else folder
+            self.paper = PaperBroker(books / "broker.jsonl", self.section, day)
         self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
                              floor=self.section.refuse_free_mb << 20)
         plan = reconcile(self.orders, await self._book(), time.time_ns(), self.section.max_order_age_sec)
         for action in plan:
             self._carry_out(action, restart=True)
         done = +outcome(plan)
+        if self.lease is not None and "unknown_at_broker" in done:  # at a takeover: the former active's, expected
+            done["former_active"] = done.pop("unknown_at_broker")
         for result, n in done.items():
             self.reconciled.labels(result).inc(n)
         log.info("%s: %d orders in the write-ahead log, reconciled with the broker's book: %s", day,
@@ -185,7 +205,7 @@ class ExecutionDaemon(Daemon):
         """One step of a reconciliation plan (``restart``: at start, where everything is published after)."""
         assert self.ledger is not None
         if isinstance(action, UnknownAtBroker):
-            self._stray(action.at_broker)
+            self._stray(action.at_broker, action.trades)
             return
         order = self.orders[action.client_id]
         match action:
@@ -224,13 +244,100 @@ class ExecutionDaemon(Daemon):
                 self._rejected(order)
             self._publish_order(order)
 
-    def _stray(self, at_broker: BrokerOrder) -> None:
-        if at_broker.order_id not in self.strays:
-            self.strays.add(at_broker.order_id)
+    def _stray(self, at_broker: BrokerOrder, trades: Sequence[Trade]) -> None:
+        if at_broker.tag:  # the newest view of it, and every trade reported (Kite reports each trade once)
+            known = self.unclaimed.get(at_broker.tag, (at_broker, {}))[1]
+            known.update((t.trade_id, t) for t in trades)
+            self.unclaimed[at_broker.tag] = (at_broker, known)
+        if at_broker.order_id in self.strays:
+            return
+        self.strays.add(at_broker.order_id)
+        fields = {"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol}
+        if self.lease is None:
             log.error("the broker has order %s (tag %s) that the write-ahead log does not know", at_broker.order_id,
-                      at_broker.tag, extra={"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol})
+                      at_broker.tag, extra=fields)
+        else:  # shared with the executions that held the lease before: theirs, most likely
+            log.warning("the broker has order %s (tag %s) that this execution's write-ahead log does not know: placed by "
+                        "a former active execution (or outside the fleet); adopted if its approval comes again",
+                        at_broker.order_id, at_broker.tag, extra=fields)
 
     async def run(self) -> None:
+        if self.lease is None:
+            await self._serve()
+            return
+        if not await self._acquire():
+            return  # asked to stop while standing by
+        loop = asyncio.get_running_loop()
+        keeper = loop.create_task(self._keep_lease(self.lease), name="lease")
+        leading = loop.create_task(self._lead(self.lease), name="lead")
+        await asyncio.wait({keeper, leading}, return_when=asyncio.FIRST_COMPLETED)
+        if keeper.done() and not self.stopping.is_set():
+            leading.cancel()
+            log.critical("execution lease lost: %s; stepping down (exiting, so systemd restarts this execution as a "
+                         "standby)", keeper.result())
+            return
+        keeper.cancel()
+        await leading
+
+    async def _acquire(self) -> bool:
+        """Standing by: try for the lease every tenth of its TTL until it is ours (False: asked to stop)."""
+        assert self.lease is not None
+        trouble = ""
+        while not self.stopping.is_set():
+            try:
+                if await self.lease.acquire():
+                    return True
+                trouble = ""
+            except UNREACHABLE as exc:
+                if not trouble:
+                    log.warning("standby: redis unreachable (%s); trying again for the lease", exc)
+                trouble = str(exc)
+            await self._pause(self.lease.section.ttl_sec / 10)
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _lead(self, lease: Lease) -> None:
+        """Just acquired: wait until a former holder's lease has surely run out (its last send is then at the
+        broker), reconcile the day with the broker by tag, and serve."""
+        await self._pause(max(0.0, lease.usable_from - time.monotonic()))
+        if self.stopping.is_set():
+            return
+        await self._open_day(datetime.now(IST).date())
+        if self.postbacks is not None:
+            self.postbacks.start()
+        log.warning("active: holding the execution lease (fence %d); %d orders of the day reconciled", lease.fence,
+                    len(self.orders))
+        await self._serve()
+
+    async def _keep_lease(self, lease: Lease) -> str:
+        """Extend the lease every third of its TTL; return why it was lost (a Redis out of reach counts only
+        once the lease may have run out: until then the checks before each send still allow it)."""
+        trouble = ""
+        while not self.stopping.is_set():
+            await self._pause(lease.section.ttl_sec / 3)
+            if self.stopping.is_set():
+                break
+            try:
+                if not await lease.extend():
+                    return "another execution holds it"
+                if trouble:
+                    log.info("redis reachable again; execution lease extended")
+                trouble = ""
+            except UNREACHABLE as exc:
+                if lease.left() <= lease.section.margin_sec:
+                    return f"redis unreachable ({exc}) until the lease ran out"
+                if not trouble:
+                    log.warning("redis unreachable (%s) while extending the execution lease; %.1fs of it left", exc,
+                                lease.left())
+                trouble = str(exc)
+        return ""
+
+    async def _serve(self) -> None:
         self.bus.publish(CONTROL_SYNC, {"requester": "execution"})
         next_poll = time.monotonic() + self.section.poll_sec
         while not self.stopping.is_set():
@@ -297,6 +404,20 @@ class ExecutionDaemon(Daemon):
         if self.kite is not None:
             await self.kite.close()
         self._close_files()
+        if self.lease is not None:
+            await self._release(self.lease)
+
+    async def _release(self, lease: Lease) -> None:
+        """A clean stop hands the lease over, unless a live send is still in flight (it may land after a
+        standby reconciled): then the lease runs out by itself."""
+        try:
+            if self.tasks:
+                log.warning("execution lease kept until it expires: %d sends still in flight", len(self.tasks))
+            else:
+                await lease.release()
+        except UNREACHABLE as exc:
+            log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it expires", exc)
+        await lease.redis.aclose()
 
     def _close_files(self) -> None:
         if self.ledger is not None:
@@ -307,8 +428,8 @@ class ExecutionDaemon(Daemon):
     def _on_tick(self, event: Event) -> None:
         p = event.payload
         self.instruments[p["symbol"]] = (p.get("type", ""), p.get("exchange", ""))
-        if self.paper is None:
-            return
+        if self.paper is None or (self.lease is not None and self.lease.left() <= 0):
+            return  # no paper broker, or its book may be another execution's now (a lapsed lease)
         self.margin_model.mark(p)
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
@@ -319,7 +440,7 @@ class ExecutionDaemon(Daemon):
         """Kite's news of one of its orders (a postback or the poll), on the loop."""
         order = self.orders.get(update.order.tag)
         if order is None:
-            self._stray(update.order)
+            self._stray(update.order, update.trades)
             return
         self._sync(order, update.order, update.trades)
 
@@ -327,6 +448,8 @@ class ExecutionDaemon(Daemon):
         self.governor.hold(time.monotonic() + delay)
 
     def _on_approved(self, event: Event) -> None:
+        if self.ledger is None:  # a standby: the active sends it (a takeover asks risk for recent approvals again)
+            return
         p = event.payload
         signal_id = p.get("signal_id")
         if not signal_id:
@@ -336,33 +459,49 @@ class ExecutionDaemon(Daemon):
         if cid in self.orders:  # the same approval delivered twice (a replayed or re-sent event)
             log.info("order %s already known; not sent again", cid, extra={"ORDER_ID": cid, "TRACE_ID": event.trace})
             return
-        if self.halted:
-            self._refuse(event, TOKEN_HALT, cid)
-            return
         kind, exchange = self.instruments.get(str(p.get("symbol")), ("", ""))
         try:
             order = Order.from_approved(cid, p, kind, exchange, event.trace)
         except BadOrder as exc:
             self._refuse(event, str(exc))
             return
-        if self.kite is not None and not order.exchange:
-            self._refuse(event, f"no tick of {order.symbol} seen yet, so its exchange is unknown", cid)
+        found = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
+        if found is None and (why := self._unsendable(order)):
+            self._refuse(event, why, cid)
             return
-        age = self._age(order)
-        if age > self.section.max_order_age_sec:
-            self._refuse(event, f"stale: its tick is {age:.1f}s old (max_order_age_sec "
-                                f"{self.section.max_order_age_sec:g}); not sent late", cid)
-            return
-        if self.governor.day_exhausted():
-            self._refuse(event, f"the day's order budget ({self.section.orders_per_day}) is used up", cid)
-            return
-        assert self.ledger is not None
         try:
             self.ledger.add(order)  # on disk before the broker hears of it
         except OSError as exc:
             self._refuse(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
             return
-        self._submit(order)
+        if found is not None:
+            self._adopt(order, *found)
+        else:
+            self._submit(order)
+
+    def _unsendable(self, order: Order) -> str:
+        """Why a new order may not go to the broker ('' if it may)."""
+        if self.halted:
+            return TOKEN_HALT
+        if self.kite is not None and not order.exchange:
+            return f"no tick of {order.symbol} seen yet, so its exchange is unknown"
+        age = self._age(order)
+        if age > self.section.max_order_age_sec:
+            return f"stale: its tick is {age:.1f}s old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late"
+        if self.governor.day_exhausted():
+            return f"the day's order budget ({self.section.orders_per_day}) is used up"
+        return ""
+
+    def _adopt(self, order: Order, at_broker: BrokerOrder, reported: dict[str, Trade]) -> None:
+        """An approval whose order the broker has by its tag (placed by a former active execution, or one this
+        log lost): adopted with the fills the broker has, never sent a second time."""
+        log.warning("order %s is at the broker already (order id %s, %s), placed before this execution knew of it; "
+                    "adopted, not sent again", order.client_id, at_broker.order_id, at_broker.status,
+                    extra=self._fields(order))
+        self.reconciled.labels("adopted").inc()
+        # The paper book holds every trade (it filled the order on ticks while it was unknown here); Kite's were kept.
+        trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else list(reported.values())
+        self._sync(order, at_broker, trades)
 
     @staticmethod
     def _age(order: Order) -> float:
@@ -388,6 +527,8 @@ class ExecutionDaemon(Daemon):
         if self.paper is not None:
             if self.section.margin.check and (why := self.margin_model.refusal(order, self.orders.values())):
                 self._short_of_margin(order, why)
+                return
+            if self._fenced(order):
                 return
             self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
                                                  order.order_type, order.limit_price, time.time_ns()))
@@ -420,6 +561,8 @@ class ExecutionDaemon(Daemon):
             if why := kite_refusal(order, units, required, available):
                 self._short_of_margin(order, why)
                 return
+        if self._fenced(order):  # after the margin call: right before the place call
+            return
         try:
             at_broker = await self.kite.place(order.client_id, order.symbol, order.side, order.quantity,
                                               order.order_type, order.limit_price, exchange=order.exchange)
@@ -446,6 +589,18 @@ class ExecutionDaemon(Daemon):
         log.warning("order %s not sent: %s", order.client_id, why, extra=self._fields(order))
         self._rejected(order)
         self._publish_order(order)
+
+    def _fenced(self, order: Order) -> bool:
+        """The check right before every place call (with a lease): True, logged and counted, when the lease is not
+        surely ours. The order is not rejected: its intent stays NEW in this log and the approval is left to the
+        active execution, which gets it again from risk (control.sync at its takeover) and sends it once or
+        adopts it by tag; should this one lead again, its reconciliation does the same."""
+        if self.lease is None or not (why := self.lease.refusal()):
+            return False
+        self.lease.refused.inc()
+        log.critical("order %s NOT sent: %s (fence %d); left to the active execution", order.client_id, why,
+                     self.lease.fence, extra=self._fields(order))
+        return True
 
     def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
         """The broker's answer to our place call: logged, counted, told."""
@@ -499,7 +654,7 @@ class ExecutionDaemon(Daemon):
     def _on_sync(self, event: Event) -> None:
         """A restarted engine asks for its fills of the day (it may have missed some while down)."""
         engine = event.payload.get("engine")
-        if not engine:
+        if not engine or self.ledger is None:  # a standby has no fills to give
             return
         fills = [(o, f) for o in self.orders.values() if o.engine == engine for f in o.fills.values()]
         for order, fill in fills:
@@ -521,7 +676,8 @@ class ExecutionDaemon(Daemon):
         if self.ledger is not None and self.ledger.trouble:
             disk = (f"DEGRADED (state disk full: {self.ledger.trouble}; new orders refused, "
                     f"{len(self.ledger.log.pending)} records waiting to be written); ")
-        return (f"{disk}{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
+        lease = f"{self.lease.status()}; " if self.lease is not None else ""
+        return (f"{lease}{disk}{halted}{broker}: {len(self.orders)} orders today ({by_status['OPEN']} open, "
                 f"{by_status['COMPLETE']} complete, {by_status['REJECTED']} rejected), {fills} fills{waiting}")
 
 

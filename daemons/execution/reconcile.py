@@ -61,9 +61,11 @@ class Close:
 
 @dataclass(frozen=True)
 class UnknownAtBroker:
-    """An order with a tag of ours that the write-ahead log does not know (a mismatch to look at)."""
+    """An order with a tag of ours that the write-ahead log does not know (a mismatch to look at, or a former
+    active execution's order after a takeover), with its trades: adopted with them if its approval comes."""
 
     at_broker: BrokerOrder
+    trades: tuple[Trade, ...] = ()
 
 
 Action = Adopt | Send | RefuseStale | RecordFills | Close | UnknownAtBroker
@@ -102,7 +104,7 @@ def reconcile(orders: Mapping[str, Order], book: BrokerBook, now_ns: int, max_or
                 plan.append(RefuseStale(order.client_id, age) if age > max_order_age else Send(order.client_id))
             continue
         plan += sync(order, at_broker, book.trades_of(at_broker.order_id))
-    plan += [UnknownAtBroker(o) for o in book.by_tag.values() if o.tag not in orders]
+    plan += [UnknownAtBroker(o, tuple(book.trades_of(o.order_id))) for o in book.by_tag.values() if o.tag not in orders]
     return plan
 
 

@@ -32,6 +32,7 @@ from pydantic import (
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
@@ -298,6 +299,55 @@ class MarginSection(Section):
     # a bought CE/PE needs its premium: 100% of price x quantity, not configurable
 
 
+class RedisLogin(Section):
+    """How a daemon reaches Redis: where, as which ACL user, with which systemd credential, within what deadline.
+    Shared by the bridge and execution's lease (docs/ARCHITECTURE.md, Bridge and Execution)."""
+
+    # unix:///run/redis/redis.sock, redis://HOST:PORT, or rediss://HOST:PORT (TLS, verified against tls_ca_file)
+    redis_url: str = Field(pattern=r"^(unix|redis|rediss)://\S+$")
+    username: str = Field("algo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # the Redis ACL user
+    # The systemd credential (LoadCredential= in the daemon's unit) holding that user's password
+    password_credential: str = Field("algo_redis_password", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    tls_ca_file: Path | None = None  # rediss:// only: the CA that signed Redis's certificate
+    socket_timeout_sec: float = Field(5.0, gt=0, le=60)  # a Redis call's deadline: a partition errs, never stalls
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _tls_only(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and not str(info.data.get("redis_url", "")).startswith("rediss://"):
+            raise ValueError("is for a rediss:// (TLS) redis_url")
+        if v is not None and not v.is_absolute():
+            raise ValueError("must be an absolute path")
+        return v
+
+
+class ExecutionLease(RedisLogin):
+    """``[daemons.execution.lease]``: one active algo-execution per broker account across hosts, the others
+    standing by (docs/ARCHITECTURE.md, Execution, "One execution per account"). Absent: a single host's."""
+
+    # Names the lease: one per API key / broker account (its keys: <key_prefix>lease:execution:<account>)
+    account: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key_prefix: str = Field("algo:", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")  # the ACL's key pattern (~algo:lease:*)
+    username: str = Field("algo-execution", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # the Redis ACL user (see ARCHITECTURE)
+    password_credential: str = Field("algo_execution_redis_password", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    holder: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # this host's name in the lease ('': the hostname)
+    ttl_sec: float = Field(5.0, ge=0.5, le=300)  # a holder that stops renewing loses the lease this long after
+    # No order is sent unless the lease is ours for longer than this: above the worst time one send takes
+    # (Kite's place call with its retries; the paper broker's is a file append) plus clock-rate drift.
+    margin_sec: float = Field(1.0, gt=0, le=60)
+    socket_timeout_sec: float = Field(1.0, gt=0, le=60)  # a renewal's deadline: below ttl_sec - margin_sec
+
+    @model_validator(mode="after")
+    def _margin_below_ttl(self) -> ExecutionLease:
+        if self.margin_sec >= self.ttl_sec / 2:
+            raise ValueError(f"margin_sec ({self.margin_sec:g}) must be below half of ttl_sec ({self.ttl_sec:g}): "
+                             "the lease is renewed every third of ttl_sec and must stay above the margin between renewals")
+        if self.socket_timeout_sec >= self.ttl_sec - self.margin_sec:
+            raise ValueError(f"socket_timeout_sec ({self.socket_timeout_sec:g}) must be below ttl_sec - margin_sec: a renewal "
+                             "that waits that long could not keep the lease")
+        return self
+
+
 class ExecutionSection(DaemonSection):
     metrics_port: int = Field(9477, ge=1024, le=65535)
     margin: MarginSection = MarginSection()
@@ -321,6 +371,10 @@ class ExecutionSection(DaemonSection):
     # New orders are refused (one crit line) while the state disk has less free space than this: before the
     # write-ahead log itself could fail. Below the journal's shed_free_mb, so market data is dropped first.
     refuse_free_mb: int = Field(256, ge=0, le=1_000_000)
+    # The paper broker's book (broker.jsonl per day) lives here ('': the state directory). Executions that
+    # share a lease share one paper broker, as they would share Kite: point them at one directory.
+    paper_dir: Path | None = None
+    lease: ExecutionLease | None = None  # active / standby across hosts; absent: this host's execution is the only one
 
 
 class JournalSection(DaemonSection):
@@ -339,17 +393,11 @@ class JournalSection(DaemonSection):
     keep_orders_days: int = Field(0, ge=0, le=100_000)
 
 
-class BridgeSection(DaemonSection):
+class BridgeSection(DaemonSection, RedisLogin):
     """algo-bridge: relays chosen topics between this host's bus and Redis Streams (docs/ARCHITECTURE.md,
     Bridge). Only in a multi-host fleet's config: without it no unit expects a bridge."""
 
     metrics_port: int = Field(9480, ge=1024, le=65535)
-    # unix:///run/redis/redis.sock, redis://HOST:PORT, or rediss://HOST:PORT (TLS, verified against tls_ca_file)
-    redis_url: str = Field(pattern=r"^(unix|redis|rediss)://\S+$")
-    username: str = Field("algo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # the Redis ACL user
-    # The systemd credential (LoadCredential= in algo-bridge.service) holding that user's password
-    password_credential: str = Field("algo_redis_password", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    tls_ca_file: Path | None = None  # rediss:// only: the CA that signed Redis's certificate
     host: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # this host's name in Redis ('': the hostname)
     # The consumer group this host reads the order path in ('': its own, named after the host). Hosts that
     # share a group share its entries, and claim a dead one's after claim_timeout_sec.
@@ -363,8 +411,7 @@ class BridgeSection(DaemonSection):
     claim_timeout_sec: float = Field(30.0, ge=0.1, le=3600)  # a consumer's pending entry idle this long is claimed
     outbox_events: int = Field(100_000, ge=1, le=10_000_000)  # order-path events held while Redis is unreachable
     dedup_events: int = Field(65_536, ge=1024, le=10_000_000)  # recent imported event ids never published twice
-    block_ms: int = Field(1000, ge=10, le=10_000)  # how long one XREAD waits for entries
-    socket_timeout_sec: float = Field(5.0, gt=0, le=60)  # a Redis call's deadline (above block_ms: a partition errs)
+    block_ms: int = Field(1000, ge=10, le=10_000)  # how long one XREAD waits for entries (below socket_timeout_sec)
     reconnect_min_sec: float = Field(0.1, gt=0, le=5)
     reconnect_max_sec: float = Field(5.0, gt=0, le=60)
 
@@ -374,15 +421,6 @@ class BridgeSection(DaemonSection):
         for pattern in v:
             if pattern == "*" or not re.fullmatch(r"[a-z0-9_][a-z0-9_\-]*(\.[a-z0-9_\-]+)*(\.\*)?", pattern):
                 raise ValueError(f"{pattern!r} is not a topic or 'prefix.*' (name what crosses hosts; '*' is refused)")
-        return v
-
-    @field_validator("tls_ca_file")
-    @classmethod
-    def _tls_only(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        if v is not None and not str(info.data.get("redis_url", "")).startswith("rediss://"):
-            raise ValueError("is for a rediss:// (TLS) redis_url")
-        if v is not None and not v.is_absolute():
-            raise ValueError("must be an absolute path")
         return v
 
 
