@@ -19,7 +19,7 @@ import pytest
 
 from daemons.heartbeat.liveness import Liveness, State
 from daemons.runtime.config import ConfigError, load_config
-from daemons.runtime.heartbeat import BadHeartbeat, Heartbeat, expected_units
+from daemons.runtime.heartbeat import BadHeartbeat, Heartbeat, bus_source, expected_units, this_host
 from tests.conftest import REPO, TEST_CONFIG
 from tests.helpers import wait_until
 
@@ -101,6 +101,57 @@ def test_other_hosts_and_units_removed_from_the_config() -> None:
     assert sorted(live.peers) == [("h1", "algo-fno"), ("h2", "algo-fno")]
     assert not live.peers[("h2", "algo-fno")].expected
     assert [(c.peer.host, c.peer.unit) for c in live.check(now=7.0)] == [("h1", "algo-fno"), ("h2", "algo-fno")]
+
+
+def test_other_hosts_units_are_expected_from_the_start_and_a_host_is_silent_when_all_its_units_are() -> None:
+    live = Liveness("a", silent_after=5.0)
+    live.expect(["algo-heartbeat"], now=0.0, others={"b": ["algo-risk", "algo-heartbeat"]})
+    live.heard(beat("algo-heartbeat", host="a"), now=1.0, wall=1.0)
+    live.heard(beat("algo-risk", host="b"), now=1.0, wall=1.0)
+    assert live.hosts() == {"a": False, "b": False}
+    changes = live.check(now=5.5)  # b's algo-heartbeat never came over the bridges
+    assert [(c.peer.host, c.peer.unit, c.before) for c in changes] == [("b", "algo-heartbeat", State.WAITING)]
+    assert live.hosts()["b"] is False  # its risk still heartbeats: the host is there, one daemon is not
+    live.heard(beat("algo-heartbeat", host="a"), now=6.0, wall=6.0)
+    assert [(c.peer.host, c.peer.unit) for c in live.check(now=6.5)] == [("b", "algo-risk")]
+    assert live.hosts() == {"a": False, "b": True}
+    live.heard(beat("algo-risk", host="b"), now=7.0, wall=7.0)
+    assert live.hosts() == {"a": False, "b": False}
+
+
+def test_a_host_or_unit_taken_out_of_the_config_is_forgotten_an_unnamed_host_stays() -> None:
+    live = Liveness("a", silent_after=5.0)
+    live.expect([], now=0.0, others={"b": ["algo-risk", "algo-execution"], "c": ["algo-fno"]})
+    live.heard(beat("algo-journal", host="b"), now=1.0, wall=1.0)  # b's, not named: watched, not expected
+    live.heard(beat("algo-fno", host="d"), now=1.0, wall=1.0)  # a host the config never named
+    live.expect([], now=2.0, others={"b": ["algo-risk"]})
+    assert sorted(live.peers) == [("b", "algo-risk"), ("d", "algo-fno")]
+    assert live.peers[("b", "algo-risk")].expected and not live.peers[("d", "algo-fno")].expected
+
+
+def test_other_hosts_need_this_host_named(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text('[daemons.heartbeat.hosts]\nb = ["algo-risk"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [p.path for p in err.value.problems] == ["daemons.heartbeat.hosts"]
+    path.write_text('[fleet]\nhost = "a"\n[daemons.heartbeat.hosts]\na = ["algo-risk"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [p.path for p in err.value.problems] == ["daemons.heartbeat.hosts"]
+    path.write_text('[fleet]\nhost = "a"\n[daemons.heartbeat.hosts]\nb = ["algo-risk", "algo-heartbeat"]\n')
+    config = load_config(path)
+    assert config.daemons.heartbeat.hosts == {"b": ["algo-risk", "algo-heartbeat"]}
+    assert this_host(config) == "a"
+    assert [bus_source(name, config) for name in ("heartbeat", "bridge", "risk")] == ["heartbeat@a", "bridge@a", "risk"]
+
+
+def test_one_host_keeps_the_hostname_and_plain_source_names(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text("")
+    config = load_config(path)
+    assert this_host(config) == HOST
+    assert [bus_source(name, config) for name in ("heartbeat", "bridge")] == ["heartbeat", "bridge"]
 
 
 # --- real daemons on a real bus -----------------------------------------------------------------------

@@ -52,10 +52,11 @@ Publish = Callable[[bytes, bytes, bytes], bool]
 
 
 class Importer:
-    def __init__(self, section: BridgeSection, host: str, link: Link, stats: BridgeStats, publish: Publish) -> None:
+    def __init__(self, section: BridgeSection, host: str, daemons: frozenset[str], link: Link, stats: BridgeStats,
+                 publish: Publish) -> None:
         self.section = section
         self.host = host
-        self.daemons = frozenset(section.daemons)
+        self.daemons = daemons  # this host's bus sources: another host's event named like one is refused
         self.group = section.group or host
         self.link = link
         self.stats = stats

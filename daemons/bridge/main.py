@@ -27,7 +27,7 @@ from ..runtime import wire
 from ..runtime.config import BridgeSection, FleetConfig
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import MARKET_DATA_MARKS, Event
-from ..runtime.heartbeat import this_host
+from ..runtime.heartbeat import PER_HOST, bus_source, this_host
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.redis_login import UNREACHABLE, connect, password
 from .exporter import Exporter
@@ -54,12 +54,13 @@ class Bridge(Daemon):
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         section = self._section = cast(BridgeSection, self.section_of(config))
-        self.host = section.host or this_host()
-        self.daemons = frozenset(section.daemons)
+        self.host = section.host or this_host(config)
+        # With [fleet] host set, this host's algo-heartbeat and algo-bridge ("heartbeat@a") are its daemons too.
+        self.daemons = frozenset(section.daemons) | {bus_source(name, config) for name in PER_HOST if config.fleet.host}
         self.stats = BridgeStats(metrics.registry)
         self.link = Link(section)
         self.exporter = Exporter(section, self.host, self.link, self.stats)
-        self.importer = Importer(section, self.host, self.link, self.stats, self._publish)
+        self.importer = Importer(section, self.host, self.daemons, self.link, self.stats, self._publish)
         self.exporter.on_idle = self.importer.on_idle = self._acknowledge
         # What it exports, and the order path it imports (to see it routed back); imported ticks need no echo.
         for pattern in dict.fromkeys(section.exports + [p for p in section.imports if family(p) != MARKETDATA]):

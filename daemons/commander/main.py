@@ -44,7 +44,7 @@ class CommanderDaemon(Daemon):
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
-        self.worker = f"algo-commander@{this_host()}"
+        self.worker = f"algo-commander@{this_host(config)}"
         self.store: Store | None = None
         self.database_error: str | None = None
         self.sent: dict[str, CommandView] = {}  # claimed and sent, awaiting control.result

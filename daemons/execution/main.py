@@ -142,7 +142,7 @@ class ExecutionDaemon(Daemon):
             await self._setup_kite()
         if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
             secret = password(lease, "daemons.execution.lease.password_credential", "algo-execution.service")
-            self.lease = Lease(lease, this_host(), connect(lease, secret), self.metrics.registry)
+            self.lease = Lease(lease, this_host(self.config), connect(lease, secret), self.metrics.registry)
             return
         await self._open_day(datetime.now(IST).date())
         if self.postbacks is not None:  # after reconciliation: updates need the day's orders; the poll has the gap

@@ -48,8 +48,8 @@ class GatewayDaemon(Daemon):
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         self.stream = Stream(self.section.ring_events, self.section.ws_queue_events)
-        self.liveness = Liveness(this_host(), config.daemons.heartbeat.silent_after_sec)
-        self.liveness.expect(expected_units(config), time.monotonic())
+        self.liveness = Liveness(this_host(config), config.daemons.heartbeat.silent_after_sec)
+        self.liveness.expect(expected_units(config), time.monotonic(), config.daemons.heartbeat.hosts)
         self.kill_switch: KillSwitchState | None = None
         self.malformed_heartbeats = 0
         for pattern in TOPICS:

@@ -1,14 +1,15 @@
-"""Who is alive: the last heartbeat of every (host, unit), and which ones have gone silent.
+"""Who is alive: the last heartbeat of every (host, unit), which ones have gone silent, and which hosts.
 
 Pure bookkeeping on the times it is given, so the transitions are tested without a clock. The
-expected units (from the config, on the watcher's own host) are watched from the start, so one that
-never came up is flagged as well as one that stopped; a unit seen but not expected (another host's)
-is watched from its first heartbeat.
+expected units (the config's: this host's daemons, and the units it names for other hosts, whose
+heartbeats come over the bridges) are watched from the start, so one that never came up is flagged
+as well as one that stopped; a unit seen but not expected is watched from its first heartbeat. A host
+is silent when every unit watched on it is: from here it looks down, or cut off (its bridge, or Redis).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -64,16 +65,19 @@ class Liveness:
         self.silent_after = silent_after
         self.peers: dict[tuple[str, str], Peer] = {}
 
-    def expect(self, units: Iterable[str], now: float) -> None:
-        """The config's units on this host. One of this host's units the config no longer names is forgotten
-        (a heartbeat brings it back); other hosts' units are not the config's to judge and stay."""
-        wanted = set(units)
+    def expect(self, units: Iterable[str], now: float, others: Mapping[str, Iterable[str]] | None = None) -> None:
+        """The config's units: ``units`` on this host, ``others`` by host. A unit of a host the config names (this
+        one included) that it no longer expects is forgotten (a heartbeat brings it back), as is every unit of a
+        host taken out of the config; units of hosts the config never named are not its to judge and stay."""
+        wanted = {self.host: set(units)} | {host: set(names) for host, names in (others or {}).items()}
         for key, peer in list(self.peers.items()):
-            peer.expected = peer.host == self.host and peer.unit in wanted
-            if peer.host == self.host and not peer.expected:
+            was = peer.expected
+            peer.expected = peer.unit in wanted.get(peer.host, ())
+            if not peer.expected and (was or peer.host in wanted):
                 del self.peers[key]
-        for unit in wanted:
-            self.peers.setdefault((self.host, unit), Peer(self.host, unit, True, now))
+        for host, names in wanted.items():
+            for unit in names:
+                self.peers.setdefault((host, unit), Peer(host, unit, True, now))
 
     def heard(self, beat: Heartbeat, now: float, wall: float) -> Change | None:
         peer = self.peers.get((beat.host, beat.unit))
@@ -101,6 +105,13 @@ class Liveness:
 
     def silent(self) -> list[Peer]:
         return [p for p in self.peers.values() if p.state is State.SILENT]
+
+    def hosts(self) -> dict[str, bool]:
+        """Every host watched, and whether it is silent (every unit watched on it is)."""
+        silent: dict[str, bool] = {}
+        for peer in self.peers.values():
+            silent[peer.host] = silent.get(peer.host, True) and peer.state is State.SILENT
+        return silent
 
     @staticmethod
     def _move(peer: Peer, happening: Happening, quiet_for: float) -> Change | None:

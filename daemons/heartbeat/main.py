@@ -1,6 +1,7 @@
 """algo-heartbeat: watches every daemon's ``health.heartbeat`` (each daemon's runner publishes one,
-see runtime/heartbeat.py for the payload), flags a daemon silent for longer than ``silent_after_sec``,
-and writes every ``control.*`` event to the journal (who paused what, with its TRACE_ID).
+see runtime/heartbeat.py for the payload), this host's and, through the bridges, the other hosts' the config
+names (``[daemons.heartbeat] hosts``), flags a daemon silent for longer than ``silent_after_sec`` and a
+host silent when all its daemons are, and writes every ``control.*`` event to the journal (who paused what, with its TRACE_ID).
 
 It receives its own heartbeats too, so its health check proves the whole bus path
 (client -> broker -> client) works. When no heartbeat has made the round trip for
@@ -38,8 +39,9 @@ class HeartbeatDaemon(Daemon):
         self.bus.subscribe(HEALTH_HEARTBEAT, self._on_heartbeat)
         self.bus.subscribe("control.*", self._on_control)
         self.last_echo = time.monotonic()
-        self.liveness = Liveness(this_host(), self.section.silent_after_sec)
-        self.liveness.expect(expected_units(config), time.monotonic())
+        self.liveness = Liveness(this_host(config), self.section.silent_after_sec)
+        self.liveness.expect(expected_units(config), time.monotonic(), self.section.hosts)
+        self.silent_hosts: set[str] = set()
         self.malformed = 0
         self._refused: set[str] = set()  # sources whose malformed heartbeats were logged (once each)
         metrics.registry.register(FleetLivenessCollector(self))
@@ -60,16 +62,17 @@ class HeartbeatDaemon(Daemon):
             else:
                 for change in self.liveness.check(now):
                     self._report(change)
+                self._report_hosts()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.section.interval_sec)
 
     async def reload(self, config: FleetConfig) -> None:
         self.config = config
         self.liveness.silent_after = self.section.silent_after_sec
-        self.liveness.expect(expected_units(config), time.monotonic())
+        self.liveness.expect(expected_units(config), time.monotonic(), self.section.hosts)
 
     def _on_heartbeat(self, event: Event) -> None:
-        if event.source == self.name:
+        if event.source == self.bus.source:
             self.last_echo = time.monotonic()
         try:
             beat = Heartbeat.parse(event.payload)
@@ -82,6 +85,7 @@ class HeartbeatDaemon(Daemon):
         change = self.liveness.heard(beat, time.monotonic(), time.time())
         if change is not None:
             self._report(change)
+            self._report_hosts()
 
     def _report(self, change: Change) -> None:
         peer = change.peer
@@ -94,6 +98,16 @@ class HeartbeatDaemon(Daemon):
                       self.section.silent_after_sec, extra=fields)
         elif change.before is State.SILENT:
             log.info("%s heartbeats again after %.1fs", peer.name, change.quiet_for, extra=fields)
+
+    def _report_hosts(self) -> None:
+        """A host going silent (every daemon watched on it) is one err line, coming back one info line."""
+        silent = {host for host, quiet in self.liveness.hosts().items() if quiet}
+        for host in sorted(silent - self.silent_hosts):
+            log.error("host %s silent: none of its daemons' heartbeats arrive (the host is down, or cut off from "
+                      "this one: its bridge, this host's bridge, or Redis)", host, extra={"DAEMON_HOST": host})
+        for host in sorted(self.silent_hosts & set(self.liveness.hosts()) - silent):
+            log.info("host %s heartbeats again", host, extra={"DAEMON_HOST": host})
+        self.silent_hosts = silent
 
     def _on_control(self, event: Event) -> None:
         fields = {"TRACE_ID": event.trace}
@@ -112,7 +126,9 @@ class HeartbeatDaemon(Daemon):
         state = "connected" if self.bus.connected else "bus unreachable"
         peers = self.liveness.peers.values()
         alive = sum(1 for p in peers if p.state is State.ALIVE)
-        silent = ", ".join(sorted(p.name if p.host != self.liveness.host else p.unit for p in self.liveness.silent()))
+        hosts = sorted(host for host, quiet in self.liveness.hosts().items() if quiet)
+        silent = ", ".join([f"host {host}" for host in hosts] + sorted(
+            p.name if p.host != self.liveness.host else p.unit for p in self.liveness.silent() if p.host not in hosts))
         unhealthy = sorted(p.unit for p in peers if p.state is State.ALIVE and p.last and not p.last.healthy)
         return (f"{state}; heartbeat every {self.section.interval_sec:g}s; {alive} daemons alive"
                 + (f", SILENT: {silent}" if silent else "")
@@ -145,7 +161,11 @@ class FleetLivenessCollector(Collector):
             lag.add_metric([host, unit], beat.loop_lag_sec)
             if beat.tick_age_sec is not None:
                 tick_age.add_metric([host, unit], beat.tick_age_sec)
-        yield from (seen, silent, healthy, lag, tick_age)
+        hosts = GaugeMetricFamily("algo_heartbeat_host_silent", "1 while every daemon watched on a host is silent "
+                                  "(the host is down or cut off from this one)", labels=["host"])
+        for host, quiet in sorted(self.daemon.liveness.hosts().items()):
+            hosts.add_metric([host], int(quiet))
+        yield from (seen, silent, healthy, lag, tick_age, hosts)
         yield CounterMetricFamily("algo_heartbeat_malformed", "Heartbeats refused for breaking the payload contract",
                                   value=self.daemon.malformed)
 

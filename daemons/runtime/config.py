@@ -119,6 +119,10 @@ class FleetSection(Section):
     mode: Literal["paper", "live"] = "paper"
     user: str = Field("algo", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     group: str = Field("algo", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # This host's name in a multi-host fleet: heartbeats carry it, and the daemons every host runs (algo-heartbeat,
+    # algo-bridge) take it into their bus source ("heartbeat@a") so they cross bridges without clashing.
+    # '': one host, the machine's hostname in heartbeats and plain source names.
+    host: str = Field("", pattern=r"^[a-z0-9_.-]{0,64}$")
 
 
 def _socket_path(v: Path) -> Path:
@@ -178,6 +182,10 @@ class HeartbeatSection(DaemonSection):
     max_bus_outage_sec: float = Field(10.0, ge=0.1, le=3600)
     # A daemon with no heartbeat for this long is flagged silent (at least twice interval_sec).
     silent_after_sec: float = Field(5.0, gt=0, le=3600)
+    # Other hosts of a multi-host fleet and their units to expect (their heartbeats come over the bridges):
+    # {"b" = ["algo-risk", "algo-execution", "algo-heartbeat", "algo-bridge"]}, watched from algo-heartbeat's start.
+    hosts: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.-]{1,64}$")],
+                list[Annotated[str, Field(pattern=r"^algo-[a-z0-9_@.-]{1,64}$")]]] = {}
 
 
 class DerivativesSection(Section):
@@ -769,6 +777,11 @@ def cross_check(config: FleetConfig) -> list[Problem]:
     if hb.silent_after_sec < 2 * hb.interval_sec:
         problems.append(Problem("daemons.heartbeat.silent_after_sec", f"must be at least twice daemons.heartbeat."
                                 f"interval_sec ({2 * hb.interval_sec:g}): one late heartbeat is not silence"))
+    if hb.hosts and not config.fleet.host:
+        problems.append(Problem("daemons.heartbeat.hosts", "other hosts need this host named too: set [fleet] host"))
+    elif config.fleet.host in hb.hosts:
+        problems.append(Problem("daemons.heartbeat.hosts", f"names this host ({config.fleet.host}): its units are "
+                                "the config's daemons"))
     bridge = config.daemons.bridge
     if bridge is not None and bridge.reconnect_min_sec > bridge.reconnect_max_sec:
         problems.append(Problem("daemons.bridge.reconnect_min_sec", "must not exceed daemons.bridge.reconnect_max_sec"))

@@ -27,7 +27,7 @@ import uvloop
 from .client import BusClient
 from .config import ConfigError, DaemonSection, FleetConfig, Problem, load_config, resolve_path
 from .envelope import HEALTH_HEARTBEAT
-from .heartbeat import Heartbeat, this_host
+from .heartbeat import Heartbeat, bus_source, this_host
 from .integrity import DamagedFile
 from .logs import setup_logging
 from .metrics import BusClientCollector, DaemonMetrics
@@ -60,7 +60,7 @@ class Daemon(ABC):
         self.metrics = metrics
         self.stopping = asyncio.Event()
         if self.uses_bus:
-            self.bus = BusClient.for_config(config.bus, source=self.name, acks=self.bus_acks)
+            self.bus = BusClient.for_config(config.bus, source=bus_source(self.name, config), acks=self.bus_acks)
             metrics.registry.register(BusClientCollector(self.bus))
 
     def state_path(self, filename: str) -> Path:
@@ -121,7 +121,7 @@ class Runner:
         self._unhealthy_since: float | None = None
         self._started = time.monotonic()
         self._worst_lag = 0.0  # since the last heartbeat
-        self._host = this_host()
+        self._host = this_host(daemon.config)
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()

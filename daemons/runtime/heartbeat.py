@@ -1,8 +1,8 @@
 """The ``health.heartbeat`` payload: a contract between every daemon and whoever watches the fleet.
 
 Every long-running daemon publishes one every ``[daemons.heartbeat] interval_sec`` (the runner does
-it, see daemon.py); algo-heartbeat reads them today, other hosts' watchers will read them over the
-multi-host transport later, so the payload is versioned and validated, and a malformed one is
+it, see daemon.py); algo-heartbeat reads them, on its own host and, through the bridges, other hosts',
+so the payload is versioned and validated, and a malformed one is
 refused with the reason instead of being half-read. docs/ARCHITECTURE.md documents every field.
 """
 
@@ -65,8 +65,20 @@ def _seconds(payload: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def this_host() -> str:
-    return socket.gethostname()
+def this_host(config: FleetConfig) -> str:
+    """This host's name: ``[fleet] host``, else the machine's hostname."""
+    return config.fleet.host or socket.gethostname()
+
+
+# The daemons every host of a multi-host fleet runs: their bus sources carry [fleet] host to stay unique.
+PER_HOST = ("heartbeat", "bridge")
+
+
+def bus_source(name: str, config: FleetConfig) -> str:
+    """The bus source of daemon ``name``: sources must be unique across the hosts that exchange events (receivers
+    track seqs per source; bridges export, and refuse imports, by source), so one that every host runs is
+    qualified by ``[fleet] host`` ("heartbeat@a"); without a host name (one host) it is the plain name."""
+    return f"{name}@{config.fleet.host}" if name in PER_HOST and config.fleet.host else name
 
 
 def expected_units(config: FleetConfig) -> list[str]:

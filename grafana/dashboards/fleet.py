@@ -42,7 +42,13 @@ def build() -> dict[str, Any]:
             "Heartbeats", "Each daemon's health.heartbeat as algo-heartbeat sees it, by unit and host: SILENT "
             "after silent_after_sec without one, or none since algo-heartbeat started (DaemonSilent).",
             [query(f"algo_heartbeat_silent{{{JOB}}}", "{{unit}} {{host}}", instant=True)],
-            w=24, h=4, mappings={"0": ("alive", "green"), "1": ("SILENT", "red")},
+            w=18, h=4, mappings={"0": ("alive", "green"), "1": ("SILENT", "red")},
+            thresholds=((None, "green"), (1, "red"))))
+        .with_panel(stat_panel(
+            "Hosts", "Each host algo-heartbeat watches: SILENT while none of its daemons' heartbeats arrive (down, "
+            "or cut off: a bridge or Redis; FleetHostSilent).",
+            [query(f"algo_heartbeat_host_silent{{{JOB}}}", "{{host}}", instant=True)],
+            w=6, h=4, mappings={"0": ("up", "green"), "1": ("SILENT", "red")},
             thresholds=((None, "green"), (1, "red"))))
         .with_row(dashboard.Row("Trading"))
         .with_panel(timeseries_panel(
