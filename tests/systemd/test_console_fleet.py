@@ -147,12 +147,16 @@ def test_login_shows_the_fleets_units_alive(door: FrontDoor, page: Page, screens
 def test_a_pause_from_the_console_is_executed_and_blocks_the_next_entry(
         box: tuple[Sandbox, dict[str, str]], page: Page, screens: Path) -> None:
     sandbox, _ = box
+    sandbox.systemctl("stop", "algo-commander.service", check=True)  # to see the command wait in the queue
     row = page.locator('#strategies tr[data-strategy="rsi-infy"]')
     row.locator('button[data-verb="pause"]').click()
+    expect(row.locator(".command-status")).to_have_text("pause: pending")
+    page.screenshot(path=screens / "2-pause-pending.png", full_page=True)
+    sandbox.systemctl("start", "algo-commander.service", check=True)
     expect(row.locator(".command-status")).to_have_text("pause: executed")  # by algo-commander and algo-equity
     expect(row.locator(".state")).to_have_text("paused")
     expect(page.locator("#history tbody tr").first).to_contain_text("operator-1")
-    page.screenshot(path=screens / "2-pause-executed.png", full_page=True)
+    page.screenshot(path=screens / "3-pause-executed.png", full_page=True)
     line = sandbox.journalctl("-u", "algo-equity.service", "STRATEGY=rsi-infy", "ACTOR=operator-1", "-o", "cat").stdout
     assert "pause rsi-infy by operator-1: executed (paused" in line, line
 
@@ -206,7 +210,7 @@ def test_kill_9_of_the_gateway_after_a_202_loses_no_command(box: tuple[Sandbox, 
     off_loop(send, door, "rsi-reliance", "pause", "before-kill")
     sandbox.systemctl("kill", "--signal=KILL", GATEWAY, check=True)
     expect(page.locator("#stream-state")).not_to_have_text("live")
-    page.screenshot(path=screens / "3-gateway-killed.png", full_page=True)
+    page.screenshot(path=screens / "4-gateway-killed.png", full_page=True)
     wait_until(lambda: sandbox.show(GATEWAY, "ActiveState")["ActiveState"] == "active", 30, "the unit to restart the gateway")
     after = sandbox.show(GATEWAY, "MainPID", "NRestarts")
     assert after["MainPID"] != before["MainPID"] and int(after["NRestarts"]) == int(before["NRestarts"]) + 1
@@ -237,4 +241,4 @@ def test_a_resume_from_the_console_lets_the_next_entry_through_and_its_fill_appe
     fill = page.locator("#fills tbody tr.live").first  # from the stream, not a poll
     expect(fill).to_contain_text("INFY")
     expect(fill).to_contain_text("rsi-infy")
-    page.screenshot(path=screens / "4-live-fill.png", full_page=True)
+    page.screenshot(path=screens / "5-live-fill.png", full_page=True)
