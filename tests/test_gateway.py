@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,11 @@ from daemons.control_plane.store import Store
 from daemons.gateway.api import create_app
 from daemons.gateway.main import GatewayDaemon
 from daemons.gateway.ratelimit import FailureLimiter, Limited
+from daemons.gateway.stream import Stream
 from daemons.gateway.tokens import Role, TokenError, TokenStore
 from daemons.journal_format.layout import day_of
 from daemons.runtime.config import load_config
-from daemons.runtime.envelope import EXECUTION_FILL, HEALTH_HEARTBEAT, STRATEGY_SIGNAL
+from daemons.runtime.envelope import EXECUTION_FILL, HEALTH_HEARTBEAT, STRATEGY_SIGNAL, Event
 from daemons.runtime.metrics import DaemonMetrics
 from tests.gateway_fleet import GatewayFleet, gateway_fleet, write_day
 from tests.helpers import wait_until
@@ -376,3 +378,24 @@ def test_without_its_database_the_gateway_serves_and_its_strategy_routes_answer_
         assert scrape(f)["algo_gateway_control_plane_unavailable_total"] >= 2
         Store.open(f.config.control_plane.database_url, migrate=True).close()  # the deploy migrates: it comes back
         assert f.http("viewer").get("/api/v1/strategies").json() == []
+
+
+def test_a_client_resuming_across_a_gateway_restart_gets_a_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restarted gateway's ring is empty and knows nothing of the numbers the console saw: the console
+    must be told to re-read, and get the new life's events, even once these outnumber the old life's."""
+    def fill(fill_id: str) -> Event:
+        return Event(EXECUTION_FILL, "algo-execution", 1, {"fill_id": fill_id}, fill_id, 0, fill_id)
+
+    monkeypatch.setattr(time, "time_ns", lambda: 1_000_000_000)
+    before = Stream(64, 64)
+    for n in range(3):
+        before.publish(fill(f"old-{n}"))
+    monkeypatch.setattr(time, "time_ns", lambda: 2_000_000_000)  # started a second later
+    after = Stream(64, 64)
+    for n in range(5):
+        after.publish(fill(f"new-{n}"))
+    client = after.attach(("execution.*",), before.seq)
+    messages = [json.loads(client.queue.get_nowait()) for _ in range(client.queue.qsize())]
+    assert messages[0] == {"type": "gap", "since": before.seq, "resumed_at": after.first + 1}
+    assert [m["event"]["payload"]["fill_id"] for m in messages[1:]] == [f"new-{n}" for n in range(5)]
+    assert after.numbered == 5

@@ -176,7 +176,7 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("algo_gateway_ws_messages", "Event messages written to WebSocket clients",
                                   value=gw.stream.sent)
         yield CounterMetricFamily("algo_gateway_stream_events", "Fleet events numbered into the stream",
-                                  value=gw.stream.seq)
+                                  value=gw.stream.numbered)
         dropped = CounterMetricFamily("algo_gateway_ws_dropped", "WebSocket clients dropped as too slow, by reason",
                                       labels=["reason"])
         for reason in ("queue_full", "send_timeout"):

@@ -6,13 +6,17 @@ appends and ``put_nowait``s, so it never waits for a browser: a client whose que
 (``ws_queue_events``) is dropped, and so is one whose socket took longer than ``ws_send_timeout_sec``
 to accept a message (a send blocks once the kernel's and the proxy's buffers are full). A client that
 comes back asks for ``since`` its last sequence number and gets what the ring still holds first, or a
-``gap`` message saying from where on it must re-read the REST endpoints.
+``gap`` message saying from where on it must re-read the REST endpoints. The numbers start at the
+wall clock in microseconds: a restarted gateway numbers above everything its previous life sent (unless
+that one numbered more than an event a microsecond), so a console resuming across a restart, whose ring
+is gone, gets a gap rather than silence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,11 +47,16 @@ class Client:
         return any(wire.matches(p, topic) for p in self.patterns)
 
 
+def _first_seq() -> int:
+    return time.time_ns() // 1000
+
+
 @dataclass
 class Stream:
     ring_size: int
     queue_size: int
-    seq: int = 0
+    seq: int = field(default_factory=_first_seq)  # the last number given
+    first: int = field(init=False)  # where this life's numbers start
     ring: deque[tuple[int, str, str]] = field(init=False)  # (seq, topic, message)
     clients: set[Client] = field(default_factory=set)
     dropped: Counter[str] = field(default_factory=Counter)  # clients dropped, by reason
@@ -55,6 +64,12 @@ class Stream:
 
     def __post_init__(self) -> None:
         self.ring = deque(maxlen=self.ring_size)
+        self.first = self.seq
+
+    @property
+    def numbered(self) -> int:
+        """Events numbered since this gateway started."""
+        return self.seq - self.first
 
     def publish(self, event: Event) -> None:
         """From the bus handler: number it, keep it, offer it to every interested client. Never waits."""
