@@ -11,12 +11,16 @@ import logging
 import os
 import pwd
 import secrets
+import socket
 import stat
+import struct
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..runtime.config import ConfigError, FleetConfig, KiteSection, fleet_ports, load_config
+from ..bus.listen import socket_path_problem
+from ..runtime.config import ConfigError, FleetConfig, KiteSection, fleet_ports, load_config, nginx_ports
 
 log = logging.getLogger("algo.premarket")
 
@@ -246,27 +250,75 @@ def socket_owner(inode: int, proc: Path = Path("/proc")) -> str:
             continue
         try:
             if any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
-                return f"pid {entry.name} ({(entry / 'comm').read_text().strip()})"
+                return _process(int(entry.name), proc)
         except OSError:  # gone, or not ours to look at (ProtectProc=invisible hides other users')
             continue
     return "a process this check cannot see"
 
 
-def check_ports(config: FleetConfig, fleet_uid: int | None = None, proc: Path = Path("/proc")) -> str | None:
-    """Every port the fleet will listen on is free, or held by the fleet's own user (premarket runs as it:
-    a daemon already running); one taken by anyone else would leave that daemon half-started, so it is
-    named with its owner before anything starts."""
+def _process(pid: int, proc: Path = Path("/proc")) -> str:
+    try:
+        return f"pid {pid} ({(proc / str(pid) / 'comm').read_text().strip()})"
+    except OSError:
+        return f"pid {pid}"
+
+
+def nginx_active() -> bool:
+    """Whether systemd runs nginx.service, the gateway's front door (the role points it at the fleet's
+    config): nginx binds every listen address at start or fails, so while it is active it holds them."""
+    try:
+        return subprocess.run(["systemctl", "is-active", "--quiet", "nginx.service"], timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def check_ports(config: FleetConfig, fleet_uid: int | None = None, proc: Path = Path("/proc"),
+                nginx_running: bool | None = None) -> str | None:
+    """Every port the fleet will listen on is free, or held by the fleet itself (a restart of premarket
+    with the fleet up): a daemon's by the fleet's own user (premarket runs as it), nginx's (in front of the
+    gateway) by an active nginx.service, whose master binds them as root. One taken by anyone else would
+    leave that daemon half-started, so it is named with its owner before anything starts; so is a live
+    listener on the gateway's socket that is not the fleet's."""
     fleet_uid = os.geteuid() if fleet_uid is None else fleet_uid
     taken = listeners(proc / "net")
+    ours = {port: path for port, path in nginx_ports(config)}
+    if ours and (nginx_running if nginx_running is not None else nginx_active()):
+        ours = {}  # nginx is up: its own ports are taken by it
     problems = []
-    for port, path in fleet_ports(config):
+    for port, path in [*fleet_ports(config), *ours.items()]:
         for uid, inode in taken.get(port, []):
             if uid != fleet_uid:
                 problems.append(f"port {port} ({path}) is taken by {_user(uid)}, {socket_owner(inode, proc)}")
                 break
-    if problems:
-        return "; ".join(problems) + ": stop that process or choose another port in fleet.toml"
-    return None
+    ports = "; ".join(problems) + ": stop that process or choose another port in fleet.toml" if problems else None
+    sock = check_gateway_socket(config.gateway.socket, fleet_uid, proc) if config.gateway.listen is not None else None
+    return "; ".join(r for r in (ports, sock) if r) or None
+
+
+def check_gateway_socket(path: Path, fleet_uid: int, proc: Path = Path("/proc")) -> str | None:
+    """The gateway's socket path is free, a stale socket (the gateway replaces it), or the running gateway's
+    (a listener of the fleet's user); a live listener of anyone else, or a file that is no socket, is not."""
+    problem = socket_path_problem(path, "algo-gateway")
+    if problem is not None:
+        return f"gateway.socket: {problem}"
+    if not path.is_socket():
+        return None
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        pid, uid, _gid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except ConnectionRefusedError:
+        return None  # stale: nobody listens
+    except OSError as exc:
+        return (f"gateway.socket: {path} is a socket this check cannot probe ({exc.strerror or exc}), owned by "
+                f"{_user(path.lstat().st_uid)}: remove it if no gateway of this fleet runs")
+    finally:
+        probe.close()
+    if uid == fleet_uid:
+        return None
+    return (f"gateway.socket: {path} is listened on by {_user(uid)}, {_process(pid, proc)}: stop that process "
+            "or choose another gateway.socket in fleet.toml")
 
 
 def _user(uid: int) -> str:
