@@ -495,24 +495,33 @@ def me_as_owner() -> str:
     return f"{checks._user(os.geteuid())}, pid {os.getpid()} ({comm})"
 
 
-def test_the_commanders_and_nginxs_ports_are_checked_and_a_running_nginx_holds_its_own() -> None:
+def test_the_commanders_and_nginxs_ports_are_checked_and_a_running_nginx_holds_its_own(tmp_path: Path) -> None:
     """algo-commander's metrics port, and where the gateway is deployed nginx's TLS listener and its metrics
-    listener, are named with their owner when someone else holds them; while nginx.service is active those
-    two are nginx's own (its master binds them as root), as a daemon's are the fleet user's."""
+    listener, are named with their owner when someone else holds them; while the fleet's nginx runs (its
+    pid file names a live process) those two are its own (its master binds them as root), as a daemon's
+    are the fleet user's."""
+    pid_file = tmp_path / checks.NGINX_PID_FILE
+    pid_file.parent.mkdir(parents=True)
     with (socket.create_server(("127.0.0.1", 0)) as commander, socket.create_server(("127.0.0.1", 0)) as tls,
           socket.create_server(("127.0.0.1", 0)) as metrics):
         c, t, m = (s.getsockname()[1] for s in (commander, tls, metrics))
         config = with_ports(commander={"metrics_port": c}, gateway={"metrics_port": m, "listen": f"127.0.0.1:{t}",
                                                                     "socket": f"/tmp/algo-premarket-absent-{os.getpid()}.sock"})
         stranger, owner = os.geteuid() + 1, me_as_owner()
-        assert checks.check_ports(config, fleet_uid=stranger, nginx_running=False) == (
-            f"port {c} (commander.metrics_port) is taken by {owner}; port {t} (gateway.listen) is taken by {owner}; "
-            f"port {m} (gateway.metrics_port) is taken by {owner}: stop that process or choose another port in fleet.toml")
-        assert checks.check_ports(config, fleet_uid=stranger, nginx_running=True) == (
+        everything = (f"port {c} (commander.metrics_port) is taken by {owner}; port {t} (gateway.listen) is taken by "
+                      f"{owner}; port {m} (gateway.metrics_port) is taken by {owner}: stop that process or choose "
+                      "another port in fleet.toml")
+        assert checks.check_ports(config, fleet_uid=stranger, state_root=tmp_path) == everything  # no nginx
+        pid_file.write_text(f"{os.getpid()}\n")  # nginx runs
+        assert checks.check_ports(config, fleet_uid=stranger, state_root=tmp_path) == (
             f"port {c} (commander.metrics_port) is taken by {owner}: stop that process or choose another port in fleet.toml")
-        assert checks.check_ports(config, fleet_uid=os.geteuid(), nginx_running=False) is None  # the fleet's own
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        pid_file.write_text(f"{gone.pid}\n")  # nginx died, its pid file left behind
+        assert checks.check_ports(config, fleet_uid=stranger, state_root=tmp_path) == everything
+        assert checks.check_ports(config, fleet_uid=os.geteuid(), state_root=tmp_path) is None  # the fleet's own
         undeployed = config.model_copy(update={"gateway": config.gateway.model_copy(update={"listen": None})})
-        assert port_problems(checks.check_ports(undeployed, fleet_uid=stranger, nginx_running=False)) == {
+        assert port_problems(checks.check_ports(undeployed, fleet_uid=stranger, state_root=tmp_path)) == {
             "commander.metrics_port": owner}
 
 
@@ -532,7 +541,7 @@ def test_the_gateways_socket_is_refused_only_to_a_live_listener_that_is_not_the_
                 "gateway.socket in fleet.toml")
             assert checks.check_gateway_socket(path, me) is None
             config = with_ports(gateway={"listen": "127.0.0.1:1", "socket": str(path)})
-            assert checks.check_ports(config, fleet_uid=stranger, nginx_running=True) == (
+            assert checks.check_ports(config, fleet_uid=stranger, state_root=directory) == (
                 f"gateway.socket: {path} is listened on by {me_as_owner()}: stop that process or choose another "
                 "gateway.socket in fleet.toml")
         assert path.is_socket()  # closed without unlinking: a stale socket

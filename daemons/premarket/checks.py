@@ -14,7 +14,6 @@ import secrets
 import socket
 import stat
 import struct
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,6 +222,8 @@ CREDENTIALS = ("api_key", "access_token")  # the secret stays with `algoctl logi
 
 
 LISTEN = "0A"  # a socket's state in /proc/net/tcp{,6}
+# nginx's pid file under the state root: the prefix the deploy gives the gateway's nginx (ansible/roles/algo_fleet)
+NGINX_PID_FILE = Path("nginx/run/nginx.pid")
 
 
 def listeners(proc_net: Path = Path("/proc/net")) -> dict[int, list[tuple[int, int]]]:
@@ -263,26 +264,36 @@ def _process(pid: int, proc: Path = Path("/proc")) -> str:
         return f"pid {pid}"
 
 
-def nginx_active() -> bool:
-    """Whether systemd runs nginx.service, the gateway's front door (the role points it at the fleet's
-    config): nginx binds every listen address at start or fails, so while it is active it holds them."""
+def nginx_running(state_root: Path = STATE_ROOT) -> bool:
+    """Whether the gateway's nginx runs: its pid file (under the deploy's nginx prefix) names a live process.
+    kill(pid, 0) answers across users, which /proc does not here (ProtectProc=invisible); and nginx binds
+    every listen address at start or fails, so while it runs it holds them."""
     try:
-        return subprocess.run(["systemctl", "is-active", "--quiet", "nginx.service"], timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        pid = int((state_root / NGINX_PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def check_ports(config: FleetConfig, fleet_uid: int | None = None, proc: Path = Path("/proc"),
-                nginx_running: bool | None = None) -> str | None:
+                state_root: Path = STATE_ROOT) -> str | None:
     """Every port the fleet will listen on is free, or held by the fleet itself (a restart of premarket
     with the fleet up): a daemon's by the fleet's own user (premarket runs as it), nginx's (in front of the
-    gateway) by an active nginx.service, whose master binds them as root. One taken by anyone else would
-    leave that daemon half-started, so it is named with its owner before anything starts; so is a live
-    listener on the gateway's socket that is not the fleet's."""
+    gateway) by a running nginx of the fleet, whose master binds them as root. One taken by anyone else
+    would leave that daemon half-started, so it is named with its owner before anything starts; so is a
+    live listener on the gateway's socket that is not the fleet's."""
     fleet_uid = os.geteuid() if fleet_uid is None else fleet_uid
     taken = listeners(proc / "net")
-    ours = {port: path for port, path in nginx_ports(config)}
-    if ours and (nginx_running if nginx_running is not None else nginx_active()):
+    ours = dict(nginx_ports(config))
+    if ours and nginx_running(state_root):
         ours = {}  # nginx is up: its own ports are taken by it
     problems = []
     for port, path in [*fleet_ports(config), *ours.items()]:
