@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from daemons.runtime.config import load_config
 from grafana.promql import catalogue, known_metrics, metric_names
 from tests.helpers import unavailable
 
@@ -180,6 +181,7 @@ def test_file_sd_example_matches_the_paper_config() -> None:
     ports = {name: section["metrics_port"]
              for name, section in tomllib.loads((REPO / "configs" / "paper.toml").read_text())["daemons"].items()
              if isinstance(section, dict) and "metrics_port" in section}
+    ports["commander"] = load_config(REPO / "configs" / "paper.toml").commander.metrics_port
     listed = {entry["labels"]["__algo_unit"]: target for entry in load(FILE_SD_EXAMPLE) for target in entry["targets"]}
     assert listed == {f"algo-{name}": f"127.0.0.1:{port}" for name, port in ports.items()}
 

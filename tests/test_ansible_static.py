@@ -330,7 +330,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inventory = out / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {
         "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-                  "trader-2": {"ansible_host": "192.0.2.20"}},
+                  "trader-2": {"ansible_host": "192.0.2.20", "algo_fleet_gateway_enabled": True}},
         "children": {g: {"hosts": {"localhost": None, "trader-2": None}}
                      for g in ("algo_engines", "algo_execution", "algo_journal")}}}))
     result = run(playbook_exe, "-i", str(inventory), str(playbook), "--limit", "localhost",
@@ -386,9 +386,14 @@ def test_file_sd_targets_match_grafana_s_example(rendered: Path) -> None:
     targets = json.loads((rendered / "targets.json").read_text())
     assert sorted(targets) == ["localhost", "trader-2"]
     local = [(t["targets"], t["labels"]["__algo_unit"], t["labels"]["daemon"]) for t in targets["localhost"]]
-    assert [port for (addr,), *_ in local for port in [addr.rsplit(":", 1)[1]]] == [str(p) for p in range(9470, 9479)]
+    assert [port for (addr,), *_ in local for port in [addr.rsplit(":", 1)[1]]] == [*map(str, range(9470, 9479)), "9481"]
     assert all(addr.startswith("127.0.0.1:") and unit == f"algo-{daemon}" for (addr,), unit, daemon in local)
+    assert local[-1][1:] == ("algo-commander", "commander")
     assert all(t["targets"][0].startswith("192.0.2.20:") for t in targets["trader-2"])
+    # algo-gateway only where it is deployed, through nginx's loopback listener on gateway.metrics_port
+    gateway = [t for t in targets["trader-2"] if t["labels"]["__algo_unit"] == "algo-gateway"]
+    assert [(t["targets"], t["labels"]["daemon"]) for t in gateway] == [(["192.0.2.20:9479"], "gateway")]
+    assert "algo-gateway" not in [unit for _, unit, _ in local]
     example = REPO / "grafana" / "prometheus" / "file_sd" / "algo-local.yml"
     if example.exists():
         want = [(e["targets"], e["labels"]["__algo_unit"]) for e in load(example)]

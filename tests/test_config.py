@@ -62,6 +62,26 @@ def test_duplicate_metrics_ports_are_caught(tmp_path: Path) -> None:
     ]
 
 
+def test_ports_of_the_commander_and_of_nginx_in_front_of_the_gateway_must_not_collide(tmp_path: Path) -> None:
+    """nginx's TLS listener (gateway.listen) and its metrics listener, and the commander's, are ports of the
+    fleet like the daemons': one used twice is refused with both dotted paths."""
+    path = write(tmp_path, '[gateway]\nlisten = "0.0.0.0:9476"\n[commander]\nmetrics_port = 9479\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [str(p) for p in err.value.problems] == [
+        "commander.metrics_port: port 9479 is already used by gateway.metrics_port",
+        "gateway.listen: port 9476 is already used by daemons.risk.metrics_port",
+    ]
+    assert load_config(write(tmp_path, '[gateway]\nlisten = "[::]:443"\n')).gateway.listen == "[::]:443"
+
+
+@pytest.mark.parametrize("listen", ["443", "localhost:443", "0.0.0.0:0", "0.0.0.0:https", "1.2.3.4:70000"])
+def test_gateway_listen_is_an_ip_address_and_a_port(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'[gateway]\nlisten = "{listen}"\n'))
+    assert [p.path for p in err.value.problems] == ["gateway.listen"]
+
+
 def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
     assert algoctl("config", "validate", str(write(tmp_path, "[bus\n"))).returncode == 78
     missing = algoctl("config", "validate", str(tmp_path / "absent.toml"))

@@ -135,6 +135,23 @@ def test_algoctl_renders_the_template_and_makes_the_certificate_once(door: Front
     assert done.value.code == 1 and "would break the nginx config" in capsys.readouterr().err
 
 
+def test_nginx_listens_where_fleet_toml_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """gateway.listen is the one source of nginx's TLS listener (premarket checks that port): the Ansible role
+    gives no --listen; without either there is nothing to render."""
+    from daemons.algoctl.main import main
+
+    fleet = tmp_path / "fleet.toml"
+    args = ["gateway", "nginx-config", "--cert", "/etc/algo/cert.pem", "--key", "/etc/algo/key.pem", "--config", str(fleet)]
+    fleet.write_text('[gateway]\nlisten = "127.0.0.1:8443"\n')
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0 and "listen 127.0.0.1:8443 ssl http2;" in capsys.readouterr().out
+    fleet.write_text("")
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 1 and "set gateway.listen in the config" in capsys.readouterr().err
+
+
 def test_the_shipped_console_is_the_default(door: FrontDoor, tmp_path: Path) -> None:
     """What the Ansible role renders unless the operator names another directory: the console in the wheel."""
     from daemons.gateway.nginx import CONSOLE

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,6 +73,36 @@ def as_nobody(check: Callable[[], str | None]) -> str | None:
     assert "crash" not in out, out.get("crash")
     reason: str | None = out["reason"]
     return reason
+
+
+def private_ports() -> dict[str, Any]:
+    """Config sections giving every port of the fleet one chosen free (all held open while choosing, so
+    none twice): the defaults (9470-9481) are taken by any sandbox running on this machine, which the port
+    check would rightly name."""
+    names = [name for name, _ in FleetConfig().daemons.items()]
+    with ExitStack() as stack:
+        ports = [stack.enter_context(socket.create_server(("127.0.0.1", 0))).getsockname()[1] for _ in range(len(names) + 2)]
+    return {"daemons": {name: {"metrics_port": port} for name, port in zip(names, ports, strict=False)},
+            "commander": {"metrics_port": ports[-2]}, "gateway": {"metrics_port": ports[-1]}}
+
+
+def ports_toml() -> str:
+    data = private_ports()
+    sections = {**{f"daemons.{name}": v for name, v in data["daemons"].items()},
+                "commander": data["commander"], "gateway": data["gateway"]}
+    return "".join(f"[{name}]\nmetrics_port = {v['metrics_port']}\n" for name, v in sections.items())
+
+
+def with_ports(**sections: dict[str, Any]) -> FleetConfig:
+    """A config on private ports, with ``sections`` merged over them."""
+    data = private_ports()
+    for name, section in sections.items():
+        if name == "daemons":
+            for daemon, values in section.items():
+                data["daemons"][daemon].update(values)
+        else:
+            data.setdefault(name, {}).update(section)
+    return FleetConfig.model_validate(data)
 
 
 def whoami() -> str:
@@ -370,7 +401,7 @@ def errors(stderr: str) -> list[str]:
 
 def test_main_passes(tmp_path: Path, state_root: Path) -> None:
     config = tmp_path / "fleet.toml"
-    config.write_text('[fleet]\nmode = "paper"\n[premarket]\nmin_free_mb = 1\n')
+    config.write_text('[fleet]\nmode = "paper"\n[premarket]\nmin_free_mb = 1\n' + ports_toml())
     result = premarket(config, state_root)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-1] == "INFO    algo.premarket: premarket passed: 5 checks"
@@ -378,7 +409,7 @@ def test_main_passes(tmp_path: Path, state_root: Path) -> None:
 
 def test_main_reports_each_failure_on_one_line(tmp_path: Path, state_root: Path) -> None:
     config = tmp_path / "fleet.toml"
-    config.write_text('[fleet]\nmode = "paper"\n[premarket]\nmin_free_mb = 1099511627776\n')
+    config.write_text('[fleet]\nmode = "paper"\n[premarket]\nmin_free_mb = 1099511627776\n' + ports_toml())
     (state_root / "equity").rmdir()
     (state_root / "equity").write_text("")
     result = premarket(config, state_root)
@@ -411,7 +442,7 @@ def test_main_live_with_an_expired_token(tmp_path: Path, state_root: Path, kite:
                         ("kite_access_token", "token-789")):
         (creds / name).write_text(value)
     config = tmp_path / "fleet.toml"
-    config.write_text(f'[fleet]\nmode = "live"\n[premarket]\nmin_free_mb = 1\n[kite]\nroot = "{kite.root}"\n')
+    config.write_text(f'[fleet]\nmode = "live"\n[premarket]\nmin_free_mb = 1\n[kite]\nroot = "{kite.root}"\n' + ports_toml())
     result = premarket(config, state_root, creds)
     assert result.returncode == 1, result.stderr
     assert errors(result.stderr) == [
@@ -427,7 +458,7 @@ def test_main_live_without_an_access_token(tmp_path: Path, state_root: Path) -> 
     (creds / "kite_api_key").write_text("key-123")
     (creds / "kite_api_secret").write_text("secret-456")
     config = tmp_path / "fleet.toml"
-    config.write_text('[fleet]\nmode = "live"\n[premarket]\nmin_free_mb = 1\n')
+    config.write_text('[fleet]\nmode = "live"\n[premarket]\nmin_free_mb = 1\n' + ports_toml())
     result = premarket(config, state_root, creds)
     assert result.returncode == 1
     (line,) = errors(result.stderr)
@@ -441,18 +472,86 @@ def test_a_port_the_fleet_needs_taken_by_someone_else_is_named_with_its_owner() 
     fails premarket naming the port, its config path and the process; the fleet's own user's is fine."""
     with socket.create_server(("127.0.0.1", 0)) as taken, socket.create_server(("::", 0), family=socket.AF_INET6) as six:
         port, port6 = taken.getsockname()[1], six.getsockname()[1]
-        config = FleetConfig.model_validate({"daemons": {"risk": {"metrics_port": port},
-                                                         "journal": {"metrics_port": port6}}})
+        config = with_ports(daemons={"risk": {"metrics_port": port}, "journal": {"metrics_port": port6}})
         me = os.geteuid()
         reason = checks.check_ports(config, fleet_uid=me + 1)
-        assert reason is not None
-        comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
-        owner = f"{checks._user(me)}, pid {os.getpid()} ({comm})"
+        owner = me_as_owner()
         assert reason == (f"port {port} (daemons.risk.metrics_port) is taken by {owner}; "
                           f"port {port6} (daemons.journal.metrics_port) is taken by {owner}: "
                           "stop that process or choose another port in fleet.toml")
         assert checks.check_ports(config, fleet_uid=me) is None  # a daemon of the fleet already running
     assert checks.check_ports(config, fleet_uid=me + 1) is None  # closed: free again
+
+
+def port_problems(reason: str | None) -> dict[str, str]:
+    """The port check's problems by config path (other ports of the default config may be taken by
+    whatever else runs on this machine, so a test looks only at its own)."""
+    found = re.findall(r"port \d+ \(([a-z0-9_.]+)\) is taken by ([^;:]+)", reason or "")
+    return dict(found)
+
+
+def me_as_owner() -> str:
+    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    return f"{checks._user(os.geteuid())}, pid {os.getpid()} ({comm})"
+
+
+def test_the_commanders_and_nginxs_ports_are_checked_and_a_running_nginx_holds_its_own(tmp_path: Path) -> None:
+    """algo-commander's metrics port, and where the gateway is deployed nginx's TLS listener and its metrics
+    listener, are named with their owner when someone else holds them; while the fleet's nginx runs (its
+    pid file names a live process) those two are its own (its master binds them as root), as a daemon's
+    are the fleet user's."""
+    pid_file = tmp_path / checks.NGINX_PID_FILE
+    pid_file.parent.mkdir(parents=True)
+    with (socket.create_server(("127.0.0.1", 0)) as commander, socket.create_server(("127.0.0.1", 0)) as tls,
+          socket.create_server(("127.0.0.1", 0)) as metrics):
+        c, t, m = (s.getsockname()[1] for s in (commander, tls, metrics))
+        config = with_ports(commander={"metrics_port": c}, gateway={"metrics_port": m, "listen": f"127.0.0.1:{t}",
+                                                                    "socket": f"/tmp/algo-premarket-absent-{os.getpid()}.sock"})
+        stranger, owner = os.geteuid() + 1, me_as_owner()
+        everything = (f"port {c} (commander.metrics_port) is taken by {owner}; port {t} (gateway.listen) is taken by "
+                      f"{owner}; port {m} (gateway.metrics_port) is taken by {owner}: stop that process or choose "
+                      "another port in fleet.toml")
+        assert checks.check_ports(config, fleet_uid=stranger, state_root=tmp_path) == everything  # no nginx
+        pid_file.write_text(f"{os.getpid()}\n")  # nginx runs
+        assert checks.check_ports(config, fleet_uid=stranger, state_root=tmp_path) == (
+            f"port {c} (commander.metrics_port) is taken by {owner}: stop that process or choose another port in fleet.toml")
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        pid_file.write_text(f"{gone.pid}\n")  # nginx died, its pid file left behind
+        assert checks.check_ports(config, fleet_uid=stranger, state_root=tmp_path) == everything
+        assert checks.check_ports(config, fleet_uid=os.geteuid(), state_root=tmp_path) is None  # the fleet's own
+        undeployed = config.model_copy(update={"gateway": config.gateway.model_copy(update={"listen": None})})
+        assert port_problems(checks.check_ports(undeployed, fleet_uid=stranger, state_root=tmp_path)) == {
+            "commander.metrics_port": owner}
+
+
+def test_the_gateways_socket_is_refused_only_to_a_live_listener_that_is_not_the_fleets() -> None:
+    """Nothing there or a stale socket (the gateway replaces it) pass; a listener of another user is named
+    with its pid and command, the fleet user's (the gateway running) passes; a file that is no socket fails."""
+    directory = Path(tempfile.mkdtemp(prefix="algo-premarket-gw-", dir="/tmp"))
+    path = directory / "api.sock"
+    me, stranger = os.geteuid(), os.geteuid() + 1
+    try:
+        assert checks.check_gateway_socket(path, stranger) is None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+            live.bind(str(path))
+            live.listen(8)
+            assert checks.check_gateway_socket(path, stranger) == (
+                f"gateway.socket: {path} is listened on by {me_as_owner()}: stop that process or choose another "
+                "gateway.socket in fleet.toml")
+            assert checks.check_gateway_socket(path, me) is None
+            config = with_ports(gateway={"listen": "127.0.0.1:1", "socket": str(path)})
+            assert checks.check_ports(config, fleet_uid=stranger, state_root=directory) == (
+                f"gateway.socket: {path} is listened on by {me_as_owner()}: stop that process or choose another "
+                "gateway.socket in fleet.toml")
+        assert path.is_socket()  # closed without unlinking: a stale socket
+        assert checks.check_gateway_socket(path, stranger) is None
+        path.unlink()
+        path.write_text("someone's file")
+        reason = checks.check_gateway_socket(path, stranger)
+        assert reason is not None and reason.startswith(f"gateway.socket: {path} is a regular file, not a socket")
+    finally:
+        shutil.rmtree(directory)
 
 
 # --- the unit ---------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     ngx = gw_sub.add_parser("nginx-config", help="nginx's config in front of the gateway, on stdout (check it "
                             "with nginx -t before it replaces a running one)")
-    ngx.add_argument("--listen", required=True, help="address:port of the TLS listener, e.g. 0.0.0.0:443")
+    ngx.add_argument("--listen", help="address:port of the TLS listener, e.g. 0.0.0.0:443 (default: the config's "
+                     "gateway.listen)")
     ngx.add_argument("--cert", type=Path, required=True)
     ngx.add_argument("--key", type=Path, required=True)
     ngx.add_argument("--console", type=Path, default=nginx.CONSOLE,
@@ -189,7 +190,10 @@ def _operate(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace, config: FleetConfig) -> None:
     if args.action == "nginx-config":
-        print(nginx.render(config, nginx.Site(listen=args.listen, cert=args.cert, key=args.key, console=args.console,
+        listen = args.listen or config.gateway.listen
+        if listen is None:
+            raise ValueError("nginx's TLS listener is not set: set gateway.listen in the config (or give --listen)")
+        print(nginx.render(config, nginx.Site(listen=listen, cert=args.cert, key=args.key, console=args.console,
                                               grafana=args.grafana, user=args.user)), end="")
     elif args.action == "certificate":
         made = nginx.ensure_certificate(args.cert, args.key, args.names)

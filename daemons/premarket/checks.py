@@ -11,12 +11,15 @@ import logging
 import os
 import pwd
 import secrets
+import socket
 import stat
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..runtime.config import ConfigError, FleetConfig, KiteSection, fleet_ports, load_config
+from ..bus.listen import socket_path_problem
+from ..runtime.config import ConfigError, FleetConfig, KiteSection, fleet_ports, load_config, nginx_ports
 
 log = logging.getLogger("algo.premarket")
 
@@ -219,6 +222,8 @@ CREDENTIALS = ("api_key", "access_token")  # the secret stays with `algoctl logi
 
 
 LISTEN = "0A"  # a socket's state in /proc/net/tcp{,6}
+# nginx's pid file under the state root: the prefix the deploy gives the gateway's nginx (ansible/roles/algo_fleet)
+NGINX_PID_FILE = Path("nginx/run/nginx.pid")
 
 
 def listeners(proc_net: Path = Path("/proc/net")) -> dict[int, list[tuple[int, int]]]:
@@ -246,27 +251,85 @@ def socket_owner(inode: int, proc: Path = Path("/proc")) -> str:
             continue
         try:
             if any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
-                return f"pid {entry.name} ({(entry / 'comm').read_text().strip()})"
+                return _process(int(entry.name), proc)
         except OSError:  # gone, or not ours to look at (ProtectProc=invisible hides other users')
             continue
     return "a process this check cannot see"
 
 
-def check_ports(config: FleetConfig, fleet_uid: int | None = None, proc: Path = Path("/proc")) -> str | None:
-    """Every port the fleet will listen on is free, or held by the fleet's own user (premarket runs as it:
-    a daemon already running); one taken by anyone else would leave that daemon half-started, so it is
-    named with its owner before anything starts."""
+def _process(pid: int, proc: Path = Path("/proc")) -> str:
+    try:
+        return f"pid {pid} ({(proc / str(pid) / 'comm').read_text().strip()})"
+    except OSError:
+        return f"pid {pid}"
+
+
+def nginx_running(state_root: Path = STATE_ROOT) -> bool:
+    """Whether the gateway's nginx runs: its pid file (under the deploy's nginx prefix) names a live process.
+    kill(pid, 0) answers across users, which /proc does not here (ProtectProc=invisible); and nginx binds
+    every listen address at start or fails, so while it runs it holds them."""
+    try:
+        pid = int((state_root / NGINX_PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def check_ports(config: FleetConfig, fleet_uid: int | None = None, proc: Path = Path("/proc"),
+                state_root: Path = STATE_ROOT) -> str | None:
+    """Every port the fleet will listen on is free, or held by the fleet itself (a restart of premarket
+    with the fleet up): a daemon's by the fleet's own user (premarket runs as it), nginx's (in front of the
+    gateway) by a running nginx of the fleet, whose master binds them as root. One taken by anyone else
+    would leave that daemon half-started, so it is named with its owner before anything starts; so is a
+    live listener on the gateway's socket that is not the fleet's."""
     fleet_uid = os.geteuid() if fleet_uid is None else fleet_uid
     taken = listeners(proc / "net")
+    ours = dict(nginx_ports(config))
+    if ours and nginx_running(state_root):
+        ours = {}  # nginx is up: its own ports are taken by it
     problems = []
-    for port, path in fleet_ports(config):
+    for port, path in [*fleet_ports(config), *ours.items()]:
         for uid, inode in taken.get(port, []):
             if uid != fleet_uid:
                 problems.append(f"port {port} ({path}) is taken by {_user(uid)}, {socket_owner(inode, proc)}")
                 break
-    if problems:
-        return "; ".join(problems) + ": stop that process or choose another port in fleet.toml"
-    return None
+    ports = "; ".join(problems) + ": stop that process or choose another port in fleet.toml" if problems else None
+    sock = check_gateway_socket(config.gateway.socket, fleet_uid, proc) if config.gateway.listen is not None else None
+    return "; ".join(r for r in (ports, sock) if r) or None
+
+
+def check_gateway_socket(path: Path, fleet_uid: int, proc: Path = Path("/proc")) -> str | None:
+    """The gateway's socket path is free, a stale socket (the gateway replaces it), or the running gateway's
+    (a listener of the fleet's user); a live listener of anyone else, or a file that is no socket, is not."""
+    problem = socket_path_problem(path, "algo-gateway")
+    if problem is not None:
+        return f"gateway.socket: {problem}"
+    if not path.is_socket():
+        return None
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        pid, uid, _gid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except ConnectionRefusedError:
+        return None  # stale: nobody listens
+    except OSError as exc:
+        return (f"gateway.socket: {path} is a socket this check cannot probe ({exc.strerror or exc}), owned by "
+                f"{_user(path.lstat().st_uid)}: remove it if no gateway of this fleet runs")
+    finally:
+        probe.close()
+    if uid == fleet_uid:
+        return None
+    return (f"gateway.socket: {path} is listened on by {_user(uid)}, {_process(pid, proc)}: stop that process "
+            "or choose another gateway.socket in fleet.toml")
 
 
 def _user(uid: int) -> str:

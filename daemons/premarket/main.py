@@ -52,7 +52,7 @@ def run(config_path: Path, state_root: Path = checks.STATE_ROOT) -> int:
     report.run("clock", lambda: checks.check_clock(config.premarket.max_clock_offset_sec))
     report.run("state directories", lambda: checks.check_state_directories(config, state_root))
     report.run("disk", lambda: checks.check_free_disk(config, state_root))
-    report.run("ports", lambda: checks.check_ports(config))
+    report.run("ports", lambda: checks.check_ports(config, state_root=state_root))
     if config.fleet.mode == "live" and report.run("credentials", lambda: checks.check_credentials(config.kite)):
         report.run("broker token", lambda: checks.check_broker_token(config.kite))
     if report.failed:

@@ -502,6 +502,10 @@ class GatewaySection(DaemonSection):
 
     metrics_port: int = Field(9479, ge=1024, le=65535)
     socket: SocketPath = Path("/run/algo-gateway/api.sock")
+    # nginx's TLS listener in front of the gateway, ADDRESS:PORT ("0.0.0.0:443", "[::]:443"); set where the
+    # gateway is deployed (the Ansible role writes it), which is what puts nginx's ports and the gateway's
+    # socket into algo-premarket's port check. Unset: no gateway on this host.
+    listen: str | None = None
     tokens: Path = Path("/var/lib/algo/gateway/tokens.json")  # HMAC digests of the API tokens, never the tokens
     pepper: SecretStr | None = None  # the HMAC key: systemd credential gateway_pepper
     origins: list[str] = []  # browser origins allowed on the WebSocket besides the page's own (https://host)
@@ -512,6 +516,26 @@ class GatewaySection(DaemonSection):
     # refilled at this rate; an empty one refuses logins with 429 (gateway/ratelimit.py)
     failed_logins_burst: int = Field(20, ge=1, le=100_000)
     failed_logins_per_minute: float = Field(10.0, gt=0, le=60_000)
+
+    @field_validator("listen")
+    @classmethod
+    def _address_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            listen_port(v)
+        return v
+
+
+def listen_port(listen: str) -> int:
+    """The port of an nginx ``listen`` ADDRESS:PORT (an IPv6 address in brackets); ValueError otherwise."""
+    address, sep, port = listen.rpartition(":")
+    host = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("must be ADDRESS:PORT with an IP address, e.g. 0.0.0.0:443 or [::]:443") from None
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must end in :PORT, a port from 1 to 65535")
+    return int(port)
 
 
 class CommanderSection(DaemonSection):
@@ -744,30 +768,34 @@ def fleet_ports(config: FleetConfig) -> Iterator[tuple[int, str]]:
     """Every TCP port the fleet's own daemons listen on (their metrics), with its dotted config path."""
     for name, section in config.daemons.items():
         yield section.metrics_port, f"daemons.{name}.metrics_port"
+    yield config.commander.metrics_port, "commander.metrics_port"
     for engine, section in config.daemons.engines():
         for n, strategy in enumerate(section.strategies):
             if strategy.process == "own" and strategy.enabled and strategy.metrics_port is not None:
                 yield strategy.metrics_port, f"daemons.{engine}.strategies.{n}.metrics_port"
 
 
+def nginx_ports(config: FleetConfig) -> Iterator[tuple[int, str]]:
+    """The TCP ports nginx listens on in front of the gateway, where one is deployed (``gateway.listen``):
+    its TLS listener and its loopback listener for the gateway's metrics."""
+    if config.gateway.listen is not None:
+        yield listen_port(config.gateway.listen), "gateway.listen"
+        yield config.gateway.metrics_port, "gateway.metrics_port"
+
+
 def cross_check(config: FleetConfig) -> list[Problem]:
     """Checks that span sections, which field validators cannot see."""
     problems: list[Problem] = []
     ports: dict[int, str] = {}
-    for name, section in config.daemons.items():
-        path = f"daemons.{name}.metrics_port"
-        if section.metrics_port in ports:
-            problems.append(Problem(path, f"port {section.metrics_port} is already used by {ports[section.metrics_port]}"))
+    claims = [(section.metrics_port, f"daemons.{name}.metrics_port") for name, section in config.daemons.items()]
+    claims += [(config.gateway.metrics_port, "gateway.metrics_port"), (config.commander.metrics_port, "commander.metrics_port")]
+    if config.gateway.listen is not None:
+        claims.append((listen_port(config.gateway.listen), "gateway.listen"))
+    for port, path in claims:
+        if port in ports:
+            problems.append(Problem(path, f"port {port} is already used by {ports[port]}"))
         else:
-            ports[section.metrics_port] = path
-    if config.gateway.metrics_port in ports:
-        problems.append(Problem("gateway.metrics_port", f"port {config.gateway.metrics_port} is already used by "
-                                f"{ports[config.gateway.metrics_port]}"))
-    ports.setdefault(config.gateway.metrics_port, "gateway.metrics_port")
-    if config.commander.metrics_port in ports:
-        problems.append(Problem("commander.metrics_port", f"port {config.commander.metrics_port} is already used by "
-                                f"{ports[config.commander.metrics_port]}"))
-    ports.setdefault(config.commander.metrics_port, "commander.metrics_port")
+            ports[port] = path
     problems += _check_strategies(config, ports)
     problems += _check_portfolios(config)
     md = config.daemons.marketdata

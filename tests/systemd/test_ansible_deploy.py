@@ -189,6 +189,11 @@ def test_the_gateway_is_opt_in_behind_nginx_and_the_front_door_stops_first(deplo
 
     again = play(box, inventory, "-e", "algo_fleet_gateway_enabled=true", "-e", f"algo_fleet_gateway_listen=127.0.0.1:{port}")
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-5000:]
+    # Premarket again with the fleet and its front door up: nginx's ports (held by root) and the gateway's
+    # live socket are the fleet's own, not conflicts.
+    checked = box.systemctl("restart", "algo-premarket.service", timeout=90)
+    assert checked.returncode == 0, box.journalctl("-u", "algo-premarket", "-o", "cat").stdout[-3000:]
+    assert "(gateway.listen)" not in box.journalctl("-u", "algo-premarket", "-o", "cat").stdout
 
     box.systemctl("stop", "algo-gateway.service", check=True)  # takes the front door down with it, first
     shown = {u: box.show(u, "ActiveState", "InactiveEnterTimestampMonotonic")
