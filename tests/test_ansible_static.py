@@ -162,6 +162,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "algo_fleet_eod": cfg.EodSection,
     "algo_fleet_control_plane": cfg.ControlPlaneSection,
     "algo_fleet_kite": cfg.KiteSection,
+    "algo_fleet_bridge": cfg.BridgeSection,
 }
 SECRETS = {"api_key", "api_secret", "access_token"}  # systemd credentials, never in fleet.toml
 
@@ -280,7 +281,8 @@ MARKET_CLOCK = {  # IST -> market open? (2026-11-23 is a Monday; 2026-12-25 is i
 RESET: dict[str, Any] = {"_algo_fleet_running_before": [], "_algo_fleet_pending": [], "_algo_fleet_own_strategies": [],
          "__algo_fleet_pip": {}, "__algo_fleet_unit_files": {}, "__algo_fleet_dropin_files": {},
          "__algo_fleet_removed_dropins": {}, "__algo_fleet_encrypted_credentials": {},
-         "__algo_fleet_plain_credentials": {}, "__algo_fleet_fingerprint_files": {}, "__algo_fleet_instruments": {}}
+         "__algo_fleet_plain_credentials": {}, "__algo_fleet_fingerprint_files": {}, "__algo_fleet_instruments": {},
+         "__algo_fleet_redis_credentials": {}}
 
 
 @pytest.fixture(scope="module")
