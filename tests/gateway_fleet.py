@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -25,8 +25,14 @@ from daemons.journal_format.layout import COLUMNS
 from daemons.runtime.config import FleetConfig, load_config
 from daemons.runtime.envelope import Event
 from tests.conftest import TEST_CONFIG
-from tests.helpers import wait_until
+from tests.helpers import unavailable, wait_until
 from tests.test_runtime import NotifySocket
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_TIMEOUT_MS = 60_000  # a bound for a failure, not a wait: a loaded CI machine starts Chromium slowly
 
 # Today's journal: INFY bought 10 @ 100, 4 sold @ 110; one order still open, one rejected
 ORDERS = [
@@ -182,3 +188,32 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@contextmanager
+def console_page(base: str, home: Path) -> Iterator[Page]:
+    """Debian's Chromium, headless through Playwright, on the console at ``base``, its profile in ``home``
+    (Chromium writes ~/.config and ~/.cache: not the real ones). No uncaught script error may happen in the
+    whole session."""
+    if not CHROMIUM.exists():
+        unavailable("Chromium", f"{CHROMIUM} is missing (scripts/test.sh installs Debian's chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright", "the playwright package is missing (the test extra installs it)")
+    home.mkdir(exist_ok=True)
+    env: dict[str, str | float | bool] = {
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
+        "TMPDIR": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, env=env)
+        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(BROWSER_TIMEOUT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(base + "/")
+        yield page
+        browser.close()
+        assert errors == [], errors
+    shutil.rmtree(home, ignore_errors=True)

@@ -9,8 +9,6 @@ queued command out itself with the store's claim and finish, as the fleet's exec
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,14 +18,12 @@ import pytest
 
 from daemons.gateway import journal
 from daemons.runtime.envelope import EXECUTION_FILL, EXECUTION_ORDER
-from tests.gateway_fleet import NGINX, FrontDoor, front_door, gateway_fleet, write_day
+from tests.gateway_fleet import NGINX, FrontDoor, console_page, front_door, gateway_fleet, write_day
 from tests.helpers import unavailable, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-TIMEOUT_MS = 60_000  # a bound for a failure, not a wait: a loaded CI machine starts Chromium slowly
 
 
 @pytest.fixture(scope="module")
@@ -49,29 +45,8 @@ def screens(door: FrontDoor) -> Path:
 
 @pytest.fixture(scope="module")
 def page(door: FrontDoor) -> Iterator[Page]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium", f"{CHROMIUM} is missing (scripts/test.sh installs Debian's chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("Playwright", "the playwright package is missing (the test extra installs it)")
-    home = door.fleet.root.parent / "chromium-home"  # Chromium writes ~/.config, ~/.cache: not the real ones
-    home.mkdir(exist_ok=True)
-    env: dict[str, str | float | bool] = {
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
-        "TMPDIR": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, env=env)
-        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(door.base + "/")
+    with console_page(door.base, door.fleet.root.parent / "chromium-home") as page:
         yield page
-        browser.close()
-        assert errors == [], errors  # no uncaught script error on the whole session
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def expect(*args: Any) -> Any:

@@ -9,7 +9,6 @@ The tests run in order on one page (one login). Screenshots go to the module's t
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from daemons.algoctl.sandbox import Sandbox
 from daemons.runtime.config import load_config
 from tests.conftest import REPO, require_systemd_sandbox
-from tests.gateway_fleet import NGINX, FrontDoor, GatewayFleet, free_port, front_door
+from tests.gateway_fleet import CHROMIUM, NGINX, FrontDoor, GatewayFleet, console_page, free_port, front_door
 from tests.helpers import unavailable, wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.test_commands import CONFIG, MODEL, algoctl, entries, executed_lines, rsi_entry_ticks
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.systemd
 
 ALGOCTL = sys.prefix + "/bin/algoctl"
 GATEWAY = "algo-gateway.service"
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 20_000
 
 
@@ -96,27 +94,8 @@ def screens(door: FrontDoor) -> Path:
 
 @pytest.fixture(scope="module")
 def page(door: FrontDoor) -> Iterator[Page]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("Playwright", "the playwright package is missing (the test extra installs it)")
-    home = door.fleet.root / "chromium-home"  # Chromium writes ~/.config, ~/.cache: not the real ones
-    home.mkdir(exist_ok=True)
-    env: dict[str, str | float | bool] = {
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
-        "TMPDIR": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, env=env)
-        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(door.base + "/")
+    with console_page(door.base, door.fleet.root / "chromium-home") as page:
         yield page
-        browser.close()
-        assert errors == [], errors  # no uncaught script error on the whole session
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def expect(*args: Any) -> Any:
