@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -32,16 +33,16 @@ CONFIG = TEST_CONFIG + (
     'sell_below = 0.45 }\n\n[commander]\nlease_sec = 2\npoll_sec = 0.2\n')
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    require_systemd_sandbox()
-    root = tmp_path_factory.mktemp("commands")
+@contextmanager
+def command_fleet(root: Path) -> Iterator[Sandbox]:
+    """The sandbox these tests drive, the console's too: CONFIG, algo-commander and the unit helper up, the
+    registry seeded, algo-equity and the own-process model strategy running; no paper feed (the tests'
+    ticks are the only ones; the engines would pull it in)."""
     sandbox = Sandbox(root / "sandbox")
     (root / "fleet.toml").write_text(CONFIG)
     sandbox.prepare(root / "fleet.toml")
     (sandbox.etc / "models").mkdir()
     shutil.copy(REPO / "configs" / "models" / "example.onnx", sandbox.etc / "models" / "example.onnx")
-    # the tests' ticks are the only ones: the paper feed stays down (the engines want it)
     sandbox.install_dropin("algo-marketdata.service", "off", "[Unit]\nConditionPathExists=/nonexistent\n")
     sandbox.start()
     try:
@@ -52,6 +53,13 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         yield sandbox
     finally:
         sandbox.stop()
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    require_systemd_sandbox()
+    with command_fleet(tmp_path_factory.mktemp("commands")) as sandbox:
+        yield sandbox
 
 
 def algoctl(box: Sandbox, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

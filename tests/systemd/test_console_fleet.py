@@ -9,7 +9,6 @@ The tests run in order on one page (one login). Screenshots go to the module's t
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +19,11 @@ import pytest
 
 from daemons.algoctl.sandbox import Sandbox
 from daemons.runtime.config import load_config
-from tests.conftest import REPO, require_systemd_sandbox
+from tests.conftest import require_systemd_sandbox
 from tests.gateway_fleet import CHROMIUM, NGINX, FrontDoor, GatewayFleet, console_page, free_port, front_door
 from tests.helpers import unavailable, wait_until
 from tests.systemd.busclient import Listener
-from tests.systemd.test_commands import CONFIG, MODEL, algoctl, entries, executed_lines, rsi_entry_ticks
+from tests.systemd.test_commands import CONFIG, MODEL, command_fleet, entries, executed_lines, rsi_entry_ticks
 from tests.systemd.test_risk import tick
 from tests.test_runtime import NotifySocket
 
@@ -45,28 +44,14 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, dic
         unavailable("nginx", "nginx is not installed (scripts/test.sh installs it)")
     if not CHROMIUM.exists():
         unavailable("Chromium", f"{CHROMIUM} is missing (scripts/test.sh installs Debian's chromium)")
-    root = tmp_path_factory.mktemp("console-fleet")
-    sandbox = Sandbox(root / "sandbox")
-    (root / "fleet.toml").write_text(CONFIG)
-    sandbox.prepare(root / "fleet.toml")
-    (sandbox.etc / "models").mkdir()
-    shutil.copy(REPO / "configs" / "models" / "example.onnx", sandbox.etc / "models" / "example.onnx")
-    # the tests' ticks are the only ones: the paper feed stays down
-    sandbox.install_dropin("algo-marketdata.service", "off", "[Unit]\nConditionPathExists=/nonexistent\n")
-    sandbox.start()
-    try:
-        sandbox.systemctl("start", "algo-commander.service", "algo-unitctl.socket", check=True)
-        seeded = algoctl(sandbox, "config", "seed")
-        assert seeded.returncode == 0, seeded.stderr
+    with command_fleet(tmp_path_factory.mktemp("console-fleet")) as sandbox:
         tokens = {}
         for role in ("viewer", "operator"):  # as root: it creates the pepper credential the unit loads
             added = sandbox.run(ALGOCTL, "gateway", "token", "add", f"{role}-1", "--role", role)
             assert added.returncode == 0, added.stderr
             tokens[role] = added.stdout.splitlines()[0]
-        sandbox.systemctl("start", "algo-equity.service", MODEL, GATEWAY, check=True)
+        sandbox.systemctl("start", GATEWAY, check=True)
         yield sandbox, tokens
-    finally:
-        sandbox.stop()
 
 
 @pytest.fixture(scope="module")
