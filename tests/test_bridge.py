@@ -167,8 +167,16 @@ _running: dict[Bridge, asyncio.Task[None]] = {}
 @asynccontextmanager
 async def bridge(bus: Path, redis: RedisServer, prepare: Callable[[Bridge], None] | None = None,
                  **section: Any) -> AsyncIterator[Bridge]:
-    """A running bridge, stopped as systemd would stop it (SIGTERM: run ends, drain, the bus client closed)."""
-    b = Bridge(bridge_config(bus, redis, **section), DaemonMetrics("bridge"))
+    """A running bridge on ``bus`` and ``redis`` with ``section`` as its [daemons.bridge]."""
+    async with bridge_of(bridge_config(bus, redis, **section), prepare) as b:
+        yield b
+
+
+@asynccontextmanager
+async def bridge_of(config: FleetConfig, prepare: Callable[[Bridge], None] | None = None) -> AsyncIterator[Bridge]:
+    """A running bridge (its run task in ``_running``), stopped as systemd would stop it (SIGTERM: run ends,
+    drain, the bus client closed)."""
+    b = Bridge(config, DaemonMetrics("bridge"))
     if prepare is not None:
         prepare(b)
     await b.setup()

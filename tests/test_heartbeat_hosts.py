@@ -13,14 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemons.bridge.main import Bridge
 from daemons.heartbeat.liveness import State
 from daemons.heartbeat.main import HeartbeatDaemon
 from daemons.runtime.client import BusClient
@@ -28,7 +26,7 @@ from daemons.runtime.config import BridgeSection, BusSection, DaemonsSection, Fl
 from daemons.runtime.envelope import HEALTH_HEARTBEAT
 from daemons.runtime.heartbeat import Heartbeat, bus_source
 from daemons.runtime.metrics import DaemonMetrics
-from tests.test_bridge import RedisServer, _server, group_ready, run, two_hosts, until
+from tests.test_bridge import RedisServer, _running, _server, bridge_of, group_ready, run, two_hosts, until
 from tests.test_bus import client
 
 INTERVAL = 0.05
@@ -49,22 +47,6 @@ def host_config(host: str, bus: Path, redis: RedisServer, daemons: list[str]) ->
                            imports=["health.heartbeat"])
     return FleetConfig(fleet=FleetSection(host=host), bus=BusSection(socket=bus),
                        daemons=DaemonsSection(heartbeat=HEARTBEAT, bridge=bridge))
-
-
-@asynccontextmanager
-async def running_bridge(config: FleetConfig) -> AsyncIterator[tuple[Bridge, asyncio.Task[None]]]:
-    b = Bridge(config, DaemonMetrics("bridge"))
-    await b.setup()
-    await b.bus.start()
-    task = asyncio.create_task(b.run())
-    try:
-        yield b, task
-    finally:
-        if not task.done():
-            b.stopping.set()
-            await task
-            await b.drain()
-        await b.bus.close()
 
 
 async def heartbeating(bus: BusClient, unit: str, host: str) -> None:
@@ -97,7 +79,8 @@ def test_another_host_s_daemons_are_judged_through_the_bridges_and_a_host_cut_of
             def states() -> dict[str, State]:
                 return {p.unit: p.state for p in judge.liveness.peers.values() if p.host == "hostb"}
 
-            async with running_bridge(config_a) as (ba, _), running_bridge(config_b) as (bb, b_task):
+            async with bridge_of(config_a) as ba, bridge_of(config_b) as bb:
+                b_task = _running[bb]
                 await group_ready(redis, "hosta", "algo:bus:health")
                 await group_ready(redis, "hostb", "algo:bus:health")
                 risk = await client(h.b, "risk")
