@@ -90,14 +90,16 @@ def _redis_server_or_skip() -> None:
         unavailable("Redis tests", "redis-server is not installed (apt-get install redis-server; scripts/test.sh does)")
 
 
-def _server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aof: bool) -> RedisServer:
+def _server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aof: bool, credential: str = CREDENTIAL,
+            password: str = PASSWORD, users: Sequence[str] = ()) -> RedisServer:
+    """A running redis-server, and ``password`` as the systemd credential ``credential`` of this process."""
     _redis_server_or_skip()
     creds = tmp_path / "creds"
     creds.mkdir()
-    (creds / CREDENTIAL).write_text(PASSWORD + "\n")
+    (creds / credential).write_text(password + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis", aof=aof)
+    server = RedisServer(tmp_path / "redis", aof=aof, users=users)
     server.start()
     return server
 

@@ -30,20 +30,14 @@ from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.redis_login import connect
 from tests.helpers import unsent_frames
 from tests.lease_hosts import LEASE_ACL, LEASE_CREDENTIAL, LEASE_PASSWORD, Hosts, orders_by_tag
-from tests.test_bridge import REPO, RedisServer, _redis_server_or_skip, run
+from tests.test_bridge import REPO, RedisServer, _server, run
 from tests.test_execution import approval, tick
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    _redis_server_or_skip()
-    creds = tmp_path / "creds"
-    creds.mkdir()
-    (creds / LEASE_CREDENTIAL).write_text(LEASE_PASSWORD + "\n")
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis", users=[LEASE_ACL])
-    server.start()
+    server = _server(tmp_path, monkeypatch, aof=False, credential=LEASE_CREDENTIAL, password=LEASE_PASSWORD,
+                     users=[LEASE_ACL])
     yield server
     server.kill()
 
