@@ -39,7 +39,11 @@ from .orders import NEW, Order
 
 def added(order: Order, orders: Iterable[Order]) -> int:
     """Units of ``order`` that add to today's exposure in its symbol (0 for an exit)."""
-    exposure = sum(_exposure(o) for o in orders if o.symbol == order.symbol and o.client_id != order.client_id)
+    return _adds(order, sum(_exposure(o) for o in orders if o.symbol == order.symbol and o.client_id != order.client_id))
+
+
+def _adds(order: Order, exposure: int) -> int:
+    """Units of ``order`` that add to ``exposure`` (signed) in its symbol."""
     q = order.quantity if order.side == "BUY" else -order.quantity
     return max(0, abs(exposure + q) - abs(exposure))
 
@@ -72,9 +76,16 @@ class PaperMargin:
         return abs(units) * price
 
     def refusal(self, order: Order, orders: Iterable[Order]) -> str | None:
-        """Why the order may not be sent for want of margin, or None."""
-        orders = list(orders)
-        units = added(order, orders)
+        """Why the order may not be sent for want of margin, or None. One pass over the day's orders: it runs
+        before every send."""
+        exposure: dict[str, int] = {}  # symbol -> signed units of the day's other orders
+        kinds: dict[str, str] = {}
+        for o in orders:
+            if o.client_id != order.client_id:
+                exposure[o.symbol] = exposure.get(o.symbol, 0) + _exposure(o)
+                kinds[o.symbol] = o.instrument_type
+        own = exposure.pop(order.symbol, 0)
+        units = _adds(order, own)
         if not units:
             return None
         last, strike = self.marks.get(order.symbol, (0.0, 0.0))
@@ -82,15 +93,8 @@ class PaperMargin:
         if not price:  # no tick of it since the start (an order sent again at reconciliation): nothing to judge by
             return None
         need = self.needs(order.instrument_type, units if order.side == "BUY" else -units, price, strike)
-        exposure: dict[str, int] = {}
-        kinds: dict[str, str] = {}
-        for o in orders:
-            if o.client_id != order.client_id and o.symbol != order.symbol:
-                exposure[o.symbol] = exposure.get(o.symbol, 0) + _exposure(o)
-                kinds[o.symbol] = o.instrument_type
         held = sum(self.needs(kinds[s], e, *self.marks.get(s, (0.0, 0.0))) for s, e in exposure.items() if e)
-        held += self.needs(order.instrument_type, sum(_exposure(o) for o in orders if o.symbol == order.symbol
-                                                      and o.client_id != order.client_id), price, strike)
+        held += self.needs(order.instrument_type, own, price, strike)
         available = self.section.funds - held
         if need > available:
             return (f"margin: needs {need:,.0f} for {units} {order.symbol}, {max(available, 0.0):,.0f} available "
