@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from daemons.gateway import journal
-from daemons.runtime.envelope import EXECUTION_FILL, EXECUTION_ORDER
+from daemons.runtime.envelope import EXECUTION_FILL, EXECUTION_ORDER, RISK_PNL
 from tests.gateway_fleet import NGINX, FrontDoor, console_page, front_door, gateway_fleet, write_day
 from tests.helpers import unavailable, wait_until
 
@@ -150,6 +150,10 @@ def test_a_fill_published_on_the_bus_appears_live(door: FrontDoor, page: Page, s
     expect(fill).to_contain_text("4012.5")
     expect(fill).to_contain_text("TCS")
     expect(page.locator('#orders tr[data-order="live-c1"]')).to_contain_text("COMPLETE")
+    publish(door, RISK_PNL, {"realised": 0.0, "unrealised": -37.5, "by_engine": {"equity": {"realised": 0.0,
+                                                                                           "unrealised": -37.5}},
+                             "open_positions": 1})  # risk books it and marks it: P&L live, between the report's reloads
+    expect(page.locator("#pnl-live")).to_have_text("live from risk: realised 0.00, unrealised -37.50, 1 open position")
     page.screenshot(path=screens / "6-live-fill.png", full_page=True)
 
 

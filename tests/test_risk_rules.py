@@ -164,3 +164,31 @@ def test_a_signal_that_overtook_its_tick_is_judged_on_that_tick_and_never_on_an_
     assert rules.book.marks["WIPRO"] == 250.0
     rules.check({**sig("INFY", qty=1), "tick_price": 900.0, "tick_exchange_ts": MARKET - 10**9}, 0.2)
     assert rules.book.marks["INFY"] == 1000.0
+
+
+def test_risk_publishes_the_pnl_when_it_changes_and_not_otherwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``risk.pnl`` is what a console streams: it comes when the booked P&L moves, never as a steady
+    drip of the same figures."""
+    import orjson
+
+    from daemons.risk.main import RiskDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+    from tests.helpers import unsent_frames
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+
+    def published() -> list[dict[str, Any]]:
+        return [orjson.loads(f.body)["payload"] for f in unsent_frames(risk.bus) if f.topic == b"risk.pnl"]
+
+    risk._publish_pnl()
+    assert published() == [{"realised": 0.0, "unrealised": 0.0, "by_engine": {}, "open_positions": 0}]
+    risk._publish_pnl()
+    assert len(published()) == 1  # nothing moved: nothing sent
+    risk.rules.book.fill("equity", "INFY", "BUY", 10, 1000.0)
+    risk.rules.mark("INFY", 1012.5, MARKET)
+    risk._publish_pnl()
+    risk._publish_pnl()
+    assert published()[1:] == [{"realised": 0.0, "unrealised": 125.0, "by_engine": {"equity": {"realised": 0.0,
+                                "unrealised": 125.0}}, "open_positions": 1}]

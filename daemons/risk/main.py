@@ -44,6 +44,7 @@ from ..runtime.envelope import (
     PORTFOLIO_ALLOCATION,
     RISK_APPROVED,
     RISK_BLOCKED,
+    RISK_PNL,
     STRATEGY_SIGNAL,
     Event,
 )
@@ -80,6 +81,7 @@ class RiskDaemon(Daemon):
                                    registry=reg)
         self.allocation_errors = Counter("algo_risk_portfolio_allocation_errors", "Fills of portfolios' net orders "
                                          "that could not be allocated (refused, nothing changed)", registry=reg)
+        self.last_pnl: dict[str, Any] | None = None  # the last risk.pnl published
         self.desk: Desk | None = None  # with [[portfolios]]: built in setup (its log is state)
         metrics.registry.register(RiskCollector(self))
         self.lots: dict[str, int] = {}  # symbol -> lot size, from ticks (portfolios size in lots)
@@ -176,6 +178,21 @@ class RiskDaemon(Daemon):
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
             except TimeoutError:
                 self._roll_day()
+                self._publish_pnl()
+
+    def _publish_pnl(self) -> None:
+        """``risk.pnl`` when the booked P&L changed (to the paisa): what a console streams instead of
+        recomputing the day from the journal."""
+        book = self.rules.book
+        engines = sorted({e for e, _ in book.positions})
+        by_engine = {e: dict(zip(("realised", "unrealised"), (round(v, 2) for v in book.pnl(e)), strict=True))
+                     for e in engines}
+        realised, unrealised = (round(v, 2) for v in book.pnl())
+        pnl = {"realised": realised, "unrealised": unrealised, "by_engine": by_engine,
+               "open_positions": len(book.open_symbols())}
+        if pnl != self.last_pnl:
+            self.last_pnl = pnl
+            self.bus.publish(RISK_PNL, pnl)
 
     async def drain(self) -> None:
         self.save()

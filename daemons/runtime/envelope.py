@@ -18,6 +18,7 @@ FEATURES_SNAPSHOT = "features.snapshot"  # the answer: a symbol's cached bars an
 STRATEGY_SIGNAL = "strategy.signal"
 RISK_APPROVED = "risk.approved"
 RISK_BLOCKED = "risk.blocked"
+RISK_PNL = "risk.pnl"  # the fleet's P&L as risk books it, when it changes (at most once a second)
 EXECUTION_ORDER = "execution.order"
 EXECUTION_FILL = "execution.fill"
 EXECUTION_REJECT = "execution.reject"

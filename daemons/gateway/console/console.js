@@ -440,7 +440,7 @@ function connect() {
   state.ws = ws;
   setStream("connecting");
   ws.onopen = () => {
-    const first = { topics: ["execution.*", "control.kill_switch"] };
+    const first = { topics: ["execution.*", "control.kill_switch", "risk.pnl"] };
     if (state.seq !== null) first.since = state.seq;
     ws.send(JSON.stringify(first));
   };
@@ -469,6 +469,15 @@ function onEvent(m) {
   if (m.topic === "execution.fill") addFill({ ts, ...payload }, true);
   else if (m.topic === "execution.order" || m.topic === "execution.reject") addOrder({ ts, ...payload }, true);
   else if (m.topic === "control.kill_switch") refreshFleet();
+  else if (m.topic === "risk.pnl") showLivePnl(payload);
+}
+
+// risk's booked P&L, live: it moves with every fill and mark, between the journal's report reloads
+function showLivePnl(p) {
+  const live = $("#pnl-live");
+  live.textContent = `live from risk: realised ${p.realised.toFixed(2)}, unrealised ${p.unrealised.toFixed(2)}, ` +
+    `${p.open_positions} open position${p.open_positions === 1 ? "" : "s"}`;
+  live.className = p.realised + p.unrealised < 0 ? "bad" : "";
 }
 
 // ---- wiring ------------------------------------------------------------------------------------
