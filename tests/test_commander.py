@@ -21,6 +21,7 @@ import pytest
 from daemons.commander.main import CommanderDaemon
 from daemons.control_plane import store as store_module
 from daemons.control_plane.drift import declared
+from daemons.control_plane.records import StrategySpec
 from daemons.control_plane.store import Store
 from daemons.engine.main import EquityEngine
 from daemons.runtime.config import FleetConfig, load_config
@@ -121,8 +122,28 @@ def test_a_pause_is_executed_by_the_engine_and_written_back(fleet: Fleet) -> Non
     strategy = fleet.store.strategy("rsi-infy")
     assert strategy is not None and strategy.desired_state == "paused"
     assert fleet.to_engine == [{"command_id": "c1", "verb": "pause", "strategy": "rsi-infy", "args": {},
-                                "actor": "asha", "unit": "algo-equity", "params": None}]
+                                "actor": "asha", "unit": "algo-equity", "kind": "rsi_reversion",
+                                "params": {"symbol": "INFY", "quantity": 10, "period": 14, "oversold": 30.0,
+                                           "exit_above": 55.0}}]
     assert fleet.count("pause", "executed") == 1
+
+
+def test_a_strategy_created_in_the_registry_runs_in_its_engine_when_started(fleet: Fleet) -> None:
+    """POST /strategies writes only the registry (fleet.toml does not name it): the start carries the
+    registry's kind and parameters to the engine, which builds it; a parameter change and a pause reach it."""
+    spec = StrategySpec(name="rsi-tcs", kind="rsi_reversion", engine="equity", process="engine",
+                        params={"symbol": "TCS", "quantity": 4, "period": 14, "oversold": 30.0, "exit_above": 55.0},
+                        desired_state="stopped", auto_start=False)
+    fleet.store.create(spec, "root")
+    fleet.store.submit("c1", "rsi-tcs", "start", {}, "asha")
+    fleet.run(POLL)
+    fleet.store.submit("c2", "rsi-tcs", "update_config", {"params": {"quantity": 6}}, "asha")
+    fleet.store.submit("c3", "rsi-tcs", "pause", {}, "asha")
+    fleet.run(POLL, POLL)
+    assert [status(fleet, c) for c in ("c1", "c2", "c3")] == ["executed"] * 3
+    built = fleet.engine.strategies["rsi-tcs"]
+    assert (built.kind, built.params["symbol"], built.params["quantity"]) == ("rsi_reversion", "TCS", 6)
+    assert fleet.engine.paused == {"rsi-tcs"} and "2 strategies (1 paused)" in fleet.engine.status()
 
 
 def test_a_command_for_a_down_engine_waits_for_its_lease_and_runs_once_when_it_is_back(fleet: Fleet) -> None:

@@ -40,9 +40,10 @@ class Engine:
         monkeypatch.setattr(self.daemon.bus, "publish", record)
 
     def command(self, command_id: str, verb: str, strategy: str, *, unit: str = "algo-equity",
-                args: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> None:
+                args: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                kind: str | None = None) -> None:
         payload = {"command_id": command_id, "verb": verb, "strategy": strategy, "args": args or {},
-                   "actor": "asha", "unit": unit, "params": params}
+                   "actor": "asha", "unit": unit, "params": params, "kind": kind}
         self.daemon._on_control(Event(CONTROL_COMMAND, "commander", 1, payload, f"e-{command_id}", 1, f"t-{command_id}"))
 
     def results(self) -> list[tuple[str, str, str | None]]:
@@ -57,8 +58,9 @@ class Engine:
 
 
 def oversold_ticks(engine: Engine, symbol: str = "INFY") -> None:
-    """A falling then rising price: RSI crosses below 30, an entry for rsi-infy."""
-    for n, price in enumerate([100.0 - i for i in range(20)] + [85.0, 86.0], start=1):
+    """A price that wavers, then falls: RSI crosses below 30 once, an entry for what watches the symbol
+    (the strategy is edge-triggered: a price falling from the first tick never crosses, it starts below)."""
+    for n, price in enumerate([100.0 + i % 2 for i in range(16)] + [100.0 - 2 * i for i in range(1, 12)], start=1):
         event = tick_event(n, symbol)
         engine.daemon._on_tick(Event(event.type, event.source, n, {**event.payload, "last_price": price}, event.id,
                                      event.ts, event.trace))
@@ -142,6 +144,42 @@ def test_what_commands_changed_outlives_a_restart(tmp_path: Path, monkeypatch: p
     assert again.results() == [("c", "executed", None), ("d", "executed", None)]
     assert again.daemon.strategies["rsi-infy"].params["period"] == 10
     assert again.count("stop", "repeated") == 1
+
+
+def test_a_strategy_created_at_run_time_runs_from_the_commands_definition_and_outlives_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /strategies adds a strategy fleet.toml does not declare; the commander's commands carry the
+    registry's kind and parameters, which build it; its kind is checkpointed for the next start."""
+    params = {"symbol": "INFY", "quantity": 7, "period": 14, "oversold": 30.0, "exit_above": 55.0}
+    engine = Engine(tmp_path, monkeypatch)
+    engine.command("p0", "pause", "rsi-new", params=params, kind="rsi_reversion")
+    engine.command("bad", "start", "rsi-new", params={**params, "quantity": -1}, kind="rsi_reversion")
+    assert "rsi-new" not in engine.daemon._hosted()
+    engine.command("s1", "start", "rsi-new", params=params, kind="rsi_reversion")
+    assert engine.results() == [
+        ("p0", "failed", "pause needs a strategy that is running or paused; it is stopped"),
+        ("bad", "failed", "parameters rejected by the strategy: quantity must be positive"),
+        ("s1", "executed", None)]
+    oversold_ticks(engine)
+    entries = [s for s in engine.signals("rsi-new") if s["entry"]]
+    assert [(s["symbol"], s["quantity"]) for s in entries] == [("INFY", 7)]
+    engine.command("u1", "update_config", "rsi-new", args={"params": {"quantity": 9}}, params=params,
+                   kind="rsi_reversion")
+    engine.command("p1", "pause", "rsi-new", params=params, kind="rsi_reversion")
+    engine.daemon.save()
+
+    again = Engine(tmp_path, monkeypatch)
+    asyncio.run(again.daemon.setup())
+    restored = again.daemon.strategies["rsi-new"]
+    assert (restored.kind, restored.params["quantity"]) == ("rsi_reversion", 9)
+    assert again.daemon.paused == {"rsi-new"} and again.daemon.created == {"rsi-new": "rsi_reversion"}
+    # fleet.toml declaring it later takes over: it is no longer a creation of a command
+    declared = PAPER + ('\n[[daemons.equity.strategies]]\nname = "rsi-new"\nkind = "rsi_reversion"\n'
+                        'params = { symbol = "INFY", quantity = 3, period = 14, oversold = 30.0, exit_above = 55.0 }\n')
+    path = tmp_path / "fleet.toml"
+    path.write_text(declared)
+    asyncio.run(again.daemon.reload(load_config(path)))
+    assert again.daemon.strategies["rsi-new"].params["quantity"] == 3 and again.daemon.created == {}
 
 
 def test_a_strategy_in_its_own_process_answers_for_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,7 +125,7 @@ class CommanderDaemon(Daemon):
         self.bus.publish(CONTROL_COMMAND, {
             "command_id": command.id, "verb": verb, "strategy": command.strategy, "args": command.args,
             "actor": command.actor, "unit": unit,
-            "params": strategy.params if verb in ("start", "restart") else None}, key=command.strategy)
+            "params": strategy.params, "kind": strategy.kind}, key=command.strategy)
         if again:
             self.resent.inc()
         log.info("%s %s by %s %s to %s", command.verb, command.strategy, command.actor, "sent again" if again else "sent",

@@ -58,8 +58,10 @@ def hosted_transition(state: HostedState, verb: Verb) -> HostedState:
 
 @dataclass(frozen=True)
 class Command:
-    """One ``control.command`` payload: {command_id, verb, strategy, args, actor, unit, params}.
-    ``params`` (start and restart) are the registry's parameters, which a run-time change made."""
+    """One ``control.command`` payload: {command_id, verb, strategy, args, actor, unit, params, kind}.
+    ``params`` are the registry's parameters, which a run-time change made (a start and a restart build
+    with them); ``kind`` is the registry's kind. Together they build a strategy created at run time
+    (``POST /strategies``), which fleet.toml does not declare."""
 
     id: str
     verb: Verb
@@ -68,6 +70,7 @@ class Command:
     actor: str
     unit: str
     params: dict[str, Any] | None
+    kind: str | None = None
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> Command:
@@ -84,7 +87,10 @@ class Command:
             raise BadCommand("args and params must be objects")
         if verb == "update_config" and not isinstance(args.get("params"), dict):
             raise BadCommand('update_config needs args {"params": {...}}')
-        return cls(command_id, cast(Verb, verb), p["strategy"], args, p["actor"], str(unit), params)
+        kind = p.get("kind")
+        if kind is not None and (not isinstance(kind, str) or not kind):
+            raise BadCommand(f"kind: expected a non-empty string, got {kind!r}")
+        return cls(command_id, cast(Verb, verb), p["strategy"], args, p["actor"], str(unit), params, kind)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ class EngineDaemon(Daemon):
         self.paused: set[str] = set()
         self.stopped: dict[str, Strategy] = {}  # stopped by a command: no ticks; kept for its state, position, fills
         self.commanded: dict[str, dict[str, Any]] = {}  # parameters a command set (start, restart, update_config)
+        self.created: dict[str, str] = {}  # kinds of the strategies a command built that fleet.toml does not declare
         self.executed = Executed()  # outcomes of the control-plane commands applied here, by id
         self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
         self.seen_fills: set[str] = set()
@@ -132,7 +133,7 @@ class EngineDaemon(Daemon):
             self.bus.subscribe(FEATURES_SNAPSHOT, self._on_snapshot)
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        self._restore_commanded(saved.get("params", {}), saved.get("stopped", []))
+        self._restore_commanded(saved.get("params", {}), saved.get("stopped", []), saved.get("created", {}))
         self.executed.load(saved.get("commands", []))
         hosted = self._hosted()
         self.guard.restore(set(saved.get("disabled", [])) & set(hosted))
@@ -157,18 +158,25 @@ class EngineDaemon(Daemon):
         log.info("%s restored %d strategies and %d positions from %s", self.name, len(saved.get("strategies", {})),
                  len(self.book.positions), self.state_file)
 
-    def _restore_commanded(self, params: dict[str, dict[str, Any]], stopped: list[str]) -> None:
+    def _restore_commanded(self, params: dict[str, dict[str, Any]], stopped: list[str], created: object) -> None:
         """What commands changed before the restart: their parameters (a strategy a command started is
-        built even if fleet.toml leaves it disabled), and the strategies they stopped."""
+        built even if fleet.toml leaves it disabled), the strategies created at run time (their kind is
+        checkpointed: fleet.toml does not know them), and the strategies they stopped."""
         declared = self._declared()
+        kinds = {n: k for n, k in created.items() if isinstance(k, str) and n not in declared} \
+            if isinstance(created, dict) else {}
         for name, p in params.items():
-            if name not in declared:
-                continue  # fleet.toml no longer names it
+            kind = declared[name].kind if name in declared else kinds.get(name)
+            if kind is None:
+                continue  # fleet.toml no longer names it, and no command created it
             try:
-                self._place(name, build(declared[name].kind, name, p), running=True)
+                self._place(name, build(kind, name, p), running=True)
                 self.commanded[name] = p
+                if name in kinds:
+                    self.created[name] = kind
             except ValueError as exc:
-                log.warning("%s: parameters set by a command no longer build (%s); fleet.toml's apply", name, exc,
+                log.warning("%s: parameters set by a command no longer build (%s); %s", name, exc,
+                            "fleet.toml's apply" if name in declared else "it is not run",
                             extra={"ENGINE": self.engine, "STRATEGY": name})
         for name in stopped:
             if name in self.strategies:
@@ -230,6 +238,7 @@ class EngineDaemon(Daemon):
                 continue
             changed.append(name)
             self.commanded.pop(name, None)  # a fleet.toml edit is deliberate: it wins over a command's parameters
+            self.created.pop(name, None)  # fleet.toml now declares what a command created
             self._place(name, build(section.kind, name, section.params), running=name not in self.stopped)
             log.info("%s %s: %s %s", name, "reconfigured" if name in before else "added", section.kind,
                      section.params, extra={"ENGINE": self.engine, "STRATEGY": name})
@@ -294,6 +303,7 @@ class EngineDaemon(Daemon):
             "paused": sorted(self.paused),
             "stopped": sorted(self.stopped),
             "params": self.commanded,
+            "created": self.created,
             "commands": self.executed.dump(),
             "disabled": sorted(self.guard.disabled),
             "counts": self.counts,
@@ -489,7 +499,7 @@ class EngineDaemon(Daemon):
     def _carry_out(self, command: Command) -> Outcome:
         name = command.strategy
         declared = self._declared()
-        if name not in declared and name not in self._hosted():
+        if name not in declared and name not in self._hosted() and command.kind is None:
             return Outcome("failed", f"unknown strategy {name!r}: {self.unit} does not host it")
         try:
             target = hosted_transition(self._state_of(name), command.verb)
@@ -500,6 +510,8 @@ class EngineDaemon(Daemon):
         if fresh is not None:
             self._place(name, fresh, running=was_running)
             self.commanded[name] = fresh.params
+            if name not in declared:
+                self.created[name] = fresh.kind
         self._settle(name, target, command.verb)
         if target != "stopped" and not was_running and fresh is None:
             self._open([name])  # started as it was stopped: load what it names, as at the engine's start
@@ -517,13 +529,18 @@ class EngineDaemon(Daemon):
         when a start finds it with those parameters already. CommandFailed when the strategy refuses them
         (its constructor, or what they name, such as a model file, cannot be loaded): nothing changes."""
         current = self._hosted().get(name)
-        params = dict(current.params if current is not None else declared[name].params)
+        if current is not None:
+            kind, params = current.kind, dict(current.params)
+        elif name in declared:
+            kind, params = declared[name].kind, dict(declared[name].params)
+        else:  # created at run time: the registry's definition, which the command carries
+            kind, params = str(command.kind), dict(command.params or {})
         if command.verb == "update_config":
             params.update(command.args["params"])
         elif command.params is not None:
             params = dict(command.params)
         try:
-            fresh = build(current.kind if current is not None else declared[name].kind, name, params)
+            fresh = build(kind, name, params)
         except ValueError as exc:
             raise CommandFailed(f"parameters rejected by the strategy: {exc}") from None
         if current is not None and command.verb == "start" and fresh.params == current.params:
