@@ -146,6 +146,33 @@ def test_an_own_process_strategy_stops_and_starts_through_the_queue(box: Sandbox
     assert "algo-strategy@model-infy.service by algo: ok" in audit
 
 
+CREATE = """
+from daemons.control_plane.records import StrategySpec
+from daemons.control_plane.store import Store
+from daemons.runtime.config import load_config
+store = Store.open(load_config("/etc/algo/fleet.toml").control_plane.database_url)
+store.create(StrategySpec(name="rsi-infy-2", kind="rsi_reversion", engine="equity", process="engine",
+                          params={"symbol": "INFY", "quantity": 3, "period": 14, "oversold": 30.0, "exit_above": 55.0},
+                          desired_state="stopped", auto_start=False), "admin")
+"""
+
+
+def test_a_strategy_created_in_the_registry_runs_in_its_engine_and_outlives_its_restart(box: Sandbox) -> None:
+    """What POST /strategies does (the registry only; fleet.toml never names it), then a start through the queue."""
+    created = box.run("runuser", "-u", box.user, "--", sys.executable, "-c", CREATE)
+    assert created.returncode == 0, created.stderr
+    started = algoctl(box, "strategy", "start", "rsi-infy-2", "--wait", "10")
+    assert started.returncode == 0, started.stdout + started.stderr
+    box.systemctl("restart", "algo-equity.service", check=True)  # it builds rsi-infy-2 from its checkpoint
+    with Listener(box, "strategy.signal") as listener:
+        rsi_entry_ticks(listener)
+        wait_until(lambda: [ev for _, ev in listener.events if ev.type == "strategy.signal"
+                            and ev.payload["strategy"] == "rsi-infy-2" and ev.payload["entry"]], 10,
+                   "an entry of the created strategy after algo-equity's restart")
+    entry = next(ev.payload for _, ev in listener.events if ev.payload["strategy"] == "rsi-infy-2")
+    assert (entry["symbol"], entry["quantity"], entry["engine"]) == ("INFY", 3, "equity")
+
+
 @pytest.mark.parametrize("request_line", [
     b"start algo-bus\n", b"stop algo-risk\n", b"start rsi-infy\n", b"restart algo-strategy@model-infy.service\n",
     b"start ../../model-infy\n", b"reboot\n",
