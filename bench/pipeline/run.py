@@ -14,6 +14,8 @@ ticks/s, as a real market delivers them, instead of one burst of the whole unive
 daemon's scheduling delay, the run-queue wait that bus hops pay on a busy host (sched.py).
 ``--gateway N`` also starts algo-gateway with N WebSocket clients streaming everything it streams
 (orders, fills, decisions, heartbeats): compare tick -> order with and without it.
+``--cpu-split FLEET:FRONT`` pins the fleet's services to CPUs FLEET and algo-gateway with its WebSocket
+clients to CPUs FRONT (``CPUAffinity=`` drop-ins, ``taskset``): a host whose front door has cores of its own.
 """
 
 from __future__ import annotations
@@ -264,7 +266,17 @@ def wait_ready(box: Sandbox, timeout: float = 60.0) -> float:
     raise SystemExit(f"the fleet did not come up within {timeout:g}s:\n{status}")
 
 
-def start_gateway(box: Sandbox, root: Path, clients: int) -> subprocess.Popen[str]:
+def pin_cpus(box: Sandbox, split: str) -> list[str]:
+    """``CPUAffinity=`` drop-ins: the fleet's services on the CPUs before the colon, algo-gateway on those
+    after it; returns ``taskset`` for the WebSocket clients (on the gateway's CPUs)."""
+    fleet, front = split.split(":")
+    for service in SERVICES:
+        box.install_dropin(service, "bench-cpus", f"[Service]\nCPUAffinity={fleet.replace(',', ' ')}\n")
+    box.install_dropin("algo-gateway.service", "bench-cpus", f"[Service]\nCPUAffinity={front.replace(',', ' ')}\n")
+    return ["taskset", "-c", front]
+
+
+def start_gateway(box: Sandbox, root: Path, clients: int, pin: list[str]) -> subprocess.Popen[str]:
     """algo-gateway under its unit, and ``clients`` WebSocket clients inside the sandbox (its socket is
     in the sandbox's /run) streaming everything it streams until ``root/ws-stop`` exists."""
     out = box.run(ALGOCTL, "gateway", "token", "add", "bench", "--role", "viewer", check=True)
@@ -272,7 +284,7 @@ def start_gateway(box: Sandbox, root: Path, clients: int) -> subprocess.Popen[st
     assert box.pid is not None
     # The browsers stand-in runs at nice 19: in production browsers are not on the fleet's host, and on
     # 2 vCPUs 100 decoding WebSocket clients would otherwise compete with the fleet for the CPU.
-    return subprocess.Popen(["nsenter", "-t", str(box.pid), "-m", "-p", "nice", "-n", "19", sys.executable,
+    return subprocess.Popen(["nsenter", "-t", str(box.pid), "-m", "-p", *pin, "nice", "-n", "19", sys.executable,
                              str(WS_CLIENTS), "--client",
                              "subscribe", "--target", "unix:/run/algo-gateway/api.sock", "--token",
                              out.stdout.splitlines()[0], "--ws-clients", str(clients), "--until-file",
@@ -298,13 +310,14 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     traded = [synthetic[(i * len(synthetic)) // args.strategies] for i in range(args.strategies)]
     config.write_text(fleet_toml(universe, steps, traded, args.spread))
     box.prepare(config)
+    pin = pin_cpus(box, args.cpu_split) if args.cpu_split else []
     print(f"[{rate:,} ticks/s] universe {universe:,} at {steps:.3f} steps/s{' spread' if args.spread else ''}, "
           f"{args.strategies} bench strategies",
           file=sys.stderr)
     box.start()
     try:
         ready = wait_ready(box)
-        ws_clients = start_gateway(box, root, args.gateway) if args.gateway else None
+        ws_clients = start_gateway(box, root, args.gateway, pin) if args.gateway else None
         pids = host_pids(box, DAEMONS + (("gateway",) if args.gateway else ()))
         time.sleep(args.warmup)
         # Tick counts are compared with the feed paused (SIGSTOP, well inside its watchdog) and every
@@ -348,7 +361,8 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     busy, steal, total = (b - a for a, b in zip(mach0, mach1, strict=True))
     samples = hop_samples(joined.chains)
     return {
-        "rate": rate, "universe": universe, "steps_per_second": steps, "spread": args.spread, "window_s": window,
+        "rate": rate, "universe": universe, "steps_per_second": steps, "spread": args.spread, "cpu_split": args.cpu_split,
+        "window_s": window,
         "counted_s": counted_s,
         "achieved": (joined.last_seq - joined.first_seq + 1) / window, "ready_s": ready,  # ticks stamped in the window
         "latency_ms": {h: summary(samples[h]) for h in HOPS},
@@ -378,6 +392,8 @@ def main() -> None:
     p.add_argument("--strategies", type=int, default=8, help="EMA(2/3) crossovers on synthetic symbols, added to the defaults")
     p.add_argument("--gateway", type=int, default=0, metavar="N",
                    help="also run algo-gateway with N WebSocket clients streaming everything it streams")
+    p.add_argument("--cpu-split", default=None, metavar="FLEET:FRONT",
+                   help="pin the fleet's services to CPUs FLEET and the gateway and its clients to FRONT, e.g. 1:0")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     p.add_argument("--workdir", type=Path, default=None, help="keep each load's sandbox here (default: a temporary directory)")
     args = p.parse_args()
