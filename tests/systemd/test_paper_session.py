@@ -1,8 +1,9 @@
-"""A compressed paper session of the whole fleet under systemd: every engine trades, every signal
-gets a risk decision, orders and fills agree across the broker, the write-ahead log and the
-journal, the EOD report adds up, `algoctl trace` follows a fill, the recorded day feeds a replay the
-same ticks in each form it can be kept in (as the journal wrote it, compacted, and as days before
-market.zst were written), and replaying it produces the same orders."""
+"""A compressed paper session of the whole fleet under systemd (tests/systemd/conftest.py's, shared with
+test_portfolios.py): every engine trades, every signal gets a risk decision, orders and fills agree
+across the broker, the write-ahead log and the journal, the EOD report adds up, `algoctl trace` follows
+a fill, the recorded day feeds a replay the same ticks in each form it can be kept in (as the journal
+wrote it, compacted, and as days before market.zst were written), and replaying it produces the same
+orders."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,47 +24,11 @@ from daemons.journal.retention import compact_day
 from daemons.journal_format import reader
 from daemons.journal_format.layout import EVENTS, MARKET
 from daemons.marketdata import replay
-from tests.conftest import REPO, require_systemd_sandbox
-from tests.helpers import wait_until
-from tests.systemd.fleet import SESSION_DAY, assert_books_agree, rows, session_config, today, wait_session_closed
+from tests.conftest import REPO
+from tests.systemd.conftest import paper_config
+from tests.systemd.fleet import SESSION_DAY, assert_books_agree, rows, today, wait_session_closed
 
 pytestmark = pytest.mark.systemd
-
-
-def run_fleet(root: Path, config_text: str) -> Sandbox:
-    box = Sandbox(root)
-    config = root.parent / f"{root.name}.toml"
-    config.write_text(config_text)
-    box.prepare(config)
-    box.start()
-    return box
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    require_systemd_sandbox()
-    root = tmp_path_factory.mktemp("session")
-    box = run_fleet(root / "sandbox", session_config())
-    try:
-        box.systemctl("start", "algo.target", check=True)
-        wait_session_closed(box)
-        # an operator's kill switch at the end: the session's journal then holds an err line too
-        box.run(sys.prefix + "/bin/algoctl", "kill-switch", "on", "--reason", "end of the test session", check=True)
-        wait_until(lambda: "KILL SWITCH" in box.show("algo-risk.service", "StatusText")["StatusText"], 10, "the switch")
-        box.systemctl("start", "algo-eod.service", check=True, timeout=60)
-        result = {
-            "box": box,
-            "books": assert_books_agree(box),
-            "signals": rows(box, "signals.csv"),
-            "decisions": rows(box, "decisions.csv"),
-            "orders": rows(box, "orders.csv"),
-            "report": orjson.loads((box.state / "reports" / f"{today()}.json").read_bytes()),
-            "markdown": (box.state / "reports" / f"{today()}.md").read_text(),
-            "status": box.run(sys.prefix + "/bin/algoctl", "status").stdout,
-        }
-    finally:
-        box.stop()
-    yield result
 
 
 def test_all_three_engines_signal_and_trade(session: dict[str, Any]) -> None:
@@ -167,7 +131,7 @@ def test_the_three_forms_of_a_day_feed_a_replay_the_same_ticks(session: dict[str
 def test_replaying_the_recorded_day_produces_the_same_orders(session: dict[str, Any], tmp_path: Path) -> None:
     recorded = session["box"].state / "journal" / today()
     form = "compacted"  # the form a day is kept in after algo-journal-retention
-    config = session_config(**{"feed = \"simulator\"": "feed = \"replay\"\nreplay_from = "
+    config = paper_config(**{"feed = \"simulator\"": "feed = \"replay\"\nreplay_from = "
                                f"\"/var/lib/algo/journal/{SESSION_DAY}\""})
     box = Sandbox(tmp_path / "sandbox")
     (tmp_path / "replay.toml").write_text(config)

@@ -1,63 +1,19 @@
-"""Portfolios in a compressed paper session of the whole fleet under systemd: the equity strategies are
-followed by three portfolios (one disabled), so their signals become net orders with an allocation key,
-every fill of those is allocated once with units summing to it, the disabled portfolio gets nothing, the
-books agree, and the end-of-day report's portfolios add up to the strategies they follow."""
+"""Portfolios in the compressed paper session of the whole fleet under systemd (tests/systemd/conftest.py,
+shared with test_paper_session.py): the equity strategies are followed by three portfolios (one
+disabled), so their signals become net orders with an allocation key, every fill of those is allocated
+once with units summing to it, the disabled portfolio gets nothing, the books agree, and the end-of-day
+report's portfolios add up to the strategies they follow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import require_systemd_sandbox
-from tests.systemd.fleet import (
-    assert_books_agree,
-    assert_risk_positions_agree,
-    events,
-    session_config,
-    today,
-    wait_session_closed,
-)
-from tests.systemd.test_paper_session import run_fleet
+from tests.systemd.conftest import FOLLOWED
 
 pytestmark = pytest.mark.systemd
-
-FOLLOWED = ("rsi-infy", "rsi-reliance")
-PORTFOLIOS = "".join(f"""
-[[portfolios]]
-id = "{pid}"
-capital = {capital}
-strategies = ["rsi-infy", "rsi-reliance"]
-risk_fraction = 0.1
-max_lots = 400
-enabled = {enabled}
-""" for pid, capital, enabled in (("acct-a", 1000000.0, "true"), ("acct-b", 2500000.0, "true"),
-                                   ("acct-off", 1000000.0, "false")))
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    require_systemd_sandbox()
-    root = tmp_path_factory.mktemp("portfolios")
-    box = run_fleet(root / "sandbox", session_config() + PORTFOLIOS)
-    try:
-        box.systemctl("start", "algo.target", check=True)
-        wait_session_closed(box)
-        box.systemctl("start", "algo-eod.service", check=True, timeout=60)
-        books = assert_books_agree(box)
-        assert_risk_positions_agree(box, books)
-        yield {
-            "books": books,
-            "approved": [e["payload"] for e in events(box, "risk.approved")],
-            "allocations": [e["payload"] for e in events(box, "portfolio.allocation")],
-            "log": (box.state / "risk" / "portfolios" / f"{today()}.wal").read_bytes(),
-            "report": orjson.loads((box.state / "reports" / f"{today()}.json").read_bytes()),
-            "markdown": (box.state / "reports" / f"{today()}.md").read_text(),
-        }
-    finally:
-        box.stop()
 
 
 def test_followed_signals_become_net_orders_and_every_fill_is_allocated_once(session: dict[str, Any]) -> None:
@@ -74,7 +30,7 @@ def test_followed_signals_become_net_orders_and_every_fill_is_allocated_once(ses
         signed = int(f["quantity"]) if f["side"] == "BUY" else -int(f["quantity"])
         assert sum(a["units"]) == signed and all(u * signed > 0 for u in a["units"])
         assert "acct-off" not in a["portfolios"], "a disabled portfolio takes no entries"
-    logged = [orjson.loads(line) for line in session["log"].splitlines()]
+    logged = [orjson.loads(line) for line in session["portfolio_log"].splitlines()]
     assert logged[0]["op"] == "carry" and logged[0]["ids"] == ["acct-a", "acct-b", "acct-off"]
     assert sorted(r["fill_id"] for r in logged if r["op"] == "fill") == sorted(allocations), "each in the log once"
 
