@@ -106,9 +106,10 @@ def book(tmp: Path) -> dict[str, set[str]]:
 
 
 def test_only_the_active_sends_and_an_approval_sent_again_after_a_takeover_is_adopted(
-        redis_server: RedisServer, tmp_path: Path) -> None:
+        redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """...and a former active's order whose approval never comes again is reported once, and pages."""
     stamp = EventFactory("risk").stamp
-    one, two = client_id(approval(1)["signal_id"]), client_id(approval(2)["signal_id"])
+    one, two, lost = (client_id(approval(n)["signal_id"]) for n in (1, 2, 3))
 
     async def until(what: str, ready: Any) -> None:
         deadline = time.monotonic() + 10
@@ -128,21 +129,31 @@ def test_only_the_active_sends_and_an_approval_sent_again_after_a_takeover_is_ad
         for d in (a, b):  # both hosts' buses carry every tick and approval (the bridges import risk.*)
             d._on_tick(stamp("marketdata.tick", tick())[0])
             d._on_approved(stamp("risk.approved", approval(1))[0])
-        assert book(tmp_path) == {one: {next(iter(book(tmp_path)[one]))}}, "one order: only the active sent"
+            d._on_approved(stamp("risk.approved", approval(3))[0])  # its approval is lost in the takeover
+        assert {tag: len(ids) for tag, ids in book(tmp_path).items()} == {one: 1, lost: 1}, "only the active sent"
         assert b.ledger is None and b.lease.status().startswith("standby (lease held by hostA")
 
         a.stopping.set()  # a clean stop hands the lease over
         await running_a
         await a.drain()
         await until("B active", lambda: b.ledger is not None)
-        assert b.lease.fence == 2 and b.reconciled.labels("former_active")._value.get() == 1
+        assert b.lease.fence == 2 and b.reconciled.labels("former_active")._value.get() == 2
         assert b.reconciled.labels("unknown_at_broker")._value.get() == 0, "not a mismatch (no ReconciliationMismatch page)"
         b._on_approved(stamp("risk.approved", approval(1))[0])  # risk sends its recent approvals again
         b._on_approved(stamp("risk.approved", approval(2))[0])
         orders = book(tmp_path)
-        assert set(orders) == {one, two} and all(len(ids) == 1 for ids in orders.values()), orders
+        assert set(orders) == {one, two, lost} and all(len(ids) == 1 for ids in orders.values()), orders
         assert b.orders[one].order_id in orders[one] and b.orders[one].status == "OPEN"
         assert b.reconciled.labels("adopted")._value.get() == 1
+        def unclaimed() -> float | None:
+            return b.metrics.registry.get_sample_value("algo_execution_unclaimed_orders")
+        assert unclaimed() == 0 and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        b.unclaimed_since[lost] -= b.section.max_order_age_sec  # as if max_order_age_sec went by
+        for _ in range(2):
+            b._report_unclaimed()
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and errors[0].__dict__["ORDER_ID"] == lost and "BUY 10 INFY" in errors[0].getMessage()
+        assert unclaimed() == 1
         b.stopping.set()
         await running_b
         await b.drain()
@@ -253,3 +264,4 @@ def test_an_active_cut_off_from_redis_refuses_sends_once_its_lease_may_have_run_
     assert crit[0].getMessage().startswith(f"order {cid} NOT sent: the lease is surely ours for only")
     assert crit[0].__dict__["ORDER_ID"] == cid
     assert "until the lease ran out; stepping down" in crit[1].getMessage()
+

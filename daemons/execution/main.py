@@ -125,6 +125,13 @@ class ExecutionDaemon(Daemon):
         # Those orders by tag, with their trades by id: an approval that arrives again for one is adopted, never
         # sent a second time (a former active's orders, found at a takeover; an order whose record the log lost).
         self.unclaimed: dict[str, tuple[BrokerOrder, dict[str, Trade]]] = {}
+        # With the lease, when each was first seen: one whose approval has not come again within max_order_age_sec
+        # is reported once (risk re-sends its recent approvals at once when a new active asks: it was lost).
+        self.unclaimed_since: dict[str, float] = {}
+        self.reported_unclaimed: set[str] = set()
+        self.overdue = Gauge("algo_execution_unclaimed_orders", "Orders at the broker with a tag of ours that no "
+                             "approval claimed within max_order_age_sec of being found", registry=reg)
+        self.overdue.set_function(lambda: sum(1 for tag in self.unclaimed if self._overdue(tag)))
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
@@ -249,6 +256,8 @@ class ExecutionDaemon(Daemon):
             known = self.unclaimed.get(at_broker.tag, (at_broker, {}))[1]
             known.update((t.trade_id, t) for t in trades)
             self.unclaimed[at_broker.tag] = (at_broker, known)
+            if self.lease is not None:  # without one, the err above (and ReconciliationMismatch) tells already
+                self.unclaimed_since.setdefault(at_broker.tag, time.monotonic())
         if at_broker.order_id in self.strays:
             return
         self.strays.add(at_broker.order_id)
@@ -349,12 +358,29 @@ class ExecutionDaemon(Daemon):
                     self.ledger.flush()  # what a full disk held back; new orders wait for it
                 if self.paper is not None:
                     self.paper.flush()
+                self._report_unclaimed()
                 today = datetime.now(IST).date()
                 if today != self.day:
                     await self._roll(today)
                 if self.kite is not None and time.monotonic() >= next_poll:
                     await self._poll()
                     next_poll = time.monotonic() + self.section.poll_sec
+
+    def _overdue(self, tag: str) -> bool:
+        since = self.unclaimed_since.get(tag)
+        return since is not None and time.monotonic() - since > self.section.max_order_age_sec
+
+    def _report_unclaimed(self) -> None:
+        """An order at the broker that no approval claimed in time (a former active's whose approval is lost,
+        or one placed outside the fleet): an error once, for a person to look at; the gauge pages."""
+        for tag, (at_broker, trades) in self.unclaimed.items():
+            if tag not in self.reported_unclaimed and self._overdue(tag):
+                self.reported_unclaimed.add(tag)
+                log.error("order %s (tag %s, %s %d %s, %s, %d filled in %d trades) is at the broker but no approval "
+                          "claimed it within %gs: what it opened is not in risk's book; look it up in the Kite "
+                          "console and cancel or close it there if it is not wanted", at_broker.order_id, tag, at_broker.side,
+                          at_broker.quantity, at_broker.symbol, at_broker.status, at_broker.filled, len(trades),
+                          self.section.max_order_age_sec, extra={"ORDER_ID": tag, "SYMBOL": at_broker.symbol})
 
     async def _poll(self) -> None:
         """Kite's order book, for what the order updates missed; trouble is logged when it starts and ends."""
@@ -466,6 +492,7 @@ class ExecutionDaemon(Daemon):
             self._refuse(event, str(exc))
             return
         found = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
+        self.unclaimed_since.pop(cid, None)
         if found is None and (why := self._unsendable(order)):
             self._refuse(event, why, cid)
             return
