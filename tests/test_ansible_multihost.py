@@ -9,6 +9,7 @@ not answer, a metrics port another user holds. The Redis role itself: tests/test
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -17,14 +18,16 @@ from typing import Any
 
 import pytest
 
+from daemons.runtime.config import load_config
 from tests.test_ansible_static import ANSIBLE, REPO, ROLE, load, preflight, recap, run, tool
 
 MULTIHOST = ANSIBLE / "inventory" / "multihost"
 VAULT = ["--vault-password-file", str(MULTIHOST / ".vault-pass.example")]
 LEASE = {"redis_url": "redis://127.0.0.1:6379", "account": "paper-main"}
-BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["fno"], "exports": ["strategy.*"], "imports": ["risk.*"]}
-EXEC_BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["execution"], "exports": ["execution.*"],
-               "imports": ["strategy.*"]}
+BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["fno"], "exports": ["strategy.*"],
+          "imports": ["marketdata.*", "execution.*"]}
+EXEC_BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["marketdata", "risk", "execution"],
+               "exports": ["marketdata.*", "execution.*"], "imports": ["strategy.*"]}
 PASSWORDS = {"algo_fleet_redis_password": "pw", "algo_fleet_redis_lease_password": "pw",
              "algo_fleet_assume_systemd": True}
 
@@ -41,11 +44,16 @@ def test_the_example_inventory_passes_the_syntax_check() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# What each fleet host of the example runs besides algo-bus and algo-heartbeat (its groups), and its address.
+EXAMPLE_DAEMONS = {"md-exec-1": ["marketdata", "risk", "execution", "journal"], "md-exec-2": ["execution", "journal"],
+                   "strat-1": ["fno"], "strat-2": ["equity", "options"]}
+EXAMPLE_ADDRESSES = {"md-exec-1": "192.0.2.11", "md-exec-2": "192.0.2.12", "strat-1": "192.0.2.21", "strat-2": "192.0.2.22"}
+
+
 def test_each_example_fleet_host_renders_a_valid_fleet_toml_and_passes_the_topology(tmp_path: Path) -> None:
     """The example's variables, per host, through the role's fleet.toml template and topology checks."""
     tasks: list[dict[str, Any]] = [
-        {"name": "Groups", "ansible.builtin.set_fact": {"_algo_fleet_roles_here": (
-            "{{ ['algo_engines', 'algo_execution', 'algo_journal'] | select('in', group_names) | list }}")}},
+        {"name": "Placement", "ansible.builtin.include_vars": {"file": "placement.yml"}},
         {"name": "Topology", "ansible.builtin.set_fact": {"_problems": (
             "{{ (lookup('ansible.builtin.template', 'topology_problems.j2') or '').splitlines()"
             " | map('trim') | select | list }}")}},
@@ -70,12 +78,38 @@ def test_each_example_fleet_host_renders_a_valid_fleet_toml_and_passes_the_topol
                  "-e", json.dumps({"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                                    "algo_fleet_source_dir": str(REPO)}))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    for host in ("md-exec-1", "md-exec-2", "strat-1", "strat-2"):
+    for host, daemons in EXAMPLE_DAEMONS.items():
         assert json.loads((tmp_path / f"{host}.json").read_text()) == [], host
         check = subprocess.run([sys.executable, "-m", "daemons.algoctl", "config", "validate", str(tmp_path / f"{host}.toml")],
                                capture_output=True, text=True)
         assert check.returncode == 0, host + check.stdout + check.stderr
         assert "[daemons.bridge]" in (tmp_path / f"{host}.toml").read_text()
+        config = load_config(tmp_path / f"{host}.toml")
+        assert config.fleet.daemons == ["bus", "heartbeat", *daemons], host
+
+
+def test_the_example_s_prometheus_targets_follow_each_host_s_daemons(tmp_path: Path) -> None:
+    """mon-1's file_sd targets: per fleet host, the daemons its groups give it (with the bus, heartbeat,
+    commander and its bridge), and the own-process strategies of its engines only."""
+    monitoring = ANSIBLE / "roles" / "algo_monitoring"
+    tasks = [{"name": "Targets", "ansible.builtin.copy": {"dest": f"{tmp_path}/targets.json", "mode": "0644",
+                                                         "content": "{{ _algo_monitoring_targets | to_json }}"}}]
+    plays = [{"name": "Render", "hosts": "algo_monitoring", "gather_facts": False, "tasks": tasks,
+              "vars_files": [str(monitoring / "defaults" / "main.yml"), str(monitoring / "vars" / "main.yml"),
+                             str(ROLE / "vars" / "placement.yml")]}]
+    (tmp_path / "play.yml").write_text(json.dumps(plays))
+    own = {"algo_fleet_engines": {"equity": {"strategies": [
+        {"name": "rsi-infy", "kind": "rsi_reversion", "process": "own", "metrics_port": 9490}]}}}
+    result = run(tool("ansible-playbook"), "-i", str(MULTIHOST / "hosts.yml"), str(tmp_path / "play.yml"), *VAULT,
+                 "-e", json.dumps({"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **own}))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    targets = json.loads((tmp_path / "targets.json").read_text())
+    assert sorted(targets) == sorted(EXAMPLE_DAEMONS)
+    for host, daemons in EXAMPLE_DAEMONS.items():
+        units = [t["labels"]["__algo_unit"] for t in targets[host]]
+        want = [f"algo-{d}" for d in ["bus", "heartbeat", *daemons]] + ["algo-commander", "algo-bridge"]
+        assert units == want + (["algo-strategy@rsi-infy"] if "equity" in daemons else []), host
+        assert all(t["targets"][0].startswith(EXAMPLE_ADDRESSES[host] + ":") for t in targets[host]), host
 
 
 def inventory(path: Path, hosts: dict[str, dict[str, Any]], groups: dict[str, list[str]]) -> Path:
@@ -89,24 +123,45 @@ def inventory(path: Path, hosts: dict[str, dict[str, Any]], groups: dict[str, li
 
 
 TWO_HOSTS = {"algo_engines": ["strat"], "algo_execution": ["exec"], "algo_journal": ["exec"]}
+# A standby execution beside the active one, on a host of its own (market data and risk stay on exec).
+STANDBY = {"algo_engines": ["strat"], "algo_marketdata": ["exec"], "algo_risk": ["exec"], "algo_execution": ["exec", "standby"],
+           "algo_journal": ["exec"]}
+STANDBY_BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["execution"], "exports": ["execution.*"],
+                  "imports": ["marketdata.*", "risk.*"]}
+EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "execution.*"]}
 
 
 @pytest.mark.parametrize(("hosts", "groups", "named"), [
-    ({"strat": {}, "exec": {}}, TWO_HOSTS, "strat is in algo_engines only"),
-    ({"strat": {"algo_fleet_bridge": BRIDGE}, "exec": {"algo_fleet_bridge": EXEC_BRIDGE}}, TWO_HOSTS,
-     "algo_fleet_execution.lease: not set on strat, exec"),
-    ({"strat": {"algo_fleet_bridge": {**BRIDGE, "exports": ["health.heartbeat"]}, "algo_fleet_execution": {"lease": LEASE}},
-      "exec": {"algo_fleet_bridge": EXEC_BRIDGE, "algo_fleet_execution": {"lease": LEASE}}}, TWO_HOSTS,
-     "algo_fleet_bridge.exports: strat runs engines but no execution"),
-    ({"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://127.0.0.2:6379"}, "algo_fleet_execution": {"lease": LEASE}},
-      "exec": {"algo_fleet_bridge": EXEC_BRIDGE, "algo_fleet_execution": {"lease": LEASE}}}, TWO_HOSTS,
+    ({"strat": {}, "exec": {}}, TWO_HOSTS, "strat is in algo_engines only (it runs fno, equity, options)"),
+    ({"strat": {"algo_fleet_bridge": BRIDGE}, "exec": {"algo_fleet_bridge": EXEC_BRIDGE_TO_STANDBY},
+      "standby": {"algo_fleet_bridge": STANDBY_BRIDGE}}, STANDBY,
+     "algo_fleet_execution.lease: not set on exec, standby, but 2 hosts run algo-execution (exec, standby)"),
+    ({"strat": {"algo_fleet_bridge": {**BRIDGE, "exports": ["health.heartbeat"]}},
+      "exec": {"algo_fleet_bridge": EXEC_BRIDGE}}, TWO_HOSTS,
+     'algo_fleet_bridge.exports: strat runs algo-fno and exec reads "strategy.*" without publishing it'),
+    ({"strat": {"algo_fleet_bridge": BRIDGE},
+      "exec": {"algo_fleet_bridge": EXEC_BRIDGE_TO_STANDBY, "algo_fleet_execution": {"lease": LEASE}},
+      "standby": {"algo_fleet_bridge": {**STANDBY_BRIDGE, "imports": ["marketdata.*"]},
+                  "algo_fleet_execution": {"lease": LEASE}}},
+     STANDBY, 'algo_fleet_bridge.imports: standby runs algo-execution but not algo-risk, so "risk.*" must come in'),
+    ({"strat": {"algo_fleet_bridge": {**BRIDGE, "daemons": ["fno", "risk"]}}, "exec": {"algo_fleet_bridge": EXEC_BRIDGE}},
+     TWO_HOSTS, "algo_fleet_bridge.daemons: strat does not run algo-risk"),
+    ({"strat": {"algo_fleet_bridge": BRIDGE}}, {"algo_engines": ["strat"]},
+     "algo_marketdata / algo_execution: no host runs algo-marketdata: no ticks reach the engines"),
+    ({"strat": {"algo_fleet_bridge": BRIDGE}}, {"algo_engines": ["strat"], "algo_marketdata": ["strat"]},
+     "algo_execution: no host runs algo-execution: no approval becomes an order"),
+    ({"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://127.0.0.2:6379"}},
+      "exec": {"algo_fleet_bridge": EXEC_BRIDGE}}, TWO_HOSTS,
      "algo_fleet_bridge.redis_url: the bridges use different Redis"),
-    ({"strat": {"algo_fleet_bridge": BRIDGE, "algo_fleet_execution": {"lease": {**LEASE, "redis_url": "redis://127.0.0.2:1"}}},
-      "exec": {"algo_fleet_bridge": EXEC_BRIDGE, "algo_fleet_execution": {"lease": LEASE}}}, TWO_HOSTS,
+    ({"strat": {"algo_fleet_bridge": BRIDGE},
+      "exec": {"algo_fleet_bridge": EXEC_BRIDGE_TO_STANDBY, "algo_fleet_execution": {"lease": LEASE}},
+      "standby": {"algo_fleet_bridge": STANDBY_BRIDGE,
+                  "algo_fleet_execution": {"lease": {**LEASE, "redis_url": "redis://127.0.0.2:1"}}}}, STANDBY,
      'the executions of account "paper-main" use different Redis'),
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://redis.example:6379"}}}, {"algo_engines": ["strat"]},
      'algo_fleet_bridge.redis_url: "redis://redis.example:6379" must name Redis by IP address'),
-], ids=["partial-host-without-bridge", "two-executions-without-lease", "signals-never-leave", "two-redis-for-bridges",
+], ids=["partial-host-without-bridge", "two-executions-without-lease", "signals-never-leave", "approvals-never-come-in",
+        "bridge-relays-a-daemon-elsewhere", "no-market-data", "engines-without-execution", "two-redis-for-bridges",
         "two-redis-for-one-lease", "redis-by-name"])
 def test_a_bad_topology_fails_preflight_naming_it(tmp_path: Path, hosts: dict[str, dict[str, Any]],
                                                   groups: dict[str, list[str]], named: str) -> None:
@@ -115,6 +170,17 @@ def test_a_bad_topology_fails_preflight_naming_it(tmp_path: Path, hosts: dict[st
     assert "topology problem(s)" in result.stdout and named in result.stdout, result.stdout[-3000:]
     for host in hosts:
         assert recap(result.stdout, host)["changed"] == 0
+
+
+def test_one_execution_host_needs_no_lease_when_the_strategy_hosts_run_none(tmp_path: Path) -> None:
+    """A strategy host runs only its engines (and the bus, heartbeat, bridge), so one execution in the fleet is
+    one execution: no lease needed. Before hosts ran only their groups' daemons, every host ran algo-execution."""
+    hosts = {"strat": {"algo_fleet_bridge": BRIDGE}, "exec": {"algo_fleet_bridge": EXEC_BRIDGE}}
+    result = preflight(inventory(tmp_path, hosts, TWO_HOSTS), "-e", json.dumps({**PASSWORDS, "algo_fleet_redis_wait_sec": 1}))
+    assert "topology problem(s)" not in result.stdout, result.stdout[-3000:]
+    task = re.search(r"TASK \[algo_fleet : Fail on a bad topology, each problem named\][^\n]*\n((?:ok: \[\w+\]\n)+)",
+                     result.stdout)
+    assert task and sorted(task[1].split("\n")[:-1]) == ["ok: [exec]", "ok: [strat]"], result.stdout[-3000:]
 
 
 def test_a_missing_redis_password_fails_preflight_naming_it(tmp_path: Path) -> None:
@@ -158,9 +224,11 @@ def test_the_drop_ins_allow_redis_s_address_and_load_the_lease_s_credential(tmp_
         "src": str(ROLE / "templates" / "redis.conf.j2"), "dest": f"{tmp_path}/{{{{ item.path | basename }}}}", "mode": "0644"},
         "loop": "{{ _algo_fleet_dropins | selectattr('src', 'equalto', 'redis.conf.j2') | selectattr('present') | list }}"}]
     plays = [{"name": "Render", "hosts": "localhost", "gather_facts": False,
-              "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")], "tasks": tasks}]
+              "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml"),
+                             str(ROLE / "vars" / "placement.yml")], "tasks": tasks}]
     (tmp_path / "play.yml").write_text(json.dumps(plays))
-    result = run(tool("ansible-playbook"), "-i", str(inventory(tmp_path, {"localhost": {}}, {})), str(tmp_path / "play.yml"),
+    hosts = inventory(tmp_path, {"localhost": {}}, {g: ["localhost"] for g in TWO_HOSTS})
+    result = run(tool("ansible-playbook"), "-i", str(hosts), str(tmp_path / "play.yml"),
                  "-e", json.dumps({"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://10.0.0.5:6379"},
                                    "algo_fleet_execution": {"lease": {**LEASE, "redis_url": "redis://[fd00::5]:6380"}},
                                    "algo_fleet_credentials_dir": "/etc/algo/credentials"}))
@@ -171,3 +239,81 @@ def test_the_drop_ins_allow_redis_s_address_and_load_the_lease_s_credential(tmp_
     assert "IPAddressAllow=fd00::5\n" in lease
     assert "LoadCredential=algo_execution_redis_password:/etc/algo/credentials/algo_execution_redis_password\n" in lease
     assert load(ROLE / "defaults" / "main.yml")["algo_fleet_bridge"] is None
+
+
+SYSTEMCTL = """#!/bin/sh
+# systemctl for the role's unit tasks without a systemd: logs each call; every unit it is asked about is loaded,
+# running and (its timers) enabled.
+echo "$*" >> "$ALGO_TEST_SYSTEMCTL_LOG"
+case "$1" in
+  show) printf 'Id=%s\\nNames=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n' "$2" "$2"
+        echo UnitFileState=enabled ;;
+  is-enabled) echo enabled ;;
+  is-active) echo active ;;
+esac
+exit 0
+"""
+
+
+def run_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, groups: dict[str, list[str]]) -> tuple[str, list[str]]:
+    """The role's unit tasks (tasks/units.yml, with its handlers) for host "strat" into tmp_path/root, with the
+    real systemd-analyze verify and a logging systemctl; returns ansible-playbook's output and the systemctl calls."""
+    probe = tmp_path / "probe"
+    if not probe.exists():
+        (probe / "tasks").mkdir(parents=True)
+        for part in ("defaults", "vars", "templates", "handlers"):
+            (probe / part).symlink_to(ROLE / part)
+        for part in ("units.yml", "restart.yml"):
+            (probe / "tasks" / part).symlink_to(ROLE / "tasks" / part)
+        (probe / "tasks" / "main.yml").write_text(json.dumps([
+            {"name": "Placement", "ansible.builtin.include_vars": {"file": "placement.yml"}},
+            {"name": "Nothing ran before", "ansible.builtin.set_fact": {"_algo_fleet_running_before": []}},
+            {"name": "Units", "ansible.builtin.include_tasks": {"file": "units.yml"}}]))
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "systemctl").write_text(SYSTEMCTL)
+        (tmp_path / "bin" / "systemctl").chmod(0o755)
+        (tmp_path / "play.yml").write_text(json.dumps([{"name": "Units", "hosts": "strat", "gather_facts": False,
+                                                         "roles": [{"role": str(probe)}]}]))
+    log = tmp_path / "systemctl.log"
+    log.write_text("")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("ALGO_TEST_SYSTEMCTL_LOG", str(log))
+    root = tmp_path / "root"
+    hosts = inventory(tmp_path, {"strat": {}, "exec": {}}, groups)
+    result = run(tool("ansible-playbook"), "-i", str(hosts), str(tmp_path / "play.yml"), "-e", json.dumps({
+        "algo_fleet_source_dir": str(REPO), "algo_fleet_venv": str(Path(sys.executable).parent.parent),
+        "algo_fleet_install_dir": str(root / "opt"), "algo_fleet_unit_dir": str(root / "units"),
+        "algo_fleet_force_restart": True}))
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    return result.stdout, log.read_text().splitlines()
+
+
+def test_a_host_installs_only_its_groups_units_and_drops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """strat ran the whole fleet (in every group); now it is in algo_engines only: the units of market data, risk,
+    execution and the journal (with the end-of-day and retention timers) are stopped, the timers disabled, their
+    files removed, algo.target no longer wants them, and the rest passes systemd-analyze verify. A second run
+    changes nothing."""
+    everything = {g: ["strat"] for g in ("algo_engines", "algo_execution", "algo_journal")}
+    _, calls = run_units(tmp_path, monkeypatch, everything)
+    units = tmp_path / "root" / "units"
+    assert (units / "algo-risk.service").exists() and (units / "algo-eod.timer").exists()
+    assert not [c for c in calls if c.startswith(("stop", "disable"))]
+
+    out, calls = run_units(tmp_path, monkeypatch, TWO_HOSTS)
+    gone = ["algo-marketdata.service", "algo-risk.service", "algo-execution.service", "algo-journal.service",
+            "algo-eod.service", "algo-eod.timer", "algo-journal-retention.service", "algo-journal-retention.timer"]
+    assert sorted(c for c in calls if c.startswith("stop")) == sorted(f"stop {u}" for u in gone)
+    assert sorted(c for c in calls if c.startswith("disable")) == [f"disable {t}" for t in gone if t.endswith(".timer")]
+    assert not [u for u in gone if (units / u).exists() or (tmp_path / "root" / "opt" / "units" / u).exists()]
+    for kept in ("algo-bus.service", "algo-bus.socket", "algo-heartbeat.service", "algo-fno.service", "algo-equity.service",
+                 "algo-options.service", "algo-commander.service", "algo-premarket.service", "algo.target"):
+        assert (units / kept).exists(), kept
+    wants = re.search(r"^Wants=(.*)$", (units / "algo.target").read_text(), re.M)
+    assert wants and not set(wants[1].split()) & set(gone) and "algo-fno.service" in wants[1].split()
+    fno = re.search(r"^Wants=(.*)$", (units / "algo-fno.service").read_text(), re.M)
+    assert fno and fno[1].split() == ["algo-bus.socket"]
+    assert re.search(r"TASK \[[^]]*: Verify the staged units with systemd-analyze\][^\n]*\nok: \[strat\]", out), out[-3000:]
+
+    out, calls = run_units(tmp_path, monkeypatch, TWO_HOSTS)
+    assert recap(out, "strat")["changed"] == 0, out[-3000:]
+    assert not [c for c in calls if c.startswith(("stop", "disable", "daemon-reload"))]

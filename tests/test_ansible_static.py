@@ -290,7 +290,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One ansible-playbook run on localhost that renders everything into a temporary directory."""
     playbook_exe = tool("ansible-playbook")
     out = tmp_path_factory.mktemp("rendered")
-    role_vars = [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")]
+    placement = str(ROLE / "vars" / "placement.yml")  # which host runs which daemon (both roles load it)
+    role_vars = [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml"), placement]
     tasks: list[dict[str, Any]] = [
         {"name": "Render fleet.toml from the defaults", "ansible.builtin.template": {
             "src": str(ROLE / "templates" / "fleet.toml.j2"), "dest": str(out / "fleet.toml"), "mode": "0644"}},
@@ -321,7 +322,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"name": "Render the fleet role", "hosts": "localhost", "gather_facts": False,
          "vars_files": role_vars, "tasks": tasks},
         {"name": "Render the monitoring role", "hosts": "localhost", "gather_facts": False,
-         "vars_files": [str(MONITORING / "defaults" / "main.yml"), str(MONITORING / "vars" / "main.yml")],
+         "vars_files": [str(MONITORING / "defaults" / "main.yml"), str(MONITORING / "vars" / "main.yml"), placement],
          "tasks": monitoring_tasks},
     ]
     (out / "units").mkdir()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from daemons.heartbeat.liveness import Liveness, State
-from daemons.runtime.config import ConfigError, load_config
+from daemons.runtime.config import ConfigError, fleet_ports, load_config
 from daemons.runtime.heartbeat import BadHeartbeat, Heartbeat, bus_source, expected_units, this_host
 from tests.conftest import REPO, TEST_CONFIG
 from tests.helpers import wait_until
@@ -62,6 +62,28 @@ def test_the_expected_units_come_from_the_config(tmp_path: Path) -> None:
     assert expected_units(load_config(path)) == [
         "algo-heartbeat", "algo-marketdata", "algo-fno", "algo-equity", "algo-options", "algo-risk",
         "algo-execution", "algo-journal", "algo-commander", "algo-strategy@rsi-infy"]
+
+
+def test_a_host_of_a_multi_host_fleet_expects_only_its_own_daemons(tmp_path: Path) -> None:
+    """[fleet] daemons: the strategy host's heartbeat expects its engine (and their own-process strategies), not
+    the market data, risk, execution and journal of the other hosts; a bad list is refused by name."""
+    text = (REPO / "configs" / "paper.toml").read_text().replace(
+        'name = "rsi-infy"\n', 'name = "rsi-infy"\nprocess = "own"\nmetrics_port = 9490\n').replace(
+        "daemons = []", 'daemons = ["bus", "heartbeat", "equity"]')
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    assert expected_units(load_config(path)) == ["algo-heartbeat", "algo-equity", "algo-commander", "algo-strategy@rsi-infy"]
+    # algo-premarket checks the ports of this host's daemons only
+    assert [path for _, path in fleet_ports(load_config(path))] == [
+        "daemons.bus.metrics_port", "daemons.heartbeat.metrics_port", "daemons.equity.metrics_port",
+        "commander.metrics_port", "daemons.equity.strategies.0.metrics_port"]
+    path.write_text(text.replace('daemons = ["bus", "heartbeat", "equity"]', 'daemons = ["bus", "equity", "mdata"]'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [(p.path, p.message) for p in err.value.problems] == [
+        ("fleet.daemons", "'mdata' is not a daemon (one of bus, heartbeat, marketdata, fno, equity, options, risk, "
+                          "execution, journal)"),
+        ("fleet.daemons", "must include 'heartbeat': every host runs algo-heartbeat")]
 
 
 def test_the_silence_limit_must_exceed_two_heartbeats(tmp_path: Path) -> None:

@@ -123,6 +123,9 @@ class FleetSection(Section):
     # algo-bridge) take it into their bus source ("heartbeat@a") so they cross bridges without clashing.
     # '': one host, the machine's hostname in heartbeats and plain source names.
     host: str = Field("", pattern=r"^[a-z0-9_.-]{0,64}$")
+    # The [daemons.*] daemons this host runs in a multi-host fleet (bus and heartbeat always among them); the
+    # other sections still describe the fleet (risk reads the engines' strategies). []: every daemon (one host).
+    daemons: list[Annotated[str, Field(pattern=r"^[a-z]{1,32}$")]] = []
 
 
 def _socket_path(v: Path) -> Path:
@@ -764,12 +767,24 @@ def _problem(err: Any) -> Problem:
     return Problem(path, msg)
 
 
-def fleet_ports(config: FleetConfig) -> Iterator[tuple[int, str]]:
-    """Every TCP port the fleet's own daemons listen on (their metrics), with its dotted config path."""
+def local_daemons(config: FleetConfig) -> Iterator[tuple[str, DaemonSection]]:
+    """The ``[daemons.*]`` daemons this host runs: those ``[fleet] daemons`` names (and the bridge, when it has a
+    section), or every one when it names none (one host runs the whole fleet)."""
+    chosen = set(config.fleet.daemons)
     for name, section in config.daemons.items():
+        if not chosen or name in chosen or name == "bridge":
+            yield name, section
+
+
+def fleet_ports(config: FleetConfig) -> Iterator[tuple[int, str]]:
+    """Every TCP port this host's daemons listen on (their metrics), with its dotted config path."""
+    local = dict(local_daemons(config))
+    for name, section in local.items():
         yield section.metrics_port, f"daemons.{name}.metrics_port"
     yield config.commander.metrics_port, "commander.metrics_port"
     for engine, section in config.daemons.engines():
+        if engine not in local:
+            continue
         for n, strategy in enumerate(section.strategies):
             if strategy.process == "own" and strategy.enabled and strategy.metrics_port is not None:
                 yield strategy.metrics_port, f"daemons.{engine}.strategies.{n}.metrics_port"
@@ -801,6 +816,7 @@ def cross_check(config: FleetConfig) -> list[Problem]:
     md = config.daemons.marketdata
     if md.feed == "replay" and md.replay_from is None:
         problems.append(Problem("daemons.marketdata.replay_from", "feed = \"replay\" needs a journal day or tick CSV"))
+    problems += _check_local_daemons(config)
     hb = config.daemons.heartbeat
     if hb.silent_after_sec < 2 * hb.interval_sec:
         problems.append(Problem("daemons.heartbeat.silent_after_sec", f"must be at least twice daemons.heartbeat."
@@ -822,6 +838,18 @@ def cross_check(config: FleetConfig) -> list[Problem]:
         if config.kite.max_connections < 2:
             problems.append(Problem("kite.max_connections", 'broker = "kite" keeps one ticker connection for order '
                                     "updates; the feed needs at least one more (2 or 3)"))
+    return problems
+
+
+def _check_local_daemons(config: FleetConfig) -> list[Problem]:
+    """``[fleet] daemons``: known ``[daemons.*]`` names, with the two every host runs."""
+    if not config.fleet.daemons:
+        return []
+    known = [name for name in DaemonsSection.model_fields if name != "bridge"]
+    problems = [Problem("fleet.daemons", f"{name!r} is not a daemon (one of {', '.join(known)})")
+                for name in config.fleet.daemons if name not in known]
+    problems += [Problem("fleet.daemons", f"must include {name!r}: every host runs algo-{name}")
+                 for name in ("bus", "heartbeat") if name not in config.fleet.daemons]
     return problems
 
 

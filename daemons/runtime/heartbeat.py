@@ -12,7 +12,7 @@ import math
 import socket
 from typing import Any, NamedTuple
 
-from .config import FleetConfig
+from .config import FleetConfig, local_daemons
 
 VERSION = 1
 
@@ -82,11 +82,12 @@ def bus_source(name: str, config: FleetConfig) -> str:
 
 
 def expected_units(config: FleetConfig) -> list[str]:
-    """The units the config says run on a fleet host and heartbeat: every ``[daemons.*]`` daemon but the
-    broker (it is the bus itself; every heartbeat that arrives proves it is up), algo-commander (in
-    algo.target, configured by ``[commander]``) and one algo-strategy@NAME per enabled ``process = "own"``
-    strategy. The oneshots (pre-market, EOD) do not."""
-    units = [f"algo-{name}" for name, _ in config.daemons.items() if name != "bus"] + ["algo-commander"]
-    units += [f"algo-strategy@{s.name}" for _, section in config.daemons.engines() for s in section.strategies
-              if s.enabled and s.process == "own"]
+    """The units the config says run on this host and heartbeat: every ``[daemons.*]`` daemon it runs (``[fleet]
+    daemons``, else all) but the broker (it is the bus itself; every heartbeat that arrives proves it is up),
+    algo-commander (in algo.target, configured by ``[commander]``) and one algo-strategy@NAME per enabled
+    ``process = "own"`` strategy of its engines. The oneshots (pre-market, EOD) do not."""
+    local = dict(local_daemons(config))
+    units = [f"algo-{name}" for name in local if name != "bus"] + ["algo-commander"]
+    units += [f"algo-strategy@{s.name}" for engine, section in config.daemons.engines() if engine in local
+              for s in section.strategies if s.enabled and s.process == "own"]
     return units
