@@ -278,7 +278,8 @@ def crossing_ms(before: Mapping[str, Samples], after: Mapping[str, Samples]) -> 
     out = {}
     for b in (n for n in after if n.startswith("bridge@")):
         h = histogram_between(before[b], after[b], "algo_bridge_lag_seconds")
-        out[b] = {k: v if k == "n" else v * 1e3 for k, v in h.items()}
+        xadd = histogram_between(before[b], after[b], "algo_bridge_redis_seconds", op="xadd")
+        out[b] = {**{k: v if k == "n" else v * 1e3 for k, v in h.items()}, "xadd_n": xadd["n"], "xadd_mean": xadd["mean"] * 1e3}
     return out
 
 
@@ -358,21 +359,22 @@ def run_load(topo: Topology, root: Path, setup: str, rate: int, args: argparse.N
 def bridge_table(loads: Sequence[Mapping[str, Any]]) -> str:
     """Per bridge: events/s out and in by lane, and its CPU (and Redis's) per 1,000 events it relayed."""
     lines = ["| ticks/s | bridge | out: order / marketdata ev/s | in: order / marketdata ev/s | CPU ms per 1k relayed | "
-             "imports' crossing ms: mean / p50 / p99 (bucket bound) |",
-             "|---:|---|---:|---:|---:|---:|"]
+             "imports' crossing ms: mean / p50 / p99 (bucket bound) | XADD pipelines: n, mean ms |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
     for load in loads:
         for b, r in load["bridge_events_per_s"].items():
             c = load["crossing_ms"][b]
             lines.append(f"| {load['rate']:,} | {b} | {r['exported_order']:,.0f} / {r['exported_marketdata']:,.0f} | "
                          f"{r['imported_order']:,.0f} / {r['imported_marketdata']:,.0f} | "
                          f"{fmt_ms(load['cpu_ms_per_kevents_relayed'][b])} | "
-                         f"{fmt_ms(c['mean'])} / {fmt_ms(c['p50'])} / {fmt_ms(c['p99'])} |")
+                         f"{fmt_ms(c['mean'])} / {fmt_ms(c['p50'])} / {fmt_ms(c['p99'])} | "
+                         f"{c['xadd_n']:,.0f}, {fmt_ms(c['xadd_mean'])} |")
         if "redis-server" in load["cpu_ms_per_kevents_relayed"]:
             lines.append(f"| {load['rate']:,} | redis-server (per 1k entries) | | | "
-                         f"{fmt_ms(load['cpu_ms_per_kevents_relayed']['redis-server'])} | |")
+                         f"{fmt_ms(load['cpu_ms_per_kevents_relayed']['redis-server'])} | | |")
         relay = load["ticks"]["relay"]
         lines.append(f"| {load['rate']:,} | ticks a -> b: routed on a / published on b / conflated by the bridges / lost | | | | "
-                     f"{relay['sent']:,.0f} / {relay['arrived']:,.0f} / {relay['conflated']:,.0f} / {relay['lost']:,.0f} |")
+                     f"{relay['sent']:,.0f} / {relay['arrived']:,.0f} / {relay['conflated']:,.0f} / {relay['lost']:,.0f} | |")
     return "\n".join(lines)
 
 

@@ -198,16 +198,16 @@ def relay_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], se
     return {"sent": sent, "arrived": arrived, "conflated": conflated, "lost": max(0.0, sent - arrived - conflated)}
 
 
-def histogram_between(before: Samples, after: Samples, name: str) -> dict[str, float]:
-    """A Prometheus histogram's observations between two scrapes: n, mean, and p50 / p99 as the upper bound
-    of the bucket they fall in (what the buckets allow; NaN when nothing was observed)."""
-    n = delta(before, after, f"{name}_count")
+def histogram_between(before: Samples, after: Samples, name: str, **labels: str) -> dict[str, float]:
+    """A Prometheus histogram's observations (those with ``labels``) between two scrapes: n, mean, and p50 /
+    p99 as the upper bound of the bucket they fall in (what the buckets allow; NaN when nothing was observed)."""
+    n = delta(before, after, f"{name}_count", **labels)
     bounds = sorted({float(dict(ls)["le"]) for (m, ls) in after if m == f"{name}_bucket"})
-    cumulative = [(le, delta(before, after, f"{name}_bucket", le=_le(le))) for le in bounds]
+    cumulative = [(le, delta(before, after, f"{name}_bucket", le=_le(le), **labels)) for le in bounds]
 
     def quantile(q: float) -> float:
         return next((le for le, c in cumulative if n and c >= q * n), math.nan)
-    return {"n": n, "mean": delta(before, after, f"{name}_sum") / n if n else math.nan, "p50": quantile(0.5),
+    return {"n": n, "mean": delta(before, after, f"{name}_sum", **labels) / n if n else math.nan, "p50": quantile(0.5),
             "p99": quantile(0.99)}
 
 
