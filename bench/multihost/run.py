@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -77,7 +77,7 @@ BIN = Path(sys.prefix) / "bin"
 PREFIX, SUBNET = "xbench", "10.251.0"  # not 10.250.0.0/24: a test harness uses that
 REDIS_PORT = 6379
 REDIS_PASSWORD = "multihost-bench-password"  # the bridge's ACL user; only inside the bench's namespaces
-HOPS = ("tick->signal", "signal->approved", "signal->blocked", "approved->order", "tick->order")
+REPORTED_HOPS = ("tick->signal", "signal->approved", "signal->blocked", "approved->order", "tick->order")
 # Where each daemon runs when the fleet spans two hosts (on one host: all on "a"), and its metrics port
 # (configs/paper.toml's: each namespace has its own loopback).
 HOST_OF = {"marketdata": "a", "risk": "a", "execution": "a", "journal": "a", "fno": "b", "equity": "b", "options": "b"}
@@ -109,10 +109,9 @@ class Fleet:
     hosts: dict[str, str] = field(default_factory=dict)  # name -> host
 
     def spawn(self, name: str, host: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 (the child holds it)
-        self.procs[name] = subprocess.Popen([*self.topo.exec_prefix(host), *argv], env=env, stdout=log, stderr=log,
-                                            preexec_fn=_die_with_parent)
-        log.close()
+        with open(self.root / f"{name}.log", "wb") as log:  # the child keeps its own copy of the descriptor
+            self.procs[name] = subprocess.Popen([*self.topo.exec_prefix(host), *argv], env=env, stdout=log, stderr=log,
+                                                preexec_fn=_die_with_parent)
         self.hosts[name] = host
 
     def check(self) -> None:
@@ -188,7 +187,8 @@ def daemon_env(host_dir: Path, name: str) -> dict[str, str]:
     return env
 
 
-def wait_for(what: str, predicate: Any, fleet: Fleet, timeout: float = 30.0) -> None:
+def wait_for(what: str, predicate: Callable[[], object], fleet: Fleet, timeout: float = 30.0) -> None:
+    """Until ``predicate`` holds (an OSError counts as not yet); any process of the fleet exiting is an error."""
     deadline = time.monotonic() + timeout
     while True:
         fleet.check()
@@ -429,7 +429,7 @@ def main() -> None:
               "args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count(), "loads": loads}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
-    print(latency_table(loads, HOPS))
+    print(latency_table(loads, REPORTED_HOPS))
     print()
     print(resource_table(loads, COLUMNS))
     print()
