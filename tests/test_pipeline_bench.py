@@ -119,7 +119,7 @@ def test_tick_losses_are_net_of_conflation() -> None:
 
 @pytest.mark.parametrize("universe", [500, 9000])
 def test_the_bench_universe_has_the_size_asked_for(universe: int, tmp_path: Any) -> None:
-    from pipeline.run import derivative_strikes, instruments_dump
+    from pipeline.fleet import derivative_strikes, instruments_dump
 
     from daemons.marketdata.instruments import load_instruments
 

@@ -186,6 +186,36 @@ def tick_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], pub
             "lost_beyond_policy": outbox_full + max(0.0, missing - broker_conflated - filtered), "per_subscriber": per}
 
 
+def relay_losses(before: Mapping[str, Samples], after: Mapping[str, Samples], sender: str, receiver: str,
+                 bridges: Sequence[str]) -> dict[str, float]:
+    """Ticks between two hosts' brokers (``sender``'s and ``receiver``'s scrapes, read paused and drained like
+    tick_losses'): those routed on the sending host, those the receiving host's bridge published there, and
+    those the ``bridges`` conflated to the newest of their key on the way (the local bus's policy, kept
+    across hosts). The rest is lost: trimmed from the stream unread, or never handed over."""
+    sent = delta(before[sender], after[sender], "algo_bus_published_total", topic=TICK)
+    arrived = delta(before[receiver], after[receiver], "algo_bus_published_total", topic=TICK)
+    conflated = sum(delta(before[b], after[b], "algo_bridge_dropped_total", reason="conflated") for b in bridges)
+    return {"sent": sent, "arrived": arrived, "conflated": conflated, "lost": max(0.0, sent - arrived - conflated)}
+
+
+def histogram_between(before: Samples, after: Samples, name: str, **labels: str) -> dict[str, float]:
+    """A Prometheus histogram's observations (those with ``labels``) between two scrapes: n, mean, and p50 /
+    p99 as the upper bound of the bucket they fall in (what the buckets allow; NaN when nothing was observed)."""
+    n = delta(before, after, f"{name}_count", **labels)
+    bounds = sorted({float(dict(ls)["le"]) for (m, ls) in after if m == f"{name}_bucket"})
+    cumulative = [(le, delta(before, after, f"{name}_bucket", le=_le(le), **labels)) for le in bounds]
+
+    def quantile(q: float) -> float:
+        return next((le for le, c in cumulative if n and c >= q * n), math.nan)
+    return {"n": n, "mean": delta(before, after, f"{name}_sum", **labels) / n if n else math.nan, "p50": quantile(0.5),
+            "p99": quantile(0.99)}
+
+
+def _le(bound: float) -> str:
+    """A bucket's label as prometheus_client writes it."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
 def cpu_per_kticks(cpu_before: Mapping[str, float], cpu_after: Mapping[str, float], ticks: float) -> dict[str, float]:
     """CPU ms each daemon spent per 1,000 ticks published (CPU seconds in, ms out)."""
     if ticks <= 0:
@@ -194,21 +224,26 @@ def cpu_per_kticks(cpu_before: Mapping[str, float], cpu_after: Mapping[str, floa
 
 
 # ---- reporting ----------------------------------------------------------------------------------
-def _ms(x: float) -> str:
+def fmt_ms(x: float) -> str:
     if math.isnan(x):
         return "-"
     return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
-def latency_table(loads: Sequence[Mapping[str, Any]]) -> str:
+def load_label(load: Mapping[str, Any]) -> str:
+    """A table row's load: its rate, and its setup when a bench compares several (bench/multihost)."""
+    return f"{load['rate']:,}" + (f" {load['setup']}" if "setup" in load else "")
+
+
+def latency_table(loads: Sequence[Mapping[str, Any]], hops: Sequence[str] = HOPS) -> str:
     """One row per load and hop: n, p50, p99, max (ms)."""
     lines = ["| ticks/s requested | achieved | universe | hop | n | p50 ms | p99 ms | max ms |",
-             "|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
     for load in loads:
-        for hop in HOPS:
+        for hop in hops:
             s = load["latency_ms"][hop]
-            lines.append(f"| {load['rate']:,} | {load['achieved']:,.0f} | {load['universe']:,} | {hop} | {s['n']} | "
-                         f"{_ms(s['p50'])} | {_ms(s['p99'])} | {_ms(s['max'])} |")
+            lines.append(f"| {load_label(load)} | {load['achieved']:,.0f} | {load['universe']:,} | {hop} | {s['n']} | "
+                         f"{fmt_ms(s['p50'])} | {fmt_ms(s['p99'])} | {fmt_ms(s['max'])} |")
     return "\n".join(lines)
 
 
@@ -216,18 +251,18 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
     """CPU ms per 1k ticks and VmRSS MB per daemon, one row per load; then ready time and tick losses."""
     head = "| ticks/s | " + " | ".join(daemons) + " |"
     lines = ["CPU ms per 1,000 ticks published (VmRSS MB at the end of the window)", "", head,
-             "|---:|" + "---:|" * len(daemons)]
+             "|---|" + "---:|" * len(daemons)]
     for load in loads:
-        cells = [f"{_ms(load['cpu_ms_per_kticks'].get(d, math.nan))} ({load['rss_mb'].get(d, math.nan):.1f})"
-                 for d in daemons]
-        lines.append(f"| {load['rate']:,} | " + " | ".join(cells) + " |")
+        cells = [f"{fmt_ms(load['cpu_ms_per_kticks'][d])} ({load['rss_mb'].get(d, math.nan):.1f})"
+                 if d in load["cpu_ms_per_kticks"] else "-" for d in daemons]
+        lines.append(f"| {load_label(load)} | " + " | ".join(cells) + " |")
     lines += ["", "| ticks/s | ready s | ticks published | journal ticks | conflated (broker / clients) | "
                   "not asked for (key filters) | lost beyond policy | signals | approved | blocked | orders | fills | "
                   "throttled |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for load in loads:
         t, c = load["ticks"], load["counts"]
-        lines.append(f"| {load['rate']:,} | {load['ready_s']:.2f} | {t['published']:,.0f} | {t['journal_ticks']:,} | "
+        lines.append(f"| {load_label(load)} | {load['ready_s']:.2f} | {t['published']:,.0f} | {t['journal_ticks']:,} | "
                      f"{t['broker_conflated']:,.0f} / {t['client_conflated']:,.0f} | {t.get('filtered', 0):,.0f} | "
                      f"{t['lost_beyond_policy']:,.0f} | "
                      f"{c['signals']} | {c['approved']} | {c['blocked']} | {c['orders']} | {c['fills']} | "

@@ -1,0 +1,1 @@
+"""The multi-host benchmark (mypy names it `multihost`: bench/ is no package)."""
