@@ -112,8 +112,9 @@ def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
      "algo_fleet_engines.fno.strategies[0].metrics_port"),
     ({"algo_fleet_execution": {"metrics_port": 9470}}, "algo_fleet_execution.metrics_port"),
     ({"algo_fleet_mode": "live"}, "algo_fleet_kite_api_key"),
+    ({"algo_fleet_cpu_affinity": {"fleet": "1-3", "front": "first"}}, "algo_fleet_cpu_affinity.front"),
 ], ids=["mode", "negative-limit", "negative-loss-limit", "unquoted-time", "typo", "own-without-port",
-        "port-clash", "live-without-key"])
+        "port-clash", "live-without-key", "cpu-list"])
 def test_a_bad_variable_fails_preflight_naming_it(localhost_inventory: Path, variables: dict[str, Any],
                                                   named: str) -> None:
     result = preflight(localhost_inventory, "-e", json.dumps(variables))
@@ -316,6 +317,21 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tasks.append({"name": f"Market at {clock}", "ansible.builtin.copy": {
             "dest": str(out / f"market-{i}.json"), "mode": "0644", "content": "{{ _algo_fleet_market_open | to_json }}"},
             "vars": {"algo_fleet_now_ist": clock}})
+    for name, affinity in (("cpus-none", {}), ("cpus", {"fleet": "1-3", "front": "0"})):
+        tasks += [
+            {"name": f"CPU drop-ins ({name})", "ansible.builtin.copy": {
+                "dest": str(out / f"{name}.json"), "mode": "0644",
+                "content": "{{ _algo_fleet_dropins | selectattr('src', 'eq', 'cpus.conf.j2') | selectattr('present') "
+                           "| map(attribute='path') | list | to_json }}"},
+             "vars": {"algo_fleet_cpu_affinity": affinity, "algo_fleet_gateway_enabled": True}},
+            {"name": f"nginx's drop-in ({name})", "ansible.builtin.template": {
+                "src": str(ROLE / "templates" / "nginx-gateway.conf.j2"), "dest": str(out / f"{name}-nginx.conf"),
+                "mode": "0644"},
+             "vars": {"algo_fleet_cpu_affinity": affinity, "_algo_fleet_nginx_prefix": "/p", "_algo_fleet_nginx_conf": "/c"}},
+        ]
+    tasks.append({"name": "One CPU drop-in", "ansible.builtin.template": {
+        "src": str(ROLE / "templates" / "cpus.conf.j2"), "dest": str(out / "algo-cpus.conf"), "mode": "0644"},
+        "vars": {"item": {"cpus": "1-3"}}})
     monitoring_tasks = [{"name": "File_sd targets", "ansible.builtin.copy": {
         "dest": str(out / "targets.json"), "mode": "0644", "content": "{{ _algo_monitoring_targets | to_json }}"}}]
     plays = [
@@ -401,6 +417,20 @@ def test_file_sd_targets_match_grafana_s_example(rendered: Path) -> None:
     if example.exists():
         want = [(e["targets"], e["labels"]["__algo_unit"]) for e in load(example)]
         assert [(t, u) for t, u, _ in local] == want
+
+
+def test_cpu_affinity_pins_every_fleet_service_and_the_front_door_apart(rendered: Path) -> None:
+    """algo_fleet_cpu_affinity: a drop-in per long-running service of the host (fleet CPUs) and for
+    algo-gateway and nginx (front CPUs); none without it."""
+    assert json.loads((rendered / "cpus-none.json").read_text()) == []
+    assert "CPUAffinity" not in (rendered / "cpus-none-nginx.conf").read_text()
+    pinned = json.loads((rendered / "cpus.json").read_text())
+    services = sorted(p.name for p in (REPO / "units").glob("algo-*.service") if "@" not in p.name)
+    long_running = [s for s in services if s.removeprefix("algo-").removesuffix(".service")
+                    in load(ROLE / "vars" / "main.yml")["_algo_fleet_daemons"]]
+    assert sorted(pinned) == sorted(f"{s}.d/algo-cpus.conf" for s in [*long_running, "algo-gateway.service"])
+    assert "\nCPUAffinity=0\n" in (rendered / "cpus-nginx.conf").read_text()
+    assert (rendered / "algo-cpus.conf").read_text().endswith("[Service]\nCPUAffinity=1-3\n")
 
 
 # ---- the example inventory and its vault --------------------------------------------------------------
