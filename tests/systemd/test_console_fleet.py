@@ -3,13 +3,17 @@ algo-commander, algo-gateway under its unit, the real nginx in front of the gate
 TLS on a loopback port, through /proc/PID/root), Debian's Chromium driving the console. A pause from the
 console is carried out by the engine and blocks the next entry; an own-process strategy is stopped and
 started through the REST API (its unit changes); ``kill -9`` of the gateway right after a 202 loses no
-command, the unit restarts it and the console's stream comes back; a fill the fleet makes appears live.
+command, the unit restarts it and the console's stream comes back; a fill the fleet makes appears live;
+two operators racing pause / resume through nginx leave the engine where the registry says, every
+command audited in the database and in journald.
 
 The tests run in order on one page (one login). Screenshots go to the module's temp dir (``screens/``)."""
 
 from __future__ import annotations
 
+import itertools
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,10 +50,11 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, dic
         unavailable("Chromium", f"{CHROMIUM} is missing (scripts/test.sh installs Debian's chromium)")
     with command_fleet(tmp_path_factory.mktemp("console-fleet")) as sandbox:
         tokens = {}
-        for role in ("viewer", "operator"):  # as root: it creates the pepper credential the unit loads
-            added = sandbox.run(ALGOCTL, "gateway", "token", "add", f"{role}-1", "--role", role)
+        for name, role in (("viewer-1", "viewer"), ("operator-1", "operator"), ("operator-2", "operator")):
+            # as root: the first creates the pepper credential the unit loads
+            added = sandbox.run(ALGOCTL, "gateway", "token", "add", name, "--role", role)
             assert added.returncode == 0, added.stderr
-            tokens[role] = added.stdout.splitlines()[0]
+            tokens[name if name == "operator-2" else role] = added.stdout.splitlines()[0]
         sandbox.systemctl("start", GATEWAY, check=True)
         yield sandbox, tokens
 
@@ -206,3 +211,37 @@ def test_a_resume_from_the_console_lets_the_next_entry_through_and_its_fill_appe
     expect(fill).to_contain_text("INFY")
     expect(fill).to_contain_text("rsi-infy")
     page.screenshot(path=screens / "5-live-fill.png", full_page=True)
+
+
+def test_two_operators_racing_pause_and_resume_leave_the_engine_where_the_registry_says(
+        box: tuple[Sandbox, dict[str, str]], door: FrontDoor) -> None:
+    sandbox, _ = box
+    barrier = threading.Barrier(2)
+
+    def operator(role: str) -> list[str]:
+        sent = []
+        with door.https(role) as api:
+            barrier.wait()
+            for n, verb in zip(range(6), itertools.cycle(("pause", "resume")), strict=False):
+                answer = api.post("/api/v1/strategies/rsi-reliance/commands", json={"verb": verb, "id": f"race-{role}-{n}"})
+                assert answer.status_code == 202, answer.text
+                sent.append(answer.json()["id"])
+        return sent
+
+    with ThreadPoolExecutor(2) as pool:
+        submitted = [i for ids in pool.map(operator, ("operator", "operator-2")) for i in ids]
+    wait_until(lambda: all(command_status(door, c) in ("executed", "failed") for c in submitted), 60,
+               "every raced command to be carried out")
+    with door.https("viewer") as api:
+        desired = api.get("/api/v1/strategies/rsi-reliance").json()["desired_state"]
+        history = {c["id"]: c for c in api.get("/api/v1/commands", params={"strategy": "rsi-reliance", "limit": 100}).json()}
+    assert {history[c]["actor"] for c in submitted} == {"operator-1", "operator-2"}
+    assert all(history[c]["actor"] == ("operator-2" if c.startswith("race-operator-2-") else "operator-1") for c in submitted)
+    # the engine applied what the registry says it did: paused exactly when the desired state is
+    wait_until(lambda: ("(1 paused)" in sandbox.show("algo-equity.service", "StatusText")["StatusText"])
+               == (desired == "paused"), 10, f"algo-equity to be {desired}")
+    executed = [c for c in submitted if history[c]["status"] == "executed"]
+    assert executed and all(len(executed_lines(sandbox, "algo-equity.service", c)) == 1 for c in executed)
+    for actor in ("operator-1", "operator-2"):  # each request audited in journald with its actor
+        lines = sandbox.journalctl("-u", GATEWAY, f"ACTOR={actor}", "-o", "cat").stdout
+        assert all(c in lines for c in submitted if history[c]["actor"] == actor), lines[-2000:]
