@@ -157,6 +157,14 @@ class Sandbox:
         if self.nameserver:
             (self.root / "resolv.conf").write_text(f"nameserver {self.nameserver}\noptions timeout:2 attempts:2\n")
 
+    def user_ids(self) -> tuple[int, int]:
+        """The fleet user's uid and gid inside the sandbox (prepare() chose them)."""
+        for line in (self.root / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == self.user:
+                return int(fields[2]), int(fields[3])
+        raise SandboxError(f"no user {self.user} in {self.root / 'passwd'}")
+
     def _check_reachable(self) -> None:
         """The fleet user must reach the venv: a checkout under /root (mode 0700) is not reachable."""
         venv = Path(self.venv).resolve()

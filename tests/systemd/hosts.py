@@ -230,8 +230,7 @@ class Hosts:
                            f"IPAddressAllow={REDIS}\n")
         if spec.shares_paper_book:
             (box.state / "execution" / "paper").mkdir(parents=True, exist_ok=True)
-            owner = _user_ids(root / "sandbox" / "passwd", box.user)
-            os.chown(paper, *owner)
+            os.chown(paper, *box.user_ids())
         self._stack.callback(box.stop)
         box.start()
         return Host(name, box, self.net)
@@ -254,11 +253,3 @@ class Hosts:
         """A Redis client as its administrator, on the Unix socket (from the test's own namespace)."""
         import redis
         return redis.Redis(unix_socket_path=str(self.redis.socket), socket_timeout=5)
-
-
-def _user_ids(passwd: Path, user: str) -> tuple[int, int]:
-    for line in passwd.read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == user:
-            return int(fields[2]), int(fields[3])
-    raise SandboxError(f"no user {user} in {passwd}")
