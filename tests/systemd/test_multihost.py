@@ -19,6 +19,7 @@ is killed outright and the standby must take over without placing anything twice
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ DAEMONS = {
     "hostc": ("algo-fno.service", "algo-equity.service", "algo-options.service", "algo-premarket.service"),
 }
 BRIDGES = {  # each host's bus sources, and what crosses
-    "hosta": (["marketdata", "risk", "execution", "journal"],
+    "hosta": (["marketdata", "risk", "execution", "journal", "algoctl"],  # the operator's commands go out from here
               ["marketdata.*", "features.*", "risk.*", "execution.*", "control.*"],
               ["strategy.*", "features.sync", "control.sync"]),
     "hostb": (["execution"], ["execution.*", "control.sync"], ["marketdata.*", "risk.*"]),
@@ -64,6 +65,7 @@ BRIDGES = {  # each host's bus sources, and what crosses
               ["marketdata.*", "features.*", "risk.*", "execution.*", "control.*"]),
 }
 ORDER_PATH = ("strategy", "risk", "execution")  # the families whose streams are read with acknowledgement
+ALGOCTL = f"{sys.prefix}/bin/algoctl"
 BRIDGE_METRICS, EXECUTION_METRICS = 9480, 9477  # each host has its own network: the defaults everywhere
 
 
@@ -159,9 +161,11 @@ def test_a_signal_of_the_strategy_host_becomes_an_order_and_a_fill_on_the_execut
 
 
 def test_a_partitioned_strategy_host_catches_up_and_loses_nothing(session: Session) -> None:
-    c = session.hosts["hostc"]
+    a, c = session.a, session.hosts["hostc"]
     cut = time.time()
     session.hosts.net.cut("hostc")
+    # an operator pauses a strategy of hostc's while it is cut off: the command must reach it, once
+    a.box.run(ALGOCTL, "pause", "ema-nifty", check=True)
     time.sleep(10)
     session.hosts.net.restore("hostc")
     restored = time.time()
@@ -170,6 +174,14 @@ def test_a_partitioned_strategy_host_catches_up_and_loses_nothing(session: Sessi
                interval=0.5)
     log = c.journal("algo-bridge.service")
     assert log.count("redis unreachable") == 1, log  # one warning per outage, not one per retry
+
+    def paused() -> list[dict[str, Any]]:
+        return [e for e in c.journal_json("algo-fno.service") if e.get("MESSAGE") == "ema-nifty paused: entries blocked"]
+    wait_until(paused, 30, "the pause to reach hostc's engine")
+    assert len(paused()) == 1 and int(paused()[0]["__REALTIME_TIMESTAMP"]) / 1e6 > restored
+    a.box.run(ALGOCTL, "resume", "ema-nifty", check=True)
+    wait_until(lambda: any(e.get("MESSAGE") == "ema-nifty resumed" for e in c.journal_json("algo-fno.service")), 30,
+               "the resume to reach hostc's engine")
 
     # what hosta's daemons said while hostc was cut off reaches hostc's bus: its groups catch up
     def caught_up() -> bool:
