@@ -32,6 +32,7 @@ from tests.test_bridge import CREDENTIAL, PASSWORD, RedisServer
 
 PREFIX = "algo-mh"
 BRIDGE = "algomh0"
+VETH = "algomh-"  # the host's end of a namespace's veth pair: algomh-<name>
 SUBNET = "10.250.0"
 REDIS = f"{SUBNET}.10"
 REDIS_URL = f"redis://{REDIS}:6379"
@@ -82,9 +83,17 @@ def clean_stale() -> None:
         ip("netns", "delete", name)
     if BRIDGE in links():
         ip("link", "delete", BRIDGE)
+    wait_links_gone()
     for h in own_cgroup_dirs(""):
         for leftover in h.path.glob(f"{PREFIX}-*"):
             _remove_own_cgroups(leftover.name)
+
+
+def wait_links_gone(timeout: float = 20) -> None:
+    """The kernel dismantles a deleted namespace, and its veth pairs, after its last user is gone: asynchronously."""
+    deadline = time.monotonic() + timeout
+    while any(link.startswith(VETH) for link in links()) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @dataclass
@@ -112,8 +121,8 @@ class Network:
         ns = netns(name)
         ip("netns", "add", ns)
         self.members[name] = octet
-        ip("link", "add", f"algomh-{name}"[:15], "type", "veth", "peer", "name", "eth0", "netns", ns)
-        ip("link", "set", f"algomh-{name}"[:15], "master", BRIDGE, "up")
+        ip("link", "add", f"{VETH}{name}"[:15], "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("link", "set", f"{VETH}{name}"[:15], "master", BRIDGE, "up")
         ip("-n", ns, "addr", "add", f"{SUBNET}.{octet}/24", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
         ip("-n", ns, "link", "set", "lo", "up")
@@ -129,11 +138,7 @@ class Network:
         for name in self.members:
             ip("netns", "delete", netns(name), check=False)  # takes its end of the veth pair with it
         ip("link", "delete", BRIDGE, check=False)
-        # the kernel dismantles a namespace, and its veth pair, after its last user is gone: asynchronously
-        ends = {f"algomh-{name}"[:15] for name in self.members}
-        deadline = time.monotonic() + 20
-        while ends & links() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_links_gone()
 
 
 @dataclass
