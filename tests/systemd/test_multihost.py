@@ -247,11 +247,15 @@ def test_killing_the_active_execution_host_hands_over_to_the_standby(session: Se
     assert entry is not None
     failover = int(entry["__REALTIME_TIMESTAMP"]) / 1e6 - killed
     print(f"\nfailover: {failover:.2f}s from kill -9 of hosta to hostb active (lease ttl {TTL:g}s)")
-    assert failover <= 2 * TTL + 3, failover
+    assert failover >= TTL, "the standby acted before the former active's lease could have run out"
     wait_until(lambda: _execution(b).startswith("active"), 10, "hostb's status line to say active")
     # the former active's orders, found at the broker by tag, are taken as its, not as strays
     former = 'algo_execution_reconciliations_total{result="former_active"}'
     assert b.metric(EXECUTION_METRICS, former) == len(orders_before)
+
+    # risk died with hosta, so no approval claims them: each is reported once max_order_age_sec has passed
+    unclaimed = "algo_execution_unclaimed_orders"
+    wait_until(lambda: b.metric(EXECUTION_METRICS, unclaimed) == len(orders_before), 30, "the unclaimed orders reported")
 
     # Every approval of the day delivered again to the new active (its bridge restarted, its consumer group
     # read from the stream's start, as after a Redis that lost the group): each is adopted by its tag, none sent.
@@ -265,6 +269,7 @@ def test_killing_the_active_execution_host_hands_over_to_the_standby(session: Se
     assert set(intents(wal)) <= {client_id(s) for s in approved}
     orders_after, _ = broker_book(session.a.box, session.paper)
     assert orders_after.keys() == orders_before.keys(), "an approval delivered again became a second order"
+    wait_until(lambda: b.metric(EXECUTION_METRICS, unclaimed) == 0, 30, "every order claimed by its approval")
     assert "NOT sent" not in b.journal("algo-execution.service")
 
 
