@@ -167,6 +167,10 @@ class Host:
     def journal_json(self, unit: str) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in self.box.journalctl("-u", unit, "-o", "json").stdout.splitlines()]
 
+    def messages(self, unit: str, since: float = 0.0) -> list[str]:
+        """A unit's journal messages logged after ``since`` (a time.time())."""
+        return [str(e.get("MESSAGE", "")) for e in self.journal_json(unit) if int(e["__REALTIME_TIMESTAMP"]) / 1e6 > since]
+
     def metric(self, port: int, line_start: str) -> float:
         """The sum of one of this host's daemons' samples, scraped from inside its network namespace."""
         body = self.box.run(sys.executable, "-c", "import urllib.request; print(urllib.request.urlopen("

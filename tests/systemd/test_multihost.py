@@ -49,20 +49,26 @@ from tests.systemd.fleet import (
 pytestmark = pytest.mark.systemd
 
 TTL, MARGIN = 4.0, 1.0  # the lease's: failover takes at most about 2 TTL after a crash
-COMMON = ("algo-bus.socket", "algo-bus.service", "algo-bridge.service")
-DAEMONS = {
-    "hosta": ("algo-marketdata.service", "algo-risk.service", "algo-execution.service", "algo-journal.service",
-              "algo-heartbeat.service"),
-    "hostb": ("algo-execution.service",),
-    "hostc": ("algo-fno.service", "algo-equity.service", "algo-options.service", "algo-premarket.service"),
+COMMON = ("algo-bus.socket", "algo-bus.service", "algo-heartbeat.service", "algo-bridge.service")  # every host's
+DAEMONS = {  # [fleet] daemons: what each host runs
+    "hosta": ["marketdata", "risk", "execution", "journal"],
+    "hostb": ["execution"],
+    "hostc": ["fno", "equity", "options"],
 }
-BRIDGES = {  # each host's bus sources, and what crosses
-    "hosta": (["marketdata", "risk", "execution", "journal", "algoctl"],  # the operator's commands go out from here
-              ["marketdata.*", "features.*", "risk.*", "execution.*", "control.*"],
-              ["strategy.*", "features.sync", "control.sync"]),
-    "hostb": (["execution"], ["execution.*", "control.sync"], ["marketdata.*", "risk.*"]),
-    "hostc": (["fno", "equity", "options"], ["strategy.*", "features.sync", "control.sync"],
-              ["marketdata.*", "features.*", "risk.*", "execution.*", "control.*"]),
+UNITS = {name: COMMON + tuple(f"algo-{d}.service" for d in daemons) for name, daemons in DAEMONS.items()}
+UNITS["hostc"] += ("algo-premarket.service",)  # the engines' units require it
+BRIDGES = {  # each host's bus sources beyond its daemons, what goes out, what comes in
+    "hosta": (["algoctl"],  # the operator's commands go out from here
+              ["marketdata.*", "features.*", "risk.*", "execution.*", "control.*", "health.heartbeat"],
+              ["strategy.*", "features.sync", "control.sync", "health.heartbeat"]),
+    "hostb": ([], ["execution.*", "control.sync"], ["marketdata.*", "risk.*"]),
+    "hostc": ([], ["strategy.*", "features.sync", "control.sync", "health.heartbeat"],
+              ["marketdata.*", "features.*", "risk.*", "execution.*", "control.*", "health.heartbeat"]),
+}
+WATCHES = {  # the other hosts' units each algo-heartbeat expects (hostb imports no heartbeats: its own execution
+    # would clash with hosta's, both named "execution")
+    "hosta": {"hostc": [u.removesuffix(".service") for u in UNITS["hostc"] if "premarket" not in u and "bus" not in u]},
+    "hostc": {"hosta": [u.removesuffix(".service") for u in UNITS["hosta"] if "bus" not in u]},
 }
 ORDER_PATH = ("strategy", "risk", "execution")  # the families whose streams are read with acknowledgement
 ALGOCTL = f"{sys.prefix}/bin/algoctl"
@@ -70,20 +76,23 @@ BRIDGE_METRICS, EXECUTION_METRICS = 9480, 9477  # each host has its own network:
 
 
 def host_config(host: str) -> str:
-    daemons, exports, imports = BRIDGES[host]
+    extra, exports, imports = BRIDGES[host]
     text = session_config(**{
         'host = ""               # multi-host': f'host = "{host}"               # multi-host',
+        'daemons = []            # multi-host': f'daemons = {["bus", "heartbeat", *DAEMONS[host]]}  # multi-host',
         '# paper_dir = "/srv/algo-paper"': f'paper_dir = "{mh.PAPER}"',
+        '# hosts = { strat1 = ["algo-fno", "algo-heartbeat", "algo-bridge"] }':
+            "hosts = { " + ", ".join(f"{h} = {units}" for h, units in WATCHES.get(host, {}).items()) + " }",
     })
     text += (f'\n[daemons.bridge]\nredis_url = "{mh.REDIS_URL}"\nhost = "{host}"\n'
-             f"daemons = {daemons}\nexports = {exports}\nimports = {imports}\nsocket_timeout_sec = 2.0\n")
-    if host in ("hosta", "hostb"):
+             f"daemons = {DAEMONS[host] + extra}\nexports = {exports}\nimports = {imports}\nsocket_timeout_sec = 2.0\n")
+    if "execution" in DAEMONS[host]:
         text += (f'\n[daemons.execution.lease]\nredis_url = "{mh.REDIS_URL}"\naccount = "paper"\nholder = "{host}"\n'
                  f"ttl_sec = {TTL}\nmargin_sec = {MARGIN}\nsocket_timeout_sec = 1.0\n")
     return text.replace("'", '"')
 
 
-SPECS = {name: mh.HostSpec(octet, COMMON + DAEMONS[name], host_config(name), shares_paper_book=name != "hostc")
+SPECS = {name: mh.HostSpec(octet, UNITS[name], host_config(name), shares_paper_book="execution" in DAEMONS[name])
          for name, octet in (("hosta", 11), ("hostb", 12), ("hostc", 13))}
 
 
@@ -126,12 +135,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     tmp = tmp_path_factory.mktemp("multihost")
     with mh.Hosts(tmp, SPECS) as hosts:
         a, b, c = hosts["hosta"], hosts["hostb"], hosts["hostc"]
-        a.start("algo-bus.socket", "algo-bridge.service", "algo-journal.service", "algo-risk.service",
-                "algo-execution.service", "algo-heartbeat.service")
+        a.start("algo-bus.socket", "algo-bridge.service", "algo-heartbeat.service", "algo-journal.service",
+                "algo-risk.service", "algo-execution.service")
         wait_until(lambda: _execution(a).startswith("active"), 30, "hosta's execution to take the lease", interval=0.2)
-        b.start("algo-bus.socket", "algo-bridge.service", "algo-execution.service")
+        b.start("algo-bus.socket", "algo-bridge.service", "algo-heartbeat.service", "algo-execution.service")
         wait_until(lambda: "held by hosta" in _execution(b), 30, "hostb's execution to stand by", interval=0.2)
-        c.start("algo-bus.socket", "algo-bridge.service", "algo-fno.service", "algo-equity.service", "algo-options.service")
+        c.start("algo-bus.socket", "algo-bridge.service", "algo-heartbeat.service", "algo-fno.service",
+                "algo-equity.service", "algo-options.service")
         started = time.time()
         a.start("algo-marketdata.service")  # the session starts once every host listens
         yield Session(hosts, started, tmp / "paper")
@@ -179,6 +189,11 @@ def test_a_partitioned_strategy_host_catches_up_and_loses_nothing(session: Sessi
         return [e for e in c.journal_json("algo-fno.service") if e.get("MESSAGE") == "ema-nifty paused: entries blocked"]
     wait_until(paused, 30, "the pause to reach hostc's engine")
     assert len(paused()) == 1 and int(paused()[0]["__REALTIME_TIMESTAMP"]) / 1e6 > restored
+    # hosta's algo-heartbeat saw the whole host go silent, once, and come back
+    def watched() -> list[str]:
+        return [m.split(":")[0] for m in a.messages("algo-heartbeat.service", since=cut) if m.startswith("host hostc")]
+    wait_until(lambda: "host hostc heartbeats again" in watched(), 20, "hosta's algo-heartbeat to see hostc again")
+    assert watched() == ["host hostc silent", "host hostc heartbeats again"]
     a.box.run(ALGOCTL, "resume", "ema-nifty", check=True)
     wait_until(lambda: any(e.get("MESSAGE") == "ema-nifty resumed" for e in c.journal_json("algo-fno.service")), 30,
                "the resume to reach hostc's engine")
@@ -249,6 +264,8 @@ def test_killing_the_active_execution_host_hands_over_to_the_standby(session: Se
     print(f"\nfailover: {failover:.2f}s from kill -9 of hosta to hostb active (lease ttl {TTL:g}s)")
     assert failover >= TTL, "the standby acted before the former active's lease could have run out"
     wait_until(lambda: _execution(b).startswith("active"), 10, "hostb's status line to say active")
+    wait_until(lambda: "host hosta silent" in session.hosts["hostc"].journal("algo-heartbeat.service"), 30,
+               "hostc's algo-heartbeat to report hosta silent")
     # the former active's orders, found at the broker by tag, are taken as its, not as strays
     former = 'algo_execution_reconciliations_total{result="former_active"}'
     assert b.metric(EXECUTION_METRICS, former) == len(orders_before)
