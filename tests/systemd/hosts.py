@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+import redis
 
 from daemons.algoctl.sandbox import Sandbox, SandboxError, _remove_own_cgroups, own_cgroup_dirs
 from tests.lease_hosts import LEASE_ACL, LEASE_CREDENTIAL, LEASE_PASSWORD
@@ -150,10 +151,9 @@ class HostSpec:
 
 
 class Host:
-    def __init__(self, name: str, box: Sandbox, net: Network) -> None:
+    def __init__(self, name: str, box: Sandbox) -> None:
         self.name = name
         self.box = box
-        self.net = net
 
     def start(self, *units: str, timeout: float = 90) -> None:
         self.box.systemctl("start", *units, check=True, timeout=timeout)
@@ -234,15 +234,16 @@ class Hosts:
             (creds / credential).chmod(0o600)
         # what the deployment adds on a host of a multi-host fleet: Redis's address, and the lease's password
         box.install_dropin("algo-bridge.service", "redis", f"[Service]\nIPAddressAllow={REDIS}\n")
-        box.install_dropin("algo-execution.service", "lease",
-                           f"[Service]\nLoadCredential={LEASE_CREDENTIAL}:/etc/algo/credentials/{LEASE_CREDENTIAL}\n"
-                           f"IPAddressAllow={REDIS}\n")
+        if "algo-execution.service" in spec.units:
+            box.install_dropin("algo-execution.service", "lease",
+                               f"[Service]\nLoadCredential={LEASE_CREDENTIAL}:/etc/algo/credentials/{LEASE_CREDENTIAL}\n"
+                               f"IPAddressAllow={REDIS}\n")
         if spec.shares_paper_book:
             (box.state / "execution" / "paper").mkdir(parents=True, exist_ok=True)
             os.chown(paper, *box.user_ids())
         self._stack.callback(box.stop)
         box.start()
-        return Host(name, box, self.net)
+        return Host(name, box)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stack.close()
@@ -258,7 +259,6 @@ class Hosts:
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
 
-    def admin(self) -> Any:
+    def admin(self) -> redis.Redis:
         """A Redis client as its administrator, on the Unix socket (from the test's own namespace)."""
-        import redis
         return redis.Redis(unix_socket_path=str(self.redis.socket), socket_timeout=5)
