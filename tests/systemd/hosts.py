@@ -1,12 +1,12 @@
 """Simulated hosts for multi-host tests: each a private systemd (daemons/algoctl/sandbox.py) as PID 1 of its
-own PID, mount, UTS, network and cgroup namespace, with a cgroup subtree of its own (``algo-mh-<host>`` below
-the test's cgroup in every hierarchy); the network namespaces joined by veth pairs to one bridge the test
-makes (10.250.0.0/24, no address on the host's side); redis-server alone in a fourth namespace, reachable
-at 10.250.0.10:6379 from the hosts and on a Unix socket (a file) from the test.
+own PID, mount, UTS, network and cgroup namespace, with a cgroup subtree of its own (``algo-mh-<host>`` in
+every hierarchy); the network namespaces joined by veth pairs to one bridge the test makes
+(bench/multihost/net.py's ``Topology``: 10.250.0.0/24, no address on the host's side); redis-server alone in
+a fourth namespace, reachable at 10.250.0.10:6379 from the hosts and on a Unix socket (a file) from the test.
 
 Nothing is left after teardown (namespaces, links, cgroups, processes: checked against a snapshot taken
-before), and a run that crashed is cleaned up by the next one before it starts: every name begins with
-``algo-mh`` (``algomh`` for links), nothing else of the project's uses that prefix.
+before), and a run that was killed outright is cleaned up by the next one before it starts: every name
+begins with ``algo-mh``, nothing else of the project's uses that prefix.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -28,20 +27,19 @@ import orjson
 import redis
 
 from daemons.algoctl.sandbox import Sandbox, SandboxError, _remove_own_cgroups, own_cgroup_dirs
+from tests.conftest import REPO
 from tests.lease_hosts import LEASE_ACL, LEASE_CREDENTIAL, LEASE_PASSWORD
 from tests.test_bridge import CREDENTIAL, PASSWORD, RedisServer
 
-PREFIX = "algo-mh"
-BRIDGE = "algomh0"
-VETH = "algomh-"  # the host's end of a namespace's veth pair: algomh-<name>
+sys.path.insert(0, str(REPO / "bench"))  # bench/ is no package; bench/multihost is (mypy's name: multihost)
+
+from multihost.net import Topology, ip
+
+PREFIX = "algo-mh"  # namespaces algo-mh-<host>, their veth pairs' ends algo-mh-<host>, the bridge algo-mh0
 SUBNET = "10.250.0"
 REDIS = f"{SUBNET}.10"
 REDIS_URL = f"redis://{REDIS}:6379"
 PAPER = "/var/lib/algo/execution/paper"  # the paper broker's book, one directory shared by the executions
-
-
-def netns(host: str) -> str:
-    return f"{PREFIX}-{host}"
 
 
 def unavailable_reason() -> str | None:
@@ -49,10 +47,6 @@ def unavailable_reason() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install iproute2 redis-server)"
     return None
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
 
 
 def namespaces() -> set[str]:
@@ -72,8 +66,8 @@ def processes_in(name: str) -> list[int]:
 
 
 def clean_stale() -> None:
-    """Whatever a crashed run of these tests left: its namespaces' processes (a host's systemd takes its
-    whole PID namespace with it), the namespaces, the bridge and the hosts' cgroup subtrees."""
+    """What a run killed outright left beyond the network (``Topology`` removes that): the processes in its
+    namespaces (a host's systemd takes its whole PID namespace with it), and the hosts' cgroup subtrees."""
     for name in sorted(n for n in namespaces() if n.startswith(PREFIX)):
         for pid in processes_in(name):
             with suppress(ProcessLookupError):
@@ -82,19 +76,9 @@ def clean_stale() -> None:
         while processes_in(name) and time.monotonic() < deadline:
             time.sleep(0.05)
         ip("netns", "delete", name)
-    if BRIDGE in links():
-        ip("link", "delete", BRIDGE)
-    wait_links_gone()
     for h in own_cgroup_dirs(""):
         for leftover in h.path.glob(f"{PREFIX}-*"):
             _remove_own_cgroups(leftover.name)
-
-
-def wait_links_gone(timeout: float = 20) -> None:
-    """The kernel dismantles a deleted namespace, and its veth pairs, after its last user is gone: asynchronously."""
-    deadline = time.monotonic() + timeout
-    while any(link.startswith(VETH) for link in links()) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @dataclass
@@ -110,41 +94,8 @@ class Snapshot:
                 for what in ("namespaces", "links", "cgroups") if getattr(after, what) - getattr(self, what)]
 
 
-class Network:
-    """One bridge, and per name a network namespace on it (eth0 at 10.250.0.<octet>)."""
-
-    def __init__(self) -> None:
-        self.members: dict[str, int] = {}
-        ip("link", "add", BRIDGE, "type", "bridge")
-        ip("link", "set", BRIDGE, "up")
-
-    def add(self, name: str, octet: int) -> None:
-        ns = netns(name)
-        ip("netns", "add", ns)
-        self.members[name] = octet
-        ip("link", "add", f"{VETH}{name}"[:15], "type", "veth", "peer", "name", "eth0", "netns", ns)
-        ip("link", "set", f"{VETH}{name}"[:15], "master", BRIDGE, "up")
-        ip("-n", ns, "addr", "add", f"{SUBNET}.{octet}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "link", "set", "lo", "up")
-
-    def cut(self, name: str) -> None:
-        """A partition: the host's link down (its sends fail fast: "Network is unreachable")."""
-        ip("-n", netns(name), "link", "set", "eth0", "down")
-
-    def restore(self, name: str) -> None:
-        ip("-n", netns(name), "link", "set", "eth0", "up")
-
-    def delete(self) -> None:
-        for name in self.members:
-            ip("netns", "delete", netns(name), check=False)  # takes its end of the veth pair with it
-        ip("link", "delete", BRIDGE, check=False)
-        wait_links_gone()
-
-
 @dataclass
 class HostSpec:
-    octet: int  # its address: 10.250.0.<octet>
     units: tuple[str, ...]  # the fleet's units this host has (a Wants= naming another's is ignored)
     config: str  # its fleet.toml
     shares_paper_book: bool = False  # its execution uses the paper book shared by the account's executions
@@ -186,10 +137,10 @@ class Host:
 class Hosts:
     """The simulated hosts and Redis of one test module; everything is torn down on exit."""
 
-    def __init__(self, tmp: Path, specs: Mapping[str, HostSpec], redis_octet: int = 10) -> None:
+    def __init__(self, tmp: Path, specs: Mapping[str, HostSpec]) -> None:
         self.tmp = tmp
         self.specs = specs
-        self.redis_octet = redis_octet
+        self.net = Topology(PREFIX, SUBNET, ("redis", *specs))  # redis at .10, the hosts at .11, .12, ...
         self.hosts: dict[str, Host] = {}
         self._stack = ExitStack()
         self.canary = Path("/tmp") / f"{PREFIX}-canary-{os.getpid()}"  # a stock sysinit.target would wipe /tmp
@@ -199,19 +150,15 @@ class Hosts:
         self.before = Snapshot()
         self.canary.write_text("the multi-host test's; /tmp must survive its hosts\n")
         try:
-            net = Network()
-            self._stack.callback(net.delete)
-            self.net = net
-            net.add("redis", self.redis_octet)
+            self._stack.enter_context(self.net)
             (self.tmp / "redis").mkdir()
             self.redis = RedisServer(self.tmp / "redis", aof=True, appendfsync="everysec", users=[LEASE_ACL],
-                                     listen=f"{REDIS}:6379", netns=netns("redis"))
+                                     listen=f"{REDIS}:6379", netns=self.net.netns("redis"))
             self.redis.start()
             self._stack.callback(self.redis.kill)
             paper = self.tmp / "paper"
             paper.mkdir()
             for name, spec in self.specs.items():
-                net.add(name, spec.octet)
                 self.hosts[name] = self._boot(name, spec, paper)
         except BaseException:
             self._stack.close()
@@ -221,7 +168,8 @@ class Hosts:
     def _boot(self, name: str, spec: HostSpec, paper: Path) -> Host:
         root = self.tmp / name
         binds = [(paper, PAPER)] if spec.shares_paper_book else []
-        box = Sandbox(root / "sandbox", units=spec.units, netns=netns(name), cgroup=netns(name), hostname=name,
+        box = Sandbox(root / "sandbox", units=spec.units, netns=self.net.netns(name), cgroup=self.net.netns(name),
+                      hostname=name,
                       binds=binds)
         root.mkdir()
         config = root / "fleet.toml"
@@ -245,9 +193,18 @@ class Hosts:
         box.start()
         return Host(name, box)
 
+    def cut(self, name: str) -> None:
+        """A partition: the host's link down (its sends fail at once: "Network is unreachable")."""
+        ip("-n", self.net.netns(name), "link", "set", "eth0", "down")
+
+    def restore(self, name: str) -> None:
+        ip("-n", self.net.netns(name), "link", "set", "eth0", "up")
+
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stack.close()
-        left = self.before.leftovers()
+        deadline = time.monotonic() + 10  # a deleted namespace's veth pair may linger a moment: the kernel's async cleanup
+        while (left := self.before.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         survived = self.canary.exists()
         self.canary.unlink(missing_ok=True)
         if exc is None:

@@ -94,8 +94,8 @@ def host_config(host: str) -> str:
     return text.replace("'", '"')
 
 
-SPECS = {name: mh.HostSpec(octet, UNITS[name], host_config(name), shares_paper_book="execution" in DAEMONS[name])
-         for name, octet in (("hosta", 11), ("hostb", 12), ("hostc", 13))}
+SPECS = {name: mh.HostSpec(UNITS[name], host_config(name), shares_paper_book="execution" in DAEMONS[name])
+         for name in DAEMONS}
 
 
 @dataclass
@@ -153,9 +153,9 @@ def test_each_host_runs_only_its_own_daemons_in_its_own_namespaces(session: Sess
         assert running == {u for u in SPECS[name].units if u.endswith(".service")}, (name, listed)
         assert host.box.run("hostname").stdout.strip() == name
         pid1 = Path(f"/proc/{host.box.pid}/cgroup").read_text()
-        assert f"/{mh.netns(name)}" in pid1 and "::/" + mh.netns(name) in pid1, pid1
+        assert f"/{mh.PREFIX}-{name}" in pid1 and f"::/{mh.PREFIX}-{name}" in pid1, pid1
         address = host.box.run("ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
-        assert f"{mh.SUBNET}.{SPECS[name].octet}/24" in address
+        assert f"{session.hosts.net.address(name)}/24" in address
     assert _execution(session.a).startswith("active")
     assert "standby (lease held by hosta" in _execution(session.hosts["hostb"])
 
@@ -172,11 +172,11 @@ def test_a_signal_of_the_strategy_host_becomes_an_order_and_a_fill_on_the_execut
 def test_a_partitioned_strategy_host_catches_up_and_loses_nothing(session: Session) -> None:
     a, c = session.a, session.hosts["hostc"]
     cut = time.time()
-    session.hosts.net.cut("hostc")
+    session.hosts.cut("hostc")
     # an operator pauses a strategy of hostc's while it is cut off: the command must reach it, once
     a.box.run(ALGOCTL, "pause", "ema-nifty", check=True)
     time.sleep(10)
-    session.hosts.net.restore("hostc")
+    session.hosts.restore("hostc")
     restored = time.time()
     wait_until(lambda: "redis reachable again" in c.journal("algo-bridge.service"), 30, "hostc's bridge to be back",
                interval=0.5)
@@ -252,7 +252,7 @@ def test_killing_the_active_execution_host_hands_over_to_the_standby(session: Se
     orders_before, _ = broker_book(session.a.box, session.paper)
     killed = time.time()
     session.a.kill()
-    wait_until(lambda: not mh.processes_in(mh.netns("hosta")), 10, "every process of hosta gone")
+    wait_until(lambda: not mh.processes_in(session.hosts.net.netns("hosta")), 10, "every process of hosta gone")
 
     def took_over() -> dict[str, Any] | None:
         return next((e for e in b.journal_json("algo-execution.service")
