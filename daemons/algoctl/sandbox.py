@@ -197,7 +197,7 @@ class Sandbox:
             )
         if not (self.units / BOOT_TARGET).exists():
             self.prepare()
-        self._cgroups_before = set() if self.cgroup else set(_cgroup_dirs())
+        self._cgroups_before = set() if self.cgroup else set(_cgroup_dirs())  # its own subtree is removed whole
         binds = [(self.state, "/var/lib/algo"), (self.journal, "/var/log/journal"), (self.etc, "/etc/algo")]
         unit_path = str(self.units)
         if self.bare:
@@ -269,9 +269,9 @@ class Sandbox:
     def _own_cgroup(self, exec_init: str) -> list[str]:
         """Script lines that start PID 1 (``exec_init``) at the root of the sandbox's own cgroup subtree.
 
-        The shell, already PID 1 of the new PID namespace, moves itself into a fresh directory below its
-        cgroup in every hierarchy (moved from outside, systemd would see itself as pid 0 there), then makes
-        that the root of a cgroup namespace and mounts the hierarchies afresh, so systemd manages
+        The shell, already PID 1 of the new PID namespace, moves itself into the sandbox's directory in every
+        hierarchy (moved from outside, systemd would see itself as pid 0 there), then makes that the root of
+        a cgroup namespace and mounts the hierarchies afresh, so systemd manages
         /system.slice/... of its own subtree. Sharing the host's root, two at once merged their units'
         cgroups and could not kill each other's (docs/ARCHITECTURE.md, the sandbox)."""
         if not self.cgroup:
@@ -331,11 +331,12 @@ class Sandbox:
         self.pid = None
         if self.cgroup:
             _remove_own_cgroups(self.cgroup)
-        for path in sorted(set(_cgroup_dirs()) - self._cgroups_before, key=lambda p: len(p.parts), reverse=True):
-            try:
-                path.rmdir()
-            except OSError:
-                pass
+        else:
+            for path in sorted(set(_cgroup_dirs()) - self._cgroups_before, key=lambda p: len(p.parts), reverse=True):
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
         for t in reversed(self._made_mountpoints):
             try:
                 t.rmdir()
