@@ -38,18 +38,24 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class RedisServer:
-    """redis-server as a child of the test, on a Unix socket; ``aof``: appendfsync always, so a kill -9
-    loses no acknowledged write and a restart keeps streams and consumer groups."""
+    """redis-server as a child of the test, on a Unix socket; ``aof``: the append-only file (``appendfsync``
+    always by default), so a kill -9 loses no acknowledged write and a restart keeps streams and consumer
+    groups. ``listen`` ("ADDRESS:PORT") also serves TCP there, inside the network namespace ``netns`` if given
+    (the Unix socket, a file, stays reachable from the test's own namespace)."""
 
-    def __init__(self, directory: Path, aof: bool = False, users: Sequence[str] = ()) -> None:
+    def __init__(self, directory: Path, aof: bool = False, users: Sequence[str] = (), *, appendfsync: str = "always",
+                 listen: str | None = None, netns: str | None = None) -> None:
         self.dir = directory
         self.socket = directory / "redis.sock"
         self.aof = aof
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         conf = directory / "redis.conf"
+        address, _, port = (listen or "").rpartition(":")
         conf.write_text("\n".join([
-            "port 0", f"unixsocket {self.socket}", "unixsocketperm 700", f"dir {directory}", "save ''",
-            f"appendonly {'yes' if aof else 'no'}", "appendfsync always",
+            f"port {port or 0}", *([f"bind {address}", "protected-mode no"] if listen else []),
+            f"unixsocket {self.socket}", "unixsocketperm 700", f"dir {directory}", "save ''",
+            f"appendonly {'yes' if aof else 'no'}", f"appendfsync {appendfsync}",
             "user default on nopass ~* &* +@all",
             f"user algo on >{PASSWORD} ~algo:* resetchannels -@all +@stream +ping", *users,
         ]) + "\n")
@@ -58,7 +64,8 @@ class RedisServer:
     def start(self) -> None:
         exe = shutil.which("redis-server")
         assert exe is not None
-        self.proc = subprocess.Popen([exe, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        network = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
+        self.proc = subprocess.Popen([*network, exe, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self._accepts():  # the socket file appears at bind(), before listen()
             assert self.proc.poll() is None, "redis-server exited at start"

@@ -12,6 +12,10 @@ What the namespace sees differently from the host:
   /etc/systemd/journald.conf   persistent storage, no reading of the host's kernel log
 Only a whitelist of stock units is visible (journald and the basic targets): a stock
 sysinit.target would run the host's tmpfiles, sysctl and friends, and wipe the host's /tmp.
+
+A simulated host of a multi-host test (``netns``, ``cgroup``, ``hostname``) also has a network namespace
+made beforehand, its own UTS namespace, and its own cgroup subtree (``<hierarchy>/<cgroup>``) as the
+root of a cgroup namespace: several such sandboxes run at once without sharing a unit's cgroup.
 Traps and their reasons: docs/ARCHITECTURE.md#the-sandbox-daemonsalgoctlsandboxpy.
 """
 
@@ -25,7 +29,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtime.config import ConfigError, load_config
@@ -65,10 +70,19 @@ class Sandbox:
     """Boot with start(), drive with systemctl()/journalctl(), tear down with stop()."""
 
     def __init__(self, root: Path, *, venv: str = sys.prefix, user: str = "algo", group: str = "algo",
-                 bare: bool = False, nameserver: str | None = None) -> None:
+                 bare: bool = False, nameserver: str | None = None, units: Collection[str] | None = None,
+                 netns: str | None = None, cgroup: str | None = None, hostname: str | None = None,
+                 binds: Sequence[tuple[Path, str]] = ()) -> None:
         self.root = root.resolve()
         self.venv = venv
         self.nameserver = nameserver  # the one DNS server in the sandbox's /etc/resolv.conf
+        # units: only these of the fleet's units are rendered (a host of a multi-host fleet runs its own
+        # daemons only; a Wants= naming a unit that is not there is ignored)
+        self.only_units = None if units is None else frozenset(units)
+        self.netns = netns  # a network namespace made beforehand (ip netns add): the sandbox's network
+        self.cgroup = cgroup  # the name of its own cgroup subtree in every hierarchy: PID 1 is that root
+        self.hostname = hostname  # with its own UTS namespace
+        self.binds = tuple(binds)  # more (host directory, path inside) bind mounts, after the usual ones
         # bare: a host with nothing of the fleet yet (what `ansible-playbook deploy.yml` starts from):
         # /etc/algo, /opt/algo, /var/lib/algo and /etc/systemd/system are empty directories of the
         # sandbox, and systemd loads units from /etc/systemd/system like a real host.
@@ -95,7 +109,9 @@ class Sandbox:
         if not self.bare:
             if config is not None:
                 shutil.copyfile(config, self.etc / "fleet.toml")
-            render_units(self.units, self.venv, live=_is_live(self.etc / "fleet.toml"))
+            for unit in render_units(self.units, self.venv, live=_is_live(self.etc / "fleet.toml")):
+                if self.only_units is not None and unit.parent == self.units and unit.name not in self.only_units:
+                    unit.unlink()
         for name in STOCK_UNITS:
             link = self.units / name
             if not link.is_symlink() and (STOCK_DIR / name).exists():
@@ -136,8 +152,18 @@ class Sandbox:
             passwd += f"{self.user}:x:{uid}:{gid}:algo-fleet:/nonexistent:/usr/sbin/nologin\n"
         (self.root / "passwd").write_text(passwd)
         (self.root / "group").write_text(group)
+        if self.hostname:
+            (self.root / "hostname").write_text(self.hostname + "\n")
         if self.nameserver:
             (self.root / "resolv.conf").write_text(f"nameserver {self.nameserver}\noptions timeout:2 attempts:2\n")
+
+    def user_ids(self) -> tuple[int, int]:
+        """The fleet user's uid and gid inside the sandbox (prepare() chose them)."""
+        for line in (self.root / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == self.user:
+                return int(fields[2]), int(fields[3])
+        raise SandboxError(f"no user {self.user} in {self.root / 'passwd'}")
 
     def _check_reachable(self) -> None:
         """The fleet user must reach the venv: a checkout under /root (mode 0700) is not reachable."""
@@ -163,7 +189,7 @@ class Sandbox:
         reason = unavailable_reason()
         if reason:
             raise SandboxError(reason)
-        other = active_sandbox()
+        other = None if self.cgroup else active_sandbox()  # sandboxes in cgroups of their own do not collide
         if other is not None:
             raise SandboxError(
                 f"a sandbox is already running at {other['root']} (pid {other['pid']}); "
@@ -171,12 +197,13 @@ class Sandbox:
             )
         if not (self.units / BOOT_TARGET).exists():
             self.prepare()
-        self._cgroups_before = set(_cgroup_dirs())
+        self._cgroups_before = set() if self.cgroup else set(_cgroup_dirs())  # its own subtree is removed whole
         binds = [(self.state, "/var/lib/algo"), (self.journal, "/var/log/journal"), (self.etc, "/etc/algo")]
         unit_path = str(self.units)
         if self.bare:
             binds += [(self.opt, "/opt/algo"), (self.system_units, "/etc/systemd/system")]
             unit_path = f"/etc/systemd/system:{self.units}"
+        binds += [(src, dst) for src, dst in self.binds]
         for _, target in binds:
             t = Path(target)
             if not t.exists():
@@ -192,23 +219,27 @@ class Sandbox:
             f"mount --bind {shlex.quote(str(self.root / 'group'))} /etc/group",
             f"mount --bind {shlex.quote(str(self.root / 'journald.conf'))} /etc/systemd/journald.conf",
             *self._resolver(),
+            *self._uts(),
             # Shared within the namespace (the host's mounts stay cut off by --propagation private), as
             # a booted systemd makes / itself; in a container it does not, and a unit's credentials,
             # which PID 1 mounts in a child namespace and moves into place, would never reach it.
             "mount --make-rshared /",
             f"export SYSTEMD_UNIT_PATH={shlex.quote(unit_path)} container=algo-sandbox",
-            f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=journal",
+            *self._own_cgroup(f"exec /lib/systemd/systemd --system --unit={BOOT_TARGET} --show-status=no --log-target=journal"),
         ]
         console = open(self.root / "console.log", "ab")  # noqa: SIM115  # the sandbox outlives this call
+        # nsenter (not `ip netns exec`, which remounts /sys without the cgroups) joins the network namespace
+        network = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         self._proc = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
-             "sh", "-c", "\n".join(script)],
+            [*network, "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
+             *(["--uts"] if self.hostname else []), "sh", "-c", "\n".join(script)],
             stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True,
         )
         console.close()
         try:
             self.pid = self._find_init(timeout)
-            ACTIVE.write_text(json.dumps({"pid": self.pid, "root": str(self.root)}))
+            if not self.cgroup:
+                ACTIVE.write_text(json.dumps({"pid": self.pid, "root": str(self.root)}))
             (self.root / "pid").write_text(str(self.pid))
             (self.root / "teardown.json").write_text(json.dumps({
                 "mountpoints": [str(p) for p in self._made_mountpoints],
@@ -228,6 +259,34 @@ class Sandbox:
         if Path(target).is_relative_to("/run"):
             return [f"install -D -m 0644 {src} {shlex.quote(target)}"]
         return [f"mount --bind {src} {shlex.quote(target)}"]
+
+    def _uts(self) -> list[str]:
+        if not self.hostname:
+            return []
+        return [f"mount --bind {shlex.quote(str(self.root / 'hostname'))} /etc/hostname",
+                f"hostname {shlex.quote(self.hostname)}"]
+
+    def _own_cgroup(self, exec_init: str) -> list[str]:
+        """Script lines that start PID 1 (``exec_init``) at the root of the sandbox's own cgroup subtree.
+
+        The shell, already PID 1 of the new PID namespace, moves itself into the sandbox's directory in every
+        hierarchy (moved from outside, systemd would see itself as pid 0 there), then makes that the root of
+        a cgroup namespace and mounts the hierarchies afresh, so systemd manages
+        /system.slice/... of its own subtree. Sharing the host's root, two at once merged their units'
+        cgroups and could not kill each other's (docs/ARCHITECTURE.md, the sandbox)."""
+        if not self.cgroup:
+            return [exec_init]
+        lines, mounts = [], ["mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup"]
+        for h in own_cgroup_dirs(self.cgroup):
+            h.path.mkdir(exist_ok=True)
+            if h.options.split(",")[0] == "cpuset":  # a cpuset without cpus and mems takes no task
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    (h.path / name).write_text((h.path.parent / name).read_text())
+            lines.append(f"echo 0 > {shlex.quote(str(h.path / 'cgroup.procs'))}")
+            mounts += [f"mkdir -p {shlex.quote(str(h.mountpoint))}",
+                       f"mount -t {h.fstype} {'-o ' + h.options if h.options else ''} cgroup {shlex.quote(str(h.mountpoint))}"]
+        stage2 = "\n".join(["set -e", *mounts, exec_init])
+        return [*lines, f"exec unshare --cgroup sh -c {shlex.quote(stage2)}"]
 
     def _find_init(self, timeout: float) -> int:
         assert self._proc is not None
@@ -270,11 +329,14 @@ class Sandbox:
         if self._proc is not None:
             self._proc.wait(timeout=10)
         self.pid = None
-        for path in sorted(set(_cgroup_dirs()) - self._cgroups_before, key=lambda p: len(p.parts), reverse=True):
-            try:
-                path.rmdir()
-            except OSError:
-                pass
+        if self.cgroup:
+            _remove_own_cgroups(self.cgroup)
+        else:
+            for path in sorted(set(_cgroup_dirs()) - self._cgroups_before, key=lambda p: len(p.parts), reverse=True):
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
         for t in reversed(self._made_mountpoints):
             try:
                 t.rmdir()
@@ -282,17 +344,18 @@ class Sandbox:
                 pass
         self._made_mountpoints.clear()
         current = active_sandbox()
-        if current is None or current["root"] == str(self.root):
+        if not self.cgroup and (current is None or current["root"] == str(self.root)):
             ACTIVE.unlink(missing_ok=True)
 
     # ---- driving it --------------------------------------------------------------------
     def run(self, *cmd: str, timeout: float = 60.0, input: str | None = None,
             check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the sandbox (its mount and PID namespace)."""
+        """Run a command inside the sandbox (its mount and PID namespace, and its UTS and network ones if it has them)."""
         if self.pid is None:
             raise SandboxError("sandbox is not running")
+        own = [*(["-u"] if self.hostname else []), *(["-n"] if self.netns else [])]
         return subprocess.run(
-            ["nsenter", "-t", str(self.pid), "-m", "-p", *cmd],
+            ["nsenter", "-t", str(self.pid), "-m", "-p", *own, *cmd],
             capture_output=True, text=True, timeout=timeout, input=input, check=check,
         )
 
@@ -378,6 +441,51 @@ def _processes_in(ns: str) -> Iterable[int]:
                     yield int(entry.name)
             except OSError:
                 continue
+
+
+@dataclass(frozen=True)
+class OwnCgroup:
+    """A sandbox's directory in one cgroup hierarchy, and how that hierarchy is mounted."""
+    mountpoint: Path  # e.g. /sys/fs/cgroup/memory
+    fstype: str  # cgroup | cgroup2
+    options: str  # the hierarchy's controllers as mount options (cpu; name=systemd; '' for cgroup2)
+    path: Path  # mountpoint / the sandbox's name
+
+
+def own_cgroup_dirs(name: str) -> list[OwnCgroup]:
+    """Where a sandbox named ``name`` gets its own subtree: ``<hierarchy>/<name>`` in every mounted hierarchy."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, point, fstype, opts, *_ = line.split()
+        if fstype in ("cgroup", "cgroup2") and Path(point).is_relative_to(CGROUP_ROOT):
+            controllers = [o for o in opts.split(",") if o not in CGROUP_MOUNT_FLAGS] if fstype == "cgroup" else []
+            found.append(OwnCgroup(Path(point), fstype, ",".join(controllers), Path(point) / name))
+    return found
+
+
+CGROUP_MOUNT_FLAGS = frozenset({"rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "clone_children",
+                                "nsdelegate", "memory_recursiveprot", "xattr"})
+
+
+def _remove_own_cgroups(name: str, timeout: float = 10.0) -> None:
+    """Remove a sandbox's subtree depth-first once its last task has gone (a killed task leaves its cgroup
+    only when reaped, so a directory may be busy for a moment)."""
+    deadline = time.monotonic() + timeout
+    for h in own_cgroup_dirs(name):
+        if not h.path.exists():
+            continue
+        dirs = [Path(d) for d, _, _ in os.walk(h.path)]
+        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if time.monotonic() > deadline:
+                        raise SandboxError(f"cannot remove the sandbox's cgroup {d}: {e}") from None
+                    time.sleep(0.05)
 
 
 def _cgroup_dirs() -> Iterable[Path]:

@@ -78,11 +78,12 @@ def wait_session_closed(box: Sandbox, timeout: float = 150) -> None:
                20, "no open orders at the paper broker", interval=0.3)
 
 
-def broker_book(box: Sandbox) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """The paper broker's own record: final state per order (by tag) and its trades."""
+def broker_book(box: Sandbox, paper: Path | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The paper broker's own record: final state per order (by tag) and its trades. ``paper``: its directory
+    on the host when not execution's state directory (executions sharing a lease share one)."""
     orders: dict[str, dict[str, Any]] = {}
     trades = []
-    for r in jsonl(box.state / f"execution/{today()}/broker.jsonl"):
+    for r in jsonl((paper or box.state / "execution") / today() / "broker.jsonl"):
         if r["kind"] == "order":
             tag = r["order"]["tag"]
             assert orders.get(tag, r["order"])["order_id"] == r["order"]["order_id"], f"the broker was sent {tag} twice"
@@ -120,9 +121,9 @@ def net_positions(fills: list[dict[str, Any]], key: str) -> dict[tuple[str, str]
     return {k: v for k, v in out.items() if v}
 
 
-def assert_books_agree(box: Sandbox) -> dict[str, Any]:
+def assert_books_agree(box: Sandbox, paper: Path | None = None) -> dict[str, Any]:
     """Broker book, write-ahead log and journal agree: no order lost, none twice, same fills."""
-    broker_orders, trades = broker_book(box)
+    broker_orders, trades = broker_book(box, paper)
     intents, filled, wal_fills, unsent = wal_state(box)
     journal_fills = rows(box, "fills.csv")
     approved = {client_id(r["signal_id"]) for r in rows(box, "decisions.csv") if r["decision"] == "approved"}
@@ -177,8 +178,7 @@ def small_state_disk(box: Sandbox, daemon: str, mb: int) -> Iterator[Path]:
     directory would be. Once the sandbox runs, bind it over /var/lib/algo/<daemon> inside."""
     disk = box.state / daemon
     disk.mkdir()
-    uid, gid = next(line.split(":")[2:4] for line in (box.root / "passwd").read_text().splitlines()
-                    if line.startswith(f"{box.user}:"))
+    uid, gid = box.user_ids()
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0700,uid={uid},gid={gid}",
                     f"{daemon}-state", str(disk)], check=True)
     try:
