@@ -24,9 +24,18 @@ import redis.asyncio as aioredis
 
 from daemons.bridge.main import Bridge
 from daemons.runtime.client import BusClient
-from daemons.runtime.config import BridgeSection, BusSection, DaemonsSection, FleetConfig, load_config
+from daemons.runtime.config import (
+    BridgeSection,
+    BusSection,
+    DaemonsSection,
+    ExecutionLease,
+    ExecutionSection,
+    FleetConfig,
+    FleetSection,
+    load_config,
+)
 from daemons.runtime.envelope import Event
-from daemons.runtime.heartbeat import expected_units
+from daemons.runtime.heartbeat import bus_source, expected_units
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.transport import UnixTransport
 from tests.helpers import unavailable
@@ -669,5 +678,35 @@ def test_market_data_is_trimmed_and_a_bridge_behind_gets_the_newest_tick_per_ins
             assert newest == {f"{k}|S{k}|": 2990 + k for k in range(10)}  # the last tick of every instrument arrived
             await admin.aclose()
             for c in (feed, risk):
+                await c.close()
+    run(go)
+
+
+def test_the_execution_that_takes_over_on_another_host_reaches_risk_on_the_former_active_s_host(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Under a lease, active and standby executions run on two hosts; each publishes as execution@<host>, so
+    when the standby takes over (the former active's execution dead, its risk and journal alive) its orders
+    are imported there, not dropped as a clash with the local daemon named "execution"."""
+    lease = ExecutionLease(redis_url=f"unix://{redis_server.socket}", account="paper")
+
+    def host(bus: Path, name: str, section: dict[str, Any]) -> FleetConfig:
+        base = bridge_config(bus, redis_server, **section)
+        return base.model_copy(update={"fleet": FleetSection(host=name), "daemons": base.daemons.model_copy(
+            update={"execution": ExecutionSection(lease=lease)})})
+
+    async def go() -> None:
+        hosts = {"hosta": {"daemons": ["risk", "execution"], "exports": ["risk.*", "execution.*"], "imports": ["execution.*"]},
+                 "hostb": {"daemons": ["execution"], "exports": ["execution.*"], "imports": ["risk.*"]}}
+        async with two_hosts(tmp_path) as h, bridge_of(host(h.a, "hosta", hosts["hosta"])) as ba, \
+                bridge_of(host(h.b, "hostb", hosts["hostb"])):
+            config_b = host(h.b, "hostb", hosts["hostb"])
+            standby = await client(h.b, bus_source("execution", config_b))
+            risk = await client(h.a, "risk")
+            got = collect(risk, "execution.*")
+            await group_ready(redis_server, "hosta", "algo:bus:execution")
+            standby.publish("execution.order", {"client_id": "X1"})
+            await until(lambda: len(got) == 1, "the new active's order at risk on the former active's host")
+            assert got[0].source == "execution@hostb" and ba.stats.dropped["name_clash"] == 0
+            for c in (standby, risk):
                 await c.close()
     run(go)

@@ -55,8 +55,10 @@ class Bridge(Daemon):
         super().__init__(config, metrics)
         section = self._section = cast(BridgeSection, self.section_of(config))
         self.host = section.host or this_host(config)
-        # With [fleet] host set, this host's algo-heartbeat and algo-bridge ("heartbeat@a") are its daemons too.
-        self.daemons = frozenset(section.daemons) | {bus_source(name, config) for name in PER_HOST if config.fleet.host}
+        # Its daemons by bus source ("execution@a" under a lease); with [fleet] host set, this host's algo-heartbeat and
+        # algo-bridge ("heartbeat@a") are its daemons too.
+        self.daemons = frozenset(bus_source(name, config) for name in section.daemons) | {
+            bus_source(name, config) for name in PER_HOST if config.fleet.host}
         self.stats = BridgeStats(metrics.registry)
         self.link = Link(section)
         self.exporter = Exporter(section, self.host, self.link, self.stats)

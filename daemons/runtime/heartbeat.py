@@ -77,8 +77,12 @@ PER_HOST = ("heartbeat", "bridge")
 def bus_source(name: str, config: FleetConfig) -> str:
     """The bus source of daemon ``name``: sources must be unique across the hosts that exchange events (receivers
     track seqs per source; bridges export, and refuse imports, by source), so one that every host runs is
-    qualified by ``[fleet] host`` ("heartbeat@a"); without a host name (one host) it is the plain name."""
-    return f"{name}@{config.fleet.host}" if name in PER_HOST and config.fleet.host else name
+    qualified by ``[fleet] host`` ("heartbeat@a"), and so is algo-execution under a lease: the active and its
+    standby run on two hosts, and the one that takes over must reach risk and the journal on the former
+    active's host, whose bridge would refuse "execution" as its own. Without a host name (one host) it is the
+    plain name."""
+    per_host = name in PER_HOST or (name == "execution" and config.daemons.execution.lease is not None)
+    return f"{name}@{config.fleet.host}" if per_host and config.fleet.host else name
 
 
 def expected_units(config: FleetConfig) -> list[str]:
