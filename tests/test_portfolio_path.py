@@ -21,7 +21,7 @@ from daemons.marketdata.session import IST
 from daemons.risk.main import RiskDaemon
 from daemons.runtime.config import ConfigError, FleetConfig, load_config
 from daemons.runtime.daemon import Daemon
-from daemons.runtime.envelope import Event, EventFactory
+from daemons.runtime.envelope import RISK_APPROVED, RISK_BLOCKED, Event, EventFactory
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.transport import UnixTransport
 from tests.conftest import REPO
@@ -103,7 +103,7 @@ class Fleet:
 
     def decisions(self) -> list[Event]:
         """Risk's decisions since last asked, the approvals handed to execution."""
-        decisions = [e for e in taken(self.risk) if e.type.startswith("risk.")]
+        decisions = [e for e in taken(self.risk) if e.type in (RISK_APPROVED, RISK_BLOCKED)]  # not risk.pnl
         for decision in decisions:
             if decision.type == "risk.approved":
                 self.execution._on_approved(decision)

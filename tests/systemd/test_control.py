@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.runtime.envelope import RISK_APPROVED, RISK_BLOCKED
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.test_risk import signal, tick
@@ -20,7 +21,7 @@ ALGOCTL = sys.prefix + "/bin/algoctl"
 
 
 def decisions(bus: Listener) -> list[tuple[str, str]]:
-    return [(e.type, e.payload.get("block_code", "")) for _, e in bus.events if e.type.startswith("risk.")]
+    return [(e.type, e.payload.get("block_code", "")) for _, e in bus.events if e.type in (RISK_APPROVED, RISK_BLOCKED)]
 
 
 def test_algoctl_kill_switch_blocks_the_next_entry_and_releases(sandbox: Sandbox) -> None:

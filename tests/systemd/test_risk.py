@@ -10,6 +10,7 @@ import pytest
 
 from daemons.algoctl.sandbox import Sandbox
 from daemons.marketdata.session import IST
+from daemons.runtime.envelope import RISK_APPROVED, RISK_BLOCKED
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 
@@ -37,7 +38,7 @@ def signal(symbol: str, side: str, qty: int, entry: bool, engine: str = "equity"
 
 def decisions(listener: Listener) -> list[tuple[str, str, str]]:
     return [(ev.type, ev.payload["symbol"], ev.payload.get("block_reason", "")) for _, ev in listener.events
-            if ev.type.startswith("risk.")]
+            if ev.type in (RISK_APPROVED, RISK_BLOCKED)]  # not risk.pnl
 
 
 def test_loss_limit_breach_engages_the_kill_switch_and_it_survives_kill_9(sandbox: Sandbox) -> None:
