@@ -129,7 +129,8 @@ STANDBY = {"algo_engines": ["strat"], "algo_marketdata": ["exec"], "algo_risk": 
            "algo_journal": ["exec"]}
 STANDBY_BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["execution"], "exports": ["execution.*"],
                   "imports": ["marketdata.*", "risk.*"]}
-EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "execution.*"]}
+EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "execution.*"],
+                          "imports": ["strategy.*", "execution.*"]}
 
 
 @pytest.mark.parametrize(("hosts", "groups", "named"), [
@@ -139,12 +140,17 @@ EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "
      "algo_fleet_execution.lease: not set on exec, standby, but 2 hosts run algo-execution (exec, standby)"),
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "exports": ["health.heartbeat"]}},
       "exec": {"algo_fleet_bridge": EXEC_BRIDGE}}, TWO_HOSTS,
-     'algo_fleet_bridge.exports: strat runs algo-fno and exec reads "strategy.*" without publishing it'),
+     'algo_fleet_bridge.exports: strat runs algo-fno, whose "strategy.*" exec reads: add it'),
     ({"strat": {"algo_fleet_bridge": BRIDGE},
       "exec": {"algo_fleet_bridge": EXEC_BRIDGE_TO_STANDBY, "algo_fleet_execution": {"lease": LEASE}},
       "standby": {"algo_fleet_bridge": {**STANDBY_BRIDGE, "imports": ["marketdata.*"]},
                   "algo_fleet_execution": {"lease": LEASE}}},
-     STANDBY, 'algo_fleet_bridge.imports: standby runs algo-execution but not algo-risk, so "risk.*" must come in'),
+     STANDBY, 'algo_fleet_bridge.imports: standby runs algo-execution, which reads "risk.*", published on exec: add it'),
+    ({"strat": {"algo_fleet_bridge": BRIDGE},
+      "exec": {"algo_fleet_bridge": {**EXEC_BRIDGE_TO_STANDBY, "imports": ["strategy.*"]},
+               "algo_fleet_execution": {"lease": LEASE}},
+      "standby": {"algo_fleet_bridge": STANDBY_BRIDGE, "algo_fleet_execution": {"lease": LEASE}}},
+     STANDBY, 'algo_fleet_bridge.imports: exec runs algo-risk, which reads "execution.*", published on standby: add it'),
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "daemons": ["fno", "risk"]}}, "exec": {"algo_fleet_bridge": EXEC_BRIDGE}},
      TWO_HOSTS, "algo_fleet_bridge.daemons: strat does not run algo-risk"),
     ({"strat": {"algo_fleet_bridge": BRIDGE}}, {"algo_engines": ["strat"]},
@@ -162,6 +168,7 @@ EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://redis.example:6379"}}}, {"algo_engines": ["strat"]},
      'algo_fleet_bridge.redis_url: "redis://redis.example:6379" must name Redis by IP address'),
 ], ids=["partial-host-without-bridge", "two-executions-without-lease", "signals-never-leave", "approvals-never-come-in",
+        "standby-fills-never-reach-risk",
         "bridge-relays-a-daemon-elsewhere", "no-market-data", "engines-without-execution", "two-redis-for-bridges",
         "two-redis-for-one-lease", "redis-by-name"])
 def test_a_bad_topology_fails_preflight_naming_it(tmp_path: Path, hosts: dict[str, dict[str, Any]],
