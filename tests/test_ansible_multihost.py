@@ -9,6 +9,7 @@ not answer, a metrics port another user holds. The Redis role itself: tests/test
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -128,7 +129,8 @@ STANDBY = {"algo_engines": ["strat"], "algo_marketdata": ["exec"], "algo_risk": 
            "algo_journal": ["exec"]}
 STANDBY_BRIDGE = {"redis_url": "redis://127.0.0.1:6379", "daemons": ["execution"], "exports": ["execution.*"],
                   "imports": ["marketdata.*", "risk.*"]}
-EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "execution.*"]}
+EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "execution.*"],
+                          "imports": ["strategy.*", "execution.*"]}
 
 
 @pytest.mark.parametrize(("hosts", "groups", "named"), [
@@ -138,12 +140,17 @@ EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "
      "algo_fleet_execution.lease: not set on exec, standby, but 2 hosts run algo-execution (exec, standby)"),
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "exports": ["health.heartbeat"]}},
       "exec": {"algo_fleet_bridge": EXEC_BRIDGE}}, TWO_HOSTS,
-     'algo_fleet_bridge.exports: strat runs algo-fno and exec reads "strategy.*" without publishing it'),
+     'algo_fleet_bridge.exports: strat runs algo-fno, whose "strategy.*" exec reads: add it'),
     ({"strat": {"algo_fleet_bridge": BRIDGE},
       "exec": {"algo_fleet_bridge": EXEC_BRIDGE_TO_STANDBY, "algo_fleet_execution": {"lease": LEASE}},
       "standby": {"algo_fleet_bridge": {**STANDBY_BRIDGE, "imports": ["marketdata.*"]},
                   "algo_fleet_execution": {"lease": LEASE}}},
-     STANDBY, 'algo_fleet_bridge.imports: standby runs algo-execution but not algo-risk, so "risk.*" must come in'),
+     STANDBY, 'algo_fleet_bridge.imports: standby runs algo-execution, which reads "risk.*", published on exec: add it'),
+    ({"strat": {"algo_fleet_bridge": BRIDGE},
+      "exec": {"algo_fleet_bridge": {**EXEC_BRIDGE_TO_STANDBY, "imports": ["strategy.*"]},
+               "algo_fleet_execution": {"lease": LEASE}},
+      "standby": {"algo_fleet_bridge": STANDBY_BRIDGE, "algo_fleet_execution": {"lease": LEASE}}},
+     STANDBY, 'algo_fleet_bridge.imports: exec runs algo-risk, which reads "execution.*", published on standby: add it'),
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "daemons": ["fno", "risk"]}}, "exec": {"algo_fleet_bridge": EXEC_BRIDGE}},
      TWO_HOSTS, "algo_fleet_bridge.daemons: strat does not run algo-risk"),
     ({"strat": {"algo_fleet_bridge": BRIDGE}}, {"algo_engines": ["strat"]},
@@ -161,6 +168,7 @@ EXEC_BRIDGE_TO_STANDBY = {**EXEC_BRIDGE, "exports": ["marketdata.*", "risk.*", "
     ({"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://redis.example:6379"}}}, {"algo_engines": ["strat"]},
      'algo_fleet_bridge.redis_url: "redis://redis.example:6379" must name Redis by IP address'),
 ], ids=["partial-host-without-bridge", "two-executions-without-lease", "signals-never-leave", "approvals-never-come-in",
+        "standby-fills-never-reach-risk",
         "bridge-relays-a-daemon-elsewhere", "no-market-data", "engines-without-execution", "two-redis-for-bridges",
         "two-redis-for-one-lease", "redis-by-name"])
 def test_a_bad_topology_fails_preflight_naming_it(tmp_path: Path, hosts: dict[str, dict[str, Any]],
@@ -219,7 +227,8 @@ def test_a_metrics_port_held_by_another_user_fails_preflight_naming_it(tmp_path:
     assert f"algo_fleet_heartbeat.metrics_port: port {port} is taken by uid 0" in result.stdout, result.stdout[-3000:]
 
 
-def test_the_drop_ins_allow_redis_s_address_and_load_the_lease_s_credential(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["files", "systemd-creds"])
+def test_the_drop_ins_allow_redis_s_address_and_load_the_credentials(tmp_path: Path, encrypted: bool) -> None:
     tasks = [{"name": "Render the Redis drop-ins", "ansible.builtin.template": {
         "src": str(ROLE / "templates" / "redis.conf.j2"), "dest": f"{tmp_path}/{{{{ item.path | basename }}}}", "mode": "0644"},
         "loop": "{{ _algo_fleet_dropins | selectattr('src', 'equalto', 'redis.conf.j2') | selectattr('present') | list }}"}]
@@ -231,13 +240,18 @@ def test_the_drop_ins_allow_redis_s_address_and_load_the_lease_s_credential(tmp_
     result = run(tool("ansible-playbook"), "-i", str(hosts), str(tmp_path / "play.yml"),
                  "-e", json.dumps({"algo_fleet_bridge": {**BRIDGE, "redis_url": "redis://10.0.0.5:6379"},
                                    "algo_fleet_execution": {"lease": {**LEASE, "redis_url": "redis://[fd00::5]:6380"}},
-                                   "algo_fleet_credentials_dir": "/etc/algo/credentials"}))
+                                   "algo_fleet_credentials_dir": "/etc/algo/credentials",
+                                   "_algo_fleet_encrypt_credentials": encrypted}))
     assert result.returncode == 0, result.stdout[-3000:]
     bridge = (tmp_path / "redis.conf").read_text()
     lease = (tmp_path / "lease.conf").read_text()
-    assert "IPAddressAllow=10.0.0.5\n" in bridge and "LoadCredential" not in bridge  # the unit file loads it
+    assert "IPAddressAllow=10.0.0.5\n" in bridge
     assert "IPAddressAllow=fd00::5\n" in lease
-    assert "LoadCredential=algo_execution_redis_password:/etc/algo/credentials/algo_execution_redis_password\n" in lease
+    line = "LoadCredentialEncrypted={0}:/etc/algo/credentials/{0}.cred\n" if encrypted else \
+        "LoadCredential={0}:/etc/algo/credentials/{0}\n"
+    # the bridge's unit file loads a plain algo_redis_password itself: its drop-in resets that first
+    assert "\nLoadCredential=\n" + line.format("algo_redis_password") in bridge
+    assert "\nLoadCredential=\n" not in lease and line.format("algo_execution_redis_password") in lease
     assert load(ROLE / "defaults" / "main.yml")["algo_fleet_bridge"] is None
 
 
@@ -255,37 +269,49 @@ exit 0
 """
 
 
-def run_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, groups: dict[str, list[str]]) -> tuple[str, list[str]]:
-    """The role's unit tasks (tasks/units.yml, with its handlers) for host "strat" into tmp_path/root, with the
-    real systemd-analyze verify and a logging systemctl; returns ansible-playbook's output and the systemctl calls."""
+def run_role_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tasks: str, hosts: dict[str, dict[str, Any]],
+                   groups: dict[str, list[str]], host: str = "strat", **variables: Any) -> tuple[str, list[str]]:
+    """One task file of the role (with its handlers) for ``host``, into tmp_path/root, with a logging systemctl
+    and systemd-creds' host key in tmp_path (SYSTEMD_CREDENTIAL_SECRET); returns ansible-playbook's output and
+    the systemctl calls."""
     probe = tmp_path / "probe"
     if not probe.exists():
         (probe / "tasks").mkdir(parents=True)
         for part in ("defaults", "vars", "templates", "handlers"):
             (probe / part).symlink_to(ROLE / part)
-        for part in ("units.yml", "restart.yml"):
-            (probe / "tasks" / part).symlink_to(ROLE / "tasks" / part)
-        (probe / "tasks" / "main.yml").write_text(json.dumps([
-            {"name": "Placement", "ansible.builtin.include_vars": {"file": "placement.yml"}},
-            {"name": "Nothing ran before", "ansible.builtin.set_fact": {"_algo_fleet_running_before": []}},
-            {"name": "Units", "ansible.builtin.include_tasks": {"file": "units.yml"}}]))
+        for task_file in (ROLE / "tasks").iterdir():
+            (probe / "tasks" / task_file.name).symlink_to(task_file)
         (tmp_path / "bin").mkdir()
         (tmp_path / "bin" / "systemctl").write_text(SYSTEMCTL)
         (tmp_path / "bin" / "systemctl").chmod(0o755)
-        (tmp_path / "play.yml").write_text(json.dumps([{"name": "Units", "hosts": "strat", "gather_facts": False,
-                                                         "roles": [{"role": str(probe)}]}]))
+    main = probe / "tasks" / "main.yml"
+    main.unlink()
+    main.write_text(json.dumps([
+        {"name": "Placement", "ansible.builtin.include_vars": {"file": "placement.yml"}},
+        {"name": "Nothing ran before", "ansible.builtin.set_fact": {"_algo_fleet_running_before": []}},
+        {"name": "The tasks", "ansible.builtin.include_tasks": {"file": tasks}}]))
+    (tmp_path / "play.yml").write_text(json.dumps([{"name": "Tasks", "hosts": host, "gather_facts": False,
+                                                     "roles": [{"role": str(probe)}]}]))
     log = tmp_path / "systemctl.log"
     log.write_text("")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     monkeypatch.setenv("ALGO_TEST_SYSTEMCTL_LOG", str(log))
+    monkeypatch.setenv("SYSTEMD_CREDENTIAL_SECRET", str(tmp_path / "credentials.secret"))
     root = tmp_path / "root"
-    hosts = inventory(tmp_path, {"strat": {}, "exec": {}}, groups)
-    result = run(tool("ansible-playbook"), "-i", str(hosts), str(tmp_path / "play.yml"), "-e", json.dumps({
-        "algo_fleet_source_dir": str(REPO), "algo_fleet_venv": str(Path(sys.executable).parent.parent),
-        "algo_fleet_install_dir": str(root / "opt"), "algo_fleet_unit_dir": str(root / "units"),
-        "algo_fleet_force_restart": True}))
+    result = run(tool("ansible-playbook"), "-i", str(inventory(tmp_path, hosts, groups)), str(tmp_path / "play.yml"),
+                 "-e", json.dumps({
+                     "algo_fleet_source_dir": str(REPO), "algo_fleet_venv": str(Path(sys.executable).parent.parent),
+                     "algo_fleet_install_dir": str(root / "opt"), "algo_fleet_unit_dir": str(root / "units"),
+                     "algo_fleet_credentials_dir": str(root / "credentials"), "algo_fleet_etc_dir": str(root / "etc"),
+                     "algo_fleet_force_restart": True,
+                     **variables}))
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     return result.stdout, log.read_text().splitlines()
+
+
+def run_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, groups: dict[str, list[str]]) -> tuple[str, list[str]]:
+    """tasks/units.yml for host "strat" (real systemd-analyze verify)."""
+    return run_role_tasks(tmp_path, monkeypatch, "units.yml", {"strat": {}, "exec": {}}, groups)
 
 
 def test_a_host_installs_only_its_groups_units_and_drops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,3 +343,52 @@ def test_a_host_installs_only_its_groups_units_and_drops_the_others(tmp_path: Pa
     out, calls = run_units(tmp_path, monkeypatch, TWO_HOSTS)
     assert recap(out, "strat")["changed"] == 0, out[-3000:]
     assert not [c for c in calls if c.startswith(("stop", "disable", "daemon-reload"))]
+
+
+def test_the_redis_passwords_are_encrypted_with_systemd_creds_or_fall_back_to_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge's and the lease's passwords, as the Kite credentials are: encrypted with systemd-creds (the
+    host key in tmp_path here), decrypting to the vault's value, re-encrypted only when it changes (a second
+    run changes nothing); without systemd-creds root-only files, the encrypted form removed. Redis's CA
+    certificate is installed while a login uses rediss://, removed after."""
+    hosts: dict[str, dict[str, Any]] = {"strat": {"algo_fleet_bridge": BRIDGE},
+                                        "exec": {"algo_fleet_bridge": EXEC_BRIDGE, "algo_fleet_execution": {"lease": LEASE}}}
+    creds = tmp_path / "root" / "credentials"
+    secret = {"SYSTEMD_CREDENTIAL_SECRET": str(tmp_path / "credentials.secret")}
+
+    def decrypt(name: str) -> str:
+        out = subprocess.run(["systemd-creds", "decrypt", f"--name={name}", str(creds / f"{name}.cred"), "-"],
+                             capture_output=True, text=True, env={**os.environ, **secret})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def deploy(encrypt: bool, lease_password: str, **tls: Any) -> str:
+        out, _ = run_role_tasks(tmp_path, monkeypatch, "redis_credentials.yml", hosts, TWO_HOSTS, host="exec",
+                                _algo_fleet_encrypt_credentials=encrypt, algo_fleet_redis_password="bridge-pw",
+                                algo_fleet_redis_lease_password=lease_password, **tls)
+        assert "bridge-pw" not in out and lease_password not in out
+        return out
+
+    deploy(True, "lease-pw")
+    assert sorted(p.name for p in creds.iterdir()) == ["algo_execution_redis_password.cred", "algo_redis_password.cred"]
+    assert decrypt("algo_redis_password") == "bridge-pw" and decrypt("algo_execution_redis_password") == "lease-pw"
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in creds.iterdir())
+    before = (creds / "algo_redis_password.cred").read_bytes()
+    assert recap(deploy(True, "lease-pw"), "exec")["changed"] == 0
+    deploy(True, "new-lease-pw")
+    assert decrypt("algo_execution_redis_password") == "new-lease-pw"
+    assert (creds / "algo_redis_password.cred").read_bytes() == before  # unchanged: not re-encrypted
+
+    # TLS: with a rediss:// URL the CA certificate comes along, for tls_ca_file; without one it goes
+    (tmp_path / "root" / "etc").mkdir()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nexample\n-----END CERTIFICATE-----\n")
+    hosts["exec"]["algo_fleet_bridge"] = {**EXEC_BRIDGE, "redis_url": "rediss://127.0.0.1:6380"}
+    deploy(True, "new-lease-pw", algo_fleet_redis_ca=str(ca))
+    assert (tmp_path / "root" / "etc" / "redis-ca.pem").read_text() == ca.read_text()
+    hosts["exec"]["algo_fleet_bridge"] = EXEC_BRIDGE
+
+    deploy(False, "new-lease-pw", algo_fleet_redis_ca=str(ca))
+    assert sorted(p.name for p in creds.iterdir()) == ["algo_execution_redis_password", "algo_redis_password"]
+    assert (creds / "algo_redis_password").read_text() == "bridge-pw"
+    assert not (tmp_path / "root" / "etc" / "redis-ca.pem").exists()

@@ -6,8 +6,10 @@ what their daemons send and refused the rest, the default user off. A bad ACL li
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from daemons.runtime.config import load_config
+from daemons.runtime.redis_login import UNREACHABLE, connect
 from tests.helpers import unavailable
 from tests.test_ansible_static import ANSIBLE, load, run, tool
 
@@ -29,10 +33,14 @@ PASSWORDS = {"algo_redis_bridge_password": "bridge-pw", "algo_redis_lease_passwo
 
 def render(out: Path, variables: dict[str, Any], acl_source: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The role's two template tasks (with their validate:) into ``out``; ``acl_source`` replaces the ACL template."""
-    tasks = [task for task in load(ROLE / "tasks" / "main.yml")[2]["block"] if "ansible.builtin.template" in task]
+    block = next(task["block"] for task in load(ROLE / "tasks" / "main.yml") if "block" in task)
+    # the TLS files (when algo_redis_tls_port is set) and the two templates
+    tasks = [task for task in block if {"ansible.builtin.template", "ansible.builtin.copy", "ansible.builtin.file"} & set(task)]
     for task in tasks:
-        module = task["ansible.builtin.template"]
-        module["src"] = str(acl_source if acl_source and module["src"] == "users.acl.j2" else ROLE / "templates" / module["src"])
+        if "ansible.builtin.template" in task:
+            module = task["ansible.builtin.template"]
+            module["src"] = str(acl_source if acl_source and module["src"] == "users.acl.j2"
+                                else ROLE / "templates" / module["src"])
         task.pop("notify", None)
         task.pop("no_log", None)
     plays = [{"name": "Render algo_redis", "hosts": "localhost", "gather_facts": False,
@@ -140,3 +148,129 @@ def test_without_a_lease_password_there_is_no_lease_user(tmp_path: Path) -> None
     result = render(tmp_path, {"algo_redis_lease_password": ""})
     assert result.returncode == 0, result.stdout[-3000:]
     assert "algo-execution" not in (tmp_path / "users.acl").read_text()
+
+
+# ---- TLS: the role's listener and the fleet's rediss:// URLs --------------------------------------------------
+
+FLEET = ANSIBLE / "roles" / "algo_fleet"
+
+
+def certificates(out: Path) -> Path:
+    """A CA and Redis's certificate for 127.0.0.1 signed by it (P-256), as an operator would bring them."""
+    out.mkdir(parents=True)
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=out, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=algo-test-ca")
+    openssl("req", *ec, "-keyout", "redis.key", "-out", "redis.csr", "-subj", "/CN=redis")
+    (out / "san").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "redis.crt",
+            "-days", "2", "-extfile", "san")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int, Path]]:
+    """redis-server with the role's files and a TLS listener only (algo_redis_port 0): (its directory, the TLS port,
+    the operator's certificates)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        unavailable("the Redis role's tests", "redis-server is not installed")
+    out = tmp_path_factory.mktemp("redis-tls")
+    pki = certificates(out / "pki")
+    port = free_port()
+    result = render(out, {"algo_redis_port": 0, "algo_redis_tls_port": port, "algo_redis_tls_dir": str(out / "tls"),
+                          "algo_redis_tls_cert": str(pki / "redis.crt"), "algo_redis_tls_key": str(pki / "redis.key"),
+                          "algo_redis_tls_ca": str(pki / "ca.crt")})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    sock = out / "redis.sock"
+    proc = subprocess.Popen([exe, str(out / "redis.conf"), "--unixsocket", str(sock), "--pidfile", str(out / "redis.pid")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, "redis-server refused the rendered config"
+            try:
+                redis.Redis(unix_socket_path=str(sock), username="admin", password="admin-pw").ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not answer"
+                time.sleep(0.05)
+        yield out, port, pki
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def fleet_config(out: Path, port: int, ca: Path) -> Any:
+    """fleet.toml as the algo_fleet role renders it for a host whose bridge and lease use rediss:// with
+    algo_fleet_redis_ca, and Redis's CA installed by the role's own task; loaded by config.py."""
+    tasks = [task for task in load(FLEET / "tasks" / "redis_credentials.yml")
+             if task["name"] == "Install Redis's CA certificate (TLS)"]
+    for task in tasks:
+        task.pop("notify", None)
+    tasks.append({"name": "Render fleet.toml", "ansible.builtin.template": {
+        "src": str(FLEET / "templates" / "fleet.toml.j2"), "dest": str(out / "fleet.toml"), "mode": "0644"}})
+    plays = [{"name": "Render algo_fleet", "hosts": "localhost", "gather_facts": False, "tasks": tasks,
+              "vars_files": [str(FLEET / "defaults" / "main.yml"), str(FLEET / "vars" / "main.yml"),
+                             str(FLEET / "vars" / "placement.yml")]}]
+    (out / "fleet.yml").write_text(json.dumps(plays))
+    inventory = out / "fleet-hosts.yml"
+    inventory.write_text(json.dumps({"all": {
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+        "children": {g: {"hosts": {"localhost": None}} for g in ("algo_engines", "algo_execution", "algo_journal")}}}))
+    url = f"rediss://127.0.0.1:{port}"
+    (out / "etc").mkdir()  # the role's configure step creates it first
+    result = run(tool("ansible-playbook"), "-i", str(inventory), str(out / "fleet.yml"), "-e", json.dumps({
+        "algo_fleet_source_dir": str(ANSIBLE.parent), "algo_fleet_etc_dir": str(out / "etc"), "algo_fleet_redis_ca": str(ca),
+        "algo_fleet_bridge": {"redis_url": url, "daemons": ["fno"], "exports": ["strategy.*"]},
+        "algo_fleet_execution": {"lease": {"redis_url": url, "account": "paper-main"}}}))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return load_config(out / "fleet.toml")
+
+
+def test_the_tls_listener_is_configured_with_the_operator_s_files(tls_server: tuple[Path, int, Path]) -> None:
+    out, port, pki = tls_server
+    conf = (out / "redis.conf").read_text()
+    assert f"tls-port {port}\n" in conf and "\nport 0\n" in conf and "tls-auth-clients no\n" in conf
+    for name, source, mode in (("redis.crt", "redis.crt", 0o644), ("redis.key", "redis.key", 0o640), ("ca.crt", "ca.crt", 0o644)):
+        installed = out / "tls" / name
+        assert installed.read_bytes() == (pki / source).read_bytes() and installed.stat().st_mode & 0o777 == mode, name
+
+
+def test_the_fleet_s_bridge_and_lease_reach_it_over_tls_with_the_ca_the_role_installed(tls_server: tuple[Path, int, Path],
+                                                                                     tmp_path: Path) -> None:
+    """The daemons' own client (daemons/runtime/redis_login.py) with the sections the algo_fleet role rendered: over TLS,
+    verified against the CA the role delivered, as each ACL user; a plain redis:// to the same port gets nowhere,
+    and a CA that did not sign Redis's certificate is refused."""
+    _, port, pki = tls_server
+    config = fleet_config(tmp_path, port, pki / "ca.crt")
+    bridge, lease = config.daemons.bridge, config.daemons.execution.lease
+    assert bridge.tls_ca_file == lease.tls_ca_file == tmp_path / "etc" / "redis-ca.pem"
+    assert bridge.tls_ca_file.read_bytes() == (pki / "ca.crt").read_bytes()
+
+    async def talk() -> None:
+        client = connect(bridge, "bridge-pw")
+        assert await client.ping()
+        assert await client.xadd("algo:bus:strategy", {"t": "strategy.signal"})
+        await client.aclose()
+        client = connect(lease, "lease-pw")
+        assert await client.ping()
+        await client.aclose()
+        plain = connect(bridge.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}", "tls_ca_file": None}), "bridge-pw")
+        with pytest.raises(UNREACHABLE):
+            await plain.ping()
+        await plain.aclose()
+        stranger = certificates(tmp_path / "other")
+        other = connect(bridge.model_copy(update={"tls_ca_file": stranger / "ca.crt"}), "bridge-pw")
+        with pytest.raises(UNREACHABLE, match="certificate verify failed"):
+            await other.ping()
+        await other.aclose()
+
+    asyncio.run(talk())

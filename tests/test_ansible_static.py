@@ -113,8 +113,9 @@ def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     ({"algo_fleet_execution": {"metrics_port": 9470}}, "algo_fleet_execution.metrics_port"),
     ({"algo_fleet_mode": "live"}, "algo_fleet_kite_api_key"),
     ({"algo_fleet_cpu_affinity": {"fleet": "1-3", "front": "first"}}, "algo_fleet_cpu_affinity.front"),
+    ({"algo_fleet_redis_ca": "/nonexistent/ca.pem"}, 'algo_fleet_redis_ca: "/nonexistent/ca.pem" is not a file'),
 ], ids=["mode", "negative-limit", "negative-loss-limit", "unquoted-time", "typo", "own-without-port",
-        "port-clash", "live-without-key", "cpu-list"])
+        "port-clash", "live-without-key", "cpu-list", "redis-ca-missing"])
 def test_a_bad_variable_fails_preflight_naming_it(localhost_inventory: Path, variables: dict[str, Any],
                                                   named: str) -> None:
     result = preflight(localhost_inventory, "-e", json.dumps(variables))
@@ -258,6 +259,19 @@ RESTART_SCENARIOS: dict[str, dict[str, Any]] = {
         "__algo_fleet_fingerprint_files": {"changed": True, "results": [
             {"changed": True, "item": {"key": "algo-fno.service", "value": "x"}}]},
     },
+    "kite credentials": {
+        "_algo_fleet_running_before": ["algo-marketdata.service", "algo-fno.service", "algo-execution.service"],
+        "_algo_fleet_kite_written": ["kite_access_token"],
+    },
+    "a redis password": {
+        "_algo_fleet_running_before": ["algo-bridge.service", "algo-execution.service", "algo-fno.service"],
+        "_algo_fleet_redis_written": ["algo_execution_redis_password"],
+    },
+    "redis ca": {
+        "_algo_fleet_running_before": ["algo-bridge.service", "algo-execution.service"],
+        "algo_fleet_bridge": {"redis_url": "rediss://10.0.0.5:6380", "daemons": ["fno"]},
+        "__algo_fleet_redis_ca": {"changed": True},
+    },
     "held back earlier": {
         "_algo_fleet_running_before": ["algo-risk.service"],
         "_algo_fleet_pending": ["algo-risk.service: its config in fleet.toml changed",
@@ -273,6 +287,9 @@ RESTART_EXPECTED: dict[str, list[str]] = {
     "nothing running": [],
     "strategy back in its engine": ["algo-fno.service: its config in fleet.toml changed",
                                     'algo-strategy@old.service: stop: no longer configured with process = "own"'],
+    "kite credentials": ["algo-marketdata.service: Kite credentials changed", "algo-execution.service: Kite credentials changed"],
+    "a redis password": ["algo-execution.service: its Redis password changed"],
+    "redis ca": ["algo-bridge.service: Redis's CA certificate changed"],
     "held back earlier": ["algo-risk.service: its config in fleet.toml changed"],
 }
 MARKET_CLOCK = {  # IST -> market open? (2026-11-23 is a Monday; 2026-12-25 is in the default holidays)
@@ -281,9 +298,9 @@ MARKET_CLOCK = {  # IST -> market open? (2026-11-23 is a Monday; 2026-12-25 is i
 }
 RESET: dict[str, Any] = {"_algo_fleet_running_before": [], "_algo_fleet_pending": [], "_algo_fleet_own_strategies": [],
          "__algo_fleet_pip": {}, "__algo_fleet_unit_files": {}, "__algo_fleet_dropin_files": {},
-         "__algo_fleet_removed_dropins": {}, "__algo_fleet_encrypted_credentials": {},
-         "__algo_fleet_plain_credentials": {}, "__algo_fleet_fingerprint_files": {}, "__algo_fleet_instruments": {},
-         "__algo_fleet_redis_credentials": {}}
+         "__algo_fleet_removed_dropins": {}, "_algo_fleet_kite_written": [], "__algo_fleet_fingerprint_files": {},
+         "__algo_fleet_instruments": {}, "_algo_fleet_redis_written": [],
+         "__algo_fleet_redis_ca": {}, "algo_fleet_bridge": None}
 
 
 @pytest.fixture(scope="module")
