@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("redis")
     result = render(out, {})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    with rendered_server(exe, out, "--port", "0") as sock:
+        yield sock
+
+
+@contextmanager
+def rendered_server(exe: str, out: Path, *args: str) -> Iterator[Path]:
+    """redis-server on the config the role rendered into ``out`` (plus ``args``), once its admin answers on
+    the Unix socket it returns; killed on exit."""
     sock = out / "redis.sock"
-    proc = subprocess.Popen([exe, str(out / "redis.conf"), "--port", "0", "--unixsocket", str(sock),
+    proc = subprocess.Popen([exe, str(out / "redis.conf"), *args, "--unixsocket", str(sock),
                              "--pidfile", str(out / "redis.pid")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -189,23 +198,8 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
                           "algo_redis_tls_cert": str(pki / "redis.crt"), "algo_redis_tls_key": str(pki / "redis.key"),
                           "algo_redis_tls_ca": str(pki / "ca.crt")})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    sock = out / "redis.sock"
-    proc = subprocess.Popen([exe, str(out / "redis.conf"), "--unixsocket", str(sock), "--pidfile", str(out / "redis.pid")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, "redis-server refused the rendered config"
-            try:
-                redis.Redis(unix_socket_path=str(sock), username="admin", password="admin-pw").ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not answer"
-                time.sleep(0.05)
+    with rendered_server(exe, out):
         yield out, port, pki
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def fleet_config(out: Path, port: int, ca: Path) -> Any:
