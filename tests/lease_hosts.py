@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,11 +49,14 @@ def orders_by_tag(paper_dir: Path) -> dict[str, set[str]]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: all bound at once, so the kernel cannot hand the same one out twice (two
+    calls of a bind-and-close helper can, and the config then refuses the clash)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def wait(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
@@ -142,9 +145,10 @@ class Hosts:
         folder = self.tmp / name
         folder.mkdir()
         lease = "".join(f"{k} = {v}\n" for k, v in self.lease.items())
+        bus_port, execution_port = free_ports(2)
         (folder / "fleet.toml").write_text(
-            f'[bus]\nsocket = "{folder}/bus.sock"\n\n[daemons.bus]\nmetrics_port = {free_port()}\n\n'
-            f'[daemons.execution]\nmetrics_port = {free_port()}\npaper_dir = "{self.tmp}/broker"\n'
+            f'[bus]\nsocket = "{folder}/bus.sock"\n\n[daemons.bus]\nmetrics_port = {bus_port}\n\n'
+            f'[daemons.execution]\nmetrics_port = {execution_port}\npaper_dir = "{self.tmp}/broker"\n'
             "max_order_age_sec = 60\nstop_timeout_sec = 2\n\n"
             f'[daemons.execution.lease]\nredis_url = "unix://{self.redis.socket}"\naccount = "paper"\n'
             f'holder = "{name}"\n{lease}')
