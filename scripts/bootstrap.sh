@@ -43,4 +43,17 @@ make_venv() {
     fi
 }
 
+# A directory of wheels for the fleet's dependencies (and the build backend), beside the venv: hosts without
+# a package index install from it (ansible: algo_fleet_pip_extra_args=[--no-index, --find-links, DIR]), as the
+# simulated hosts of tests/systemd/test_multihost_deploy.py do inside network namespaces with no route out.
+make_wheelhouse() {
+    local dir=$VENV/wheelhouse stamp
+    stamp=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)
+    [[ $(cat "$dir/.algo-stamp" 2>/dev/null) == "$stamp" ]] && return 0
+    rm -rf "$dir"
+    "$VENV/bin/pip" wheel -q --disable-pip-version-check -c "$ROOT/constraints.txt" -w "$dir" "$ROOT" setuptools wheel
+    rm -f "$dir"/algo_fleet-*.whl  # the project's own wheel is built from the checkout at deploy time
+    echo "$stamp" > "$dir/.algo-stamp"
+}
+
 BASE_DEBS=(python3 python3-venv python3-pip systemd util-linux)

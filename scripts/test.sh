@@ -3,10 +3,18 @@
 # Installs what it needs first. Extra arguments go to pytest, e.g. scripts/test.sh -k bus -x
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
-need_debs "${BASE_DEBS[@]}" prometheus nginx postgresql redis-server chromium  # promtool and a real Prometheus for the alert tests;
-# nginx in front of the gateway; a real PostgreSQL server for the control plane's tests (tests/postgres.py);
-# Redis for the bridge (tests/test_bridge.py); Chromium for the console's browser tests (tests/test_console.py)
+had_sshd=$(dpkg-query -W -f='${Status}' openssh-server 2>/dev/null || true)
+need_debs "${BASE_DEBS[@]}" prometheus nginx postgresql redis-server chromium openssh-server openssh-client
+# promtool and a real Prometheus for the alert tests; nginx in front of the gateway; a real PostgreSQL server
+# for the control plane's tests (tests/postgres.py); Redis for the bridge (tests/test_bridge.py); Chromium for
+# the console's browser tests (tests/test_console.py); sshd inside the simulated hosts that Ansible deploys
+# over SSH (tests/systemd/test_multihost_deploy.py). The tests need sshd's binary only: a host daemon this
+# script's install started is stopped and disabled again.
+if [[ $had_sshd != *"install ok installed"* ]] && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+fi
 make_venv test
+make_wheelhouse
 cd "$ROOT"
 # The code's types and lint are part of the suite: mypy --strict (pydantic plugin, stubs in typings/)
 # and ruff, as configured in pyproject.toml. Skipped when pytest arguments pick a subset.

@@ -48,6 +48,11 @@ def test_the_example_inventory_passes_the_syntax_check() -> None:
 # What each fleet host of the example runs besides algo-bus and algo-heartbeat (its groups), and its address.
 EXAMPLE_DAEMONS = {"md-exec-1": ["marketdata", "risk", "execution", "journal"], "md-exec-2": ["execution", "journal"],
                    "strat-1": ["fno"], "strat-2": ["equity", "options"]}
+# The units each example host's bridge relays heartbeats of: its own two and the daemons of algo_fleet_bridge.daemons.
+EXAMPLE_HEARTBEATS = {"md-exec-1": ["algo-heartbeat", "algo-bridge", "algo-marketdata", "algo-risk", "algo-execution"],
+                      "md-exec-2": ["algo-heartbeat", "algo-bridge", "algo-execution"],
+                      "strat-1": ["algo-heartbeat", "algo-bridge", "algo-fno"],
+                      "strat-2": ["algo-heartbeat", "algo-bridge", "algo-equity", "algo-options"]}
 EXAMPLE_ADDRESSES = {"md-exec-1": "192.0.2.11", "md-exec-2": "192.0.2.12", "strat-1": "192.0.2.21", "strat-2": "192.0.2.22"}
 
 
@@ -87,6 +92,9 @@ def test_each_example_fleet_host_renders_a_valid_fleet_toml_and_passes_the_topol
         assert "[daemons.bridge]" in (tmp_path / f"{host}.toml").read_text()
         config = load_config(tmp_path / f"{host}.toml")
         assert config.fleet.daemons == ["bus", "heartbeat", *daemons], host
+        # every bridge relays heartbeats: each host expects the others' relayed daemons (derived by the role)
+        assert config.daemons.heartbeat.hosts == {other: EXAMPLE_HEARTBEATS[other] for other in EXAMPLE_DAEMONS
+                                                  if other != host}, host
 
 
 def test_the_example_s_prometheus_targets_follow_each_host_s_daemons(tmp_path: Path) -> None:

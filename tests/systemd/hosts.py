@@ -3,6 +3,8 @@ own PID, mount, UTS, network and cgroup namespace, with a cgroup subtree of its 
 every hierarchy); the network namespaces joined by veth pairs to one bridge the test makes
 (bench/multihost/net.py's ``Topology``: 10.250.0.0/24, no address on the host's side); redis-server alone in
 a fourth namespace, reachable at 10.250.0.10:6379 from the hosts and on a Unix socket (a file) from the test.
+Bare hosts have nothing of the fleet but sshd (tests/systemd/ssh.py), and a controller namespace of their own
+runs Ansible against them over SSH.
 
 Nothing is left after teardown (namespaces, links, cgroups, processes: checked against a snapshot taken
 before), and a run that was killed outright is cleaned up by the next one before it starts: every name
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -29,6 +32,7 @@ import redis
 from daemons.algoctl.sandbox import Sandbox, SandboxError, _remove_own_cgroups, own_cgroup_dirs
 from tests.conftest import REPO
 from tests.lease_hosts import LEASE_ACL, LEASE_CREDENTIAL, LEASE_PASSWORD
+from tests.systemd.ssh import UNIT, SshAccess
 from tests.test_bridge import CREDENTIAL, PASSWORD, RedisServer
 
 sys.path.insert(0, str(REPO / "bench"))  # bench/ is no package; bench/multihost is (mypy's name: multihost)
@@ -39,6 +43,7 @@ PREFIX = "algo-mh"  # namespaces algo-mh-<host>, their veth pairs' ends algo-mh-
 SUBNET = "10.250.0"
 REDIS = f"{SUBNET}.10"
 REDIS_URL = f"redis://{REDIS}:6379"
+CONTROLLER = "control"  # the namespace Ansible runs in when there are bare hosts
 PAPER = "/var/lib/algo/execution/paper"  # the paper broker's book, one directory shared by the executions
 
 
@@ -96,9 +101,12 @@ class Snapshot:
 
 @dataclass
 class HostSpec:
-    units: tuple[str, ...]  # the fleet's units this host has (a Wants= naming another's is ignored)
-    config: str  # its fleet.toml
+    units: tuple[str, ...] = ()  # the fleet's units this host has (a Wants= naming another's is ignored)
+    config: str = ""  # its fleet.toml
     shares_paper_book: bool = False  # its execution uses the paper book shared by the account's executions
+    # bare: nothing of the fleet on it (Sandbox(bare=True)), and sshd on its address for the test's controller
+    # (tests/systemd/ssh.py) to deploy it with Ansible; units and config are then Ansible's to write
+    bare: bool = False
 
 
 class Host:
@@ -140,7 +148,9 @@ class Hosts:
     def __init__(self, tmp: Path, specs: Mapping[str, HostSpec]) -> None:
         self.tmp = tmp
         self.specs = specs
-        self.net = Topology(PREFIX, SUBNET, ("redis", *specs))  # redis at .10, the hosts at .11, .12, ...
+        # redis at .10, the hosts at .11, .12, ...; with bare hosts, a namespace for the controller last
+        self.ssh = SshAccess(tmp / "ssh") if any(s.bare for s in specs.values()) else None
+        self.net = Topology(PREFIX, SUBNET, ("redis", *specs, *([CONTROLLER] if self.ssh else [])))
         self.hosts: dict[str, Host] = {}
         self._stack = ExitStack()
         self.canary = Path("/tmp") / f"{PREFIX}-canary-{os.getpid()}"  # a stock sysinit.target would wipe /tmp
@@ -169,9 +179,15 @@ class Hosts:
         root = self.tmp / name
         binds = [(paper, PAPER)] if spec.shares_paper_book else []
         box = Sandbox(root / "sandbox", units=spec.units, netns=self.net.netns(name), cgroup=self.net.netns(name),
-                      hostname=name,
-                      binds=binds)
+                      hostname=name, bare=spec.bare, binds=binds)
         root.mkdir()
+        if self.ssh is not None and spec.bare:
+            box.prepare()
+            self.ssh.install(box, name, self.net.address(name))
+            self._stack.callback(box.stop)
+            box.start()
+            box.systemctl("start", UNIT, check=True)
+            return Host(name, box)
         config = root / "fleet.toml"
         config.write_text(spec.config)
         box.prepare(config)
@@ -215,6 +231,13 @@ class Hosts:
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
+
+    def control(self, *cmd: str, env: Mapping[str, str] | None = None,
+                timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """A command of the controller's, run in its own namespace (it reaches the hosts' sshd and Redis)."""
+        assert self.ssh is not None, "no bare hosts, so no controller"
+        return subprocess.run([*self.net.exec_prefix(CONTROLLER), *cmd], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
 
     def admin(self) -> redis.Redis:
         """A Redis client as its administrator, on the Unix socket (from the test's own namespace)."""
