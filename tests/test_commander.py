@@ -7,6 +7,7 @@ starts nothing but algo-strategy@ units of own-process strategies."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from daemons.commander.main import CommanderDaemon
+from daemons.commander.main import CommanderDaemon, hosted_engines
 from daemons.control_plane import store as store_module
 from daemons.control_plane.drift import declared
 from daemons.control_plane.records import StrategySpec
@@ -144,6 +145,29 @@ def test_a_strategy_created_in_the_registry_runs_in_its_engine_when_started(flee
     built = fleet.engine.strategies["rsi-tcs"]
     assert (built.kind, built.params["symbol"], built.params["quantity"]) == ("rsi_reversion", "TCS", 6)
     assert fleet.engine.paused == {"rsi-tcs"} and "2 strategies (1 paused)" in fleet.engine.status()
+
+
+def test_another_host_s_commander_leaves_the_command_to_the_host_that_runs_its_engine(
+        fleet: Fleet, tmp_path: Path) -> None:
+    """Two hosts share the queue: one runs only algo-fno, so its commander takes fno's commands alone; the
+    equity command waits for the commander of the host running algo-equity (this fleet's)."""
+    other = tmp_path / "fno-host.toml"
+    text = (tmp_path / "fleet.toml").read_text()
+    other.write_text(re.sub(r'(?m)^daemons = \[\] .*$', 'daemons = ["bus", "heartbeat", "fno"]',
+                            re.sub(r'(?m)^host = "" .*$', 'host = "fno-host"', text)))
+    fno_host = CommanderDaemon(load_config(other), DaemonMetrics("commander"))
+    assert hosted_engines(fno_host.config) == {"fno"} and hosted_engines(fleet.config) is None
+    sent: list[dict[str, Any]] = []
+    fleet.monkeypatch.setattr(fno_host.bus, "publish", lambda topic, payload, **_: sent.append(payload))
+    fleet.store.submit("c1", "rsi-infy", "pause", {}, "asha")
+    fleet.store.submit("c2", "ema-nifty", "pause", {}, "asha")
+    asyncio.run(fno_host._poll())
+    assert [p["command_id"] for p in sent] == ["c2"]  # fno's; equity's is not this host's
+    assert status(fleet, "c1") == "pending" and fleet.to_engine == []
+    fleet.run(POLL)
+    assert status(fleet, "c1") == "executed" and fleet.engine.paused == {"rsi-infy"}
+    if fno_host.store is not None:
+        fno_host.store.close()
 
 
 def test_a_command_for_a_down_engine_waits_for_its_lease_and_runs_once_when_it_is_back(fleet: Fleet) -> None:

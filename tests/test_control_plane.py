@@ -300,6 +300,27 @@ def test_a_command_committed_late_waits_for_the_younger_one_in_flight(store: Sto
     assert claimed is not None and claimed.id == "a"
 
 
+def test_each_host_s_worker_claims_only_the_commands_of_its_engines_and_any_fails_an_unknown_strategy(
+        store: Store) -> None:
+    """Hosts sharing one queue: the strategy host's commander (fno, equity) and another host's (options)."""
+    store.submit("a", "ema-nifty", "pause", {}, "alice")  # fno
+    store.submit("b", "rsi-infy", "pause", {}, "alice")  # equity
+    options = {s.name for s in store.strategies() if s.engine == "options"}
+    assert options, "paper.toml has an options strategy"
+    store.submit("c", sorted(options)[0], "pause", {}, "alice")
+    assert store.claim("options-host", engines={"options"}) is not None
+    assert store.claim("options-host", engines={"options"}) is None  # a and b are not its host's
+    mine = [store.claim("strat-host", engines={"fno", "equity"}) for _ in range(2)]
+    assert sorted(c.id for c in mine if c is not None) == ["a", "b"]
+    with store.engine.begin() as conn:  # a command whose strategy is gone: any worker takes it, and fails it
+        conn.execute(update(Command).where(Command.id == "c").values(strategy="gone", claimed_at=None))
+    store.submit("d", "ema-nifty", "resume", {}, "alice")
+    store.finish("a", "executed", None, "strat-host")
+    assert store.claim("options-host", engines={"options"}) is None
+    gone = store.command("c")
+    assert gone is not None and gone.status == "failed" and "unknown strategy 'gone'" in (gone.reason or ""), gone
+
+
 def test_a_dead_worker_s_lease_is_taken_over(store: Store) -> None:
     store.submit("a", "ema-nifty", "pause", {}, "alice")
     assert store.claim("dies") is not None

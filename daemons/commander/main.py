@@ -1,13 +1,15 @@
 """algo-commander claims the control plane's commands and has them carried out, acknowledged.
 
-Each claimed command goes to the unit that hosts its strategy as ``control.command``; that unit (an
-engine, or ``algo-strategy@NAME``) applies it and answers ``control.result``, which is written back with
-``Store.finish``. A command whose unit is down stays claimed until its lease runs out, is claimed again
-and sent again, so it runs when the unit comes back; the unit answers a command it has seen with its
-first outcome, so it runs once. Start, stop and restart of an own-process strategy go to the root
-helper algo-unitctl (the unit itself), then a start to the process, which confirms it runs with the
-registry's parameters. Nothing here is in the order path: the bus carries the commands, the database
-the queue, and a database outage only delays them.
+Each host runs one, and it claims only the commands of the strategies its host runs (a queue the hosts
+share, on PostgreSQL, is served by every host's commander). Each claimed command goes to the unit that
+hosts its strategy as ``control.command``; that unit (an engine, or ``algo-strategy@NAME``) applies it
+and answers ``control.result``, which is written back with ``Store.finish``. A command whose unit is
+down stays claimed until its lease runs out, is claimed again and sent again, so it runs when the unit
+comes back; the unit answers a command it has seen with its first outcome, so it runs once. Start, stop
+and restart of an own-process strategy go to the root helper algo-unitctl (the unit itself), then a
+start to the process, which confirms it runs with the registry's parameters. Nothing here is in the
+order path: the bus carries the commands, the database the queue, and a database outage only delays
+them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..control_plane.database import SchemaError
 from ..control_plane.records import CommandView, StrategyView
 from ..control_plane.store import Store
 from ..control_plane.transitions import Refused as StoreRefused
-from ..runtime.config import CommanderSection, FleetConfig
+from ..runtime.config import CommanderSection, FleetConfig, local_daemons
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import CONTROL_COMMAND, CONTROL_RESULT, Event
 from ..runtime.heartbeat import this_host
@@ -32,6 +34,16 @@ from ..runtime.metrics import DaemonMetrics
 from ..unitctl.protocol import UNIT_VERBS, HelperUnavailable, Refused, UnitFailed, UnitVerb, request
 
 log = logging.getLogger("algo.commander")
+
+
+def hosted_engines(config: FleetConfig) -> frozenset[str] | None:
+    """The engines this host runs, whose strategies' commands this host's commander takes (each host of a
+    multi-host fleet has its own commander, and they may share one queue: PostgreSQL); None on a host that
+    runs the whole fleet (``[fleet] daemons`` empty): every command is its own."""
+    if not config.fleet.daemons:
+        return None
+    local = dict(local_daemons(config))
+    return frozenset(engine for engine, _ in config.daemons.engines() if engine in local)
 
 
 def host_unit(strategy: StrategyView) -> str:
@@ -89,7 +101,8 @@ class CommanderDaemon(Daemon):
             if self.store is None:
                 self.store = await asyncio.to_thread(Store.open, self.config.control_plane.database_url)
             store = self.store
-            while (command := await asyncio.to_thread(store.claim, self.worker, self.section.lease_sec)) is not None:
+            engines = hosted_engines(self.config)
+            while (command := await asyncio.to_thread(store.claim, self.worker, self.section.lease_sec, engines)) is not None:
                 strategy = await asyncio.to_thread(store.strategy, command.strategy)
                 if strategy is not None:  # claim() fails a command whose strategy is gone
                     await self._dispatch(command, strategy)

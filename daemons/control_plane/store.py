@@ -7,7 +7,7 @@ dead worker's successor takes over), and finished once: executed, or failed with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -201,13 +201,15 @@ class Store:
                                f"{found.args or ''}".rstrip())
             return _command_view(found)
 
-    def claim(self, worker: str, lease_sec: float = 60.0) -> CommandView | None:
+    def claim(self, worker: str, lease_sec: float = 60.0, engines: Collection[str] | None = None) -> CommandView | None:
         """The oldest pending command whose strategy has no older one pending, leased to ``worker``.
 
         One statement takes it (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's write lock serializes),
         so two workers never take the same command, and a strategy's commands run in order. A lease
         older than ``lease_sec`` (its worker died) may be taken again. A command its strategy cannot
         take now (unknown strategy, a verb its state does not allow) fails here with the reason.
+        ``engines``: only commands for the strategies of these engines (and for unknown strategies, to fail
+        them), as each host's algo-commander takes those its host runs from a queue the hosts share.
         """
         while True:
             now = _now()
@@ -218,8 +220,11 @@ class Store:
                 # PostgreSQL an older sequence number can commit after a younger one was claimed)
                 blocked = exists().where(other.strategy == c.strategy, other.status == "pending", other.seq != c.seq,
                                          (other.seq < c.seq) | (other.claimed_at >= expired))
-                head = (select(c.seq)
-                        .where(c.status == "pending", c.claimed_at.is_(None) | (c.claimed_at < expired), ~blocked)
+                due = [c.status == "pending", c.claimed_at.is_(None) | (c.claimed_at < expired), ~blocked]
+                if engines is not None:
+                    hosted = exists().where(Strategy.name == c.strategy, Strategy.engine.in_(sorted(engines)))
+                    due.append(hosted | ~exists().where(Strategy.name == c.strategy))
+                head = (select(c.seq).where(*due)
                         .order_by(c.seq).limit(1).with_for_update(skip_locked=True, of=c))
                 row = s.scalars(update(Command).where(Command.seq == head.scalar_subquery())
                                 .values(claimed_by=worker, claimed_at=now).returning(Command)).one_or_none()
