@@ -156,7 +156,7 @@ def test_another_host_s_commander_leaves_the_command_to_the_host_that_runs_its_e
     other.write_text(re.sub(r'(?m)^daemons = \[\] .*$', 'daemons = ["bus", "heartbeat", "fno"]',
                             re.sub(r'(?m)^host = "" .*$', 'host = "fno-host"', text)))
     fno_host = CommanderDaemon(load_config(other), DaemonMetrics("commander"))
-    assert hosted_engines(fno_host.config) == {"fno"} and hosted_engines(fleet.config) is None
+    assert hosted_engines(fno_host.config) == frozenset({"fno"}) and hosted_engines(fleet.config) is None
     sent: list[dict[str, Any]] = []
     fleet.monkeypatch.setattr(fno_host.bus, "publish", lambda topic, payload, **_: sent.append(payload))
     fleet.store.submit("c1", "rsi-infy", "pause", {}, "asha")
