@@ -82,7 +82,7 @@ def test_each_example_fleet_host_renders_a_valid_fleet_toml_and_passes_the_topol
     playbook.write_text(json.dumps(plays))
     result = run(tool("ansible-playbook"), "-i", str(MULTIHOST / "hosts.yml"), str(playbook), *VAULT,
                  "-e", json.dumps({"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                   "algo_fleet_source_dir": str(REPO)}))
+                                   "algo_fleet_source_dir": str(REPO), "algo_fleet_commander": {"lease_sec": 20}}))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     for host, daemons in EXAMPLE_DAEMONS.items():
         assert json.loads((tmp_path / f"{host}.json").read_text()) == [], host
@@ -92,6 +92,7 @@ def test_each_example_fleet_host_renders_a_valid_fleet_toml_and_passes_the_topol
         assert "[daemons.bridge]" in (tmp_path / f"{host}.toml").read_text()
         config = load_config(tmp_path / f"{host}.toml")
         assert config.fleet.daemons == ["bus", "heartbeat", *daemons], host
+        assert config.commander.lease_sec == 20  # [commander] from algo_fleet_commander
         # every bridge relays heartbeats: each host expects the others' relayed daemons (derived by the role)
         assert config.daemons.heartbeat.hosts == {other: EXAMPLE_HEARTBEATS[other] for other in EXAMPLE_DAEMONS
                                                   if other != host}, host

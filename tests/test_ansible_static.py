@@ -111,11 +111,14 @@ def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         {"name": "ema-nifty", "kind": "ema_crossover", "process": "own"}]}}},
      "algo_fleet_engines.fno.strategies[0].metrics_port"),
     ({"algo_fleet_execution": {"metrics_port": 9470}}, "algo_fleet_execution.metrics_port"),
+    ({"algo_fleet_commander": {"metrics_port": 9471}},
+     "algo_fleet_commander.metrics_port: port 9471 is already used by algo_fleet_heartbeat"),
+    ({"algo_fleet_commander": {"lease_sec": 0}}, "algo_fleet_commander.lease_sec"),
     ({"algo_fleet_mode": "live"}, "algo_fleet_kite_api_key"),
     ({"algo_fleet_cpu_affinity": {"fleet": "1-3", "front": "first"}}, "algo_fleet_cpu_affinity.front"),
     ({"algo_fleet_redis_ca": "/nonexistent/ca.pem"}, 'algo_fleet_redis_ca: "/nonexistent/ca.pem" is not a file'),
 ], ids=["mode", "negative-limit", "negative-loss-limit", "unquoted-time", "typo", "own-without-port",
-        "port-clash", "live-without-key", "cpu-list", "redis-ca-missing"])
+        "port-clash", "commander-port-clash", "commander-lease", "live-without-key", "cpu-list", "redis-ca-missing"])
 def test_a_bad_variable_fails_preflight_naming_it(localhost_inventory: Path, variables: dict[str, Any],
                                                   named: str) -> None:
     result = preflight(localhost_inventory, "-e", json.dumps(variables))
@@ -165,6 +168,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "algo_fleet_control_plane": cfg.ControlPlaneSection,
     "algo_fleet_kite": cfg.KiteSection,
     "algo_fleet_bridge": cfg.BridgeSection,
+    "algo_fleet_commander": cfg.CommanderSection,
 }
 SECRETS = {"api_key", "api_secret", "access_token"}  # systemd credentials, never in fleet.toml
 
