@@ -93,3 +93,12 @@ def test_a_path_outside_root_is_refused(tmp_path: Path, bad: str) -> None:
         result = tree(tmp_path, root=str(root), **args)
         assert result.get("failed") and "not a plain relative path" in result["msg"], result
     assert not root.exists() and not (tmp_path / "escape").exists()
+
+
+def test_dirs_are_held_even_empty(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    result = tree(tmp_path, root=str(root), dirs=["wheels", "a/b"])
+    assert result["changed"] and listing(root) == {"a": ("/", 0o755), "a/b": ("/", 0o755), "wheels": ("/", 0o755)}
+    (root / "wheels").chmod(0o700)
+    assert tree(tmp_path, root=str(root), dirs=["wheels", "a/b"])["changed"] and listing(root)["wheels"] == ("/", 0o755)
+    assert not tree(tmp_path, root=str(root), dirs=["wheels", "a/b"])["changed"]

@@ -22,8 +22,8 @@ description:
   - Writes each file of O(files) under O(root) whose content or mode differs (atomically, through a temporary
     file in the same directory), removes the paths of O(absent) that exist and, with O(prune), the top-level
     regular files of O(root) that O(files) does not name.
-  - Files and the directories that hold them are owned by root. Missing directories are created for the
-    files to write; directories only named by O(absent) or O(prune) are never created or changed.
+  - Files and the directories that hold them (and those of O(dirs)) are owned by root. Missing directories are
+    created for the files to write; directories only named by O(absent) or O(prune) are never created or changed.
   - One module call for a whole directory, where the template, copy and file modules take one call per file.
 options:
   root:
@@ -34,6 +34,11 @@ options:
     description: Relative path (sub-directories allowed) to the file's text content.
     type: dict
     default: {}
+  dirs:
+    description: Relative paths of directories to hold even when no file of O(files) is in them.
+    type: list
+    elements: str
+    default: []
   absent:
     description: Relative paths to remove if they exist (files or symbolic links).
     type: list
@@ -65,6 +70,12 @@ EXAMPLES = r"""
       algo-bus.service: "[Unit]\nDescription=bus\n"
       algo-fno.service.d/algo-cpus.conf: "[Service]\nCPUAffinity=1-3\n"
     absent: [algo-risk.service, algo-fno.service.d/algo-credentials.conf]
+
+- name: The install directory with its docs and an empty wheels/
+  algo_fleet_tree:
+    root: /opt/algo
+    dirs: [wheels]
+    files: {docs/ARCHITECTURE.md: "# Architecture\n"}
 
 - name: One fingerprint file per unit, the others removed
   algo_fleet_tree:
@@ -144,6 +155,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         mode, dir_mode = int(p["mode"], 8), int(p["dir_mode"], 8)
         files = {relative(root, rel): str(content).encode() for rel, content in p["files"].items()}
         absent = [relative(root, rel) for rel in p["absent"]]
+        wanted_dirs = [relative(root, rel) for rel in p["dirs"]]
     except ValueError as e:
         module.fail_json(msg=str(e))
     both = sorted(set(files) & set(absent))
@@ -153,9 +165,8 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         absent += [path for name in os.listdir(root) for path in [os.path.join(root, name)]
                    if path not in files and stat.S_ISREG(os.lstat(path).st_mode)]
 
-    dirs = {root} if files else set()
-    for path in files:
-        d = os.path.dirname(path)
+    dirs = {root} if files or wanted_dirs else set()
+    for d in [*(os.path.dirname(path) for path in files), *wanted_dirs]:
         while d != root:
             dirs.add(d)
             d = os.path.dirname(d)
@@ -194,6 +205,7 @@ def main() -> None:
         argument_spec={
             "root": {"type": "path", "required": True},
             "files": {"type": "dict", "default": {}},
+            "dirs": {"type": "list", "elements": "str", "default": []},
             "absent": {"type": "list", "elements": "str", "default": []},
             "prune": {"type": "bool", "default": False},
             "mode": {"type": "str", "default": "0644"},
