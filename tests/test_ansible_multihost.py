@@ -286,7 +286,7 @@ def run_role_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tasks: str, 
     probe = tmp_path / "probe"
     if not probe.exists():
         (probe / "tasks").mkdir(parents=True)
-        for part in ("defaults", "vars", "templates", "handlers"):
+        for part in ("defaults", "vars", "templates", "handlers", "library"):
             (probe / part).symlink_to(ROLE / part)
         for task_file in (ROLE / "tasks").iterdir():
             (probe / "tasks" / task_file.name).symlink_to(task_file)

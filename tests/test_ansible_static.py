@@ -230,9 +230,7 @@ UNITS_VENV = "/srv/algo-test/venv"
 RESTART_SCENARIOS: dict[str, dict[str, Any]] = {
     "one engine's config": {
         "_algo_fleet_running_before": ["algo-bus.service", "algo-equity.service", "algo-fno.service"],
-        "__algo_fleet_fingerprint_files": {"changed": True, "results": [
-            {"changed": True, "item": {"key": "algo-equity.service", "value": "x"}},
-            {"changed": False, "item": {"key": "algo-fno.service", "value": "y"}}]},
+        "__algo_fleet_fingerprint_files": {"changed": True, "written": ["algo-equity.service"], "removed": ["algo-old.service"]},
     },
     "new code": {
         "_algo_fleet_running_before": ["algo-bus.service", "algo-fno.service", "algo-strategy@ema-nifty.service"],
@@ -241,27 +239,27 @@ RESTART_SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "socket unit": {
         "_algo_fleet_running_before": ["algo-bus.service", "algo-fno.service"],
-        "__algo_fleet_unit_files": {"changed": True, "results": [
-            {"changed": True, "item": "/x/units/algo-bus.socket"},
-            {"changed": True, "item": "/x/units/algo.target"},
-            {"changed": True, "item": "/x/units/algo-premarket.service"}]},
+        "__algo_fleet_unit_files": {"changed": True, "written": ["algo-bus.socket", "algo-premarket.service", "algo.target"],
+                                    "removed": []},
     },
     "template unit": {
         "_algo_fleet_running_before": ["algo-strategy@a.service", "algo-risk.service"],
         "_algo_fleet_own_strategies": [{"name": "a", "engine": "fno"}],
-        "__algo_fleet_unit_files": {"changed": True, "results": [
-            {"changed": True, "item": "/x/units/algo-strategy@.service"}]},
+        "__algo_fleet_unit_files": {"changed": True, "written": ["algo-strategy@.service"], "removed": []},
     },
     "nothing running": {
         "_algo_fleet_running_before": [],
         "__algo_fleet_pip": {"changed": True},
-        "__algo_fleet_fingerprint_files": {"changed": True, "results": [
-            {"changed": True, "item": {"key": "algo-fno.service", "value": "x"}}]},
+        "__algo_fleet_fingerprint_files": {"changed": True, "written": ["algo-fno.service"], "removed": []},
     },
     "strategy back in its engine": {
         "_algo_fleet_running_before": ["algo-fno.service", "algo-strategy@old.service"],
-        "__algo_fleet_fingerprint_files": {"changed": True, "results": [
-            {"changed": True, "item": {"key": "algo-fno.service", "value": "x"}}]},
+        "__algo_fleet_fingerprint_files": {"changed": True, "written": ["algo-fno.service"], "removed": []},
+    },
+    "drop-ins": {
+        "_algo_fleet_running_before": ["algo-fno.service", "algo-risk.service", "algo-equity.service"],
+        "__algo_fleet_unit_files": {"changed": True, "written": ["algo-fno.service.d/algo-cpus.conf"],
+                                    "removed": ["algo-options.service", "algo-risk.service.d/algo-cpus.conf"]},
     },
     "kite credentials": {
         "_algo_fleet_running_before": ["algo-marketdata.service", "algo-fno.service", "algo-execution.service"],
@@ -291,6 +289,7 @@ RESTART_EXPECTED: dict[str, list[str]] = {
     "nothing running": [],
     "strategy back in its engine": ["algo-fno.service: its config in fleet.toml changed",
                                     'algo-strategy@old.service: stop: no longer configured with process = "own"'],
+    "drop-ins": ["algo-fno.service: drop-in algo-cpus.conf changed", "algo-risk.service: drop-in algo-cpus.conf changed"],
     "kite credentials": ["algo-marketdata.service: Kite credentials changed", "algo-execution.service: Kite credentials changed"],
     "a redis password": ["algo-execution.service: its Redis password changed"],
     "redis ca": ["algo-bridge.service: Redis's CA certificate changed"],
@@ -301,9 +300,8 @@ MARKET_CLOCK = {  # IST -> market open? (2026-11-23 is a Monday; 2026-12-25 is i
     "2026-11-23 15:45": False, "2026-11-22 10:00": False, "2026-12-25 10:00": False,
 }
 RESET: dict[str, Any] = {"_algo_fleet_running_before": [], "_algo_fleet_pending": [], "_algo_fleet_own_strategies": [],
-         "__algo_fleet_pip": {}, "__algo_fleet_unit_files": {}, "__algo_fleet_dropin_files": {},
-         "__algo_fleet_removed_dropins": {}, "_algo_fleet_kite_written": [], "__algo_fleet_fingerprint_files": {},
-         "__algo_fleet_instruments": {}, "_algo_fleet_redis_written": [],
+         "__algo_fleet_pip": {}, "__algo_fleet_unit_files": {}, "_algo_fleet_kite_written": [],
+         "__algo_fleet_fingerprint_files": {}, "__algo_fleet_instruments": {}, "_algo_fleet_redis_written": [],
          "__algo_fleet_redis_ca": {}, "algo_fleet_bridge": None}
 
 
