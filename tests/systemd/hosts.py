@@ -184,10 +184,16 @@ class Hosts:
         if self.ssh is not None and spec.bare:
             box.prepare()
             self.ssh.install(box, name, self.net.address(name))
-            self._stack.callback(box.stop)
-            box.start()
+        else:
+            self._configure(box, root, spec, paper)
+        self._stack.callback(box.stop)
+        box.start()
+        if spec.bare:
             box.systemctl("start", UNIT, check=True)
-            return Host(name, box)
+        return Host(name, box)
+
+    def _configure(self, box: Sandbox, root: Path, spec: HostSpec, paper: Path) -> None:
+        """A host with its fleet.toml, credentials and the drop-ins a multi-host deployment adds."""
         config = root / "fleet.toml"
         config.write_text(spec.config)
         box.prepare(config)
@@ -205,9 +211,6 @@ class Hosts:
         if spec.shares_paper_book:
             (box.state / "execution" / "paper").mkdir(parents=True, exist_ok=True)
             os.chown(paper, *box.user_ids())
-        self._stack.callback(box.stop)
-        box.start()
-        return Host(name, box)
 
     def cut(self, name: str) -> None:
         """A partition: the host's link down (its sends fail at once: "Network is unreachable")."""

@@ -20,12 +20,18 @@ import yaml
 from daemons.algoctl.sandbox import Sandbox
 from tests.conftest import REPO, require_systemd_sandbox
 from tests.helpers import wait_until
+from tests.installed import NOT_SOURCES
 from tests.test_units import directives
 
 pytestmark = pytest.mark.systemd
 
 PLAYBOOK = REPO / "ansible" / "deploy.yml"  # run from the checkout; the role builds from algo_fleet_source_dir
 SERVICES = sorted(p.name for p in (REPO / "units").glob("*.service") if "@" not in p.name)
+# Where the monitoring role writes on a sandbox (its defaults are Prometheus's and Grafana's own directories)
+MONITORING_DIRS = {"algo_monitoring_file_sd_dir": "/opt/algo/monitoring/file_sd",
+                   "algo_monitoring_rules_dir": "/opt/algo/monitoring/rules",
+                   "algo_monitoring_grafana_provisioning_dir": "/opt/algo/monitoring/grafana",
+                   "algo_monitoring_grafana_dashboards_dir": "/opt/algo/monitoring/dashboards"}
 HARDENING = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateUsers",
              "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "RestrictRealtime",
              "LockPersonality", "MemoryDenyWriteExecute", "RestrictSUIDSGID", "UMask", "User")
@@ -37,8 +43,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox
     root = tmp_path_factory.mktemp("ansible")
     # A snapshot of the checkout: edits to the working tree during the run must not look like a new build.
     source = root / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", ".ansible", "__pycache__",
-                                                                 ".pytest_cache", "*.egg-info"))
+    shutil.copytree(REPO, source, ignore=NOT_SOURCES)
     box = Sandbox(root / "sandbox", bare=True)
     box.prepare()
     box.start()
@@ -49,11 +54,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox
         "children": {g: {"hosts": {"sandbox": None}} for g in
                      ("algo_engines", "algo_execution", "algo_journal", "algo_monitoring")},
         "vars": {"algo_fleet_assume_systemd": True, "algo_fleet_force_restart": True,
-                 "algo_fleet_source_dir": str(source),
-                 "algo_monitoring_file_sd_dir": "/opt/algo/monitoring/file_sd",
-                 "algo_monitoring_rules_dir": "/opt/algo/monitoring/rules",
-                 "algo_monitoring_grafana_provisioning_dir": "/opt/algo/monitoring/grafana",
-                 "algo_monitoring_grafana_dashboards_dir": "/opt/algo/monitoring/dashboards"},
+                 "algo_fleet_source_dir": str(source), **MONITORING_DIRS},
     }}))
     try:
         yield box, inventory

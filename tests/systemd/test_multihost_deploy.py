@@ -27,9 +27,11 @@ import yaml
 
 from tests.conftest import REPO, require_systemd_sandbox
 from tests.helpers import unavailable, wait_until
+from tests.installed import NOT_SOURCES
 from tests.systemd import hosts as mh
 from tests.systemd import ssh
 from tests.systemd.fleet import today
+from tests.systemd.test_ansible_deploy import MONITORING_DIRS
 from tests.test_bridge import PASSWORD
 
 pytestmark = pytest.mark.systemd
@@ -91,8 +93,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         unavailable("deploying simulated hosts over SSH", reason)
     tmp = tmp_path_factory.mktemp("mhdeploy")
     source = tmp / "source"  # a snapshot of the checkout: edits during the run must not look like a new build
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", ".ansible", "__pycache__",
-                                                                ".pytest_cache", "*.egg-info"))
+    shutil.copytree(REPO, source, ignore=NOT_SOURCES)
     with mh.Hosts(tmp, {name: mh.HostSpec(bare=True) for name in ("mdx", "strat", "mon")}) as hosts:
         assert hosts.ssh is not None
         fleet_hosts: dict[str, Any] = {
@@ -111,11 +112,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                      # systemd-creds' "auto" refuses a host key on a tmpfs, the sandbox's /var/lib/systemd
                      # (docs/ARCHITECTURE.md, the sandbox's traps), as test_live's `algoctl login --key host`
                      "algo_fleet_credentials_key": "host",
-                     "algo_monitoring_source_dir": str(source),
-                     "algo_monitoring_file_sd_dir": "/opt/algo/monitoring/file_sd",
-                     "algo_monitoring_rules_dir": "/opt/algo/monitoring/rules",
-                     "algo_monitoring_grafana_provisioning_dir": "/opt/algo/monitoring/grafana",
-                     "algo_monitoring_grafana_dashboards_dir": "/opt/algo/monitoring/dashboards"},
+                     "algo_monitoring_source_dir": str(source), **MONITORING_DIRS},
         }}))
         yield Deployment(hosts, inventory)
 
@@ -151,15 +148,19 @@ def test_hosts_with_nothing_of_the_fleet_are_deployed_over_ssh_and_trade_across_
     # mon's Prometheus targets name the hosts' addresses
     for name in OWN:
         targets = yaml.safe_load((hosts["mon"].box.opt / "monitoring" / "file_sd" / f"algo-{name}.yml").read_text())
-        assert all(t.startswith(hosts.net.address(name) + ":") for entry in targets for t in entry["targets"]), targets
+        addresses = [t for entry in targets for t in entry["targets"]]
+        assert addresses and all(t.startswith(hosts.net.address(name) + ":") for t in addresses), targets
     assert (hosts["mon"].box.opt / "monitoring" / "rules" / "algo.rules.yml").exists()
 
 
+def main_pids(hosts: mh.Hosts) -> dict[str, str]:
+    """Every fleet host's daemons' MainPIDs: a restart changes one."""
+    return {f"{name}/{unit}": hosts[name].box.show(f"{unit}.service", "MainPID")["MainPID"]
+            for name, own in OWN.items() for unit in (*own, *EVERY_FLEET_HOST)}
+
+
 def test_a_second_run_changes_nothing_on_any_host(deployment: Deployment) -> None:
-    before = {name: deployment.hosts[name].box.show("algo-execution.service" if name == "mdx" else "algo-fno.service",
-                                                    "MainPID")["MainPID"] for name in OWN}
+    before = main_pids(deployment.hosts)
     out, recaps = deployment.play()
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in recaps.values()), (recaps, out[-4000:])
-    after = {name: deployment.hosts[name].box.show("algo-execution.service" if name == "mdx" else "algo-fno.service",
-                                                   "MainPID")["MainPID"] for name in OWN}
-    assert after == before
+    assert main_pids(deployment.hosts) == before
