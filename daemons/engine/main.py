@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from ..features.codec import snapshot_bars  # decodes with numpy, imported only when a snapshot comes
 from ..marketdata.session import IST
 from ..runtime import checkpoint
 from ..runtime.book import Book, Position
@@ -348,8 +349,6 @@ class EngineDaemon(Daemon):
     def _on_snapshot(self, event: Event) -> None:
         """A symbol's recent bars from the feature cache, asked for by ``_ask_for_history``: handed to the
         strategies that read its bars once it has a price (its first tick, if none came yet)."""
-        from ..features.codec import snapshot_bars  # numpy (~13 MB): only a process whose strategies read bars
-
         p = event.payload
         if p.get("to") != self.bus.events.source:
             return  # another process's history

@@ -54,11 +54,9 @@ from ..runtime.envelope import (
 )
 from ..runtime.heartbeat import this_host
 from ..runtime.metrics import DaemonMetrics
-from ..runtime.redis_login import UNREACHABLE, connect, password
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
 from .governor import Governor
-from .lease import Lease
 from .ledger import Ledger
 from .margin import PaperMargin, added, kite_refusal
 from .metrics import BudgetCollector
@@ -70,6 +68,7 @@ from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, Unk
 if TYPE_CHECKING:
     from .kite_broker import KiteBroker, OrderUpdate
     from .kite_postbacks import OrderUpdates
+    from .lease import Lease
 
 log = logging.getLogger("algo.execution")
 
@@ -148,8 +147,9 @@ class ExecutionDaemon(Daemon):
         if self.section.broker == "kite":
             await self._setup_kite()
         if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
-            secret = password(lease, "daemons.execution.lease.password_credential", "algo-execution.service")
-            self.lease = Lease(lease, this_host(self.config), connect(lease, secret), self.metrics.registry)
+            from .lease import Lease  # redis-py only where the account is shared across hosts
+
+            self.lease = Lease.open(lease, this_host(self.config), self.metrics.registry)
             return
         await self._open_day(datetime.now(IST).date())
         if self.postbacks is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
@@ -297,7 +297,7 @@ class ExecutionDaemon(Daemon):
                 if await self.lease.acquire():
                     return True
                 trouble = ""
-            except UNREACHABLE as exc:
+            except self.lease.unreachable as exc:
                 if not trouble:
                     log.warning("standby: redis unreachable (%s); trying again for the lease", exc)
                 trouble = str(exc)
@@ -337,7 +337,7 @@ class ExecutionDaemon(Daemon):
                 if trouble:
                     log.info("redis reachable again; execution lease extended")
                 trouble = ""
-            except UNREACHABLE as exc:
+            except lease.unreachable as exc:
                 if lease.left() <= lease.section.margin_sec:
                     return f"redis unreachable ({exc}) until the lease ran out"
                 if not trouble:
@@ -441,7 +441,7 @@ class ExecutionDaemon(Daemon):
                 log.warning("execution lease kept until it expires: %d sends still in flight", len(self.tasks))
             else:
                 await lease.release()
-        except UNREACHABLE as exc:
+        except lease.unreachable as exc:
             log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it expires", exc)
         await lease.redis.aclose()
 

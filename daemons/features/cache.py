@@ -6,43 +6,45 @@ Only for the symbols someone may ask for: a ring is ~13 KB (120 bars x 14 float6
 symbol of a 9,000-instrument universe would be ~120 MB while the strategies that read bars trade a few
 dozen (bench/features/README.md, "Memory"). ``symbols`` are those; a symbol first asked for later
 (``want``) is kept from then on.
+
+A ring is a flat ``array("d")``, not a numpy array: algo-marketdata, which writes the rings, then never
+imports numpy (~10 MB of RSS); the readers of a snapshot decode it with numpy (codec.py).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from array import array
 
 from .candles import NS, Bar
 from .indicators import FEATURES
 
 COLUMNS = ("start_sec", "open", "high", "low", "close", "volume", "oi", *FEATURES)
-
-Rows = npt.NDArray[np.float64]
+WIDTH = len(COLUMNS)
 
 
 class Ring:
-    """The last ``capacity`` rows of one symbol, oldest first when read."""
+    """The last ``capacity`` rows of one symbol, ``WIDTH`` float64 values each, oldest first when read."""
 
-    __slots__ = ("count", "rows", "symbol", "token")
+    __slots__ = ("capacity", "count", "rows", "symbol", "token")
 
     def __init__(self, token: int, symbol: str, capacity: int) -> None:
-        self.token, self.symbol = token, symbol
-        self.rows: Rows = np.empty((capacity, len(COLUMNS)), dtype=np.float64)
+        self.token, self.symbol, self.capacity = token, symbol, capacity
+        self.rows = array("d", bytes(8 * WIDTH * capacity))
         self.count = 0  # rows ever written
 
     def append(self, bar: Bar, features: tuple[float, ...]) -> None:
+        at = self.count % self.capacity * WIDTH
         # start in whole seconds: exact in a float64 (nanoseconds since 1970 are not)
-        self.rows[self.count % len(self.rows)] = (bar.start_ns // NS, bar.open, bar.high, bar.low, bar.close,
-                                                  bar.volume, bar.oi, *features)
+        self.rows[at:at + WIDTH] = array("d", (bar.start_ns // NS, bar.open, bar.high, bar.low, bar.close,
+                                               bar.volume, bar.oi, *features))
         self.count += 1
 
-    def history(self) -> Rows:
-        capacity = len(self.rows)
-        if self.count <= capacity:
-            return self.rows[:self.count]
-        at = self.count % capacity
-        return np.concatenate((self.rows[at:], self.rows[:at]))
+    def history(self) -> array[float]:
+        """The rows kept, oldest first, one after another (``WIDTH`` values a row)."""
+        if self.count <= self.capacity:
+            return self.rows[:self.count * WIDTH]
+        at = self.count % self.capacity * WIDTH
+        return self.rows[at:] + self.rows[:at]
 
 
 class FeatureCache:

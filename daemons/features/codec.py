@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from .cache import COLUMNS, Ring, Rows
+from .cache import COLUMNS, WIDTH, Ring
 from .candles import NS, Bar
 from .indicators import FEATURES
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Rows = npt.NDArray[np.float64]
 
 SCHEMA = 1  # bumped when FEATURES or COLUMNS change in a way that breaks readers
 
@@ -34,14 +39,17 @@ def bar_features(bar: Bar, interval_ns: int, features: tuple[float, ...]) -> dic
 
 def snapshot(ring: Ring, requester: str, bar_seconds: int) -> dict[str, Any]:
     """The ``features.snapshot`` payload for one symbol, addressed to ``requester``."""
-    rows = ring.history()
+    values = ring.history()
+    if sys.byteorder == "big":
+        values.byteswap()  # the wire's float64s are little-endian
     return {"schema": SCHEMA, "to": requester, "token": ring.token, "symbol": ring.symbol, "bar_seconds": bar_seconds,
-            "columns": list(COLUMNS), "rows": len(rows),
-            "data": base64.b64encode(rows.astype("<f8", copy=False).tobytes()).decode()}
+            "columns": list(COLUMNS), "rows": len(values) // WIDTH, "data": base64.b64encode(values.tobytes()).decode()}
 
 
 def snapshot_rows(payload: dict[str, Any]) -> Rows:
     """A ``features.snapshot`` payload's rows (oldest first), ``len(payload["columns"])`` wide."""
+    import numpy as np  # ~10 MB of RSS: only in a reader, never in algo-marketdata, which writes snapshots
+
     data = np.frombuffer(base64.b64decode(payload["data"], validate=True), dtype="<f8")
     return data.reshape(int(payload["rows"]), len(payload["columns"])).astype(np.float64)
 

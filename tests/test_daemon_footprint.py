@@ -1,0 +1,27 @@
+"""A paper fleet's daemons load none of the heavy libraries that only some configs use.
+
+The fleet's budget is 45 MB of RSS a daemon (bench/pipeline/README.md) and a bare daemon already takes ~40
+(the interpreter, asyncio, pydantic, prometheus_client). numpy (~10 MB), redis-py (~6 MB), kiteconnect with
+Twisted and SQLAlchemy are each imported by the code that needs them, when a config asks for it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("numpy", "redis", "kiteconnect", "twisted", "sqlalchemy", "alembic", "onnxruntime")
+FLEET = ("bus", "heartbeat", "marketdata", "engine", "risk", "execution", "journal")
+
+
+@pytest.mark.parametrize("daemon", FLEET)
+def test_a_paper_fleet_daemon_loads_no_heavy_library_it_does_not_use(daemon: str) -> None:
+    code = (f"import sys; import daemons.{daemon}.main; from daemons.runtime.config import load_config; "
+            f"load_config(sys.argv[1]); print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "configs" / "paper.toml")], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", f"algo-{daemon} imports {out.stdout.strip()}"
