@@ -27,12 +27,17 @@ need_debs() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# What the installed dependencies were made from: a venv or wheelhouse with another stamp is out of date.
+deps_stamp() {
+    cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16
+}
+
 # The venv uses Debian's python3 on purpose: the fleet's user must be able to execute the
 # interpreter, which a pyenv or home-directory Python usually does not allow.
 make_venv() {
     local extras=$1 stamp
     [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv "$VENV"
-    stamp=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)-$extras
+    stamp=$(deps_stamp)-$extras
     if [[ $(cat "$VENV/.algo-stamp" 2>/dev/null) != "$stamp" ]]; then
         "$VENV/bin/pip" install -q --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT[$extras]"
         echo "$stamp" > "$VENV/.algo-stamp"
@@ -48,7 +53,7 @@ make_venv() {
 # simulated hosts of tests/systemd/test_multihost_deploy.py do inside network namespaces with no route out.
 make_wheelhouse() {
     local dir=$VENV/wheelhouse stamp
-    stamp=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)
+    stamp=$(deps_stamp)
     [[ $(cat "$dir/.algo-stamp" 2>/dev/null) == "$stamp" ]] && return 0
     rm -rf "$dir"
     "$VENV/bin/pip" wheel -q --disable-pip-version-check -c "$ROOT/constraints.txt" -w "$dir" "$ROOT" setuptools wheel
