@@ -26,6 +26,7 @@ from daemons.runtime.config import FleetConfig, load_config
 from daemons.runtime.envelope import Event
 from tests.conftest import TEST_CONFIG
 from tests.helpers import unavailable, wait_until
+from tests.ports import free_port
 from tests.test_runtime import NotifySocket
 
 if TYPE_CHECKING:
@@ -133,13 +134,6 @@ def gateway_fleet(tmp: Path, *, seed: bool = True, **gateway_keys: object) -> It
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:

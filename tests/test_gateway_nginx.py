@@ -16,7 +16,8 @@ from websockets.sync.client import connect
 
 from daemons.gateway.nginx import Site, ensure_certificate, prepare_prefix, render
 from daemons.runtime.envelope import EXECUTION_FILL
-from tests.gateway_fleet import NGINX, FrontDoor, free_port, front_door, gateway_fleet, nginx_test
+from tests.gateway_fleet import NGINX, FrontDoor, front_door, gateway_fleet, nginx_test
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (scripts/test.sh installs it)")
 
