@@ -26,6 +26,7 @@ from daemons.runtime.config import FleetConfig, load_config
 from daemons.runtime.envelope import Event
 from tests.conftest import TEST_CONFIG
 from tests.helpers import unavailable, wait_until
+from tests.ports import free_port, free_ports
 from tests.test_runtime import NotifySocket
 
 if TYPE_CHECKING:
@@ -96,12 +97,16 @@ class GatewayFleet:
 
 @contextmanager
 def gateway_fleet(tmp: Path, *, seed: bool = True, **gateway_keys: object) -> Iterator[GatewayFleet]:
-    """``seed=False``: no control-plane database at all (the gateway must start and serve without it)."""
+    """``seed=False``: no control-plane database at all (the gateway must start and serve without it). The
+    broker's metrics port and the gateway's (nginx's loopback listener in a front door) are free ones."""
     tmp.mkdir(parents=True, exist_ok=True)
+    bus_port, metrics_port = free_ports(2)
+    gateway_keys = {"metrics_port": metrics_port, **gateway_keys}
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in gateway_keys.items())
     config_path = tmp / "fleet.toml"
     config_path.write_text(
-        TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp}/bus.sock"').replace("9470", "19470")
+        TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp}/bus.sock"')
+        .replace("metrics_port = 9470", f"metrics_port = {bus_port}")
         .replace('directory = "/var/lib/algo/journal"', f'directory = "{tmp}/journal"')
         .replace("sqlite:////var/lib/algo/control/control.db", f"sqlite:///{tmp}/control/control.db")
         + f'\n[gateway]\nsocket = "{tmp}/api.sock"\ntokens = "{tmp}/state/tokens.json"\n{extra}')
@@ -133,13 +138,6 @@ def gateway_fleet(tmp: Path, *, seed: bool = True, **gateway_keys: object) -> It
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ import orjson
 from daemons.algoctl import control
 from daemons.marketdata.session import IST
 from daemons.runtime.config import FleetConfig, load_config
+from tests.ports import free_ports
 
 LEASE_PASSWORD = "lease-test-password"
 LEASE_CREDENTIAL = "algo_execution_redis_password"
@@ -47,16 +47,6 @@ def orders_by_tag(paper_dir: Path) -> dict[str, set[str]]:
             if record.get("kind") == "order":
                 found.setdefault(record["order"]["tag"], set()).add(record["order"]["order_id"])
     return found
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports: all bound at once, so the kernel cannot hand the same one out twice (two
-    calls of a bind-and-close helper can, and the config then refuses the clash)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 def wait(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:

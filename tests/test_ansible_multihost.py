@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from daemons.runtime.config import load_config
+from tests.ports import refused_port
 from tests.test_ansible_static import ANSIBLE, REPO, ROLE, load, preflight, recap, run, tool
 
 MULTIHOST = ANSIBLE / "inventory" / "multihost"
@@ -207,18 +208,14 @@ def test_a_missing_redis_password_fails_preflight_naming_it(tmp_path: Path) -> N
     assert "algo_fleet_redis_password: empty on strat" in result.stdout, result.stdout[-3000:]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_good_topology_passes_and_a_redis_that_does_not_answer_fails_naming_it(tmp_path: Path) -> None:
-    closed = f"redis://127.0.0.1:{free_port()}"
-    lease = {"lease": {**LEASE, "redis_url": closed}}
-    hosts = {"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": closed}, "algo_fleet_execution": lease},
-             "exec": {"algo_fleet_bridge": {**EXEC_BRIDGE, "redis_url": closed}, "algo_fleet_execution": lease}}
-    result = preflight(inventory(tmp_path, hosts, TWO_HOSTS), "-e", json.dumps({**PASSWORDS, "algo_fleet_redis_wait_sec": 1}))
+    with refused_port() as port:
+        closed = f"redis://127.0.0.1:{port}"
+        lease = {"lease": {**LEASE, "redis_url": closed}}
+        hosts = {"strat": {"algo_fleet_bridge": {**BRIDGE, "redis_url": closed}, "algo_fleet_execution": lease},
+                 "exec": {"algo_fleet_bridge": {**EXEC_BRIDGE, "redis_url": closed}, "algo_fleet_execution": lease}}
+        result = preflight(inventory(tmp_path, hosts, TWO_HOSTS), "-e",
+                           json.dumps({**PASSWORDS, "algo_fleet_redis_wait_sec": 1}))
     assert result.returncode != 0
     assert "topology problem(s)" not in result.stdout, result.stdout[-3000:]
     assert f"Redis at {closed} (algo_fleet_bridge.redis_url) did not answer" in result.stdout, result.stdout[-3000:]

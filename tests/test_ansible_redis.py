@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from daemons.runtime.config import load_config
 from daemons.runtime.redis_login import UNREACHABLE, connect
 from tests.helpers import unavailable
+from tests.ports import free_port
 from tests.test_ansible_static import ANSIBLE, load, run, tool
 
 redis = pytest.importorskip("redis")
@@ -176,12 +176,6 @@ def certificates(out: Path) -> Path:
     openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "redis.crt",
             "-days", "2", "-extfile", "san")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,9 @@ import pytest
 from daemons.bus.listen import bind_socket
 from daemons.runtime.config import ConfigError
 from tests.conftest import TEST_CONFIG
+from tests.ports import free_port
 
 ALGO_BUS = Path(sys.executable).with_name("algo-bus")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def fleet_toml(tmp_path: Path, bus_socket: Path, name: str = "fleet.toml") -> Path:

@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from daemons.gateway.nginx import Site, ensure_certificate, prepare_prefix, render
 from daemons.runtime.envelope import EXECUTION_FILL
-from tests.gateway_fleet import NGINX, FrontDoor, free_port, front_door, gateway_fleet, nginx_test
+from tests.gateway_fleet import NGINX, FrontDoor, front_door, gateway_fleet, nginx_test
 
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (scripts/test.sh installs it)")
 
@@ -38,7 +38,7 @@ class Grafana(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
     tmp = tmp_path_factory.mktemp("ngx")
-    with gateway_fleet(tmp / "fleet", metrics_port=free_port()) as fleet:
+    with gateway_fleet(tmp / "fleet") as fleet:
         console = tmp / "console"
         console.mkdir()
         (console / "index.html").write_text("<title>algo console</title>")

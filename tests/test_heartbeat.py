@@ -22,6 +22,7 @@ from daemons.runtime.config import ConfigError, fleet_ports, load_config
 from daemons.runtime.heartbeat import BadHeartbeat, Heartbeat, bus_source, expected_units, this_host
 from tests.conftest import REPO, TEST_CONFIG
 from tests.helpers import wait_until
+from tests.ports import free_ports
 
 HOST = socket.gethostname()
 
@@ -192,13 +193,15 @@ def labels(unit: str) -> str:
 
 
 @pytest.fixture
-def small_fleet(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
-    """A private bus, algo-heartbeat and algo-journal as processes on ports of their own."""
+def small_fleet(tmp_path: Path) -> Iterator[tuple[list[subprocess.Popen[str]], int]]:
+    """A private bus, algo-heartbeat and algo-journal as processes on free ports of their own; and
+    algo-heartbeat's metrics port."""
     config = tmp_path / "fleet.toml"
     text = TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp_path}/bus.sock"').replace(
         "silent_after_sec = 5.0", "silent_after_sec = 0.6")
-    for port in ("9470", "9471", "9478"):
-        text = text.replace(f"metrics_port = {port}", f"metrics_port = 2{port}")
+    ports = dict(zip(("9470", "9471", "9478"), free_ports(3), strict=True))  # bus, heartbeat, journal
+    for default, port in ports.items():
+        text = text.replace(f"metrics_port = {default}", f"metrics_port = {port}")
     config.write_text(text)
     env = {**os.environ, "ALGO_CONFIG": str(config), "STATE_DIRECTORY": str(tmp_path / "state"),
            "ALGO_DAEMONS__JOURNAL__DIRECTORY": str(tmp_path / "journal")}
@@ -206,7 +209,7 @@ def small_fleet(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
     procs = [subprocess.Popen([sys.executable, "-m", f"daemons.{name}"], env=env, stderr=subprocess.PIPE, text=True)
              for name in ("bus", "heartbeat", "journal")]
     try:
-        yield procs
+        yield procs, ports["9471"]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGCONT)
@@ -219,27 +222,28 @@ def small_fleet(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
                 proc.wait()
 
 
-def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(small_fleet: list[subprocess.Popen[str]]) -> None:
-    _, heartbeat, journal = small_fleet
+def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(
+        small_fleet: tuple[list[subprocess.Popen[str]], int]) -> None:
+    (_, heartbeat, journal), port = small_fleet
     wait_until(lambda: {("algo_heartbeat_last_seen_timestamp_seconds", labels(unit))
-                        for unit in ("algo-heartbeat", "algo-journal")} <= scrape(29471).keys(), 15,
+                        for unit in ("algo-heartbeat", "algo-journal")} <= scrape(port).keys(), 15,
                "heartbeats from algo-heartbeat and algo-journal")
-    seen = scrape(29471)
+    seen = scrape(port)
     for unit in ("algo-heartbeat", "algo-journal"):
         assert seen[("algo_heartbeat_daemon_healthy", labels(unit))] == 1.0, unit
         assert ("algo_heartbeat_last_seen_timestamp_seconds", labels(unit)) in seen, unit
         assert 0 <= seen[("algo_heartbeat_loop_lag_seconds", labels(unit))] < 1, unit
     # expected by the config but never started: flagged once the limit has passed
-    wait_until(lambda: scrape(29471).get(("algo_heartbeat_silent", labels("algo-risk"))) == 1.0, 5, "risk silent")
-    assert ("algo_heartbeat_last_seen_timestamp_seconds", labels("algo-risk")) not in scrape(29471)
+    wait_until(lambda: scrape(port).get(("algo_heartbeat_silent", labels("algo-risk"))) == 1.0, 5, "risk silent")
+    assert ("algo_heartbeat_last_seen_timestamp_seconds", labels("algo-risk")) not in scrape(port)
 
     journal.send_signal(signal.SIGSTOP)
-    wait_until(lambda: scrape(29471).get(("algo_heartbeat_silent", labels("algo-journal"))) == 1.0, 5,
+    wait_until(lambda: scrape(port).get(("algo_heartbeat_silent", labels("algo-journal"))) == 1.0, 5,
                "algo-journal flagged silent")
     journal.send_signal(signal.SIGCONT)
-    wait_until(lambda: scrape(29471).get(("algo_heartbeat_silent", labels("algo-journal"))) == 0.0, 5,
+    wait_until(lambda: scrape(port).get(("algo_heartbeat_silent", labels("algo-journal"))) == 0.0, 5,
                "algo-journal heartbeating again")
-    assert scrape(29471)[("algo_heartbeat_silent", labels("algo-heartbeat"))] == 0.0
+    assert scrape(port)[("algo_heartbeat_silent", labels("algo-heartbeat"))] == 0.0
 
     heartbeat.terminate()
     assert heartbeat.wait(10) == 0

@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from kiteconnect import KiteConnect
 
 from daemons.algoctl.login import CREDENTIAL, LoginError, install_token, login, read_credential
 from daemons.kite_emulator import Emulator
+from tests.ports import refused_port
 
 API_SECRET = "apisecret-" + secrets.token_hex(8)
 
@@ -66,9 +66,8 @@ def test_login_failures_say_why_without_the_secrets(emulator: Emulator) -> None:
     wrong = "wrongsecret-" + secrets.token_hex(8)
     with pytest.raises(LoginError, match="Invalid `checksum`") as bad_secret:
         login(emulator.api_key, wrong, reused, emulator.root)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: connection refused
+    with refused_port() as port:
+        closed = f"http://127.0.0.1:{port}"
         with pytest.raises(LoginError, match=r"cannot reach Kite .*ConnectionError") as unreachable:
             login(emulator.api_key, API_SECRET, reused, closed, timeout=2)
     for err in (used_twice, bad_secret, unreachable):

@@ -13,7 +13,6 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import SecretStr
 from daemons.algoctl.units import render_units, source_dir
 from daemons.premarket import checks
 from daemons.runtime.config import FleetConfig, KiteSection, PremarketSection
+from tests.ports import free_ports, refused_port
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -76,12 +76,10 @@ def as_nobody(check: Callable[[], str | None]) -> str | None:
 
 
 def private_ports() -> dict[str, Any]:
-    """Config sections giving every port of the fleet one chosen free (all held open while choosing, so
-    none twice): the defaults (9470-9481) are taken by any sandbox running on this machine, which the port
-    check would rightly name."""
+    """Config sections giving every port of the fleet a distinct free one: the defaults (9470-9481) are taken
+    by any sandbox running on this machine, which the port check would rightly name."""
     names = [name for name, _ in FleetConfig().daemons.items()]
-    with ExitStack() as stack:
-        ports = [stack.enter_context(socket.create_server(("127.0.0.1", 0))).getsockname()[1] for _ in range(len(names) + 2)]
+    ports = free_ports(len(names) + 2)
     return {"daemons": {name: {"metrics_port": port} for name, port in zip(names, ports, strict=False)},
             "commander": {"metrics_port": ports[-2]}, "gateway": {"metrics_port": ports[-1]}}
 
@@ -357,10 +355,9 @@ def test_broker_other_errors_name_their_type_without_secrets(kite: KiteStub) -> 
 
 def test_broker_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        root = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends: connection refused
-    reason = checks.check_broker_token(live_kite(root))
+    with refused_port() as port:
+        root = f"http://127.0.0.1:{port}"
+        reason = checks.check_broker_token(live_kite(root))
     assert reason == f"cannot reach Kite at {root}: ConnectionError"
 
 

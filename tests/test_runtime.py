@@ -15,6 +15,7 @@ import pytest
 
 from daemons.runtime.notify import Notifier
 from tests.conftest import TEST_CONFIG
+from tests.ports import free_ports
 
 
 class NotifySocket:
@@ -36,8 +37,10 @@ class NotifySocket:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     config = tmp_path / "fleet.toml"
+    bus_port, heartbeat_port = free_ports(2)
     config.write_text(TEST_CONFIG.replace('"/run/algo/bus.sock"', f'"{tmp_path}/bus.sock"')
-                      .replace("9470", "19470").replace("9471", "19471"))
+                      .replace("metrics_port = 9470", f"metrics_port = {bus_port}")
+                      .replace("metrics_port = 9471", f"metrics_port = {heartbeat_port}"))
     env = {**os.environ, "ALGO_CONFIG": str(config)}
     env.pop("NOTIFY_SOCKET", None)
     bus = subprocess.Popen([sys.executable, "-m", "daemons.bus"], env=env, stderr=subprocess.DEVNULL)

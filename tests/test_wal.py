@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from daemons.execution.wal import OrderLog
 from daemons.marketdata.session import IST
 from daemons.runtime.integrity import DamagedFile
+from tests.ports import free_port
 
 SEED = 20261204
 ROUNDS = 1500
@@ -204,13 +204,6 @@ print(failed)
 
 
 # -- the daemon ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_execution(tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ cleanly. Redis runs on the host (the sandbox shares its network), with the bridg
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -19,6 +18,7 @@ import redis
 from daemons.algoctl.sandbox import Sandbox
 from tests.conftest import TEST_CONFIG, require_systemd_sandbox
 from tests.helpers import wait_until
+from tests.ports import free_port
 
 pytestmark = pytest.mark.systemd
 
@@ -37,13 +37,6 @@ asyncio.run(main())
 """
 ENTRY = {"t": "risk.approved", "k": "", "h": "hostB",
          "b": b'{"id":"risk-b-1","ts":1,"type":"risk.approved","source":"risk","seq":1,"trace":"t","payload":{}}'}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ import pytest
 from daemons.algoctl.sandbox import Sandbox
 from daemons.runtime.config import load_config
 from tests.conftest import require_systemd_sandbox
-from tests.gateway_fleet import CHROMIUM, NGINX, FrontDoor, GatewayFleet, console_page, free_port, front_door
+from tests.gateway_fleet import CHROMIUM, NGINX, FrontDoor, GatewayFleet, console_page, front_door
 from tests.helpers import unavailable, wait_until
+from tests.ports import free_port
 from tests.systemd.busclient import Listener
 from tests.systemd.test_commands import CONFIG, MODEL, command_fleet, entries, executed_lines, rsi_entry_ticks
 from tests.systemd.test_risk import tick
