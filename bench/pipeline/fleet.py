@@ -33,7 +33,9 @@ SUBSCRIPTIONS = {
     "journal": ("*",),
 }
 INDEX_UNDERLYINGS = (("NIFTY 50", 75, 50.0), ("NIFTY BANK", 35, 100.0))
-RISK_ORDERS_PER_SECOND = 6.0  # x 60 s stays under execution's 400 orders/minute: the governor never holds an order
+# Risk's token bucket passes up to this many at once and as many more within the second: at most 8 in any
+# second and 244 in a minute, under execution's governor (10 and 400): the governor never holds an order.
+RISK_ORDERS_PER_SECOND = 4.0
 
 
 def derivative_strikes(universe: int) -> int:
