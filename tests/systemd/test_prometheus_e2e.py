@@ -20,7 +20,7 @@ from daemons.algoctl.sandbox import Sandbox
 from grafana import promql
 from tests.conftest import REPO
 from tests.helpers import wait_until
-from tests.test_alerts import alerting_rules, installed_layout, need
+from tests.test_alerts import FILE_SD_EXAMPLE, alerting_rules, installed_layout, need
 from tests.test_dashboards import dashboards, queries
 
 pytestmark = pytest.mark.systemd
@@ -84,8 +84,11 @@ def test_a_real_prometheus_scrapes_the_fleet_and_pages_for_a_stopped_engine(sand
     sandbox.systemctl("start", "algo.target", check=True)
     prom = Prometheus(tmp_path)
     try:
-        wait_until(lambda: len([r for r in prom.api("query", query='up{job="algo"} == 1')["result"]]) == 9, 30,
-                   "all nine daemons scraped and up")
+        # Every target of the shipped example (the fleet's nine daemons and algo-commander), each up: not a
+        # count, which a scrape taken before the slowest daemon started could match with one missing.
+        targets = {entry["labels"]["__algo_unit"].removeprefix("algo-") for entry in yaml.safe_load(FILE_SD_EXAMPLE.read_text())}
+        wait_until(lambda: {r["metric"]["daemon"] for r in prom.api("query", query='up{job="algo"} == 1')["result"]} == targets,
+                   30, f"every target scraped and up: {sorted(targets)}")
         wanted: dict[str, set[str]] = {}
         for rule in alerting_rules():
             for name in promql.metric_names(rule["expr"]):
