@@ -109,7 +109,8 @@ def test_a_torn_wal_record_is_dropped_and_the_file_stays_appendable(tmp_path: Pa
 def approval(n: int, **over: Any) -> dict[str, Any]:
     return {"engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": "BUY", "quantity": 10,
             "order_type": "MARKET", "limit_price": None, "signal_id": f"rsi-infy:2026-11-20:{n}",
-            "tick_ts": time.time_ns(), **over}
+            "tick_ts": time.time_ns(), "instrument_type": "EQ", "exchange": "NSE", "lot_size": 1, "tick_size": 0.05,
+            "strike": 0.0, **over}
 
 
 @pytest.mark.parametrize("bad, why", [

@@ -98,7 +98,7 @@ def test_orders_fill_partially_get_rejected_and_positions_match_kite(
         d._on_approved(stamp("risk.approved", approval(1))[0])
         d._on_approved(stamp("risk.approved", approval(2, "SELL", 3))[0])
         d._on_approved(stamp("risk.approved", approval(3))[0])
-        d._on_approved(stamp("risk.approved", approval(4, symbol="NOSUCH"))[0])  # never ticked: exchange unknown
+        d._on_approved(stamp("risk.approved", approval(4, symbol="NOSUCH"))[0])  # no facts, never ticked: it waits
         await eventually(lambda: d.orders[tag(1)].filled == 4 and d.orders[tag(3)].status == "REJECTED",
                          "the partial fill and the RMS rejection")
         emulator.set_price("NSE:INFY", 1502.0)  # the rest of order 1 trades
@@ -107,14 +107,14 @@ def test_orders_fill_partially_get_rejected_and_positions_match_kite(
     d = asyncio.run(running(live_config(emulator), session))
     assert kite_orders(emulator) == {tag(1): 1, tag(2): 1, tag(3): 1}
     assert {t: (o.status, o.filled) for t, o in d.orders.items()} == {
-        tag(1): ("COMPLETE", 10), tag(2): ("COMPLETE", 3), tag(3): ("REJECTED", 0)}
+        tag(1): ("COMPLETE", 10), tag(2): ("COMPLETE", 3), tag(3): ("REJECTED", 0), tag(4): ("NEW", 0)}
+    assert d.instruments.waiting == 1 and "1 waiting for a first tick" in d.status()  # not sent with a guessed exchange
     assert d.orders[tag(3)].reason.startswith("RMS:Margin Exceeds")
     fills = published(d, "execution.fill")
     assert sorted(f["quantity"] for f in fills if f["client_id"] == tag(1)) == [4, 6]
     assert len({f["fill_id"] for f in fills}) == len(fills) == 3, "each fill published once"
     rejects = published(d, "execution.reject")
-    assert {r["client_id"] for r in rejects} == {tag(3), tag(4)}
-    assert any("exchange is unknown" in r["reason"] for r in rejects)
+    assert {r["client_id"] for r in rejects} == {tag(3)}
     net: Counter[str] = Counter()
     for f in fills:
         net[f"NSE:{f['symbol']}"] += f["quantity"] if f["side"] == "BUY" else -f["quantity"]
@@ -126,6 +126,7 @@ def test_orders_fill_partially_get_rejected_and_positions_match_kite(
     assert kite_orders(emulator) == {tag(1): 1, tag(2): 1, tag(3): 1}
     assert {t: (o.status, o.filled) for t, o in again.orders.items()} == {
         t: (o.status, o.filled) for t, o in d.orders.items()}
+    assert again.instruments.waiting == 1, "logged, never sent: at the restart it waits again for a tick of NOSUCH"
 
 
 def test_a_lost_reply_is_adopted_live_and_at_a_restart_never_placed_twice(
@@ -231,7 +232,8 @@ def test_with_kite_execution_needs_only_the_newest_tick_per_instrument_the_paper
 
     d = asyncio.run(go())
     assert d.bus.conflated == (99 if broker == "kite" else 0)
-    assert d.instruments["INFY"] == ("EQ", "NSE")
+    facts = d.instruments.get("INFY")
+    assert facts is not None and (facts.type, facts.exchange) == ("EQ", "NSE")
 
 
 def test_an_order_needing_more_margin_than_kite_has_is_refused_before_it_is_sent(

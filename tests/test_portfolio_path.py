@@ -22,6 +22,7 @@ from daemons.risk.main import RiskDaemon
 from daemons.runtime.config import ConfigError, FleetConfig, load_config
 from daemons.runtime.daemon import Daemon
 from daemons.runtime.envelope import RISK_APPROVED, RISK_BLOCKED, Event, EventFactory
+from daemons.runtime.instrument import InstrumentFacts
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.transport import UnixTransport
 from tests.conftest import REPO
@@ -270,6 +271,8 @@ def test_a_kill_switch_flattens_the_portfolios_with_an_order_of_their_own(tmp_pa
     fleet.risk._on_kill_switch(fleet.stamp("control.kill_switch", {"engage": True, "reason": "test"})[0])
     flatten = fleet.decisions()
     assert sorted((d.payload["quantity"], "allocation_key" in d.payload) for d in flatten) == [(10, False), (350 * LOT, True)]
+    facts = {InstrumentFacts.of_order(d.payload) for d in flatten}  # as a signal's: execution sends them at once
+    assert facts == {InstrumentFacts.of_tick(tick(1000.0))}
     for _ in range(10):
         fleet.market(990.0)
     assert fleet.risk.rules.book.quantity("INFY") == 0

@@ -48,6 +48,7 @@ from ..runtime.envelope import (
     STRATEGY_SIGNAL,
     Event,
 )
+from ..runtime.instrument import InstrumentFacts
 from ..runtime.metrics import DaemonMetrics
 from .commands import REBUILDS, BadCommand, Command, CommandFailed, Executed, HostedState, Outcome, hosted_transition
 from .guard import Cause, StrategyGuard
@@ -78,6 +79,9 @@ class EngineDaemon(Daemon):
         self.cpu_ns: dict[str, int] = {}  # CPU time each strategy spent in on_tick (this process)
         self.book = Book()  # per (strategy, symbol), for status and the P&L an operator sees
         self.traded: set[str] = set()
+        # What a signal of a symbol tells execution of its instrument (daemons/runtime/instrument.py), from the
+        # first tick of each symbol a strategy here reads
+        self.instruments: dict[str, InstrumentFacts] = {}
         self.last_tick = 0.0
         self.state_file = self.state_path("checkpoint.json")
         self.signals = Counter("algo_engine_signals", "Signals published", ["strategy"], registry=metrics.registry)
@@ -324,6 +328,8 @@ class EngineDaemon(Daemon):
         watchers = self._watchers(p["symbol"], p.get("underlying") or "")
         if not watchers:
             return  # no strategy here reads it
+        if p["symbol"] not in self.instruments:
+            self.instruments[p["symbol"]] = InstrumentFacts.of_tick(p)
         tick = Tick.from_payload(p)
         for name, strategy in watchers:
             try:
@@ -412,9 +418,10 @@ class EngineDaemon(Daemon):
             if blocked and signal.entry:
                 continue  # paused or disabled after errors: no new exposure; exits still go out
             self.counts[name] += 1
+            facts = self.instruments.get(signal.symbol)
             out.append({"engine": self.engine, **signal._asdict(), "tick_price": price,
                         "tick_exchange_ts": exchange_ts, "tick_ts": event.ts,
-                        "signal_id": f"{name}:{day}:{self.counts[name]}"})
+                        "signal_id": f"{name}:{day}:{self.counts[name]}", **(facts.order_fields() if facts else {})})
         return out
 
     def _publish(self, payload: dict[str, Any], trace: str) -> None:

@@ -53,10 +53,13 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.heartbeat import this_host
+from ..runtime.instrument import InstrumentFacts
 from ..runtime.metrics import DaemonMetrics
+from ..runtime.tick_watch import TickWatch
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
 from .governor import Governor
+from .instruments import Instruments
 from .ledger import Ledger
 from .margin import PaperMargin, added, kite_refusal
 from .metrics import BudgetCollector
@@ -73,6 +76,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("algo.execution")
 
 DISK_FULL_REFUSAL = "state disk full: the write-ahead log cannot be written ({}); not sent"
+PARKED_STALE = ("stale: no tick of {{symbol}} came within max_order_age_sec ({:g}s), and the approval did not say its "
+                "exchange and lot size; not sent late")
 TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoctl login` installs today's"
 
 
@@ -113,7 +118,7 @@ class ExecutionDaemon(Daemon):
         self.queue = OrderQueue(self.governor, self._send)
         reg.register(BudgetCollector(self.governor))
         self.ledger: Ledger | None = None
-        self.instruments: dict[str, tuple[str, str]] = {}  # symbol -> (EQ/FUT/CE/PE, exchange), from ticks
+        self.instruments = Instruments()  # from approvals and the ticks of what this execution trades
         self.day: date | None = None
         self.paper: PaperBroker | None = None
         self.kite: KiteBroker | None = None
@@ -133,9 +138,12 @@ class ExecutionDaemon(Daemon):
         self.overdue.set_function(lambda: sum(1 for tag in self.unclaimed if self._overdue(tag)))
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
-        # With Kite, ticks only tell an instrument's type and exchange: the newest per instrument is enough.
-        # The paper broker fills on them, so it must see every one (a skipped tick could have crossed a limit).
+        # Only the ticks of the symbols of the day's orders (TickWatch): an approval brings its instrument's facts
+        # and price, so the universe's ticks are neither read nor decoded here. With Kite, ticks only tell an
+        # instrument's facts: the newest is enough. The paper broker fills on them, so it must see every one of
+        # what it trades (a skipped tick could have crossed a limit).
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=self.section.broker == "kite")
+        self.watch = TickWatch(self.bus)
         self.bus.subscribe(RISK_APPROVED, self._on_approved)
         self.bus.subscribe(CONTROL_SYNC, self._on_sync)
 
@@ -193,7 +201,9 @@ class ExecutionDaemon(Daemon):
             self.paper = PaperBroker(books / "broker.jsonl", self.section, day)
         self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
                              floor=self.section.refuse_free_mb << 20)
-        plan = reconcile(self.orders, await self._book(), time.time_ns(), self.section.max_order_age_sec)
+        book = await self._book()
+        self.watch.add(*(o.symbol for o in self.orders.values()), *(o.symbol for o in book.by_tag.values()))
+        plan = reconcile(self.orders, book, time.time_ns(), self.section.max_order_age_sec)
         for action in plan:
             self._carry_out(action, restart=True)
         done = +outcome(plan)
@@ -219,7 +229,7 @@ class ExecutionDaemon(Daemon):
             case Send():
                 log.warning("order %s was logged but never sent; sending it now", order.client_id,
                             extra=self._fields(order))
-                self._submit(order)
+                self._submit_when_known(order)
             case RefuseStale(age=age):
                 log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not sent late",
                             order.client_id, age, extra=self._fields(order))
@@ -359,6 +369,7 @@ class ExecutionDaemon(Daemon):
                 if self.paper is not None:
                     self.paper.flush()
                 self._report_unclaimed()
+                self._expire_parked(time.monotonic())
                 today = datetime.now(IST).date()
                 if today != self.day:
                     await self._roll(today)
@@ -411,6 +422,7 @@ class ExecutionDaemon(Daemon):
 
     async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files."""
+        self._refuse_parked(self.instruments.take_parked(), "end of day: no tick of {symbol} came, so it was not sent")
         for order in self.orders.values():
             if order.status == OPEN:
                 if self.paper is not None:  # Kite ends its DAY orders by itself
@@ -453,7 +465,8 @@ class ExecutionDaemon(Daemon):
 
     def _on_tick(self, event: Event) -> None:
         p = event.payload
-        self.instruments[p["symbol"]] = (p.get("type", ""), p.get("exchange", ""))
+        if p["symbol"] not in self.instruments:
+            self._learn(p["symbol"], InstrumentFacts.of_tick(p))
         if self.paper is None or (self.lease is not None and self.lease.left() <= 0):
             return  # no paper broker, or its book may be another execution's now (a lapsed lease)
         self.margin_model.mark(p)
@@ -485,12 +498,20 @@ class ExecutionDaemon(Daemon):
         if cid in self.orders:  # the same approval delivered twice (a replayed or re-sent event)
             log.info("order %s already known; not sent again", cid, extra={"ORDER_ID": cid, "TRACE_ID": event.trace})
             return
-        kind, exchange = self.instruments.get(str(p.get("symbol")), ("", ""))
         try:
-            order = Order.from_approved(cid, p, kind, exchange, event.trace)
+            facts = InstrumentFacts.of_order(p) or self.instruments.get(str(p.get("symbol")))
+            order = Order.from_approved(cid, p, facts.type if facts else "", facts.exchange if facts else "",
+                                        event.trace)
         except BadOrder as exc:
             self._refuse(event, str(exc))
             return
+        except ValueError as exc:
+            self._refuse(event, f"malformed approved order: {exc}")
+            return
+        self.watch.add(order.symbol)  # its fills (paper) and margin marks from now on
+        if facts is not None:
+            self._learn(order.symbol, facts)
+            self.margin_model.first_mark(order.symbol, p.get("tick_price"), facts.strike)
         found = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
         self.unclaimed_since.pop(cid, None)
         if found is None and (why := self._unsendable(order)):
@@ -504,14 +525,44 @@ class ExecutionDaemon(Daemon):
         if found is not None:
             self._adopt(order, *found)
         else:
+            self._submit_when_known(order)
+
+    def _submit_when_known(self, order: Order) -> None:
+        """Sent (or queued for the rate budget) if what the broker needs of its instrument is known: Kite its
+        exchange, the paper broker its lot and tick size; else it waits for the symbol's first tick."""
+        known = order.symbol in self.instruments or (
+            bool(order.exchange) if self.paper is None else order.symbol in self.paper.instruments)
+        if known:
             self._submit(order)
+            return
+        self.instruments.park(order, time.monotonic())
+        log.info("order %s waits for the first tick of %s: the approval did not say its exchange and lot size",
+                 order.client_id, order.symbol, extra=self._fields(order))
+
+    def _learn(self, symbol: str, facts: InstrumentFacts) -> None:
+        """An instrument's facts, first seen: the paper broker's book keeps them; orders that waited go."""
+        if self.paper is not None:
+            self.paper.know(symbol, facts.lot_size, facts.tick_size)
+        for order in self.instruments.learn(symbol, facts):
+            if order.status == NEW:
+                self._submit(order)
+
+    def _expire_parked(self, now: float) -> None:
+        """Orders that waited for a first tick longer than max_order_age_sec: refused, never sent late."""
+        self._refuse_parked(self.instruments.expired(now, self.section.max_order_age_sec),
+                            PARKED_STALE.format(self.section.max_order_age_sec))
+
+    def _refuse_parked(self, orders: Sequence[Order], why: str) -> None:
+        for order in orders:
+            if order.status == NEW:
+                self._not_sent(order, why.format(symbol=order.symbol))
 
     def _unsendable(self, order: Order) -> str:
         """Why a new order may not go to the broker ('' if it may)."""
         if self.halted:
             return TOKEN_HALT
-        if self.kite is not None and not order.exchange:
-            return f"no tick of {order.symbol} seen yet, so its exchange is unknown"
+        if self.kite is not None and not order.exchange and order.symbol in self.instruments:
+            return f"the exchange of {order.symbol} is unknown (neither the approval nor its ticks say it)"
         age = self._age(order)
         if age > self.section.max_order_age_sec:
             return f"stale: its tick is {age:.1f}s old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late"
@@ -697,6 +748,8 @@ class ExecutionDaemon(Daemon):
         by_status = Tally(o.status for o in self.orders.values())
         fills = sum(len(o.fills) for o in self.orders.values())
         waiting = f", {len(self.queue)} waiting for the rate budget" if self.queue else ""
+        if parked := self.instruments.waiting:
+            waiting += f", {parked} waiting for a first tick of their symbol"
         halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.halted else ""
         broker = "kite" if self.kite is not None else "paper broker"
         disk = ""

@@ -21,10 +21,10 @@ Paper model (``[daemons.execution.margin]``), SPAN-like percentages of notional:
     CE/PE sold    option_short_pct of strike x units (the strike stands for the underlying's price)
     other         price x units (all of it: an unknown instrument is not leveraged)
 
-``price`` is the order's limit price, else the symbol's last tick; available is ``funds`` less what
-today's exposure needs by the same rule at the last prices. A market order of a symbol with no tick
-since execution started (one sent again by reconciliation, before the feed's first tick) cannot be
-judged and goes: the paper broker fills it only on a tick anyway.
+``price`` is the order's limit price, else the symbol's last tick (before its first, the approval's
+tick price); available is ``funds`` less what today's exposure needs by the same rule at the last
+prices. A market order of a symbol with no price at all (one sent again by reconciliation, before the
+feed's first tick) cannot be judged and goes: the paper broker fills it only on a tick anyway.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class PaperMargin:
 
     def mark(self, tick: dict[str, Any]) -> None:
         self.marks[tick["symbol"]] = (tick.get("last_price") or 0.0, tick.get("strike") or 0.0)
+
+    def first_mark(self, symbol: str, price: object, strike: float) -> None:
+        """An approval's tick price, until the symbol's own ticks come (execution reads only what it trades)."""
+        if symbol not in self.marks and isinstance(price, (int, float)) and not isinstance(price, bool) and price > 0:
+            self.marks[symbol] = (float(price), strike)
 
     def needs(self, kind: str, units: int, price: float, strike: float) -> float:
         """Margin of ``units`` (signed: < 0 short) of an instrument of type ``kind`` at ``price``."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.config import ExecutionSection
+from ..runtime.instrument import InstrumentFacts
 from .backlog import BackloggedLog
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
 from .wal import OrderLog
@@ -91,12 +92,18 @@ class PaperBroker:
         order.status, order.reason = CANCELLED, reason
         self._save(order)
 
+    def know(self, symbol: str, lot_size: int, tick_size: float) -> None:
+        """An instrument's lot and tick size (from its first tick, or an approval that brings them), kept in the book."""
+        if symbol not in self.instruments:
+            self.instruments[symbol] = (lot_size, tick_size)
+            self.log.append({"kind": "instrument", "symbol": symbol, "lot_size": lot_size, "tick_size": tick_size})
+
     def on_tick(self, tick: dict[str, Any], now_ns: int) -> list[tuple[BrokerOrder, Trade]]:
         """Remember the tick and trade the symbol's open orders that may trade on it."""
         symbol = tick["symbol"]
         if symbol not in self.instruments:
-            self.instruments[symbol] = lot_tick = (tick.get("lot_size") or 1, tick.get("tick_size") or 0.05)
-            self.log.append({"kind": "instrument", "symbol": symbol, "lot_size": lot_tick[0], "tick_size": lot_tick[1]})
+            facts = InstrumentFacts.of_tick(tick)
+            self.know(symbol, facts.lot_size, facts.tick_size)
         done = []
         for order in list(self.working.get(symbol, ())):
             if now_ns - order.placed_ns < self.config.latency_ms * 1e6:

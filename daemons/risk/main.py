@@ -48,7 +48,9 @@ from ..runtime.envelope import (
     STRATEGY_SIGNAL,
     Event,
 )
+from ..runtime.instrument import InstrumentFacts
 from ..runtime.metrics import DaemonMetrics
+from ..runtime.tick_watch import TickWatch
 from .rules import CODES, Decision, RiskRules
 
 if TYPE_CHECKING:  # numpy (~12 MB) is loaded only by a risk that has portfolios
@@ -85,9 +87,14 @@ class RiskDaemon(Daemon):
         self.desk: Desk | None = None  # with [[portfolios]]: built in setup (its log is state)
         metrics.registry.register(RiskCollector(self))
         self.lots: dict[str, int] = {}  # symbol -> lot size, from ticks (portfolios size in lots)
+        # Instruments' facts from ticks and signals: risk's own flatten orders carry them as a signal does, so
+        # execution (which reads only the ticks of what it trades) can send them at once
+        self.instruments: dict[str, InstrumentFacts] = {}
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=True)  # marks: the newest price is the mark
-        self.watched: set[str] = set()  # the symbols whose ticks risk asks for (see _watch)
-        self.bus.filter_keys(MARKETDATA_TICK, frozenset())
+        # Risk needs marks only where it holds or is asked to trade (loss limits, the kill switch's flatten, the
+        # next signal); a signal brings its own tick's price for its check. So with thousands of instruments risk
+        # reads the few traded, not every tick.
+        self.watch = TickWatch(self.bus)
         self.bus.subscribe(STRATEGY_SIGNAL, self._on_signal)
         self.bus.subscribe(EXECUTION_FILL, self._on_fill)
         self.bus.subscribe(CONTROL_KILL_SWITCH, self._on_kill_switch)
@@ -110,7 +117,7 @@ class RiskDaemon(Daemon):
             self.seen_fills = set(saved.get("seen_fills", []))
             self.flattens = saved.get("flattens", 0)
             self.day = saved.get("day")
-            self._watch(*(symbol for _, symbol in self.rules.book.positions))
+            self.watch.add(*(symbol for _, symbol in self.rules.book.positions))
             log.info("restored %d positions from %s%s", len(saved["positions"]), self.state_file,
                      f"; kill switch engaged: {self.rules.kill_switch}" if self.rules.kill_switch else "")
         self._open_desk(tell=True)
@@ -133,8 +140,8 @@ class RiskDaemon(Daemon):
         for _, section in self.config.daemons.engines():
             for strategy in section.strategies:
                 if self.desk.follows(strategy.name):
-                    self._watch(*(build(strategy.kind, strategy.name, strategy.params).watches() or ()))
-        self._watch(*self.desk.book.positions)
+                    self.watch.add(*(build(strategy.kind, strategy.name, strategy.params).watches() or ()))
+        self.watch.add(*self.desk.book.positions)
         self.lots.update({batch.symbol: batch.lot_size for batch in self.desk.batches.values()})
         for allocation in self.desk.allocated.values() if tell else ():
             self.bus.publish(PORTFOLIO_ALLOCATION, allocation, key=allocation["symbol"])
@@ -218,6 +225,8 @@ class RiskDaemon(Daemon):
         lot = p.get("lot_size")
         if type(lot) is int and lot > 0:
             self.lots[symbol] = lot
+        if symbol not in self.instruments:
+            self.instruments[symbol] = InstrumentFacts.of_tick(p)
         if self.rules.kill_switch is None:
             for engine, held in self.rules.book.positions:
                 if held == symbol and self.rules.book.positions[(engine, held)].quantity:
@@ -228,7 +237,8 @@ class RiskDaemon(Daemon):
 
     def _on_signal(self, event: Event) -> None:
         s = event.payload
-        self._watch(s.get("symbol"))  # its marks from now on (the first check uses the signal's own tick)
+        self.watch.add(s.get("symbol"))  # its marks from now on (the first check uses the signal's own tick)
+        self._learn(s)
         fields = {"ENGINE": s.get("engine"), "STRATEGY": s.get("strategy"), "SYMBOL": s.get("symbol"),
                   "TRACE_ID": event.trace}
         if self.desk is not None and (again := self.desk.approvals.get(str(s.get("signal_id")))) is not None:
@@ -249,6 +259,17 @@ class RiskDaemon(Daemon):
             self.bus.publish(RISK_BLOCKED, {**order, "block_reason": decision.reason, "block_code": decision.code},
                              key=s["symbol"], trace=event.trace)
             log.warning("blocked %s: %s", what, decision.reason, extra=fields)
+
+    def _learn(self, s: dict[str, Any]) -> None:
+        """The facts a signal brings of its instrument, if it is new here (bad ones are execution's to refuse)."""
+        symbol = s.get("symbol")
+        if isinstance(symbol, str) and symbol not in self.instruments:
+            try:
+                facts = InstrumentFacts.of_order(s)
+            except ValueError:
+                return
+            if facts is not None:
+                self.instruments[symbol] = facts
 
     def _decide(self, s: dict[str, Any]) -> tuple[Decision, dict[str, Any]]:
         """The fleet's rules on the signal as sent, or, for a strategy portfolios follow, on the net order
@@ -293,7 +314,7 @@ class RiskDaemon(Daemon):
                 return
             self.seen_fills.add(fill_id)
         self.rules.fill(f["engine"], str(f.get("strategy", "")), f["symbol"], f["side"], f["quantity"], f["price"])
-        self._watch(f["symbol"])
+        self.watch.add(f["symbol"])
         self.save()  # positions are what risk must not forget
         breach = self.rules.loss_breach(f["engine"])
         if breach:
@@ -318,16 +339,7 @@ class RiskDaemon(Daemon):
     def _approve(self, order: dict[str, Any], trace: str) -> None:
         self.recent.append((time.monotonic(), order, trace))
         self.bus.publish(RISK_APPROVED, order, key=order["symbol"], trace=trace)
-        self._watch(order["symbol"])  # risk's own flatten orders
-
-    def _watch(self, *symbols: object) -> None:
-        """Ask the broker for these symbols' ticks too. Risk needs marks only where it holds or is asked
-        to trade (loss limits, the kill switch's flatten, the next signal); a signal brings its own tick's
-        price for its check. So with thousands of instruments risk reads the few traded, not every tick."""
-        new = {s for s in symbols if isinstance(s, str) and s and "|" not in s} - self.watched
-        if new:
-            self.watched |= new
-            self.bus.filter_keys(MARKETDATA_TICK, frozenset(self.watched))
+        self.watch.add(order["symbol"])  # risk's own flatten orders
 
     def _on_sync(self, event: Event) -> None:
         """Execution restarted: approvals sent while it was down never reached it. It deduplicates by
@@ -395,6 +407,8 @@ class RiskDaemon(Daemon):
         order: dict[str, Any] = {"engine": engine, "strategy": "risk-flatten", "signal_id": sid, "symbol": symbol,
                                  "side": "SELL" if held > 0 else "BUY", "quantity": abs(held), "order_type": "MARKET",
                                  "limit_price": None, "reason": "flatten on kill switch", "entry": False}
+        if (facts := self.instruments.get(symbol)) is not None:
+            order |= facts.order_fields()
         if intents is not None:
             assert self.desk is not None
             order |= {"allocation_key": sid, "portfolios": self.desk.taking_part(intents)}

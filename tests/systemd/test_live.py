@@ -75,7 +75,7 @@ class Live:
         return [ev.payload for _, ev in list(self.bus.events) if ev.type == topic]
 
     def tick_seen(self, price: float) -> None:
-        """Move INFY and wait for the tick on the bus (execution learns the exchange from it)."""
+        """Move INFY and wait for the tick on the bus (execution fills and marks on it)."""
         self.em.set_price("NSE:INFY", price)
         wait_until(lambda: any(t["symbol"] == "INFY" and t["last_price"] == price
                                for t in self.events("marketdata.tick")), 20, f"INFY at {price} on the bus")
@@ -87,10 +87,11 @@ class Live:
         return signal, client_id(signal)
 
     def approve(self, signal: str, side: str = "BUY", quantity: int = 5) -> None:
-        """An approval as risk sends it."""
+        """An approval as risk sends it (with its instrument's facts, as an engine's signal brings them)."""
         self.bus.publish("risk.approved", {
             "engine": "equity", "strategy": "live-test", "symbol": "INFY", "side": side, "quantity": quantity,
-            "order_type": "MARKET", "limit_price": None, "signal_id": signal, "tick_ts": time.time_ns()})
+            "order_type": "MARKET", "limit_price": None, "signal_id": signal, "tick_ts": time.time_ns(),
+            "instrument_type": "EQ", "exchange": "NSE", "lot_size": 1, "tick_size": 0.05, "strike": 0.0})
 
     def order(self, side: str = "BUY", quantity: int = 5) -> str:
         signal, tag = self.signal()
