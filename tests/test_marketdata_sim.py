@@ -36,6 +36,16 @@ def test_same_seed_same_market_other_seed_other_market() -> None:
     assert run(7) != run(8)
 
 
+def test_a_step_made_slice_by_slice_is_the_same_market() -> None:
+    """algo-marketdata makes a step's ticks a slice at a time (never all 9,000 held at once): same draws, same ticks."""
+    sliced = MarketSimulator(universe(), seed=7, clock=SessionClock(DAY, 1000))
+    steps = []
+    for _ in range(50):
+        n = sliced.advance()
+        steps.append([tick for first in range(0, n, 3) for tick in sliced.ticks(first, min(n, first + 3))])
+    assert steps == run(7)
+
+
 def test_ticks_are_sane_and_on_the_session_clock() -> None:
     ticks = run(1, steps=1000)
     clock = SessionClock(DAY, 1000)

@@ -275,14 +275,15 @@ class MarketdataDaemon(Daemon):
         due = loop.time()
         keys: list[str] = []  # each instrument's frame key: a step ticks sim.instruments in the same order
         while self.step < sim.clock.steps and not self.stopping.is_set():
-            ticks = sim.step()
-            if len(keys) != len(ticks):
-                keys = [tick_key(tick) for tick in ticks]
-            for first, stop, when in step_slices(len(ticks), due, self.interval, self.section.spread_steps):
+            count = sim.advance()
+            for first, stop, when in step_slices(count, due, self.interval, self.section.spread_steps):
                 await asyncio.sleep(max(0.0, when - loop.time()))  # at least a turn of the loop between slices
                 if self.stopping.is_set():
                     return
-                for tick, key in zip(ticks[first:stop], keys[first:stop], strict=True):
+                ticks = sim.ticks(first, stop)  # made slice by slice: a step's ticks are never all held at once
+                if len(keys) < stop:
+                    keys[first:] = [tick_key(tick) for tick in ticks]
+                for tick, key in zip(ticks, keys[first:stop], strict=True):
                     publish(MARKETDATA_TICK, tick, key=key)
                     if stage is not None and stage.on_tick(tick, key):
                         closed.set()
