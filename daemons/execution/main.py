@@ -686,10 +686,10 @@ class ExecutionDaemon(Daemon):
             self.latency.observe(max(0.0, (time.time_ns() - order.tick_ts) / 1e9))
         assert self.ledger is not None
         self.ledger.answer(order, at_broker)
-        self._log_answer(order)
         if order.status == REJECTED:
             self._rejected(order)
         self._publish_order(order)
+        self._log_answer(order)  # after the event: the fleet does not wait for journald
 
     def _log_answer(self, order: Order) -> None:
         what = f"{order.side} {order.quantity} {order.symbol} {order.order_type}"
