@@ -794,6 +794,16 @@ class RedisProc:
         stop(self.proc, 10.0)
 
 
+def fresh_broker(ctx: dict[str, Any], folder: Path) -> None:
+    """A broker of its own for a case: one that served earlier cases keeps their subscribers' sessions (and
+    frames for them) for a while (daemons/bus/sessions.py), work that is not this case's."""
+    if ctx["broker"] is not None:
+        ctx["broker"].close()
+        ctx["broker"] = None
+    folder.mkdir()
+    ctx["broker"] = BrokerProc(folder, ctx["sub_buffer"], None)
+
+
 def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int, rate: int = 0) -> dict[str, Any]:
     """One publisher, `nsubs` subscribers; returns the timings and delivery counts."""
     tmp: Path = ctx["tmp"]
@@ -809,6 +819,8 @@ def run_case(ctx: dict[str, Any], transport: str, nsubs: int, mode: str, n: int,
         timeout = n / 5000 + 30  # generous: even 5k msgs/s finishes
     deadline = time.monotonic() + 60
     brokered = transport in ("bus", "lean")
+    if brokered and ctx["profile"] is None:
+        fresh_broker(ctx, tmp / case_id)
     server = ctx["broker"] if brokered else ctx["redis"] if transport == "redis" else None
     before = ctx["broker"].losses() if brokered else (0.0, 0.0)
     try:
@@ -1023,7 +1035,8 @@ def main() -> int:
                     help="the BusClient publisher waits while more than this is queued (default 1024)")
     ap.add_argument("--src", metavar="DIR",
                     help="measure the daemons/ package of another checkout (e.g. a git worktree of an older commit)")
-    ap.add_argument("--profile-broker", metavar="FILE", help="run algo-bus under cProfile, write its stats to FILE")
+    ap.add_argument("--profile-broker", metavar="FILE",
+                    help="run algo-bus under cProfile, write its stats to FILE (then one broker serves every case)")
     ap.add_argument("--json", default=str(RESULTS), help=f"results file (default {RESULTS.relative_to(REPO)})")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target fails or a case is incomplete")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -1063,7 +1076,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="algo-bench-"))
     sub_buffer = args.sub_buffer_mib << 20 if args.sub_buffer_mib else None
     ctx: dict[str, Any] = {"tmp": tmp, "seq": 0, "batch": args.batch, "idle": 10.0, "warmup": 0.5,
-                           "high_bytes": args.high_water_kib << 10, "broker": None, "redis": None}
+                           "high_bytes": args.high_water_kib << 10, "broker": None, "redis": None,
+                           "sub_buffer": sub_buffer, "profile": args.profile_broker}
     runs: list[dict[str, Any]] = []
     lat_runs: list[dict[str, Any]] = []
     errors: list[str] = []
