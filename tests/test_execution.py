@@ -16,9 +16,9 @@ from daemons.execution.clientid import client_id
 from daemons.execution.main import ExecutionDaemon
 from daemons.execution.orders import BadOrder, Order
 from daemons.execution.paper import PaperBroker
-from daemons.execution.wal import OrderLog
 from daemons.runtime.config import ExecutionSection, FleetConfig
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.wal import RecordLog
 from tests.helpers import unsent_frames
 
 DAY = date(2026, 11, 20)
@@ -94,12 +94,12 @@ def test_the_broker_book_survives_a_restart(tmp_path: Path) -> None:
 
 def test_a_torn_wal_record_is_dropped_and_the_file_stays_appendable(tmp_path: Path) -> None:
     path = tmp_path / "orders.wal"
-    log = OrderLog(path)
+    log = RecordLog(path)
     log.append({"op": "new", "client_id": "A"})
     log.close()
     with open(path, "ab") as f:
         f.write(b'{"op":"placed","cli')  # the crash came mid-write
-    log = OrderLog(path)
+    log = RecordLog(path)
     assert log.records == [{"op": "new", "client_id": "A"}]
     log.append({"op": "placed", "client_id": "A", "order_id": "1"})
     log.close()
@@ -139,7 +139,7 @@ def test_reconciliation_adopts_sends_and_recovers_fills(tmp_path: Path, monkeypa
     folder.mkdir()
     b = broker(folder, latency_ms=0)
     b.on_tick(tick(), 0)
-    wal = OrderLog(folder / "orders.wal")
+    wal = RecordLog(folder / "orders.wal")
     intents = {n: Order.from_approved(client_id(f"rsi-infy:2026-11-20:{n}"), approval(n), "EQ", "NSE", f"t{n}")
                for n in (1, 2, 3)}
     for order in intents.values():

@@ -17,10 +17,10 @@ import orjson
 import pytest
 
 from daemons.execution.main import ExecutionDaemon
-from daemons.execution.wal import OrderLog
 from daemons.runtime.config import FleetConfig
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.wal import RecordLog
 from tests.helpers import unsent_frames
 
 DAY = date(2026, 11, 20)
@@ -74,7 +74,7 @@ def published(d: ExecutionDaemon, topic: str) -> list[dict[str, Any]]:
 
 
 def wal_ops(tmp_path: Path) -> list[tuple[str, str]]:
-    return [(r["op"], r["client_id"]) for r in OrderLog(tmp_path / DAY.isoformat() / "orders.wal").records]
+    return [(r["op"], r["client_id"]) for r in RecordLog(tmp_path / DAY.isoformat() / "orders.wal").records]
 
 
 def test_no_order_is_sent_without_its_intent_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -162,7 +162,7 @@ def test_a_torn_last_line_from_a_full_disk_does_not_stop_the_restart(tmp_path: P
 
 
 def test_an_append_whose_cut_back_failed_is_cut_before_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    log = OrderLog(tmp_path / "orders.wal", fsync=False)
+    log = RecordLog(tmp_path / "orders.wal", fsync=False)
     log.append({"op": "new", "client_id": "A"})
     real_write, real_truncate = os.write, os.ftruncate
 
@@ -181,5 +181,5 @@ def test_an_append_whose_cut_back_failed_is_cut_before_the_next(tmp_path: Path, 
     monkeypatch.setattr(os, "ftruncate", real_truncate)
     log.append({"op": "placed", "client_id": "A", "order_id": "2"})
     log.close()
-    assert OrderLog(tmp_path / "orders.wal").records == [{"op": "new", "client_id": "A"},
+    assert RecordLog(tmp_path / "orders.wal").records == [{"op": "new", "client_id": "A"},
                                                          {"op": "placed", "client_id": "A", "order_id": "2"}]

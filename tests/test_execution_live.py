@@ -19,11 +19,11 @@ from kiteconnect import KiteConnect
 from daemons.execution.clientid import client_id
 from daemons.execution.main import ExecutionDaemon
 from daemons.execution.orders import Order
-from daemons.execution.wal import OrderLog
 from daemons.kite_emulator import Emulator
 from daemons.runtime.config import ConfigError, FleetConfig
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.wal import RecordLog
 from tests.helpers import unsent_frames
 
 INFY = 408065
@@ -145,7 +145,7 @@ def test_a_lost_reply_is_adopted_live_and_at_a_restart_never_placed_twice(
 
     asyncio.run(running(live_config(emulator), swallowed))
     assert kite_orders(emulator) == {tag(1): 1}
-    wal = OrderLog(tmp_path / next(p.name for p in tmp_path.iterdir() if p.is_dir()) / "orders.wal")
+    wal = RecordLog(tmp_path / next(p.name for p in tmp_path.iterdir() if p.is_dir()) / "orders.wal")
     assert [r["op"] for r in wal.records if r["client_id"] == tag(1)] == ["new", "placed", "fill"]
 
     # A crash after the log, before the reply: the log says NEW, Kite has the order.

@@ -253,11 +253,11 @@ def test_execution_refuses_a_new_order_below_its_floor_with_one_crit_line(tmp_pa
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from daemons.execution.backlog import BackloggedLog
     from daemons.execution.ledger import DISK_FULL
-    from daemons.execution.wal import OrderLog
+    from daemons.runtime.wal import RecordLog
 
     disk = Disk(free_mb=300)
     monkeypatch.setattr(os, "statvfs", disk)
-    log = BackloggedLog(OrderLog(tmp_path / "orders.wal", fsync=False), DISK_FULL, logging.CRITICAL, 256 << 20)
+    log = BackloggedLog(RecordLog(tmp_path / "orders.wal", fsync=False), DISK_FULL, logging.CRITICAL, 256 << 20)
     log.write_now({"op": "new", "n": 1})
     disk.free = 100 << 20
     with caplog.at_level(logging.INFO, "algo.execution"):
@@ -272,5 +272,5 @@ def test_execution_refuses_a_new_order_below_its_floor_with_one_crit_line(tmp_pa
     assert len(crit) == 1 and "new orders refused" in crit[0].getMessage()
     assert any("writable again" in r.getMessage() for r in caplog.records)
     logged: list[tuple[str, int]] = []
-    OrderLog(tmp_path / "orders.wal", fsync=False).replay(lambda r: logged.append((r["op"], r["n"])))
+    RecordLog(tmp_path / "orders.wal", fsync=False).replay(lambda r: logged.append((r["op"], r["n"])))
     assert logged == [("new", 1), ("fill", 1), ("new", 4)]

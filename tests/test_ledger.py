@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from daemons.execution.broker_types import CANCELLED, COMPLETE, FINAL, OPEN, REJECTED, BrokerOrder, Trade
 from daemons.execution.ledger import STATUSES, TRANSITIONS, Ledger
 from daemons.execution.orders import NEW, Order
-from daemons.execution.wal import OrderLog
+from daemons.runtime.wal import RecordLog
 
 
 def counter() -> Counter:
@@ -94,7 +94,7 @@ def test_an_illegal_transition_is_refused_counted_and_harmless(tmp_path: Path, c
 
 
 def test_replaying_the_log_goes_through_the_same_table(tmp_path: Path) -> None:
-    wal = OrderLog(tmp_path / "orders.wal", fsync=False)
+    wal = RecordLog(tmp_path / "orders.wal", fsync=False)
     wal.append(order().intent())
     wal.append({"op": "placed", "client_id": "C1", "order_id": "B1"})
     wal.append({"op": "cancelled", "client_id": "C1", "reason": "by the broker"})

@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from daemons.execution.wal import OrderLog
 from daemons.marketdata.session import IST
 from daemons.runtime.integrity import DamagedFile
+from daemons.runtime.wal import RecordLog
 from tests.ports import free_port
 
 SEED = 20261204
@@ -47,11 +47,11 @@ def record(rng: random.Random, n: int) -> dict[str, Any]:
 
 
 def written(path: Path, records: list[dict[str, Any]], legacy: bool = False) -> bytes:
-    """The records appended by OrderLog, or as today's main wrote them (one bare JSON object a line)."""
+    """The records appended by RecordLog, or as today's main wrote them (one bare JSON object a line)."""
     if legacy:
         path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     else:
-        log = OrderLog(path, fsync=False)
+        log = RecordLog(path, fsync=False)
         for r in records:
             log.append(r)
         log.close()
@@ -91,7 +91,7 @@ def load_after_damage(path: Path, original: bytes, records: list[dict[str, Any]]
     DamagedFile naming the file and the offset of the first damaged line, the file untouched."""
     path.write_bytes(damaged)
     try:
-        log = OrderLog(path, fsync=False)
+        log = RecordLog(path, fsync=False)
     except DamagedFile as exc:
         assert path.read_bytes() == damaged, "a damaged file was changed"
         assert exc.path == path and exc.offset is not None
@@ -131,12 +131,12 @@ def test_files_written_before_checksums_still_load_and_stay_in_their_format(tmp_
     written(path, records, legacy=True)
     with open(path, "ab") as f:
         f.write(b'{"op":"placed","cli')  # torn
-    log = OrderLog(path, fsync=False)
+    log = RecordLog(path, fsync=False)
     assert log.records == records and not log.checksums
     log.append(records[0])  # the day goes on in the format it began in: no file mixes the two
     log.close()
     assert path.read_bytes().splitlines()[-1] == orjson.dumps(records[0])
-    assert OrderLog(path).records == records + records[:1]
+    assert RecordLog(path).records == records + records[:1]
 
 
 @pytest.mark.parametrize("seed", [SEED, SEED + 1])
@@ -183,9 +183,9 @@ def test_a_failed_append_leaves_only_whole_records(tmp_path: Path) -> None:
     code = f"""
 import resource, signal
 from pathlib import Path
-from daemons.execution.wal import OrderLog
+from daemons.runtime.wal import RecordLog
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-log = OrderLog(Path({str(path)!r}))
+log = RecordLog(Path({str(path)!r}))
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 failed = 0
 for n in range(40):
@@ -200,7 +200,7 @@ print(failed)
     assert int(result.stdout) > 0
     data = path.read_bytes()
     assert data.endswith(b"\n") and len(data) <= 1000
-    assert [r["client_id"] for r in OrderLog(path).records] == [f"C{n}" for n in range(data.count(b"\n"))]
+    assert [r["client_id"] for r in RecordLog(path).records] == [f"C{n}" for n in range(data.count(b"\n"))]
 
 
 # -- the daemon ---------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_the_operator_finds_repairs_and_seals_a_damaged_line(tmp_path: Path,
     path.write_bytes(b"\n".join(lines))
     code, out = algoctl(capsys, "seal", str(path), "3")
     assert code == 0 and out.endswith(f"{path}: OK, 6 records, checksummed\n"), out
-    assert OrderLog(path).records == records and path.stat().st_mode & 0o777 == 0o600
+    assert RecordLog(path).records == records and path.stat().st_mode & 0o777 == 0o600
     [backup] = tmp_path.glob("orders.wal.before-seal-*")
     assert backup.read_bytes() == b"\n".join(lines) and backup.read_bytes() != damaged
 
@@ -322,8 +322,8 @@ def test_after_the_fact_records_are_fdatasynced_once_the_turns_events_are_out(
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    wal = BackloggedLog(OrderLog(tmp_path / "orders.wal"), "disk full (%s)", 50)
-    book = BackloggedLog(OrderLog(tmp_path / "paper.wal"), "disk full (%s)", 40)
+    wal = BackloggedLog(RecordLog(tmp_path / "orders.wal"), "disk full (%s)", 50)
+    book = BackloggedLog(RecordLog(tmp_path / "paper.wal"), "disk full (%s)", 40)
 
     async def turn() -> None:
         loop = asyncio.get_running_loop()
@@ -339,6 +339,6 @@ def test_after_the_fact_records_are_fdatasynced_once_the_turns_events_are_out(
         assert steps == ["fdatasync", "order event written", "fdatasync", "fdatasync"]  # one per file
 
     asyncio.run(turn())
-    assert [r["op"] for r in OrderLog(tmp_path / "orders.wal").records] == ["new", "placed", "fill"]
+    assert [r["op"] for r in RecordLog(tmp_path / "orders.wal").records] == ["new", "placed", "fill"]
     book.append({"kind": "trade"})  # no loop (a tool): at once
     assert steps[-1] == "fdatasync"

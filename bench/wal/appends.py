@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemons.execution.wal import OrderLog
+from daemons.runtime.wal import RecordLog
 
 INTENT = {"op": "new", "client_id": "ABCDEFGHIJKLMNOPQRST", "signal_id": "rsi-infy:2026-11-20:123",
           "engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": "BUY", "quantity": 10,
@@ -27,7 +27,7 @@ def appends_per_second(fsync: bool, n: int) -> float:
     best = 0.0
     for _ in range(3):
         with tempfile.TemporaryDirectory(dir="/var/tmp") as d:  # a disk, not a tmpfs
-            log = OrderLog(Path(d) / "orders.wal", fsync=fsync)
+            log = RecordLog(Path(d) / "orders.wal", fsync=fsync)
             started = time.perf_counter()
             for _ in range(n):
                 log.append(INTENT)
@@ -39,14 +39,14 @@ def appends_per_second(fsync: bool, n: int) -> float:
 def open_seconds(n: int) -> float:
     with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
         path = Path(d) / "orders.wal"
-        log = OrderLog(path, fsync=False)
+        log = RecordLog(path, fsync=False)
         for _ in range(n):
             log.append(INTENT)
         log.close()
         best = float("inf")
         for _ in range(5):
             started = time.perf_counter()
-            OrderLog(path, fsync=False).close()
+            RecordLog(path, fsync=False).close()
             best = min(best, time.perf_counter() - started)
     return best
 
@@ -54,7 +54,7 @@ def open_seconds(n: int) -> float:
 def approval_records_us(deferred: bool, n: int) -> list[float]:
     """p50 and p99 (µs) of the three appends of one paper approval until its order event may be published."""
     with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
-        wal, book = OrderLog(Path(d) / "orders.wal"), OrderLog(Path(d) / "broker.jsonl")
+        wal, book = RecordLog(Path(d) / "orders.wal"), RecordLog(Path(d) / "broker.jsonl")
         took = []
         for _ in range(n):
             started = time.perf_counter()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from ..execution.wal import KEY, checksummed, encode, scan
 from ..runtime import checkpoint
 from ..runtime.integrity import DamagedFile
+from ..runtime.wal import KEY, checksummed, encode, scan
 
 
 class WalError(Exception):

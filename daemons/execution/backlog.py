@@ -21,13 +21,13 @@ import os
 from collections import deque
 from typing import Any
 
-from .wal import OrderLog
+from ..runtime.wal import RecordLog
 
 log = logging.getLogger("algo.execution")
 
 
 class BackloggedLog:
-    def __init__(self, wal: OrderLog, outage: str, level: int, floor: int = 0) -> None:
+    def __init__(self, wal: RecordLog, outage: str, level: int, floor: int = 0) -> None:
         self.wal = wal
         self.floor = floor  # free bytes below which write_now refuses
         self.outage = outage  # the one line an outage logs: "%s" gets the file and the error

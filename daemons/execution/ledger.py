@@ -17,10 +17,10 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from ..runtime.wal import RecordLog
 from .backlog import BackloggedLog
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
 from .orders import NEW, Order
-from .wal import OrderLog
 
 log = logging.getLogger("algo.execution")
 
@@ -59,7 +59,7 @@ def _event(order: Order, record: dict[str, Any]) -> str:
 
 class Ledger:
     def __init__(self, path: Path, *, fsync: bool, illegal: Counter, floor: int = 0) -> None:
-        self.log = BackloggedLog(OrderLog(path, fsync=fsync), DISK_FULL, logging.CRITICAL, floor)
+        self.log = BackloggedLog(RecordLog(path, fsync=fsync), DISK_FULL, logging.CRITICAL, floor)
         self.illegal = illegal
         self.orders: dict[str, Order] = {}
         self.log.wal.replay(self._replay)

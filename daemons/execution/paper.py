@@ -23,9 +23,9 @@ from typing import Any
 
 from ..runtime.config import ExecutionSection
 from ..runtime.instrument import InstrumentFacts
+from ..runtime.wal import RecordLog
 from .backlog import BackloggedLog
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
-from .wal import OrderLog
 
 
 @dataclass
@@ -38,7 +38,7 @@ class PaperBroker:
     instruments: dict[str, tuple[int, float]] = field(default_factory=dict)  # symbol -> (lot size, tick size)
 
     def __post_init__(self) -> None:
-        self.log = BackloggedLog(OrderLog(self.path, fsync=self.config.fsync), "state disk full: the paper broker's "
+        self.log = BackloggedLog(RecordLog(self.path, fsync=self.config.fsync), "state disk full: the paper broker's "
                                  "book cannot be written (%s); it is kept in memory until it can", logging.ERROR)
         self.log.wal.replay(self._replay)
         self.by_tag = {o.tag: o for o in self.orders.values()}

@@ -4,7 +4,7 @@ the batch, keyed by the signal id: the approval carries it as ``allocation_key``
 ``signal_id``), and every fill of that order allocated back to the portfolios.
 
 Durable in the allocation log, ``<state>/portfolios/<day>.wal`` (execution's checksummed log format,
-``execution/wal.py``; the last ``KEEP_DAYS`` days kept): a day's file begins with the portfolios' ids
+``runtime/wal.py``; the last ``KEEP_DAYS`` days kept): a day's file begins with the portfolios' ids
 and the positions carried over (``carry``); a batch is appended (fsynced) before its approval is
 published, and a fill's allocation before it is applied or published. A restart replays today's file
 (or rolls the newest earlier one over into today), so the positions, the batches' unfilled lots and
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..execution.wal import OrderLog
 from ..portfolios.book import Ints, PortfolioBook
 from ..portfolios.netting import NetOrder
 from ..portfolios.portfolio import Portfolio, Reason, Signal
 from ..portfolios.sizing import Intents, decide
 from ..runtime.config import PortfolioSection
+from ..runtime.wal import RecordLog
 
 log = logging.getLogger("algo.risk")
 KEEP_DAYS = 5  # day files kept; a new day needs only the one before (the journal keeps every allocation)
@@ -54,7 +54,7 @@ class Desk:
         self.ids = np.array(self.book.ids, dtype=object)
         self.followed = frozenset(s for p in portfolios for s in p.strategies)
         self.folder, self.fsync = folder, fsync
-        self.log: OrderLog | None = None
+        self.log: RecordLog | None = None
         self.day = ""
         self.rows: Ints = np.arange(len(self.book), dtype=np.int64)  # per log position: the book's row, or -1
         self.batches: dict[str, NetOrder] = {}  # today's, by allocation key (the signal id)
@@ -81,13 +81,13 @@ class Desk:
         self.roll(day)
 
     def _replay(self, path: Path) -> None:
-        self.log = OrderLog(path, fsync=self.fsync)
+        self.log = RecordLog(path, fsync=self.fsync)
         self.log.replay(self._apply)
         self.log.close()
         if self.unknown:
             log.warning("allocation log %s names portfolios the config no longer has (their records are left out): %s",
                         path, ", ".join(sorted(self.unknown)))
-        self.log = OrderLog(path, fsync=self.fsync)  # opened again for appends
+        self.log = RecordLog(path, fsync=self.fsync)  # opened again for appends
 
     def roll(self, day: str) -> None:
         """A new day: positions carry over at their average price, realised P&L and batches start afresh."""
@@ -98,7 +98,7 @@ class Desk:
         self.approvals.clear()
         self.allocated.clear()
         self.day = day
-        self.log = OrderLog(self.folder / f"{day}.wal", fsync=self.fsync)
+        self.log = RecordLog(self.folder / f"{day}.wal", fsync=self.fsync)
         self.rows = np.arange(len(self.book), dtype=np.int64)
         carry = {symbol: [pos.quantity.tolist(), pos.average.tolist()]
                  for symbol, pos in self.book.positions.items() if pos.quantity.any()}

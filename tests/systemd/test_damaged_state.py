@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
-from daemons.execution.wal import encode
 from daemons.marketdata.session import IST
+from daemons.runtime.wal import encode
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.systemd

@@ -1,6 +1,7 @@
-"""The write-ahead order log: every order is recorded here before it is sent, and every answer
-from the broker after (the paper broker keeps its book the same way). One JSON object per line,
-appended and (by default) fdatasync'ed per record, so a crash can tear only the last line.
+"""A write-ahead log of records: execution's orders (each recorded before it is sent, every answer from
+the broker after), the paper broker's book, risk's portfolio allocations and an engine's state before a
+signal. One JSON object per line, appended and (by default) fdatasync'ed per record, so a crash can tear
+only the last line.
 
 Each line carries a CRC-32 of itself as its last key, so it stays a JSON line (``grep``, ``jq``):
 ``{"op":"new","client_id":"...",...,"crc32":"1a2b3c4d"}``, the checksum over the line's bytes before
@@ -28,9 +29,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ..runtime.integrity import DamagedFile
+from .integrity import DamagedFile
 
-log = logging.getLogger("algo.execution")
+log = logging.getLogger("algo.state")
 
 KEY = "crc32"
 _FIELD = b',"crc32":"'
@@ -113,7 +114,7 @@ def scan(path: Path, data: bytes) -> Scan:
     return Scan(records, offsets, checksums, end)
 
 
-class OrderLog:
+class RecordLog:
     """One log file: its records as found at open (checked, a torn tail cut off), and appends."""
 
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
