@@ -289,7 +289,7 @@ def test_the_operator_finds_repairs_and_seals_a_damaged_line(tmp_path: Path,
     code, out = algoctl(capsys, "check", str(path))
     assert code == 0
     assert out == (f"{path}: OK, 6 records, checksummed; a torn last record of 19 bytes at byte {sealed}, which "
-                   "algo-execution cuts off when it starts\n")
+                   "its daemon cuts off when it starts\n")
     assert algoctl(capsys, "seal", str(path), "9")[0] == 1
 
 

@@ -1,7 +1,8 @@
-"""``algoctl wal``: the operator's tools for a damaged write-ahead log (or paper broker book).
+"""``algoctl wal``: the operator's tools for a damaged write-ahead log (execution's, the paper broker's
+book, an engine's checkpoint.wal).
 
-``check`` reads a log as algo-execution will, without changing it. ``seal`` gives a line the
-operator has repaired by hand its checksum again, so execution takes it; the file is replaced
+``check`` reads a log as its daemon will, without changing it. ``seal`` gives a line the operator
+has repaired by hand its checksum again, so the daemon takes it; the file is replaced
 atomically with its owner and mode, and the bytes before the seal are kept next to it.
 """
 
@@ -33,7 +34,7 @@ def check(path: Path) -> str:
         text = data[at:].split(b"\n", 1)[0]
         raise WalError(f"{path}: line {line} (byte {at}): {exc.problem}: {text[:160]!r}") from None
     form = "checksummed" if found.checksums else "written before checksums"
-    torn = (f"; a torn last record of {len(data) - found.end} bytes at byte {found.end}, which algo-execution cuts "
+    torn = (f"; a torn last record of {len(data) - found.end} bytes at byte {found.end}, which its daemon cuts "
             "off when it starts" if found.end < len(data) else "")
     return f"{path}: OK, {len(found.records)} records, {form}{torn}"
 

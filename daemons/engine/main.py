@@ -4,10 +4,11 @@ they decide as ``strategy.signal``.
 
 Every signal gets a deterministic ``signal_id`` (strategy, session day, the strategy's signal
 count), from which execution derives the order's client id: a replayed day yields the same ids.
-Strategy state is checkpointed before each signal goes out, after each fill, every
-``checkpoint_sec`` and on stop, so a crash (even kill -9) never reuses a signal id or forgets a
-fill. After a restart the engine asks execution for the day's fills (``control.sync``); fills are
-applied once each, by fill_id, so the ones it already had are ignored.
+Strategy state is checkpointed before each signal goes out (appended to ``checkpoint.wal`` at one
+fdatasync), after each fill, every ``checkpoint_sec`` and on stop (``checkpoint.json``, which takes the
+log's place), so a crash (even kill -9, even a power cut) never reuses a signal id or forgets a fill.
+After a restart the engine asks execution for the day's fills (``control.sync``); fills are applied
+once each, by fill_id, so the ones it already had are ignored.
 
 Control-plane commands (``control.command``, engine/commands.py) pause, resume, stop, start, restart
 and reconfigure one strategy; what they change (stopped strategies, parameters set at run time, the
@@ -83,7 +84,10 @@ class EngineDaemon(Daemon):
         # first tick of each symbol a strategy here reads
         self.instruments: dict[str, InstrumentFacts] = {}
         self.last_tick = 0.0
-        self.state_file = self.state_path("checkpoint.json")
+        # Made durable before each signal goes out (its write-ahead log: one fdatasync), and as the whole file
+        # after each fill, every checkpoint_sec and on stop
+        self.checkpoint = checkpoint.Checkpoint(self.state_path("checkpoint.json"))
+        self.state_file = self.checkpoint.path
         self.signals = Counter("algo_engine_signals", "Signals published", ["strategy"], registry=metrics.registry)
         self.paused_gauge = Gauge("algo_engine_strategy_paused", "1 while a strategy is paused", ["strategy"],
                                   registry=metrics.registry)
@@ -117,7 +121,7 @@ class EngineDaemon(Daemon):
         return self.section_of(self.config)
 
     async def setup(self) -> None:
-        saved = checkpoint.read(self.state_file)
+        saved = self.checkpoint.read()
         if saved:
             self._restore(saved)
         self._roll_day()
@@ -295,15 +299,25 @@ class EngineDaemon(Daemon):
 
     async def drain(self) -> None:
         self.save()
+        self.checkpoint.close()
 
     def save(self) -> None:
+        """The whole state as checkpoint.json (what an operator and the tests read), durable."""
+        self.checkpoint.write(self._state())
+
+    def _save_before_signal(self) -> None:
+        """The whole state, durable before a signal goes out (a crash must never hand out a signal id twice),
+        at one fdatasync: appended to checkpoint.wal, folded into checkpoint.json by the next save()."""
+        self.checkpoint.log(self._state())
+
+    def _state(self) -> dict[str, Any]:
         hosted = self._hosted()
         for name, strategy in hosted.items():
             try:
                 self._states[name] = strategy.snapshot()
             except Exception as exc:  # the last good one stays in the checkpoint
                 self.guard.failed(name, "snapshot", exc)
-        checkpoint.write(self.state_file, {
+        return {
             "strategies": {name: self._states[name] for name in hosted if name in self._states},
             "paused": sorted(self.paused),
             "stopped": sorted(self.stopped),
@@ -316,7 +330,7 @@ class EngineDaemon(Daemon):
             "day": self.day,
             "positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,
                            "realised": p.realised} for (k, s), p in self.book.positions.items()],
-        })
+        }
 
     def _on_tick(self, event: Event) -> None:
         self.last_tick = time.monotonic()
@@ -338,7 +352,7 @@ class EngineDaemon(Daemon):
                 self.guard.failed(name, "on_tick", exc, event.trace)
                 continue
             if out:
-                self.save()  # before publishing: a crash must never hand out a signal id twice
+                self._save_before_signal()
             for payload in out:
                 self._publish(payload, event.trace)
 
@@ -391,7 +405,7 @@ class EngineDaemon(Daemon):
                 self.guard.failed(name, what, exc, event.trace)
                 continue
             if out:
-                self.save()
+                self._save_before_signal()
             for payload in out:
                 self._publish(payload, event.trace)
 

@@ -186,6 +186,14 @@ class RecordLog:
             self.unsynced = False
             os.fdatasync(self._fd)
 
+    def truncate(self) -> None:
+        """Drop every record: what they held is durable elsewhere now. Not synced by itself: the next
+        append's fdatasync carries the cut with it, and records a crash leaves behind are older than that."""
+        os.ftruncate(self._fd, 0)
+        self._size = 0
+        self._torn = False
+        self.records, self.offsets = [], []
+
     def _cut_back(self) -> None:
         """Take a failed append back; if even that fails, the next append tries first (and a
         restart cuts the torn tail at open)."""

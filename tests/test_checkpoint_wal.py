@@ -1,0 +1,77 @@
+"""A state made durable before each signal at one fdatasync (an append to ``checkpoint.wal``), folded
+into ``checkpoint.json`` on save: whatever a crash interrupts, the newest durable state is restored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from daemons.runtime.checkpoint import GENERATION, Checkpoint
+from daemons.runtime.integrity import DamagedFile
+from daemons.runtime.wal import encode
+from tests.test_strategy_isolation import engine_with, tick_event
+
+
+def test_the_newest_of_the_file_and_its_log_is_read(tmp_path: Path) -> None:
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    assert c.read() is None
+    c.log({"n": 1})
+    c.log({"n": 2})
+    assert not c.path.exists(), "a log is not the file"
+    assert Checkpoint(c.path).read() == {"n": 2}
+    c.write({"n": 3})
+    assert c.wal.path.stat().st_size == 0, "the file holds it now"
+    assert orjson.loads(c.path.read_bytes()) == {"n": 3, GENERATION: 3}
+    c.log({"n": 4})
+    again = Checkpoint(c.path)
+    assert again.read() == {"n": 4} and again.generation == 4
+    again.log({"n": 5})  # generations go on from the newest found
+    assert Checkpoint(c.path).read() == {"n": 5}
+
+
+def test_records_older_than_the_file_are_left_out(tmp_path: Path) -> None:
+    """A crash between writing the file and emptying the log leaves records the file already holds."""
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    c.log({"n": 1})
+    c.write({"n": 2})
+    c.wal.path.write_bytes(encode({GENERATION: 1, "state": {"n": 1}}))
+    assert Checkpoint(c.path).read() == {"n": 2}
+
+
+def test_a_torn_last_record_is_cut_off_and_a_damaged_one_stops(tmp_path: Path) -> None:
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    c.log({"n": 1})
+    c.close()
+    whole = c.wal.path.read_bytes()
+    c.wal.path.write_bytes(whole + encode({GENERATION: 2, "state": {"n": 2}})[:-9])  # the crash came mid-append
+    assert Checkpoint(c.path).read() == {"n": 1}
+    c.wal.path.write_bytes(whole.replace(b'"n":1', b'"n":7'))  # a flipped byte
+    with pytest.raises(DamagedFile, match="checksum mismatch"):
+        Checkpoint(c.path).read()
+    c.wal.path.write_bytes(encode({"op": "new"}))  # a record, but not a checkpoint's
+    with pytest.raises(DamagedFile, match="not a checkpoint record"):
+        Checkpoint(c.path).read()
+
+
+def test_an_engine_killed_after_a_signal_never_hands_its_id_out_again(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_with(tmp_path, monkeypatch)
+    asyncio.run(engine.setup())
+    engine._on_tick(tick_event(1))
+    assert engine.counts["steady"] == 1
+    assert not (tmp_path / "checkpoint.json").exists(), "one fdatasync before the signal, not a rewrite"
+    # kill -9 here: the next process finds the count in the log
+    again = engine_with(tmp_path, monkeypatch)
+    asyncio.run(again.setup())
+    assert again.counts["steady"] == 1
+    again._on_tick(tick_event(2))
+    assert again.counts["steady"] == 2
+    asyncio.run(again.drain())  # a clean stop writes checkpoint.json and empties the log
+    assert orjson.loads((tmp_path / "checkpoint.json").read_bytes())["counts"]["steady"] == 2
+    assert (tmp_path / "checkpoint.wal").stat().st_size == 0
+    third = engine_with(tmp_path, monkeypatch)
+    asyncio.run(third.setup())
+    assert third.counts["steady"] == 2
