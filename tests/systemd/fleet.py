@@ -29,7 +29,8 @@ def session_config(**replace: str) -> str:
     """TEST_CONFIG with a one-minute session on a fixed day and loss limits out of the way.
 
     5 steps/s leaves 200 ms between a symbol's ticks, far more than the 50 ms paper latency, so an
-    order always trades on the tick after the one that caused it: the run is repeatable.
+    order always trades on the tick after the one that caused it: the run is repeatable as long as no
+    order fills over several ticks (a signal on one of them would race that tick's fill).
     """
     text = TEST_CONFIG
     edits = {
