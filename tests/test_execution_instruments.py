@@ -3,19 +3,22 @@ that does not waits for its symbol's first tick, and is refused, never sent late
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from daemons.engine.main import EquityEngine
 from daemons.execution.instruments import Instruments
+from daemons.execution.orders import Order
 from daemons.runtime.config import load_config
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.instrument import ORDER_FIELDS, InstrumentFacts
 from daemons.runtime.metrics import DaemonMetrics
 from tests.conftest import REPO
-from tests.test_execution import approval, daemon, published, tick
+from tests.test_execution import DAY, approval, daemon, published, tick
 from tests.test_tick_filters import tick_filter
 
 stamp = EventFactory("risk").stamp
@@ -94,8 +97,6 @@ def test_malformed_facts_refuse_the_approval_with_the_reason(tmp_path: Path, mon
 
 
 def test_instruments_release_only_the_symbols_orders_and_keep_the_first_facts() -> None:
-    from daemons.execution.orders import Order
-
     book = Instruments()
     orders = [Order.from_approved(f"c{n}", approval(n, symbol=s), "", "", "t") for n, s in enumerate(("A", "A", "B"))]
     for order in orders:
@@ -121,3 +122,16 @@ def test_an_engines_signal_carries_the_facts_of_its_symbols_tick(tmp_path: Path,
     buy = engine.strategies["rsi-infy"].signal("INFY", "BUY", 1, "test", entry=True)
     [signal] = engine._stamped("rsi-infy", [buy], 1500.0, ts, event)
     assert InstrumentFacts.of_order(signal) == InstrumentFacts("EQ", "NSE", 1, 0.1, 0.0)
+
+
+def test_a_day_roll_refuses_what_still_waits_and_forgets_the_facts(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    d = daemon(tmp_path, monkeypatch)
+    d._on_approved(stamp("risk.approved", bare(1, symbol="TCS"))[0])
+    d._on_approved(stamp("risk.approved", approval(2, symbol="NIFTYFUT", lot_size=75, quantity=75))[0])
+    waiting = next(o for o in d.orders.values() if o.symbol == "TCS")
+    assert "NIFTYFUT" in d.instruments and d.instruments.waiting == 1
+    asyncio.run(d._roll(DAY + timedelta(days=1)))
+    assert waiting.status == "REJECTED" and waiting.reason.startswith("end of day: no tick of TCS came")
+    assert "NIFTYFUT" not in d.instruments and d.instruments.waiting == 0, "a new day's contracts are learned anew"
+    d._close_files()

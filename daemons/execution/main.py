@@ -423,6 +423,7 @@ class ExecutionDaemon(Daemon):
     async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files."""
         self._refuse_parked(self.instruments.take_parked(), "end of day: no tick of {symbol} came, so it was not sent")
+        self.instruments = Instruments()  # a new day's contracts may differ (a lot size revised at the roll)
         for order in self.orders.values():
             if order.status == OPEN:
                 if self.paper is not None:  # Kite ends its DAY orders by itself
