@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -200,18 +201,28 @@ def console_page(base: str, home: Path) -> Iterator[Page]:
     except ImportError:
         unavailable("Playwright", "the playwright package is missing (the test extra installs it)")
     home.mkdir(exist_ok=True)
-    env: dict[str, str | float | bool] = {
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
-        "TMPDIR": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, env=env)
-        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(BROWSER_TIMEOUT_MS)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(base + "/")
-        yield page
-        browser.close()
-        assert errors == [], errors
+    env, tmp = browser_env(home)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, env=env)
+            context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
+            context.set_default_timeout(BROWSER_TIMEOUT_MS)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/")
+            yield page
+            browser.close()
+            assert errors == [], errors
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
+
+
+def browser_env(home: Path) -> tuple[dict[str, str | float | bool], Path]:
+    """Chromium's environment: its profile in ``home``, its TMPDIR a short new directory (returned, for the
+    caller to remove). Chromium puts its SingletonSocket under TMPDIR, and a Unix socket's path must fit in
+    108 bytes: under a pytest basetemp (``/tmp/pytest-of-root/pytest-105/popen-gw0/...``) it did not."""
+    tmp = Path(tempfile.mkdtemp(prefix="chromium-", dir="/tmp"))
+    return {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
+            "TMPDIR": str(tmp), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}, tmp

@@ -18,7 +18,7 @@ import pytest
 
 from daemons.gateway import journal
 from daemons.runtime.envelope import EXECUTION_FILL, EXECUTION_ORDER, RISK_PNL
-from tests.gateway_fleet import NGINX, FrontDoor, console_page, front_door, gateway_fleet, write_day
+from tests.gateway_fleet import NGINX, FrontDoor, browser_env, console_page, front_door, gateway_fleet, write_day
 from tests.helpers import unavailable, wait_until
 
 if TYPE_CHECKING:
@@ -53,6 +53,18 @@ def expect(*args: Any) -> Any:
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(*args)
+
+
+def test_chromiums_socket_fits_under_any_home(tmp_path: Path) -> None:
+    """Chromium's SingletonSocket lives under TMPDIR; a Unix socket's path has 108 bytes. A pytest basetemp
+    with a three-digit run number and an xdist worker made the console tests' profile path too long."""
+    home = tmp_path / ("x" * 80)
+    env, tmp = browser_env(home)
+    try:
+        assert len(f"{env['TMPDIR']}/org.chromium.Chromium.XXXXXX/SingletonSocket") < 108
+        assert env["HOME"] == str(home) and tmp.is_dir()
+    finally:
+        tmp.rmdir()
 
 
 def test_a_bad_login_shows_an_error(page: Page, screens: Path) -> None:
