@@ -23,9 +23,6 @@ class Instruments:
     def __contains__(self, symbol: str) -> bool:
         return symbol in self.facts
 
-    def __len__(self) -> int:
-        return len(self.facts)
-
     def get(self, symbol: str) -> InstrumentFacts | None:
         return self.facts.get(symbol)
 

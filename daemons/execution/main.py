@@ -76,8 +76,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("algo.execution")
 
 DISK_FULL_REFUSAL = "state disk full: the write-ahead log cannot be written ({}); not sent"
-PARKED_STALE = ("stale: no tick of {{symbol}} came within max_order_age_sec ({:g}s), and the approval did not say its "
+PARKED_STALE = ("stale: no tick of {symbol} came within max_order_age_sec ({age:g}s), and the approval did not say its "
                 "exchange and lot size; not sent late")
+PARKED_AT_ROLL = "end of day: no tick of {symbol} came, so it was not sent"
 TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoctl login` installs today's"
 
 
@@ -422,7 +423,7 @@ class ExecutionDaemon(Daemon):
 
     async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files."""
-        self._refuse_parked(self.instruments.take_parked(), "end of day: no tick of {symbol} came, so it was not sent")
+        self._refuse_parked(self.instruments.take_parked(), PARKED_AT_ROLL)
         self.instruments = Instruments()  # a new day's contracts may differ (a lot size revised at the roll)
         for order in self.orders.values():
             if order.status == OPEN:
@@ -550,13 +551,14 @@ class ExecutionDaemon(Daemon):
 
     def _expire_parked(self, now: float) -> None:
         """Orders that waited for a first tick longer than max_order_age_sec: refused, never sent late."""
-        self._refuse_parked(self.instruments.expired(now, self.section.max_order_age_sec),
-                            PARKED_STALE.format(self.section.max_order_age_sec))
+        max_age = self.section.max_order_age_sec
+        self._refuse_parked(self.instruments.expired(now, max_age), PARKED_STALE, age=max_age)
 
-    def _refuse_parked(self, orders: Sequence[Order], why: str) -> None:
+    def _refuse_parked(self, orders: Sequence[Order], why: str, **fields: object) -> None:
+        """Orders that waited for a first tick, refused: ``why`` names each one's symbol (and ``fields``)."""
         for order in orders:
             if order.status == NEW:
-                self._not_sent(order, why.format(symbol=order.symbol))
+                self._not_sent(order, why.format(symbol=order.symbol, **fields))
 
     def _unsendable(self, order: Order) -> str:
         """Why a new order may not go to the broker ('' if it may)."""
