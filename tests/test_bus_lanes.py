@@ -258,3 +258,37 @@ def test_every_part_of_the_fleet_agrees_on_what_is_market_data() -> None:
         assert family(topic) == topic.split(".")[0]
         sessions.keep(topic.encode(), b"frame", 1, 0.0)
     assert sessions.by_name["journal"].frames == 4
+
+
+def test_only_the_first_order_path_event_of_a_turn_is_written_at_once(tmp_path: Path) -> None:
+    """A flood of order-path events in one turn (a flatten's orders) costs one write more, not one each:
+    the first goes at once, the rest leave together when the turn ends, in publish order."""
+    def readable(peer: socket.socket) -> bytes:
+        try:
+            return peer.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+
+    async def go(path: Path) -> None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        server.listen()
+        pub = await client(path, "risk")
+        peer, _ = server.accept()
+        await asyncio.sleep(0.05)
+        assert b"risk" in readable(peer)
+        for turn in range(2):
+            for n in range(3):
+                pub.publish("risk.approved", {"order": f"T{turn}-{n}"})
+            written = readable(peer)  # still the publisher's turn
+            assert f"T{turn}-0".encode() in written
+            assert f"T{turn}-1".encode() not in written and f"T{turn}-2".encode() not in written
+            await asyncio.sleep(0)
+            rest = readable(peer)
+            assert rest.index(f"T{turn}-1".encode()) < rest.index(f"T{turn}-2".encode())
+            assert f"T{turn}-0".encode() not in rest
+        await pub.close()
+        peer.close()
+        server.close()
+
+    run(go, tmp_path)

@@ -158,9 +158,10 @@ class BusClient:
     def publish(self, topic: str, payload: dict[str, Any], *, key: str = "", trace: str | None = None) -> Event:
         """Stamp and send an event. Never blocks; a full outgoing buffer drops it (counted).
 
-        An order-path event is written at once, not at the end of this loop turn: the rest of the
-        publisher's turn (its log line, the rest of a batch of ticks) was ~0.3-0.4 ms of every hop
-        (bench/pipeline/README.md). Market data still goes out once per turn, a burst in one write."""
+        The first order-path event of a loop turn is written at once, not at the end of the turn: the rest
+        of the publisher's turn (its log line, the rest of a batch of ticks) was ~0.3-0.4 ms of every hop
+        (bench/pipeline/README.md). The turn's later events, and market data, go out once per turn, a
+        burst in one write (transport.py)."""
         event, body = self.events.stamp(topic, payload, trace, key)
         name = self._topics.get(topic) or self._topic_bytes(topic)
         self.transport.send(wire.encode(wire.PUBLISH, name, body, key.encode() if key else b""),

@@ -40,7 +40,8 @@ class Transport(ABC):
     @abstractmethod
     def send(self, frame: bytes, now: bool = False) -> bool:
         """Queue one encoded frame; False (and counted) when the outgoing buffer is full. ``now``: write it
-        (with what is queued before it) at once instead of at the end of this loop turn."""
+        (with what is queued before it) at once instead of at the end of this loop turn, if it is the
+        turn's first such frame; later ones leave with the rest of the turn, in one write."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -91,6 +92,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._wrote_now = False  # an order-path frame was written at once this loop turn
         self._lost: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -239,17 +241,30 @@ class UnixTransport(Transport, asyncio.Protocol):
                 return False
         self._pending.append(frame)
         self._pending_bytes += n
-        if now:
-            self._flush()
-        elif self._flush_handle is None:
+        if now and not self._wrote_now:
+            self._wrote_now = True
+            self._write()
+        if self._flush_handle is None:
             assert self._loop is not None
-            self._flush_handle = self._loop.call_soon(self._flush)
+            self._flush_handle = self._loop.call_soon(self._end_turn)
         return True
+
+    def _end_turn(self) -> None:
+        """What this loop turn queued, in one write; the next turn's first order-path frame goes at once again.
+
+        Only the first order-path frame of a turn is written as it is published: the rest of the turn (a
+        flatten's other orders, a batch of approvals) joins the turn's one write instead of a syscall each,
+        and the broker then reads, scans and routes them together."""
+        self._flush_handle = None
+        self._wrote_now = False
+        self._write()
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-            self._flush_handle = None
+        self._end_turn()
+
+    def _write(self) -> None:
         if self._tx is None or self._holding or not self._pending:
             return
         self._tx.write(b"".join(self._pending))
