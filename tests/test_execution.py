@@ -233,6 +233,35 @@ def test_an_order_that_waits_for_the_rate_budget_until_it_is_stale_is_refused_no
     d._close_files()
 
 
+def test_an_order_still_waiting_for_the_rate_budget_at_the_day_roll_is_refused_not_sent_the_next_day(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orders are for their day: one the governor still held when the day ended is closed in its own day's
+    log with the reason, and the next day's budget never sends it."""
+    from datetime import timedelta
+
+    from daemons.runtime.envelope import EventFactory
+
+    d = daemon(tmp_path, monkeypatch)
+    assert d.paper is not None
+    d.paper.on_tick(tick(), 0)
+    stamp = EventFactory("risk").stamp
+
+    async def go() -> None:
+        for _ in range(int(d.section.orders_per_second)):
+            d.governor.take(time.monotonic())
+        d._on_approved(stamp("risk.approved", approval(1))[0])
+        assert len(d.queue) == 1
+        (order,) = d.orders.values()
+        await d._roll(DAY + timedelta(days=1))
+        assert len(d.queue) == 0 and order.status == "REJECTED"
+        assert order.reason.startswith("end of day: it still waited for the order-rate budget")
+        await asyncio.sleep(1.2)  # the next second's budget: nothing left to send
+        assert d.paper is not None and len(d.paper.orders) == 0 and len(d.orders) == 0
+
+    asyncio.run(go())
+    d._close_files()
+
+
 def test_the_paper_margin_model_refuses_an_order_beyond_the_funds_and_never_an_exit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Funds 100,000, equity at 20%: 400 INFY at 1,000 holds 80,000; 200 more need 40,000 of the 20,000 left

@@ -183,3 +183,42 @@ def test_an_append_whose_cut_back_failed_is_cut_before_the_next(tmp_path: Path, 
     log.close()
     assert RecordLog(tmp_path / "orders.wal").records == [{"op": "new", "client_id": "A"},
                                                          {"op": "placed", "client_id": "A", "order_id": "2"}]
+
+
+def test_a_day_roll_on_a_full_disk_refuses_orders_and_opens_the_day_once_it_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The new day's files cannot be created: the daemon stays up, refuses approvals with the reason (never
+    sends one unlogged), says so once at crit, and opens the day at a later try once the disk takes it."""
+    import daemons.execution.main as execution
+
+    d = daemon(tmp_path, monkeypatch)
+    full = True
+    real = execution.Ledger
+
+    def ledger(path: Path, **kwargs: Any) -> Any:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(execution, "Ledger", ledger)
+    next_day = date(2026, 11, 21)
+    with caplog.at_level(logging.INFO, logger="algo.execution"):
+        asyncio.run(d._roll(next_day))
+        asyncio.run(d._roll(next_day))  # the serving loop's next try: still full
+        assert d.day == DAY and d.ledger is None and d.paper is None
+        d._on_approved(stamp("risk.approved", approval(1))[0])
+        [refused] = published(d, "execution.reject")
+        assert refused["status"] == "REJECTED" and "cannot be opened (No space left on device)" in refused["reason"]
+        assert not (tmp_path / "2026-11-21" / "orders.wal").exists(), "nothing was logged, so nothing may be sent"
+        assert "DEGRADED" in d.status()
+        crit = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+        assert len(crit) == 1 and "2026-11-21" in crit[0].getMessage()
+        full = False
+        asyncio.run(d._roll(next_day))
+    assert d.day == next_day and d.ledger is not None and "DEGRADED" not in d.status()
+    assert any("new orders are taken again" in r.getMessage() for r in caplog.records)
+    d._on_approved(stamp("risk.approved", approval(2))[0])
+    [order] = d.orders.values()
+    ops = [(r["op"], r["client_id"]) for r in RecordLog(tmp_path / "2026-11-21" / "orders.wal").records]
+    assert ops[0] == ("new", order.client_id), "the next day's orders are logged in the next day's file"
+    d._close_files()

@@ -76,9 +76,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("algo.execution")
 
 DISK_FULL_REFUSAL = "state disk full: the write-ahead log cannot be written ({}); not sent"
+DAY_UNOPENED = ("%s: the day's write-ahead log cannot be opened (%s); new orders are refused until it can (tried again "
+                "every second)")
+DAY_UNOPENED_REFUSAL = "state disk: today's write-ahead log cannot be opened ({}); not sent"
 PARKED_STALE = ("stale: no tick of {symbol} came within max_order_age_sec ({age:g}s), and the approval did not say its "
                 "exchange and lot size; not sent late")
 PARKED_AT_ROLL = "end of day: no tick of {symbol} came, so it was not sent"
+QUEUED_AT_ROLL = "end of day: it still waited for the order-rate budget, so it was not sent"
 TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoctl login` installs today's"
 
 
@@ -120,7 +124,8 @@ class ExecutionDaemon(Daemon):
         reg.register(BudgetCollector(self.governor))
         self.ledger: Ledger | None = None
         self.instruments = Instruments()  # from approvals and the ticks of what this execution trades
-        self.day: date | None = None
+        self.day: date | None = None  # whose files are open
+        self.unopened = ""  # why today's files could not be opened at the roll ("" while they are)
         self.paper: PaperBroker | None = None
         self.kite: KiteBroker | None = None
         self.postbacks: OrderUpdates | None = None
@@ -195,13 +200,19 @@ class ExecutionDaemon(Daemon):
 
     async def _open_day(self, day: date) -> None:
         """Today's ledger and book, reconciled; and everything published again for the fleet."""
-        self.day = day
         folder = self.state_path(day.isoformat())
+        paper = None
         if self.kite is None:
             books = self.section.paper_dir / day.isoformat() if self.section.paper_dir else folder
-            self.paper = PaperBroker(books / "broker.jsonl", self.section, day)
-        self.ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
-                             floor=self.section.refuse_free_mb << 20)
+            paper = PaperBroker(books / "broker.jsonl", self.section, day)
+        try:
+            ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
+                            floor=self.section.refuse_free_mb << 20)
+        except OSError:
+            if paper is not None:
+                paper.close()
+            raise
+        self.paper, self.ledger, self.day = paper, ledger, day
         book = await self._book()
         self.watch.add(*(o.symbol for o in self.orders.values()), *(o.symbol for o in book.by_tag.values()))
         plan = reconcile(self.orders, book, time.time_ns(), self.section.max_order_age_sec)
@@ -422,8 +433,25 @@ class ExecutionDaemon(Daemon):
             log.critical("%s (%s)", TOKEN_HALT, why)
 
     async def _roll(self, today: date) -> None:
-        """Orders are valid for the day: cancel what is still working, then start the new day's files."""
+        """Orders are valid for the day: cancel what is still working, then start the new day's files. A state
+        disk that refuses them refuses the day's orders meanwhile (the serving loop tries again every second)."""
+        if self.ledger is not None:
+            self._end_day()
+        try:
+            await self._open_day(today)
+        except OSError as exc:
+            if not self.unopened:  # one line per outage
+                log.critical(DAY_UNOPENED, today, exc.strerror or exc)
+            self.unopened = exc.strerror or str(exc)
+            return
+        if self.unopened:
+            log.info("%s: the day's write-ahead log is open; new orders are taken again", today)
+            self.unopened = ""
+
+    def _end_day(self) -> None:
+        """What was still working or waiting is cancelled, the day's files closed."""
         self._refuse_parked(self.instruments.take_parked(), PARKED_AT_ROLL)
+        self._refuse_parked(self.queue.take_all(), QUEUED_AT_ROLL)
         self.instruments = Instruments()  # a new day's contracts may differ (a lot size revised at the roll)
         for order in self.orders.values():
             if order.status == OPEN:
@@ -433,8 +461,8 @@ class ExecutionDaemon(Daemon):
                 self.ledger.close(order, CANCELLED, "end of day")
                 self._publish_order(order)
         self._close_files()
+        self.ledger = self.paper = None
         self.governor.new_day()
-        await self._open_day(today)
 
     async def drain(self) -> None:
         if self.tasks:  # live sends in flight: their answers belong in the log
@@ -489,6 +517,9 @@ class ExecutionDaemon(Daemon):
         self.governor.hold(time.monotonic() + delay)
 
     def _on_approved(self, event: Event) -> None:
+        if self.unopened:
+            self._refuse(event, DAY_UNOPENED_REFUSAL.format(self.unopened))
+            return
         if self.ledger is None:  # a standby: the active sends it (a takeover asks risk for recent approvals again)
             return
         p = event.payload
@@ -555,7 +586,8 @@ class ExecutionDaemon(Daemon):
         self._refuse_parked(self.instruments.expired(now, max_age), PARKED_STALE, age=max_age)
 
     def _refuse_parked(self, orders: Sequence[Order], why: str, **fields: object) -> None:
-        """Orders that waited for a first tick, refused: ``why`` names each one's symbol (and ``fields``)."""
+        """Orders that waited (for a first tick, for the rate budget), refused: ``why`` may name each one's symbol
+        (and ``fields``)."""
         for order in orders:
             if order.status == NEW:
                 self._not_sent(order, why.format(symbol=order.symbol, **fields))
@@ -756,7 +788,9 @@ class ExecutionDaemon(Daemon):
         halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.halted else ""
         broker = "kite" if self.kite is not None else "paper broker"
         disk = ""
-        if self.ledger is not None and self.ledger.trouble:
+        if self.unopened:
+            disk = f"DEGRADED (state disk: today's write-ahead log cannot be opened: {self.unopened}; new orders refused); "
+        elif self.ledger is not None and self.ledger.trouble:
             disk = (f"DEGRADED (state disk full: {self.ledger.trouble}; new orders refused, "
                     f"{len(self.ledger.log.pending)} records waiting to be written); ")
         lease = f"{self.lease.status()}; " if self.lease is not None else ""

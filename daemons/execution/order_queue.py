@@ -32,6 +32,15 @@ class OrderQueue:
         self.send(order)
         return False
 
+    def take_all(self) -> list[Order]:
+        """Every waiting order, no longer waiting (the day ended: they are not sent on the next day's budget)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        taken = list(self.waiting)
+        self.waiting.clear()
+        return taken
+
     def _schedule(self) -> None:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.governor.wait(time.monotonic()), self._release)
