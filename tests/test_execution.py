@@ -300,11 +300,62 @@ def test_the_paper_margin_model_per_segment(kind: str, units: int, price: float,
 
 
 def test_only_what_adds_exposure_needs_margin() -> None:
-    from daemons.execution.margin import added
+    from daemons.execution.margin import Exposure, added
 
     held = Order.from_approved("A", approval(1, quantity=10), "EQ", "NSE", "t")
     held.status, held.filled = "COMPLETE", 10
     working = Order.from_approved("B", approval(2, quantity=5), "EQ", "NSE", "t")  # NEW: counts in full
     sell = Order.from_approved("C", approval(3, side="SELL", quantity=40), "EQ", "NSE", "t")
-    assert added(sell, [held, working, sell]) == 10  # +15 (filled and working) to -25: 10 more exposure
-    assert added(Order.from_approved("D", approval(4, side="SELL", quantity=15), "EQ", "NSE", "t"), [held, working]) == 0
+    flat = Order.from_approved("D", approval(4, side="SELL", quantity=15), "EQ", "NSE", "t")
+    exposure = Exposure()
+    for order in (held, working, sell):
+        exposure.count(order)
+    assert added(sell, exposure) == 10  # +15 (filled and working) to -25: 10 more exposure
+    without_c = Exposure()
+    for order in (held, working, flat):
+        without_c.count(order)
+    assert added(flat, without_c) == 0  # +15 to 0: an exit adds nothing
+
+
+def test_the_ledgers_exposure_is_the_days_orders_summed_after_every_change_and_a_restart(tmp_path: Path) -> None:
+    """The margin check reads exposure the ledger keeps as it goes; it must equal a pass over the day's
+    orders (filled, plus the rest of what works) after any mix of changes, and again after a replay."""
+    import random
+
+    from prometheus_client import Counter
+
+    from daemons.execution.broker_types import BrokerOrder, Trade
+    from daemons.execution.ledger import Ledger
+    from daemons.execution.margin import exposure_of
+
+    def summed(ledger: Ledger) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in ledger.orders.values():
+            out[o.symbol] = out.get(o.symbol, 0) + exposure_of(o)
+        return out
+
+    illegal = Counter("illegal", "", registry=None)
+    ledger = Ledger(tmp_path / "orders.wal", fsync=False, illegal=illegal)
+    rng = random.Random(7)
+    for n in range(300):
+        symbol = rng.choice(["INFY", "TCS", "NIFTYFUT"])
+        order = Order.from_approved(f"C{n}", approval(n, symbol=symbol, side=rng.choice(["BUY", "SELL"]),
+                                                      quantity=rng.choice([10, 20, 50])), "EQ", "NSE", "t")
+        ledger.add(order)
+        for live in rng.sample(list(ledger.orders.values()), min(3, len(ledger.orders))):
+            step = rng.random()
+            if live.status == "NEW":
+                status = "REJECTED" if step < 0.2 else "OPEN"
+                ledger.answer(live, BrokerOrder(f"B{live.client_id}", live.client_id, live.symbol, live.side,
+                                                live.quantity, "MARKET", None, 0, status=status, reason="r"))
+            elif live.status == "OPEN" and step < 0.6:
+                part = min(live.quantity - live.filled, 10)
+                ledger.fill(live, Trade(f"T{live.client_id}-{live.filled}", live.order_id, live.client_id, live.symbol,
+                                        live.side, part, 100.0, 0))
+            elif live.status == "OPEN":
+                ledger.close(live, "CANCELLED", "by the broker")
+        assert ledger.exposure.units == summed(ledger)
+    ledger.close_file()
+    again = Ledger(tmp_path / "orders.wal", fsync=False, illegal=illegal)
+    assert again.exposure.units == summed(again) == summed(ledger)
+    again.close_file()

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from ..runtime.wal import RecordLog
 from .backlog import BackloggedLog
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerOrder, Trade
+from .margin import Exposure, exposure_of
 from .orders import NEW, Order
 
 log = logging.getLogger("algo.execution")
@@ -62,6 +63,7 @@ class Ledger:
         self.log = BackloggedLog(RecordLog(path, fsync=fsync), DISK_FULL, logging.CRITICAL, floor)
         self.illegal = illegal
         self.orders: dict[str, Order] = {}
+        self.exposure = Exposure()  # per symbol, kept with every change: the margin check reads it
         self.log.wal.replay(self._replay)
 
     @property
@@ -71,7 +73,8 @@ class Ledger:
 
     def _replay(self, record: dict[str, Any]) -> None:
         if record["op"] == "new":
-            self.orders[record["client_id"]] = Order.from_intent(record)
+            new = self.orders[record["client_id"]] = Order.from_intent(record)
+            self.exposure.count(new)
         elif (order := self.orders.get(record["client_id"])) is not None and not _known_fill(order, record):
             self._change(order, record, write=False)
 
@@ -79,6 +82,7 @@ class Ledger:
         """The order's intent, on disk before the broker may hear of it; OSError: not taken."""
         self.log.write_now(order.intent())
         self.orders[order.client_id] = order
+        self.exposure.count(order)
 
     def answer(self, order: Order, at_broker: BrokerOrder) -> bool:
         """The broker's answer to a place call: accepted or refused."""
@@ -110,8 +114,10 @@ class Ledger:
                         event, order.status, extra={"ORDER_ID": order.client_id, "SYMBOL": order.symbol,
                                                     "ENGINE": order.engine, "STRATEGY": order.strategy})
             return False
+        before = exposure_of(order)
         _apply(order, record)
         order.status = status
+        self.exposure.count(order, before)
         if write:
             self.log.append(record)
         return True

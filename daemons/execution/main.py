@@ -628,9 +628,9 @@ class ExecutionDaemon(Daemon):
                      extra=self._fields(order))
 
     def _send(self, order: Order) -> None:
+        assert self.ledger is not None
         age = self._age(order)
         if age > self.section.max_order_age_sec:  # it waited for the order-rate budget until it went stale
-            assert self.ledger is not None
             self.ledger.close(order, REJECTED, f"stale: waited for the order-rate budget until its tick was {age:.1f}s "
                                                f"old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late")
             log.warning("order %s not sent: %s", order.client_id, order.reason, extra=self._fields(order))
@@ -638,7 +638,7 @@ class ExecutionDaemon(Daemon):
             self._publish_order(order)
             return
         if self.paper is not None:
-            if self.section.margin.check and (why := self.margin_model.refusal(order, self.orders.values())):
+            if self.section.margin.check and (why := self.margin_model.refusal(order, self.ledger.exposure)):
                 self._short_of_margin(order, why)
                 return
             if self._fenced(order):
@@ -653,14 +653,13 @@ class ExecutionDaemon(Daemon):
     async def _send_live(self, order: Order) -> None:
         from .kite_broker import BrokerError, TokenExpired
 
-        assert self.kite is not None
+        assert self.kite is not None and self.ledger is not None
         if self.halted:  # queued behind the governor before the halt
-            assert self.ledger is not None
             self.ledger.close(order, REJECTED, TOKEN_HALT)
             self._rejected(order)
             self._publish_order(order)
             return
-        if self.section.margin.check and (units := added(order, self.orders.values())):
+        if self.section.margin.check and (units := added(order, self.ledger.exposure)):
             try:
                 required, available = await self.kite.margin(order.symbol, order.side, units, order.order_type,
                                                              order.limit_price, exchange=order.exchange)

@@ -29,7 +29,6 @@ feed's first tick) cannot be judged and goes: the paper broker fills it only on 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from ..runtime.config import MarginSection
@@ -37,9 +36,30 @@ from .broker_types import OPEN
 from .orders import NEW, Order
 
 
-def added(order: Order, orders: Iterable[Order]) -> int:
-    """Units of ``order`` that add to today's exposure in its symbol (0 for an exit)."""
-    return _adds(order, sum(_exposure(o) for o in orders if o.symbol == order.symbol and o.client_id != order.client_id))
+class Exposure:
+    """Today's exposure per symbol (signed units: what is filled, plus the rest of what still works), kept as
+    the ledger changes its orders. The check before every send reads it: a pass over the day's orders there
+    cost ~0.2 ms an order at 150 of them, and grew with the day."""
+
+    __slots__ = ("kinds", "units")
+
+    def __init__(self) -> None:
+        self.units: dict[str, int] = {}
+        self.kinds: dict[str, str] = {}  # symbol -> its instrument type, for the margin it holds
+
+    def count(self, order: Order, before: int = 0) -> None:
+        """``order`` is new (``before`` 0) or changed from an exposure of ``before``."""
+        self.units[order.symbol] = self.units.get(order.symbol, 0) + exposure_of(order) - before
+        self.kinds[order.symbol] = order.instrument_type
+
+    def others(self, order: Order) -> int:
+        """The exposure in ``order``'s symbol of the day's other orders (``order`` is one of the day's)."""
+        return self.units.get(order.symbol, 0) - exposure_of(order)
+
+
+def added(order: Order, exposure: Exposure) -> int:
+    """Units of ``order`` (one of the day's orders) that add to today's exposure in its symbol (0 for an exit)."""
+    return _adds(order, exposure.others(order))
 
 
 def _adds(order: Order, exposure: int) -> int:
@@ -48,7 +68,7 @@ def _adds(order: Order, exposure: int) -> int:
     return max(0, abs(exposure + q) - abs(exposure))
 
 
-def _exposure(o: Order) -> int:
+def exposure_of(o: Order) -> int:
     """Signed: what is filled, plus the rest while the order still works."""
     working = o.quantity if o.status in (NEW, OPEN) else o.filled
     return working if o.side == "BUY" else -working
@@ -80,16 +100,10 @@ class PaperMargin:
             return -units * strike * m.option_short_pct / 100
         return abs(units) * price
 
-    def refusal(self, order: Order, orders: Iterable[Order]) -> str | None:
-        """Why the order may not be sent for want of margin, or None. One pass over the day's orders: it runs
-        before every send."""
-        exposure: dict[str, int] = {}  # symbol -> signed units of the day's other orders
-        kinds: dict[str, str] = {}
-        for o in orders:
-            if o.client_id != order.client_id:
-                exposure[o.symbol] = exposure.get(o.symbol, 0) + _exposure(o)
-                kinds[o.symbol] = o.instrument_type
-        own = exposure.pop(order.symbol, 0)
+    def refusal(self, order: Order, exposure: Exposure) -> str | None:
+        """Why the order (one of the day's) may not be sent for want of margin, or None. It runs before every
+        send: one pass over the symbols held, none over the day's orders."""
+        own = exposure.others(order)
         units = _adds(order, own)
         if not units:
             return None
@@ -98,7 +112,8 @@ class PaperMargin:
         if not price:  # no tick of it since the start (an order sent again at reconciliation): nothing to judge by
             return None
         need = self.needs(order.instrument_type, units if order.side == "BUY" else -units, price, strike)
-        held = sum(self.needs(kinds[s], e, *self.marks.get(s, (0.0, 0.0))) for s, e in exposure.items() if e)
+        held = sum(self.needs(exposure.kinds[s], e, *self.marks.get(s, (0.0, 0.0)))
+                   for s, e in exposure.units.items() if e and s != order.symbol)
         held += self.needs(order.instrument_type, own, price, strike)
         available = self.section.funds - held
         if need > available:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ class PaperBroker:
         self.log.wal.replay(self._replay)
         self.by_tag = {o.tag: o for o in self.orders.values()}
         # Working orders by symbol: a tick looks only at its symbol's open orders, not the day's book.
-        self.working: dict[str, list[BrokerOrder]] = {}
+        self.working: dict[str, dict[str, BrokerOrder]] = {}  # symbol -> order id -> its open order, in placing order
         for order in self.orders.values():
             self._index(order)
 
@@ -105,7 +105,7 @@ class PaperBroker:
             facts = InstrumentFacts.of_tick(tick)
             self.know(symbol, facts.lot_size, facts.tick_size)
         done = []
-        for order in list(self.working.get(symbol, ())):
+        for order in list(self.working.get(symbol, {}).values()):
             if now_ns - order.placed_ns < self.config.latency_ms * 1e6:
                 continue
             trade = self._match(order, tick)
@@ -137,21 +137,21 @@ class PaperBroker:
         if order.filled == order.quantity:
             order.status = COMPLETE
         self.trades.append(trade)
-        self.log.append({"kind": "trade", "trade": asdict(trade)})
+        self.log.append({"kind": "trade", "trade": fields_of(trade)})
         self._save(order)
         return trade
 
     def _save(self, order: BrokerOrder) -> None:
         self.orders[order.order_id] = order
         self._index(order)
-        self.log.append({"kind": "order", "order": asdict(order)})
+        self.log.append({"kind": "order", "order": fields_of(order)})
 
     def _index(self, order: BrokerOrder) -> None:
-        working = self.working.setdefault(order.symbol, [])
-        if order.status == OPEN and order not in working:
-            working.append(order)
-        elif order.status != OPEN and order in working:
-            working.remove(order)
+        """By id, not by a scan: a dataclass compares every field, and a symbol can have many orders open."""
+        if order.status == OPEN:
+            self.working.setdefault(order.symbol, {})[order.order_id] = order
+        elif (working := self.working.get(order.symbol)) is not None:
+            working.pop(order.order_id, None)
 
     def flush(self) -> None:
         """Write what a full disk held back."""
@@ -159,3 +159,9 @@ class PaperBroker:
 
     def close(self) -> None:
         self.log.close()
+
+
+def fields_of(record: BrokerOrder | Trade) -> dict[str, Any]:
+    """A copy of the fields (every one a scalar), for the log: ``dataclasses.asdict`` deep-copies field by field
+    and cost ~60 µs of an order's place call."""
+    return dict(vars(record))
