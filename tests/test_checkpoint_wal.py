@@ -4,14 +4,17 @@ into ``checkpoint.json`` on save: whatever a crash interrupts, the newest durabl
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from daemons.runtime.checkpoint import GENERATION, Checkpoint
+from daemons.runtime.envelope import EXECUTION_FILL, Event
 from daemons.runtime.integrity import DamagedFile
-from daemons.runtime.wal import encode
+from daemons.runtime.wal import RecordLog, encode
 from tests.test_strategy_isolation import engine_with, tick_event
 
 
@@ -75,3 +78,60 @@ def test_an_engine_killed_after_a_signal_never_hands_its_id_out_again(tmp_path: 
     third = engine_with(tmp_path, monkeypatch)
     asyncio.run(third.setup())
     assert third.counts["steady"] == 2
+
+
+def fill_event(n: int) -> Event:
+    payload = {"fill_id": f"fill-{n}", "strategy": "steady", "symbol": "INFY", "side": "BUY", "quantity": 1,
+               "price": 100.0}
+    return Event(EXECUTION_FILL, "execution", n, payload, f"f-{n}", n, f"f-{n}")
+
+
+def logged(tmp_path: Path) -> list[dict[str, Any]]:
+    return [r["state"] for r in RecordLog(tmp_path / "checkpoint.wal").records]
+
+
+def test_a_signals_record_leaves_out_the_fills_the_file_has_and_a_restart_finds_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fill writes checkpoint.json; the record before a signal then need not carry the day's fill ids and
+    positions (its size and cost grew with them), and a restart lays it over the file."""
+    engine = engine_with(tmp_path, monkeypatch)
+    asyncio.run(engine.setup())
+    engine._on_fill(fill_event(1))
+    engine._on_tick(tick_event(1))
+    [record] = logged(tmp_path)
+    assert "seen_fills" not in record and "positions" not in record and record["counts"]["steady"] == 1
+    engine.checkpoint.close()
+    again = engine_with(tmp_path, monkeypatch)
+    asyncio.run(again.setup())
+    assert again.seen_fills == {"fill-1"} and again.counts["steady"] == 1
+    assert again.book.positions[("steady", "INFY")].quantity == 1
+    again._on_fill(fill_event(1))  # execution sends the day's fills again after a restart: applied once
+    assert again.book.positions[("steady", "INFY")].quantity == 1 and again.strategies["steady"].position == {"INFY": 1}
+    again.checkpoint.close()
+
+
+def test_a_fill_the_file_did_not_take_rides_with_the_next_signals_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill whose write failed (a full disk) is not in checkpoint.json: the records after it carry the fill
+    ids and positions until a write succeeds, so a restart never applies that fill twice."""
+    engine = engine_with(tmp_path, monkeypatch)
+    asyncio.run(engine.setup())
+    engine.save()
+    real = engine.checkpoint.write
+
+    def full(state: dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(engine.checkpoint, "write", full)
+    with pytest.raises(OSError):
+        engine._on_fill(fill_event(1))
+    engine._on_tick(tick_event(1))
+    [record] = logged(tmp_path)
+    assert record["seen_fills"] == ["fill-1"] and record["positions"][0]["quantity"] == 1
+    engine.checkpoint.close()
+    again = engine_with(tmp_path, monkeypatch)
+    asyncio.run(again.setup())
+    again._on_fill(fill_event(1))
+    assert again.book.positions[("steady", "INFY")].quantity == 1 and again.strategies["steady"].position == {"INFY": 1}
+    monkeypatch.setattr(engine.checkpoint, "write", real)
+    again.checkpoint.close()

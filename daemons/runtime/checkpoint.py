@@ -57,6 +57,10 @@ class Checkpoint:
     (~0.4 ms, more while other processes flush: bench/pipeline/README.md, round 6); ``write`` (on a timer,
     on stop) folds the log back into the one file people and tools read, and empties it. ``read`` returns
     the newer of the two, so a crash after any ``log`` or ``write`` restores what was last made durable.
+
+    A logged state may leave out keys whose values have not changed since the last ``write`` (an engine's
+    fill ids and positions change only with fills, each of which writes the file): ``read`` lays the newest
+    record over the file, so what it left out is the file's.
     """
 
     def __init__(self, path: Path) -> None:
@@ -83,10 +87,12 @@ class Checkpoint:
             if generation > max(base, self.generation):
                 self.generation, newest = generation, state
         self.generation = max(base, self.generation)
-        return newest if newest is not None else saved
+        if newest is None:
+            return saved
+        return {**saved, **newest} if saved else newest
 
     def log(self, state: dict[str, Any]) -> None:
-        """``state``, durable when this returns (OSError: not)."""
+        """``state`` (or the part of it changed since the last ``write``), durable when this returns (OSError: not)."""
         self.generation += 1
         self.wal.append({GENERATION: self.generation, "state": state})
 
