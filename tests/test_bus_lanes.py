@@ -207,23 +207,31 @@ def test_ticks_still_held_at_close_reach_no_handler(tmp_path: Path) -> None:
     run(go, tmp_path)
 
 
+def readable(peer: socket.socket) -> bytes:
+    """What the client has written to the socket so far (nothing: b"")."""
+    try:
+        return peer.recv(1 << 20, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+async def bare_peer(path: Path) -> tuple[BusClient, socket.socket, socket.socket]:
+    """A client named risk connected to a bare socket (no broker), so what it writes, and when, is read raw."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+    pub = await client(path, "risk")
+    peer, _ = server.accept()
+    await asyncio.sleep(0.05)
+    assert b"risk" in readable(peer)  # its greeting
+    return pub, peer, server
+
+
 def test_an_order_path_event_is_written_at_publish_and_market_data_at_the_end_of_the_turn(tmp_path: Path) -> None:
     """The rest of a publisher's turn (its log line, the rest of a batch of ticks) must not delay an
     approval; ticks still leave once per turn, a burst in one write."""
-    def readable(peer: socket.socket) -> bytes:
-        try:
-            return peer.recv(1 << 20, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return b""
-
     async def go(path: Path) -> None:
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(path))
-        server.listen()
-        pub = await client(path, "risk")
-        peer, _ = server.accept()
-        await asyncio.sleep(0.05)
-        assert b"risk" in readable(peer)  # its greeting
+        pub, peer, server = await bare_peer(path)
         pub.publish("marketdata.tick", {"token": "1"}, key="1")
         pub.publish("risk.approved", {"order": "A1"})
         written = readable(peer)  # no await in between: still the publisher's turn
@@ -263,20 +271,8 @@ def test_every_part_of_the_fleet_agrees_on_what_is_market_data() -> None:
 def test_only_the_first_order_path_event_of_a_turn_is_written_at_once(tmp_path: Path) -> None:
     """A flood of order-path events in one turn (a flatten's orders) costs one write more, not one each:
     the first goes at once, the rest leave together when the turn ends, in publish order."""
-    def readable(peer: socket.socket) -> bytes:
-        try:
-            return peer.recv(1 << 20, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return b""
-
     async def go(path: Path) -> None:
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(path))
-        server.listen()
-        pub = await client(path, "risk")
-        peer, _ = server.accept()
-        await asyncio.sleep(0.05)
-        assert b"risk" in readable(peer)
+        pub, peer, server = await bare_peer(path)
         for turn in range(2):
             for n in range(3):
                 pub.publish("risk.approved", {"order": f"T{turn}-{n}"})
