@@ -189,7 +189,7 @@ def test_step_slices_cover_the_step_once_in_order() -> None:
     from daemons.marketdata.main import STEP_SLICE, step_slices
 
     for n, spread in ((52, True), (9000, True), (9000, False), (1, True), (0, False)):
-        slices = step_slices(n, 10.0, 0.5, spread)
+        slices = list(step_slices(n, 10.0, 0.5, spread))
         assert [i for a, b, _ in slices for i in range(a, b)] == list(range(n))
         assert all(b - a <= STEP_SLICE for a, b, _ in slices)
         whens = [w for _, _, w in slices]

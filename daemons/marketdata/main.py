@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,15 +50,16 @@ SNAPSHOT_PAUSE_SEC = 0.01
 SPREAD_SEC = 0.002  # with spread_steps: a step's ticks go out in slices this far apart (or one tick each)
 
 
-def step_slices(n: int, start: float, interval: float, spread: bool) -> list[tuple[int, int, float]]:
+def step_slices(n: int, start: float, interval: float, spread: bool) -> Iterator[tuple[int, int, float]]:
     """(first, stop, when) of each slice of a step of ``n`` ticks due at ``start``: back to back by
-    default, or spread evenly over the step's ``interval`` as a real feed delivers a market's ticks."""
+    default, or spread evenly over the step's ``interval`` as a real feed delivers a market's ticks.
+    One at a time: spread over a long step they are thousands, alive for the whole step as a list."""
     count = -(-n // STEP_SLICE)
     if spread:
         count = max(count, min(n, int(interval / SPREAD_SEC)))
     count = max(count, 1)
-    return [(k * n // count, (k + 1) * n // count, start + (k * interval / count if spread else 0.0))
-            for k in range(count)]
+    return ((k * n // count, (k + 1) * n // count, start + (k * interval / count if spread else 0.0))
+            for k in range(count))
 
 
 def bar_symbols(config: FleetConfig) -> frozenset[str] | None:

@@ -33,9 +33,10 @@ class Underlying:
     vol: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Book:
-    """What a tick reports beyond the price: cumulative volume and open interest."""
+    """What a tick reports beyond the price: cumulative volume and open interest (slots: one per instrument,
+    ~120 bytes less each than with a ``__dict__``)."""
 
     volume: int = 0
     oi: int = 0
