@@ -35,6 +35,24 @@ def test_the_newest_of_the_file_and_its_log_is_read(tmp_path: Path) -> None:
     assert Checkpoint(c.path).read() == {"n": 5}
 
 
+def test_records_apply_in_order_over_the_file_and_add_to_its_lists(tmp_path: Path) -> None:
+    """A record's keys replace the file's, its ``add`` appends to list-valued ones; a whole list replaces."""
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    c.write({"n": 1, "ids": ["a"], "keep": "x"})
+    c.log({"n": 2}, {"ids": ["b"]})
+    c.log({"n": 3})
+    c.log({}, {"ids": ["c"]})
+    again = Checkpoint(c.path)
+    assert again.read() == {"n": 3, "ids": ["a", "b", "c"], "keep": "x"} and again.logged == 3
+    c.log({"ids": []})  # a day roll: the whole value
+    c.log({}, {"ids": ["d"]})
+    assert Checkpoint(c.path).read() == {"n": 3, "ids": ["d"], "keep": "x"}
+    c.close()
+    c.wal.path.write_bytes(encode({GENERATION: 9, "state": {}, "add": {"ids": "e"}}))
+    with pytest.raises(DamagedFile, match="not a checkpoint record"):
+        Checkpoint(c.path).read()
+
+
 def test_records_older_than_the_file_are_left_out(tmp_path: Path) -> None:
     """A crash between writing the file and emptying the log leaves records the file already holds."""
     c = Checkpoint(tmp_path / "checkpoint.json")
@@ -86,52 +104,62 @@ def fill_event(n: int) -> Event:
     return Event(EXECUTION_FILL, "execution", n, payload, f"f-{n}", n, f"f-{n}")
 
 
-def logged(tmp_path: Path) -> list[dict[str, Any]]:
-    return [r["state"] for r in RecordLog(tmp_path / "checkpoint.wal").records]
-
-
-def test_a_signals_record_leaves_out_the_fills_the_file_has_and_a_restart_finds_them(
+def test_a_fill_adds_its_id_to_the_log_and_a_signals_record_leaves_the_fills_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each fill writes checkpoint.json; the record before a signal then need not carry the day's fill ids and
-    positions (its size and cost grew with them), and a restart lays it over the file."""
-    engine = engine_with(tmp_path, monkeypatch)
-    asyncio.run(engine.setup())
-    engine._on_fill(fill_event(1))
-    engine._on_tick(tick_event(1))
-    [record] = logged(tmp_path)
-    assert "seen_fills" not in record and "positions" not in record and record["counts"]["steady"] == 1
-    engine.checkpoint.close()
-    again = engine_with(tmp_path, monkeypatch)
-    asyncio.run(again.setup())
-    assert again.seen_fills == {"fill-1"} and again.counts["steady"] == 1
-    assert again.book.positions[("steady", "INFY")].quantity == 1
-    again._on_fill(fill_event(1))  # execution sends the day's fills again after a restart: applied once
-    assert again.book.positions[("steady", "INFY")].quantity == 1 and again.strategies["steady"].position == {"INFY": 1}
-    again.checkpoint.close()
-
-
-def test_a_fill_the_file_did_not_take_rides_with_the_next_signals_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fill whose write failed (a full disk) is not in checkpoint.json: the records after it carry the fill
-    ids and positions until a write succeeds, so a restart never applies that fill twice."""
+    """A fill costs one fdatasync, not a rewrite of checkpoint.json: its record adds its id to the day's and
+    holds the positions; a signal's record then carries neither (their size and cost grew with the day's
+    fills). A restart applies the records in order over the file."""
     engine = engine_with(tmp_path, monkeypatch)
     asyncio.run(engine.setup())
     engine.save()
-    real = engine.checkpoint.write
+    written = (tmp_path / "checkpoint.json").read_bytes()
+    engine._on_fill(fill_event(1))
+    engine._on_tick(tick_event(1))
+    engine._on_fill(fill_event(2))
+    assert (tmp_path / "checkpoint.json").read_bytes() == written, "no rewrite for a fill"
+    fill, signal, fill2 = RecordLog(tmp_path / "checkpoint.wal").records
+    assert fill["add"] == {"seen_fills": ["fill-1"]} and "seen_fills" not in fill["state"]
+    assert fill["state"]["positions"][0]["quantity"] == 1
+    assert "seen_fills" not in signal["state"] and "positions" not in signal["state"] and "add" not in signal
+    assert signal["state"]["counts"]["steady"] == 1 and fill2["add"] == {"seen_fills": ["fill-2"]}
+    engine.checkpoint.close()
+    again = engine_with(tmp_path, monkeypatch)
+    asyncio.run(again.setup())
+    assert again.seen_fills == {"fill-1", "fill-2"} and again.counts["steady"] == 1
+    assert again.book.positions[("steady", "INFY")].quantity == 2
+    again._on_fill(fill_event(1))  # execution sends the day's fills again after a restart: applied once
+    assert again.book.positions[("steady", "INFY")].quantity == 2 and again.strategies["steady"].position == {"INFY": 2}
+    again.save()
+    assert orjson.loads((tmp_path / "checkpoint.json").read_bytes())["seen_fills"] == ["fill-1", "fill-2"]
+    assert (tmp_path / "checkpoint.wal").stat().st_size == 0
+    again.checkpoint.close()
 
-    def full(state: dict[str, Any]) -> None:
+
+def test_a_fill_the_disk_did_not_take_rides_whole_with_the_next_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill whose record failed (a full disk) is in no durable record: the next one carries every fill id
+    and the positions, so a restart never applies that fill twice (the strategies' positions in the same
+    record already count it)."""
+    engine = engine_with(tmp_path, monkeypatch)
+    asyncio.run(engine.setup())
+    engine.save()
+    real = engine.checkpoint.log
+
+    def full(state: dict[str, Any], add: dict[str, list[Any]] | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine.checkpoint, "write", full)
+    monkeypatch.setattr(engine.checkpoint, "log", full)
     with pytest.raises(OSError):
         engine._on_fill(fill_event(1))
+    monkeypatch.setattr(engine.checkpoint, "log", real)
     engine._on_tick(tick_event(1))
-    [record] = logged(tmp_path)
-    assert record["seen_fills"] == ["fill-1"] and record["positions"][0]["quantity"] == 1
+    [record] = RecordLog(tmp_path / "checkpoint.wal").records
+    assert record["state"]["seen_fills"] == ["fill-1"] and record["state"]["positions"][0]["quantity"] == 1
+    engine._on_tick(tick_event(2))
+    assert "seen_fills" not in RecordLog(tmp_path / "checkpoint.wal").records[-1]["state"], "whole once, then lean"
     engine.checkpoint.close()
     again = engine_with(tmp_path, monkeypatch)
     asyncio.run(again.setup())
     again._on_fill(fill_event(1))
     assert again.book.positions[("steady", "INFY")].quantity == 1 and again.strategies["steady"].position == {"INFY": 1}
-    monkeypatch.setattr(engine.checkpoint, "write", real)
     again.checkpoint.close()

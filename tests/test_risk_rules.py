@@ -192,3 +192,46 @@ def test_risk_publishes_the_pnl_when_it_changes_and_not_otherwise(tmp_path: Path
     risk._publish_pnl()
     assert published()[1:] == [{"realised": 0.0, "unrealised": 125.0, "by_engine": {"equity": {"realised": 0.0,
                                 "unrealised": 125.0}}, "open_positions": 1}]
+
+
+def test_a_fill_is_one_append_to_the_log_and_a_restart_neither_loses_nor_doubles_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positions are what risk must not forget, and risk is on the order path: a fill is made durable by one
+    appended record (its id added to the day's), not by rewriting a state that grows with the day's fills;
+    checkpoint.json takes the records at the serving loop's next second."""
+    import asyncio
+
+    import orjson
+
+    from daemons.risk.main import RiskDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.envelope import EXECUTION_FILL, Event
+    from daemons.runtime.metrics import DaemonMetrics
+    from daemons.runtime.wal import RecordLog
+
+    def fill(n: int) -> Event:
+        payload = {"fill_id": f"F{n}", "engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": "BUY",
+                   "quantity": 10, "price": 1000.0}
+        return Event(EXECUTION_FILL, "execution", n, payload, f"e{n}", n, f"e{n}")
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    asyncio.run(risk.setup())  # writes the day into checkpoint.json
+    written = (tmp_path / "checkpoint.json").read_bytes()
+    for n in (1, 2):
+        risk._on_fill(fill(n))
+    assert (tmp_path / "checkpoint.json").read_bytes() == written, "a fill does not rewrite the state"
+    records = RecordLog(tmp_path / "checkpoint.wal").records
+    assert [r.get("add") for r in records] == [{"seen_fills": ["F1"]}, {"seen_fills": ["F2"]}]
+    assert records[-1]["state"]["positions"][0]["quantity"] == 20 and "seen_fills" not in records[-1]["state"]
+    risk.checkpoint.close()
+
+    again = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))  # kill -9 before the loop folded the log in
+    asyncio.run(again.setup())
+    assert again.seen_fills == {"F1", "F2"} and again.rules.book.positions[("equity", "INFY")].quantity == 20
+    again._on_fill(fill(2))  # execution sends the day's fills again after a restart
+    assert again.rules.book.positions[("equity", "INFY")].quantity == 20
+    again.save()
+    saved = orjson.loads((tmp_path / "checkpoint.json").read_bytes())
+    assert saved["seen_fills"] == ["F1", "F2"] and (tmp_path / "checkpoint.wal").stat().st_size == 0
+    again.checkpoint.close()

@@ -4,9 +4,9 @@ they decide as ``strategy.signal``.
 
 Every signal gets a deterministic ``signal_id`` (strategy, session day, the strategy's signal
 count), from which execution derives the order's client id: a replayed day yields the same ids.
-Strategy state is checkpointed before each signal goes out (appended to ``checkpoint.wal`` at one
-fdatasync), after each fill, every ``checkpoint_sec`` and on stop (``checkpoint.json``, which takes the
-log's place), so a crash (even kill -9, even a power cut) never reuses a signal id or forgets a fill.
+Strategy state is checkpointed before each signal goes out and after each fill (appended to
+``checkpoint.wal`` at one fdatasync), and every ``checkpoint_sec`` and on stop (``checkpoint.json``, which
+takes the log's place), so a crash (even kill -9, even a power cut) never reuses a signal id or forgets a fill.
 After a restart the engine asks execution for the day's fills (``control.sync``); fills are applied
 once each, by fill_id, so the ones it already had are ignored.
 
@@ -76,9 +76,9 @@ class EngineDaemon(Daemon):
         self.executed = Executed()  # outcomes of the control-plane commands applied here, by id
         self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
         self.seen_fills: set[str] = set()
-        # The fill ids and positions changed since checkpoint.json was last written (each fill writes it): until
-        # it is, the record logged before a signal carries them too; after, it leaves them out, so its size
-        # and cost do not grow with the day's fills (1 ms a signal at 5,000 of them).
+        # A change to the fill ids or positions that no durable record holds yet (at start, after a day roll, or a
+        # fill whose record the disk refused): the next record carries them whole. Else records leave them out
+        # (a fill's adds its id), so their size and cost do not grow with the day's fills (1 ms at 5,000).
         self.fills_unsaved = True
         self.day: str | None = None  # the IST date of the P&L and the fills seen
         self.cpu_ns: dict[str, int] = {}  # CPU time each strategy spent in on_tick (this process)
@@ -313,9 +313,19 @@ class EngineDaemon(Daemon):
 
     def _save_before_signal(self) -> None:
         """The state, durable before a signal goes out (a crash must never hand out a signal id twice), at one
-        fdatasync: appended to checkpoint.wal, folded into checkpoint.json by the next save(). The fill ids and
-        positions only while checkpoint.json does not have them yet."""
-        self.checkpoint.log(self._state(fills=self.fills_unsaved))
+        fdatasync: appended to checkpoint.wal, folded into checkpoint.json by the next save()."""
+        whole = self.fills_unsaved
+        self.checkpoint.log(self._state(fills=whole))
+        self.fills_unsaved = False
+
+    def _save_fill(self, fill_id: str) -> None:
+        """A fill, durable at one fdatasync: its id added to the day's, the positions and strategies as they are
+        now (checkpoint.json takes it all at the next save)."""
+        whole = self.fills_unsaved
+        state = self._state(fills=True) if whole else self._state(fills=False) | {"positions": self._positions()}
+        self.fills_unsaved = True  # until this record is on disk
+        self.checkpoint.log(state, None if whole else {"seen_fills": [fill_id]})
+        self.fills_unsaved = False
 
     def _state(self, *, fills: bool = True) -> dict[str, Any]:
         hosted = self._hosted()
@@ -334,11 +344,11 @@ class EngineDaemon(Daemon):
             "disabled": sorted(self.guard.disabled),
             "counts": self.counts,
             "day": self.day,
-        } | ({
-            "seen_fills": sorted(self.seen_fills),
-            "positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,
-                           "realised": p.realised} for (k, s), p in self.book.positions.items()],
-        } if fills else {})
+        } | ({"seen_fills": sorted(self.seen_fills), "positions": self._positions()} if fills else {})
+
+    def _positions(self) -> list[dict[str, Any]]:
+        return [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
+                for (k, s), p in self.book.positions.items()]
 
     def _on_tick(self, event: Event) -> None:
         self.last_tick = time.monotonic()
@@ -462,7 +472,6 @@ class EngineDaemon(Daemon):
         if strategy is None or not fill_id or fill_id in self.seen_fills:
             return  # another engine's, or one already applied (execution re-sends after restarts)
         self.seen_fills.add(fill_id)
-        self.fills_unsaved = True
         fill = Fill(p["symbol"], p["side"], p["quantity"], p["price"])
         try:
             strategy.on_fill(fill)
@@ -470,7 +479,7 @@ class EngineDaemon(Daemon):
             self.guard.failed(strategy.name, "on_fill", exc, event.trace)
         self.book.fill(strategy.name, p["symbol"], p["side"], p["quantity"], p["price"])
         self.traded.add(p["symbol"])
-        self.save()
+        self._save_fill(fill_id)
 
     def _on_control(self, event: Event) -> None:
         if event.type == CONTROL_COMMAND:

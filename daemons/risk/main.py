@@ -32,8 +32,8 @@ from prometheus_client.registry import Collector
 from ..marketdata.session import IST
 from ..portfolios.portfolio import Reason
 from ..portfolios.portfolio import Signal as PortfolioSignal
-from ..runtime import checkpoint
 from ..runtime.book import Position
+from ..runtime.checkpoint import Checkpoint
 from ..runtime.config import FleetConfig, RiskSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (
@@ -72,6 +72,10 @@ class RiskDaemon(Daemon):
         self.day: str | None = None  # the IST date the P&L is for
         self.recent: deque[tuple[float, dict[str, Any], str]] = deque(maxlen=10_000)  # (monotonic, approval, trace)
         self.state_file = self.state_path("checkpoint.json")
+        # Each fill is durable at one fdatasync, appended to checkpoint.wal (its id added to the day's, the
+        # positions as they are); checkpoint.json is written whole at most once a second, and on every other change
+        self.checkpoint = Checkpoint(self.state_file)
+        self.fills_unsaved = True  # a change to the fill ids no durable record holds yet: the next one carries all
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
         for code in CODES:
             self.decisions.labels(code)
@@ -105,7 +109,7 @@ class RiskDaemon(Daemon):
         return self.config.daemons.risk
 
     async def setup(self) -> None:
-        saved = checkpoint.read(self.state_file)
+        saved = self.checkpoint.read()
         if saved:
             for row in saved["positions"]:
                 self.rules.book.positions[(row["engine"], row["symbol"])] = Position(
@@ -170,6 +174,7 @@ class RiskDaemon(Daemon):
             self.rules.book.new_day()
             self.rules.strategies.new_day()
             self.seen_fills.clear()
+            self.fills_unsaved = True
             log.info("new trading day %s: realised P&L reset, %d open positions carried over", today,
                      len(self.rules.book.open_symbols()))
         self.day = today
@@ -186,6 +191,8 @@ class RiskDaemon(Daemon):
             except TimeoutError:
                 self._roll_day()
                 self._publish_pnl()
+                if self.checkpoint.logged:  # the fills of the last second, folded into checkpoint.json
+                    self.save()
 
     def _publish_pnl(self) -> None:
         """``risk.pnl`` when the booked P&L changed (to the paisa): what a console streams instead of
@@ -203,20 +210,34 @@ class RiskDaemon(Daemon):
 
     async def drain(self) -> None:
         self.save()
+        self.checkpoint.close()
         if self.desk is not None:
             self.desk.close()
 
     def save(self) -> None:
-        checkpoint.write(self.state_file, {
-            "kill_switch": self.rules.kill_switch,
-            "seen_fills": sorted(self.seen_fills),
-            "flattens": self.flattens,
-            "day": self.day,
+        """The whole state as checkpoint.json, durable (the log's records are in it then)."""
+        self.checkpoint.write({"kill_switch": self.rules.kill_switch, "seen_fills": sorted(self.seen_fills),
+                               "flattens": self.flattens, "day": self.day, **self._positions()})
+        self.fills_unsaved = False
+
+    def _save_fill(self, fill_id: str | None) -> None:
+        """A fill, durable at one fdatasync: its id added to the day's and the positions as they are now, appended
+        to checkpoint.wal (a rewrite of the whole state grew with the day's fills, on the order path's process)."""
+        whole = self.fills_unsaved
+        self.fills_unsaved = True  # until this record is on disk
+        if whole:
+            self.checkpoint.log({"seen_fills": sorted(self.seen_fills), **self._positions()})
+        else:
+            self.checkpoint.log(self._positions(), {"seen_fills": [fill_id]} if fill_id else None)
+        self.fills_unsaved = False
+
+    def _positions(self) -> dict[str, list[dict[str, Any]]]:
+        return {
             "positions": [{"engine": e, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
                           for (e, s), p in self.rules.book.positions.items()],
             "strategy_positions": [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average,
                                     "realised": p.realised} for (k, s), p in self.rules.strategies.positions.items()],
-        })
+        }
 
     def _on_tick(self, event: Event) -> None:
         p = event.payload
@@ -315,7 +336,7 @@ class RiskDaemon(Daemon):
             self.seen_fills.add(fill_id)
         self.rules.fill(f["engine"], str(f.get("strategy", "")), f["symbol"], f["side"], f["quantity"], f["price"])
         self.watch.add(f["symbol"])
-        self.save()  # positions are what risk must not forget
+        self._save_fill(fill_id)  # positions are what risk must not forget
         breach = self.rules.loss_breach(f["engine"])
         if breach:
             self._engage(f"loss limit: {breach}", event.trace)

@@ -55,18 +55,19 @@ class Checkpoint:
     """A state file and its write-ahead log (``<name>.wal``). ``log`` makes a state durable at one
     ``fdatasync`` of an append (~0.1 ms on the bench's disk) where ``write`` costs two fsyncs and a rename
     (~0.4 ms, more while other processes flush: bench/pipeline/README.md, round 6); ``write`` (on a timer,
-    on stop) folds the log back into the one file people and tools read, and empties it. ``read`` returns
-    the newer of the two, so a crash after any ``log`` or ``write`` restores what was last made durable.
+    on stop) folds the log back into the one file people and tools read, and empties it.
 
-    A logged state may leave out keys whose values have not changed since the last ``write`` (an engine's
-    fill ids and positions change only with fills, each of which writes the file): ``read`` lays the newest
-    record over the file, so what it left out is the file's.
+    A record need not hold the whole state: the keys it has replace the file's (a key whose value has not
+    changed since the last ``write`` can be left out), and ``add`` appends items to list-valued keys (a
+    fill's id to the day's, without rewriting thousands of them). ``read`` applies the records newer than
+    the file to it, in order, so a crash after any ``log`` or ``write`` restores what was last made durable.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._wal: RecordLog | None = None  # opened by read (a damaged log stops the daemon at setup)
         self.generation = 0
+        self.logged = 0  # records since the file was last written: what the next write folds in
 
     @property
     def wal(self) -> RecordLog:
@@ -79,28 +80,38 @@ class Checkpoint:
         not one of ours."""
         saved = read(self.path)
         base = saved.pop(GENERATION, 0) if saved else 0
-        newest: dict[str, Any] | None = None
-        for record, offset in zip(self.wal.records, self.wal.offsets, strict=True):
-            generation, state = record.get(GENERATION), record.get("state")
-            if type(generation) is not int or not isinstance(state, dict):
-                raise DamagedFile(self.wal.path, offset, "not a checkpoint record")
-            if generation > max(base, self.generation):
-                self.generation, newest = generation, state
+        state = saved
         self.generation = max(base, self.generation)
-        if newest is None:
-            return saved
-        return {**saved, **newest} if saved else newest
+        for record, offset in zip(self.wal.records, self.wal.offsets, strict=True):
+            generation, changed, added = record.get(GENERATION), record.get("state"), record.get("add", {})
+            if type(generation) is not int or not isinstance(changed, dict) or not isinstance(added, dict) \
+                    or not all(isinstance(items, list) for items in added.values()):
+                raise DamagedFile(self.wal.path, offset, "not a checkpoint record")
+            if generation <= base:  # the file holds it already (a crash came before the log was emptied)
+                continue
+            state = {**(state or {}), **changed}
+            for key, items in added.items():
+                state[key] = [*state.get(key, []), *items]
+            self.generation = max(self.generation, generation)
+            self.logged += 1
+        return state
 
-    def log(self, state: dict[str, Any]) -> None:
-        """``state`` (or the part of it changed since the last ``write``), durable when this returns (OSError: not)."""
+    def log(self, state: dict[str, Any], add: dict[str, list[Any]] | None = None) -> None:
+        """``state`` (or the keys of it changed since the last ``write``) and ``add`` (items for list-valued
+        keys), durable when this returns (OSError: not)."""
         self.generation += 1
-        self.wal.append({GENERATION: self.generation, "state": state})
+        record: dict[str, Any] = {GENERATION: self.generation, "state": state}
+        if add:
+            record["add"] = add
+        self.wal.append(record)
+        self.logged += 1
 
     def write(self, state: dict[str, Any]) -> None:
         """``state`` as the state file, atomically and durably; the log's records are older now and dropped."""
         self.generation += 1
         write(self.path, {**state, GENERATION: self.generation})
         self.wal.truncate()
+        self.logged = 0
 
     def close(self) -> None:
         if self._wal is not None:
