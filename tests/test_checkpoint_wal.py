@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from daemons.runtime.checkpoint import GENERATION, Checkpoint
+from daemons.runtime.checkpoint import GENERATION, Checkpoint, peek
 from daemons.runtime.envelope import EXECUTION_FILL, Event
 from daemons.runtime.integrity import DamagedFile
 from daemons.runtime.wal import RecordLog, encode
@@ -51,6 +51,18 @@ def test_records_apply_in_order_over_the_file_and_add_to_its_lists(tmp_path: Pat
     c.wal.path.write_bytes(encode({GENERATION: 9, "state": {}, "add": {"ids": "e"}}))
     with pytest.raises(DamagedFile, match="not a checkpoint record"):
         Checkpoint(c.path).read()
+
+
+def test_peek_sees_what_a_restart_would_and_changes_nothing(tmp_path: Path) -> None:
+    """Tools and tests read a running daemon's state with peek: the file alone can be seconds behind."""
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    assert peek(c.path) is None
+    c.write({"n": 1, "ids": ["a"]})
+    c.log({"n": 2}, {"ids": ["b"]})
+    c.close()
+    torn = c.wal.path.read_bytes() + encode({GENERATION: 9, "state": {"n": 9}})[:-5]  # an append in progress
+    c.wal.path.write_bytes(torn)
+    assert peek(c.path) == {"n": 2, "ids": ["a", "b"]} and c.wal.path.read_bytes() == torn, "read only"
 
 
 def test_records_older_than_the_file_are_left_out(tmp_path: Path) -> None:

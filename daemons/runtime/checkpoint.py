@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from .integrity import DamagedFile
-from .wal import RecordLog
+from .wal import RecordLog, scan
 
 GENERATION = "generation"  # in the state file and every log record: which one is newer
 
@@ -51,6 +51,36 @@ def read(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def restore(saved: dict[str, Any] | None, records: list[dict[str, Any]], offsets: list[int],
+            log: Path) -> tuple[dict[str, Any] | None, int, int]:
+    """The file's state with the log's newer records applied in order: (state, its generation, records applied)."""
+    base = saved.pop(GENERATION, 0) if saved else 0
+    state, newest, applied = saved, base, 0
+    for record, offset in zip(records, offsets, strict=True):
+        generation, changed, added = record.get(GENERATION), record.get("state"), record.get("add", {})
+        if type(generation) is not int or not isinstance(changed, dict) or not isinstance(added, dict) \
+                or not all(isinstance(items, list) for items in added.values()):
+            raise DamagedFile(log, offset, "not a checkpoint record")
+        if generation <= base:  # the file holds it already (a crash came before the log was emptied)
+            continue
+        state = {**(state or {}), **changed}
+        for key, items in added.items():
+            state[key] = [*state.get(key, []), *items]
+        newest, applied = max(newest, generation), applied + 1
+    return state, newest, applied
+
+
+def peek(path: Path) -> dict[str, Any] | None:
+    """The state a daemon would restore from ``path`` and its log, read without changing either: a tool's (or a
+    test's) view of a running daemon's state, whose ``path`` alone can be a few seconds behind."""
+    log = path.with_suffix(".wal")
+    try:
+        found = scan(log, log.read_bytes())
+    except FileNotFoundError:
+        return read(path)
+    return restore(read(path), found.records, found.offsets, log)[0]
+
+
 class Checkpoint:
     """A state file and its write-ahead log (``<name>.wal``). ``log`` makes a state durable at one
     ``fdatasync`` of an append (~0.1 ms on the bench's disk) where ``write`` costs two fsyncs and a rename
@@ -78,22 +108,8 @@ class Checkpoint:
     def read(self) -> dict[str, Any] | None:
         """The newest state made durable, or None when there is none yet; DamagedFile for a log record that is
         not one of ours."""
-        saved = read(self.path)
-        base = saved.pop(GENERATION, 0) if saved else 0
-        state = saved
-        self.generation = max(base, self.generation)
-        for record, offset in zip(self.wal.records, self.wal.offsets, strict=True):
-            generation, changed, added = record.get(GENERATION), record.get("state"), record.get("add", {})
-            if type(generation) is not int or not isinstance(changed, dict) or not isinstance(added, dict) \
-                    or not all(isinstance(items, list) for items in added.values()):
-                raise DamagedFile(self.wal.path, offset, "not a checkpoint record")
-            if generation <= base:  # the file holds it already (a crash came before the log was emptied)
-                continue
-            state = {**(state or {}), **changed}
-            for key, items in added.items():
-                state[key] = [*state.get(key, []), *items]
-            self.generation = max(self.generation, generation)
-            self.logged += 1
+        state, generation, self.logged = restore(read(self.path), self.wal.records, self.wal.offsets, self.wal.path)
+        self.generation = max(self.generation, generation)
         return state
 
     def log(self, state: dict[str, Any], add: dict[str, list[Any]] | None = None) -> None:

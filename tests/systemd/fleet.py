@@ -19,6 +19,7 @@ from daemons.execution.clientid import client_id
 from daemons.journal_format import reader
 from daemons.journal_format.layout import EVENTS, kind_of
 from daemons.marketdata.session import IST
+from daemons.runtime.checkpoint import peek
 from tests.conftest import TEST_CONFIG
 from tests.helpers import wait_until
 
@@ -150,7 +151,8 @@ def assert_risk_positions_agree(box: Sandbox, books: dict[str, Any]) -> None:
     intents = {r["client_id"]: r for r in jsonl(box.state / f"execution/{today()}/orders.wal") if r["op"] == "new"}
     engine_of = {o["order_id"]: intents[tag]["engine"] for tag, o in books["orders"].items()}
     trades = [{**t, "engine": engine_of[t["order_id"]]} for t in books["trades"]]
-    risk = orjson.loads((box.state / "risk" / "checkpoint.json").read_bytes())
+    risk = peek(box.state / "risk" / "checkpoint.json")  # checkpoint.json and the fills logged since
+    assert risk is not None
     held = {(p["engine"], p["symbol"]): p["quantity"] for p in risk["positions"] if p["quantity"]}
     assert held == net_positions(trades, "engine"), "risk's positions are not the broker's"
 

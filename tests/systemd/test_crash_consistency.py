@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from daemons.runtime.checkpoint import peek
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
 from tests.systemd.fleet import (
@@ -76,6 +77,9 @@ def test_kill_9_of_execution_and_fno_mid_session_loses_and_doubles_nothing(crash
 
     wait_session_closed(box)
     box.systemctl("stop", "algo.target", check=True, timeout=60)  # engines, then risk and execution: checkpoints final
+    # the target's own stop job returns first; the units it takes along (PartOf=) drain as they stop
+    wait_until(lambda: all(box.show(unit, "ActiveState")["ActiveState"] in ("inactive", "failed") for unit in
+                           ("algo-fno.service", "algo-risk.service", "algo-execution.service")), 60, "the fleet to stop")
 
     books = assert_books_agree(box)
     burst = [t for t, o in books["orders"].items() if o["symbol"] == "INFY" and o["quantity"] == 40]
@@ -98,10 +102,12 @@ def test_kill_9_of_execution_and_fno_mid_session_loses_and_doubles_nothing(crash
                                               .read_bytes().splitlines()) if r["op"] == "new"}
     trades = [{**t, "engine": intents[tag_of[t["order_id"]]]["engine"],
                "strategy": intents[tag_of[t["order_id"]]]["strategy"]} for t in books["trades"]]
-    risk = orjson.loads((box.state / "risk" / "checkpoint.json").read_bytes())
+    risk = peek(box.state / "risk" / "checkpoint.json")
+    assert risk is not None
     risk_positions = {(p["engine"], p["symbol"]): p["quantity"] for p in risk["positions"] if p["quantity"]}
     assert risk_positions == net_positions(trades, "engine")
-    fno = orjson.loads((box.state / "fno" / "checkpoint.json").read_bytes())
+    fno = peek(box.state / "fno" / "checkpoint.json")  # checkpoint.json and the fills logged since
+    assert fno is not None
     engine_positions = {(k, s): q for k, state in fno["strategies"].items() for s, q in state["position"].items() if q}
     assert engine_positions == net_positions([t for t in trades if t["engine"] == "fno"], "strategy")
     assert any(t["engine"] == "fno" for t in trades), "fno traded"
