@@ -189,18 +189,17 @@ def test_a_day_roll_on_a_full_disk_refuses_orders_and_opens_the_day_once_it_can(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The new day's files cannot be created: the daemon stays up, refuses approvals with the reason (never
     sends one unlogged), says so once at crit, and opens the day at a later try once the disk takes it."""
-    import daemons.execution.main as execution
+    from daemons.execution.ledger import Ledger
 
     d = daemon(tmp_path, monkeypatch)
     full = True
-    real = execution.Ledger
 
     def ledger(path: Path, **kwargs: Any) -> Any:
         if full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, **kwargs)
+        return Ledger(path, **kwargs)
 
-    monkeypatch.setattr(execution, "Ledger", ledger)
+    monkeypatch.setattr("daemons.execution.main.Ledger", ledger)
     next_day = date(2026, 11, 21)
     with caplog.at_level(logging.INFO, logger="algo.execution"):
         asyncio.run(d._roll(next_day))
