@@ -8,6 +8,7 @@ import asyncio
 import math
 import random
 import statistics
+import time
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -330,10 +331,48 @@ def test_the_feed_is_unhealthy_when_its_bar_publisher_died() -> None:
     async def run() -> None:
         feed._tasks = [asyncio.create_task(feed._publish_bars())]
         assert feed.stage is not None
-        feed.stage.pending.append(Bar("1|X|", 1, "X", 0, 10.0, 0))
+        feed.stage.rest.append(Bar("1|X|", 1, "X", 0, 10.0, 0))
         feed._bars_closed.set()
         with pytest.raises(RuntimeError):
             await feed._tasks[0]
 
     asyncio.run(run())
     assert feed.health() == "bars and features stopped: RuntimeError('a bug in an indicator')"
+
+
+def test_the_bars_strategies_read_go_out_first_and_the_rest_paced_behind_the_ticks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A minute closes a bar for every instrument of the universe at once. The bars of symbols a strategy reads
+    go out first, in one go; the rest (for the journal) a slice at a time, REST_OF_BARS_PAUSE_SEC apart, so a
+    tick published meanwhile waits behind one slice at the broker, not behind the whole universe's minute."""
+    import daemons.marketdata.main as feed_module
+
+    monkeypatch.setattr(feed_module, "STEP_SLICE", 4)  # slices of a handful: the test universe is small
+    (tmp_path / "fleet.toml").write_text(
+        '[[daemons.equity.strategies]]\nname = "model-infy"\nkind = "model"\n'
+        'params = { model = "/etc/algo/models/m.onnx", symbol = "INFY", quantity = 1 }\n')
+    feed = MarketdataDaemon(load_config(tmp_path / "fleet.toml"), DaemonMetrics("marketdata"))
+    assert feed.stage is not None
+    sim = MarketSimulator(universe(), seed=2, clock=SessionClock(DAY, 400))
+    sent: list[tuple[float, str, str]] = []
+    monkeypatch.setattr(feed.bus, "publish", lambda topic, payload, key="", trace=None: sent.append(
+        (time.monotonic(), topic, payload["symbol"])))
+
+    async def run() -> None:
+        assert feed.stage is not None
+        task = asyncio.create_task(feed._publish_bars())
+        for _ in range(2):  # the second step closes the first minute's bars
+            for tick in sim.step():
+                feed.stage.on_tick(tick, tick_key(tick))
+        feed._bars_closed.set()
+        while feed.stage.pending or not sent:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(run())
+    bars = [(at, symbol) for at, topic, symbol in sent if topic == "features.bar"]
+    assert len(bars) == len(universe()) and bars[0][1] == "INFY"
+    assert all(symbol != "INFY" for _, symbol in bars[1:])
+    rest = [at for at, _ in bars[1:]]
+    slices = len(rest) // 4
+    assert rest[-1] - rest[0] >= (slices - 1) * feed_module.REST_OF_BARS_PAUSE_SEC * 0.9, "paced"

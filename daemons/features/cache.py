@@ -61,10 +61,14 @@ class FeatureCache:
         if self.symbols is not None:
             self.symbols = None if symbols is None else self.symbols | symbols
 
+    def keeps(self, symbol: str) -> bool:
+        """Whether this symbol's bars are kept (a strategy reads them, or asked for them)."""
+        return self.symbols is None or symbol in self.symbols
+
     def append(self, bar: Bar, features: tuple[float, ...]) -> None:
         ring = self.rings.get(bar.key)
         if ring is None:
-            if self.symbols is not None and bar.symbol not in self.symbols:
+            if not self.keeps(bar.symbol):
                 return
             ring = self.rings[bar.key] = Ring(bar.token, bar.symbol, self.capacity)
         ring.append(bar, features)

@@ -1,6 +1,7 @@
 """Ticks in, closed bars and their features out: the candle builder, each symbol's indicators and the
 cache, as the feed runs them (algo-marketdata). Closing is split from the tick so that the feed can
-publish a minute's thousands of closed bars in slices, between its ticks."""
+publish a minute's thousands of closed bars in slices, between its ticks: first those of the symbols a
+strategy reads (the ones the cache keeps), then the rest of the universe's."""
 
 from __future__ import annotations
 
@@ -20,23 +21,34 @@ class FeatureStage:
         self.periods = periods
         self.cache = FeatureCache(history, cached)
         self.indicators: dict[str, Indicators] = {}  # by frame key
-        self.pending: deque[Bar] = deque()  # closed, not yet published
+        self.first: deque[Bar] = deque()  # closed, not yet published, of symbols a strategy reads: they go first
+        self.rest: deque[Bar] = deque()  # closed, not yet published: the rest of the universe's
         self.closed = 0
+
+    @property
+    def pending(self) -> int:
+        """Closed bars not yet published."""
+        return len(self.first) + len(self.rest)
 
     def on_tick(self, tick: dict[str, Any], key: str) -> bool:
         """Count the tick (``key``: its frame key) in its bar; True when it closed bars (``pending``)."""
         closed = self.candles.on_tick(tick, key)
-        if closed:
-            self.pending.extend(closed)
+        self._queue(closed)
         return bool(closed)
 
     def flush(self) -> None:
         """The session is over: close the open bars too."""
-        self.pending.extend(self.candles.flush())
+        self._queue(self.candles.flush())
+
+    def _queue(self, closed: list[Bar]) -> None:
+        keeps = self.cache.keeps
+        for bar in closed:
+            (self.first if keeps(bar.symbol) else self.rest).append(bar)
 
     def close_next(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """The oldest pending bar's frame key, ``marketdata.ohlc`` and ``features.bar`` payloads (it joins the cache)."""
-        bar = self.pending.popleft()
+        """The next pending bar's frame key, ``marketdata.ohlc`` and ``features.bar`` payloads (it joins the
+        cache): the oldest of those a strategy reads, then the oldest of the rest. A symbol's bars stay in order."""
+        bar = (self.first or self.rest).popleft()
         state = self.indicators.get(bar.key)
         if state is None:
             state = self.indicators[bar.key] = Indicators(self.periods)
