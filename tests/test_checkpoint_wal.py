@@ -175,3 +175,31 @@ def test_a_fill_the_disk_did_not_take_rides_whole_with_the_next_record(
     again._on_fill(fill_event(1))
     assert again.book.positions[("steady", "INFY")].quantity == 1 and again.strategies["steady"].position == {"INFY": 1}
     again.checkpoint.close()
+
+
+def test_a_fold_the_disk_refuses_keeps_the_log_says_so_once_and_works_again_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A daemon's timer rewrites checkpoint.json; on a full disk that must not stop the daemon (the log still
+    holds every record since the file), nor log a line every second."""
+    import logging
+
+    import daemons.runtime.checkpoint as module
+
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    c.write({"n": 1})
+    c.log({"n": 2})
+    real = module.write
+
+    def full(path: Path, state: dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module, "write", full)
+    with caplog.at_level(logging.INFO, logger="algo.checkpoint"):
+        assert not c.fold({"n": 2}) and not c.fold({"n": 2})
+        assert [r.levelno for r in caplog.records] == [logging.ERROR] and "No space left" in caplog.records[0].getMessage()
+        assert Checkpoint(c.path).read() == {"n": 2}, "the log still holds it"
+        monkeypatch.setattr(module, "write", real)
+        assert c.fold({"n": 2}) and c.trouble == "" and c.wal.path.stat().st_size == 0
+        assert caplog.records[-1].levelno == logging.INFO and "written again" in caplog.records[-1].getMessage()
+    assert Checkpoint(c.path).read() == {"n": 2}
+    c.close()

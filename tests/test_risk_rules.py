@@ -235,3 +235,40 @@ def test_a_fill_is_one_append_to_the_log_and_a_restart_neither_loses_nor_doubles
     saved = orjson.loads((tmp_path / "checkpoint.json").read_bytes())
     assert saved["seen_fills"] == ["F1", "F2"] and (tmp_path / "checkpoint.wal").stat().st_size == 0
     again.checkpoint.close()
+
+
+def test_a_day_roll_on_a_full_disk_does_not_stop_risk_and_the_next_fill_carries_the_day(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The roll's rewrite of checkpoint.json is refused: risk runs on, and the next fill's record carries the
+    new day's fill ids whole (a restart must not find yesterday's)."""
+    import asyncio
+    import errno
+
+    from daemons.risk.main import RiskDaemon
+    from daemons.runtime.checkpoint import Checkpoint
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.envelope import EXECUTION_FILL, Event
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    risk.seen_fills.add("F-yesterday")
+    risk.day = "2026-11-19"
+    risk.save()
+    refused: list[str] = []
+
+    def full(state: dict[str, object]) -> None:
+        refused.append(str(state["day"]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(risk.checkpoint, "write", full)
+    risk._roll_day()  # no exception: the serving loop goes on
+    assert refused and risk.checkpoint.trouble and risk.seen_fills == set()
+    payload = {"fill_id": "F1", "engine": "equity", "strategy": "s", "symbol": "INFY", "side": "BUY", "quantity": 1,
+               "price": 100.0}
+    risk._on_fill(Event(EXECUTION_FILL, "execution", 1, payload, "e1", 1, "e1"))
+    risk.checkpoint.close()
+    assert Checkpoint(tmp_path / "checkpoint.json").read()["seen_fills"] == ["F1"]  # type: ignore[index]
+    again = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    asyncio.run(again.setup())
+    assert again.seen_fills == {"F1"}

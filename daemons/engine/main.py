@@ -300,7 +300,8 @@ class EngineDaemon(Daemon):
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
             except TimeoutError:
                 self._roll_day()
-                self.save()
+                if self.checkpoint.fold(self._state()):
+                    self.fills_unsaved = False
 
     async def drain(self) -> None:
         self.save()

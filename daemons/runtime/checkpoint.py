@@ -4,6 +4,7 @@ engine's, before each signal), a write-ahead log beside it (``Checkpoint``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from .integrity import DamagedFile
 from .wal import RecordLog, scan
 
 GENERATION = "generation"  # in the state file and every log record: which one is newer
+
+log = logging.getLogger("algo.checkpoint")
 
 
 def write(path: Path, state: dict[str, Any]) -> None:
@@ -98,6 +101,7 @@ class Checkpoint:
         self._wal: RecordLog | None = None  # opened by read (a damaged log stops the daemon at setup)
         self.generation = 0
         self.logged = 0  # records since the file was last written: what the next write folds in
+        self.trouble = ""  # why the last fold could not write the file ("" when it could)
 
     @property
     def wal(self) -> RecordLog:
@@ -128,6 +132,23 @@ class Checkpoint:
         write(self.path, {**state, GENERATION: self.generation})
         self.wal.truncate()
         self.logged = 0
+
+    def fold(self, state: dict[str, Any]) -> bool:
+        """``write`` from a daemon's timer, which a full or failing disk must not stop: the log still holds every
+        record since the file, so a refusal is logged once per outage and the next call tries again. True when
+        written."""
+        try:
+            self.write(state)
+        except OSError as exc:
+            if not self.trouble:
+                log.error("%s cannot be written (%s); the state since is kept in %s and the file is tried again",
+                          self.path, exc.strerror or exc, self.wal.path, extra={"STATE_FILE": str(self.path)})
+            self.trouble = exc.strerror or str(exc)
+            return False
+        if self.trouble:
+            log.info("%s written again", self.path, extra={"STATE_FILE": str(self.path)})
+            self.trouble = ""
+        return True
 
     def close(self) -> None:
         if self._wal is not None:
