@@ -76,10 +76,6 @@ class EngineDaemon(Daemon):
         self.executed = Executed()  # outcomes of the control-plane commands applied here, by id
         self.counts: dict[str, int] = dict.fromkeys(self.strategies, 0)  # signals per strategy, ever
         self.seen_fills: set[str] = set()
-        # A change to the fill ids or positions that no durable record holds yet (at start, after a day roll, or a
-        # fill whose record the disk refused): the next record carries them whole. Else records leave them out
-        # (a fill's adds its id), so their size and cost do not grow with the day's fills (1 ms at 5,000).
-        self.fills_unsaved = True
         self.day: str | None = None  # the IST date of the P&L and the fills seen
         self.cpu_ns: dict[str, int] = {}  # CPU time each strategy spent in on_tick (this process)
         self.book = Book()  # per (strategy, symbol), for status and the P&L an operator sees
@@ -229,7 +225,7 @@ class EngineDaemon(Daemon):
             if self.day is not None:
                 self.book.new_day()
                 self.seen_fills.clear()
-                self.fills_unsaved = True
+                self.checkpoint.behind = True  # the next record carries the cleared fill ids
             self.day = today
 
     async def reload(self, config: FleetConfig) -> None:
@@ -300,8 +296,7 @@ class EngineDaemon(Daemon):
                 await asyncio.wait_for(self.stopping.wait(), self.section.checkpoint_sec)
             except TimeoutError:
                 self._roll_day()
-                if self.checkpoint.fold(self._state()):
-                    self.fills_unsaved = False
+                self.checkpoint.fold(self._state())
 
     async def drain(self) -> None:
         self.save()
@@ -310,23 +305,18 @@ class EngineDaemon(Daemon):
     def save(self) -> None:
         """The whole state as checkpoint.json (what an operator and the tests read), durable."""
         self.checkpoint.write(self._state())
-        self.fills_unsaved = False
 
     def _save_before_signal(self) -> None:
         """The state, durable before a signal goes out (a crash must never hand out a signal id twice), at one
-        fdatasync: appended to checkpoint.wal, folded into checkpoint.json by the next save()."""
-        whole = self.fills_unsaved
-        self.checkpoint.log(self._state(fills=whole))
-        self.fills_unsaved = False
+        fdatasync: appended to checkpoint.wal, folded into checkpoint.json by the next save(). It leaves out the
+        day's fill ids and positions (the records before hold them), so its cost does not grow with the day."""
+        self.checkpoint.record(self._state, lambda: self._state(fills=False))
 
     def _save_fill(self, fill_id: str) -> None:
         """A fill, durable at one fdatasync: its id added to the day's, the positions and strategies as they are
         now (checkpoint.json takes it all at the next save)."""
-        whole = self.fills_unsaved
-        state = self._state(fills=True) if whole else self._state(fills=False) | {"positions": self._positions()}
-        self.fills_unsaved = True  # until this record is on disk
-        self.checkpoint.log(state, None if whole else {"seen_fills": [fill_id]})
-        self.fills_unsaved = False
+        self.checkpoint.record(self._state, lambda: self._state(fills=False) | {"positions": self._positions()},
+                               {"seen_fills": [fill_id]})
 
     def _state(self, *, fills: bool = True) -> dict[str, Any]:
         hosted = self._hosted()

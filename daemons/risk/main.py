@@ -75,7 +75,6 @@ class RiskDaemon(Daemon):
         # Each fill is durable at one fdatasync, appended to checkpoint.wal (its id added to the day's, the
         # positions as they are); checkpoint.json is written whole at most once a second, and on every other change
         self.checkpoint = Checkpoint(self.state_file)
-        self.fills_unsaved = True  # a change no durable record holds yet (a start, a refused roll): the next fill's carries all
         self.decisions = Counter("algo_risk_decisions", "Risk decisions by reason", ["reason"], registry=metrics.registry)
         for code in CODES:
             self.decisions.labels(code)
@@ -174,7 +173,7 @@ class RiskDaemon(Daemon):
             self.rules.book.new_day()
             self.rules.strategies.new_day()
             self.seen_fills.clear()
-            self.fills_unsaved = True
+            self.checkpoint.behind = True  # should the rewrite below be refused, the next fill's record carries all
             log.info("new trading day %s: realised P&L reset, %d open positions carried over", today,
                      len(self.rules.book.open_symbols()))
         self.day = today
@@ -217,13 +216,11 @@ class RiskDaemon(Daemon):
     def save(self) -> None:
         """The whole state as checkpoint.json, durable (the log's records are in it then); OSError: not."""
         self.checkpoint.write(self._whole())
-        self.fills_unsaved = False
 
     def _fold(self) -> None:
         """checkpoint.json rewritten by the serving loop (and at a day roll): a disk that refuses it does not stop
         risk; the log holds every fill since, and the next second tries again."""
-        if self.checkpoint.fold(self._whole()):
-            self.fills_unsaved = False
+        self.checkpoint.fold(self._whole())
 
     def _whole(self) -> dict[str, Any]:
         return {"kill_switch": self.rules.kill_switch, "seen_fills": sorted(self.seen_fills), "flattens": self.flattens,
@@ -232,13 +229,7 @@ class RiskDaemon(Daemon):
     def _save_fill(self, fill_id: str | None) -> None:
         """A fill, durable at one fdatasync: its id added to the day's and the positions as they are now, appended
         to checkpoint.wal (a rewrite of the whole state grew with the day's fills, on the order path's process)."""
-        whole = self.fills_unsaved
-        self.fills_unsaved = True  # until this record is on disk
-        if whole:  # everything, the day with it (a refused day roll's rewrite leaves the file on the day before)
-            self.checkpoint.log(self._whole())
-        else:
-            self.checkpoint.log(self._positions(), {"seen_fills": [fill_id]} if fill_id else None)
-        self.fills_unsaved = False
+        self.checkpoint.record(self._whole, self._positions, {"seen_fills": [fill_id]} if fill_id else None)
 
     def _positions(self) -> dict[str, list[dict[str, Any]]]:
         return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,9 @@ class Checkpoint:
         self.generation = 0
         self.logged = 0  # records since the file was last written: what the next write folds in
         self.trouble = ""  # why the last fold could not write the file ("" when it could)
+        # The next record must hold the whole state: at start, after a change the daemon made without a record
+        # (a day roll), or after a record the disk refused. Cleared by a whole record or a write of the file.
+        self.behind = True
 
     @property
     def wal(self) -> RecordLog:
@@ -126,12 +130,22 @@ class Checkpoint:
         self.wal.append(record)
         self.logged += 1
 
+    def record(self, whole: Callable[[], dict[str, Any]], lean: Callable[[], dict[str, Any]],
+               add: dict[str, list[Any]] | None = None) -> None:
+        """A record of what changed: ``lean()`` and ``add`` when the file and the records since hold the rest,
+        else ``whole()``. Durable when this returns (OSError: not, and the next record is whole)."""
+        state, add = (whole(), None) if self.behind else (lean(), add)
+        self.behind = True  # until this record is on disk
+        self.log(state, add)
+        self.behind = False
+
     def write(self, state: dict[str, Any]) -> None:
         """``state`` as the state file, atomically and durably; the log's records are older now and dropped."""
         self.generation += 1
         write(self.path, {**state, GENERATION: self.generation})
         self.wal.truncate()
         self.logged = 0
+        self.behind = False
 
     def fold(self, state: dict[str, Any]) -> bool:
         """``write`` from a daemon's timer, which a full or failing disk must not stop: the log still holds every
