@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemons.bridge.streams import MARKETDATA, family
+from daemons.bus.broker import Peer
 from daemons.bus.sessions import Sessions
 from daemons.journal_format.layout import kind_of
 from daemons.runtime import wire
@@ -286,5 +287,39 @@ def test_only_the_first_order_path_event_of_a_turn_is_written_at_once(tmp_path: 
         await pub.close()
         peer.close()
         server.close()
+
+    run(go, tmp_path)
+
+
+def test_the_broker_writes_an_event_to_the_daemons_that_asked_for_it_before_those_that_record_everything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On two CPUs the first process woken takes the idle one: that must be execution acting on an approval,
+    not the journal (or the gateway) recording it."""
+    written: list[str] = []
+    write = Peer.write
+
+    def record(peer: Peer, data: bytes) -> int:
+        written.append(peer.name)
+        return write(peer, data)
+
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        recorders = [await client(path, f"recorder{n}") for n in range(8)]
+        for recorder in recorders:
+            recorder.subscribe("*", lambda event: None)
+        actor = await client(path, "execution")
+        actor.subscribe("risk.approved", lambda event: None)
+        prefix = await client(path, "risk")
+        prefix.subscribe("risk.*", lambda event: None)
+        pub = await client(path, "publisher")
+        await asyncio.sleep(0.1)
+        monkeypatch.setattr(Peer, "write", record)
+        pub.publish("risk.approved", {"order": "A1"})
+        await asyncio.sleep(0.1)
+        assert sorted(written) == sorted(["execution", "risk", *(f"recorder{n}" for n in range(8))])
+        assert set(written[:2]) == {"execution", "risk"}, written
+        for c in (*recorders, actor, prefix, pub):
+            await c.close()
+        await broker.close()
 
     run(go, tmp_path)

@@ -353,17 +353,23 @@ Route = tuple[list[Peer], list[tuple[Peer, frozenset[bytes]]], bool]
 
 def audience(peers: set[Peer], name: str) -> tuple[list[Peer], list[tuple[Peer, frozenset[bytes]]]]:
     """Who gets a topic: a peer with any unfiltered matching pattern gets every frame, one whose matching
-    patterns all filter gets the frames whose key names one of the union of their names."""
-    every, filtered = [], []
+    patterns all filter gets the frames whose key names one of the union of their names.
+
+    Peers that asked for the topic (or its prefix) come before those that get it only through ``*`` (the
+    journal, the gateway): they are written to first, so the process that acts on an approval is woken ahead
+    of the ones that record it and, on two CPUs, is not the one left waiting for a CPU."""
+    every: list[tuple[bool, Peer]] = []
+    filtered = []
     for peer in peers:
-        filters = [names for pattern, names in peer.patterns.items() if wire.matches(pattern, name)]
-        if not filters:
+        matching = [pattern for pattern in peer.patterns if wire.matches(pattern, name)]
+        if not matching:
             continue
-        if any(names is None for names in filters):
-            every.append(peer)
+        if any(peer.patterns[pattern] is None for pattern in matching):
+            every.append((matching == ["*"], peer))
         else:
-            filtered.append((peer, frozenset().union(*[n for n in filters if n is not None])))
-    return every, filtered
+            filtered.append((peer, frozenset().union(*[peer.patterns[p] or () for p in matching])))
+    every.sort(key=lambda entry: entry[0])  # stable: recorders last
+    return [peer for _, peer in every], filtered
 
 
 class Broker:
