@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
+from daemons.engine.main import EngineDaemon
+from daemons.engine.strategies.base import Signal, Strategy, Tick
 from daemons.runtime.checkpoint import GENERATION, Checkpoint, peek
 from daemons.runtime.envelope import EXECUTION_FILL, Event
 from daemons.runtime.integrity import DamagedFile
@@ -157,7 +159,8 @@ def test_a_fill_the_disk_did_not_take_rides_whole_with_the_next_record(
     engine.save()
     real = engine.checkpoint.log
 
-    def full(state: dict[str, Any], add: dict[str, list[Any]] | None = None) -> None:
+    def full(state: dict[str, Any], add: dict[str, list[Any]] | None = None,
+             merge: dict[str, dict[str, Any]] | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(engine.checkpoint, "log", full)
@@ -203,3 +206,73 @@ def test_a_fold_the_disk_refuses_keeps_the_log_says_so_once_and_works_again_late
         assert caplog.records[-1].levelno == logging.INFO and "written again" in caplog.records[-1].getMessage()
     assert Checkpoint(c.path).read() == {"n": 2}
     c.close()
+
+
+class Remembering(Strategy):
+    """Counts the ticks it saw; signals on each while ``loud`` (its count is what a restart must not lose)."""
+
+    kind = "remembering"
+
+    def __init__(self, name: str, *, loud: bool) -> None:
+        super().__init__(name)
+        self.loud, self.seen = loud, 0
+
+    def on_tick(self, tick: Tick) -> list[Signal]:
+        self.seen += 1
+        return [self.signal(tick.symbol, "BUY", 1, "remembered", entry=True)] if self.loud else []
+
+    def _state(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.seen = state["seen"]
+
+
+def test_a_signals_record_holds_the_strategy_that_signalled_not_every_one_the_engine_hosts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record before a signal holds the engine's settings and the signalling strategy's state, merged into
+    the file's at a restart: its size and cost do not grow with the strategies hosted. Each strategy's
+    state is as durable as its own last signal (the others' are in checkpoint.json, at most checkpoint_sec old)."""
+    def hosting(quiet: int) -> EngineDaemon:
+        engine = engine_with(tmp_path, monkeypatch)
+        engine.strategies = {"loud": Remembering("loud", loud=True),
+                             **{f"quiet{n}": Remembering(f"quiet{n}", loud=False) for n in range(quiet)}}
+        engine.counts.update(loud=0)
+        return engine
+
+    sizes = []
+    for hosted in (1, 60):
+        for leftover in tmp_path.glob("checkpoint.*"):
+            leftover.unlink()
+        engine = hosting(hosted)
+        asyncio.run(engine.setup())
+        engine.save()
+        engine._on_tick(tick_event(1))
+        [record] = RecordLog(tmp_path / "checkpoint.wal").records
+        assert "strategies" not in record["state"] and record["state"]["counts"]["loud"] == 1
+        assert record["merge"] == {"strategies": {"loud": {"position": {}, "seen": 1}}}
+        sizes.append((tmp_path / "checkpoint.wal").stat().st_size)
+        engine.checkpoint.close()
+    assert sizes[0] == sizes[1], sizes
+    engine._on_tick(tick_event(2))
+    engine.checkpoint.close()  # kill -9: the file holds every strategy at 0 ticks, the log loud's two records
+    again = hosting(60)
+    asyncio.run(again.setup())
+    loud, quiet = again.strategies["loud"], again.strategies["quiet7"]
+    assert isinstance(loud, Remembering) and isinstance(quiet, Remembering)
+    assert (loud.seen, again.counts["loud"], quiet.seen) == (2, 2, 0)
+    again.save()
+    assert orjson.loads((tmp_path / "checkpoint.json").read_bytes())["strategies"]["quiet7"] == {"position": {}, "seen": 0}
+    again.checkpoint.close()
+
+
+def test_a_merge_replaces_entries_of_a_dict_and_a_bad_one_is_damage(tmp_path: Path) -> None:
+    c = Checkpoint(tmp_path / "checkpoint.json")
+    c.write({"strategies": {"a": 1, "b": 1}, "n": 0})
+    c.log({"n": 1}, merge={"strategies": {"b": 2}})
+    c.log({}, merge={"strategies": {"c": 3}, "new": {"x": 1}})
+    assert Checkpoint(c.path).read() == {"strategies": {"a": 1, "b": 2, "c": 3}, "n": 1, "new": {"x": 1}}
+    c.close()
+    c.wal.path.write_bytes(encode({GENERATION: 9, "state": {}, "merge": {"strategies": [1]}}))
+    with pytest.raises(DamagedFile, match="not a checkpoint record"):
+        Checkpoint(c.path).read()

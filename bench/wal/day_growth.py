@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What the order path's own state costs as a trading day fills up: an engine's record before a signal and
 after a fill (at N fills seen today), and algo-execution's handling of one approval (at N orders today),
-each in its real daemon object, on a disk (/var/tmp), one process, no bus.
+each in its real daemon object, on a disk (/var/tmp), one process, no bus. Also an engine's record before a
+signal as the strategies it hosts grow (EMA crossovers with warm state).
 
     .venv/bin/python bench/wal/day_growth.py
     .venv/bin/python bench/wal/day_growth.py --src /tmp/base    # another checkout's daemons/ (before/after)
@@ -29,6 +30,16 @@ def pct(samples: list[int], q: float) -> float:
     return samples[int(q * (len(samples) - 1))] / 1e3
 
 
+def before_signal(engine: Any, name: str) -> None:
+    """The engine's record before ``name``'s signal (a checkout before 2026-12-05's sixth session takes no name)."""
+    import inspect
+
+    if "name" in inspect.signature(engine._save_before_signal).parameters:
+        engine._save_before_signal(name)
+    else:
+        engine._save_before_signal()
+
+
 def engine_rows(fills: list[int]) -> list[str]:
     """µs of the record before a signal, and of the record (or rewrite) after a fill, at each count of fills."""
     from daemons.engine.main import EquityEngine
@@ -50,7 +61,7 @@ def engine_rows(fills: list[int]) -> list[str]:
             signal, fill = [], []
             for k in range(200):
                 started = time.perf_counter_ns()
-                engine._save_before_signal()
+                before_signal(engine, name)
                 signal.append(time.perf_counter_ns() - started)
                 payload = {"fill_id": f"X{k}", "strategy": name, "symbol": "INFY", "side": "BUY", "quantity": 1,
                            "price": 100.0}
@@ -59,6 +70,40 @@ def engine_rows(fills: list[int]) -> list[str]:
                 fill.append(time.perf_counter_ns() - started)
             engine.checkpoint.close()
         rows.append(f"| {n:,} | {pct(signal, .5):,.0f} / {pct(signal, .9):,.0f} | {pct(fill, .5):,.0f} / {pct(fill, .9):,.0f} |")
+    return rows
+
+
+def hosting_rows(hosted: list[int]) -> list[str]:
+    """µs and bytes of the record before one strategy's signal, with ``n`` strategies hosted by the engine."""
+    from daemons.engine.main import EquityEngine
+    from daemons.engine.strategies.trend import EmaCrossover
+    from daemons.runtime.config import load_config
+    from daemons.runtime.metrics import DaemonMetrics
+
+    rows = []
+    for n in hosted:
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+            os.environ["STATE_DIRECTORY"] = d
+            path = Path(d) / "fleet.toml"
+            path.write_text((REPO / "configs" / "paper.toml").read_text())
+            engine = EquityEngine(load_config(path), DaemonMetrics("equity"))
+            engine.checkpoint.read()
+            engine.strategies = {f"ema{k}": EmaCrossover(f"ema{k}", quantity=1, symbol=f"SYM{k}") for k in range(n)}
+            for k, strategy in enumerate(engine.strategies.values()):
+                assert isinstance(strategy, EmaCrossover)
+                for price in range(30):  # warm: EMAs and a trend, as a strategy has them mid-session
+                    strategy.fast.update(100.0 + price + k)
+                    strategy.slow.update(100.0 + price + k)
+            engine.counts.update({name: 0 for name in engine.strategies})
+            engine.save()
+            took = []
+            for _ in range(200):
+                started = time.perf_counter_ns()
+                before_signal(engine, "ema0")
+                took.append(time.perf_counter_ns() - started)
+            size = engine.checkpoint.wal.path.stat().st_size // 200
+            engine.checkpoint.close()
+        rows.append(f"| {n:,} | {pct(took, .5):,.0f} / {pct(took, .9):,.0f} | {size:,} |")
     return rows
 
 
@@ -139,6 +184,7 @@ def main() -> None:
     p.add_argument("--src", type=Path, default=REPO, help="the checkout whose daemons/ to measure")
     p.add_argument("--fills", default="0,100,1000,5000")
     p.add_argument("--orders", default="0,150,1000")
+    p.add_argument("--hosted", default="1,10,100", help="strategies an engine hosts")
     args = p.parse_args()
     sys.path.insert(0, str(args.src))
     import daemons
@@ -146,6 +192,10 @@ def main() -> None:
     print("| fills today | engine: record before a signal, p50 / p90 µs | after a fill, p50 / p90 µs |")
     print("|---:|---:|---:|")
     print("\n".join(engine_rows([int(x) for x in args.fills.split(",")])))
+    print()
+    print("| strategies hosted | engine: record before one's signal, p50 / p90 µs | bytes |")
+    print("|---:|---:|---:|")
+    print("\n".join(hosting_rows([int(x) for x in args.hosted.split(",")])))
     print()
     print("| fills today | risk: a fill, p50 / p90 µs |")
     print("|---:|---:|")

@@ -306,27 +306,38 @@ class EngineDaemon(Daemon):
         """The whole state as checkpoint.json (what an operator and the tests read), durable."""
         self.checkpoint.write(self._state())
 
-    def _save_before_signal(self) -> None:
-        """The state, durable before a signal goes out (a crash must never hand out a signal id twice), at one
-        fdatasync: appended to checkpoint.wal, folded into checkpoint.json by the next save(). It leaves out the
-        day's fill ids and positions (the records before hold them), so its cost does not grow with the day."""
-        self.checkpoint.record(self._state, lambda: self._state(fills=False))
+    def _save_before_signal(self, name: str) -> None:
+        """The state, durable before strategy ``name``'s signal goes out (a crash must never hand out a signal id
+        twice, nor lose the decision behind it), at one fdatasync: appended to checkpoint.wal, folded into
+        checkpoint.json by the next save(). It holds the engine's settings and counts and that one strategy's
+        state: not the day's fill ids and positions (the records before hold them) nor the other strategies'
+        (each one's is durable with its own signals, and in checkpoint.json), so its cost grows neither with the
+        day nor with the strategies the engine hosts (bench/wal/day_growth.py)."""
+        self.checkpoint.record(self._state, self._settings, merge={"strategies": self._snapshots([name])})
 
-    def _save_fill(self, fill_id: str) -> None:
-        """A fill, durable at one fdatasync: its id added to the day's, the positions and strategies as they are
-        now (checkpoint.json takes it all at the next save)."""
-        self.checkpoint.record(self._state, lambda: self._state(fills=False) | {"positions": self._positions()},
-                               {"seen_fills": [fill_id]})
+    def _save_fill(self, fill_id: str, name: str) -> None:
+        """A fill of strategy ``name``, durable at one fdatasync: its id added to the day's, the positions and that
+        strategy's state as they are now (checkpoint.json takes it all at the next save)."""
+        self.checkpoint.record(self._state, lambda: self._settings() | {"positions": self._positions()},
+                               {"seen_fills": [fill_id]}, {"strategies": self._snapshots([name])})
 
     def _state(self, *, fills: bool = True) -> dict[str, Any]:
+        return {"strategies": self._snapshots(self._hosted()), **self._settings()} | (
+            {"seen_fills": sorted(self.seen_fills), "positions": self._positions()} if fills else {})
+
+    def _snapshots(self, names: Iterable[str]) -> dict[str, Any]:
+        """The states of the hosted strategies among ``names``: a snapshot that fails keeps the last good one."""
         hosted = self._hosted()
-        for name, strategy in hosted.items():
+        for name in names:
             try:
-                self._states[name] = strategy.snapshot()
-            except Exception as exc:  # the last good one stays in the checkpoint
+                self._states[name] = hosted[name].snapshot()
+            except Exception as exc:
                 self.guard.failed(name, "snapshot", exc)
+        return {name: self._states[name] for name in names if name in hosted and name in self._states}
+
+    def _settings(self) -> dict[str, Any]:
+        """What the engine keeps besides its strategies' states and the day's fills: small, in every record."""
         return {
-            "strategies": {name: self._states[name] for name in hosted if name in self._states},
             "paused": sorted(self.paused),
             "stopped": sorted(self.stopped),
             "params": self.commanded,
@@ -335,7 +346,7 @@ class EngineDaemon(Daemon):
             "disabled": sorted(self.guard.disabled),
             "counts": self.counts,
             "day": self.day,
-        } | ({"seen_fills": sorted(self.seen_fills), "positions": self._positions()} if fills else {})
+        }
 
     def _positions(self) -> list[dict[str, Any]]:
         return [{"strategy": k, "symbol": s, "quantity": p.quantity, "average": p.average, "realised": p.realised}
@@ -361,7 +372,7 @@ class EngineDaemon(Daemon):
                 self.guard.failed(name, "on_tick", exc, event.trace)
                 continue
             if out:
-                self._save_before_signal()
+                self._save_before_signal(name)
             for payload in out:
                 self._publish(payload, event.trace)
 
@@ -414,7 +425,7 @@ class EngineDaemon(Daemon):
                 self.guard.failed(name, what, exc, event.trace)
                 continue
             if out:
-                self._save_before_signal()
+                self._save_before_signal(name)
             for payload in out:
                 self._publish(payload, event.trace)
 
@@ -470,7 +481,7 @@ class EngineDaemon(Daemon):
             self.guard.failed(strategy.name, "on_fill", exc, event.trace)
         self.book.fill(strategy.name, p["symbol"], p["side"], p["quantity"], p["price"])
         self.traded.add(p["symbol"])
-        self._save_fill(fill_id)
+        self._save_fill(fill_id, strategy.name)
 
     def _on_control(self, event: Event) -> None:
         if event.type == CONTROL_COMMAND:

@@ -56,20 +56,24 @@ def read(path: Path) -> dict[str, Any] | None:
 
 
 def restore(saved: dict[str, Any] | None, records: list[dict[str, Any]], offsets: list[int],
-            log: Path) -> tuple[dict[str, Any] | None, int, int]:
+            wal: Path) -> tuple[dict[str, Any] | None, int, int]:
     """The file's state with the log's newer records applied in order: (state, its generation, records applied)."""
     base = saved.pop(GENERATION, 0) if saved else 0
     state, newest, applied = saved, base, 0
     for record, offset in zip(records, offsets, strict=True):
-        generation, changed, added = record.get(GENERATION), record.get("state"), record.get("add", {})
+        generation, changed = record.get(GENERATION), record.get("state")
+        added, merged = record.get("add", {}), record.get("merge", {})
         if type(generation) is not int or not isinstance(changed, dict) or not isinstance(added, dict) \
-                or not all(isinstance(items, list) for items in added.values()):
-            raise DamagedFile(log, offset, "not a checkpoint record")
+                or not all(isinstance(items, list) for items in added.values()) or not isinstance(merged, dict) \
+                or not all(isinstance(entries, dict) for entries in merged.values()):
+            raise DamagedFile(wal, offset, "not a checkpoint record")
         if generation <= base:  # the file holds it already (a crash came before the log was emptied)
             continue
         state = {**(state or {}), **changed}
         for key, items in added.items():
             state[key] = [*state.get(key, []), *items]
+        for key, entries in merged.items():
+            state[key] = {**state.get(key, {}), **entries}
         newest, applied = max(newest, generation), applied + 1
     return state, newest, applied
 
@@ -77,12 +81,12 @@ def restore(saved: dict[str, Any] | None, records: list[dict[str, Any]], offsets
 def peek(path: Path) -> dict[str, Any] | None:
     """The state a daemon would restore from ``path`` and its log, read without changing either: a tool's (or a
     test's) view of a running daemon's state, whose ``path`` alone can be a few seconds behind."""
-    log = path.with_suffix(".wal")
+    wal = path.with_suffix(".wal")
     try:
-        found = scan(log, log.read_bytes())
+        found = scan(wal, wal.read_bytes())
     except FileNotFoundError:
         return read(path)
-    return restore(read(path), found.records, found.offsets, log)[0]
+    return restore(read(path), found.records, found.offsets, wal)[0]
 
 
 class Checkpoint:
@@ -92,9 +96,11 @@ class Checkpoint:
     on stop) folds the log back into the one file people and tools read, and empties it.
 
     A record need not hold the whole state: the keys it has replace the file's (a key whose value has not
-    changed since the last ``write`` can be left out), and ``add`` appends items to list-valued keys (a
-    fill's id to the day's, without rewriting thousands of them). ``read`` applies the records newer than
-    the file to it, in order, so a crash after any ``log`` or ``write`` restores what was last made durable.
+    changed since the last ``write`` can be left out), ``add`` appends items to list-valued keys (a
+    fill's id to the day's, without rewriting thousands of them) and ``merge`` replaces entries of
+    dict-valued keys (the one strategy that signalled, not every one an engine hosts). ``read`` applies the
+    records newer than the file to it, in order, so a crash after any ``log`` or ``write`` restores what was
+    last made durable.
     """
 
     def __init__(self, path: Path) -> None:
@@ -120,23 +126,26 @@ class Checkpoint:
         self.generation = max(self.generation, generation)
         return state
 
-    def log(self, state: dict[str, Any], add: dict[str, list[Any]] | None = None) -> None:
-        """``state`` (or the keys of it changed since the last ``write``) and ``add`` (items for list-valued
-        keys), durable when this returns (OSError: not)."""
+    def log(self, state: dict[str, Any], add: dict[str, list[Any]] | None = None,
+            merge: dict[str, dict[str, Any]] | None = None) -> None:
+        """``state`` (or the keys of it changed since the last ``write``), ``add`` (items for list-valued keys)
+        and ``merge`` (entries of dict-valued keys), durable when this returns (OSError: not)."""
         self.generation += 1
         record: dict[str, Any] = {GENERATION: self.generation, "state": state}
         if add:
             record["add"] = add
+        if merge:
+            record["merge"] = merge
         self.wal.append(record)
         self.logged += 1
 
     def record(self, whole: Callable[[], dict[str, Any]], lean: Callable[[], dict[str, Any]],
-               add: dict[str, list[Any]] | None = None) -> None:
-        """A record of what changed: ``lean()`` and ``add`` when the file and the records since hold the rest,
-        else ``whole()``. Durable when this returns (OSError: not, and the next record is whole)."""
-        state, add = (whole(), None) if self.behind else (lean(), add)
+               add: dict[str, list[Any]] | None = None, merge: dict[str, dict[str, Any]] | None = None) -> None:
+        """A record of what changed: ``lean()``, ``add`` and ``merge`` when the file and the records since hold
+        the rest, else ``whole()``. Durable when this returns (OSError: not, and the next record is whole)."""
+        state, add, merge = (whole(), None, None) if self.behind else (lean(), add, merge)
         self.behind = True  # until this record is on disk
-        self.log(state, add)
+        self.log(state, add, merge)
         self.behind = False
 
     def write(self, state: dict[str, Any]) -> None:
