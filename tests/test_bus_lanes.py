@@ -5,6 +5,7 @@ data is the whole market-data lane: ticks, and the bars and features derived fro
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from daemons.runtime.envelope import Event, EventFactory
 from daemons.runtime.transport import UnixTransport
 
 from .test_bus import client, read_until_quiet, run, stalled_subscriber, start_broker
+from .test_strategy_isolation import Failing, engine_with, tick_event
 
 TICKS = 10_000
 TOKENS = [str(256265 + t) for t in range(50)]
@@ -321,5 +323,30 @@ def test_the_broker_writes_an_event_to_the_daemons_that_asked_for_it_before_thos
         for c in (*recorders, actor, prefix, pub):
             await c.close()
         await broker.close()
+
+    run(go, tmp_path)
+
+
+def test_a_decisions_signals_leave_together_before_its_log_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A reversal's exit and entry (or a straddle's legs) are stamped back to back and written before the
+    engine's turn goes on: the second waited for the first's log line and for the rest of the turn."""
+    async def go(path: Path) -> None:
+        pub, peer, server = await bare_peer(path)
+        engine = engine_with(tmp_path, monkeypatch)
+        engine.strategies = {"both": Failing("both")}
+        engine.strategies["both"].failing = False  # type: ignore[attr-defined]  # an entry and an exit a tick
+        engine.counts.update(both=0)
+        engine.bus = pub
+        caplog.set_level(logging.INFO, "algo.engine")
+        engine._on_tick(tick_event(1))
+        written = wire.FrameReader(1 << 20).feed(readable(peer))  # no await: the engine's turn is not over
+        stamps = [Event.decode(f.body).ts for f in written if f.topic == b"strategy.signal"]
+        assert len(stamps) == 2, written
+        lines = [r for r in caplog.records if r.name == "algo.engine" and "both" in str(getattr(r, "STRATEGY", ""))]
+        assert len(lines) == 2 and max(stamps) <= lines[0].created * 1e9
+        await pub.close()
+        peer.close()
+        server.close()
 
     run(go, tmp_path)

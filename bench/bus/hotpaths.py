@@ -67,6 +67,9 @@ class ListTransport(Transport):
         self.frames.append(frame)
         return True
 
+    def flush(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -110,7 +113,7 @@ def main() -> None:
         for i in range(N):
             publish(TOPIC, pool[i & 255], key=keys[i & 255])
             if i % BATCH == BATCH - 1:
-                ut._flush()
+                ut.flush()
 
     row("BusClient.publish + UnixTransport.send/_flush ", best(publish_current))
 
@@ -131,7 +134,7 @@ def main() -> None:
         for i in range(N):
             ut.send(frame)
             if i % BATCH == BATCH - 1:
-                ut._flush()
+                ut.flush()
 
     row("  UnixTransport.send + _flush (one write per 64)", best(send_flush))
 

@@ -373,8 +373,7 @@ class EngineDaemon(Daemon):
                 continue
             if out:
                 self._save_before_signal(name)
-            for payload in out:
-                self._publish(payload, event.trace)
+                self._publish(out, event.trace)
 
     def _on_bar(self, event: Event) -> None:
         """A bar's features, for the strategies that read bars and watch its symbol."""
@@ -426,8 +425,7 @@ class EngineDaemon(Daemon):
                 continue
             if out:
                 self._save_before_signal(name)
-            for payload in out:
-                self._publish(payload, event.trace)
+                self._publish(out, event.trace)
 
     def _signals_of(self, name: str, strategy: Strategy, tick: Tick, event: Event) -> list[dict[str, Any]]:
         """What the strategy's reaction to the tick publishes; whatever it raises or returns wrong is its error."""
@@ -458,14 +456,19 @@ class EngineDaemon(Daemon):
                         "signal_id": f"{name}:{day}:{self.counts[name]}", **(facts.order_fields() if facts else {})})
         return out
 
-    def _publish(self, payload: dict[str, Any], trace: str) -> None:
-        symbol = payload["symbol"]
-        published = self.bus.publish(STRATEGY_SIGNAL, payload, key=symbol, trace=trace)
-        self.signals.labels(payload["strategy"]).inc()
-        self.traded.add(symbol)
-        log.info("%s %d %s: %s", payload["side"], payload["quantity"], symbol, payload["reason"],
-                 extra={"ENGINE": self.engine, "STRATEGY": payload["strategy"], "SYMBOL": symbol,
-                        "TRACE_ID": published.trace})
+    def _publish(self, signals: list[dict[str, Any]], trace: str) -> None:
+        """One decision's signals, stamped and written together (a reversal's exit and entry, a straddle's legs),
+        then counted and logged: the second never waits for the first's log line, nor for the rest of the turn."""
+        published = [self.bus.publish(STRATEGY_SIGNAL, p, key=p["symbol"], trace=trace) for p in signals]
+        if len(published) > 1:
+            self.bus.flush()
+        for payload, event in zip(signals, published, strict=True):
+            symbol = payload["symbol"]
+            self.signals.labels(payload["strategy"]).inc()
+            self.traded.add(symbol)
+            log.info("%s %d %s: %s", payload["side"], payload["quantity"], symbol, payload["reason"],
+                     extra={"ENGINE": self.engine, "STRATEGY": payload["strategy"], "SYMBOL": symbol,
+                            "TRACE_ID": event.trace})
 
     def _on_fill(self, event: Event) -> None:
         p = event.payload

@@ -168,6 +168,11 @@ class BusClient:
                             now=not name.startswith(_MD))
         return event
 
+    def flush(self) -> None:
+        """Write what was published in this loop turn now: the later events of a decision that makes several
+        (a reversal's exit and entry, a straddle's legs) leave with the first, not after the rest of the turn."""
+        self.transport.flush()
+
     @property
     def published(self) -> dict[str, int]:
         """Events published, by topic: every publish stamps one, so the stamp counts are the count."""

@@ -44,6 +44,10 @@ class Transport(ABC):
         turn's first such frame; later ones leave with the rest of the turn, in one write."""
 
     @abstractmethod
+    def flush(self) -> None:
+        """Write what is queued now, not at the end of this loop turn."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Flush what can be flushed and disconnect for good."""
 
@@ -168,7 +172,7 @@ class UnixTransport(Transport, asyncio.Protocol):
             self._pending.append(frame)
             self._pending_bytes += len(frame)
         self._outbox_bytes = 0
-        self._flush()
+        self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._tx = None
@@ -259,7 +263,7 @@ class UnixTransport(Transport, asyncio.Protocol):
         self._wrote_now = False
         self._write()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._end_turn()
@@ -279,7 +283,7 @@ class UnixTransport(Transport, asyncio.Protocol):
 
     async def close(self) -> None:
         self._closing = True
-        self._flush()
+        self.flush()
         if self._tx is not None:
             self._tx.close()  # close() lets the buffered bytes drain first
             if self._lost is not None:
