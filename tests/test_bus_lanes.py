@@ -15,14 +15,17 @@ from daemons.bridge.streams import MARKETDATA, family
 from daemons.bus.broker import Peer
 from daemons.bus.sessions import Sessions
 from daemons.journal_format.layout import kind_of
+from daemons.risk.main import RiskDaemon
 from daemons.runtime import wire
 from daemons.runtime.client import MD_QUEUE_FRAMES, MD_SLICE, BusClient
-from daemons.runtime.config import BusSection
+from daemons.runtime.config import BusSection, FleetConfig
 from daemons.runtime.envelope import Event, EventFactory
+from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.transport import UnixTransport
 
 from .test_bus import client, read_until_quiet, run, stalled_subscriber, start_broker
 from .test_strategy_isolation import Failing, engine_with, tick_event
+from .test_tick_filters import signal as filter_signal
 
 TICKS = 10_000
 TOKENS = [str(256265 + t) for t in range(50)]
@@ -345,6 +348,35 @@ def test_a_decisions_signals_leave_together_before_its_log_lines(tmp_path: Path,
         assert len(stamps) == 2, written
         lines = [r for r in caplog.records if r.name == "algo.engine" and "both" in str(getattr(r, "STRATEGY", ""))]
         assert len(lines) == 2 and max(stamps) <= lines[0].created * 1e9
+        await pub.close()
+        peer.close()
+        server.close()
+
+    run(go, tmp_path)
+
+
+def test_a_second_approval_of_one_read_does_not_wait_for_the_first_ones_log_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Risk's decision lines (and execution's answers) are logged once the turn's events are written: a
+    journald line is ~50 µs the next approval of the same read waited for. The line keeps its decision's time,
+    caller and fields."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+
+    async def go(path: Path) -> None:
+        pub, peer, server = await bare_peer(path)
+        risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+        risk.bus = pub
+        caplog.set_level(logging.INFO, "algo.risk")
+        risk._on_signal(filter_signal("TCS", 1))
+        risk._on_signal(filter_signal("INFY", 2))
+        approvals = [f for f in wire.FrameReader(1 << 20).feed(readable(peer)) if f.topic == b"risk.approved"]
+        assert len(approvals) == 1 and not [r for r in caplog.records if r.name == "algo.risk"], "no line yet"
+        await asyncio.sleep(0)
+        approvals += [f for f in wire.FrameReader(1 << 20).feed(readable(peer)) if f.topic == b"risk.approved"]
+        lines = [r for r in caplog.records if r.name == "algo.risk"]
+        assert [r.getMessage() for r in lines] == ["approved BUY 1 TCS", "approved BUY 1 INFY"]
+        assert [r.funcName for r in lines] == ["_on_signal"] * 2 and lines[1].SYMBOL == "INFY"  # type: ignore[attr-defined]
+        assert lines[0].created * 1e9 < Event.decode(approvals[1].body).ts, "the line's time is its decision's"
         await pub.close()
         peer.close()
         server.close()

@@ -54,6 +54,7 @@ from ..runtime.envelope import (
 )
 from ..runtime.heartbeat import this_host
 from ..runtime.instrument import InstrumentFacts
+from ..runtime.logs import after_turn
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.tick_watch import TickWatch
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
@@ -728,11 +729,11 @@ class ExecutionDaemon(Daemon):
     def _log_answer(self, order: Order) -> None:
         what = f"{order.side} {order.quantity} {order.symbol} {order.order_type}"
         if order.status == REJECTED:
-            log.warning("order %s rejected by the broker: %s: %s", order.client_id, what, order.reason,
-                        extra=self._fields(order))
+            after_turn(log, logging.WARNING, "order %s rejected by the broker: %s: %s", order.client_id, what,
+                       order.reason, extra=self._fields(order))
         else:
-            log.info("order %s placed: %s (broker order %s)", order.client_id, what, order.order_id,
-                     extra=self._fields(order))
+            after_turn(log, logging.INFO, "order %s placed: %s (broker order %s)", order.client_id, what,
+                       order.order_id, extra=self._fields(order))
 
     def _rejected(self, order: Order) -> None:
         self.rejects_total.inc()

@@ -49,6 +49,7 @@ from ..runtime.envelope import (
     Event,
 )
 from ..runtime.instrument import InstrumentFacts
+from ..runtime.logs import after_turn
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.tick_watch import TickWatch
 from .rules import CODES, Decision, RiskRules
@@ -274,12 +275,12 @@ class RiskDaemon(Daemon):
         what = f"{order.get('side')} {order.get('quantity')} {order.get('symbol')}"
         if decision.approved:
             self._approve(order, event.trace)
-            log.info("approved %s%s", what, f" for {order['portfolios']} portfolios" if "portfolios" in order else "",
-                     extra=fields)
+            after_turn(log, logging.INFO, "approved %s%s", what,
+                       f" for {order['portfolios']} portfolios" if "portfolios" in order else "", extra=fields)
         else:
             self.bus.publish(RISK_BLOCKED, {**order, "block_reason": decision.reason, "block_code": decision.code},
                              key=s["symbol"], trace=event.trace)
-            log.warning("blocked %s: %s", what, decision.reason, extra=fields)
+            after_turn(log, logging.WARNING, "blocked %s: %s", what, decision.reason, extra=fields)
 
     def _learn(self, s: dict[str, Any]) -> None:
         """The facts a signal brings of its instrument, if it is new here (bad ones are execution's to refuse)."""
