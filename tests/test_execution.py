@@ -4,6 +4,7 @@ reconciliation path after a crash, on real files."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import date
 from pathlib import Path
@@ -359,3 +360,39 @@ def test_the_ledgers_exposure_is_the_days_orders_summed_after_every_change_and_a
     again = Ledger(tmp_path / "orders.wal", fsync=False, illegal=illegal)
     assert again.exposure.units == summed(again) == summed(ledger)
     again.close_file()
+
+
+def test_a_second_approval_right_after_the_first_waits_only_for_its_own_intent_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first order's answer and the paper book's record are fdatasync'ed SYNC_AFTER_SEC later, not in the
+    next loop turns: a reversal's second approval (or a straddle's other leg) waited behind those two
+    flushes. They still happen, together, and a process that is killed meanwhile loses none (written)."""
+    from daemons.execution.backlog import SYNC_AFTER_SEC
+    from daemons.runtime.envelope import EventFactory
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        real(fd)
+
+    async def go() -> None:
+        d = ExecutionDaemon(FleetConfig(), DaemonMetrics("execution"))
+        await d._open_day(DAY)
+        assert d.paper is not None
+        d.paper.on_tick(tick(), 0)
+        stamp = EventFactory("risk").stamp
+        monkeypatch.setattr(os, "fdatasync", recording)
+        d._on_approved(stamp("risk.approved", approval(1))[0])
+        for _ in range(3):
+            await asyncio.sleep(0)  # the turns after the first order's: its answer written, not flushed yet
+        d._on_approved(stamp("risk.approved", approval(2))[0])
+        assert synced == ["orders.wal", "orders.wal"], "each intent, and nothing in between"
+        await asyncio.sleep(SYNC_AFTER_SEC * 3)
+        assert sorted(synced[2:]) == ["broker.jsonl", "orders.wal"], synced  # both orders' answers, once
+        assert [o.status for o in d.orders.values()] == ["OPEN", "OPEN"]
+        d._close_files()
+
+    asyncio.run(go())

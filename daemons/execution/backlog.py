@@ -8,8 +8,11 @@ intent) goes through ``write_now``, which raises instead of waiting, and already
 less than ``floor`` bytes free: new work stops while there is still room for what follows the old.
 
 Those after-the-fact records are written at once (a killed process loses none: they are in the page
-cache) and fdatasync'ed together once the loop turn that wrote them has published its events: the
-order event does not wait for two more disk flushes, and the next intent's fdatasync covers them anyway.
+cache) and fdatasync'ed together SYNC_AFTER_SEC later: the order event does not wait for two more disk
+flushes, nor does an approval that follows within that time (a reversal's second, a straddle's other
+leg: it waited ~0.5-1 ms behind them when they ran right after the turn), and the next intent's fdatasync
+covers those of the order log anyway. A power cut can so lose the last ~2 ms of answers and fills, which
+the broker still has (reconciliation adopts them by tag at start).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 from ..runtime.wal import RecordLog
 
 log = logging.getLogger("algo.execution")
+
+SYNC_AFTER_SEC = 0.002
 
 
 class BackloggedLog:
@@ -54,9 +59,9 @@ class BackloggedLog:
         self.pending.append(record)
         self.flush()
 
-    def _sync_after_this_turn(self) -> None:
-        """fdatasync once the events of this loop turn are out: two hops of call_soon, because the bus
-        client's write is itself a call_soon made after this one. Without a loop (a tool), at once."""
+    def _sync_soon(self) -> None:
+        """fdatasync SYNC_AFTER_SEC from now (what is written meanwhile goes with it): the turn's events are out
+        by then, and so is the next order of the same decision. Without a loop (a tool), at once."""
         if self._sync_due:
             return
         try:
@@ -65,7 +70,7 @@ class BackloggedLog:
             self.sync()
             return
         self._sync_due = True
-        loop.call_soon(loop.call_soon, self.sync)
+        loop.call_later(SYNC_AFTER_SEC, self.sync)
 
     def sync(self) -> None:
         """What was written without fdatasync, flushed to the disk; a refusal is an outage like a failed write."""
@@ -79,7 +84,7 @@ class BackloggedLog:
         """Write what waits, in order; True when nothing waits any more."""
         written = self._drain()
         if self.wal.unsynced:
-            self._sync_after_this_turn()
+            self._sync_soon()
         if self.pending:
             return False
         if written:  # only a write that worked ends an outage (an intent refused leaves nothing to retry)
