@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from daemons.algoctl import control
+from daemons.algoctl.processes import stop_all
 from daemons.marketdata.session import IST
 from daemons.runtime.config import FleetConfig, load_config
 from tests.ports import free_ports
@@ -101,15 +101,8 @@ class Host:
         return self.execution.wait(timeout)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            with suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc in reversed(self.procs):  # one at a time, the last started first
+            stop_all([proc], 20)
 
 
 class Hosts:

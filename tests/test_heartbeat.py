@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from daemons.algoctl.processes import stop_all
 from daemons.heartbeat.liveness import Liveness, State
 from daemons.runtime.config import ConfigError, fleet_ports, load_config
 from daemons.runtime.heartbeat import BadHeartbeat, Heartbeat, bus_source, expected_units, this_host
@@ -211,15 +212,7 @@ def small_fleet(tmp_path: Path) -> Iterator[tuple[list[subprocess.Popen[str]], i
     try:
         yield procs, ports["9471"]
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs, 10)
 
 
 def test_every_daemon_heartbeats_and_a_stopped_one_is_flagged_silent(

@@ -307,12 +307,12 @@ def test_a_file_written_before_checksums_is_repaired_without_a_seal(tmp_path: Pa
     assert path.read_bytes() == before
 
 
-def test_after_the_fact_records_are_fdatasynced_once_the_turns_events_are_out(
+def test_after_the_fact_records_are_fdatasynced_together_soon_after_the_turns_events_are_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An intent is on disk before write_now returns; the broker's answer and the paper book's record are
-    written at once and fdatasync'ed together after what the loop turn published (a call_soon made after
-    them, as the bus client's write is), so the order event does not wait for two more disk flushes."""
-    from daemons.execution.backlog import BackloggedLog
+    written at once and fdatasync'ed together SYNC_AFTER_SEC later, so neither the order event nor the next
+    approval of the same decision waits for two more disk flushes."""
+    from daemons.execution.backlog import SYNC_AFTER_SEC, BackloggedLog
 
     steps: list[str] = []
     real = os.fdatasync
@@ -336,6 +336,8 @@ def test_after_the_fact_records_are_fdatasynced_once_the_turns_events_are_out(
         assert steps == ["fdatasync"]
         for _ in range(3):
             await asyncio.sleep(0)
+        assert steps == ["fdatasync", "order event written"]  # the loop is free for the next approval
+        await asyncio.sleep(SYNC_AFTER_SEC * 3)
         assert steps == ["fdatasync", "order event written", "fdatasync", "fdatasync"]  # one per file
 
     asyncio.run(turn())

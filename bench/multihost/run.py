@@ -70,6 +70,7 @@ from pipeline.fleet import (
     settle,
 )
 
+from daemons.algoctl.processes import stop_all
 from multihost.net import Topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,16 +141,7 @@ class Fleet:
                  [n for n in self.procs if n.startswith("bridge@")], [n for n in self.procs if n.startswith("bus@")],
                  ["redis-server"]]
         for names in order:
-            live = [self.procs[n] for n in names if n in self.procs and self.procs[n].poll() is None]
-            for p in live:
-                p.send_signal(signal.SIGCONT)
-                p.terminate()
-            for p in live:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_all([self.procs[n] for n in names if n in self.procs], 20)
 
 
 # ---- configuration ------------------------------------------------------------------------------

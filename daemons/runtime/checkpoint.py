@@ -156,10 +156,10 @@ class Checkpoint:
         self.logged = 0
         self.behind = False
 
-    def fold(self, state: dict[str, Any]) -> bool:
+    def fold(self, state: dict[str, Any]) -> None:
         """``write`` from a daemon's timer, which a full or failing disk must not stop: the log still holds every
-        record since the file, so a refusal is logged once per outage and the next call tries again. True when
-        written."""
+        record since the file, so a refusal is logged once per outage (``trouble`` says why) and the next call
+        tries again."""
         try:
             self.write(state)
         except OSError as exc:
@@ -167,11 +167,10 @@ class Checkpoint:
                 log.error("%s cannot be written (%s); the state since is kept in %s and the file is tried again",
                           self.path, exc.strerror or exc, self.wal.path, extra={"STATE_FILE": str(self.path)})
             self.trouble = exc.strerror or str(exc)
-            return False
+            return
         if self.trouble:
             log.info("%s written again", self.path, extra={"STATE_FILE": str(self.path)})
             self.trouble = ""
-        return True
 
     def close(self) -> None:
         if self._wal is not None:
