@@ -18,6 +18,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -40,21 +42,32 @@ def before_signal(engine: Any, name: str) -> None:
         engine._save_before_signal()
 
 
-def engine_rows(fills: list[int]) -> list[str]:
-    """µs of the record before a signal, and of the record (or rewrite) after a fill, at each count of fills."""
+@contextmanager
+def paper_engine() -> Iterator[Any]:
+    """algo-equity as configs/paper.toml builds it, its state in a fresh directory on a disk (/var/tmp)."""
     from daemons.engine.main import EquityEngine
     from daemons.runtime.config import load_config
-    from daemons.runtime.envelope import EXECUTION_FILL, Event
     from daemons.runtime.metrics import DaemonMetrics
+
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+        os.environ["STATE_DIRECTORY"] = d
+        path = Path(d) / "fleet.toml"
+        path.write_text((REPO / "configs" / "paper.toml").read_text())
+        engine = EquityEngine(load_config(path), DaemonMetrics("equity"))
+        engine.checkpoint.read()
+        try:
+            yield engine
+        finally:
+            engine.checkpoint.close()
+
+
+def engine_rows(fills: list[int]) -> list[str]:
+    """µs of the record before a signal, and of the record (or rewrite) after a fill, at each count of fills."""
+    from daemons.runtime.envelope import EXECUTION_FILL, Event
 
     rows = []
     for n in fills:
-        with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
-            os.environ["STATE_DIRECTORY"] = d
-            path = Path(d) / "fleet.toml"
-            path.write_text((REPO / "configs" / "paper.toml").read_text())
-            engine = EquityEngine(load_config(path), DaemonMetrics("equity"))
-            engine.checkpoint.read()
+        with paper_engine() as engine:
             name = next(iter(engine.strategies))
             engine.seen_fills = {f"26112000{k:07d}-1" for k in range(n)}
             engine.save()  # a day of n fills, in checkpoint.json
@@ -68,26 +81,17 @@ def engine_rows(fills: list[int]) -> list[str]:
                 started = time.perf_counter_ns()
                 engine._on_fill(Event(EXECUTION_FILL, "execution", k + 1, payload, f"f{k}", k, f"f{k}"))
                 fill.append(time.perf_counter_ns() - started)
-            engine.checkpoint.close()
         rows.append(f"| {n:,} | {pct(signal, .5):,.0f} / {pct(signal, .9):,.0f} | {pct(fill, .5):,.0f} / {pct(fill, .9):,.0f} |")
     return rows
 
 
 def hosting_rows(hosted: list[int]) -> list[str]:
     """µs and bytes of the record before one strategy's signal, with ``n`` strategies hosted by the engine."""
-    from daemons.engine.main import EquityEngine
     from daemons.engine.strategies.trend import EmaCrossover
-    from daemons.runtime.config import load_config
-    from daemons.runtime.metrics import DaemonMetrics
 
     rows = []
     for n in hosted:
-        with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
-            os.environ["STATE_DIRECTORY"] = d
-            path = Path(d) / "fleet.toml"
-            path.write_text((REPO / "configs" / "paper.toml").read_text())
-            engine = EquityEngine(load_config(path), DaemonMetrics("equity"))
-            engine.checkpoint.read()
+        with paper_engine() as engine:
             engine.strategies = {f"ema{k}": EmaCrossover(f"ema{k}", quantity=1, symbol=f"SYM{k}") for k in range(n)}
             for k, strategy in enumerate(engine.strategies.values()):
                 assert isinstance(strategy, EmaCrossover)
@@ -102,7 +106,6 @@ def hosting_rows(hosted: list[int]) -> list[str]:
                 before_signal(engine, "ema0")
                 took.append(time.perf_counter_ns() - started)
             size = engine.checkpoint.wal.path.stat().st_size // 200
-            engine.checkpoint.close()
         rows.append(f"| {n:,} | {pct(took, .5):,.0f} / {pct(took, .9):,.0f} | {size:,} |")
     return rows
 
