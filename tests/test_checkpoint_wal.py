@@ -279,3 +279,6 @@ def test_a_merge_replaces_entries_of_a_dict_and_a_bad_one_is_damage(tmp_path: Pa
     c.wal.path.write_bytes(encode({GENERATION: 9, "state": {}, "merge": {"strategies": [1]}}))
     with pytest.raises(DamagedFile, match="not a checkpoint record"):
         Checkpoint(c.path).read()
+    c.wal.path.write_bytes(encode({GENERATION: 9, "state": {"n": [1]}, "merge": {"n": {"x": 1}}}))
+    with pytest.raises(DamagedFile, match="a merge into 'n', which the state before holds as no object"):
+        Checkpoint(c.path).read()  # a clear stop (exit 78, the file named), not a TypeError out of setup

@@ -192,21 +192,15 @@ def main() -> None:
     sys.path.insert(0, str(args.src))
     import daemons
     print(f"daemons/ from {Path(daemons.__file__).parent.parent}\n")
-    print("| fills today | engine: record before a signal, p50 / p90 µs | after a fill, p50 / p90 µs |")
-    print("|---:|---:|---:|")
-    print("\n".join(engine_rows([int(x) for x in args.fills.split(",")])))
-    print()
-    print("| strategies hosted | engine: record before one's signal, p50 / p90 µs | bytes |")
-    print("|---:|---:|---:|")
-    print("\n".join(hosting_rows([int(x) for x in args.hosted.split(",")])))
-    print()
-    print("| fills today | risk: a fill, p50 / p90 µs |")
-    print("|---:|---:|")
-    print("\n".join(risk_rows([int(x) for x in args.fills.split(",")])))
-    print()
-    print("| orders today | execution: approval -> order event, p50 / p90 µs |")
-    print("|---:|---:|")
-    print("\n".join(execution_rows([int(x) for x in args.orders.split(",")])))
+    counts = {name: [int(x) for x in getattr(args, name).split(",")] for name in ("fills", "hosted", "orders")}
+    for header, rows in (
+            (["fills today", "engine: record before a signal, p50 / p90 µs", "after a fill, p50 / p90 µs"],
+             engine_rows(counts["fills"])),
+            (["strategies hosted", "engine: record before one's signal, p50 / p90 µs", "bytes"],
+             hosting_rows(counts["hosted"])),
+            (["fills today", "risk: a fill, p50 / p90 µs"], risk_rows(counts["fills"])),
+            (["orders today", "execution: approval -> order event, p50 / p90 µs"], execution_rows(counts["orders"]))):
+        print("\n".join([f"| {' | '.join(header)} |", "|" + "---:|" * len(header), *rows, ""]))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,10 @@ def restore(saved: dict[str, Any] | None, records: list[dict[str, Any]], offsets
         for key, items in added.items():
             state[key] = [*state.get(key, []), *items]
         for key, entries in merged.items():
-            state[key] = {**state.get(key, {}), **entries}
+            into = state.get(key, {})
+            if not isinstance(into, dict):
+                raise DamagedFile(wal, offset, f"a merge into {key!r}, which the state before holds as no object")
+            state[key] = {**into, **entries}
         newest, applied = max(newest, generation), applied + 1
     return state, newest, applied
 
