@@ -328,12 +328,13 @@ class EngineDaemon(Daemon):
     def _snapshots(self, names: Iterable[str]) -> dict[str, Any]:
         """The states of the hosted strategies among ``names``: a snapshot that fails keeps the last good one."""
         hosted = self._hosted()
-        for name in names:
+        wanted = [name for name in names if name in hosted]
+        for name in wanted:
             try:
                 self._states[name] = hosted[name].snapshot()
-            except Exception as exc:
+            except Exception as exc:  # the strategy's own error, counted against it
                 self.guard.failed(name, "snapshot", exc)
-        return {name: self._states[name] for name in names if name in hosted and name in self._states}
+        return {name: self._states[name] for name in wanted if name in self._states}
 
     def _settings(self) -> dict[str, Any]:
         """What the engine keeps besides its strategies' states and the day's fills: small, in every record."""
