@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from daemons.algoctl import control, gateway
+from daemons.algoctl.processes import stop_all
 from daemons.control_plane.drift import declared
 from daemons.control_plane.store import Store
 from daemons.gateway.nginx import CONSOLE, Site, ensure_certificate, prepare_prefix, render
@@ -131,10 +132,8 @@ def gateway_fleet(tmp: Path, *, seed: bool = True, **gateway_keys: object) -> It
         fleet.notify.wait_for("READY=1")
         yield fleet
     finally:
-        for proc in reversed(fleet.procs):
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(20)
+        for proc in reversed(fleet.procs):  # the gateway first, then its broker
+            stop_all([proc], 20)
         fleet.notify.sock.close()
 
 

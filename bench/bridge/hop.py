@@ -208,14 +208,9 @@ def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
 
 
 def stop_all() -> None:
-    for proc in _CHILDREN:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    from daemons.algoctl.processes import stop_all as stop_processes  # imported late, as every daemons/ import here
+
+    stop_processes(_CHILDREN, 5)
     _CHILDREN.clear()
 
 

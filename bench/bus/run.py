@@ -623,13 +623,9 @@ def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from daemons.algoctl.processes import stop_all as stop_processes  # imported late, as every daemons/ import here
+
+    stop_processes([proc], timeout)
     if proc in _CHILDREN:
         _CHILDREN.remove(proc)
 
