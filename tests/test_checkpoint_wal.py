@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,42 @@ def test_an_engine_killed_after_a_signal_never_hands_its_id_out_again(tmp_path: 
     assert third.counts["steady"] == 2
 
 
+def test_a_signal_is_written_before_it_goes_out_and_flushed_right_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The record is in checkpoint.wal when the signal is published (a killed engine keeps it: page cache), and
+    its fdatasync follows the publish before the handler returns, so the signal never waits for the disk. A
+    flush the disk refuses is logged (the signal is out) and the next record holds the whole state."""
+    engine = engine_with(tmp_path, monkeypatch)
+    asyncio.run(engine.setup())
+    steps: list[Any] = []
+    publish, real = engine.bus.publish, os.fdatasync
+
+    def published(topic: str, payload: dict[str, Any], **kw: Any) -> Event:
+        steps.append((topic, len(RecordLog(tmp_path / "checkpoint.wal").records)))
+        return publish(topic, payload, **kw)
+
+    def fdatasync(fd: int) -> None:
+        steps.append("fdatasync")
+        real(fd)
+
+    monkeypatch.setattr(engine.bus, "publish", published)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    engine._on_tick(tick_event(1))
+    assert steps == [("strategy.signal", 1), "fdatasync"]
+
+    def refused(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", refused)
+    engine._on_tick(tick_event(2))
+    assert steps[-1] == ("strategy.signal", 2) and engine.counts["steady"] == 2
+    assert "written but not flushed to disk (Input/output error)" in caplog.text
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    engine._on_tick(tick_event(3))
+    assert "seen_fills" in RecordLog(tmp_path / "checkpoint.wal").records[-1]["state"], "whole after a refused flush"
+    engine.checkpoint.close()
+
+
 def fill_event(n: int) -> Event:
     payload = {"fill_id": f"fill-{n}", "strategy": "steady", "symbol": "INFY", "side": "BUY", "quantity": 1,
                "price": 100.0}
@@ -160,7 +197,7 @@ def test_a_fill_the_disk_did_not_take_rides_whole_with_the_next_record(
     real = engine.checkpoint.log
 
     def full(state: dict[str, Any], add: dict[str, list[Any]] | None = None,
-             merge: dict[str, dict[str, Any]] | None = None) -> None:
+             merge: dict[str, dict[str, Any]] | None = None, sync: bool = True) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(engine.checkpoint, "log", full)

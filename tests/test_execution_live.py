@@ -6,6 +6,7 @@ refused token halting new orders. The same daemon under systemd: tests/systemd/t
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -257,3 +258,40 @@ def test_an_order_needing_more_margin_than_kite_has_is_refused_before_it_is_sent
     assert [r["client_id"] for r in published(d, "execution.reject")] == [tag(1)]
     off = asyncio.run(running(live_config(emulator, margin={"check": False}), lambda d: asyncio.sleep(0)))
     assert off.margin_refusals._value.get() == 0
+
+
+def test_an_intent_is_on_disk_before_kite_hears_of_the_order_and_a_refused_flush_sends_nothing(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intent is written in the approval's handler and flushed (fdatasync) right before the place call: Kite
+    never has an order a power cut could take from the log. A disk that refuses the flush: not sent, refused
+    with the reason."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    at_place: list[tuple[str, bool, list[str]]] = []
+
+    async def session(d: ExecutionDaemon) -> None:
+        assert d.kite is not None and d.ledger is not None
+        place, wal = d.kite.place, d.ledger.log.wal
+
+        async def watched(tag_: str, *args: Any, **kw: Any) -> Any:
+            at_place.append((tag_, wal.unsynced, [r["client_id"] for r in RecordLog(wal.path).records]))
+            return await place(tag_, *args, **kw)
+
+        monkeypatch.setattr(d.kite, "place", watched)
+        d._on_approved(stamp("risk.approved", approval(1))[0])
+        assert wal.unsynced, "written in the handler, not flushed there"
+        await eventually(lambda: d.orders[tag(1)].status == "COMPLETE", "order 1 complete")
+
+        def refused(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        real = os.fdatasync
+        monkeypatch.setattr(os, "fdatasync", refused)
+        d._on_approved(stamp("risk.approved", approval(2))[0])
+        await eventually(lambda: d.orders[tag(2)].status == "REJECTED", "order 2 refused")
+        monkeypatch.setattr(os, "fdatasync", real)
+
+    d = asyncio.run(running(live_config(emulator), session))
+    assert at_place == [(tag(1), False, [tag(1)])], "flushed before the place call, never called for order 2"
+    assert kite_orders(emulator) == {tag(1): 1}
+    assert d.orders[tag(2)].reason == ("state disk: the order's intent cannot be flushed to the write-ahead log "
+                                       "(Input/output error); not sent")

@@ -307,11 +307,11 @@ def test_a_file_written_before_checksums_is_repaired_without_a_seal(tmp_path: Pa
     assert path.read_bytes() == before
 
 
-def test_after_the_fact_records_are_fdatasynced_together_soon_after_the_turns_events_are_out(
+def test_an_intent_and_the_records_after_it_are_fdatasynced_together_soon_after_the_turns_events_are_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An intent is on disk before write_now returns; the broker's answer and the paper book's record are
-    written at once and fdatasync'ed together SYNC_AFTER_SEC later, so neither the order event nor the next
-    approval of the same decision waits for two more disk flushes."""
+    """An intent is written before write_now returns (a killed process keeps it); it, the broker's answer and
+    the paper book's record are fdatasync'ed together SYNC_AFTER_SEC later, so neither the order event nor the
+    next approval of the same decision waits for a disk flush. ``durable`` (Kite's place call) flushes at once."""
     from daemons.execution.backlog import SYNC_AFTER_SEC, BackloggedLog
 
     steps: list[str] = []
@@ -328,19 +328,23 @@ def test_after_the_fact_records_are_fdatasynced_together_soon_after_the_turns_ev
     async def turn() -> None:
         loop = asyncio.get_running_loop()
         wal.write_now({"op": "new", "client_id": "C1"})
-        assert steps == ["fdatasync"]  # the intent: on disk before the broker hears of it
+        assert steps == [] and RecordLog(tmp_path / "orders.wal").records == [{"op": "new", "client_id": "C1"}]
         book.append({"kind": "order", "client_id": "C1"})
         wal.append({"op": "placed", "client_id": "C1", "order_id": "1"})
         wal.append({"op": "fill", "client_id": "C1"})
         loop.call_soon(steps.append, "order event written")
-        assert steps == ["fdatasync"]
         for _ in range(3):
             await asyncio.sleep(0)
-        assert steps == ["fdatasync", "order event written"]  # the loop is free for the next approval
+        assert steps == ["order event written"]  # the loop is free for the next approval
         await asyncio.sleep(SYNC_AFTER_SEC * 3)
-        assert steps == ["fdatasync", "order event written", "fdatasync", "fdatasync"]  # one per file
+        assert steps == ["order event written", "fdatasync", "fdatasync"]  # one per file
+        wal.write_now({"op": "new", "client_id": "C2"})
+        wal.durable()
+        assert steps[-1] == "fdatasync" and not wal.wal.unsynced  # on disk before Kite hears of C2
+        await asyncio.sleep(SYNC_AFTER_SEC * 3)
+        assert len(steps) == 4, "nothing left for the timer to flush"
 
     asyncio.run(turn())
-    assert [r["op"] for r in RecordLog(tmp_path / "orders.wal").records] == ["new", "placed", "fill"]
+    assert [r["op"] for r in RecordLog(tmp_path / "orders.wal").records] == ["new", "placed", "fill", "new"]
     book.append({"kind": "trade"})  # no loop (a tool): at once
-    assert steps[-1] == "fdatasync"
+    assert steps[-1] == "fdatasync" and len(steps) == 5

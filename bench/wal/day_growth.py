@@ -33,10 +33,13 @@ def pct(samples: list[int], q: float) -> float:
 
 
 def before_signal(engine: Any, name: str) -> None:
-    """The engine's record before ``name``'s signal (a checkout before 2026-12-05's sixth session takes no name)."""
+    """The engine's record of ``name``'s decision, written and flushed, with no signal to publish (checkouts
+    before 2026-12-06 record it in ``_save_before_signal``, those before 2026-12-05's sixth session without a name)."""
     import inspect
 
-    if "name" in inspect.signature(engine._save_before_signal).parameters:
+    if hasattr(engine, "_signal"):
+        engine._signal(name, [], "bench")
+    elif "name" in inspect.signature(engine._save_before_signal).parameters:
         engine._save_before_signal(name)
     else:
         engine._save_before_signal()

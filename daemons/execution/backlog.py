@@ -3,16 +3,16 @@ order, and is written first the next time (an append, or ``flush`` from the daem
 
 Used for records that follow a fact already in the world (the broker's answer, a fill, a book
 change): losing them is not an option, and the broker still has the truth if the process dies
-before the disk frees up. A record that must be on disk before anything happens (an order's
+before the disk frees up. A record that must be written before anything happens (an order's
 intent) goes through ``write_now``, which raises instead of waiting, and already when the disk has
 less than ``floor`` bytes free: new work stops while there is still room for what follows the old.
+``durable`` flushes it to the disk at once, raising if the disk refuses: Kite's place call waits for that.
 
-Those after-the-fact records are written at once (a killed process loses none: they are in the page
-cache) and fdatasync'ed together SYNC_AFTER_SEC later: the order event does not wait for two more disk
-flushes, nor does an approval that follows within that time (a reversal's second, a straddle's other
-leg: it waited ~0.5-1 ms behind them when they ran right after the turn), and the next intent's fdatasync
-covers those of the order log anyway. A power cut can so lose the last ~2 ms of answers and fills, which
-the broker still has (reconciliation adopts them by tag at start).
+Records are written at once (a killed process loses none: they are in the page cache) and fdatasync'ed
+together SYNC_AFTER_SEC later: the order event does not wait for disk flushes, nor does an approval that
+follows within that time (a reversal's second, a straddle's other leg: it waited ~0.5-1 ms behind them when
+they ran right after the turn). A power cut can so lose the last ~2 ms of the paper broker's book and of
+this log together, or of answers and fills that Kite still has (reconciliation adopts them by tag at start).
 """
 
 from __future__ import annotations
@@ -42,17 +42,27 @@ class BackloggedLog:
         self._sync_due = False
 
     def write_now(self, record: dict[str, Any]) -> None:
-        """On disk when this returns (after whatever was waiting), or OSError and nothing kept."""
+        """Written when this returns (after whatever was waiting), flushed SYNC_AFTER_SEC later or by
+        ``durable``; or OSError and nothing kept."""
         written = self._drain()
         if self.pending:
             raise OSError(self.trouble)
         try:
             self._room()
-            self.wal.append(record)
+            self.wal.append(record, sync=False)
         except OSError as exc:
             self._failed(exc)
             raise
+        self._sync_soon()
         self._recovered(written + 1)
+
+    def durable(self) -> None:
+        """Everything written so far on the disk now; OSError (an outage, like a failed write) if it refuses."""
+        try:
+            self.wal.sync()
+        except OSError as exc:
+            self._failed(exc)
+            raise
 
     def append(self, record: dict[str, Any]) -> None:
         """On disk if it can be, else kept in memory until it can: never lost while we run."""
@@ -62,7 +72,7 @@ class BackloggedLog:
     def _sync_soon(self) -> None:
         """fdatasync SYNC_AFTER_SEC from now (what is written meanwhile goes with it): the turn's events are out
         by then, and so is the next order of the same decision. Without a loop (a tool), at once."""
-        if self._sync_due:
+        if self._sync_due or not self.wal.unsynced:
             return
         try:
             loop = asyncio.get_running_loop()

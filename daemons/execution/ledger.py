@@ -79,7 +79,9 @@ class Ledger:
             self._change(order, record, write=False)
 
     def add(self, order: Order) -> None:
-        """The order's intent, on disk before the broker may hear of it; OSError: not taken."""
+        """The order's intent, written before the broker may hear of it (a killed process keeps it) and flushed
+        to the disk with the paper broker's book SYNC_AFTER_SEC later, or by ``durable`` before Kite's place
+        call; OSError: not taken."""
         self.log.write_now(order.intent())
         self.orders[order.client_id] = order
         self.exposure.count(order)
@@ -121,6 +123,10 @@ class Ledger:
         if write:
             self.log.append(record)
         return True
+
+    def durable(self) -> None:
+        """Every intent so far on the disk now (before Kite hears of one); OSError if the disk refuses."""
+        self.log.durable()
 
     def flush(self) -> bool:
         """Retry what the disk refused; True when nothing waits."""

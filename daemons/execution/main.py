@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("algo.execution")
 
 DISK_FULL_REFUSAL = "state disk full: the write-ahead log cannot be written ({}); not sent"
+NOT_DURABLE_REFUSAL = "state disk: the order's intent cannot be flushed to the write-ahead log ({}); not sent"
 DAY_UNOPENED = ("%s: the day's write-ahead log cannot be opened (%s); new orders are refused until it can (tried again "
                 "every second)")
 DAY_UNOPENED_REFUSAL = "state disk: today's write-ahead log cannot be opened ({}); not sent"
@@ -552,7 +553,7 @@ class ExecutionDaemon(Daemon):
             self._refuse(event, why, cid)
             return
         try:
-            self.ledger.add(order)  # on disk before the broker hears of it
+            self.ledger.add(order)  # written before the broker hears of it
         except OSError as exc:
             self._refuse(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
             return
@@ -675,6 +676,11 @@ class ExecutionDaemon(Daemon):
                 self._short_of_margin(order, why)
                 return
         if self._fenced(order):  # after the margin call: right before the place call
+            return
+        try:
+            self.ledger.durable()  # the intent on disk before Kite hears of the order
+        except OSError as exc:
+            self._not_sent(order, NOT_DURABLE_REFUSAL.format(exc.strerror or exc))
             return
         try:
             at_broker = await self.kite.place(order.client_id, order.symbol, order.side, order.quantity,

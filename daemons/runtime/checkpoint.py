@@ -130,26 +130,38 @@ class Checkpoint:
         return state
 
     def log(self, state: dict[str, Any], add: dict[str, list[Any]] | None = None,
-            merge: dict[str, dict[str, Any]] | None = None) -> None:
+            merge: dict[str, dict[str, Any]] | None = None, sync: bool = True) -> None:
         """``state`` (or the keys of it changed since the last ``write``), ``add`` (items for list-valued keys)
-        and ``merge`` (entries of dict-valued keys), durable when this returns (OSError: not)."""
+        and ``merge`` (entries of dict-valued keys), durable when this returns (OSError: not); with ``sync``
+        off only written (a killed process keeps it) until ``sync()``."""
         self.generation += 1
         record: dict[str, Any] = {GENERATION: self.generation, "state": state}
         if add:
             record["add"] = add
         if merge:
             record["merge"] = merge
-        self.wal.append(record)
+        self.wal.append(record, sync=sync)
         self.logged += 1
 
     def record(self, whole: Callable[[], dict[str, Any]], lean: Callable[[], dict[str, Any]],
-               add: dict[str, list[Any]] | None = None, merge: dict[str, dict[str, Any]] | None = None) -> None:
+               add: dict[str, list[Any]] | None = None, merge: dict[str, dict[str, Any]] | None = None,
+               sync: bool = True) -> None:
         """A record of what changed: ``lean()``, ``add`` and ``merge`` when the file and the records since hold
-        the rest, else ``whole()``. Durable when this returns (OSError: not, and the next record is whole)."""
+        the rest, else ``whole()``. Durable when this returns (OSError: not, and the next record is whole);
+        ``sync`` off: written, and durable at ``sync()``."""
         state, add, merge = (whole(), None, None) if self.behind else (lean(), add, merge)
         self.behind = True  # until this record is on disk
-        self.log(state, add, merge)
+        self.log(state, add, merge, sync)
         self.behind = False
+
+    def sync(self) -> None:
+        """fdatasync the records written with ``sync`` off; OSError: they may not survive a power cut, so the
+        next record is whole."""
+        try:
+            self.wal.sync()
+        except OSError:
+            self.behind = True
+            raise
 
     def write(self, state: dict[str, Any]) -> None:
         """``state`` as the state file, atomically and durably; the log's records are older now and dropped."""

@@ -183,8 +183,8 @@ class RecordLog:
     def sync(self) -> None:
         """fdatasync what was appended without it; OSError if the disk refuses."""
         if self.unsynced:
+            os.fdatasync(self._fd)  # a refusal leaves them unsynced: the next call tries again
             self.unsynced = False
-            os.fdatasync(self._fd)
 
     def truncate(self) -> None:
         """Drop every record: what they held is durable elsewhere now. Not synced by itself: the next
