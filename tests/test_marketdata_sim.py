@@ -185,6 +185,57 @@ def test_spread_steps_publish_a_step_evenly_over_its_interval(tmp_path: Path, mo
     assert seen[-1][1] <= size
 
 
+def test_a_slices_ticks_are_written_before_the_bar_stage_works_on_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The feature stage's work on a slice (bars, indicators: ~0.1 ms a slice at 10k ticks/s) comes after the
+    slice's ticks were handed to the socket, not between them: a tick's way to the engines never waits for it."""
+    import asyncio
+
+    from daemons.marketdata.main import MarketdataDaemon
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = FleetConfig.model_validate({"daemons": {"marketdata": {
+        "instruments": str(PAPER), "session_date": DAY.isoformat(), "steps_per_second": 50, "features": True}}})
+    steps: list[tuple[str, str]] = []
+
+    async def go() -> None:
+        md = MarketdataDaemon(config, DaemonMetrics("marketdata"))
+        await md.setup()
+        assert md.stage is not None
+        publish, flush, on_tick = md.bus.publish, md.bus.flush, md.stage.on_tick
+
+        def published(topic: str, payload: dict[str, Any], **kw: Any) -> Any:
+            if topic == "marketdata.tick":
+                steps.append(("published", payload["symbol"]))
+            return publish(topic, payload, **kw)
+
+        def flushed() -> None:
+            steps.append(("flushed", ""))
+            flush()
+
+        def staged(tick: dict[str, Any], key: str) -> bool:
+            steps.append(("staged", tick["symbol"]))
+            return on_tick(tick, key)
+
+        monkeypatch.setattr(md.bus, "publish", published)
+        monkeypatch.setattr(md.bus, "flush", flushed)
+        monkeypatch.setattr(md.stage, "on_tick", staged)
+        runner = asyncio.create_task(md.run())
+        await asyncio.sleep(0.05)
+        md.stopping.set()
+        await runner
+
+    asyncio.run(go())
+    staged = [n for n, (what, _) in enumerate(steps) if what == "staged"]
+    assert staged, steps[:10]
+    for n in staged:
+        symbol = steps[n][1]
+        at = max(k for k in range(n) if steps[k] == ("published", symbol))
+        assert ("flushed", "") in steps[at:n], f"{symbol} was staged before it was written: {steps[at:n + 1]}"
+
+
 def test_step_slices_cover_the_step_once_in_order() -> None:
     from daemons.marketdata.main import STEP_SLICE, step_slices
 

@@ -290,7 +290,11 @@ class MarketdataDaemon(Daemon):
                     keys[first:] = [tick_key(tick) for tick in ticks]
                 for tick, key in zip(ticks, keys[first:stop], strict=True):
                     publish(MARKETDATA_TICK, tick, key=key)
-                    if stage is not None and stage.on_tick(tick, key):
+                if stage is None:
+                    continue
+                self.bus.flush()  # the slice's ticks leave before the bar stage works on them (~0.1 ms a slice at 10k/s)
+                for tick, key in zip(ticks, keys[first:stop], strict=True):
+                    if stage.on_tick(tick, key):
                         closed.set()
             self.step = sim.step_no
             self.ticks.inc(len(sim.instruments))
