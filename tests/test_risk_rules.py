@@ -198,7 +198,7 @@ def test_a_fill_is_one_append_to_the_log_and_a_restart_neither_loses_nor_doubles
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Positions are what risk must not forget, and risk is on the order path: a fill is made durable by one
     appended record (its id added to the day's), not by rewriting a state that grows with the day's fills;
-    checkpoint.json takes the records at the serving loop's next second."""
+    checkpoint.json takes the records at the serving loop's next fold (FOLD_SEC)."""
     import asyncio
 
     import orjson
@@ -235,6 +235,42 @@ def test_a_fill_is_one_append_to_the_log_and_a_restart_neither_loses_nor_doubles
     saved = orjson.loads((tmp_path / "checkpoint.json").read_bytes())
     assert saved["seen_fills"] == ["F1", "F2"] and (tmp_path / "checkpoint.wal").stat().st_size == 0
     again.checkpoint.close()
+
+
+def test_the_serving_loop_folds_the_fills_into_checkpoint_json_every_fold_sec_not_every_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rewrite of checkpoint.json holds risk's loop for 1-2 ms: it comes every FOLD_SEC, not every second a
+    fill came in (when a signal arriving meanwhile waited for it). What the log holds is read with the file."""
+    import asyncio
+
+    from daemons.risk import main as risk_main
+    from daemons.runtime.checkpoint import peek
+    from daemons.runtime.config import FleetConfig
+    from daemons.runtime.envelope import EXECUTION_FILL, Event
+    from daemons.runtime.metrics import DaemonMetrics
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    risk = risk_main.RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+    payload = {"fill_id": "F1", "engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": "BUY",
+               "quantity": 10, "price": 1000.0}
+
+    async def serve() -> None:
+        await risk.setup()
+        written = (tmp_path / "checkpoint.json").read_bytes()
+        risk._on_fill(Event(EXECUTION_FILL, "execution", 1, payload, "e1", 1, "e1"))
+        runner = asyncio.create_task(risk.run())
+        await asyncio.sleep(1.3)
+        assert (tmp_path / "checkpoint.json").read_bytes() == written, "no rewrite a second after a fill"
+        state = peek(tmp_path / "checkpoint.json")
+        assert state is not None and state["seen_fills"] == ["F1"]  # the file and its log, as a restart reads them
+        monkeypatch.setattr(risk_main, "FOLD_SEC", 0.0)
+        await asyncio.sleep(1.1)
+        assert (tmp_path / "checkpoint.wal").stat().st_size == 0, "folded at the next FOLD_SEC"
+        risk.stopping.set()
+        await runner
+
+    asyncio.run(serve())
+    risk.checkpoint.close()
 
 
 def test_a_day_roll_on_a_full_disk_does_not_stop_risk_and_the_next_fill_carries_the_day(
