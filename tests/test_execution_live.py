@@ -100,8 +100,8 @@ def test_orders_fill_partially_get_rejected_and_positions_match_kite(
         d._on_approved(stamp("risk.approved", approval(2, "SELL", 3))[0])
         d._on_approved(stamp("risk.approved", approval(3))[0])
         d._on_approved(stamp("risk.approved", approval(4, symbol="NOSUCH"))[0])  # no facts, never ticked: it waits
-        await eventually(lambda: d.orders[tag(1)].filled == 4 and d.orders[tag(3)].status == "REJECTED",
-                         "the partial fill and the RMS rejection")
+        await eventually(lambda: d.orders[tag(1)].filled == 4 and d.orders[tag(3)].status == "REJECTED"
+                         and d.orders[tag(2)].status == "COMPLETE", "the partial fill, the RMS rejection and order 2")
         emulator.set_price("NSE:INFY", 1502.0)  # the rest of order 1 trades
         await eventually(lambda: d.orders[tag(1)].status == "COMPLETE", "order 1 complete")
 
