@@ -90,8 +90,9 @@ def test_futures_and_options_follow_their_underlying() -> None:
     sim = MarketSimulator(universe(), seed=3, clock=SessionClock(DAY, 500))
     for _ in range(200):
         by_symbol = {t["symbol"]: t for t in sim.step()}
-    spot = sim.spot("NIFTY 50")
     fut = next(i for i in sim.instruments if i.type == "FUT")
+    spot = sim.spot(sim.instruments.index(fut))
+    assert by_symbol["NIFTY 50"]["last_price"] == pytest.approx(spot, abs=0.05)  # the future's underlying: the index
     assert sim.price(sim.instruments.index(fut)) > spot  # carry: the future trades above the index
     years = sim._years_to_expiry(fut.expiry)
     assert sim.price(sim.instruments.index(fut)) == pytest.approx(spot * (1 + RATE * years), rel=1e-3)

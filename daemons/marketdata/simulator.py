@@ -58,21 +58,21 @@ class MarketSimulator:
         self.rng = random.Random(seed)
         self.instruments = [i for i in instruments if i.expiry is None or i.expiry >= clock.day]
         self.expired = len(instruments) - len(self.instruments)
-        self.spots: dict[str, int] = {}  # underlying -> its slot in ``prices`` and ``vols``
-        self.prices = array("d")
+        self.prices = array("d")  # by underlying
         self.vols = array("d")
+        spots: dict[str, int] = {}  # underlying -> its slot
         for inst in self.instruments:
             if inst.type == "EQ":
-                self._underlying(inst.symbol, inst.last_price or 100.0, VOL.get(inst.segment, 0.24), replace=True)
+                self._underlying(spots, inst.symbol, inst.last_price or 100.0, VOL.get(inst.segment, 0.24), replace=True)
         of_token: dict[int, int] = {}  # instruments that share a token share an underlying and a book: the last one's
         for inst in self.instruments:
             if inst.type == "EQ":
-                of_token[inst.token] = self.spots[inst.symbol]
+                of_token[inst.token] = spots[inst.symbol]
                 continue
             spot = INDEX_OF.get(inst.name, inst.name)
             # a derivative whose underlying is not in the universe starts at its own price
             start = inst.last_price if inst.type == "FUT" and inst.last_price else (inst.strike or 100.0)
-            of_token[inst.token] = self._underlying(spot, start, VOL["NSE"], replace=False)
+            of_token[inst.token] = self._underlying(spots, spot, start, VOL["NSE"], replace=False)
         self.underlying_of = array("l", (of_token[inst.token] for inst in self.instruments))  # by instrument
         # A book per token (instruments that share one share it): what a tick reports beyond the price.
         opening = {inst.token: self.rng.randrange(10_000, 1_000_000) if inst.type != "EQ" else 0 for inst in self.instruments}
@@ -83,11 +83,12 @@ class MarketSimulator:
         self.step_no = 0
         self.now = 0  # the current step's exchange time, ns
 
-    def _underlying(self, name: str, price: float, vol: float, *, replace: bool) -> int:
-        """The slot of underlying ``name``, added at ``price`` and ``vol`` if new (reset to them with ``replace``)."""
-        at = self.spots.get(name)
+    def _underlying(self, spots: dict[str, int], name: str, price: float, vol: float, *, replace: bool) -> int:
+        """The slot of underlying ``name`` in ``spots``, added at ``price`` and ``vol`` if new (reset to them with
+        ``replace``)."""
+        at = spots.get(name)
         if at is None:
-            at = self.spots[name] = len(self.prices)
+            at = spots[name] = len(self.prices)
             self.prices.append(price)
             self.vols.append(vol)
         elif replace:
@@ -114,9 +115,9 @@ class MarketSimulator:
         now = self.now
         return [self._tick(at, now) for at in range(first, stop)]
 
-    def spot(self, name: str) -> float:
-        """The price of underlying ``name`` now."""
-        return self.prices[self.spots[name]]
+    def spot(self, at: int) -> float:
+        """The price now of the underlying of ``instruments[at]``."""
+        return self.prices[self.underlying_of[at]]
 
     def price(self, at: int) -> float:
         """The model price of ``instruments[at]`` now, before rounding to its tick."""
