@@ -64,22 +64,29 @@ class MarketSimulator:
         for inst in self.instruments:
             if inst.type == "EQ":
                 self._underlying(spots, inst.symbol, inst.last_price or 100.0, VOL.get(inst.segment, 0.24), replace=True)
-        of_token: dict[int, int] = {}  # instruments that share a token share an underlying and a book: the last one's
+        # A book per token: what a tick reports beyond the price. Instruments that share a token share a book,
+        # and the last one's underlying and opening interest.
+        books: dict[int, int] = {}  # token -> its book's slot
+        self.book_of = array("l")  # by instrument
+        self.oi = array("q")  # open interest, by book
+        underlying = array("l")  # by book
         for inst in self.instruments:
             if inst.type == "EQ":
-                of_token[inst.token] = spots[inst.symbol]
-                continue
-            spot = INDEX_OF.get(inst.name, inst.name)
-            # a derivative whose underlying is not in the universe starts at its own price
-            start = inst.last_price if inst.type == "FUT" and inst.last_price else (inst.strike or 100.0)
-            of_token[inst.token] = self._underlying(spots, spot, start, VOL["NSE"], replace=False)
-        self.underlying_of = array("l", (of_token[inst.token] for inst in self.instruments))  # by instrument
-        # A book per token (instruments that share one share it): what a tick reports beyond the price.
-        opening = {inst.token: self.rng.randrange(10_000, 1_000_000) if inst.type != "EQ" else 0 for inst in self.instruments}
-        slots = {token: at for at, token in enumerate(opening)}
-        self.book_of = array("l", (slots[inst.token] for inst in self.instruments))  # by instrument
-        self.volume = array("q", bytes(8 * len(opening)))  # cumulative, by book
-        self.oi = array("q", opening.values())  # open interest, by book
+                spot, opening = spots[inst.symbol], 0
+            else:
+                # a derivative whose underlying is not in the universe starts at its own price
+                start = inst.last_price if inst.type == "FUT" and inst.last_price else (inst.strike or 100.0)
+                spot = self._underlying(spots, INDEX_OF.get(inst.name, inst.name), start, VOL["NSE"], replace=False)
+                opening = self.rng.randrange(10_000, 1_000_000)
+            at = books.setdefault(inst.token, len(books))
+            if at == len(self.oi):
+                self.oi.append(opening)
+                underlying.append(spot)
+            else:
+                self.oi[at], underlying[at] = opening, spot
+            self.book_of.append(at)
+        self.underlying_of = array("l", (underlying[at] for at in self.book_of))  # by instrument
+        self.volume = array("q", bytes(8 * len(self.oi)))  # cumulative, by book
         self.step_no = 0
         self.now = 0  # the current step's exchange time, ns
 
