@@ -25,3 +25,10 @@ def test_a_paper_fleet_daemon_loads_no_heavy_library_it_does_not_use(daemon: str
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "configs" / "paper.toml")], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]", f"algo-{daemon} imports {out.stdout.strip()}"
+
+
+def test_the_paper_feed_loads_no_journal_reader() -> None:
+    """algo-marketdata reads a journal (and imports zstandard, ~0.4 MB) only to replay one."""
+    code = "import sys; import daemons.marketdata.main; print('zstandard' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,32 @@ def universe() -> list[Instrument]:
 def run(seed: int, steps: int = 50) -> list[list[dict[str, Any]]]:
     sim = MarketSimulator(universe(), seed=seed, clock=SessionClock(DAY, 1000))
     return [sim.step() for _ in range(steps)]
+
+
+def test_the_simulators_state_is_flat_arrays() -> None:
+    """~60 bytes an instrument beyond the instruments themselves (an object and dict entries each were ~270)."""
+    stocks = [Instrument(5_000_000 + n, f"SYN{n:05d}", f"SYNTHETIC {n}", 100.0 + n, None, 0.0, 0.05, 1, "EQ", "NSE", "NSE")
+              for n in range(9000)]
+    tracemalloc.start()
+    try:
+        sim = MarketSimulator(stocks, seed=1, clock=SessionClock(DAY, 1000))
+        for _ in range(3):
+            sim.step()
+        per_instrument = tracemalloc.get_traced_memory()[0] / len(stocks)
+    finally:
+        tracemalloc.stop()
+    assert per_instrument < 100
+
+
+def test_instruments_that_share_a_token_share_a_book() -> None:
+    """A dump that lists a token twice: its ticks count one volume and one open interest, the last row's."""
+    spots = load_instruments(PAPER)
+    nifty = next(i for i in spots if i.symbol == "NIFTY 50")
+    future = derivatives(nifty, DAY, lot_size=75, strikes=1, step=50)[0]
+    sim = MarketSimulator([future, future._replace(symbol="AGAIN")], seed=1, clock=SessionClock(DAY, 1000))
+    first, again = sim.step()
+    assert again["volume"] == first["volume"] + again["last_qty"]
+    assert abs(again["oi"] - first["oi"]) <= 20 * 75  # one book moving, not two drawn apart
 
 
 def test_same_seed_same_market_other_seed_other_market() -> None:
@@ -63,11 +90,12 @@ def test_futures_and_options_follow_their_underlying() -> None:
     sim = MarketSimulator(universe(), seed=3, clock=SessionClock(DAY, 500))
     for _ in range(200):
         by_symbol = {t["symbol"]: t for t in sim.step()}
-    spot = sim.underlyings["NIFTY 50"].price
     fut = next(i for i in sim.instruments if i.type == "FUT")
-    assert sim.price(fut) > spot  # carry: the future trades above the index
+    spot = sim.spot(sim.instruments.index(fut))
+    assert by_symbol["NIFTY 50"]["last_price"] == pytest.approx(spot, abs=0.05)  # the future's underlying: the index
+    assert sim.price(sim.instruments.index(fut)) > spot  # carry: the future trades above the index
     years = sim._years_to_expiry(fut.expiry)
-    assert sim.price(fut) == pytest.approx(spot * (1 + RATE * years), rel=1e-3)
+    assert sim.price(sim.instruments.index(fut)) == pytest.approx(spot * (1 + RATE * years), rel=1e-3)
     # Put-call parity on every strike of the chain: C - P = (F - K) * exp(-rT), to the rounding.
     calls = {i.strike: i for i in sim.instruments if i.type == "CE"}
     for put in (i for i in sim.instruments if i.type == "PE"):
@@ -116,6 +144,18 @@ def test_the_kite_emulators_dump_loads_and_bad_rows_name_their_line(tmp_path: Pa
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InstrumentsError, match="not a Kite instruments dump"):
         load_instruments(tmp_path / "x.csv")
+    with pytest.raises(InstrumentsError, match=r"missing\.csv: No such file"):
+        load_instruments(tmp_path / "missing.csv")
+
+
+def test_a_dumps_repeated_values_are_one_object_each(tmp_path: Path) -> None:
+    """Held for the whole session, a value per row of a 9,000-row dump would be ~0.2 MB per column."""
+    dump = tmp_path / "dump.csv"
+    dump.write_text(datafiles.text("instruments.csv"))
+    rows = load_instruments(dump)
+    for column in ("strike", "tick_size", "expiry", "type", "segment", "exchange"):
+        values = [getattr(r, column) for r in rows]
+        assert len({id(v) for v in values}) == len({v for v in values}), column
 
 
 def test_a_large_step_leaves_in_slices_not_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

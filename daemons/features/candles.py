@@ -80,7 +80,7 @@ class CandleBuilder:
         self._cumulative[key] = volume
         bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[key] = Bar(key, tick.get("token", 0), symbol, start, price, 0)
+            bar = self._bars[key] = Bar(key, tick.get("token", 0), symbol, self.bucket, price, 0)  # one start for them all
         elif price > bar.high:
             bar.high = price
         elif price < bar.low:

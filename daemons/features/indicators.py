@@ -35,63 +35,69 @@ class Periods(NamedTuple):
     volatility: int = 20
 
 
-class Indicators:
-    """One symbol's indicator state."""
+# Where an Indicators keeps its floats: these, then the last ``volatility`` returns (a ring once full).
+CLOSE, EMA_FAST, EMA_SLOW, RSI, ATR, GAIN, LOSS, TR, RETURNS = range(9)
 
-    __slots__ = ("_bars", "_gain", "_loss", "_oi", "_oldest", "_returns", "_tr", "atr", "close", "ema_fast", "ema_slow",
-                 "periods", "rsi")
+
+class Indicators:
+    """One symbol's indicator state: one per symbol of the universe, so its floats are raw doubles in one
+    array and not float objects (~470 bytes a symbol once warm, was ~660; bench/pipeline/README.md, round 11)."""
+
+    __slots__ = ("_bars", "_oi", "_oldest", "_values", "periods")
 
     def __init__(self, periods: Periods) -> None:
         self.periods = periods
-        self.close = NAN  # the previous bar's close
         self._oi = 0
         self._bars = 0
-        self.ema_fast = self.ema_slow = self.rsi = self.atr = NAN
-        self._gain = self._loss = self._tr = 0.0  # sums over the first period, then Wilder's averages
-        # The last ``volatility`` returns as raw doubles, a ring once full (``_oldest``): one per symbol of
-        # the universe, and a deque of float objects is ~8x the memory (bench/features/README.md, "Memory").
-        self._returns = array("d")
         self._oldest = 0
+        # close: the previous bar's; gain, loss, tr: sums over the first period, then Wilder's averages
+        self._values = array("d", (NAN, NAN, NAN, NAN, NAN, 0.0, 0.0, 0.0)) + array("d", bytes(8 * periods.volatility))
 
     def update(self, bar: Bar) -> tuple[float, ...]:
         """The features at this bar's close, in ``FEATURES`` order."""
-        p, close, previous = self.periods, bar.close, self.close
+        p, v, close = self.periods, self._values, bar.close
+        previous = v[CLOSE]
         if self._bars == 0:
             ret = oi_change = NAN
-            self.ema_fast = self.ema_slow = close
+            ema_fast = ema_slow = close
             true_range = bar.high - bar.low
         else:
             ret = math.log(close / previous)
             oi_change = float(bar.oi - self._oi)
-            self.ema_fast += 2.0 / (p.ema_fast + 1) * (close - self.ema_fast)
-            self.ema_slow += 2.0 / (p.ema_slow + 1) * (close - self.ema_slow)
+            ema_fast = v[EMA_FAST]
+            ema_fast += 2.0 / (p.ema_fast + 1) * (close - ema_fast)
+            ema_slow = v[EMA_SLOW]
+            ema_slow += 2.0 / (p.ema_slow + 1) * (close - ema_slow)
             true_range = max(bar.high - bar.low, abs(bar.high - previous), abs(bar.low - previous))
             self._remember(ret)
             change = close - previous
-            self._gain, self._loss = (_wilder(self._gain, max(change, 0.0), self._bars, p.rsi),
-                                      _wilder(self._loss, max(-change, 0.0), self._bars, p.rsi))
+            gain = v[GAIN] = _wilder(v[GAIN], max(change, 0.0), self._bars, p.rsi)
+            loss = v[LOSS] = _wilder(v[LOSS], max(-change, 0.0), self._bars, p.rsi)
             if self._bars >= p.rsi:
-                self.rsi = 100.0 if self._loss == 0 else 100.0 - 100.0 / (1.0 + self._gain / self._loss)
+                v[RSI] = 100.0 if loss == 0 else 100.0 - 100.0 / (1.0 + gain / loss)
+        v[EMA_FAST], v[EMA_SLOW] = ema_fast, ema_slow
         self._bars += 1
-        self._tr = _wilder(self._tr, true_range, self._bars, p.atr)
+        tr = v[TR] = _wilder(v[TR], true_range, self._bars, p.atr)
         if self._bars >= p.atr:
-            self.atr = self._tr
-        self.close, self._oi = close, bar.oi
-        return ret, self.ema_fast, self.ema_slow, self.rsi, self.atr, self._volatility(), oi_change
+            v[ATR] = tr
+        v[CLOSE], self._oi = close, bar.oi
+        return ret, ema_fast, ema_slow, v[RSI], v[ATR], self._volatility(), oi_change
 
     def _remember(self, ret: float) -> None:
-        r = self._returns
-        if len(r) < self.periods.volatility:
-            r.append(ret)
+        """Called with the return of the ``_bars``-th bar (1-based, 1 on the second): ``_bars - 1`` are held."""
+        held, window = self._bars - 1, self.periods.volatility
+        if held < window:
+            self._values[RETURNS + held] = ret
         else:
-            r[self._oldest] = ret
-            self._oldest = (self._oldest + 1) % len(r)
+            self._values[RETURNS + self._oldest] = ret
+            self._oldest = (self._oldest + 1) % window
 
     def _volatility(self) -> float:
-        n = len(self._returns)
+        n = min(self._bars - 1, self.periods.volatility)
         if n < max(2, self.periods.volatility):
             return NAN
-        r = self._returns[self._oldest:] + self._returns[:self._oldest]  # oldest first: the sums' order is the contract
+        v, at = self._values, RETURNS + self._oldest
+        r = v[at:] + v[RETURNS:at]  # oldest first: the sums' order is the contract
         mean = sum(r) / n
         return math.sqrt(sum((x - mean) ** 2 for x in r) / (n - 1))
 

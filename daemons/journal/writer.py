@@ -36,7 +36,8 @@ CSV_OF = {STRATEGY_SIGNAL: "signals.csv", RISK_APPROVED: "decisions.csv", RISK_B
           EXECUTION_ORDER: "orders.csv", EXECUTION_FILL: "fills.csv"}
 SEEN_IDS = 1 << 16  # order-path ids remembered: far more than the broker replays (sessions.KEEP_BYTES)
 TAIL_BYTES = 8 << 20  # of events.jsonl read at start for them: twice the most a replay can hold
-FRAME_EVENTS = 4096  # a frame at most this big while the day runs: ~25 bytes a tick from ~1,000 up (bench/journal)
+FRAME_EVENTS = 1024  # a frame at most this big while the day runs: ~26 bytes a tick (22 at 4,096), a quarter of the
+# events and buffers held (bench/pipeline/README.md, round 11); compaction rewrites closed days in larger frames
 
 
 class DayFiles:

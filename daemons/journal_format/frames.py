@@ -35,6 +35,10 @@ from ..runtime.envelope import Event
 LEVEL = 3  # while the day runs: ~1.6 us a tick (bench/journal); compaction rewrites closed days at COMPACT_LEVEL
 COMPACT_LEVEL = 9
 COMPACT_EVENTS = 20_000  # events per frame after compaction: larger frames, fewer bytes a tick
+# A live frame is at most ~1,024 events (~190 KB of JSON, journal/writer.py): a 128 KiB window and small match
+# tables do for it. Level 3's own were ~1.5 MB of compressor state, held all day, for 27 bytes a tick; these
+# ~1.0 MB for 25.6 bytes, and less time (bench/pipeline/README.md, round 11).
+LIVE_TABLES = {"window_log": 17, "hash_log": 14, "chain_log": 13}
 
 
 class FrameError(ValueError):
@@ -105,7 +109,11 @@ class _Shape:
                 "trace": self.trace, "key": self.key, "values": [list(map(itemgetter(i), rows)) for i in range(len(fields))]}
 
 
-def compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
+def compressor(level: int | None = None) -> zstandard.ZstdCompressor:
+    """The live day's (``LEVEL`` with ``LIVE_TABLES``), or compaction's at ``level``."""
+    if level is None:
+        params = zstandard.ZstdCompressionParameters.from_level(LEVEL, write_checksum=1, **LIVE_TABLES)
+        return zstandard.ZstdCompressor(compression_params=params)
     return zstandard.ZstdCompressor(level=level, write_checksum=True)
 
 

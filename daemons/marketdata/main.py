@@ -29,7 +29,6 @@ from ..runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, FEATURES_SYNC, M
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
-from .replay import ReplayError, source_file, ticks
 from .session import IST, SessionClock, last_trading_day
 from .simulator import MarketSimulator
 
@@ -134,6 +133,8 @@ class MarketdataDaemon(Daemon):
             await self._setup_kite()
             return
         if s.feed == "replay":
+            from .replay import ReplayError, source_file  # the journal's reader and zstandard (~0.4 MB): a replay's only
+
             assert s.replay_from is not None  # the config's cross-check demands it
             try:
                 file = source_file(s.replay_from)
@@ -235,6 +236,8 @@ class MarketdataDaemon(Daemon):
         await self.stopping.wait()
 
     async def _replay(self) -> None:
+        from .replay import ReplayError, ticks
+
         s = self.section
         assert s.replay_from is not None
         publish, loop = self.bus.publish, asyncio.get_running_loop()
