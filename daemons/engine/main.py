@@ -313,7 +313,7 @@ class EngineDaemon(Daemon):
         before the signals go out, so a killed engine never hands out a signal id twice nor loses the decision
         behind it: the page cache keeps what a process wrote. Its fdatasync follows the publish, before the
         engine handles anything else: the signal no longer waits for the disk (~0.35 ms of tick -> signal,
-        bench/pipeline/README.md, round 11), and an order it causes reaches a broker only after execution's own
+        bench/pipeline/README.md, round 12), and an order it causes reaches a broker only after execution's own
         later flush (its intent, before Kite's place call). The record holds the engine's settings and counts
         and that one strategy's state: not the day's fill ids and positions (the records before hold them) nor
         the other strategies' (each one's is durable with its own signals, and in checkpoint.json), so its cost

@@ -61,7 +61,7 @@ log = logging.getLogger("algo.risk")
 
 # The fills logged since are folded into checkpoint.json this often. The rewrite (write, fsync, rename, fsync of
 # the folder: 1-2 ms in the running fleet) blocks the order path's process: once a second it held a signal arriving
-# meanwhile for up to 2 ms (bench/pipeline/README.md, round 11). Readers lose nothing: peek() and a restart apply
+# meanwhile for up to 2 ms (bench/pipeline/README.md, round 12). Readers lose nothing: peek() and a restart apply
 # checkpoint.wal's records over the file.
 FOLD_SEC = 30.0
 

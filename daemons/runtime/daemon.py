@@ -117,7 +117,7 @@ def settle_heap() -> None:
     of the cyclic GC's reach, so a collection walks only what the daemon made since. A full one walked it all,
     10-12 ms in algo-marketdata and algo-journal at 10k ticks/s, and the first ones after READY took 1-1.6 ms
     in the order path's daemons, in the middle of whatever handler allocated (bench/pipeline/README.md,
-    round 11). Garbage is collected first so that none of it is kept for good."""
+    round 12). Garbage is collected first so that none of it is kept for good."""
     gc.collect()
     gc.freeze()
 
