@@ -86,9 +86,9 @@ class BackloggedLog:
         """What was written without fdatasync, flushed to the disk; a refusal is an outage like a failed write."""
         self._sync_due = False
         try:
-            self.wal.sync()
-        except OSError as exc:
-            self._failed(exc)
+            self.durable()
+        except OSError:
+            pass  # logged as the outage it is; the next sync tries again
 
     def flush(self) -> bool:
         """Write what waits, in order; True when nothing waits any more."""
