@@ -226,31 +226,35 @@ class UnixTransport(Transport, asyncio.Protocol):
 
     # sending
     def send(self, frame: bytes, now: bool = False) -> bool:
-        n = len(frame)
         tx = self._tx
         if tx is None or self._holding:
-            if self._outbox_bytes + n > self.buffer_bytes:
-                self.dropped += 1
-                return False
-            self._outbox.append(frame)
-            self._outbox_bytes += n
-            return True
+            return self._keep(frame)
         # _backlog is the socket buffer as of the last flush: it only shrinks in between,
         # so the check stays conservative without a call per message; before dropping, look again
         # (the broker may have taken it all since: a burst must not be dropped on a stale figure).
-        if self._pending_bytes + self._backlog + n > self.buffer_bytes:
+        pending = self._pending_bytes + len(frame)
+        if pending + self._backlog > self.buffer_bytes:
             self._backlog = tx.get_write_buffer_size()
-            if self._pending_bytes + self._backlog + n > self.buffer_bytes:
+            if pending + self._backlog > self.buffer_bytes:
                 self.dropped += 1
                 return False
         self._pending.append(frame)
-        self._pending_bytes += n
+        self._pending_bytes = pending
         if now and not self._wrote_now:
             self._wrote_now = True
             self._write()
         if self._flush_handle is None:
             assert self._loop is not None
             self._flush_handle = self._loop.call_soon(self._end_turn)
+        return True
+
+    def _keep(self, frame: bytes) -> bool:
+        """No broker to write to (connecting, or it is stopping): the frame waits in the outbox, if it fits."""
+        if self._outbox_bytes + len(frame) > self.buffer_bytes:
+            self.dropped += 1
+            return False
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
         return True
 
     def _end_turn(self) -> None:

@@ -95,15 +95,16 @@ def scan(data: bytes, max_frame: int) -> tuple[list[Span], int]:
     pos = 0
     end = len(data)
     unpack = HEADER.unpack_from
-    limit = end - HEADER_SIZE
+    hs, least, kinds = HEADER_SIZE, _MIN_LENGTH, KINDS  # locals: read per frame
+    limit = end - hs
     while pos <= limit:
         length, kind, tlen, klen = unpack(data, pos)
-        if length > max_frame or tlen + klen > length - _MIN_LENGTH or kind not in KINDS:
+        if length > max_frame or tlen + klen > length - least or kind not in kinds:
             _bad_header(length, kind, tlen, klen, max_frame)
         stop = pos + 4 + length
         if stop > end:
             break
-        t1 = pos + HEADER_SIZE + tlen
+        t1 = pos + hs + tlen
         append((kind, pos, t1, t1 + klen, stop))
         pos = stop
     return spans, pos
