@@ -151,3 +151,39 @@ def test_sched_delays_are_read_per_daemon_main_thread_and_other_threads_are_left
     assert got["fno"]["run_ms"] == pytest.approx(0.154)
     assert (got["risk"]["n"], got["risk"]["max"]) == (1, 0.2)  # tid 301, a thread of risk's, is not its loop
     assert got["bus"]["n"] == 0 and math.isnan(got["bus"]["p50"])
+
+
+def test_the_canary_names_the_worst_host_round_inside_each_slow_chain_and_keeps_stalled_chains_out_of_the_calm_p99() -> None:
+    from pipeline.analysis import Chain
+    from pipeline.canary import Rounds, report
+
+    # Rounds every 5 ms from 100 ms; the one at 120 ms stalled 3.0 ms (round trip), the one at 140 ms woke 1.5 late.
+    starts = [int((100 + 5 * i) * MS) for i in range(12)]
+    rtts = [0.05] * 12
+    lates = [0.1] * 12
+    rtts[4], lates[8] = 3.0, 1.5
+    rounds = Rounds(starts, lates, rtts)
+    chains = [
+        Chain("a", "t", tick=118 * MS, signal=119 * MS, approved=120 * MS, order=124 * MS),  # holds the 120 ms stall
+        Chain("b", "t", tick=104 * MS, signal=105 * MS, approved=105 * MS, order=106 * MS),  # calm: the 105 ms round
+        Chain("c", "t", tick=139 * MS, signal=140 * MS, approved=141 * MS, order=141 * MS + MS // 2),  # the late wake
+        Chain("d", "t", tick=150 * MS, signal=151 * MS),  # never ordered: no span
+    ]
+    got = report(rounds, chains)
+    assert (got["rounds"], got["stalls"]) == (12, 2)
+    assert [(s["tick_to_order_ms"], s["canary_worst_ms"]) for s in got["slowest"]] == [(6.0, 3.0), (2.5, 1.5), (2.0, 0.1)]
+    assert got["tick_to_order_calm_ms"]["n"] == 1 and got["tick_to_order_calm_ms"]["p99"] == 2.0
+
+
+def test_the_canary_worker_records_a_round_per_slot_until_it_is_stopped(tmp_path: Any) -> None:
+    import time
+
+    from pipeline.canary import start, stop
+
+    out = tmp_path / "canary.json"
+    proc = start(out, interval=0.01)
+    time.sleep(0.5)
+    rounds = stop(proc, out)
+    assert proc.returncode == 0
+    assert 10 <= len(rounds.rtt_ms) <= 60  # ~50 slots of 10 ms; a loaded machine runs some late
+    assert all(r > 0 for r in rounds.rtt_ms) and rounds.start_ns == sorted(rounds.start_ns)

@@ -12,6 +12,8 @@ CPU; then the journal's events.jsonl is joined hop by hop (analysis.py). Needs r
 ticks/s, as a real market delivers them, instead of one burst of the whole universe per step.
 ``--sched`` also records the scheduler (``perf sched``) for up to 8 s of each window and reports each
 daemon's scheduling delay, the run-queue wait that bus hops pay on a busy host (sched.py).
+``--canary`` also runs two bare processes ping-ponging a byte every 5 ms beside the fleet (canary.py): how
+slow the host alone made a round trip while each of the slowest chains was on its way.
 ``--gateway N`` also starts algo-gateway with N WebSocket clients streaming everything it streams
 (orders, fills, decisions, heartbeats): compare tick -> order with and without it.
 ``--cpu-split FLEET:FRONT`` pins the fleet's services to CPUs FLEET and algo-gateway with its WebSocket
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemons.algoctl.sandbox import Sandbox, unavailable_reason
-from pipeline import sched
+from pipeline import canary, sched
 from pipeline.analysis import (
     HOPS,
     TICK,
@@ -168,6 +170,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     print(f"[{rate:,} ticks/s] universe {universe:,} at {steps:.3f} steps/s{' spread' if args.spread else ''}, "
           f"{args.strategies} bench strategies",
           file=sys.stderr)
+    pinger: subprocess.Popen[bytes] | None = None
     box.start()
     try:
         ready = wait_ready(box)
@@ -183,6 +186,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         cpu0, mach0, before_ns = cpu_seconds(pids), machine_jiffies(), time.time_ns()
         os.kill(feed, signal.SIGCONT)
         time.sleep(1.0)  # the simulator catches up the steps it missed: not part of the latency window
+        pinger = canary.start(root / "canary.json") if args.canary else None
         start_ns, t0 = time.time_ns(), time.monotonic()
         perf = sched.record(root / "perf-sched.data", min(8.0, args.seconds)) if args.sched else None
         rss_peak: dict[str, float] = {}
@@ -192,6 +196,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
                 rss_peak[d] = max(rss_peak.get(d, 0.0), mb)
         os.kill(feed, signal.SIGSTOP)
         end_ns, window = time.time_ns(), time.monotonic() - t0
+        rounds = canary.stop(pinger, root / "canary.json") if pinger is not None else None
         after, settled1 = settle(scrape_fleet, SUBSCRIPTIONS)
         cpu1, mach1, after_ns = cpu_seconds(pids), machine_jiffies(), time.time_ns()
         counted_s = (after_ns - before_ns) / 1e9
@@ -207,6 +212,8 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
             delays = sched.delays(sched.timehist(root / "perf-sched.data"), {pid: d for d, pid in pids.items()})
         joined = join(counted.events(box.state / "journal"), start_ns, end_ns)
     finally:
+        if pinger is not None and pinger.poll() is None:  # the window ended early: its echo child follows it out
+            pinger.kill()
         box.stop()
     ticks = tick_losses(before, after, counted.stamped_ticks, outbox1 - outbox0, other_events(counted.topics),
                         counted.topics[TICK])
@@ -228,6 +235,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ms_per_kticks": cpu_per_kticks(cpu0, cpu1, ticks["published"]),
         "cpu_s": {d: cpu1[d] - cpu0[d] for d in cpu1},
         "rss_mb": rss_end, "rss_peak_mb": rss_peak, "gateway_ws": gateway, "sched": delays,
+        "canary": canary.report(rounds, joined.chains) if rounds is not None else None,
         "machine": {"cpus_busy": busy / hz / counted_s, "steal_pct": 100 * steal / total if total else 0.0,
                     "other_processes_cpus": max(0.0, busy / hz - fleet_cpu) / counted_s},
     }
@@ -243,6 +251,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after ready before the window opens")
     p.add_argument("--spread", action="store_true", help="spread each step's ticks over the step (a steady feed)")
     p.add_argument("--sched", action="store_true", help="record perf sched in the window: each daemon's scheduling delay")
+    p.add_argument("--canary", action="store_true",
+                   help="ping-pong two bare processes beside the fleet in the window: the host's own stalls (canary.py)")
     p.add_argument("--strategies", type=int, default=8, help="EMA(2/3) crossovers on synthetic symbols, added to the defaults")
     p.add_argument("--gateway", type=int, default=0, metavar="N",
                    help="also run algo-gateway with N WebSocket clients streaming everything it streams")
@@ -280,6 +290,9 @@ def main() -> None:
     print()
     if args.sched:
         print(sched.table(loads))
+        print()
+    if args.canary:
+        print(canary.table(loads))
         print()
     for load in loads:
         if load["gateway_ws"]:
