@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemons.bridge.streams import MARKETDATA, family
+from daemons.bus import broker as broker_module
 from daemons.bus.broker import Peer
 from daemons.bus.sessions import Sessions
 from daemons.journal_format.layout import kind_of
@@ -382,3 +383,88 @@ def test_a_second_approval_of_one_read_does_not_wait_for_the_first_ones_log_line
         server.close()
 
     run(go, tmp_path)
+
+
+def test_an_approval_that_reaches_the_broker_during_a_long_read_of_ticks_is_routed_before_the_rest_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of the whole universe reaches the broker in reads of ~700 ticks, and routing one to the fleet's
+    key-filtered subscribers took milliseconds: an approval read from risk's socket meanwhile must not wait for
+    all of it. The broker routes ROUTE_SLICE frames of a read per loop turn and reads the other peers between."""
+    monkeypatch.setattr(broker_module, "ROUTE_SLICE", 16)
+
+    async def go(path: Path) -> None:
+        broker = await start_broker(path)
+        loop = asyncio.get_running_loop()
+        sub, feed_, risk = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3))
+        for sock in (sub, feed_, risk):
+            await loop.sock_connect(sock, str(path))
+        sub.sendall(wire.encode(wire.SUBSCRIBE, b"*"))
+        await asyncio.sleep(0.05)
+        # Both written while the broker cannot run (this test holds its loop): its next turn finds both readable.
+        feed_.sendall(tick_frames(EventFactory("marketdata"), 64))
+        risk.sendall(approval_frame(EventFactory("risk")))
+        await asyncio.sleep(0.2)
+        topics = [f.topic for f in await read_until_quiet(sub, 0.3)]
+        assert topics.count(b"marketdata.tick") == 64 and topics.count(b"risk.approved") == 1
+        assert topics.index(b"risk.approved") == 16, topics.index(b"risk.approved")  # after the first slice only
+        feed_.sendall(tick_frames(EventFactory("marketdata"), 40, start=64))  # the feed is read again afterwards
+        await asyncio.sleep(0.2)
+        assert [f.topic for f in await read_until_quiet(sub, 0.3)] == [b"marketdata.tick"] * 40
+        for sock in (sub, feed_, risk):
+            sock.close()
+        await broker.close()
+
+    run(go, tmp_path)
+
+
+class Wire:
+    """A peer's transport that keeps what is written to it and whether reading is paused."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def test_frames_of_a_long_read_are_routed_in_order_even_when_their_peer_goes_away_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publisher whose long read is still being routed a slice per turn when its connection ends: every frame
+    it sent still reaches the subscribers, in order; reading resumes once a read is through."""
+    monkeypatch.setattr(broker_module, "ROUTE_SLICE", 8)
+    factory = EventFactory("execution")
+    frames = b"".join(approval_frame(factory, "execution.order") for _ in range(50))
+
+    async def go() -> None:
+        broker = broker_module.Broker(max_frame=1 << 20, buffer_limit=8 << 20, group="algo")
+        sub, pub = Peer(broker), Peer(broker)
+        sub_wire, pub_wire, other_wire = Wire(), Wire(), Wire()
+        sub.tx, pub.tx = sub_wire, pub_wire  # type: ignore[assignment]
+        broker.peers.update((sub, pub))
+        broker.subscribe(sub, "*", None)
+        pub.data_received(frames)
+        assert not pub_wire.reading
+        await asyncio.sleep(0)
+        pub.connection_lost(None)
+        got = wire.FrameReader(1 << 20).feed(sub_wire.written)
+        assert [Event.decode(f.body).seq for f in got] == list(range(1, 51))
+        pub.data_received(frames[: len(frames) // 5])  # 10 frames, from a peer that is gone: not routed
+        assert len(wire.FrameReader(1 << 20).feed(sub_wire.written)) == 50
+        other = Peer(broker)
+        other.tx = other_wire  # type: ignore[assignment]
+        other.data_received(frames[: len(frames) // 5])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert other_wire.reading and len(wire.FrameReader(1 << 20).feed(sub_wire.written)) == 60
+
+    asyncio.run(go())
