@@ -53,7 +53,7 @@ MD_WRITE_BYTES = 64 << 10  # held market data written per drain of the socket: w
 # burst): a signal or an approval that reached the broker meanwhile waited for all of it. Past this many frames, the rest of the read waits
 # for the next turn (its peer's reading paused, so its frames stay in order) and the other peers are read
 # first (bench/pipeline/README.md, round 13).
-ROUTE_SLICE = 256
+ROUTE_SLICE = 64
 
 
 @dataclass
