@@ -50,9 +50,9 @@ PEER_SNDBUF = 64 << 10
 MD_WRITE_BYTES = 64 << 10  # held market data written per drain of the socket: what an approval may find ahead
 # Frames routed from one read per loop turn. A burst of the whole universe comes in reads of up to 256 KiB
 # (~600 ticks), and routing one to the fleet's subscribers takes ~1 ms of CPU (more on two CPUs busy with the
-# burst): a signal or an approval that reached the broker meanwhile waited for all of it. Past this many frames, the rest of the read waits
-# for the next turn (its peer's reading paused, so its frames stay in order) and the other peers are read
-# first (bench/pipeline/README.md, round 13).
+# burst): a signal or an approval that reached the broker meanwhile waited for all of it. Past this many
+# frames, the rest of the read waits for the next turn (its peer's reading paused, so its frames stay in
+# order) and the other peers are read first (bench/pipeline/README.md, round 13).
 ROUTE_SLICE = 64
 
 
