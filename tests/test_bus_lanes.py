@@ -436,14 +436,19 @@ class Wire:
     def resume_reading(self) -> None:
         self.reading = True
 
+    def close(self) -> None:
+        pass
 
-def test_frames_of_a_long_read_are_routed_in_order_even_when_their_peer_goes_away_meanwhile(
+
+def test_frames_of_a_long_read_are_routed_in_order_even_when_their_peer_or_the_broker_goes_away_meanwhile(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A publisher whose long read is still being routed a slice per turn when its connection ends: every frame
-    it sent still reaches the subscribers, in order; reading resumes once a read is through."""
+    it sent still reaches the subscribers, in order, and so does what is left when the broker stops; reading
+    resumes once a read is through."""
     monkeypatch.setattr(broker_module, "ROUTE_SLICE", 8)
     factory = EventFactory("execution")
-    frames = b"".join(approval_frame(factory, "execution.order") for _ in range(50))
+    each = [approval_frame(factory, "execution.order") for _ in range(50)]
+    frames, first_ten = b"".join(each), b"".join(each[:10])
 
     async def go() -> None:
         broker = broker_module.Broker(max_frame=1 << 20, buffer_limit=8 << 20, group="algo")
@@ -458,13 +463,18 @@ def test_frames_of_a_long_read_are_routed_in_order_even_when_their_peer_goes_awa
         pub.connection_lost(None)
         got = wire.FrameReader(1 << 20).feed(sub_wire.written)
         assert [Event.decode(f.body).seq for f in got] == list(range(1, 51))
-        pub.data_received(frames[: len(frames) // 5])  # 10 frames, from a peer that is gone: not routed
+        pub.data_received(first_ten)  # 10 frames, from a peer that is gone: not routed
         assert len(wire.FrameReader(1 << 20).feed(sub_wire.written)) == 50
         other = Peer(broker)
         other.tx = other_wire  # type: ignore[assignment]
-        other.data_received(frames[: len(frames) // 5])
+        broker.peers.add(other)
+        other.data_received(first_ten)
         for _ in range(3):
             await asyncio.sleep(0)
         assert other_wire.reading and len(wire.FrameReader(1 << 20).feed(sub_wire.written)) == 60
+        other.data_received(frames)  # a broker that stops mid-read routes the rest before it closes
+        await broker.close(grace=0)
+        got = [f for f in wire.FrameReader(1 << 20).feed(sub_wire.written) if f.kind == wire.PUBLISH]
+        assert len(got) == 110 and [Event.decode(f.body).seq for f in got[60:]] == list(range(1, 51))
 
     asyncio.run(go())

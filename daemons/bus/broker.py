@@ -251,11 +251,16 @@ class Peer(asyncio.Protocol):
             self.broker.violation(self, wire.ProtocolError("truncated", f"{pending} bytes of a partial frame at EOF"))
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.rest is not None and not self.closed:  # frames it sent before it went: routed, as if read in one go
+    def route_pending(self) -> None:
+        """What is left of a long read, routed now: its connection ended, or the broker is stopping. Every
+        frame a peer sent is routed, as if it had been read in one go."""
+        if self.rest is not None and not self.closed:
             data, spans, at = self.rest
             self.rest = None
             self.route(data, spans[at:])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.route_pending()
         self.closed = True
         self.broker.remove(self)
 
@@ -456,6 +461,8 @@ class Broker:
         while self.peers and self.reads != seen and loop.time() < deadline:  # until 20 ms pass with nothing read
             seen = self.reads
             await asyncio.sleep(0.02)
+        for peer in list(self.peers):
+            peer.route_pending()
         self.flush()
         for peer in list(self.peers):
             if peer.tx is not None:
