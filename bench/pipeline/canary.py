@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,8 @@ class Rounds:
     def worst(self, since_ns: int, until_ns: int) -> float:
         """The slowest lateness or round trip of the rounds that started in [since_ns, until_ns], in ms
         (0 if none did): what the host did to any process while a chain was on its way."""
-        worst = 0.0
-        for t, late, rtt in zip(self.start_ns, self.late_ms, self.rtt_ms, strict=True):
-            if since_ns <= t <= until_ns:
-                worst = max(worst, late, rtt)
-        return worst
+        first, stop = bisect_left(self.start_ns, since_ns), bisect_right(self.start_ns, until_ns)  # rounds are in order
+        return max(self.late_ms[first:stop] + self.rtt_ms[first:stop], default=0.0)
 
     def stalls(self, threshold_ms: float = STALL_MS) -> int:
         return sum(1 for late, rtt in zip(self.late_ms, self.rtt_ms, strict=True) if max(late, rtt) >= threshold_ms)
