@@ -130,6 +130,20 @@ def test_the_bench_universe_has_the_size_asked_for(universe: int, tmp_path: Any)
     assert len(synthetic) == len({s.symbol for s in spots}) - 6
 
 
+def test_the_bench_waits_for_and_measures_every_service_of_algo_target_and_reports_only_its_daemons(tmp_path: Any) -> None:
+    from pipeline.fleet import target_services
+
+    services, daemons = target_services(REPO / "units")
+    assert {"algo-commander.service", "algo-premarket.service", "algo-journal.service"} <= set(services)
+    assert "commander" in daemons and "bus" in daemons and "premarket" not in daemons  # a oneshot has no RSS to report
+    assert all(s.endswith(".service") for s in services)  # the socket and the timers are not waited for
+
+    (tmp_path / "algo.target").write_text("[Unit]\nWants=algo-bus.socket algo-x.service\nWants=algo-y.service\n")
+    (tmp_path / "algo-x.service").write_text("[Service]\nType=notify\n")
+    (tmp_path / "algo-y.service").write_text("[Service]\nType=oneshot\n")
+    assert target_services(tmp_path) == (("algo-x.service", "algo-y.service"), ("x",))
+
+
 TIMEHIST = """\
            time    cpu  task name                       wait time  sch delay   run time
                         [tid/pid]                          (msec)     (msec)     (msec)

@@ -38,6 +38,18 @@ INDEX_UNDERLYINGS = (("NIFTY 50", 75, 50.0), ("NIFTY BANK", 35, 100.0))
 RISK_ORDERS_PER_SECOND = 4.0
 
 
+def target_services(units: Path = REPO / "units") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The services ``algo.target`` starts (the fleet is ready when all are active) and, of them, the
+    daemons (``Type=notify``, not the oneshots), whose CPU and memory the bench reports: read from the unit
+    files, so a daemon that joins the fleet is measured and waited for without an edit here."""
+    wants = [name for line in (units / "algo.target").read_text().splitlines() if line.startswith("Wants=")
+             for name in line.split("=", 1)[1].split()]
+    services = tuple(name for name in wants if name.endswith(".service"))
+    daemons = tuple(name.removeprefix("algo-").removesuffix(".service") for name in services
+                    if "Type=notify" in (units / name).read_text().splitlines())
+    return services, daemons
+
+
 def derivative_strikes(universe: int) -> int:
     """Strikes either side of the money per index: the derivatives are ~5% of the universe (5..50)."""
     return max(5, min(50, round((universe / 40 - 3) / 4)))

@@ -66,13 +66,13 @@ from pipeline.fleet import (
     rss_mb,
     scrape,
     settle,
+    target_services,
 )
 
 PORTS = {"bus": 9470, "heartbeat": 9471, "marketdata": 9472, "fno": 9473, "equity": 9474, "options": 9475,
          "risk": 9476, "execution": 9477, "journal": 9478}  # configs/paper.toml's, which the bench keeps
-DAEMONS = tuple(PORTS)
-SERVICES = tuple(f"algo-{d}.service" for d in DAEMONS) + ("algo-premarket.service",)
 REPO = Path(__file__).resolve().parents[2]
+SERVICES, DAEMONS = target_services(REPO / "units")  # every one of algo.target's: algo-commander's too
 ALGOCTL = sys.prefix + "/bin/algoctl"
 WS_CLIENTS = REPO / "bench" / "gateway" / "run.py"  # its --client subscribe mode
 
