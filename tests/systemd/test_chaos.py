@@ -53,7 +53,7 @@ CONFIG = session_config(**{"steps_per_second = 2.0": "steps_per_second = 190.0",
                            # execution's state is a 64 MB disk here: its floor must fit inside, and "full" mean full
                            "refuse_free_mb = 256": "refuse_free_mb = 1"})
 UNITS = ("algo-bus", "algo-marketdata", "algo-fno", "algo-equity", "algo-options", "algo-risk",
-         "algo-execution", "algo-journal", "algo-heartbeat")
+         "algo-execution", "algo-journal", "algo-heartbeat", "algo-commander")  # every daemon algo.target starts
 RISK_WATCHDOG_SEC = 3  # the shipped 10 s, shortened so the test stays short; the mechanism is the same
 RECOVERED_WITHIN = 60.0  # "it came back at all"; the < 5 s target is reported, not asserted
 EXECUTION_STATE_MB = 64
