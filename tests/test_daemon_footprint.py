@@ -32,3 +32,19 @@ def test_the_paper_feed_loads_no_journal_reader() -> None:
     code = "import sys; import daemons.marketdata.main; print('zstandard' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_control_plane_on_sqlite_loads_no_postgresql_dialect(tmp_path: Path) -> None:
+    """algo-commander and algo-gateway on the default SQLite: PostgreSQL's dialect (~2 MB) stays unloaded,
+    and the dialect's INSERT ... ON CONFLICT still deduplicates a command id."""
+    url = f"sqlite:///{tmp_path}/control.db"
+    seed = ("import sys; from daemons.control_plane.drift import declared; from daemons.control_plane.store import Store; "
+            "from daemons.runtime.config import load_config; s = Store.open(sys.argv[1], migrate=True); "
+            "s.seed(declared(load_config(sys.argv[2])), 'deploy'); s.close()")
+    subprocess.run([sys.executable, "-c", seed, url, str(REPO / "configs" / "paper.toml")], check=True)  # as the deploy
+    code = ("import sys; from daemons.commander import main; from daemons.control_plane.store import Store; "
+            "s = Store.open(sys.argv[1]); a = s.submit('op-1', 'ema-nifty', 'pause', {}, 'alice'); "
+            "b = s.submit('op-1', 'ema-nifty', 'pause', {}, 'alice'); s.close(); "
+            "print(a == b, 'sqlalchemy.dialects.postgresql' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

@@ -7,15 +7,15 @@ dead worker's successor takes over), and finished once: executed, or failed with
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..engine.strategies import build
@@ -26,8 +26,18 @@ from .models import Audit, Command, Strategy
 from .records import AuditView, CommandView, StrategySpec, StrategyView
 from .transitions import COMMAND_ID, VERBS, Refused, State, Status, Verb, next_state, next_status
 
-_INSERT: dict[str, Callable[[type[Command]], sqlite.Insert | postgresql.Insert]] = {
-    "sqlite": sqlite.insert, "postgresql": postgresql.insert}
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+Insert = Callable[[type[Command]], "sqlite.Insert | postgresql.Insert"]
+
+
+def _insert_of(dialect: str) -> Insert:
+    """The dialect's INSERT (with ON CONFLICT), imported for the database in use only: PostgreSQL's dialect is
+    ~2 MB of RSS in algo-commander and algo-gateway that a host on the default SQLite never needs."""
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"the control plane runs on SQLite or PostgreSQL, not {dialect}")
+    return cast(Insert, importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert)
 
 
 class IdReused(Refused):
@@ -67,7 +77,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
-        self._insert = _INSERT[engine.dialect.name]
+        self._insert = _insert_of(engine.dialect.name)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = False) -> Store:
