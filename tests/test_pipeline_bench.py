@@ -144,6 +144,28 @@ def test_the_bench_waits_for_and_measures_every_service_of_algo_target_and_repor
     assert target_services(tmp_path) == (("algo-x.service", "algo-y.service"), ("x",))
 
 
+def test_the_cold_bench_times_each_call_alone_after_its_gap_slept_or_spun() -> None:
+    import asyncio
+    import time
+    from itertools import pairwise
+
+    from pipeline.cold import gap_costs
+
+    calls: list[tuple[int, float]] = []
+
+    def run(n: int) -> None:
+        calls.append((n, time.monotonic()))
+        if n % 2 == 0:
+            time.sleep(0.003)  # every other call is slow: the median lies between, the gap is not in it
+
+    started = time.monotonic()
+    costs = asyncio.run(gap_costs(run, (("a", 0.0, False), ("b", 0.01, False), ("c", 0.01, True)), 4))
+    assert list(costs) == ["a", "b", "c"] and [n for n, _ in calls] == list(range(1, 13))
+    assert all(1000 <= us < 10_000 for us in costs.values()), costs  # ~1.5 ms: the median of 0 and 3 ms
+    assert time.monotonic() - started >= 8 * 0.01  # the gaps were waited, sleeping and spinning
+    assert all(b - a >= 0.01 for (_, a), (_, b) in pairwise(calls[4:]))
+
+
 TIMEHIST = """\
            time    cpu  task name                       wait time  sch delay   run time
                         [tid/pid]                          (msec)     (msec)     (msec)
