@@ -1,5 +1,6 @@
-"""A shadow of algo-risk rehearses its signal path (runtime/rehearsal.py): every rehearsal is approved by
-the shadow, and nothing of it reaches the real risk, the bus, the disk or the journal's logs."""
+"""Shadows of algo-risk and algo-execution rehearse the order path (runtime/rehearsal.py): every rehearsal
+takes the path a real event takes (approved; placed), and nothing of it reaches the real daemon, the bus,
+the disk or the logs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from typing import Any
 
 import pytest
 
-from daemons.risk.main import REHEARSAL, RiskDaemon
+from daemons.execution.main import ExecutionDaemon
+from daemons.execution.orders import Order
+from daemons.execution.rehearsal import rehearsal as rehearsal_of_execution
+from daemons.risk.main import RiskDaemon
+from daemons.risk.rehearsal import rehearsal as rehearsal_of_risk
 from daemons.runtime.config import load_config
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.rehearsal import SYMBOL as REHEARSAL
 from daemons.runtime.rehearsal import NullTransport, rehearse
 from tests.conftest import REPO
 
@@ -34,7 +40,7 @@ def test_the_shadow_approves_every_rehearsal_and_the_real_risk_sees_none_of_it(
 
     monkeypatch.setattr(RiskDaemon, "_approve", spy)
     caplog.set_level(logging.DEBUG)
-    step, stopping = risk._rehearsal(), asyncio.Event()
+    step, stopping = rehearsal_of_risk(risk), asyncio.Event()
 
     def forty() -> None:
         step()
@@ -49,7 +55,7 @@ def test_the_shadow_approves_every_rehearsal_and_the_real_risk_sees_none_of_it(
     shadow = approvals[0][0]
     assert isinstance(shadow.bus.transport, NullTransport)
     assert not shadow.recent and shadow.rules.book.marks.keys() == {REHEARSAL}  # nothing piles up
-    assert set(shadow.instruments) <= {REHEARSAL}
+    assert set(shadow.instruments) == {REHEARSAL}
     assert not shadow.rules.book.open_symbols()
 
     assert risk.bus.published == {} and risk.bus.transport.queued_bytes == 0  # the real bus: nothing
@@ -57,6 +63,43 @@ def test_the_shadow_approves_every_rehearsal_and_the_real_risk_sees_none_of_it(
     assert not risk.recent and not risk.rules.book.marks and REHEARSAL not in risk.instruments
     assert list(tmp_path.iterdir()) == []  # no state read or written
     assert not [r for r in caplog.records if r.name == "algo.risk"]  # muted: not one line
+
+
+def test_executions_shadow_places_every_rehearsal_and_the_real_execution_sees_none_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    execution = ExecutionDaemon(load_config(REPO / "configs" / "paper.toml"), DaemonMetrics("execution"))
+    placed: list[tuple[ExecutionDaemon, Order]] = []
+    real_placed = ExecutionDaemon._placed
+
+    def spy(self: ExecutionDaemon, order: Order, at_broker: Any) -> None:
+        real_placed(self, order, at_broker)
+        placed.append((self, order))
+
+    monkeypatch.setattr(ExecutionDaemon, "_placed", spy)
+    caplog.set_level(logging.DEBUG)
+    step, stopping = rehearsal_of_execution(execution), asyncio.Event()
+
+    def forty() -> None:
+        step()
+        if len(placed) == 40:
+            stopping.set()
+
+    asyncio.run(asyncio.wait_for(rehearse(forty, 0.001, stopping, logging.getLogger("algo.execution")), 10))
+
+    shadows = {id(who) for who, _ in placed}
+    assert len(placed) == 40 and id(execution) not in shadows and len(shadows) == 1  # past the governor and margin
+    assert {o.status for _, o in placed} == {"OPEN"} and [o.side for _, o in placed[:2]] == ["BUY", "SELL"]
+    shadow = placed[0][0]
+    assert isinstance(shadow.bus.transport, NullTransport) and shadow.kite is None
+    assert shadow.ledger is not None and shadow.paper is not None
+    assert not shadow.ledger.orders and not shadow.paper.orders and not shadow.ledger.exposure.units  # nothing kept
+    assert str(shadow.ledger.log.wal.path) == str(shadow.paper.path) == "/dev/null"
+
+    assert execution.bus.published == {} and execution.ledger is None and execution.paper is None
+    assert execution.metrics.registry.get_sample_value("algo_execution_orders_total", {"status": "OPEN"}) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert not [r for r in caplog.records if r.name.startswith("algo")]
 
 
 def test_the_rehearsal_runs_until_the_daemon_stops_and_a_failing_one_ends_with_one_warning(

@@ -56,6 +56,7 @@ from ..runtime.heartbeat import this_host
 from ..runtime.instrument import InstrumentFacts
 from ..runtime.logs import after_turn
 from ..runtime.metrics import DaemonMetrics
+from ..runtime.rehearsal import rehearse
 from ..runtime.tick_watch import TickWatch
 from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
@@ -68,6 +69,7 @@ from .order_queue import OrderQueue
 from .orders import NEW, BadOrder, Order
 from .paper import PaperBroker
 from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
+from .rehearsal import rehearsal
 
 if TYPE_CHECKING:
     from .kite_broker import KiteBroker, OrderUpdate
@@ -373,6 +375,8 @@ class ExecutionDaemon(Daemon):
     async def _serve(self) -> None:
         self.bus.publish(CONTROL_SYNC, {"requester": "execution"})
         next_poll = time.monotonic() + self.section.poll_sec
+        every = self.section.rehearse_ms / 1000
+        warm = asyncio.create_task(rehearse(rehearsal(self), every, self.stopping, log)) if every else None
         while not self.stopping.is_set():
             wait = min(1.0, max(0.0, next_poll - time.monotonic())) if self.kite else 1.0
             try:
@@ -390,6 +394,8 @@ class ExecutionDaemon(Daemon):
                 if self.kite is not None and time.monotonic() >= next_poll:
                     await self._poll()
                     next_poll = time.monotonic() + self.section.poll_sec
+        if warm is not None:
+            warm.cancel()
 
     def _overdue(self, tag: str) -> bool:
         since = self.unclaimed_since.get(tag)

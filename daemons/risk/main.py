@@ -18,11 +18,10 @@ portfolio at once and sent as one net order; its fills are allocated back (``por
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..marketdata.session import IST, last_trading_day
+from ..marketdata.session import IST
 from ..portfolios.portfolio import Reason
 from ..portfolios.portfolio import Signal as PortfolioSignal
 from ..runtime.book import Position
@@ -52,9 +51,10 @@ from ..runtime.envelope import (
 from ..runtime.instrument import InstrumentFacts
 from ..runtime.logs import after_turn
 from ..runtime.metrics import DaemonMetrics
-from ..runtime.rehearsal import deliver, rehearse, silence
+from ..runtime.rehearsal import rehearse
 from ..runtime.tick_watch import TickWatch
-from .rules import CODES, Decision, RateLimiter, RiskRules
+from .rehearsal import rehearsal
+from .rules import CODES, Decision, RiskRules
 
 if TYPE_CHECKING:  # numpy (~12 MB) is loaded only by a risk that has portfolios
     from .portfolios import Desk
@@ -66,7 +66,6 @@ log = logging.getLogger("algo.risk")
 # meanwhile for up to 2 ms (bench/pipeline/README.md, round 12). Readers lose nothing: peek() and a restart apply
 # checkpoint.wal's records over the file.
 FOLD_SEC = 30.0
-REHEARSAL = "REHEARSAL"  # the made-up symbol of the shadow's signals (no instrument is called that)
 
 
 class RiskDaemon(Daemon):
@@ -196,7 +195,7 @@ class RiskDaemon(Daemon):
             self.bus.publish(CONTROL_SYNC, {"engine": engine, "requester": self.name})
         folded = time.monotonic()
         every = self.section.rehearse_ms / 1000
-        warm = asyncio.create_task(rehearse(self._rehearsal(), every, self.stopping, log)) if every else None
+        warm = asyncio.create_task(rehearse(rehearsal(self), every, self.stopping, log)) if every else None
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
@@ -208,31 +207,6 @@ class RiskDaemon(Daemon):
                     folded = time.monotonic()
         if warm is not None:
             warm.cancel()
-
-    def _rehearsal(self) -> Callable[[], None]:
-        """What risk rehearses (runtime/rehearsal.py): a shadow of it deciding a made-up signal, an entry and an
-        exit in turn, a minute into a trading day's session. The shadow's approvals go nowhere and are not kept,
-        its rate limit never refuses (the real one is the real risk's), and it holds no position."""
-        shadow = RiskDaemon(self.config, DaemonMetrics(self.name))
-        silence(shadow.bus)
-        shadow.rules.rate = RateLimiter(1e9)
-        s = self.section
-        day = last_trading_day(datetime.now(IST).date(), s.holidays)
-        at = int(datetime.combine(day, s.open, IST).timestamp() + 60) * 1_000_000_000
-        count = itertools.count(1)
-
-        def step() -> None:
-            n = next(count)
-            side = "BUY" if n % 2 else "SELL"
-            deliver(shadow.bus, STRATEGY_SIGNAL, {
-                "engine": "rehearsal", "strategy": "rehearsal", "symbol": REHEARSAL, "side": side, "quantity": 1,
-                "order_type": "MARKET", "limit_price": None, "reason": "rehearsal", "entry": side == "BUY",
-                "model": None, "tick_price": 100.0, "tick_exchange_ts": at + n, "tick_ts": time.time_ns(),
-                "signal_id": f"rehearsal:{day}:{n}", "exchange": "NSE", "instrument_type": "EQ", "lot_size": 1,
-                "tick_size": 0.05}, REHEARSAL)
-            shadow.recent.clear()
-
-        return step
 
     def _publish_pnl(self) -> None:
         """``risk.pnl`` when the booked P&L changed (to the paisa): what a console streams instead of

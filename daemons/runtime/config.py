@@ -287,8 +287,8 @@ class RiskSection(DaemonSection):
     # per strategy, rupees: a breach blocks that strategy's entries (the others trade on)
     strategy_daily_loss_limit: dict[str, Money] = {}
     flatten_on_kill_switch: bool = False
-    # A shadow of risk decides a made-up signal this often, so a real one finds its code warm (runtime/rehearsal.py:
-    # ~0.15 ms of signal -> approved at 1k ticks/s, for ~3% of a CPU); 0: never
+    # A shadow of risk decides a made-up signal this often, so a real one finds its code warm (runtime/rehearsal.py);
+    # 0: never
     rehearse_ms: float = Field(2.0, ge=0, le=1000)
 
     @field_validator("close")
@@ -385,6 +385,9 @@ class ExecutionSection(DaemonSection):
     # New orders are refused (one crit line) while the state disk has less free space than this: before the
     # write-ahead log itself could fail. Below the journal's shed_free_mb, so market data is dropped first.
     refuse_free_mb: int = Field(256, ge=0, le=1_000_000)
+    # A shadow of execution places a made-up order with a paper broker of its own this often, so a real approval
+    # finds the code warm (runtime/rehearsal.py); 0: never
+    rehearse_ms: float = Field(2.0, ge=0, le=1000)
     # The paper broker's book (broker.jsonl per day) lives here ('': the state directory). Executions that
     # share a lease share one paper broker, as they would share Kite: point them at one directory.
     paper_dir: Path | None = None
