@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ def risk_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RiskDaemon:
     return RiskDaemon(load_config(REPO / "configs" / "paper.toml"), DaemonMetrics("risk"))
 
 
+def rehearse_until(step: Callable[[], None], done: Callable[[], bool]) -> None:
+    """Rehearsals every millisecond, as a daemon runs them (loggers muted), until ``done()``."""
+    stopping = asyncio.Event()
+
+    def until() -> None:
+        step()
+        if done():
+            stopping.set()
+
+    asyncio.run(asyncio.wait_for(rehearse(until, 0.001, stopping, logging.getLogger("algo")), 10))
+
+
 def test_the_shadow_approves_every_rehearsal_and_the_real_risk_sees_none_of_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     risk = risk_at(tmp_path, monkeypatch)
@@ -40,14 +53,7 @@ def test_the_shadow_approves_every_rehearsal_and_the_real_risk_sees_none_of_it(
 
     monkeypatch.setattr(RiskDaemon, "_approve", spy)
     caplog.set_level(logging.DEBUG)
-    step, stopping = rehearsal_of_risk(risk), asyncio.Event()
-
-    def forty() -> None:
-        step()
-        if len(approvals) == 40:
-            stopping.set()
-
-    asyncio.run(asyncio.wait_for(rehearse(forty, 0.001, stopping, logging.getLogger("algo.risk")), 10))
+    rehearse_until(rehearsal_of_risk(risk), lambda: len(approvals) == 40)
 
     shadows = {id(who) for who, _ in approvals}
     assert len(approvals) == 40 and id(risk) not in shadows and len(shadows) == 1  # the approved path, every time
@@ -78,14 +84,7 @@ def test_executions_shadow_places_every_rehearsal_and_the_real_execution_sees_no
 
     monkeypatch.setattr(ExecutionDaemon, "_placed", spy)
     caplog.set_level(logging.DEBUG)
-    step, stopping = rehearsal_of_execution(execution), asyncio.Event()
-
-    def forty() -> None:
-        step()
-        if len(placed) == 40:
-            stopping.set()
-
-    asyncio.run(asyncio.wait_for(rehearse(forty, 0.001, stopping, logging.getLogger("algo.execution")), 10))
+    rehearse_until(rehearsal_of_execution(execution), lambda: len(placed) == 40)
 
     shadows = {id(who) for who, _ in placed}
     assert len(placed) == 40 and id(execution) not in shadows and len(shadows) == 1  # past the governor and margin

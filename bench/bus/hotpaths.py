@@ -23,7 +23,8 @@ from daemons.bus.broker import Broker, Peer
 from daemons.runtime import wire
 from daemons.runtime.client import BusClient
 from daemons.runtime.envelope import Event, EventFactory, decode_body
-from daemons.runtime.transport import Transport, UnixTransport
+from daemons.runtime.rehearsal import NullTransport
+from daemons.runtime.transport import UnixTransport
 
 N = 100_000
 BATCH = 64
@@ -55,30 +56,16 @@ class FakeTx:
         pass
 
 
-class ListTransport(Transport):
+class ListTransport(NullTransport):
+    """Keeps what is sent (a NullTransport otherwise)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.frames: list[bytes] = []
 
-    async def start(self) -> None:
-        pass
-
     def send(self, frame: bytes, now: bool = False) -> bool:
         self.frames.append(frame)
         return True
-
-    def flush(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    @property
-    def queued_bytes(self) -> int:
-        return 0
-
-    def acknowledge(self) -> None:
-        pass
 
 
 def each(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], None]:
