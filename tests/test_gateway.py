@@ -216,9 +216,12 @@ def test_websocket_streams_subscribed_topics_with_sequence_numbers_and_resumes(f
     assert [m["event"]["payload"]["fill_id"] for m in resumed] == ["ws-2", "ws-3"]
     assert resumed[0]["seq"] == second
 
-    for n in range(80):  # more than the ring (64) holds
-        fleet.publish(STRATEGY_SIGNAL, {"n": n})
-    fleet.publish(EXECUTION_FILL, {"fill_id": "ws-4"})
+    with ws(fleet, {"token": token, "topics": ["execution.fill"]}) as live:
+        assert receive(live)["type"] == "subscribed"
+        for n in range(80):  # more than the ring (64) holds
+            fleet.publish(STRATEGY_SIGNAL, {"n": n})
+        fleet.publish(EXECUTION_FILL, {"fill_id": "ws-4"})
+        events_until(live, "ws-4")  # streamed: the ring has taken the 80 before it (resuming earlier raced them)
     with ws(fleet, {"token": token, "topics": ["execution.fill"], "since": first}) as conn:
         assert receive(conn)["type"] == "subscribed"
         gap, *rest = events_until(conn, "ws-4")
