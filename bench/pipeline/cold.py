@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -86,26 +86,24 @@ async def gap_costs(run: Callable[[int], object], gaps: Sequence[tuple[str, floa
 
 
 def risk_signal() -> tuple[Callable[[int], object], Callable[[], float]]:
-    """RiskDaemon._on_signal on signals it approves; and how many it approved."""
+    """RiskDaemon._on_signal on the rehearsals' made-up signals (runtime/rehearsal.py), which it approves; and
+    how many it approved."""
     from daemons.marketdata.session import IST, last_trading_day
     from daemons.risk.main import RiskDaemon
+    from daemons.risk.rules import RateLimiter
     from daemons.runtime.config import load_config
     from daemons.runtime.envelope import STRATEGY_SIGNAL, Event
     from daemons.runtime.metrics import DaemonMetrics
+    from daemons.runtime.rehearsal import made_up_signal
 
     os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="cold-risk-")
     risk = RiskDaemon(load_config(Path(__file__).resolve().parents[2] / "configs" / "paper.toml"), DaemonMetrics("risk"))
     day = last_trading_day(datetime.now(IST).date(), risk.config.daemons.risk.holidays)
     at = int(datetime(day.year, day.month, day.day, 10, 0, tzinfo=IST).timestamp()) * 1_000_000_000
-    risk.rules.rate.take = lambda now: True  # type: ignore[method-assign]  # a signal every round, never rate-limited
+    risk.rules.rate = RateLimiter(1e9)  # a signal every round, never rate-limited
 
     def run(n: int) -> None:
-        side = "BUY" if n % 2 else "SELL"  # in and out of one share: no position limit is reached
-        payload = {"engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": side, "quantity": 1,
-                   "order_type": "MARKET", "limit_price": None, "reason": "cold bench", "entry": side == "BUY",
-                   "model": None, "tick_price": 1500.0, "tick_exchange_ts": at + n, "tick_ts": time.time_ns(),
-                   "signal_id": f"rsi-infy:{day}:{n}", "exchange": "NSE", "instrument_type": "EQ", "lot_size": 1,
-                   "tick_size": 0.05}
+        payload = made_up_signal(n, day, at + n)  # in and out of one share: no position limit is reached
         risk._on_signal(Event(STRATEGY_SIGNAL, "equity", n, payload, f"s{n}", time.time_ns(), f"s{n}"))
 
     approved = risk.decisions.labels("approved")
@@ -117,6 +115,7 @@ def deliver_approval() -> Callable[[int], object]:
     from daemons.runtime import wire
     from daemons.runtime.client import BusClient
     from daemons.runtime.envelope import RISK_APPROVED, EventFactory
+    from daemons.runtime.rehearsal import SYMBOL, made_up_signal
     from daemons.runtime.transport import UnixTransport
 
     never = UnixTransport("/unused", b"", max_frame=1 << 20, buffer_bytes=1 << 20, reconnect_min=0.1, reconnect_max=1.0,
@@ -124,12 +123,11 @@ def deliver_approval() -> Callable[[int], object]:
     client = BusClient(never, "execution")  # never started: _deliver needs no connection
     client.subscribe(RISK_APPROVED, lambda event: None)
     factory = EventFactory("risk")
-    payload = {"engine": "equity", "strategy": "rsi-infy", "symbol": "INFY", "side": "BUY", "quantity": 1,
-               "order_type": "MARKET", "limit_price": None, "signal_id": "rsi-infy:2026-01-01:1", "tick_price": 1500.0}
+    payload = made_up_signal(1, date(2026, 1, 1), time.time_ns())
     frames = []
     for _ in range(len(GAPS) * 1000):
-        _, body = factory.stamp(RISK_APPROVED, payload, None, "INFY")
-        frames.append(wire.encode(wire.PUBLISH, RISK_APPROVED.encode(), body, b"INFY"))
+        _, body = factory.stamp(RISK_APPROVED, payload, None, SYMBOL)
+        frames.append(wire.encode(wire.PUBLISH, RISK_APPROVED.encode(), body, SYMBOL.encode()))
 
     def run(n: int) -> None:
         data = frames[n % len(frames)]
