@@ -152,9 +152,9 @@ def test_only_the_active_sends_and_an_approval_sent_again_after_a_takeover_is_ad
         def unclaimed() -> float | None:
             return b.metrics.registry.get_sample_value("algo_execution_unclaimed_orders")
         assert unclaimed() == 0 and not [r for r in caplog.records if r.levelno >= logging.ERROR]
-        b.unclaimed_since[lost] -= b.section.max_order_age_sec  # as if max_order_age_sec went by
+        b.unclaimed.since[lost] -= b.section.max_order_age_sec  # as if max_order_age_sec went by
         for _ in range(2):
-            b._report_unclaimed()
+            b.unclaimed.report(b.section.max_order_age_sec)
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and errors[0].__dict__["ORDER_ID"] == lost and "BUY 10 INFY" in errors[0].getMessage()
         assert unclaimed() == 1
@@ -228,12 +228,12 @@ def test_an_approval_for_an_order_kite_reported_before_it_was_known_is_adopted_w
     d.paper = None  # as with Kite: the broker's view comes from its updates
     cid = client_id(approval(1)["signal_id"])
     at_kite = BrokerOrder("K1", cid, "INFY", "BUY", 10, "MARKET", None, 0, status="COMPLETE", filled=10, average=1000.5)
-    d._stray(at_kite, [Trade("T1", "K1", cid, "INFY", "BUY", 4, 1000.0, 1)])
-    d._stray(at_kite, [Trade("T2", "K1", cid, "INFY", "BUY", 6, 1001.0, 2)])  # the next poll's news
+    d.unclaimed.found(at_kite, [Trade("T1", "K1", cid, "INFY", "BUY", 4, 1000.0, 1)])
+    d.unclaimed.found(at_kite, [Trade("T2", "K1", cid, "INFY", "BUY", 6, 1001.0, 2)])  # the next poll's news
     d._on_approved(EventFactory("risk").stamp("risk.approved", approval(1))[0])
     order = d.orders[cid]
     assert (order.order_id, order.status, order.filled, sorted(order.fills)) == ("K1", "COMPLETE", 10, ["T1", "T2"])
-    assert d.reconciled.labels("adopted")._value.get() == 1 and not d.unclaimed
+    assert d.reconciled.labels("adopted")._value.get() == 1 and not d.unclaimed.orders
     d._close_files()
 
 

@@ -70,6 +70,7 @@ from .orders import NEW, BadOrder, Order
 from .paper import PaperBroker
 from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
 from .rehearsal import rehearsal
+from .unclaimed import Unclaimed
 
 if TYPE_CHECKING:
     from .kite_broker import KiteBroker, OrderUpdate
@@ -135,17 +136,12 @@ class ExecutionDaemon(Daemon):
         self.postbacks: OrderUpdates | None = None
         self.halted = ""  # why no order may be sent (Kite refused the token)
         self.broker_trouble = ""  # the last poll's failure, logged once
-        self.strays: set[str] = set()  # broker order ids with a tag the log does not know (logged once)
-        # Those orders by tag, with their trades by id: an approval that arrives again for one is adopted, never
-        # sent a second time (a former active's orders, found at a takeover; an order whose record the log lost).
-        self.unclaimed: dict[str, tuple[BrokerOrder, dict[str, Trade]]] = {}
-        # With the lease, when each was first seen: one whose approval has not come again within max_order_age_sec
-        # is reported once (risk re-sends its recent approvals at once when a new active asks: it was lost).
-        self.unclaimed_since: dict[str, float] = {}
-        self.reported_unclaimed: set[str] = set()
+        # The broker's orders the log does not know: an approval that arrives again for one adopts it, never sends
+        # it a second time (a former active's orders, found at a takeover; an order whose record the log lost)
+        self.unclaimed = Unclaimed(leased=x.lease is not None)
         self.overdue = Gauge("algo_execution_unclaimed_orders", "Orders at the broker with a tag of ours that no "
                              "approval claimed within max_order_age_sec of being found", registry=reg)
-        self.overdue.set_function(lambda: sum(1 for tag in self.unclaimed if self._overdue(tag)))
+        self.overdue.set_function(lambda: len(self.unclaimed.overdue(self.section.max_order_age_sec)))
         self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # Only the ticks of the symbols of the day's orders (TickWatch): an approval brings its instrument's facts
@@ -238,7 +234,7 @@ class ExecutionDaemon(Daemon):
         """One step of a reconciliation plan (``restart``: at start, where everything is published after)."""
         assert self.ledger is not None
         if isinstance(action, UnknownAtBroker):
-            self._stray(action.at_broker, action.trades)
+            self.unclaimed.found(action.at_broker, action.trades)
             return
         order = self.orders[action.client_id]
         match action:
@@ -276,25 +272,6 @@ class ExecutionDaemon(Daemon):
             if order.status == REJECTED:
                 self._rejected(order)
             self._publish_order(order)
-
-    def _stray(self, at_broker: BrokerOrder, trades: Sequence[Trade]) -> None:
-        if at_broker.tag:  # the newest view of it, and every trade reported (Kite reports each trade once)
-            known = self.unclaimed.get(at_broker.tag, (at_broker, {}))[1]
-            known.update((t.trade_id, t) for t in trades)
-            self.unclaimed[at_broker.tag] = (at_broker, known)
-            if self.lease is not None:  # without one, the err above (and ReconciliationMismatch) tells already
-                self.unclaimed_since.setdefault(at_broker.tag, time.monotonic())
-        if at_broker.order_id in self.strays:
-            return
-        self.strays.add(at_broker.order_id)
-        fields = {"ORDER_ID": at_broker.tag, "SYMBOL": at_broker.symbol}
-        if self.lease is None:
-            log.error("the broker has order %s (tag %s) that the write-ahead log does not know", at_broker.order_id,
-                      at_broker.tag, extra=fields)
-        else:  # shared with the executions that held the lease before: theirs, most likely
-            log.warning("the broker has order %s (tag %s) that this execution's write-ahead log does not know: placed by "
-                        "a former active execution (or outside the fleet); adopted if its approval comes again",
-                        at_broker.order_id, at_broker.tag, extra=fields)
 
     async def run(self) -> None:
         if self.lease is None:
@@ -386,7 +363,7 @@ class ExecutionDaemon(Daemon):
                     self.ledger.flush()  # what a full disk held back; new orders wait for it
                 if self.paper is not None:
                     self.paper.flush()
-                self._report_unclaimed()
+                self.unclaimed.report(self.section.max_order_age_sec)
                 self._expire_parked(time.monotonic())
                 today = datetime.now(IST).date()
                 if today != self.day:
@@ -396,22 +373,6 @@ class ExecutionDaemon(Daemon):
                     next_poll = time.monotonic() + self.section.poll_sec
         if warm is not None:
             warm.cancel()
-
-    def _overdue(self, tag: str) -> bool:
-        since = self.unclaimed_since.get(tag)
-        return since is not None and time.monotonic() - since > self.section.max_order_age_sec
-
-    def _report_unclaimed(self) -> None:
-        """An order at the broker that no approval claimed in time (a former active's whose approval is lost,
-        or one placed outside the fleet): an error once, for a person to look at; the gauge pages."""
-        for tag, (at_broker, trades) in self.unclaimed.items():
-            if tag not in self.reported_unclaimed and self._overdue(tag):
-                self.reported_unclaimed.add(tag)
-                log.error("order %s (tag %s, %s %d %s, %s, %d filled in %d trades) is at the broker but no approval "
-                          "claimed it within %gs: what it opened is not in risk's book; look it up in the Kite "
-                          "console and cancel or close it there if it is not wanted", at_broker.order_id, tag, at_broker.side,
-                          at_broker.quantity, at_broker.symbol, at_broker.status, at_broker.filled, len(trades),
-                          self.section.max_order_age_sec, extra={"ORDER_ID": tag, "SYMBOL": at_broker.symbol})
 
     async def _poll(self) -> None:
         """Kite's order book, for what the order updates missed; trouble is logged when it starts and ends."""
@@ -517,7 +478,7 @@ class ExecutionDaemon(Daemon):
         """Kite's news of one of its orders (a postback or the poll), on the loop."""
         order = self.orders.get(update.order.tag)
         if order is None:
-            self._stray(update.order, update.trades)
+            self.unclaimed.found(update.order, update.trades)
             return
         self._sync(order, update.order, update.trades)
 
@@ -553,8 +514,7 @@ class ExecutionDaemon(Daemon):
         if facts is not None:
             self._learn(order.symbol, facts)
             self.margin_model.first_mark(order.symbol, p.get("tick_price"), facts.strike)
-        found = self.unclaimed.pop(cid, None)  # the broker has it already: adopted, whatever its age
-        self.unclaimed_since.pop(cid, None)
+        found = self.unclaimed.claim(cid)  # the broker has it already: adopted, whatever its age
         if found is None and (why := self._unsendable(order)):
             self._refuse(event, why, cid)
             return
