@@ -27,6 +27,7 @@ what keeps such an order single. The fencing number is logged with every send an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..runtime.config import ExecutionLease
+from ..runtime.daemon import pause
 from ..runtime.redis_login import UNREACHABLE, connect, password
 
 log = logging.getLogger("algo.execution")
@@ -151,6 +153,56 @@ class Lease:
             self._drop()
             await _aw(self.redis.eval(RELEASE, 1, self.key, value, self.fence, self.ttl_ms))
             log.info("execution lease %s released (fence %d)", self.key, self.fence)
+
+    async def wait_until_ours(self, stopping: asyncio.Event) -> bool:
+        """Standing by: try for the lease every tenth of its TTL until it is ours (False: asked to stop)."""
+        trouble = ""
+        while not stopping.is_set():
+            try:
+                if await self.acquire():
+                    return True
+                trouble = ""
+            except self.unreachable as exc:
+                if not trouble:
+                    log.warning("standby: redis unreachable (%s); trying again for the lease", exc)
+                trouble = str(exc)
+            await pause(stopping, self.section.ttl_sec / 10)
+        return False
+
+    async def keep(self, stopping: asyncio.Event) -> str:
+        """Extend the lease every third of its TTL; return why it was lost ('' when asked to stop). A Redis out of
+        reach counts only once the lease may have run out: until then the checks before each send still allow it."""
+        trouble = ""
+        while not stopping.is_set():
+            await pause(stopping, self.section.ttl_sec / 3)
+            if stopping.is_set():
+                break
+            try:
+                if not await self.extend():
+                    return "another execution holds it"
+                if trouble:
+                    log.info("redis reachable again; execution lease extended")
+                trouble = ""
+            except self.unreachable as exc:
+                if self.left() <= self.section.margin_sec:
+                    return f"redis unreachable ({exc}) until the lease ran out"
+                if not trouble:
+                    log.warning("redis unreachable (%s) while extending the execution lease; %.1fs of it left", exc,
+                                self.left())
+                trouble = str(exc)
+        return ""
+
+    async def hand_over(self, in_flight: int) -> None:
+        """At a clean stop: released, unless a live send is still in flight (it may land after a standby
+        reconciled): then the lease runs out by itself. The Redis client is closed either way."""
+        try:
+            if in_flight:
+                log.warning("execution lease kept until it expires: %d sends still in flight", in_flight)
+            else:
+                await self.release()
+        except self.unreachable as exc:
+            log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it expires", exc)
+        await self.redis.aclose()
 
     def _drop(self) -> None:
         self.value = ""

@@ -42,7 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ..marketdata.session import IST
 from ..runtime.config import ConfigError, ExecutionSection, FleetConfig, Problem, missing_credentials, resolve_path
-from ..runtime.daemon import Daemon, serve
+from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import (
     CONTROL_SYNC,
     EXECUTION_FILL,
@@ -277,10 +277,10 @@ class ExecutionDaemon(Daemon):
         if self.lease is None:
             await self._serve()
             return
-        if not await self._acquire():
+        if not await self.lease.wait_until_ours(self.stopping):
             return  # asked to stop while standing by
         loop = asyncio.get_running_loop()
-        keeper = loop.create_task(self._keep_lease(self.lease), name="lease")
+        keeper = loop.create_task(self.lease.keep(self.stopping), name="lease")
         leading = loop.create_task(self._lead(self.lease), name="lead")
         await asyncio.wait({keeper, leading}, return_when=asyncio.FIRST_COMPLETED)
         if keeper.done() and not self.stopping.is_set():
@@ -291,32 +291,10 @@ class ExecutionDaemon(Daemon):
         keeper.cancel()
         await leading
 
-    async def _acquire(self) -> bool:
-        """Standing by: try for the lease every tenth of its TTL until it is ours (False: asked to stop)."""
-        assert self.lease is not None
-        trouble = ""
-        while not self.stopping.is_set():
-            try:
-                if await self.lease.acquire():
-                    return True
-                trouble = ""
-            except self.lease.unreachable as exc:
-                if not trouble:
-                    log.warning("standby: redis unreachable (%s); trying again for the lease", exc)
-                trouble = str(exc)
-            await self._pause(self.lease.section.ttl_sec / 10)
-        return False
-
-    async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
-
     async def _lead(self, lease: Lease) -> None:
         """Just acquired: wait until a former holder's lease has surely run out (its last send is then at the
         broker), reconcile the day with the broker by tag, and serve."""
-        await self._pause(max(0.0, lease.usable_from - time.monotonic()))
+        await pause(self.stopping, max(0.0, lease.usable_from - time.monotonic()))
         if self.stopping.is_set():
             return
         await self._open_day(datetime.now(IST).date())
@@ -325,29 +303,6 @@ class ExecutionDaemon(Daemon):
         log.warning("active: holding the execution lease (fence %d); %d orders of the day reconciled", lease.fence,
                     len(self.orders))
         await self._serve()
-
-    async def _keep_lease(self, lease: Lease) -> str:
-        """Extend the lease every third of its TTL; return why it was lost (a Redis out of reach counts only
-        once the lease may have run out: until then the checks before each send still allow it)."""
-        trouble = ""
-        while not self.stopping.is_set():
-            await self._pause(lease.section.ttl_sec / 3)
-            if self.stopping.is_set():
-                break
-            try:
-                if not await lease.extend():
-                    return "another execution holds it"
-                if trouble:
-                    log.info("redis reachable again; execution lease extended")
-                trouble = ""
-            except lease.unreachable as exc:
-                if lease.left() <= lease.section.margin_sec:
-                    return f"redis unreachable ({exc}) until the lease ran out"
-                if not trouble:
-                    log.warning("redis unreachable (%s) while extending the execution lease; %.1fs of it left", exc,
-                                lease.left())
-                trouble = str(exc)
-        return ""
 
     async def _serve(self) -> None:
         self.bus.publish(CONTROL_SYNC, {"requester": "execution"})
@@ -442,19 +397,7 @@ class ExecutionDaemon(Daemon):
             await self.kite.close()
         self._close_files()
         if self.lease is not None:
-            await self._release(self.lease)
-
-    async def _release(self, lease: Lease) -> None:
-        """A clean stop hands the lease over, unless a live send is still in flight (it may land after a
-        standby reconciled): then the lease runs out by itself."""
-        try:
-            if self.tasks:
-                log.warning("execution lease kept until it expires: %d sends still in flight", len(self.tasks))
-            else:
-                await lease.release()
-        except lease.unreachable as exc:
-            log.warning("execution lease not released (redis unreachable: %s); a standby takes over when it expires", exc)
-        await lease.redis.aclose()
+            await self.lease.hand_over(len(self.tasks))
 
     def _close_files(self) -> None:
         if self.ledger is not None:

@@ -112,6 +112,14 @@ class Daemon(ABC):
         """One human line for ``systemctl status`` (STATUS=)."""
 
 
+async def pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when ``stopping`` is set meanwhile (a timer of a loop that must end on stop)."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
 def settle_heap() -> None:
     """What setup built (modules, config, restored state: ~40k objects) lives as long as the process: moved out
     of the cyclic GC's reach, so a collection walks only what the daemon made since. A full one walked it all,
