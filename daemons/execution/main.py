@@ -36,7 +36,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -46,19 +46,16 @@ from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import (
     CONTROL_SYNC,
     EXECUTION_FILL,
-    EXECUTION_ORDER,
-    EXECUTION_REJECT,
     MARKETDATA_TICK,
     RISK_APPROVED,
     Event,
 )
 from ..runtime.heartbeat import this_host
 from ..runtime.instrument import InstrumentFacts
-from ..runtime.logs import after_turn
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.rehearsal import rehearse
 from ..runtime.tick_watch import TickWatch
-from .broker_types import CANCELLED, COMPLETE, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
+from .broker_types import CANCELLED, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
 from .governor import Governor
 from .instruments import Instruments
@@ -67,6 +64,7 @@ from .margin import PaperMargin, added, kite_refusal
 from .metrics import BudgetCollector
 from .order_queue import OrderQueue
 from .orders import NEW, BadOrder, Order
+from .outcomes import Outcomes, fields
 from .paper import PaperBroker
 from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
 from .rehearsal import rehearsal
@@ -99,9 +97,7 @@ class ExecutionDaemon(Daemon):
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
         reg = metrics.registry
-        self.orders_total = Counter("algo_execution_orders", "Order updates by status", ["status"], registry=reg)
-        self.fills_total = Counter("algo_execution_fills", "Fills received from the broker", registry=reg)
-        self.rejects_total = Counter("algo_execution_rejects", "Orders refused (broker or malformed)", registry=reg)
+        self.tell = Outcomes(self.bus, reg)
         self.reconciled = Counter("algo_execution_reconciliations", "Orders reconciled on start by outcome",
                                   ["result"], registry=reg)
         self.latency = Histogram("algo_execution_tick_to_order_seconds", "From the tick that caused a signal to "
@@ -109,8 +105,6 @@ class ExecutionDaemon(Daemon):
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0))
         self.open_orders = Gauge("algo_execution_open_orders", "Orders working at the broker", registry=reg)
         self.open_orders.set_function(lambda: sum(o.status == OPEN for o in self.orders.values()))
-        for status in (OPEN, COMPLETE, REJECTED, CANCELLED):
-            self.orders_total.labels(status)
         for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker", "former_active"):
             self.reconciled.labels(result)
         self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
@@ -226,7 +220,7 @@ class ExecutionDaemon(Daemon):
         log.info("%s: %d orders in the write-ahead log, reconciled with the broker's book: %s", day,
                  len(self.orders), ", ".join(f"{k} {v}" for k, v in sorted(done.items())) or "nothing to do")
         for order in self.orders.values():
-            self._publish_order(order, count=False)
+            self.tell.order(order, count=False)
             for fill in order.fills.values():
                 self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
 
@@ -240,28 +234,28 @@ class ExecutionDaemon(Daemon):
         match action:
             case Send():
                 log.warning("order %s was logged but never sent; sending it now", order.client_id,
-                            extra=self._fields(order))
+                            extra=fields(order))
                 self._submit_when_known(order)
             case RefuseStale(age=age):
                 log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not sent late",
-                            order.client_id, age, extra=self._fields(order))
+                            order.client_id, age, extra=fields(order))
                 self.ledger.close(order, REJECTED, f"stale: never reached the broker; {age:.1f}s old at restart")
-                self._rejected(order)
+                self.tell.rejected(order)
             case Adopt(at_broker=at_broker):
                 if restart:
                     log.warning("order %s reached the broker before the restart (order id %s, %s%s); adopted, not "
                                 "sent again", order.client_id, at_broker.order_id, at_broker.status,
-                                f": {at_broker.reason}" if at_broker.reason else "", extra=self._fields(order))
+                                f": {at_broker.reason}" if at_broker.reason else "", extra=fields(order))
                 self.ledger.answer(order, at_broker)
                 if not restart:  # reconciliation tells its adoptions itself
-                    self._log_answer(order)
+                    self.tell.answered(order)
             case RecordFills(trades=trades):
                 for trade in trades:
                     self._record_fill(order, trade, publish=not restart)
             case Close(status=status, reason=reason):
                 if self.ledger.close(order, status, reason):
                     log.warning("order %s %s by the broker: %s", order.client_id, status.lower(), reason,
-                                extra=self._fields(order))
+                                extra=fields(order))
 
     def _sync(self, order: Order, at_broker: BrokerOrder, trades: Sequence[Trade]) -> None:
         """A broker's news of one order while running: carried out, then told."""
@@ -270,8 +264,8 @@ class ExecutionDaemon(Daemon):
             self._carry_out(action, restart=False)
         if plan:
             if order.status == REJECTED:
-                self._rejected(order)
-            self._publish_order(order)
+                self.tell.rejected(order)
+            self.tell.order(order)
 
     async def run(self) -> None:
         if self.lease is None:
@@ -383,7 +377,7 @@ class ExecutionDaemon(Daemon):
                     self.paper.cancel(self.paper.orders[order.order_id], "end of day")
                 assert self.ledger is not None
                 self.ledger.close(order, CANCELLED, "end of day")
-                self._publish_order(order)
+                self.tell.order(order)
         self._close_files()
         self.ledger = self.paper = None
         self.governor.new_day()
@@ -415,7 +409,7 @@ class ExecutionDaemon(Daemon):
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
             if order is not None and self._record_fill(order, trade, publish=True):
-                self._publish_order(order)
+                self.tell.order(order)
 
     def _on_update(self, update: OrderUpdate) -> None:
         """Kite's news of one of its orders (a postback or the poll), on the loop."""
@@ -430,14 +424,14 @@ class ExecutionDaemon(Daemon):
 
     def _on_approved(self, event: Event) -> None:
         if self.unopened:
-            self._refuse(event, DAY_UNOPENED_REFUSAL.format(self.unopened))
+            self.tell.refused(event, DAY_UNOPENED_REFUSAL.format(self.unopened))
             return
         if self.ledger is None:  # a standby: the active sends it (a takeover asks risk for recent approvals again)
             return
         p = event.payload
         signal_id = p.get("signal_id")
         if not signal_id:
-            self._refuse(event, "approved order without a signal_id (no deterministic client id possible)")
+            self.tell.refused(event, "approved order without a signal_id (no deterministic client id possible)")
             return
         cid = client_id(str(signal_id))
         if cid in self.orders:  # the same approval delivered twice (a replayed or re-sent event)
@@ -448,10 +442,10 @@ class ExecutionDaemon(Daemon):
             order = Order.from_approved(cid, p, facts.type if facts else "", facts.exchange if facts else "",
                                         event.trace)
         except BadOrder as exc:
-            self._refuse(event, str(exc))
+            self.tell.refused(event, str(exc))
             return
         except ValueError as exc:
-            self._refuse(event, f"malformed approved order: {exc}")
+            self.tell.refused(event, f"malformed approved order: {exc}")
             return
         self.watch.add(order.symbol)  # its fills (paper) and margin marks from now on
         if facts is not None:
@@ -459,12 +453,12 @@ class ExecutionDaemon(Daemon):
             self.margin_model.first_mark(order.symbol, p.get("tick_price"), facts.strike)
         found = self.unclaimed.claim(cid)  # the broker has it already: adopted, whatever its age
         if found is None and (why := self._unsendable(order)):
-            self._refuse(event, why, cid)
+            self.tell.refused(event, why, cid)
             return
         try:
             self.ledger.add(order)  # written before the broker hears of it
         except OSError as exc:
-            self._refuse(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
+            self.tell.refused(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
             return
         if found is not None:
             self._adopt(order, *found)
@@ -481,7 +475,7 @@ class ExecutionDaemon(Daemon):
             return
         self.instruments.park(order, time.monotonic())
         log.info("order %s waits for the first tick of %s: the approval did not say its exchange and lot size",
-                 order.client_id, order.symbol, extra=self._fields(order))
+                 order.client_id, order.symbol, extra=fields(order))
 
     def _learn(self, symbol: str, facts: InstrumentFacts) -> None:
         """An instrument's facts, first seen: the paper broker's book keeps them; orders that waited go."""
@@ -521,7 +515,7 @@ class ExecutionDaemon(Daemon):
         log lost): adopted with the fills the broker has, never sent a second time."""
         log.warning("order %s is at the broker already (order id %s, %s), placed before this execution knew of it; "
                     "adopted, not sent again", order.client_id, at_broker.order_id, at_broker.status,
-                    extra=self._fields(order))
+                    extra=fields(order))
         self.reconciled.labels("adopted").inc()
         # The paper book holds every trade (it filled the order on ticks while it was unknown here); Kite's were kept.
         trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else list(reported.values())
@@ -536,7 +530,7 @@ class ExecutionDaemon(Daemon):
         if self.queue.submit(order):
             self.throttled.inc()
             log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.queue),
-                     extra=self._fields(order))
+                     extra=fields(order))
 
     def _send(self, order: Order) -> None:
         assert self.ledger is not None
@@ -544,9 +538,9 @@ class ExecutionDaemon(Daemon):
         if age > self.section.max_order_age_sec:  # it waited for the order-rate budget until it went stale
             self.ledger.close(order, REJECTED, f"stale: waited for the order-rate budget until its tick was {age:.1f}s "
                                                f"old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late")
-            log.warning("order %s not sent: %s", order.client_id, order.reason, extra=self._fields(order))
-            self._rejected(order)
-            self._publish_order(order)
+            log.warning("order %s not sent: %s", order.client_id, order.reason, extra=fields(order))
+            self.tell.rejected(order)
+            self.tell.order(order)
             return
         if self.paper is not None:
             if self.section.margin.check and (why := self.margin_model.refusal(order, self.ledger.exposure)):
@@ -567,8 +561,8 @@ class ExecutionDaemon(Daemon):
         assert self.kite is not None and self.ledger is not None
         if self.halted:  # queued behind the governor before the halt
             self.ledger.close(order, REJECTED, TOKEN_HALT)
-            self._rejected(order)
-            self._publish_order(order)
+            self.tell.rejected(order)
+            self.tell.order(order)
             return
         if self.section.margin.check and (units := added(order, self.ledger.exposure)):
             try:
@@ -597,11 +591,11 @@ class ExecutionDaemon(Daemon):
         except TokenExpired as exc:  # maybe at Kite (a retry's lookup was refused): the restart's reconciliation says
             self._halt(str(exc))
             log.error("order %s: not known to be placed (%s); the reconciliation after the login settles it",
-                      order.client_id, exc, extra=self._fields(order))
+                      order.client_id, exc, extra=fields(order))
             return
         except BrokerError as exc:
             log.error("order %s: %s; its tag settles it at the next poll", order.client_id, exc,
-                      extra=self._fields(order))
+                      extra=fields(order))
             return
         if order.status == NEW:  # an update may have brought it first
             self._placed(order, at_broker)
@@ -614,9 +608,9 @@ class ExecutionDaemon(Daemon):
     def _not_sent(self, order: Order, why: str) -> None:
         assert self.ledger is not None
         self.ledger.close(order, REJECTED, why)
-        log.warning("order %s not sent: %s", order.client_id, why, extra=self._fields(order))
-        self._rejected(order)
-        self._publish_order(order)
+        log.warning("order %s not sent: %s", order.client_id, why, extra=fields(order))
+        self.tell.rejected(order)
+        self.tell.order(order)
 
     def _fenced(self, order: Order) -> bool:
         """The check right before every place call (with a lease): True, logged and counted, when the lease is not
@@ -627,7 +621,7 @@ class ExecutionDaemon(Daemon):
             return False
         self.lease.refused.inc()
         log.critical("order %s NOT sent: %s (fence %d); left to the active execution", order.client_id, why,
-                     self.lease.fence, extra=self._fields(order))
+                     self.lease.fence, extra=fields(order))
         return True
 
     def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
@@ -637,29 +631,9 @@ class ExecutionDaemon(Daemon):
         assert self.ledger is not None
         self.ledger.answer(order, at_broker)
         if order.status == REJECTED:
-            self._rejected(order)
-        self._publish_order(order)
-        self._log_answer(order)  # after the event: the fleet does not wait for journald
-
-    def _log_answer(self, order: Order) -> None:
-        what = f"{order.side} {order.quantity} {order.symbol} {order.order_type}"
-        if order.status == REJECTED:
-            after_turn(log, logging.WARNING, "order %s rejected by the broker: %s: %s", order.client_id, what,
-                       order.reason, extra=self._fields(order))
-        else:
-            after_turn(log, logging.INFO, "order %s placed: %s (broker order %s)", order.client_id, what,
-                       order.order_id, extra=self._fields(order))
-
-    def _rejected(self, order: Order) -> None:
-        self.rejects_total.inc()
-        self.bus.publish(EXECUTION_REJECT, order.event(), key=order.symbol, trace=order.trace)
-
-    def _refuse(self, event: Event, reason: str, cid: str = "") -> None:
-        """Refused before the broker: nothing is logged ahead, nothing is sent."""
-        self.rejects_total.inc()
-        log.warning("approved order refused: %s", reason, extra={"TRACE_ID": event.trace, "ORDER_ID": cid})
-        self.bus.publish(EXECUTION_REJECT, {**event.payload, "client_id": cid, "status": "REJECTED", "reason": reason},
-                         trace=event.trace)
+            self.tell.rejected(order)
+        self.tell.order(order)
+        self.tell.answered(order)  # after the event: the fleet does not wait for journald
 
     def _record_fill(self, order: Order, trade: Trade, *, publish: bool) -> bool:
         """A trade into the ledger (once, by its id), counted, logged and (``publish``) told."""
@@ -667,17 +641,8 @@ class ExecutionDaemon(Daemon):
         fill = self.ledger.fill(order, trade)
         if fill is None:
             return False
-        self.fills_total.inc()
-        log.info("fill %s: %s %d %s at %.2f (%d/%d)", trade.trade_id, order.side, trade.quantity, order.symbol,
-                 trade.price, order.filled, order.quantity, extra=self._fields(order))
-        if publish:
-            self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
+        self.tell.filled(order, trade, fill, publish=publish)
         return True
-
-    def _publish_order(self, order: Order, *, count: bool = True) -> None:
-        if count:
-            self.orders_total.labels(order.status).inc()
-        self.bus.publish(EXECUTION_ORDER, order.event(), key=order.symbol, trace=order.trace)
 
     def _on_sync(self, event: Event) -> None:
         """A restarted engine asks for its fills of the day (it may have missed some while down)."""
@@ -688,11 +653,6 @@ class ExecutionDaemon(Daemon):
         for order, fill in fills:
             self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
         log.info("sent %d fills of the day to %s", len(fills), engine, extra={"ENGINE": engine})
-
-    @staticmethod
-    def _fields(order: Order) -> dict[str, Any]:
-        return {"ENGINE": order.engine, "STRATEGY": order.strategy, "SYMBOL": order.symbol,
-                "ORDER_ID": order.client_id, "TRACE_ID": order.trace}
 
     def status(self) -> str:
         by_status = Tally(o.status for o in self.orders.values())
