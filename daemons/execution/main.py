@@ -490,12 +490,12 @@ class ExecutionDaemon(Daemon):
         max_age = self.section.max_order_age_sec
         self._refuse_parked(self.instruments.expired(now, max_age), PARKED_STALE, age=max_age)
 
-    def _refuse_parked(self, orders: Sequence[Order], why: str, **fields: object) -> None:
+    def _refuse_parked(self, orders: Sequence[Order], why: str, **details: object) -> None:
         """Orders that waited (for a first tick, for the rate budget), refused: ``why`` may name each one's symbol
-        (and ``fields``)."""
+        (and ``details``)."""
         for order in orders:
             if order.status == NEW:
-                self._not_sent(order, why.format(symbol=order.symbol, **fields))
+                self._not_sent(order, why.format(symbol=order.symbol, **details))
 
     def _unsendable(self, order: Order) -> str:
         """Why a new order may not go to the broker ('' if it may)."""
