@@ -45,7 +45,6 @@ from ..runtime.config import ConfigError, ExecutionSection, FleetConfig, Problem
 from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import (
     CONTROL_SYNC,
-    EXECUTION_FILL,
     MARKETDATA_TICK,
     RISK_APPROVED,
     Event,
@@ -222,7 +221,7 @@ class ExecutionDaemon(Daemon):
         for order in self.orders.values():
             self.tell.order(order, count=False)
             for fill in order.fills.values():
-                self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
+                self.tell.fill_again(order, fill)
 
     def _carry_out(self, action: Action, *, restart: bool) -> None:
         """One step of a reconciliation plan (``restart``: at start, where everything is published after)."""
@@ -651,7 +650,7 @@ class ExecutionDaemon(Daemon):
             return
         fills = [(o, f) for o in self.orders.values() if o.engine == engine for f in o.fills.values()]
         for order, fill in fills:
-            self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
+            self.tell.fill_again(order, fill)
         log.info("sent %d fills of the day to %s", len(fills), engine, extra={"ENGINE": engine})
 
     def status(self) -> str:

@@ -61,7 +61,12 @@ class Outcomes:
         log.info("fill %s: %s %d %s at %.2f (%d/%d)", trade.trade_id, order.side, trade.quantity, order.symbol,
                  trade.price, order.filled, order.quantity, extra=fields(order))
         if publish:
-            self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
+            self.fill_again(order, fill)
+
+    def fill_again(self, order: Order, fill: dict[str, Any]) -> None:
+        """A fill told before, told again (the day's, after a restart; an engine's, when it asks): not counted,
+        subscribers drop what they had by its fill_id."""
+        self.bus.publish(EXECUTION_FILL, fill, key=order.symbol, trace=order.trace)
 
     def answered(self, order: Order) -> None:
         """The broker's answer to a place call, logged once the turn's events are out."""
