@@ -4,6 +4,8 @@ percentiles by nearest rank, and tick losses net of conflation."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 from typing import Any
 
@@ -142,6 +144,24 @@ def test_the_bench_waits_for_and_measures_every_service_of_algo_target_and_repor
     (tmp_path / "algo-x.service").write_text("[Service]\nType=notify\n")
     (tmp_path / "algo-y.service").write_text("[Service]\nType=oneshot\n")
     assert target_services(tmp_path) == (("algo-x.service", "algo-y.service"), ("x",))
+
+
+def test_the_bench_reads_each_daemons_memory_with_the_shared_pages_counted_once_in_pss_and_never_in_uss() -> None:
+    from pipeline.analysis import memory_table
+    from pipeline.fleet import memory_mb
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        memory = memory_mb({"this": os.getpid(), "child": child.pid})
+    finally:
+        child.communicate(b"")
+    for m in memory.values():  # the interpreter's binary and libraries are mapped by both, and by others
+        assert 0 < m["uss"] < m["pss"] < m["rss"]
+    line = memory_table([{"rate": 1000, "memory_mb": memory}], ["this", "child", "gone"]).splitlines()[-1]
+    this, child_ = memory["this"], memory["child"]
+    assert f"| {this['rss']:.1f} / {this['pss']:.1f} / {this['uss']:.1f} |" in line and line.count(" - ") == 1
+    assert line.endswith(f"| {this['rss'] + child_['rss']:.0f} / {this['pss'] + child_['pss']:.0f} / "
+                         f"{this['uss'] + child_['uss']:.0f} |")
 
 
 def test_the_cold_bench_times_each_call_alone_after_its_gap_slept_or_spun() -> None:

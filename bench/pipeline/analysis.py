@@ -270,6 +270,21 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
     return "\n".join(lines)
 
 
+def memory_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -> str:
+    """VmRSS / PSS / USS MB per daemon at the end of each window, and the fleet's sums: RSS counts the shared
+    interpreter and libraries once per daemon, PSS shares them out (its sum is what the fleet takes)."""
+    head = "| ticks/s | " + " | ".join(daemons) + " | fleet |"
+    lines = ["Memory MB at the end of the window: VmRSS / PSS / USS", "", head, "|---|" + "---:|" * (len(daemons) + 1)]
+    for load in loads:
+        memory = load.get("memory_mb") or {}
+        cells = [f"{m['rss']:.1f} / {m['pss']:.1f} / {m['uss']:.1f}" if (m := memory.get(d)) else "-" for d in daemons]
+        mine = [memory[d] for d in daemons if d in memory]
+        cells.append(f"{sum(m['rss'] for m in mine):.0f} / {sum(m['pss'] for m in mine):.0f} / "
+                     f"{sum(m['uss'] for m in mine):.0f}")
+        lines.append(f"| {load_label(load)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def counts(chains: Sequence[Chain]) -> dict[str, int]:
     return {"signals": len(chains), "approved": sum(c.approved is not None for c in chains),
             "blocked": sum(c.blocked is not None for c in chains), "orders": sum(c.order is not None for c in chains),

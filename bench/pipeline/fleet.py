@@ -139,6 +139,21 @@ def rss_mb(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def memory_mb(pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Per daemon, MB: ``rss`` (VmRSS: the pages of the interpreter and the shared libraries, mapped by every
+    daemon, counted in each), ``pss`` (those pages shared out among the processes that map them: the daemons'
+    sum is what the fleet takes) and ``uss`` (its own pages alone), from /proc/PID/smaps_rollup."""
+    out = {}
+    for d, pid in pids.items():
+        kb = {}
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            name, _, value = line.partition(":")
+            kb[name] = int(value.split()[0])
+        out[d] = {"rss": kb["Rss"] / 1024, "pss": kb["Pss"] / 1024,
+                  "uss": (kb["Private_Clean"] + kb["Private_Dirty"]) / 1024}
+    return out
+
+
 def machine_jiffies() -> tuple[int, int, int]:
     """(busy, steal, total) jiffies of the whole machine, from /proc/stat."""
     f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

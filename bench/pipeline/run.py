@@ -50,6 +50,7 @@ from pipeline.analysis import (
     hop_samples,
     join,
     latency_table,
+    memory_table,
     resource_table,
     summary,
     tick_losses,
@@ -62,6 +63,7 @@ from pipeline.fleet import (
     fleet_toml,
     instruments_dump,
     machine_jiffies,
+    memory_mb,
     other_events,
     rss_mb,
     scrape,
@@ -200,7 +202,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         after, settled1 = settle(scrape_fleet, SUBSCRIPTIONS)
         cpu1, mach1, after_ns = cpu_seconds(pids), machine_jiffies(), time.time_ns()
         counted_s = (after_ns - before_ns) / 1e9
-        rss_end = rss_mb(pids)
+        memory = memory_mb(pids)
         os.kill(feed, signal.SIGCONT)
         gateway = stop_ws_clients(ws_clients, root) if ws_clients is not None else None
         outbox1 = value(scrape(PORTS["marketdata"]), "algo_bus_client_dropped_total", reason="outbox_full")
@@ -234,7 +236,8 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         - before["execution"].get(("algo_execution_throttled_total", ()), 0.0),
         "cpu_ms_per_kticks": cpu_per_kticks(cpu0, cpu1, ticks["published"]),
         "cpu_s": {d: cpu1[d] - cpu0[d] for d in cpu1},
-        "rss_mb": rss_end, "rss_peak_mb": rss_peak, "gateway_ws": gateway, "sched": delays,
+        "rss_mb": {d: m["rss"] for d, m in memory.items()}, "rss_peak_mb": rss_peak, "memory_mb": memory,
+        "gateway_ws": gateway, "sched": delays,
         "canary": canary.report(rounds, joined.chains) if rounds is not None else None,
         "machine": {"cpus_busy": busy / hz / counted_s, "steal_pct": 100 * steal / total if total else 0.0,
                     "other_processes_cpus": max(0.0, busy / hz - fleet_cpu) / counted_s},
@@ -287,6 +290,8 @@ def main() -> None:
     print(latency_table(loads))
     print()
     print(resource_table(loads, DAEMONS))
+    print()
+    print(memory_table(loads, DAEMONS))
     print()
     if args.sched:
         print(sched.table(loads))
