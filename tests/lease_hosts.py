@@ -22,7 +22,7 @@ import orjson
 
 from daemons.algoctl import control
 from daemons.algoctl.processes import stop_all
-from daemons.marketdata.session import IST
+from daemons.runtime.calendar import IST
 from daemons.runtime.config import FleetConfig, load_config
 from tests.ports import free_ports
 

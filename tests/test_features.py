@@ -26,8 +26,9 @@ from daemons.features.indicators import FEATURES, Indicators, Periods
 from daemons.features.stage import FeatureStage
 from daemons.marketdata.main import SNAPSHOT_PAUSE_SEC, SNAPSHOT_SLICE, MarketdataDaemon, bar_symbols
 from daemons.marketdata.replay import ticks as replayed
-from daemons.marketdata.session import IST, SessionClock
+from daemons.marketdata.session import SessionClock
 from daemons.marketdata.simulator import MarketSimulator
+from daemons.runtime.calendar import IST
 from daemons.runtime.config import ConfigError, FleetConfig, load_config
 from daemons.runtime.envelope import Event, tick_key
 from daemons.runtime.metrics import DaemonMetrics

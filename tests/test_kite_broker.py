@@ -22,8 +22,8 @@ from twisted.internet.threads import blockingCallFromThread
 from daemons.algoctl.login import CREDENTIAL, install_token, login, read_credential
 from daemons.execution.kite_broker import KiteBroker, OrderUpdate, Refused, TokenExpired, token_expiry
 from daemons.kite_emulator import Emulator
-from daemons.marketdata.session import IST
 from daemons.runtime import kite_ticker
+from daemons.runtime.calendar import IST
 from daemons.runtime.kite_ticker import ensure_reactor
 from tests.helpers import wait_until
 

@@ -22,9 +22,9 @@ from daemons.kite_emulator import Emulator, datafiles
 from daemons.kite_emulator.packets import Level, Tick, encode, message
 from daemons.marketdata.instruments import COLUMNS, Instrument
 from daemons.marketdata.kite_feed import PRE_OPEN, Backoff, KiteFeed, session_opened
-from daemons.marketdata.session import IST
 from daemons.marketdata.ticks import NS, Meta, decode
 from daemons.marketdata.universe import UniverseError, load_dump, resolve, split
+from daemons.runtime.calendar import IST
 from daemons.runtime.config import KiteSection, MarketdataSection
 from tests.helpers import unsent_frames, wait_until
 

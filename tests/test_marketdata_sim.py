@@ -13,8 +13,9 @@ import pytest
 from daemons.kite_emulator import datafiles
 from daemons.marketdata.contracts import derivatives, monthly_expiry, weekly_expiry
 from daemons.marketdata.instruments import Instrument, InstrumentsError, load_instruments
-from daemons.marketdata.session import SessionClock, last_trading_day
+from daemons.marketdata.session import SessionClock
 from daemons.marketdata.simulator import RATE, MarketSimulator
+from daemons.runtime.calendar import last_trading_day
 from tests.conftest import REPO
 
 DAY = date(2026, 11, 23)  # a Monday

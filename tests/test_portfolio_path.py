@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from daemons.execution.main import ExecutionDaemon
-from daemons.marketdata.session import IST
 from daemons.risk.main import RiskDaemon
+from daemons.runtime.calendar import IST
 from daemons.runtime.config import ConfigError, FleetConfig, load_config
 from daemons.runtime.daemon import Daemon
 from daemons.runtime.envelope import RISK_APPROVED, RISK_BLOCKED, Event, EventFactory

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from daemons.marketdata.session import IST
 from daemons.risk.rules import RiskRules
 from daemons.runtime.book import Position
+from daemons.runtime.calendar import IST
 from daemons.runtime.config import RiskSection
 from tests.conftest import REPO
 

@@ -12,8 +12,9 @@ from daemons.engine.strategies import Fill, Tick, build
 from daemons.engine.strategies.indicators import EMA, RSI
 from daemons.marketdata.contracts import derivatives
 from daemons.marketdata.instruments import load_instruments
-from daemons.marketdata.session import IST, SessionClock
+from daemons.marketdata.session import SessionClock
 from daemons.marketdata.simulator import MarketSimulator
+from daemons.runtime.calendar import IST
 from tests.conftest import REPO
 from tests.test_marketdata_sim import DAY, PAPER
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from daemons.marketdata.session import IST
+from daemons.runtime.calendar import IST
 from daemons.runtime.integrity import DamagedFile
 from daemons.runtime.wal import RecordLog
 from tests.ports import free_port

@@ -88,9 +88,9 @@ async def gap_costs(run: Callable[[int], object], gaps: Sequence[tuple[str, floa
 def risk_signal() -> tuple[Callable[[int], object], Callable[[], float]]:
     """RiskDaemon._on_signal on the rehearsals' made-up signals (runtime/rehearsal.py), which it approves; and
     how many it approved."""
-    from daemons.marketdata.session import IST, last_trading_day
     from daemons.risk.main import RiskDaemon
     from daemons.risk.rules import RateLimiter
+    from daemons.runtime.calendar import IST, last_trading_day
     from daemons.runtime.config import load_config
     from daemons.runtime.envelope import STRATEGY_SIGNAL, Event
     from daemons.runtime.metrics import DaemonMetrics

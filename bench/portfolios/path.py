@@ -26,9 +26,9 @@ import time
 from datetime import datetime
 from typing import cast
 
-from daemons.marketdata.session import IST
 from daemons.risk.main import RiskDaemon
 from daemons.risk.rules import RateLimiter
+from daemons.runtime.calendar import IST
 from daemons.runtime.config import FleetConfig
 from daemons.runtime.envelope import EventFactory
 from daemons.runtime.metrics import DaemonMetrics

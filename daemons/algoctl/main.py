@@ -17,7 +17,7 @@ from ..bus.listen import socket_path_problem
 from ..gateway import nginx
 from ..gateway.tokens import Role
 from ..journal_format.layout import day_dir
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.config import ConfigError, FleetConfig, Problem, load_config, missing_credentials, redacted
 from . import control, gateway, login, model, registry, replay, trace, wal
 from .sandbox import Sandbox, SandboxError, attach, unavailable_reason

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..journal_format import reader
 from ..journal_format.layout import iso
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 
 ORDER = ("marketdata.tick", "strategy.signal", "risk.approved", "risk.blocked", "execution.order",
          "execution.reject", "execution.fill", "portfolio.allocation")

@@ -30,9 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..features.codec import snapshot_bars  # decodes with numpy, imported only when a snapshot comes
-from ..marketdata.session import IST
 from ..runtime import checkpoint
 from ..runtime.book import Book, Position
+from ..runtime.calendar import IST
 from ..runtime.config import ConfigError, EngineSection, FleetConfig, Problem, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import (

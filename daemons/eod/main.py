@@ -17,8 +17,8 @@ from datetime import date, datetime
 import orjson
 
 from ..journal_format.layout import day_dir
-from ..marketdata.session import IST
 from ..runtime import checkpoint
+from ..runtime.calendar import IST
 from ..runtime.daemon import command_parser, start_command
 from .report import ReportError, build_report, render_markdown
 

@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 
 from ..journal_format import reader
 from ..journal_format.layout import COLUMNS
-from ..marketdata.session import IST
 from ..runtime.book import Position
+from ..runtime.calendar import IST
 from ..runtime.envelope import PORTFOLIO_ALLOCATION
 from .charges import Charges, order_charges, segment
 

@@ -72,7 +72,7 @@ from kiteconnect.exceptions import (
     TokenException,
 )
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.config import ExecutionSection, KiteSection
 from .broker_types import FINAL, REJECTED, BrokerOrder, Trade
 from .kite_orders import Book, order_from_kite, split_symbol, status_of, trade_from_kite

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from .broker_types import CANCELLED, FINAL, OPEN, REJECTED, BrokerOrder, Trade
 
 __all__ = [

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.config import ConfigError, ExecutionSection, FleetConfig, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import (

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.envelope import RISK_APPROVED
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.rehearsal import SYMBOL, deliver, made_up_signal, silence

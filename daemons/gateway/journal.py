@@ -14,7 +14,7 @@ from typing import Any
 
 from ..eod.report import ReportError, build_report, rows
 from ..journal_format.layout import day_dir
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 
 
 class DayNotFound(LookupError):

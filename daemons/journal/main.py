@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from prometheus_client import Counter, Histogram
 
 from ..journal_format.layout import MARKET_PREFIXES, day_dir, day_of
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.config import FleetConfig, JournalSection
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import CONTROL_SYNC, Event

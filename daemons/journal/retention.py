@@ -37,7 +37,7 @@ import orjson
 
 from ..journal_format import frames, reader
 from ..journal_format.layout import COLUMNS, EVENTS, MARKET, MARKET_PREFIXES, is_day, kind_of
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.checkpoint import fsync_dir
 from ..runtime.config import JournalSection
 from ..runtime.daemon import command_parser, start_command

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from ..runtime.envelope import MARKET_DATA_PREFIXES
 
 EVENTS = "events.jsonl"

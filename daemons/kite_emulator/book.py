@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from .errors import input_error
 from .instruments import Instrument, Instruments
 

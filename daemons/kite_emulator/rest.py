@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..marketdata.session import IST
+from ..runtime.calendar import IST
 from . import datafiles
 from .errors import KiteError, input_error
 from .packets import DEPTH_LEVELS, Level, Tick

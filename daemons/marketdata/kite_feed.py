@@ -38,10 +38,10 @@ from typing import Any, Protocol
 from kiteconnect import KiteTicker
 from twisted.internet import reactor, task
 
+from ..runtime.calendar import CLOSE, IST, OPEN, is_trading_day
 from ..runtime.config import KiteSection, MarketdataSection
 from ..runtime.kite_ticker import CONNECT_TIMEOUT_SEC, dial_forever, ensure_reactor
 from .instruments import Instrument
-from .session import CLOSE, IST, OPEN, is_trading_day
 from .ticks import NS, Meta, decode
 from .universe import split
 

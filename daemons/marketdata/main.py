@@ -23,13 +23,14 @@ from ..features.cache import Ring
 from ..features.codec import snapshot
 from ..features.indicators import Periods
 from ..features.stage import FeatureStage
+from ..runtime.calendar import IST, last_trading_day
 from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, missing_credentials, resolve_path
 from ..runtime.daemon import Daemon, serve
 from ..runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, FEATURES_SYNC, MARKETDATA_OHLC, MARKETDATA_TICK, Event, tick_key
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
-from .session import IST, SessionClock, last_trading_day
+from .session import SessionClock
 from .simulator import MarketSimulator
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..journal_format import reader
 from ..journal_format.layout import EVENTS, MARKET
-from .session import IST
+from ..runtime.calendar import IST
 
 CSV_REQUIRED = ("timestamp", "symbol", "last_price")
 CSV_NUMBERS = {"token": int, "last_price": float, "bid": float, "ask": float, "volume": int, "oi": int,

@@ -1,14 +1,10 @@
-"""The NSE session (09:15-15:30 IST) on a clock that can run faster than real time."""
+"""The simulated session (09:15-15:30 IST, runtime/calendar.py) on a clock that can run faster than real time."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-OPEN = time(9, 15)
-CLOSE = time(15, 30)
-SESSION_SECONDS = 6 * 3600 + 15 * 60
+from ..runtime.calendar import IST, OPEN, SESSION_SECONDS
 
 
 class SessionClock:
@@ -29,16 +25,3 @@ class SessionClock:
 
     def label(self, step: int) -> str:
         return datetime.fromtimestamp(self.at(step) / 1e9, IST).strftime("%H:%M:%S IST")
-
-
-def is_trading_day(day: date, holidays: Collection[date]) -> bool:
-    """NSE has a session on weekdays that are not ``holidays`` (``daemons.risk.holidays``)."""
-    return day.weekday() < 5 and day not in holidays
-
-
-def last_trading_day(day: date, holidays: Collection[date] = ()) -> date:
-    """The paper market's default session: today, or the trading day before on a weekend or a
-    holiday (risk blocks every entry on a day without a session, so simulating one trades nothing)."""
-    while not is_trading_day(day, holidays):
-        day -= timedelta(days=1)
-    return day

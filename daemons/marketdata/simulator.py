@@ -15,8 +15,9 @@ from array import array
 from datetime import date
 from typing import Any
 
+from ..runtime.calendar import SESSION_SECONDS
 from .instruments import Instrument
-from .session import SESSION_SECONDS, SessionClock
+from .session import SessionClock
 
 RATE = 0.065  # annual risk-free rate for carry and discounting
 YEAR_SECONDS = 365 * 24 * 3600

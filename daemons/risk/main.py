@@ -29,10 +29,10 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..marketdata.session import IST
 from ..portfolios.portfolio import Reason
 from ..portfolios.portfolio import Signal as PortfolioSignal
 from ..runtime.book import Position
+from ..runtime.calendar import IST
 from ..runtime.checkpoint import Checkpoint
 from ..runtime.config import FleetConfig, RiskSection
 from ..runtime.daemon import Daemon, serve

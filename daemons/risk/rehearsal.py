@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..marketdata.session import IST, last_trading_day
+from ..runtime.calendar import IST, last_trading_day
 from ..runtime.envelope import STRATEGY_SIGNAL
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.rehearsal import SYMBOL, deliver, made_up_signal, silence

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ..marketdata.session import IST, is_trading_day
 from ..runtime.book import Book
+from ..runtime.calendar import IST, is_trading_day
 from ..runtime.config import RiskSection
 
 

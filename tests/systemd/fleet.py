@@ -18,7 +18,7 @@ from daemons.algoctl.sandbox import Sandbox
 from daemons.execution.clientid import client_id
 from daemons.journal_format import reader
 from daemons.journal_format.layout import EVENTS, kind_of
-from daemons.marketdata.session import IST
+from daemons.runtime.calendar import IST
 from daemons.runtime.checkpoint import peek
 from tests.conftest import TEST_CONFIG
 from tests.helpers import wait_until

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
-from daemons.marketdata.session import IST
+from daemons.runtime.calendar import IST
 from daemons.runtime.wal import encode
 from tests.helpers import wait_until
 

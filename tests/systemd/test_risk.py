@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
-from daemons.marketdata.session import IST
+from daemons.runtime.calendar import IST
 from daemons.runtime.envelope import RISK_APPROVED, RISK_BLOCKED
 from tests.helpers import wait_until
 from tests.systemd.busclient import Listener
