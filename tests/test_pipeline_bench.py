@@ -164,6 +164,25 @@ def test_the_bench_reads_each_daemons_memory_with_the_shared_pages_counted_once_
                          f"{this['uss'] + child_['uss']:.0f} |")
 
 
+def test_the_start_up_chain_is_read_from_systemd_timestamps_relative_to_the_first_start() -> None:
+    from pipeline.analysis import startup_table
+    from pipeline.fleet import start_up
+
+    show = ("InactiveExitTimestampMonotonic=5000000\nActiveEnterTimestampMonotonic=5400000\n"
+            "InactiveEnterTimestampMonotonic=0\nId=algo-journal.service\n\n"
+            "Id=algo-risk.service\nInactiveExitTimestampMonotonic=5400500\nActiveEnterTimestampMonotonic=5900000\n"
+            "InactiveEnterTimestampMonotonic=0\n\n"
+            "Id=algo-premarket.service\nInactiveExitTimestampMonotonic=5010000\nActiveEnterTimestampMonotonic=0\n"
+            "InactiveEnterTimestampMonotonic=5700000\n")  # a oneshot that is done (no RemainAfterExit): inactive again
+    chain = start_up(show)
+    assert chain == {"algo-journal.service": (0.0, 0.4), "algo-risk.service": (0.4005, 0.9),
+                     "algo-premarket.service": (0.01, 0.7)}
+    table = startup_table([{"rate": 1000, "start_up": chain}, {"rate": 5000, "start_up": {}}]).splitlines()
+    assert [line.split(" | ")[0] for line in table[4:]] == ["| algo-journal.service", "| algo-premarket.service",
+                                                           "| algo-risk.service"]  # in the order they were up
+    assert table[-1] == "| algo-risk.service | 0.40 -> 0.90 | - |"
+
+
 def test_the_cold_bench_times_each_call_alone_after_its_gap_slept_or_spun() -> None:
     import asyncio
     import time

@@ -270,6 +270,18 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
     return "\n".join(lines)
 
 
+def startup_table(loads: Sequence[Mapping[str, Any]]) -> str:
+    """When each service started and was up (seconds after the first start), in the order they were up: the
+    units' ordering (``After=``) makes ready a chain of starts."""
+    first = loads[0]["start_up"]
+    head = "| service | " + " | ".join(load_label(load) for load in loads) + " |"
+    lines = ["Start-up, s after `systemctl start algo.target`: started -> up", "", head, "|---|" + "---:|" * len(loads)]
+    for unit in sorted(first, key=lambda u: first[u][1]):
+        cells = [f"{s[0]:.2f} -> {s[1]:.2f}" if (s := load["start_up"].get(unit)) else "-" for load in loads]
+        lines.append(f"| {unit} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def memory_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -> str:
     """VmRSS / PSS / USS MB per daemon at the end of each window, and the fleet's sums: RSS counts the shared
     interpreter and libraries once per daemon, PSS shares them out (its sum is what the fleet takes)."""

@@ -139,6 +139,22 @@ def rss_mb(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+START_UP = ("Id", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic", "InactiveEnterTimestampMonotonic")
+
+
+def start_up(show: str) -> dict[str, tuple[float, float]]:
+    """Each service's start and the moment it was up (active; a oneshot: done), in seconds after the first
+    start, from ``systemctl show --property=`` ``START_UP`` of the services: the ordered chain that ready waits for."""
+    units = []
+    for block in show.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        started = int(props["InactiveExitTimestampMonotonic"])
+        up = int(props["ActiveEnterTimestampMonotonic"]) or int(props["InactiveEnterTimestampMonotonic"])
+        units.append((props["Id"], started, up))
+    first = min(started for _, started, _ in units)
+    return {unit: ((started - first) / 1e6, (up - first) / 1e6) for unit, started, up in units}
+
+
 def memory_mb(pids: dict[str, int]) -> dict[str, dict[str, float]]:
     """Per daemon, MB: ``rss`` (VmRSS: the pages of the interpreter and the shared libraries, mapped by every
     daemon, counted in each), ``pss`` (those pages shared out among the processes that map them: the daemons'

@@ -52,11 +52,13 @@ from pipeline.analysis import (
     latency_table,
     memory_table,
     resource_table,
+    startup_table,
     summary,
     tick_losses,
     value,
 )
 from pipeline.fleet import (
+    START_UP,
     SUBSCRIPTIONS,
     Window,
     cpu_seconds,
@@ -68,6 +70,7 @@ from pipeline.fleet import (
     rss_mb,
     scrape,
     settle,
+    start_up,
     target_services,
 )
 
@@ -176,6 +179,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     box.start()
     try:
         ready = wait_ready(box)
+        startup = start_up(box.systemctl("show", *SERVICES, "--property=" + ",".join(START_UP)).stdout)
         ws_clients = start_gateway(box, root, args.gateway, pin) if args.gateway else None
         pids = host_pids(box, DAEMONS + (("gateway",) if args.gateway else ()))
         time.sleep(args.warmup)
@@ -228,6 +232,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         "window_s": window,
         "counted_s": counted_s,
         "achieved": (joined.last_seq - joined.first_seq + 1) / window, "ready_s": ready,  # ticks stamped in the window
+        "start_up": startup,
         "latency_ms": {h: summary(samples[h]) for h in HOPS},
         "counts": counts(joined.chains), "signals_without_journal_tick": joined.ticks_missing,
         "ticks": ticks,
@@ -292,6 +297,8 @@ def main() -> None:
     print(resource_table(loads, DAEMONS))
     print()
     print(memory_table(loads, DAEMONS))
+    print()
+    print(startup_table(loads))
     print()
     if args.sched:
         print(sched.table(loads))
