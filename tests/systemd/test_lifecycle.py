@@ -119,7 +119,8 @@ def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(sandbox: Sa
 
 
 def test_the_order_path_runs_ahead_of_market_data_for_the_cpu(sandbox: Sandbox) -> None:
-    """The broker, risk and execution run at nice -5; the tick-heavy journal at the default 0."""
+    """The broker, risk and execution run at nice -5 and with four times a service's CPU weight; the tick-heavy
+    journal at the defaults."""
     sandbox.systemctl("start", "algo-execution.service", check=True)  # pulls in the bus, risk and the journal
 
     def nice(unit: str) -> int:
@@ -129,3 +130,25 @@ def test_the_order_path_runs_ahead_of_market_data_for_the_cpu(sandbox: Sandbox) 
 
     assert {u: nice(f"algo-{u}.service") for u in ("bus", "risk", "execution", "journal")} == {
         "bus": -5, "risk": -5, "execution": -5, "journal": 0}
+    # A nice value counts only within the process's autogroup, and each service is a session, so an autogroup, of
+    # its own: across services it is the weight of the service's cgroup that counts, which needs one of its own.
+    assert {u: cpu_weight(sandbox, f"algo-{u}.service") for u in ("bus", "risk", "execution", "journal")} == {
+        "bus": 400, "risk": 400, "execution": 400, "journal": 100}
+
+
+def cpu_weight(sandbox: Sandbox, unit: str) -> int:
+    """The CPU weight the kernel applies to ``unit``'s main process: its cgroup's for the cpu controller (cgroup v2
+    ``cpu.weight``, v1 ``cpu.shares`` of 1024 per 100), 100 when it shares the root's, as every service without
+    ``CPUWeight=`` does on v1."""
+    pid = sandbox.show(unit, "MainPID")["MainPID"]
+    for line in sandbox.run("cat", f"/proc/{pid}/cgroup").stdout.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: the unified hierarchy, where the cpu controller may or may not be enabled
+            weight = sandbox.run("cat", f"/sys/fs/cgroup{path}/cpu.weight").stdout.strip()
+            return int(weight) if weight else 100
+        if "cpu" in controllers.split(","):
+            if path == "/":
+                return 100
+            mount = sandbox.run("sh", "-c", f"ls -d /sys/fs/cgroup/{controllers}* | head -1").stdout.strip()
+            return int(sandbox.run("cat", f"{mount}{path}/cpu.shares").stdout) * 100 // 1024
+    raise AssertionError(f"no cpu controller line in {unit}'s /proc/{pid}/cgroup")
