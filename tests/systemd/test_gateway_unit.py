@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from daemons.algoctl.sandbox import Sandbox
+from tests.systemd.scheduling import cpu_weight
 
 pytestmark = pytest.mark.systemd
 
@@ -40,6 +41,7 @@ def test_the_gateway_unit_serves_audits_and_stops(sandbox: Sandbox) -> None:
         tokens[role] = out.stdout.splitlines()[0]
     sandbox.systemctl("start", "algo-gateway.service", check=True)  # Type=notify: returns at READY=1
     assert sandbox.show("algo-gateway.service", "ActiveState")["ActiveState"] == "active"
+    assert cpu_weight(sandbox, "algo-gateway.service") == 25  # behind the whole fleet (tests/systemd/test_lifecycle.py)
     mode = sandbox.run("stat", "-c", "%a %G", SOCKET, "/run/algo-gateway").stdout.split("\n")
     assert mode[:2] == ["660 algo", "750 algo"]
 
