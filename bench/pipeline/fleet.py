@@ -131,6 +131,8 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def rss_mb(pids: dict[str, int]) -> dict[str, float]:
+    """VmRSS per daemon, MB: counters the kernel keeps, so cheap enough to sample every second of a window
+    (``memory_mb`` walks each daemon's address space under its memory-map lock: once, after the window)."""
     out = {}
     for d, pid in pids.items():
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
