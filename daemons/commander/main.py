@@ -27,7 +27,7 @@ from ..control_plane.records import CommandView, StrategyView
 from ..control_plane.store import Store
 from ..control_plane.transitions import Refused as StoreRefused
 from ..runtime.config import CommanderSection, FleetConfig, local_daemons
-from ..runtime.daemon import Daemon, serve
+from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import CONTROL_COMMAND, CONTROL_RESULT, Event
 from ..runtime.heartbeat import this_host
 from ..runtime.metrics import DaemonMetrics
@@ -85,10 +85,7 @@ class CommanderDaemon(Daemon):
     async def run(self) -> None:
         while not self.stopping.is_set():
             await self._poll()
-            try:
-                await asyncio.wait_for(self.stopping.wait(), self.section.poll_sec)
-            except TimeoutError:
-                pass
+            await pause(self.stopping, self.section.poll_sec)
 
     async def drain(self) -> None:
         # What is in flight stays claimed in the database: the next commander takes it over after the lease.

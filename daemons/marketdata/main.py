@@ -25,7 +25,7 @@ from ..features.indicators import Periods
 from ..features.stage import FeatureStage
 from ..runtime.calendar import IST, last_trading_day
 from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Problem, missing_credentials, resolve_path
-from ..runtime.daemon import Daemon, serve
+from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, FEATURES_SYNC, MARKETDATA_OHLC, MARKETDATA_TICK, Event, tick_key
 from ..runtime.metrics import DaemonMetrics
 from .contracts import derivatives
@@ -304,10 +304,7 @@ class MarketdataDaemon(Daemon):
             self.ticks.inc(len(sim.instruments))
             self.last_tick = time.monotonic()
             due += self.interval
-            try:  # an absolute schedule: a slow step is caught up, not accumulated
-                await asyncio.wait_for(self.stopping.wait(), max(0.0, due - loop.time()))
-            except TimeoutError:
-                pass
+            await pause(self.stopping, max(0.0, due - loop.time()))  # an absolute schedule: a slow step is caught up
         if not self.stopping.is_set():
             self._session_over()
             log.info("session closed at %s after %d steps", sim.clock.label(self.step), self.step)
