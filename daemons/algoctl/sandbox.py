@@ -47,7 +47,15 @@ STOCK_UNITS = (
 )
 BOOT_TARGET = "algo-sandbox.target"
 ACTIVE = Path("/run/algo-sandbox.json")
+# One empty file per sandbox running in a cgroup subtree of its own, named as that subtree: a shared sandbox
+# (one that records itself in ACTIVE) may run beside such ones, and must neither count nor remove their cgroups.
+OWN_CGROUPS = Path("/run/algo-sandbox-cgroups")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Where the sandbox binds its own directories (MOUNTPOINTS; a bare one BARE_MOUNTPOINTS too). One it finds
+# missing it makes, and removes at stop; and removing a directory detaches every other mount namespace's
+# mount on it. Sandboxes that run at once (tests/systemd's two streams) need these made beforehand.
+MOUNTPOINTS = ("/var/lib/algo", "/var/log/journal", "/etc/algo")
+BARE_MOUNTPOINTS = ("/opt/algo", "/etc/systemd/system")
 
 
 class SandboxError(RuntimeError):
@@ -198,10 +206,10 @@ class Sandbox:
         if not (self.units / BOOT_TARGET).exists():
             self.prepare()
         self._cgroups_before = set() if self.cgroup else set(_cgroup_dirs())  # its own subtree is removed whole
-        binds = [(self.state, "/var/lib/algo"), (self.journal, "/var/log/journal"), (self.etc, "/etc/algo")]
+        binds = list(zip((self.state, self.journal, self.etc), MOUNTPOINTS, strict=True))
         unit_path = str(self.units)
         if self.bare:
-            binds += [(self.opt, "/opt/algo"), (self.system_units, "/etc/systemd/system")]
+            binds += zip((self.opt, self.system_units), BARE_MOUNTPOINTS, strict=True)
             unit_path = f"/etc/systemd/system:{self.units}"
         binds += [(src, dst) for src, dst in self.binds]
         for _, target in binds:
@@ -277,6 +285,8 @@ class Sandbox:
         if not self.cgroup:
             return [exec_init]
         lines, mounts = [], ["mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup"]
+        OWN_CGROUPS.mkdir(exist_ok=True)
+        (OWN_CGROUPS / self.cgroup).touch()  # before its directories exist: a shared sandbox never sees them
         for h in own_cgroup_dirs(self.cgroup):
             h.path.mkdir(exist_ok=True)
             if h.options.split(",")[0] == "cpuset":  # a cpuset without cpus and mems takes no task
@@ -486,12 +496,18 @@ def _remove_own_cgroups(name: str, timeout: float = 10.0) -> None:
                     if time.monotonic() > deadline:
                         raise SandboxError(f"cannot remove the sandbox's cgroup {d}: {e}") from None
                     time.sleep(0.05)
+    (OWN_CGROUPS / name).unlink(missing_ok=True)  # only once its directories are gone
 
 
 def _cgroup_dirs() -> Iterable[Path]:
+    """The cgroup directories a shared sandbox compares before and after: all but the subtrees of the
+    sandboxes running in cgroups of their own beside it (OWN_CGROUPS), which their own stop removes whole."""
     if not CGROUP_ROOT.exists():
         return
+    others = {p.name for p in OWN_CGROUPS.iterdir()} if OWN_CGROUPS.is_dir() else set()
     for hierarchy in CGROUP_ROOT.iterdir():
         for dirpath, dirnames, _ in os.walk(hierarchy):
+            if Path(dirpath) == hierarchy:
+                dirnames[:] = [d for d in dirnames if d not in others]
             for d in dirnames:
                 yield Path(dirpath) / d

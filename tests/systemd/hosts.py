@@ -55,11 +55,14 @@ def unavailable_reason() -> str | None:
 
 
 def namespaces() -> set[str]:
-    return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
+    """The network namespaces of these tests (other tests may make theirs meanwhile: scripts/test.sh's streams)."""
+    names = (line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip())
+    return {n for n in names if n.startswith(PREFIX)}
 
 
 def links() -> set[str]:
-    return {line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link", "show").stdout.splitlines()}
+    names = (line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link", "show").stdout.splitlines())
+    return {n for n in names if n.startswith(PREFIX)}
 
 
 def cgroups() -> set[Path]:
@@ -73,7 +76,7 @@ def processes_in(name: str) -> list[int]:
 def clean_stale() -> None:
     """What a run killed outright left beyond the network (``Topology`` removes that): the processes in its
     namespaces (a host's systemd takes its whole PID namespace with it), and the hosts' cgroup subtrees."""
-    for name in sorted(n for n in namespaces() if n.startswith(PREFIX)):
+    for name in sorted(namespaces()):
         for pid in processes_in(name):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -19,12 +19,14 @@ import yaml
 
 from daemons.algoctl.sandbox import Sandbox
 from tests.conftest import REPO, require_systemd_sandbox
-from tests.helpers import wait_until
+from tests.helpers import unavailable, wait_until
 from tests.installed import NOT_SOURCES
 from tests.test_units import directives
 
 pytestmark = pytest.mark.systemd
 
+NETNS = "algo-deploy"  # its network namespace, and the name of its cgroup subtree
+WHEELHOUSE = Path(sys.prefix) / "wheelhouse"  # scripts/bootstrap.sh's make_wheelhouse
 PLAYBOOK = REPO / "ansible" / "deploy.yml"  # run from the checkout; the role builds from algo_fleet_source_dir
 SERVICES = sorted(p.name for p in (REPO / "units").glob("*.service") if "@" not in p.name)
 # Where the monitoring role writes on a sandbox (its defaults are Prometheus's and Grafana's own directories)
@@ -40,13 +42,17 @@ HARDENING = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "P
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, Path]]:
     require_systemd_sandbox()
+    if not (WHEELHOUSE / ".algo-stamp").exists():
+        unavailable("deploying into a bare host", f"no wheelhouse at {WHEELHOUSE} (scripts/test.sh makes it)")
     root = tmp_path_factory.mktemp("ansible")
     # A snapshot of the checkout: edits to the working tree during the run must not look like a new build.
     source = root / "source"
     shutil.copytree(REPO, source, ignore=NOT_SOURCES)
-    box = Sandbox(root / "sandbox", bare=True)
-    box.prepare()
-    box.start()
+    # A network and cgroups of its own: nothing beyond its loopback (pip installs from the wheelhouse), and
+    # it runs beside the shared sandboxes of the other systemd tests (scripts/test.sh's two streams).
+    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, check=False)  # one a killed run left
+    subprocess.run(["ip", "netns", "add", NETNS], check=True)
+    box = Sandbox(root / "sandbox", bare=True, netns=NETNS, cgroup=NETNS)
     inventory = root / "hosts.yml"
     host = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
     inventory.write_text(yaml.safe_dump({"all": {
@@ -54,17 +60,22 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox
         "children": {g: {"hosts": {"sandbox": None}} for g in
                      ("algo_engines", "algo_execution", "algo_journal", "algo_monitoring")},
         "vars": {"algo_fleet_assume_systemd": True, "algo_fleet_force_restart": True,
-                 "algo_fleet_source_dir": str(source), **MONITORING_DIRS},
+                 "algo_fleet_source_dir": str(source),
+                 "algo_fleet_pip_extra_args": ["--no-index", "--find-links", str(WHEELHOUSE)], **MONITORING_DIRS},
     }}))
     try:
+        subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True)
+        box.prepare()
+        box.start()
         yield box, inventory
     finally:
         box.stop()
+        subprocess.run(["ip", "netns", "del", NETNS], check=True)
 
 
 def play(box: Sandbox, inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return box.run(sys.prefix + "/bin/ansible-playbook", "-i", str(inventory), str(PLAYBOOK), *extra,
-                   timeout=900)
+    return box.run("env", "PIP_NO_INDEX=1", f"PIP_FIND_LINKS={WHEELHOUSE}",  # the wheel's build, on the controller
+                   sys.prefix + "/bin/ansible-playbook", "-i", str(inventory), str(PLAYBOOK), *extra, timeout=900)
 
 
 def recap(out: str) -> dict[str, int]:

@@ -31,12 +31,11 @@ from tests.installed import NOT_SOURCES
 from tests.systemd import hosts as mh
 from tests.systemd import ssh
 from tests.systemd.fleet import today
-from tests.systemd.test_ansible_deploy import MONITORING_DIRS
+from tests.systemd.test_ansible_deploy import MONITORING_DIRS, WHEELHOUSE
 from tests.test_bridge import PASSWORD
 
 pytestmark = pytest.mark.systemd
 
-WHEELHOUSE = Path(sys.prefix) / "wheelhouse"  # scripts/bootstrap.sh's make_wheelhouse
 GROUPS = {"algo_marketdata": ["mdx"], "algo_risk": ["mdx"], "algo_execution": ["mdx"], "algo_journal": ["mdx"],
           "algo_engines": ["strat"], "algo_monitoring": ["mon"]}
 BRIDGES = {  # as the example inventory's (ansible/inventory/multihost), for one execution host and one strategy host

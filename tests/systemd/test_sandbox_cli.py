@@ -1,4 +1,5 @@
-"""`algoctl sandbox` as a newcomer uses it: boot, run the fleet, look, tear down leaving nothing."""
+"""`algoctl sandbox` as a newcomer uses it: boot, run the fleet, look, tear down leaving nothing; and a
+sandbox in cgroups of its own running beside it, as scripts/test.sh's two systemd streams do."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons.algoctl.sandbox import ACTIVE, _cgroup_dirs, _processes_in
+from daemons.algoctl.sandbox import ACTIVE, OWN_CGROUPS, Sandbox, _cgroup_dirs, _processes_in, own_cgroup_dirs
 from tests.conftest import REPO, require_systemd_sandbox
 from tests.helpers import wait_until
 
@@ -62,3 +63,35 @@ def _drive_and_stop(root: Path, cgroups_before: set[Path]) -> None:
                                capture_output=True, text=True).stdout
     assert "bus listening on /run/algo/bus.sock (socket-activated)" in persisted
     assert algoctl(root, "status").returncode == 3
+
+
+def test_a_sandbox_with_cgroups_of_its_own_is_neither_counted_nor_removed_by_a_shared_one(tmp_path: Path) -> None:
+    require_systemd_sandbox()
+    subprocess.run(["ip", "netns", "add", "algo-test-beside"], check=True)  # its fleet's ports are its own
+    beside = Sandbox(tmp_path / "beside", cgroup="algo-test-beside", netns="algo-test-beside")
+    shared = Sandbox(tmp_path / "shared")
+    for box in (beside, shared):
+        box.prepare(REPO / "configs" / "paper.toml")
+    before = set(_cgroup_dirs())
+    beside.start()  # first: it is the one that made any missing mount point, and it stops last
+    try:
+        assert beside.systemctl("start", "algo-heartbeat.service").returncode == 0
+        shared.start()
+        try:
+            assert shared.systemctl("start", "algo-heartbeat.service").returncode == 0
+            its_own = own_dirs("algo-test-beside")
+        finally:
+            shared.stop()
+        assert set(_cgroup_dirs()) == before  # the other's subtree is not the shared one's
+        assert own_dirs("algo-test-beside") == its_own  # nor removed by its stop
+        assert any(p.name == "algo-heartbeat.service" for p in its_own)
+        assert beside.show("algo-heartbeat.service", "ActiveState")["ActiveState"] == "active"
+    finally:
+        beside.stop()
+        subprocess.run(["ip", "netns", "del", "algo-test-beside"], check=True)
+    assert not any(h.path.exists() for h in own_cgroup_dirs("algo-test-beside"))
+    assert not (OWN_CGROUPS / "algo-test-beside").exists()
+
+
+def own_dirs(name: str) -> set[Path]:
+    return {Path(d) for h in own_cgroup_dirs(name) for d, _, _ in os.walk(h.path)}
