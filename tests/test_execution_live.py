@@ -142,7 +142,8 @@ def test_a_lost_reply_is_adopted_live_and_at_a_restart_never_placed_twice(
         d._on_approved(stamp("risk.approved", approval(1))[0])
         await eventually(lambda: emulator.held_replies == 1, "Kite to take the order and hold the reply")
         await eventually(lambda: d.orders[tag(1)].status == "COMPLETE", "the order update to adopt it")
-        await eventually(lambda: not d.tasks, "the place call to give up on the reply and find the tag")
+        await eventually(lambda: d.kite is not None and not d.kite.sends,
+                         "the place call to give up on the reply and find the tag")
 
     asyncio.run(running(live_config(emulator), swallowed))
     assert kite_orders(emulator) == {tag(1): 1}
@@ -171,7 +172,7 @@ def test_a_refused_token_halts_new_orders_and_a_new_token_trades_again(
         emulator.expire_tokens()
         await eventually(lambda: bool(d.halted), "the poll to find the token refused")
         d._on_approved(stamp("risk.approved", approval(2))[0])
-        assert d.kite is not None and d.kite.token_expiry_seconds() <= 0
+        assert d.kite is not None and d.kite.client.token_expiry_seconds() <= 0
         assert d.status().startswith("HALTED")
 
     d = asyncio.run(running(live_config(emulator), expiry))
@@ -270,13 +271,13 @@ def test_an_intent_is_on_disk_before_kite_hears_of_the_order_and_a_refused_flush
 
     async def session(d: ExecutionDaemon) -> None:
         assert d.kite is not None and d.ledger is not None
-        place, wal = d.kite.place, d.ledger.log.wal
+        place, wal = d.kite.client.place, d.ledger.log.wal
 
         async def watched(tag_: str, *args: Any, **kw: Any) -> Any:
             at_place.append((tag_, wal.unsynced, [r["client_id"] for r in RecordLog(wal.path).records]))
             return await place(tag_, *args, **kw)
 
-        monkeypatch.setattr(d.kite, "place", watched)
+        monkeypatch.setattr(d.kite.client, "place", watched)
         d._on_approved(stamp("risk.approved", approval(1))[0])
         assert wal.unsynced, "written in the handler, not flushed there"
         await eventually(lambda: d.orders[tag(1)].status == "COMPLETE", "order 1 complete")

@@ -14,8 +14,8 @@ one whose tick is older than ``max_order_age_sec`` is refused as stale rather th
 so is a logged order the broker never saw.
 
 Two brokers stand behind the same logic: the paper broker (``paper.py``, fills on our ticks) and
-Kite (``broker = "kite"``: ``kite_broker.py`` places without blocking the loop, order updates
-come from a ticker connection of our own and an order-book poll every ``poll_sec``). Whatever the
+Kite (``broker = "kite"``: ``kite_desk.py``; ``kite_broker.py`` places without blocking the loop, order
+updates come from a ticker connection of our own and an order-book poll every ``poll_sec``). Whatever the
 source, a broker's view of an order is planned by ``reconcile.sync``: adopt an order we had not
 heard back about, record fills we had not seen (by fill id), close what the broker closed. Kite
 refusing the access token halts new orders until a login restarts the unit. A full state disk
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 from ..runtime.calendar import IST
-from ..runtime.config import ConfigError, ExecutionSection, FleetConfig, Problem, missing_credentials, resolve_path
+from ..runtime.config import ExecutionSection, FleetConfig
 from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import (
     CONTROL_SYNC,
@@ -59,34 +59,32 @@ from .clientid import client_id
 from .governor import Governor
 from .instruments import Instruments
 from .ledger import Ledger
-from .margin import PaperMargin, added, kite_refusal
+from .margin import PaperMargin, added
 from .metrics import BudgetCollector
 from .order_queue import OrderQueue
 from .orders import NEW, BadOrder, Order
 from .outcomes import Outcomes, fields
 from .paper import PaperBroker
 from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
+from .refusals import (
+    DAY_UNOPENED,
+    DAY_UNOPENED_REFUSAL,
+    DISK_FULL_REFUSAL,
+    NOT_DURABLE_REFUSAL,
+    PARKED_AT_ROLL,
+    PARKED_STALE,
+    QUEUED_AT_ROLL,
+    TOKEN_HALT,
+)
 from .rehearsal import rehearsal
 from .unclaimed import Unclaimed
 
 if TYPE_CHECKING:
-    from .kite_broker import KiteBroker, OrderUpdate
-    from .kite_postbacks import OrderUpdates
+    from .kite_broker import OrderUpdate
+    from .kite_desk import KiteDesk
     from .lease import Lease
 
 log = logging.getLogger("algo.execution")
-
-DISK_FULL_REFUSAL = "state disk full: the write-ahead log cannot be written ({}); not sent"
-NOT_DURABLE_REFUSAL = "state disk: the order's intent cannot be flushed to the write-ahead log ({}); not sent"
-DAY_UNOPENED = ("%s: the day's write-ahead log cannot be opened (%s); new orders are refused until it can (tried again "
-                "every second)")
-DAY_UNOPENED_REFUSAL = "state disk: today's write-ahead log cannot be opened ({}); not sent"
-PARKED_STALE = ("stale: no tick of {symbol} came within max_order_age_sec ({age:g}s), and the approval did not say its "
-                "exchange and lot size; not sent late")
-PARKED_AT_ROLL = "end of day: no tick of {symbol} came, so it was not sent"
-QUEUED_AT_ROLL = "end of day: it still waited for the order-rate budget, so it was not sent"
-TOKEN_HALT = "Kite refused the access token: new orders are halted until `algoctl login` installs today's"
-
 
 class ExecutionDaemon(Daemon):
     """Orders to the paper broker or Kite; fills back; reconciliation before READY."""
@@ -125,17 +123,13 @@ class ExecutionDaemon(Daemon):
         self.day: date | None = None  # whose files are open
         self.unopened = ""  # why today's files could not be opened at the roll ("" while they are)
         self.paper: PaperBroker | None = None
-        self.kite: KiteBroker | None = None
-        self.postbacks: OrderUpdates | None = None
-        self.halted = ""  # why no order may be sent (Kite refused the token)
-        self.broker_trouble = ""  # the last poll's failure, logged once
+        self.kite: KiteDesk | None = None  # broker = "kite": set up in setup()
         # The broker's orders the log does not know: an approval that arrives again for one adopts it, never sends
         # it a second time (a former active's orders, found at a takeover; an order whose record the log lost)
         self.unclaimed = Unclaimed(leased=x.lease is not None)
         self.overdue = Gauge("algo_execution_unclaimed_orders", "Orders at the broker with a tag of ours that no "
                              "approval claimed within max_order_age_sec of being found", registry=reg)
         self.overdue.set_function(lambda: len(self.unclaimed.overdue(self.section.max_order_age_sec)))
-        self.tasks: set[asyncio.Task[None]] = set()  # live sends in flight
         self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # Only the ticks of the symbols of the day's orders (TickWatch): an approval brings its instrument's facts
         # and price, so the universe's ticks are neither read nor decoded here. With Kite, ticks only tell an
@@ -152,40 +146,29 @@ class ExecutionDaemon(Daemon):
 
     async def setup(self) -> None:
         if self.section.broker == "kite":
-            await self._setup_kite()
+            from .kite_desk import KiteDesk  # live only: kiteconnect brings Twisted along
+
+            self.kite = await KiteDesk.open(self.config, self._on_update, self._rate_limited, self.metrics.registry)
         if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
             from .lease import Lease  # redis-py only where the account is shared across hosts
 
             self.lease = Lease.open(lease, this_host(self.config), self.metrics.registry)
             return
         await self._open_day(datetime.now(IST).date())
-        if self.postbacks is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
-            self.postbacks.start()
+        if self.kite is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
+            self.kite.start_updates()
 
-    async def _setup_kite(self) -> None:
-        from .kite_broker import KiteBroker  # live only: kiteconnect brings Twisted along
-        from .kite_postbacks import OrderUpdates
-        from .metrics import KiteCollector
-
-        if missing := missing_credentials(self.config, "api_key", "access_token"):
-            raise ConfigError(str(resolve_path(None)), missing)
-        self.kite = KiteBroker.from_config(self.config.kite, self.section, self._on_update, self._rate_limited)
-        await self.kite.start()
-        self.postbacks = OrderUpdates(self.config.kite, self.kite.on_order_update)
-        self.metrics.registry.register(KiteCollector(self.kite))
+    @property
+    def halted(self) -> str:
+        """Why no order may be sent ('' while they may): Kite refused the access token."""
+        return self.kite.halted if self.kite is not None else ""
 
     async def _book(self) -> BrokerBook:
-        """The broker's view of the day, for reconciliation. A token Kite refuses stops the start:
-        nothing can be reconciled, so nothing may be sent (exit 78, no restart loop)."""
-        if self.kite is None:
-            assert self.paper is not None
-            return self.paper
-        from .kite_broker import TokenExpired
-
-        try:
+        """The broker's view of the day, for reconciliation."""
+        if self.kite is not None:
             return await self.kite.book()
-        except TokenExpired as exc:
-            raise ConfigError(str(resolve_path(None)), [Problem("kite.access_token", str(exc))]) from None
+        assert self.paper is not None
+        return self.paper
 
     @property
     def orders(self) -> dict[str, Order]:
@@ -291,8 +274,8 @@ class ExecutionDaemon(Daemon):
         if self.stopping.is_set():
             return
         await self._open_day(datetime.now(IST).date())
-        if self.postbacks is not None:
-            self.postbacks.start()
+        if self.kite is not None:
+            self.kite.start_updates()
         log.warning("active: holding the execution lease (fence %d); %d orders of the day reconciled", lease.fence,
                     len(self.orders))
         await self._serve()
@@ -317,37 +300,10 @@ class ExecutionDaemon(Daemon):
                 if today != self.day:
                     await self._roll(today)
                 if self.kite is not None and time.monotonic() >= next_poll:
-                    await self._poll()
+                    await self.kite.poll()
                     next_poll = time.monotonic() + self.section.poll_sec
         if warm is not None:
             warm.cancel()
-
-    async def _poll(self) -> None:
-        """Kite's order book, for what the order updates missed; trouble is logged when it starts and ends."""
-        from .kite_broker import BrokerError, TokenExpired
-
-        assert self.kite is not None
-        if self.halted:
-            return
-        try:
-            await self.kite.poll()
-        except TokenExpired as exc:
-            self._halt(str(exc))
-            return
-        except BrokerError as exc:
-            if str(exc) != self.broker_trouble:
-                log.error("order-book poll failed: %s; orders are still tracked by their updates", exc)
-            self.broker_trouble = str(exc)
-            return
-        if self.broker_trouble:
-            log.info("order-book poll works again")
-            self.broker_trouble = ""
-
-    def _halt(self, why: str) -> None:
-        """Kite refused the token: nothing more is sent today by this process (the unit restarts after a login)."""
-        if not self.halted:
-            self.halted = why
-            log.critical("%s (%s)", TOKEN_HALT, why)
 
     async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files. A state
@@ -382,15 +338,11 @@ class ExecutionDaemon(Daemon):
         self.governor.new_day()
 
     async def drain(self) -> None:
-        if self.tasks:  # live sends in flight: their answers belong in the log
-            await asyncio.wait(self.tasks, timeout=self.section.stop_timeout_sec / 2)
-        if self.postbacks is not None and self.postbacks.started:
-            self.postbacks.stop()
-        if self.kite is not None:
-            await self.kite.close()
+        if self.kite is not None:  # live sends in flight first: their answers belong in the log
+            await self.kite.close(timeout=self.section.stop_timeout_sec / 2)
         self._close_files()
         if self.lease is not None:
-            await self.lease.hand_over(len(self.tasks))
+            await self.lease.hand_over(len(self.kite.sends) if self.kite is not None else 0)
 
     def _close_files(self) -> None:
         if self.ledger is not None:
@@ -550,33 +502,21 @@ class ExecutionDaemon(Daemon):
             self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
                                                  order.order_type, order.limit_price, time.time_ns()))
             return
-        task = asyncio.get_running_loop().create_task(self._send_live(order), name=f"place {order.client_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        assert self.kite is not None
+        self.kite.send(self._send_live(order, self.kite), order.client_id)
 
-    async def _send_live(self, order: Order) -> None:
-        from .kite_broker import BrokerError, TokenExpired
-
-        assert self.kite is not None and self.ledger is not None
+    async def _send_live(self, order: Order, kite: KiteDesk) -> None:
+        assert self.ledger is not None
         if self.halted:  # queued behind the governor before the halt
-            self.ledger.close(order, REJECTED, TOKEN_HALT)
-            self.tell.rejected(order)
-            self.tell.order(order)
+            self._not_sent(order, TOKEN_HALT)
             return
-        if self.section.margin.check and (units := added(order, self.ledger.exposure)):
-            try:
-                required, available = await self.kite.margin(order.symbol, order.side, units, order.order_type,
-                                                             order.limit_price, exchange=order.exchange)
-            except TokenExpired as exc:
-                self._halt(str(exc))
-                self._not_sent(order, TOKEN_HALT)
-                return
-            except BrokerError as exc:  # margin unknown: not sent (Kite would have the last word too late)
-                self._short_of_margin(order, f"margin: Kite's margins could not be read ({exc}); not sent")
-                return
-            if why := kite_refusal(order, units, required, available):
+        units = added(order, self.ledger.exposure) if self.section.margin.check else 0
+        if units and (why := await kite.margin_refusal(order, units)):
+            if why == TOKEN_HALT:
+                self._not_sent(order, why)
+            else:
                 self._short_of_margin(order, why)
-                return
+            return
         if self._fenced(order):  # after the margin call: right before the place call
             return
         try:
@@ -584,19 +524,8 @@ class ExecutionDaemon(Daemon):
         except OSError as exc:
             self._not_sent(order, NOT_DURABLE_REFUSAL.format(exc.strerror or exc))
             return
-        try:
-            at_broker = await self.kite.place(order.client_id, order.symbol, order.side, order.quantity,
-                                              order.order_type, order.limit_price, exchange=order.exchange)
-        except TokenExpired as exc:  # maybe at Kite (a retry's lookup was refused): the restart's reconciliation says
-            self._halt(str(exc))
-            log.error("order %s: not known to be placed (%s); the reconciliation after the login settles it",
-                      order.client_id, exc, extra=fields(order))
-            return
-        except BrokerError as exc:
-            log.error("order %s: %s; its tag settles it at the next poll", order.client_id, exc,
-                      extra=fields(order))
-            return
-        if order.status == NEW:  # an update may have brought it first
+        at_broker = await kite.place(order)
+        if at_broker is not None and order.status == NEW:  # an update may have brought it first
             self._placed(order, at_broker)
 
     def _short_of_margin(self, order: Order, why: str) -> None:
