@@ -105,7 +105,7 @@ def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     ({"algo_fleet_mode": "demo"}, "algo_fleet_mode"),
     ({"algo_fleet_risk": {"max_quantity": -5}}, "algo_fleet_risk.max_quantity"),
     ({"algo_fleet_risk": {"daily_loss_limit": {"fno": -1000.0}}}, "algo_fleet_risk.daily_loss_limit.fno"),
-    ({"algo_fleet_risk": {"close": 55800}}, "algo_fleet_risk.close"),
+    ({"algo_fleet_market": {"close": 55800}}, "algo_fleet_market.close"),
     ({"algo_fleet_risk": {"max_quantiy": 5}}, "algo_fleet_risk.max_quantiy"),
     ({"algo_fleet_engines": {"fno": {"strategies": [
         {"name": "ema-nifty", "kind": "ema_crossover", "process": "own"}]}}},
@@ -159,6 +159,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "algo_fleet_bus": cfg.BusSection,
     "algo_fleet_bus_daemon": cfg.BusDaemonSection,
     "algo_fleet_heartbeat": cfg.HeartbeatSection,
+    "algo_fleet_market": cfg.MarketSection,
     "algo_fleet_marketdata": cfg.MarketdataSection,
     "algo_fleet_risk": cfg.RiskSection,
     "algo_fleet_execution": cfg.ExecutionSection,

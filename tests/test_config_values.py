@@ -56,8 +56,9 @@ BAD_VALUES = [
      "daemons.risk.strategy_daily_loss_limit.rsi-infy"),
     ("[daemons.risk]\nstrategy_daily_loss_limit = { rsi-infy = nan }",
      "daemons.risk.strategy_daily_loss_limit.rsi-infy"),
-    ("[daemons.risk]\nopen = 16:00:00\nclose = 15:30:00", "daemons.risk.close"),
-    ("[daemons.risk]\nopen = 09:15:00\nclose = 09:15:00", "daemons.risk.close"),
+    ("[market]\nopen = 16:00:00\nclose = 15:30:00", "market.close"),
+    ("[market]\nopen = 09:15:00\nclose = 09:15:00", "market.close"),
+    ("[daemons.risk]\nholidays = [2026-12-25]", "daemons.risk"),  # moved to [market]: said so
     ("[daemons.execution]\norders_per_day = true", "daemons.execution.orders_per_day"),
     ("[daemons.execution]\nslippage_bps = nan", "daemons.execution.slippage_bps"),
     ("[daemons.heartbeat]\ninterval_sec = nan", "daemons.heartbeat.interval_sec"),
@@ -101,6 +102,16 @@ def test_validate_refuses_each_bad_value_naming_its_path(toml: str, dotted: str,
     assert result.returncode == 78, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert f"  {dotted}: " in result.stderr, result.stderr
+
+
+def test_hours_or_holidays_left_in_the_risk_section_say_where_they_went(tmp_path: Path) -> None:
+    """A fleet.toml from before [market]: refused with where the keys live now, not as unknown keys."""
+    path = tmp_path / "fleet.toml"
+    path.write_text("[daemons.risk]\nopen = 09:15:00\nholidays = [2026-12-25]\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    [problem] = refused.value.problems
+    assert problem.path == "daemons.risk" and "holidays, open moved to [market]" in problem.message
 
 
 def test_a_fifo_as_the_config_is_refused_without_hanging(tmp_path: Path) -> None:

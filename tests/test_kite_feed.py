@@ -25,7 +25,7 @@ from daemons.marketdata.kite_feed import PRE_OPEN, Backoff, KiteFeed, session_op
 from daemons.marketdata.ticks import NS, Meta, decode
 from daemons.marketdata.universe import UniverseError, load_dump, resolve, split
 from daemons.runtime.calendar import IST
-from daemons.runtime.config import KiteSection, MarketdataSection
+from daemons.runtime.config import KiteSection, MarketdataSection, MarketSection
 from tests.helpers import unsent_frames, wait_until
 
 DAY = date(2026, 11, 18)  # a Wednesday
@@ -406,7 +406,7 @@ def test_reconnects_hurry_from_the_pre_open(start_feed: Callable[..., KiteFeed])
 
 def test_market_hours() -> None:
     def opened(at: datetime, holidays: frozenset[date] = frozenset()) -> float | None:
-        return session_opened(at.timestamp(), 1000.0, holidays)
+        return session_opened(at.timestamp(), 1000.0, MarketSection(holidays=list(holidays)))
 
     assert opened(datetime(2026, 11, 18, 9, 15, tzinfo=IST)) == 1000.0
     assert opened(MARKET) == 1000.0 - 45 * 60
@@ -415,8 +415,12 @@ def test_market_hours() -> None:
                    datetime(2026, 11, 21, 10, 0, tzinfo=IST)):  # the last: a Saturday
         assert opened(closed) is None, closed
     assert opened(MARKET, frozenset({DAY})) is None
-    assert session_opened(datetime(2026, 11, 18, 9, 1, tzinfo=IST).timestamp(), 1000.0, frozenset(),
+    assert session_opened(datetime(2026, 11, 18, 9, 1, tzinfo=IST).timestamp(), 1000.0, MarketSection(),
                           PRE_OPEN) == 940.0
+    # the fleet's hours, not NSE's defaults: [market] open = 10:00
+    later = MarketSection(open=datetime(2026, 11, 18, 10, 0).time())
+    assert session_opened(datetime(2026, 11, 18, 9, 30, tzinfo=IST).timestamp(), 1000.0, later) is None
+    assert session_opened(datetime(2026, 11, 18, 10, 1, tzinfo=IST).timestamp(), 1000.0, later) == 940.0
 
 
 def test_the_marketdata_daemon_streams_the_live_universe_onto_the_bus(

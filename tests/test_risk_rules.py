@@ -11,7 +11,7 @@ import pytest
 from daemons.risk.rules import RiskRules
 from daemons.runtime.book import Position
 from daemons.runtime.calendar import IST
-from daemons.runtime.config import RiskSection
+from daemons.runtime.config import MarketSection, RiskSection
 from tests.conftest import REPO
 
 MARKET = int(datetime(2026, 11, 23, 10, 0, tzinfo=IST).timestamp() * 1e9)
@@ -26,8 +26,8 @@ def sig(symbol: str = "INFY", side: str = "BUY", qty: int = 10, entry: bool = Tr
 @pytest.fixture
 def rules() -> RiskRules:
     r = RiskRules(RiskSection(max_quantity=100, max_notional=150_000, max_open_positions=2, max_order_value=120_000,
-                              orders_per_second=5, daily_loss_limit={"equity": 1_000}, fleet_daily_loss_limit=5_000,
-                              holidays=[date(2026, 11, 24)]))
+                              orders_per_second=5, daily_loss_limit={"equity": 1_000}, fleet_daily_loss_limit=5_000),
+                  MarketSection(holidays=[date(2026, 11, 24)]))
     r.mark("INFY", 1000.0, MARKET)
     r.mark("TCS", 4000.0, MARKET)
     r.mark("HDFCBANK", 1700.0, MARKET)
@@ -114,7 +114,7 @@ def test_every_decision_code_is_declared() -> None:
 
 
 def test_a_strategy_over_its_own_loss_limit_is_blocked_while_the_others_trade() -> None:
-    rules = RiskRules(RiskSection(strategy_daily_loss_limit={"rsi-infy": 1000.0}))
+    rules = RiskRules(RiskSection(strategy_daily_loss_limit={"rsi-infy": 1000.0}), MarketSection())
     rules.mark("INFY", 1000.0, MARKET)
     rules.fill("equity", "rsi-infy", "INFY", "BUY", 10, 1000.0)
     rules.mark("INFY", 880.0, MARKET)  # -1,200 for rsi-infy

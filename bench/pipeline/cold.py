@@ -98,7 +98,7 @@ def risk_signal() -> tuple[Callable[[int], object], Callable[[], float]]:
 
     os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="cold-risk-")
     risk = RiskDaemon(load_config(Path(__file__).resolve().parents[2] / "configs" / "paper.toml"), DaemonMetrics("risk"))
-    day = last_trading_day(datetime.now(IST).date(), risk.config.daemons.risk.holidays)
+    day = last_trading_day(datetime.now(IST).date(), risk.config.market.holidays)
     at = int(datetime(day.year, day.month, day.day, 10, 0, tzinfo=IST).timestamp()) * 1_000_000_000
     risk.rules.rate = RateLimiter(1e9)  # a signal every round, never rate-limited
 

@@ -29,17 +29,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from datetime import time as time_of_day
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from kiteconnect import KiteTicker
 from twisted.internet import reactor, task
 
-from ..runtime.calendar import CLOSE, IST, OPEN, is_trading_day
-from ..runtime.config import KiteSection, MarketdataSection
+from ..runtime.calendar import IST, is_trading_day
+from ..runtime.config import NSE_HOURS, KiteSection, MarketdataSection, MarketSection
 from ..runtime.kite_ticker import CONNECT_TIMEOUT_SEC, dial_forever, ensure_reactor
 from .instruments import Instrument
 from .ticks import NS, Meta, decode
@@ -47,7 +46,7 @@ from .universe import split
 
 log = logging.getLogger("algo.marketdata.kite")
 
-PRE_OPEN = time_of_day(9, 0)  # reconnects hurry from here on
+PRE_OPEN = timedelta(minutes=15)  # before the open: reconnects hurry from here on
 MALFORMED_LOG_SEC = 60.0
 
 class Clock(Protocol):
@@ -70,13 +69,14 @@ class Backoff:
     max_closed_sec: float = 60.0
 
 
-def session_opened(wall: float, mono: float, holidays: frozenset[date], opens: time_of_day = OPEN) -> float | None:
-    """The monotonic time at which today's session opened (at ``opens`` IST), or None outside
-    ``opens``-15:30 on a weekday that is not a holiday."""
+def session_opened(wall: float, mono: float, market: MarketSection, early: timedelta = timedelta(0)) -> float | None:
+    """The monotonic time at which today's session opened (``early`` before ``market.open``), or None outside
+    that-to-close (``market``'s hours, IST) or on a day without a session."""
     now = datetime.fromtimestamp(wall, IST)
-    if not is_trading_day(now.date(), holidays) or not opens <= now.time() < CLOSE:
+    opens = datetime.combine(now.date(), market.open, IST) - early
+    if not is_trading_day(now.date(), market.holidays) or not opens <= now < datetime.combine(now.date(), market.close, IST):
         return None
-    return mono - (now - datetime.combine(now.date(), opens, IST)).total_seconds()
+    return mono - (now - opens).total_seconds()
 
 
 class _Connection:
@@ -136,15 +136,15 @@ class KiteFeed:
     do not fit; ValueError without an access token); ``connections`` caps the connections below
     ``kite.max_connections`` (algo-execution holds one of the API key's for order updates).
     ``clock`` tells market hours (``time()``) and
-    measures silence (``monotonic()``); ``holidays`` are weekdays without a session (RiskSection's
-    list), when silence is healthy. ``reconnects`` counts connections re-established after a loss,
+    measures silence (``monotonic()``); ``market`` has the session's hours and holidays (outside them
+    silence is healthy). ``reconnects`` counts connections re-established after a loss,
     ``forced_reconnects`` the drops the feed made itself after silence in market hours, ``malformed``
     the packets skipped as malformed (``ticks.decode``).
     """
 
     def __init__(self, section: MarketdataSection, kite: KiteSection, instruments: Sequence[Instrument],
                  publish: Callable[[dict[str, Any]], None], loop: asyncio.AbstractEventLoop,
-                 clock: Clock = time, *, holidays: Iterable[date] = (), backoff: Backoff = Backoff(),
+                 clock: Clock = time, *, market: MarketSection = NSE_HOURS, backoff: Backoff = Backoff(),
                  connections: int | None = None) -> None:
         if kite.api_key is None or kite.access_token is None:
             raise ValueError("the live feed needs kite.api_key and kite.access_token (run `algoctl login`)")
@@ -154,7 +154,7 @@ class KiteFeed:
         self.publish = publish
         self.loop = loop
         self.clock = clock
-        self.holidays = frozenset(holidays)
+        self.market = market
         self.backoff = backoff
         self.instruments = len(instruments)
         self.stopped = False
@@ -206,8 +206,8 @@ class KiteFeed:
     def _check(self) -> None:
         """Cap the backoff by the time of day; redial connections silent too long in market hours."""
         now, wall = self.clock.monotonic(), self.clock.time()
-        opened = session_opened(wall, now, self.holidays)
-        hurry = session_opened(wall, now, self.holidays, PRE_OPEN) is not None
+        opened = session_opened(wall, now, self.market)
+        hurry = session_opened(wall, now, self.market, PRE_OPEN) is not None
         for conn in self._connections:
             factory = conn.kws.factory
             factory.maxDelay = self.backoff.max_sec if hurry else self.backoff.max_closed_sec
@@ -254,14 +254,14 @@ class KiteFeed:
     # -- any thread -----------------------------------------------------------------------------
 
     def market_open(self) -> bool:
-        """Market hours now (09:15-15:30 IST, weekdays, not ``holidays``): the session-open gauge."""
-        return session_opened(self.clock.time(), self.clock.monotonic(), self.holidays) is not None
+        """Market hours now (``market``'s, on a trading day): the session-open gauge."""
+        return session_opened(self.clock.time(), self.clock.monotonic(), self.market) is not None
 
     def health(self) -> str | None:
         """Why the feed is unhealthy: connections with no tick for ``stale_after_sec`` in market hours
         (down, or up but silent). Outside market hours, or before ``start()``: None."""
         now = self.clock.monotonic()
-        opened = session_opened(self.clock.time(), now, self.holidays)
+        opened = session_opened(self.clock.time(), now, self.market)
         if opened is None or not self._started or self.stopped:
             return None
         reasons = []

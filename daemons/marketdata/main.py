@@ -143,10 +143,10 @@ class MarketdataDaemon(Daemon):
                 raise ConfigError(str(s.replay_from), [Problem("daemons.marketdata.replay_from", str(exc))]) from None
             log.info("replaying %s at %gx", file, s.replay_speed)
             return
-        day = s.session_date or last_trading_day(datetime.now(IST).date(), self.config.daemons.risk.holidays)
+        day = s.session_date or last_trading_day(datetime.now(IST).date(), self.config.market.holidays)
         universe = self._universe(day)
         steps = max(1, round(s.session_minutes * 60 * s.steps_per_second))
-        self.sim = MarketSimulator(universe, seed=s.seed, clock=SessionClock(day, steps))
+        self.sim = MarketSimulator(universe, seed=s.seed, clock=SessionClock(day, steps, self.config.market))
         self.instruments.set(len(self.sim.instruments))
         if self.sim.expired:
             log.warning("%d expired contracts in %s left out", self.sim.expired, s.instruments)
@@ -173,7 +173,7 @@ class MarketdataDaemon(Daemon):
             dump = await asyncio.to_thread(load_dump, client, self.state_path(f"instruments-{day}.csv"))
             instruments = resolve(s.universe, dump, day)
             self.feed = KiteFeed(s, kite, instruments, self._publish, asyncio.get_running_loop(),
-                                 holidays=self.config.daemons.risk.holidays, connections=self._connections())
+                                 market=self.config.market, connections=self._connections())
         except UniverseError as exc:
             raise ConfigError(source, [Problem("daemons.marketdata.universe", str(exc))]) from None
         except TokenException:  # an expired token cannot fetch the dump: no restart loop until a login

@@ -15,13 +15,12 @@ from array import array
 from datetime import date
 from typing import Any
 
-from ..runtime.calendar import SESSION_SECONDS
 from .instruments import Instrument
 from .session import SessionClock
 
 RATE = 0.065  # annual risk-free rate for carry and discounting
 YEAR_SECONDS = 365 * 24 * 3600
-TRADING_SECONDS_PER_YEAR = 252 * SESSION_SECONDS
+TRADING_DAYS_PER_YEAR = 252
 VOL = {"INDICES": 0.14, "NSE": 0.24}  # annualised volatility by segment of the underlying
 # Kite names derivatives of an index by a short name; the index itself has a longer one.
 INDEX_OF = {"NIFTY": "NIFTY 50", "BANKNIFTY": "NIFTY BANK", "FINNIFTY": "NIFTY FIN SERVICE"}
@@ -111,7 +110,7 @@ class MarketSimulator:
         """Advance one step (the underlyings move) and return how many ticks it has: ``ticks`` makes them."""
         self.step_no += 1
         self.now = self.clock.at(self.step_no)
-        dt = SESSION_SECONDS / self.clock.steps / TRADING_SECONDS_PER_YEAR
+        dt = 1 / (TRADING_DAYS_PER_YEAR * self.clock.steps)  # a step's share of a trading year
         prices, gauss, root = self.prices, self.rng.gauss, math.sqrt(dt)
         for at, vol in enumerate(self.vols):
             prices[at] *= math.exp(-0.5 * vol * vol * dt + vol * root * gauss(0.0, 1.0))
@@ -143,7 +142,7 @@ class MarketSimulator:
         if expiry is None:
             return 0.0
         # Whole days to expiry plus what is left of today's session (expiry settles at the close).
-        left_today = (self.clock.steps - self.step_no) / self.clock.steps * SESSION_SECONDS
+        left_today = (self.clock.steps - self.step_no) / self.clock.steps * self.clock.seconds
         return ((expiry - self.clock.day).days * 24 * 3600 + left_today) / YEAR_SECONDS
 
     def _tick(self, at: int, now: int) -> dict[str, Any]:

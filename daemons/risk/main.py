@@ -75,7 +75,7 @@ class RiskDaemon(Daemon):
 
     def __init__(self, config: FleetConfig, metrics: DaemonMetrics) -> None:
         super().__init__(config, metrics)
-        self.rules = RiskRules(self.section)
+        self.rules = RiskRules(self.section, config.market)
         self.seen_fills: set[str] = set()
         self.flattens = 0  # numbers risk's own flatten orders (their signal ids)
         self.day: str | None = None  # the IST date the P&L is for

@@ -29,9 +29,9 @@ def rehearsal(risk: RiskDaemon) -> Callable[[], None]:
     shadow = type(risk)(risk.config, DaemonMetrics(risk.name))
     silence(shadow.bus)
     shadow.rules.rate = RateLimiter(1e9)
-    section = risk.section
-    day = last_trading_day(datetime.now(IST).date(), section.holidays)
-    opened = int(datetime.combine(day, section.open, IST).timestamp() + 60) * 1_000_000_000
+    market = risk.config.market
+    day = last_trading_day(datetime.now(IST).date(), market.holidays)
+    opened = int(datetime.combine(day, market.open, IST).timestamp() + 60) * 1_000_000_000
     count = itertools.count(1)
 
     def step() -> None:

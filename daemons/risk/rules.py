@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from ..runtime.book import Book
 from ..runtime.calendar import IST, is_trading_day
-from ..runtime.config import RiskSection
+from ..runtime.config import MarketSection, RiskSection
 
 
 class Decision(NamedTuple):
@@ -43,8 +43,9 @@ class RateLimiter:
 
 
 class RiskRules:
-    def __init__(self, limits: RiskSection) -> None:
+    def __init__(self, limits: RiskSection, market: MarketSection) -> None:
         self.limits = limits
+        self.market = market  # its hours and holidays
         self.book = Book()  # per (engine, symbol): the engine and fleet limits
         self.strategies = Book()  # per (strategy, symbol): the strategy limits
         self.rate = RateLimiter(limits.orders_per_second)
@@ -83,9 +84,9 @@ class RiskRules:
         if last is None:
             return Decision(False, "no_price", f"no market price for {symbol} yet")
         when = datetime.fromtimestamp(self.market_ns[symbol] / 1e9, IST)
-        if not is_trading_day(when.date(), lim.holidays):
+        if not is_trading_day(when.date(), self.market.holidays):
             return Decision(False, "holiday", f"{when.date()} ({when:%A}) is not a trading day")
-        if not lim.open <= when.time() < lim.close:
+        if not self.market.open <= when.time() < self.market.close:
             return Decision(False, "hours", f"outside trading hours ({when:%H:%M} IST)")
         price = signal.get("limit_price") or last
         if signal.get("limit_price") and abs(price - last) / last * 100 > lim.price_band_pct:

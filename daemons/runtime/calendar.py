@@ -1,23 +1,21 @@
-"""The NSE trading calendar: the exchange's clock (IST), its session's hours, and which days have a session.
+"""The NSE trading calendar: the exchange's clock (IST) and which days have a session.
 
 Every daemon that reads the market's time uses these (risk's trading hours, the feed's session, execution's
 day, the journal's day files, the end-of-day report), so they live with what all daemons share, not in the
-first daemon that needed them.
+first daemon that needed them. The session's hours and the holidays are the fleet's config (``[market]``,
+``MarketSection``): one place, read by every daemon alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import date, time, timedelta, timezone
+from datetime import date, timedelta, timezone
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
-OPEN = time(9, 15)
-CLOSE = time(15, 30)
-SESSION_SECONDS = 6 * 3600 + 15 * 60
 
 
 def is_trading_day(day: date, holidays: Collection[date]) -> bool:
-    """NSE has a session on weekdays that are not ``holidays`` (``daemons.risk.holidays``)."""
+    """NSE has a session on weekdays that are not ``holidays`` (``market.holidays``)."""
     return day.weekday() < 5 and day not in holidays
 
 

@@ -115,6 +115,34 @@ class Section(BaseModel):
         return result
 
 
+class MarketSection(Section):
+    """The exchange's session, one place for every daemon that reads the market's time: risk's trading hours
+    (judged on the market's clock, the tick time), the live feed's market hours (when silence is an incident),
+    and the paper market's session and default day."""
+
+    open: ClockTime = time(9, 15)  # IST
+    close: ClockTime = time(15, 30)
+    holidays: list[date] = []  # NSE trading holidays: weekdays without a session
+
+    @field_validator("close")
+    @classmethod
+    def _after_open(cls, v: time, info: ValidationInfo) -> time:
+        opens = info.data.get("open")
+        if opens is not None and v <= opens:
+            raise ValueError(f"must be after open ({opens})")
+        return v
+
+    @property
+    def seconds(self) -> int:
+        """The session's length."""
+        return (self.close.hour * 3600 + self.close.minute * 60 + self.close.second
+                - self.open.hour * 3600 - self.open.minute * 60 - self.open.second)
+
+
+MOVED_TO_MARKET = frozenset(MarketSection.model_fields)  # once in [daemons.risk]
+NSE_HOURS = MarketSection()  # the default: NSE's session, no holidays
+
+
 class FleetSection(Section):
     mode: Literal["paper", "live"] = "paper"
     user: str = Field("algo", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -279,9 +307,6 @@ class RiskSection(DaemonSection):
     max_order_value: Money = 2_000_000.0
     orders_per_second: float = Field(10.0, gt=0, le=10)  # fleet-wide; Kite allows 10/s
     price_band_pct: float = Field(2.0, gt=0, le=20)  # a limit price this far from the last price is refused
-    open: ClockTime = time(9, 15)  # trading hours, IST, judged on the market's clock (tick time)
-    close: ClockTime = time(15, 30)
-    holidays: list[date] = []
     daily_loss_limit: dict[str, Money] = {}  # per engine, rupees, positive; breaching engages the kill switch
     fleet_daily_loss_limit: Money = 50_000.0
     # per strategy, rupees: a breach blocks that strategy's entries (the others trade on)
@@ -291,13 +316,13 @@ class RiskSection(DaemonSection):
     # 0: never
     rehearse_ms: float = Field(2.0, ge=0, le=1000)
 
-    @field_validator("close")
+    @model_validator(mode="before")
     @classmethod
-    def _after_open(cls, v: time, info: ValidationInfo) -> time:
-        opens = info.data.get("open")
-        if opens is not None and v <= opens:
-            raise ValueError(f"must be after open ({opens})")
-        return v
+    def _hours_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (moved := sorted(MOVED_TO_MARKET & data.keys())):
+            raise ValueError(f"{', '.join(moved)} moved to [market]: the session's hours and holidays are the whole "
+                             "fleet's (the feed reads them too), not risk's")
+        return data
 
 
 class MarginSection(Section):
@@ -604,6 +629,7 @@ class FleetConfig(BaseSettings):
     )
 
     fleet: FleetSection = FleetSection()
+    market: MarketSection = MarketSection()
     bus: BusSection = BusSection()
     metrics: MetricsSection = MetricsSection()
     daemons: DaemonsSection = DaemonsSection()
