@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tracemalloc
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from daemons.marketdata.instruments import Instrument, InstrumentsError, load_in
 from daemons.marketdata.session import SessionClock
 from daemons.marketdata.simulator import RATE, MarketSimulator
 from daemons.runtime.calendar import last_trading_day
+from daemons.runtime.config import MarketSection
 from tests.conftest import REPO
 
 DAY = date(2026, 11, 23)  # a Monday
@@ -85,6 +86,12 @@ def test_ticks_are_sane_and_on_the_session_clock() -> None:
             assert round(t["last_price"] / 0.05, 6) == round(t["last_price"] / 0.05)
     volumes = [s[2]["volume"] for s in ticks]
     assert volumes == sorted(volumes) and volumes[-1] > volumes[0]
+
+
+def test_the_simulated_session_runs_the_fleets_market_hours() -> None:
+    """[market]'s hours, not NSE's defaults: a shorter session maps its steps onto its own open and close."""
+    clock = SessionClock(DAY, 60, MarketSection(open=time(10, 0), close=time(11, 0)))
+    assert clock.label(0) == "10:00:00 IST" and clock.label(30) == "10:30:00 IST" and clock.label(60) == "11:00:00 IST"
 
 
 def test_futures_and_options_follow_their_underlying() -> None:
