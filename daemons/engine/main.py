@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from ..features.codec import snapshot_bars  # decodes with numpy, imported only when a snapshot comes
 from ..runtime import checkpoint
-from ..runtime.book import Book, Position
+from ..runtime.book import Position, PositionBook
 from ..runtime.calendar import IST
 from ..runtime.config import ConfigError, EngineSection, FleetConfig, Problem, resolve_path
 from ..runtime.daemon import Daemon, serve
@@ -78,7 +78,7 @@ class EngineDaemon(Daemon):
         self.seen_fills: set[str] = set()
         self.day: str | None = None  # the IST date of the P&L and the fills seen
         self.cpu_ns: dict[str, int] = {}  # CPU time each strategy spent in on_tick (this process)
-        self.book = Book()  # per (strategy, symbol), for status and the P&L an operator sees
+        self.book = PositionBook()  # per (strategy, symbol), for status and the P&L an operator sees
         self.traded: set[str] = set()
         # What a signal of a symbol tells execution of its instrument (daemons/runtime/instrument.py), from the
         # first tick of each symbol a strategy here reads

@@ -49,7 +49,7 @@ class Trade:
 
 
 class BrokerBook(Protocol):
-    """What reconciliation reads: the paper broker and Kite's ``Book`` both answer it."""
+    """What reconciliation reads: the paper broker and Kite's ``KiteBook`` both answer it."""
 
     @property
     def by_tag(self) -> Mapping[str, BrokerOrder]:

@@ -9,7 +9,7 @@ The API (the shape the paper broker can present too)::
     broker = KiteBroker.from_config(config.kite, config.daemons.execution, on_update)
     await broker.start()                              # on the loop that will receive updates
     placed = await broker.place(tag, "NSE:INFY", "BUY", 10, "MARKET")   # BrokerOrder, OPEN or REJECTED
-    book = await broker.book()                        # Book: by_tag, orders, trades; find(tag), trades_of(id)
+    book = await broker.book()                        # KiteBook: by_tag, orders, trades; find(tag), trades_of(id)
     await broker.poll()                               # book(), and every change in it through on_update
     await broker.modify(order_id, quantity=20, price=1501.5)
     await broker.cancel(order_id)
@@ -44,7 +44,7 @@ Retries, only where they cannot place an order twice:
   the order's tag answers it at the next ``poll()`` or reconciliation.
 
 Kite does not deduplicate tags, so one race remains: an order still inside Kite when the lookup
-finds nothing is placed a second time. ``Book`` logs two orders with one tag at err.
+finds nothing is placed a second time. ``KiteBook`` logs two orders with one tag at err.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from kiteconnect.exceptions import (
 from ..runtime.calendar import IST
 from ..runtime.config import ExecutionSection, KiteSection
 from .broker_types import FINAL, REJECTED, BrokerOrder, Trade
-from .kite_orders import Book, order_from_kite, split_symbol, status_of, trade_from_kite
+from .kite_orders import KiteBook, order_from_kite, split_symbol, status_of, trade_from_kite
 
 __all__ = ["BrokerError", "BrokerUnavailable", "KiteBroker", "OrderUpdate", "Refused", "TokenExpired",
            "token_expiry"]
@@ -267,15 +267,15 @@ class KiteBroker:
     async def find(self, tag: str, backoff: _Backoff | None = None) -> BrokerOrder | None:
         """Our order with this tag in today's order book, if Kite has it."""
         orders = await self._call(f"look up {tag}", lambda k: k.orders(), backoff)
-        return Book.from_kite(orders, ()).find(tag)
+        return KiteBook.from_kite(orders, ()).find(tag)
 
-    async def book(self) -> Book:
+    async def book(self) -> KiteBook:
         """The day's tagged orders and their trades (orders first: a trade never lacks its order)."""
         orders = await self._call("order book", lambda k: k.orders())
         trades = await self._call("trade book", lambda k: k.trades())
-        return Book.from_kite(orders, trades)
+        return KiteBook.from_kite(orders, trades)
 
-    async def poll(self) -> Book:
+    async def poll(self) -> KiteBook:
         """``book()``, reporting through ``on_update`` what the ticker did not (a missed update, a
         late trade); returns once reported."""
         book = await self.book()

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from ..runtime.config import ConfigError, FleetConfig, Problem, missing_credentials, resolve_path
 from .broker_types import BrokerOrder
 from .kite_broker import BrokerError, KiteBroker, OrderUpdate, TokenExpired
-from .kite_orders import Book
+from .kite_orders import KiteBook
 from .kite_postbacks import OrderUpdates
 from .margin import kite_refusal
 from .metrics import KiteCollector
@@ -55,7 +55,7 @@ class KiteDesk:
     def start_updates(self) -> None:
         self.updates.start()
 
-    async def book(self) -> Book:
+    async def book(self) -> KiteBook:
         """The day's orders at Kite, for reconciliation. A token Kite refuses stops the start: nothing can be
         reconciled, so nothing may be sent (exit 78, no restart loop)."""
         try:

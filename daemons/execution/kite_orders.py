@@ -22,7 +22,7 @@ from ..runtime.calendar import IST
 from .broker_types import CANCELLED, FINAL, OPEN, REJECTED, BrokerOrder, Trade
 
 __all__ = [
-    "Book",
+    "KiteBook",
     "epoch_ns",
     "order_from_kite",
     "our_tag",
@@ -110,7 +110,7 @@ def trade_from_kite(data: dict[str, Any], tag: str) -> Trade:
 
 
 @dataclass(frozen=True)
-class Book:
+class KiteBook:
     """The day's orders that bear a tag, and their trades: what reconciliation compares the
     write-ahead log with. ``find`` and ``trades_of`` answer as ``PaperBroker``'s do."""
 
@@ -118,7 +118,7 @@ class Book:
     trades: list[Trade]
 
     @classmethod
-    def from_kite(cls, orders: Iterable[dict[str, Any]], trades: Iterable[dict[str, Any]]) -> Book:
+    def from_kite(cls, orders: Iterable[dict[str, Any]], trades: Iterable[dict[str, Any]]) -> KiteBook:
         by_tag: dict[str, BrokerOrder] = {}
         tags: dict[str, str] = {}  # order id -> tag
         for data in orders:

@@ -183,7 +183,7 @@ def _round_to_tick(price: float, tick: float, up: bool) -> float:
     return round(steps * tick, 8)
 
 
-class Book:
+class AccountBook:
     """Orders, trades and positions of the one user the emulator serves; thread-safe."""
 
     def __init__(self, instruments: Instruments, user_id: str, on_update: Callable[[dict[str, Any]], None],

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from . import datafiles
-from .book import Book, OrderRule
+from .book import AccountBook, OrderRule
 from .faults import Faults
 from .instruments import Instrument, Instruments
 from .packets import Level, Tick, epoch
@@ -47,7 +47,7 @@ class Emulator:
                             else Instruments.from_text(datafiles.text("instruments.csv"), "the emulator's dump"))
         self.sessions = Sessions(api_key, api_secret, access_token)
         self.faults = Faults()
-        self.book: Book = Book(self.instruments, datafiles.load("profile.json")["user_id"], self._order_update,
+        self.book: AccountBook = AccountBook(self.instruments, datafiles.load("profile.json")["user_id"], self._order_update,
                          auto_market_protection_pct)
         self._ticks: dict[int, Tick] = {}
         self._lock = threading.Lock()  # ticks; taken before the book's lock, never after

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ..runtime.book import Book
+from ..runtime.book import PositionBook
 from ..runtime.calendar import IST, is_trading_day
 from ..runtime.config import MarketSection, RiskSection
 
@@ -46,8 +46,8 @@ class RiskRules:
     def __init__(self, limits: RiskSection, market: MarketSection) -> None:
         self.limits = limits
         self.market = market  # its hours and holidays
-        self.book = Book()  # per (engine, symbol): the engine and fleet limits
-        self.strategies = Book()  # per (strategy, symbol): the strategy limits
+        self.book = PositionBook()  # per (engine, symbol): the engine and fleet limits
+        self.strategies = PositionBook()  # per (strategy, symbol): the strategy limits
         self.rate = RateLimiter(limits.orders_per_second)
         self.kill_switch: str | None = None  # why it is engaged, or None
         self.market_ns: dict[str, int] = {}  # symbol -> exchange time of its last tick

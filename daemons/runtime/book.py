@@ -30,7 +30,7 @@ class Position:
         return 0.0 if mark is None or not self.quantity else (mark - self.average) * self.quantity
 
 
-class Book:
+class PositionBook:
     """Positions per (owner, symbol); P&L per owner and in total. Risk owns by engine, an engine by strategy."""
 
     def __init__(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from daemons.kite_emulator import Emulator
-from daemons.kite_emulator.book import Book
+from daemons.kite_emulator.book import AccountBook
 from tests.conformance.conftest import Recorded
 from tests.conformance.shapes import mismatches
 
@@ -112,7 +112,7 @@ def test_order_routes_have_kites_shape(emulator: Emulator, recorded: Recorded) -
 
 def test_order_updates_have_the_postbacks_shape(emulator: Emulator, recorded: Recorded) -> None:
     updates: list[dict[str, Any]] = []
-    book = Book(emulator.instruments, "AB1234", updates.append, 2.0)
+    book = AccountBook(emulator.instruments, "AB1234", updates.append, 2.0)
     book.on_price(INFY, 1500.0)
     book.place("regular", {"exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "BUY", "quantity": "5",
                            "product": "MIS", "order_type": "MARKET", "tag": "POSTBACK1"})
