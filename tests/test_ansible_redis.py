@@ -198,7 +198,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
 
 def fleet_config(out: Path, port: int, ca: Path) -> Any:
     """fleet.toml as the algo_fleet role renders it for a host whose bridge and lease use rediss:// with
-    algo_fleet_redis_ca, and Redis's CA installed by the role's own task; loaded by config.py."""
+    algo_fleet_redis_ca, and Redis's CA installed by the role's own task; loaded by runtime/config."""
     tasks = [task for task in load(FLEET / "tasks" / "redis_credentials.yml")
              if task["name"] == "Install Redis's CA certificate (TLS)"]
     for task in tasks:

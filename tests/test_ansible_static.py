@@ -1,7 +1,7 @@
 """The Ansible deployment without a target: syntax, ansible-lint's production profile, preflight on
 bad variables (check mode, preflight only: nothing on this machine changes), the argument spec as
 the documented contract (every default documented, every fleet.toml section in step with the config
-model, the preflight bounds equal to config.py's), and what the role renders: fleet.toml from the
+model, the preflight bounds equal to runtime/config's), and what the role renders: fleet.toml from the
 defaults is configs/paper.toml, units are what `algoctl units` makes, restarts are decided per unit,
 file_sd targets match grafana's example.
 
@@ -154,7 +154,7 @@ def test_public_and_internal_variable_names() -> None:
     assert all(k.startswith("_algo_monitoring_") for k in load(MONITORING / "vars" / "main.yml"))
 
 
-# variable -> the config.py section it renders (engines, strategies and derivatives are nested in it)
+# variable -> the runtime/config section it renders (engines, strategies and derivatives are nested in it)
 SECTIONS: dict[str, type[BaseModel]] = {
     "algo_fleet_bus": cfg.BusSection,
     "algo_fleet_bus_daemon": cfg.BusDaemonSection,
@@ -191,7 +191,7 @@ def spec_pairs() -> Iterator[tuple[str, dict[str, Any], type[BaseModel]]]:
 
 @pytest.mark.parametrize(("var", "spec", "model"), list(spec_pairs()), ids=lambda x: x if isinstance(x, str) else "")
 def test_the_argument_spec_follows_the_config_model(var: str, spec: dict[str, Any], model: type[BaseModel]) -> None:
-    """A key config.py gains or loses must be documented (and allowed) by the role too; choices are its Literals."""
+    """A key runtime/config gains or loses must be documented (and allowed) by the role too; choices are its Literals."""
     fields = {n for n in model.model_fields if not (model is cfg.KiteSection and n in SECRETS)}
     assert sorted(spec) == sorted(fields), f"{var}: argument spec options differ from {model.__name__}"
     for name, info in model.model_fields.items():
