@@ -67,6 +67,7 @@ def _drive_and_stop(root: Path, cgroups_before: set[Path]) -> None:
 
 def test_a_sandbox_with_cgroups_of_its_own_is_neither_counted_nor_removed_by_a_shared_one(tmp_path: Path) -> None:
     require_systemd_sandbox()
+    subprocess.run(["ip", "netns", "del", "algo-test-beside"], capture_output=True, check=False)  # a killed run's
     subprocess.run(["ip", "netns", "add", "algo-test-beside"], check=True)  # its fleet's ports are its own
     beside = Sandbox(tmp_path / "beside", cgroup="algo-test-beside", netns="algo-test-beside")
     shared = Sandbox(tmp_path / "shared")
