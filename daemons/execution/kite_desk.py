@@ -115,9 +115,9 @@ class KiteDesk:
                       extra=fields(order))
         return None
 
-    def send(self, send: Coroutine[None, None, None], client_id: str) -> None:
+    def send(self, course: Coroutine[None, None, None], client_id: str) -> None:
         """A place call's whole course, off the caller's turn; drained at stop."""
-        task = asyncio.get_running_loop().create_task(send, name=f"place {client_id}")
+        task = asyncio.get_running_loop().create_task(course, name=f"place {client_id}")
         self.sends.add(task)
         task.add_done_callback(self.sends.discard)
 

@@ -21,6 +21,7 @@ from daemons.algoctl.sandbox import Sandbox
 from tests.conftest import REPO, require_systemd_sandbox
 from tests.helpers import unavailable, wait_until
 from tests.installed import NOT_SOURCES
+from tests.systemd.netns import loopback_only
 from tests.test_units import directives
 
 pytestmark = pytest.mark.systemd
@@ -50,8 +51,6 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox
     shutil.copytree(REPO, source, ignore=NOT_SOURCES)
     # A network and cgroups of its own: nothing beyond its loopback (pip installs from the wheelhouse), and
     # it runs beside the shared sandboxes of the other systemd tests (scripts/test.sh's two streams).
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, check=False)  # one a killed run left
-    subprocess.run(["ip", "netns", "add", NETNS], check=True)
     box = Sandbox(root / "sandbox", bare=True, netns=NETNS, cgroup=NETNS)
     inventory = root / "hosts.yml"
     host = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
@@ -63,14 +62,13 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox
                  "algo_fleet_source_dir": str(source),
                  "algo_fleet_pip_extra_args": ["--no-index", "--find-links", str(WHEELHOUSE)], **MONITORING_DIRS},
     }}))
-    try:
-        subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True)
+    with loopback_only(NETNS):
         box.prepare()
-        box.start()
-        yield box, inventory
-    finally:
-        box.stop()
-        subprocess.run(["ip", "netns", "del", NETNS], check=True)
+        try:
+            box.start()
+            yield box, inventory
+        finally:
+            box.stop()
 
 
 def play(box: Sandbox, inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:

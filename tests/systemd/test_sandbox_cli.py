@@ -13,8 +13,10 @@ import pytest
 from daemons.algoctl.sandbox import ACTIVE, OWN_CGROUPS, Sandbox, _cgroup_dirs, _processes_in, own_cgroup_dirs
 from tests.conftest import REPO, require_systemd_sandbox
 from tests.helpers import wait_until
+from tests.systemd.netns import loopback_only
 
 pytestmark = pytest.mark.systemd
+BESIDE = "algo-test-beside"  # the sandbox beside the shared one: its network namespace and cgroup subtree
 
 
 def algoctl(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,31 +69,29 @@ def _drive_and_stop(root: Path, cgroups_before: set[Path]) -> None:
 
 def test_a_sandbox_with_cgroups_of_its_own_is_neither_counted_nor_removed_by_a_shared_one(tmp_path: Path) -> None:
     require_systemd_sandbox()
-    subprocess.run(["ip", "netns", "del", "algo-test-beside"], capture_output=True, check=False)  # a killed run's
-    subprocess.run(["ip", "netns", "add", "algo-test-beside"], check=True)  # its fleet's ports are its own
-    beside = Sandbox(tmp_path / "beside", cgroup="algo-test-beside", netns="algo-test-beside")
+    beside = Sandbox(tmp_path / "beside", cgroup=BESIDE, netns=BESIDE)  # its fleet's ports are its own
     shared = Sandbox(tmp_path / "shared")
     for box in (beside, shared):
         box.prepare(REPO / "configs" / "paper.toml")
     before = set(_cgroup_dirs())
-    beside.start()  # first: it is the one that made any missing mount point, and it stops last
-    try:
-        assert beside.systemctl("start", "algo-heartbeat.service").returncode == 0
-        shared.start()
+    with loopback_only(BESIDE):
+        beside.start()  # first: it is the one that made any missing mount point, and it stops last
         try:
-            assert shared.systemctl("start", "algo-heartbeat.service").returncode == 0
-            its_own = own_dirs("algo-test-beside")
+            assert beside.systemctl("start", "algo-heartbeat.service").returncode == 0
+            shared.start()
+            try:
+                assert shared.systemctl("start", "algo-heartbeat.service").returncode == 0
+                its_own = own_dirs(BESIDE)
+            finally:
+                shared.stop()
+            assert set(_cgroup_dirs()) == before  # the other's subtree is not the shared one's
+            assert own_dirs(BESIDE) == its_own  # nor removed by its stop
+            assert any(p.name == "algo-heartbeat.service" for p in its_own)
+            assert beside.show("algo-heartbeat.service", "ActiveState")["ActiveState"] == "active"
         finally:
-            shared.stop()
-        assert set(_cgroup_dirs()) == before  # the other's subtree is not the shared one's
-        assert own_dirs("algo-test-beside") == its_own  # nor removed by its stop
-        assert any(p.name == "algo-heartbeat.service" for p in its_own)
-        assert beside.show("algo-heartbeat.service", "ActiveState")["ActiveState"] == "active"
-    finally:
-        beside.stop()
-        subprocess.run(["ip", "netns", "del", "algo-test-beside"], check=True)
-    assert not any(h.path.exists() for h in own_cgroup_dirs("algo-test-beside"))
-    assert not (OWN_CGROUPS / "algo-test-beside").exists()
+            beside.stop()
+    assert not any(h.path.exists() for h in own_cgroup_dirs(BESIDE))
+    assert not (OWN_CGROUPS / BESIDE).exists()
 
 
 def own_dirs(name: str) -> set[Path]:
