@@ -51,6 +51,14 @@ class Listener:
         asyncio.run_coroutine_threadsafe(self.client.start(), self.loop).result(5)
         return self
 
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """Block until the client is on the bus: events published before that never reach it (a client
+        started before the bus's socket exists retries with a back-off)."""
+        deadline = time.monotonic() + timeout
+        while not self.client.connected:
+            assert time.monotonic() < deadline, "the listener could not reach the sandbox's bus"
+            time.sleep(0.02)
+
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run fn on the client's loop (the client is not thread-safe)."""
         async def go() -> Any:

@@ -59,7 +59,9 @@ def test_a_restarted_model_strategy_gets_its_symbols_history_at_once(sandbox: Sa
     asks for it (features.sync, in its name) and the answer is addressed to it."""
     box = sandbox
     with_model_strategy(box, "example.onnx")
+    box.systemctl("start", "algo-bus.service", check=True)  # the broker up, so the listener is on it at once
     with Listener(box, "features.bar", "features.sync", "features.snapshot") as listener:
+        listener.wait_connected()  # else the first start's sync may go out before the listener is on the bus
         box.systemctl("start", UNIT, check=True)
 
         def bars() -> list[int]:
