@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from daemons.engine.main import EngineDaemon
-from daemons.engine.strategies.base import Signal, Strategy, Tick
 from daemons.runtime.checkpoint import GENERATION, Checkpoint, peek
 from daemons.runtime.envelope import EXECUTION_FILL, Event
 from daemons.runtime.integrity import DamagedFile
 from daemons.runtime.wal import RecordLog, encode
+from daemons.strategies.base import Signal, Strategy, Tick
 from tests.test_strategy_isolation import engine_with, tick_event
 
 

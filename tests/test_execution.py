@@ -220,9 +220,9 @@ def test_an_order_that_waits_for_the_rate_budget_until_it_is_stale_is_refused_no
 
     async def go() -> None:
         for _ in range(int(d.section.orders_per_second)):  # this second's budget is spent
-            d.governor.take(time.monotonic())
+            d.sender.governor.take(time.monotonic())
         d._on_approved(stamp("risk.approved", approval(1, tick_ts=time.time_ns() - int((max_age - 0.3) * 1e9)))[0])
-        assert len(d.queue) == 1  # fresh when approved: queued, not refused
+        assert len(d.sender.queue) == 1  # fresh when approved: queued, not refused
         await asyncio.sleep(1.5)  # released once the second has passed: stale by then
 
     asyncio.run(go())
@@ -249,12 +249,12 @@ def test_an_order_still_waiting_for_the_rate_budget_at_the_day_roll_is_refused_n
 
     async def go() -> None:
         for _ in range(int(d.section.orders_per_second)):
-            d.governor.take(time.monotonic())
+            d.sender.governor.take(time.monotonic())
         d._on_approved(stamp("risk.approved", approval(1))[0])
-        assert len(d.queue) == 1
+        assert len(d.sender.queue) == 1
         (order,) = d.orders.values()
         await d._roll(DAY + timedelta(days=1))
-        assert len(d.queue) == 0 and order.status == "REJECTED"
+        assert len(d.sender.queue) == 0 and order.status == "REJECTED"
         assert order.reason.startswith("end of day: it still waited for the order-rate budget")
         await asyncio.sleep(1.2)  # the next second's budget: nothing left to send
         assert d.paper is not None and len(d.paper.orders) == 0 and len(d.orders) == 0
@@ -281,7 +281,7 @@ def test_the_paper_margin_model_refuses_an_order_beyond_the_funds_and_never_an_e
     refused = d.orders[client_id("rsi-infy:2026-11-20:2")]
     assert (refused.status, refused.reason) == (
         "REJECTED", "margin: needs 40,000 for 200 INFY, 20,000 available (paper model, funds 100,000)")
-    assert d.margin_refusals._value.get() == 1
+    assert d.sender.margin_refusals._value.get() == 1
     assert [p["client_id"] for t, p in published(d) if t == "execution.reject"] == [refused.client_id]
     d._close_files()
 

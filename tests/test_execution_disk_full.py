@@ -199,12 +199,12 @@ def test_a_day_roll_on_a_full_disk_refuses_orders_and_opens_the_day_once_it_can(
             raise OSError(errno.ENOSPC, "No space left on device")
         return Ledger(path, **kwargs)
 
-    monkeypatch.setattr("daemons.execution.main.Ledger", ledger)
+    monkeypatch.setattr("daemons.execution.day.Ledger", ledger)
     next_day = date(2026, 11, 21)
     with caplog.at_level(logging.INFO, logger="algo.execution"):
         asyncio.run(d._roll(next_day))
         asyncio.run(d._roll(next_day))  # the serving loop's next try: still full
-        assert d.day == DAY and d.ledger is None and d.paper is None
+        assert d.day is None and d.ledger is None and d.paper is None
         d._on_approved(stamp("risk.approved", approval(1))[0])
         [refused] = published(d, "execution.reject")
         assert refused["status"] == "REJECTED" and "cannot be opened (No space left on device)" in refused["reason"]
@@ -214,7 +214,7 @@ def test_a_day_roll_on_a_full_disk_refuses_orders_and_opens_the_day_once_it_can(
         assert len(crit) == 1 and "2026-11-21" in crit[0].getMessage()
         full = False
         asyncio.run(d._roll(next_day))
-    assert d.day == next_day and d.ledger is not None and "DEGRADED" not in d.status()
+    assert d.day is not None and d.day.date == next_day and "DEGRADED" not in d.status()
     assert any("new orders are taken again" in r.getMessage() for r in caplog.records)
     d._on_approved(stamp("risk.approved", approval(2))[0])
     [order] = d.orders.values()

@@ -42,7 +42,7 @@ def test_an_approval_with_its_facts_is_placed_without_any_tick_and_its_symbol_wa
     order = next(iter(d.orders.values()))
     assert order.status == "OPEN" and (order.instrument_type, order.exchange) == ("FUT", "NFO")
     assert d.paper.instruments["NIFTYFUT"] == (75, 0.05)
-    assert d.margin_model.marks["NIFTYFUT"] == (24000.0, 0.0), "margin judged at the approval's tick price"
+    assert d.sender.margin_model.marks["NIFTYFUT"] == (24000.0, 0.0), "margin judged at the approval's tick price"
     assert tick_filter(d.bus) == {"NIFTYFUT"}, "its ticks from now on: the paper broker fills on them"
     d._close_files()
 
@@ -62,19 +62,19 @@ def test_an_approval_without_facts_waits_for_the_first_tick(tmp_path: Path, monk
     d._on_approved(stamp("risk.approved", bare(1, symbol="TCS"))[0])
     order = next(iter(d.orders.values()))
     assert order.status == "NEW" and not d.paper.orders, "logged, not sent on a guessed lot size"
-    assert d.instruments.waiting == 1 and tick_filter(d.bus) == {"TCS"}
+    assert d.sender.instruments.waiting == 1 and tick_filter(d.bus) == {"TCS"}
     d._on_tick(EventFactory("marketdata").stamp("marketdata.tick", {**tick("TCS"), "exchange": "NSE"})[0])
     assert order.status == "OPEN" and (order.instrument_type, order.exchange) == ("EQ", "NSE")
-    assert d.instruments.waiting == 0
+    assert d.sender.instruments.waiting == 0
     d._close_files()
 
 
 def test_one_that_waits_too_long_is_refused_not_sent_late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = daemon(tmp_path, monkeypatch)
     d._on_approved(stamp("risk.approved", bare(1, symbol="TCS"))[0])
-    d._expire_parked(time.monotonic() + 1)
-    assert d.instruments.waiting == 1, "within max_order_age_sec it still waits"
-    d._expire_parked(time.monotonic() + d.section.max_order_age_sec + 1)
+    d.sender.expire_parked(time.monotonic() + 1)
+    assert d.sender.instruments.waiting == 1, "within max_order_age_sec it still waits"
+    d.sender.expire_parked(time.monotonic() + d.section.max_order_age_sec + 1)
     order = next(iter(d.orders.values()))
     assert order.status == "REJECTED" and order.reason.startswith("stale: no tick of TCS came")
     assert [p["reason"] for t, p in published(d) if t == "execution.reject"] == [order.reason]
@@ -130,8 +130,8 @@ def test_a_day_roll_refuses_what_still_waits_and_forgets_the_facts(tmp_path: Pat
     d._on_approved(stamp("risk.approved", bare(1, symbol="TCS"))[0])
     d._on_approved(stamp("risk.approved", approval(2, symbol="NIFTYFUT", lot_size=75, quantity=75))[0])
     waiting = next(o for o in d.orders.values() if o.symbol == "TCS")
-    assert "NIFTYFUT" in d.instruments and d.instruments.waiting == 1
+    assert "NIFTYFUT" in d.sender.instruments and d.sender.instruments.waiting == 1
     asyncio.run(d._roll(DAY + timedelta(days=1)))
     assert waiting.status == "REJECTED" and waiting.reason.startswith("end of day: no tick of TCS came")
-    assert "NIFTYFUT" not in d.instruments and d.instruments.waiting == 0, "a new day's contracts are learned anew"
+    assert "NIFTYFUT" not in d.sender.instruments and d.sender.instruments.waiting == 0, "a new day's contracts are learned anew"
     d._close_files()

@@ -225,7 +225,8 @@ def test_an_approval_for_an_order_kite_reported_before_it_was_known_is_adopted_w
     from tests.test_execution import daemon as single_host
 
     d = single_host(tmp_path, monkeypatch)
-    d.paper = None  # as with Kite: the broker's view comes from its updates
+    assert d.day is not None
+    d.day.paper = None  # as with Kite: the broker's view comes from its updates
     cid = client_id(approval(1)["signal_id"])
     at_kite = BrokerOrder("K1", cid, "INFY", "BUY", 10, "MARKET", None, 0, status="COMPLETE", filled=10, average=1000.5)
     d.unclaimed.found(at_kite, [Trade("T1", "K1", cid, "INFY", "BUY", 4, 1000.0, 1)])

@@ -109,7 +109,7 @@ def test_orders_fill_partially_get_rejected_and_positions_match_kite(
     assert kite_orders(emulator) == {tag(1): 1, tag(2): 1, tag(3): 1}
     assert {t: (o.status, o.filled) for t, o in d.orders.items()} == {
         tag(1): ("COMPLETE", 10), tag(2): ("COMPLETE", 3), tag(3): ("REJECTED", 0), tag(4): ("NEW", 0)}
-    assert d.instruments.waiting == 1 and "1 waiting for a first tick" in d.status()  # not sent with a guessed exchange
+    assert d.sender.instruments.waiting == 1 and "1 waiting for a first tick" in d.status()  # not sent with a guessed exchange
     assert d.orders[tag(3)].reason.startswith("RMS:Margin Exceeds")
     fills = published(d, "execution.fill")
     assert sorted(f["quantity"] for f in fills if f["client_id"] == tag(1)) == [4, 6]
@@ -127,7 +127,7 @@ def test_orders_fill_partially_get_rejected_and_positions_match_kite(
     assert kite_orders(emulator) == {tag(1): 1, tag(2): 1, tag(3): 1}
     assert {t: (o.status, o.filled) for t, o in again.orders.items()} == {
         t: (o.status, o.filled) for t, o in d.orders.items()}
-    assert again.instruments.waiting == 1, "logged, never sent: at the restart it waits again for a tick of NOSUCH"
+    assert again.sender.instruments.waiting == 1, "logged, never sent: at the restart it waits again for a tick of NOSUCH"
 
 
 def test_a_lost_reply_is_adopted_live_and_at_a_restart_never_placed_twice(
@@ -170,7 +170,7 @@ def test_a_refused_token_halts_new_orders_and_a_new_token_trades_again(
         d._on_approved(stamp("risk.approved", approval(1))[0])
         await eventually(lambda: d.orders[tag(1)].status == "COMPLETE", "the first order to fill")
         emulator.expire_tokens()
-        await eventually(lambda: bool(d.halted), "the poll to find the token refused")
+        await eventually(lambda: bool(d.sender.halted), "the poll to find the token refused")
         d._on_approved(stamp("risk.approved", approval(2))[0])
         assert d.kite is not None and d.kite.client.token_expiry_seconds() <= 0
         assert d.status().startswith("HALTED")
@@ -191,7 +191,7 @@ def test_a_refused_token_halts_new_orders_and_a_new_token_trades_again(
         await eventually(lambda: d.orders[tag(3)].status == "COMPLETE", "an order with the new token")
 
     again = asyncio.run(running(live_config(emulator, token=fresh), trades_again))
-    assert not again.halted and again.orders[tag(1)].status == "COMPLETE"
+    assert not again.sender.halted and again.orders[tag(1)].status == "COMPLETE"
     assert kite_orders(emulator) == {tag(1): 1, tag(3): 1}
 
 
@@ -234,7 +234,7 @@ def test_with_kite_execution_needs_only_the_newest_tick_per_instrument_the_paper
 
     d = asyncio.run(go())
     assert d.bus.conflated == (99 if broker == "kite" else 0)
-    facts = d.instruments.get("INFY")
+    facts = d.sender.instruments.get("INFY")
     assert facts is not None and (facts.type, facts.exchange) == ("EQ", "NSE")
 
 
@@ -255,10 +255,10 @@ def test_an_order_needing_more_margin_than_kite_has_is_refused_before_it_is_sent
     d = asyncio.run(running(live_config(emulator), session))
     assert kite_orders(emulator) == {tag(2): 1, tag(3): 1}, "the refused order never reached Kite"
     assert d.orders[tag(1)].reason == "margin: Kite says 600,000 is needed for 2000 INFY, 412,380 available"
-    assert d.margin_refusals._value.get() == 1
+    assert d.sender.margin_refusals._value.get() == 1
     assert [r["client_id"] for r in published(d, "execution.reject")] == [tag(1)]
     off = asyncio.run(running(live_config(emulator, margin={"check": False}), lambda d: asyncio.sleep(0)))
-    assert off.margin_refusals._value.get() == 0
+    assert off.sender.margin_refusals._value.get() == 0
 
 
 def test_an_intent_is_on_disk_before_kite_hears_of_the_order_and_a_refused_flush_sends_nothing(

@@ -20,7 +20,6 @@ from prometheus_client import generate_latest
 
 from daemons.algoctl.main import main as algoctl
 from daemons.engine.main import EngineDaemon, EquityEngine
-from daemons.engine.strategies import FeatureBar, ModelStrategy, build
 from daemons.features.cache import FeatureCache
 from daemons.features.candles import Bar as CandleBar
 from daemons.features.codec import snapshot
@@ -30,6 +29,7 @@ from daemons.models.train import Dataset, export
 from daemons.runtime.config import load_config
 from daemons.runtime.envelope import CONTROL_COMMAND, FEATURES_BAR, FEATURES_SNAPSHOT, Event
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.strategies import FeatureBar, ModelStrategy, build
 from tests.conftest import REPO
 from tests.helpers import unsent_frames
 from tests.systemd.test_metrics_catalogue import catalogue

@@ -15,6 +15,7 @@ import pytest
 from daemons.execution.main import ExecutionDaemon
 from daemons.execution.orders import Order
 from daemons.execution.rehearsal import rehearsal as rehearsal_of_execution
+from daemons.execution.sender import Sender
 from daemons.risk.main import RiskDaemon
 from daemons.risk.rehearsal import rehearsal as rehearsal_of_risk
 from daemons.runtime.config import load_config
@@ -75,25 +76,26 @@ def test_executions_shadow_places_every_rehearsal_and_the_real_execution_sees_no
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     execution = ExecutionDaemon(load_config(REPO / "configs" / "paper.toml"), DaemonMetrics("execution"))
-    placed: list[tuple[ExecutionDaemon, Order]] = []
-    real_placed = ExecutionDaemon._placed
+    placed: list[tuple[Sender, Order]] = []
+    real_placed = Sender._placed
 
-    def spy(self: ExecutionDaemon, order: Order, at_broker: Any) -> None:
+    def spy(self: Sender, order: Order, at_broker: Any) -> None:
         real_placed(self, order, at_broker)
         placed.append((self, order))
 
-    monkeypatch.setattr(ExecutionDaemon, "_placed", spy)
+    monkeypatch.setattr(Sender, "_placed", spy)
     caplog.set_level(logging.DEBUG)
     rehearse_until(rehearsal_of_execution(execution), lambda: len(placed) == 40)
 
     shadows = {id(who) for who, _ in placed}
-    assert len(placed) == 40 and id(execution) not in shadows and len(shadows) == 1  # past the governor and margin
+    assert len(placed) == 40 and id(execution.sender) not in shadows and len(shadows) == 1  # past the governor, margin
     assert {o.status for _, o in placed} == {"OPEN"} and [o.side for _, o in placed[:2]] == ["BUY", "SELL"]
     shadow = placed[0][0]
-    assert isinstance(shadow.bus.transport, NullTransport) and shadow.kite is None
-    assert shadow.ledger is not None and shadow.paper is not None
-    assert not shadow.ledger.orders and not shadow.paper.orders and not shadow.ledger.exposure.units  # nothing kept
-    assert str(shadow.ledger.log.wal.path) == str(shadow.paper.path) == "/dev/null"
+    assert isinstance(shadow.tell.bus.transport, NullTransport) and shadow.kite is None
+    assert shadow.day is not None and shadow.day.paper is not None
+    ledger, paper = shadow.day.ledger, shadow.day.paper
+    assert not ledger.orders and not paper.orders and not ledger.exposure.units  # nothing kept
+    assert str(ledger.log.wal.path) == str(paper.path) == "/dev/null"
 
     assert execution.bus.published == {} and execution.ledger is None and execution.paper is None
     assert execution.metrics.registry.get_sample_value("algo_execution_orders_total", {"status": "OPEN"}) == 0

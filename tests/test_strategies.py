@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from daemons.engine.strategies import Fill, Tick, build
-from daemons.engine.strategies.indicators import EMA, RSI
 from daemons.marketdata.contracts import derivatives
 from daemons.marketdata.instruments import load_instruments
 from daemons.marketdata.session import SessionClock
 from daemons.marketdata.simulator import MarketSimulator
 from daemons.runtime.calendar import IST
+from daemons.strategies import Fill, Tick, build
+from daemons.strategies.indicators import EMA, RSI
 from tests.conftest import REPO
 from tests.test_marketdata_sim import DAY, PAPER
 

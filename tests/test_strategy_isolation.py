@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from daemons.engine.main import EngineDaemon, EquityEngine, strategy_process
-from daemons.engine.strategies import Fill, Signal, Strategy, Tick
 from daemons.runtime.config import ConfigError, load_config
 from daemons.runtime.envelope import CONTROL_RESUME, EXECUTION_FILL, MARKETDATA_TICK, Event
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.strategies import Fill, Signal, Strategy, Tick
 from tests.conftest import REPO
 
 PAPER = (REPO / "configs" / "paper.toml").read_text()

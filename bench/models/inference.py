@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemons.engine.strategies import FeatureBar, ModelStrategy
 from daemons.features.indicators import FEATURES
 from daemons.models.onnx_model import Model
+from daemons.strategies import FeatureBar, ModelStrategy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "models" / "example.onnx"
 

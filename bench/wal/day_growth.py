@@ -90,7 +90,7 @@ def engine_rows(fills: list[int]) -> list[str]:
 
 def hosting_rows(hosted: list[int]) -> list[str]:
     """µs and bytes of the record before one strategy's signal, with ``n`` strategies hosted by the engine."""
-    from daemons.engine.strategies.trend import EmaCrossover
+    from daemons.strategies.trend import EmaCrossover
 
     rows = []
     for n in hosted:
@@ -159,8 +159,8 @@ def execution_rows(orders: list[int]) -> list[str]:
     async def day(n: int) -> list[int]:
         d = ExecutionDaemon(FleetConfig.model_validate({"daemons": {"execution": {
             "orders_per_day": 5000, "margin": {"funds": 1e12}}}}), DaemonMetrics("execution"))
-        d.governor.wait = lambda now: 0.0  # type: ignore[method-assign]  # Kite's rate budget is not measured here
-        d.governor.take = lambda now: None  # type: ignore[method-assign]
+        d.sender.governor.wait = lambda now: 0.0  # type: ignore[method-assign]  # Kite's rate budget is not measured here
+        d.sender.governor.take = lambda now: None  # type: ignore[method-assign]
         await d._open_day(date(2026, 11, 20))
         assert d.paper is not None
         d.paper.on_tick(tick, 0)

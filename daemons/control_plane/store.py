@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from ..engine.strategies import build
 from ..runtime.config import StrategySection
+from ..strategies import build
 from . import database
 from .drift import ABSENT, Drift, compare
 from .models import Audit, Command, Strategy

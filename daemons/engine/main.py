@@ -51,9 +51,9 @@ from ..runtime.envelope import (
 )
 from ..runtime.instrument import InstrumentFacts
 from ..runtime.metrics import DaemonMetrics
+from ..strategies import FeatureBar, Fill, ModelStrategy, Signal, Strategy, Tick, build, watched
 from .commands import REBUILDS, BadCommand, Command, CommandFailed, Executed, HostedState, Outcome, hosted_transition
 from .guard import Cause, StrategyGuard
-from .strategies import FeatureBar, Fill, ModelStrategy, Signal, Strategy, Tick, build, watched
 
 log = logging.getLogger("algo.engine")
 

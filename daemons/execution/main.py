@@ -1,7 +1,8 @@
 """algo-execution: ``risk.approved`` orders to the broker, ``execution.order/fill/reject`` back.
 
-This module is the wiring: subscriptions, metrics, the day's lifecycle and the paper/Kite split.
-Every order gets a deterministic client id (the Kite tag); the ledger (``ledger.py``) writes its
+This module is the wiring: subscriptions, metrics, the day's lifecycle (``day.py``: its ledger and paper
+book), the paper/Kite split, an approval's intake and the reconciliation plans carried out; the send path
+(``sender.py``) takes an accepted order from there to the broker. Every order gets a deterministic client id (the Kite tag); the ledger (``ledger.py``) writes its
 intent to the write-ahead log, fsynced, before it is sent, and every broker answer after (written at
 once, fsynced after the turn's events are out: backlog.py); every
 status change goes through the ledger's table of allowed transitions. On start the log is
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from ..runtime.calendar import IST
 from ..runtime.config import ExecutionSection, FleetConfig
@@ -56,27 +57,15 @@ from ..runtime.rehearsal import rehearse
 from ..runtime.tick_watch import TickWatch
 from .broker_types import CANCELLED, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
 from .clientid import client_id
-from .governor import Governor
-from .instruments import Instruments
+from .day import Day
 from .ledger import Ledger
-from .margin import PaperMargin, added
-from .metrics import BudgetCollector
-from .order_queue import OrderQueue
-from .orders import NEW, BadOrder, Order
+from .orders import BadOrder, Order
 from .outcomes import Outcomes, fields
 from .paper import PaperBroker
-from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, age_of, outcome, reconcile, sync
-from .refusals import (
-    DAY_UNOPENED,
-    DAY_UNOPENED_REFUSAL,
-    DISK_FULL_REFUSAL,
-    NOT_DURABLE_REFUSAL,
-    PARKED_AT_ROLL,
-    PARKED_STALE,
-    QUEUED_AT_ROLL,
-    TOKEN_HALT,
-)
+from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, outcome, reconcile, sync
+from .refusals import DAY_UNOPENED, DAY_UNOPENED_REFUSAL, DISK_FULL_REFUSAL
 from .rehearsal import rehearsal
+from .sender import Sender
 from .unclaimed import Unclaimed
 
 if TYPE_CHECKING:
@@ -97,36 +86,21 @@ class ExecutionDaemon(Daemon):
         self.tell = Outcomes(self.bus, reg)
         self.reconciled = Counter("algo_execution_reconciliations", "Orders reconciled on start by outcome",
                                   ["result"], registry=reg)
-        self.latency = Histogram("algo_execution_tick_to_order_seconds", "From the tick that caused a signal to "
-                                 "the order reaching the broker", registry=reg,
-                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0))
         self.open_orders = Gauge("algo_execution_open_orders", "Orders working at the broker", registry=reg)
         self.open_orders.set_function(lambda: sum(o.status == OPEN for o in self.orders.values()))
         for result in ("adopted", "sent", "refused_stale", "fills_recovered", "unknown_at_broker", "former_active"):
             self.reconciled.labels(result)
-        self.throttled = Counter("algo_execution_throttled", "Orders held back by the order-rate governor",
-                                 registry=reg)
         self.illegal = Counter("algo_execution_illegal_transitions", "Order status changes the ledger's table "
                                "refused", registry=reg)
         self.backlog = Gauge("algo_execution_wal_backlog", "Records waiting in memory for the state disk",
                              registry=reg)
         self.backlog.set_function(lambda: len(self.ledger.log.pending) if self.ledger is not None else 0)
-        self.margin_refusals = Counter("algo_execution_margin_refusals", "Orders refused before the send: more "
-                                       "margin needed than available", registry=reg)
-        self.margin_model = PaperMargin(self.section.margin)
-        x = self.section
-        self.governor = Governor(x.orders_per_second, x.orders_per_minute, x.orders_per_day)
-        self.queue = OrderQueue(self.governor, self._send)
-        reg.register(BudgetCollector(self.governor))
-        self.ledger: Ledger | None = None
-        self.instruments = Instruments()  # from approvals and the ticks of what this execution trades
-        self.day: date | None = None  # whose files are open
+        self.sender = Sender(self.section, self.tell, reg)
         self.unopened = ""  # why today's files could not be opened at the roll ("" while they are)
-        self.paper: PaperBroker | None = None
         self.kite: KiteDesk | None = None  # broker = "kite": set up in setup()
         # The broker's orders the log does not know: an approval that arrives again for one adopts it, never sends
         # it a second time (a former active's orders, found at a takeover; an order whose record the log lost)
-        self.unclaimed = Unclaimed(leased=x.lease is not None)
+        self.unclaimed = Unclaimed(leased=self.section.lease is not None)
         self.overdue = Gauge("algo_execution_unclaimed_orders", "Orders at the broker with a tag of ours that no "
                              "approval claimed within max_order_age_sec of being found", registry=reg)
         self.overdue.set_function(lambda: len(self.unclaimed.overdue(self.section.max_order_age_sec)))
@@ -148,20 +122,29 @@ class ExecutionDaemon(Daemon):
         if self.section.broker == "kite":
             from .kite_desk import KiteDesk  # live only: kiteconnect brings Twisted along
 
-            self.kite = await KiteDesk.open(self.config, self._on_update, self._rate_limited, self.metrics.registry)
+            self.kite = self.sender.kite = await KiteDesk.open(self.config, self._on_update, self._rate_limited,
+                                                               self.metrics.registry)
         if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
             from .lease import Lease  # redis-py only where the account is shared across hosts
 
-            self.lease = Lease.open(lease, this_host(self.config), self.metrics.registry)
+            self.lease = self.sender.lease = Lease.open(lease, this_host(self.config), self.metrics.registry)
             return
         await self._open_day(datetime.now(IST).date())
         if self.kite is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
             self.kite.start_updates()
 
     @property
-    def halted(self) -> str:
-        """Why no order may be sent ('' while they may): Kite refused the access token."""
-        return self.kite.halted if self.kite is not None else ""
+    def day(self) -> Day | None:
+        """The open day (its ledger and paper book), held by the send path."""
+        return self.sender.day
+
+    @property
+    def ledger(self) -> Ledger | None:
+        return self.day.ledger if self.day is not None else None
+
+    @property
+    def paper(self) -> PaperBroker | None:
+        return self.day.paper if self.day is not None else None
 
     async def _book(self) -> BrokerBook:
         """The broker's view of the day, for reconciliation."""
@@ -176,19 +159,8 @@ class ExecutionDaemon(Daemon):
 
     async def _open_day(self, day: date) -> None:
         """Today's ledger and book, reconciled; and everything published again for the fleet."""
-        folder = self.state_path(day.isoformat())
-        paper = None
-        if self.kite is None:
-            books = self.section.paper_dir / day.isoformat() if self.section.paper_dir else folder
-            paper = PaperBroker(books / "broker.jsonl", self.section, day)
-        try:
-            ledger = Ledger(folder / "orders.wal", fsync=self.section.fsync, illegal=self.illegal,
-                            floor=self.section.refuse_free_mb << 20)
-        except OSError:
-            if paper is not None:
-                paper.close()
-            raise
-        self.paper, self.ledger, self.day = paper, ledger, day
+        self.sender.day = Day.open(day, self.state_path(day.isoformat()), self.section, self.illegal,
+                                   paper=self.kite is None)
         book = await self._book()
         self.watch.add(*(o.symbol for o in self.orders.values()), *(o.symbol for o in book.by_tag.values()))
         plan = reconcile(self.orders, book, time.time_ns(), self.section.max_order_age_sec)
@@ -217,7 +189,7 @@ class ExecutionDaemon(Daemon):
             case Send():
                 log.warning("order %s was logged but never sent; sending it now", order.client_id,
                             extra=fields(order))
-                self._submit_when_known(order)
+                self.sender.when_known(order)
             case RefuseStale(age=age):
                 log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not sent late",
                             order.client_id, age, extra=fields(order))
@@ -295,9 +267,9 @@ class ExecutionDaemon(Daemon):
                 if self.paper is not None:
                     self.paper.flush()
                 self.unclaimed.report(self.section.max_order_age_sec)
-                self._expire_parked(time.monotonic())
+                self.sender.expire_parked(time.monotonic())
                 today = datetime.now(IST).date()
-                if today != self.day:
+                if self.day is None or today != self.day.date:
                     await self._roll(today)
                 if self.kite is not None and time.monotonic() >= next_poll:
                     await self.kite.poll()
@@ -308,8 +280,8 @@ class ExecutionDaemon(Daemon):
     async def _roll(self, today: date) -> None:
         """Orders are valid for the day: cancel what is still working, then start the new day's files. A state
         disk that refuses them refuses the day's orders meanwhile (the serving loop tries again every second)."""
-        if self.ledger is not None:
-            self._end_day()
+        if self.day is not None:
+            self._end_day(self.day)
         try:
             await self._open_day(today)
         except OSError as exc:
@@ -321,21 +293,17 @@ class ExecutionDaemon(Daemon):
             log.info("%s: the day's write-ahead log is open; new orders are taken again", today)
             self.unopened = ""
 
-    def _end_day(self) -> None:
+    def _end_day(self, day: Day) -> None:
         """What was still working or waiting is cancelled, the day's files closed."""
-        self._refuse_parked(self.instruments.take_parked(), PARKED_AT_ROLL)
-        self._refuse_parked(self.queue.take_all(), QUEUED_AT_ROLL)
-        self.instruments = Instruments()  # a new day's contracts may differ (a lot size revised at the roll)
-        for order in self.orders.values():
+        self.sender.end_day()
+        for order in day.orders.values():
             if order.status == OPEN:
-                if self.paper is not None:  # Kite ends its DAY orders by itself
-                    self.paper.cancel(self.paper.orders[order.order_id], "end of day")
-                assert self.ledger is not None
-                self.ledger.close(order, CANCELLED, "end of day")
+                if day.paper is not None:  # Kite ends its DAY orders by itself
+                    day.paper.cancel(day.paper.orders[order.order_id], "end of day")
+                day.ledger.close(order, CANCELLED, "end of day")
                 self.tell.order(order)
-        self._close_files()
-        self.ledger = self.paper = None
-        self.governor.new_day()
+        day.close_files()
+        self.sender.day = None
 
     async def drain(self) -> None:
         if self.kite is not None:  # live sends in flight first: their answers belong in the log
@@ -345,18 +313,16 @@ class ExecutionDaemon(Daemon):
             await self.lease.hand_over(len(self.kite.sends) if self.kite is not None else 0)
 
     def _close_files(self) -> None:
-        if self.ledger is not None:
-            self.ledger.close_file()
-        if self.paper is not None:
-            self.paper.close()
+        if self.day is not None:
+            self.day.close_files()
 
     def _on_tick(self, event: Event) -> None:
         p = event.payload
-        if p["symbol"] not in self.instruments:
-            self._learn(p["symbol"], InstrumentFacts.of_tick(p))
+        if p["symbol"] not in self.sender.instruments:
+            self.sender.learn(p["symbol"], InstrumentFacts.of_tick(p))
         if self.paper is None or (self.lease is not None and self.lease.left() <= 0):
             return  # no paper broker, or its book may be another execution's now (a lapsed lease)
-        self.margin_model.mark(p)
+        self.sender.margin_model.mark(p)
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
             if order is not None and self._record_fill(order, trade, publish=True):
@@ -371,7 +337,7 @@ class ExecutionDaemon(Daemon):
         self._sync(order, update.order, update.trades)
 
     def _rate_limited(self, delay: float) -> None:
-        self.governor.hold(time.monotonic() + delay)
+        self.sender.governor.hold(time.monotonic() + delay)
 
     def _on_approved(self, event: Event) -> None:
         if self.unopened:
@@ -389,7 +355,7 @@ class ExecutionDaemon(Daemon):
             log.info("order %s already known; not sent again", cid, extra={"ORDER_ID": cid, "TRACE_ID": event.trace})
             return
         try:
-            facts = InstrumentFacts.of_order(p) or self.instruments.get(str(p.get("symbol")))
+            facts = InstrumentFacts.of_order(p) or self.sender.instruments.get(str(p.get("symbol")))
             order = Order.from_approved(cid, p, facts.type if facts else "", facts.exchange if facts else "",
                                         event.trace)
         except BadOrder as exc:
@@ -400,10 +366,10 @@ class ExecutionDaemon(Daemon):
             return
         self.watch.add(order.symbol)  # its fills (paper) and margin marks from now on
         if facts is not None:
-            self._learn(order.symbol, facts)
-            self.margin_model.first_mark(order.symbol, p.get("tick_price"), facts.strike)
+            self.sender.learn(order.symbol, facts)
+            self.sender.margin_model.first_mark(order.symbol, p.get("tick_price"), facts.strike)
         found = self.unclaimed.claim(cid)  # the broker has it already: adopted, whatever its age
-        if found is None and (why := self._unsendable(order)):
+        if found is None and (why := self.sender.unsendable(order)):
             self.tell.refused(event, why, cid)
             return
         try:
@@ -414,52 +380,7 @@ class ExecutionDaemon(Daemon):
         if found is not None:
             self._adopt(order, *found)
         else:
-            self._submit_when_known(order)
-
-    def _submit_when_known(self, order: Order) -> None:
-        """Sent (or queued for the rate budget) if what the broker needs of its instrument is known: Kite its
-        exchange, the paper broker its lot and tick size; else it waits for the symbol's first tick."""
-        known = order.symbol in self.instruments or (
-            bool(order.exchange) if self.paper is None else order.symbol in self.paper.instruments)
-        if known:
-            self._submit(order)
-            return
-        self.instruments.park(order, time.monotonic())
-        log.info("order %s waits for the first tick of %s: the approval did not say its exchange and lot size",
-                 order.client_id, order.symbol, extra=fields(order))
-
-    def _learn(self, symbol: str, facts: InstrumentFacts) -> None:
-        """An instrument's facts, first seen: the paper broker's book keeps them; orders that waited go."""
-        if self.paper is not None:
-            self.paper.know(symbol, facts.lot_size, facts.tick_size)
-        for order in self.instruments.learn(symbol, facts):
-            if order.status == NEW:
-                self._submit(order)
-
-    def _expire_parked(self, now: float) -> None:
-        """Orders that waited for a first tick longer than max_order_age_sec: refused, never sent late."""
-        max_age = self.section.max_order_age_sec
-        self._refuse_parked(self.instruments.expired(now, max_age), PARKED_STALE, age=max_age)
-
-    def _refuse_parked(self, orders: Sequence[Order], why: str, **details: object) -> None:
-        """Orders that waited (for a first tick, for the rate budget), refused: ``why`` may name each one's symbol
-        (and ``details``)."""
-        for order in orders:
-            if order.status == NEW:
-                self._not_sent(order, why.format(symbol=order.symbol, **details))
-
-    def _unsendable(self, order: Order) -> str:
-        """Why a new order may not go to the broker ('' if it may)."""
-        if self.halted:
-            return TOKEN_HALT
-        if self.kite is not None and not order.exchange and order.symbol in self.instruments:
-            return f"the exchange of {order.symbol} is unknown (neither the approval nor its ticks say it)"
-        age = self._age(order)
-        if age > self.section.max_order_age_sec:
-            return f"stale: its tick is {age:.1f}s old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late"
-        if self.governor.day_exhausted():
-            return f"the day's order budget ({self.section.orders_per_day}) is used up"
-        return ""
+            self.sender.when_known(order)
 
     def _adopt(self, order: Order, at_broker: BrokerOrder, reported: dict[str, Trade]) -> None:
         """An approval whose order the broker has by its tag (placed by a former active execution, or one this
@@ -471,97 +392,6 @@ class ExecutionDaemon(Daemon):
         # The paper book holds every trade (it filled the order on ticks while it was unknown here); Kite's were kept.
         trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else list(reported.values())
         self._sync(order, at_broker, trades)
-
-    @staticmethod
-    def _age(order: Order) -> float:
-        return age_of(order, time.time_ns())
-
-    def _submit(self, order: Order) -> None:
-        """Send now, or queue behind the governor (orders leave in the order they came)."""
-        if self.queue.submit(order):
-            self.throttled.inc()
-            log.info("order %s waits for the order-rate budget (%d waiting)", order.client_id, len(self.queue),
-                     extra=fields(order))
-
-    def _send(self, order: Order) -> None:
-        assert self.ledger is not None
-        age = self._age(order)
-        if age > self.section.max_order_age_sec:  # it waited for the order-rate budget until it went stale
-            self.ledger.close(order, REJECTED, f"stale: waited for the order-rate budget until its tick was {age:.1f}s "
-                                               f"old (max_order_age_sec {self.section.max_order_age_sec:g}); not sent late")
-            log.warning("order %s not sent: %s", order.client_id, order.reason, extra=fields(order))
-            self.tell.rejected(order)
-            self.tell.order(order)
-            return
-        if self.paper is not None:
-            if self.section.margin.check and (why := self.margin_model.refusal(order, self.ledger.exposure)):
-                self._short_of_margin(order, why)
-                return
-            if self._fenced(order):
-                return
-            self._placed(order, self.paper.place(order.client_id, order.symbol, order.side, order.quantity,
-                                                 order.order_type, order.limit_price, time.time_ns()))
-            return
-        assert self.kite is not None
-        self.kite.send(self._send_live(order, self.kite), order.client_id)
-
-    async def _send_live(self, order: Order, kite: KiteDesk) -> None:
-        assert self.ledger is not None
-        if self.halted:  # queued behind the governor before the halt
-            self._not_sent(order, TOKEN_HALT)
-            return
-        units = added(order, self.ledger.exposure) if self.section.margin.check else 0
-        if units and (why := await kite.margin_refusal(order, units)):
-            if why == TOKEN_HALT:
-                self._not_sent(order, why)
-            else:
-                self._short_of_margin(order, why)
-            return
-        if self._fenced(order):  # after the margin call: right before the place call
-            return
-        try:
-            self.ledger.durable()  # the intent on disk before Kite hears of the order
-        except OSError as exc:
-            self._not_sent(order, NOT_DURABLE_REFUSAL.format(exc.strerror or exc))
-            return
-        at_broker = await kite.place(order)
-        if at_broker is not None and order.status == NEW:  # an update may have brought it first
-            self._placed(order, at_broker)
-
-    def _short_of_margin(self, order: Order, why: str) -> None:
-        """Refused before the send for want of margin (margin.py): counted, closed REJECTED with the reason, told."""
-        self.margin_refusals.inc()
-        self._not_sent(order, why)
-
-    def _not_sent(self, order: Order, why: str) -> None:
-        assert self.ledger is not None
-        self.ledger.close(order, REJECTED, why)
-        log.warning("order %s not sent: %s", order.client_id, why, extra=fields(order))
-        self.tell.rejected(order)
-        self.tell.order(order)
-
-    def _fenced(self, order: Order) -> bool:
-        """The check right before every place call (with a lease): True, logged and counted, when the lease is not
-        surely ours. The order is not rejected: its intent stays NEW in this log and the approval is left to the
-        active execution, which gets it again from risk (control.sync at its takeover) and sends it once or
-        adopts it by tag; should this one lead again, its reconciliation does the same."""
-        if self.lease is None or not (why := self.lease.refusal()):
-            return False
-        self.lease.refused.inc()
-        log.critical("order %s NOT sent: %s (fence %d); left to the active execution", order.client_id, why,
-                     self.lease.fence, extra=fields(order))
-        return True
-
-    def _placed(self, order: Order, at_broker: BrokerOrder) -> None:
-        """The broker's answer to our place call: logged, counted, told."""
-        if order.tick_ts:
-            self.latency.observe(max(0.0, (time.time_ns() - order.tick_ts) / 1e9))
-        assert self.ledger is not None
-        self.ledger.answer(order, at_broker)
-        if order.status == REJECTED:
-            self.tell.rejected(order)
-        self.tell.order(order)
-        self.tell.answered(order)  # after the event: the fleet does not wait for journald
 
     def _record_fill(self, order: Order, trade: Trade, *, publish: bool) -> bool:
         """A trade into the ledger (once, by its id), counted, logged and (``publish``) told."""
@@ -585,10 +415,10 @@ class ExecutionDaemon(Daemon):
     def status(self) -> str:
         by_status = Tally(o.status for o in self.orders.values())
         fills = sum(len(o.fills) for o in self.orders.values())
-        waiting = f", {len(self.queue)} waiting for the rate budget" if self.queue else ""
-        if parked := self.instruments.waiting:
+        waiting = f", {len(self.sender.queue)} waiting for the rate budget" if self.sender.queue else ""
+        if parked := self.sender.instruments.waiting:
             waiting += f", {parked} waiting for a first tick of their symbol"
-        halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.halted else ""
+        halted = "HALTED (Kite refused the access token: run `algoctl login`); " if self.sender.halted else ""
         broker = "kite" if self.kite is not None else "paper broker"
         disk = ""
         if self.unopened:

@@ -22,6 +22,7 @@ from ..runtime.calendar import IST
 from ..runtime.envelope import RISK_APPROVED
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.rehearsal import SYMBOL, deliver, made_up_signal, silence
+from .day import Day
 from .ledger import Ledger
 from .margin import Exposure
 from .paper import PaperBroker
@@ -36,10 +37,10 @@ def rehearsal(execution: ExecutionDaemon) -> Callable[[], None]:
     silence(shadow.bus)
     nowhere = Path(os.devnull)
     day = datetime.now(IST).date()
-    shadow.paper = PaperBroker(nowhere, execution.section.model_copy(update={"fsync": False}), day)
-    shadow.ledger = ledger = Ledger(nowhere, fsync=False, illegal=shadow.illegal)
-    shadow.day = day
-    paper, governor = shadow.paper, shadow.governor
+    paper = PaperBroker(nowhere, execution.section.model_copy(update={"fsync": False}), day)
+    ledger = Ledger(nowhere, fsync=False, illegal=shadow.illegal)
+    shadow.sender.day = Day(day, ledger, paper)
+    governor = shadow.sender.governor
     count = itertools.count(1)
 
     def step() -> None:

@@ -18,7 +18,6 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..engine.strategies import KINDS, Strategy, build, watched
 from ..features.cache import Ring
 from ..features.codec import snapshot
 from ..features.indicators import Periods
@@ -28,6 +27,7 @@ from ..runtime.config import ConfigError, FleetConfig, MarketdataSection, Proble
 from ..runtime.daemon import Daemon, pause, serve
 from ..runtime.envelope import FEATURES_BAR, FEATURES_SNAPSHOT, FEATURES_SYNC, MARKETDATA_OHLC, MARKETDATA_TICK, Event, tick_key
 from ..runtime.metrics import DaemonMetrics
+from ..strategies import KINDS, Strategy, build, watched
 from .contracts import derivatives
 from .instruments import Instrument, InstrumentsError, load_instruments
 from .session import SessionClock

@@ -53,6 +53,7 @@ from ..runtime.logs import after_turn
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.rehearsal import rehearse
 from ..runtime.tick_watch import TickWatch
+from ..strategies import build
 from .rehearsal import rehearsal
 from .rules import CODES, Decision, RiskRules
 
@@ -144,7 +145,6 @@ class RiskDaemon(Daemon):
             self.desk = None
         if not self.config.portfolios:
             return
-        from ..engine.strategies import build  # what the followed strategies trade
         from .portfolios import Desk
 
         self.desk = Desk(self.config.portfolios, self.state_path("portfolios"))

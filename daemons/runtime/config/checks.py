@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ...strategies import build
 from .daemon_sections import DaemonSection, DaemonsSection, listen_port
 from .model import FleetConfig
 from .problems import Problem
@@ -111,8 +112,7 @@ def missing_credentials(config: FleetConfig, *names: str) -> list[Problem]:
 
 
 def _check_strategies(config: FleetConfig, ports: dict[int, str]) -> list[Problem]:
-    from ...engine.strategies import build  # the engines' code judges their parameters
-
+    """Unique names, parameters their kind accepts (its own constructor judges them), and an own process's port."""
     problems: list[Problem] = []
     names: dict[str, str] = {}
     for engine, section in config.daemons.engines():

@@ -98,7 +98,7 @@ class MarketdataSection(DaemonSection):
 
 class StrategySection(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")  # unique in the fleet: journald's STRATEGY=
-    kind: str  # see daemons/engine/strategies: ema_crossover, rsi_reversion, short_straddle, model
+    kind: str  # see daemons/strategies: ema_crossover, rsi_reversion, short_straddle, model
     enabled: bool = True
     params: dict[str, StrategyParam] = {}
     # "own": run by algo-strategy@NAME in a process of its own (and skipped by its engine)

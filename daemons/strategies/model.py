@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...runtime.samples import Samples
+from ..runtime.samples import Samples
 from .base import FeatureBar, Signal, Strategy, Tick
 
 if TYPE_CHECKING:
-    from ...models.onnx_model import Model
+    from ..models.onnx_model import Model
 
 INFERENCE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005, 0.025)
 
@@ -53,7 +53,7 @@ class ModelStrategy(Strategy):
     def open(self) -> None:
         # Imported here: every daemon builds the configured strategies to check the config, and the model's
         # numpy would cost each of them ~13 MB of RSS (bench/pipeline/README.md, round 3).
-        from ...models.onnx_model import Model
+        from ..models.onnx_model import Model
 
         self.model = None  # a model that fails to load again is not kept running in its stead
         self.model = Model.load(self.path)

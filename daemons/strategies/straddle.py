@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, time
 from typing import Any
 
-from ...runtime.calendar import IST
+from ..runtime.calendar import IST
 from .base import Signal, Strategy, Tick
 
 
