@@ -2,10 +2,10 @@
 
 This module is the wiring: subscriptions, metrics, the day's lifecycle (``day.py``: its ledger and paper
 book), the paper/Kite split, an approval's intake and the reconciliation plans carried out; the send path
-(``sender.py``) takes an accepted order from there to the broker. Every order gets a deterministic client id (the Kite tag); the ledger (``ledger.py``) writes its
-intent to the write-ahead log, fsynced, before it is sent, and every broker answer after (written at
-once, fsynced after the turn's events are out: backlog.py); every
-status change goes through the ledger's table of allowed transitions. On start the log is
+(``sender.py``) takes an accepted order from there to the broker. Every order gets a deterministic client
+id (the Kite tag); the ledger (``ledger.py``) writes its intent to the write-ahead log, fsynced, before it
+is sent, and every broker answer after (written at once, fsynced after the turn's events are out:
+backlog.py); every status change goes through the ledger's table of allowed transitions. On start the log is
 reconciled with the broker's book before READY=1 (``reconcile.py`` plans it, this module carries
 the plan out): orders the broker has are adopted, orders it never saw are sent, fills we had not
 heard of are recorded. Then every order state and fill of the day is published again; subscribers
