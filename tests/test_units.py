@@ -113,13 +113,16 @@ def test_the_root_helper_is_reachable_only_by_the_fleets_group_and_can_do_nothin
     assert sock["ListenStream"] == [str(CommanderSection().unitctl_socket)]
 
 
-def test_engines_need_premarket_and_stop_before_what_they_use() -> None:
+def test_engines_need_premarket_and_start_beside_execution_before_the_feed() -> None:
     for engine in ("algo-fno.service", "algo-equity.service", "algo-options.service", "algo-strategy@.service"):
         d = directives(source_dir() / engine)
         after = " ".join(d["After"]).split()
         assert d["Requires"] == ["algo-premarket.service"]
-        assert {"algo-premarket.service", "algo-risk.service", "algo-execution.service", "algo-journal.service"} <= set(after)
-        assert set(" ".join(d["Wants"]).split()) >= set(after) - {"algo-premarket.service"} | {"algo-marketdata.service"}
+        assert {"algo-premarket.service", "algo-risk.service", "algo-journal.service"} <= set(after)
+        # Beside execution: it publishes the day's fills again as it starts, and the feed waits for both.
+        assert "algo-execution.service" not in after
+        assert set(" ".join(d["Wants"]).split()) >= set(after) - {"algo-premarket.service"} | {
+            "algo-marketdata.service", "algo-execution.service"}
     for service in ("algo-risk.service", "algo-execution.service", "algo-marketdata.service"):
         assert "algo-journal.service" in " ".join(directives(source_dir() / service)["After"]).split()
     feed_after = set(" ".join(directives(source_dir() / "algo-marketdata.service")["After"]).split())
