@@ -2,17 +2,17 @@
 
 This module is the wiring: subscriptions, metrics, the day's lifecycle (``day.py``: its ledger and paper
 book), the paper/Kite split, an approval's intake and the reconciliation plans carried out; the send path
-(``sender.py``) takes an accepted order from there to the broker. Every order gets a deterministic client
-id (the Kite tag); the ledger (``ledger.py``) writes its intent to the write-ahead log, fsynced, before it
-is sent, and every broker answer after (written at once, fsynced after the turn's events are out:
-backlog.py); every status change goes through the ledger's table of allowed transitions. On start the log is
-reconciled with the broker's book before READY=1 (``reconcile.py`` plans it, this module carries
-the plan out): orders the broker has are adopted, orders it never saw are sent, fills we had not
-heard of are recorded. Then every order state and fill of the day is published again; subscribers
-deduplicate by client_id / fill_id, so a crash at any point loses nothing and doubles nothing.
-Approvals sent while execution was down are asked for again (``control.sync``, answered by risk);
-one whose tick is older than ``max_order_age_sec`` is refused as stale rather than sent late, and
-so is a logged order the broker never saw.
+(``sender.py``) takes an accepted order from there to the broker. Every order gets a deterministic client id
+(the Kite tag); the ledger (``ledger.py``) writes its intent to the write-ahead log before it is sent
+(fdatasync'ed before a Kite place call; with the paper broker, whose book a power cut takes with it, within
+2 ms), and every broker answer after (backlog.py); every status change goes through the ledger's table of
+allowed transitions. On start the log is reconciled with the broker's book before READY=1 (``reconcile.py``
+plans it, this module carries the plan out): orders the broker has are adopted, orders it never saw are
+sent, fills we had not heard of are recorded. Then every order state and fill of the day is published again;
+subscribers deduplicate by client_id / fill_id, so a crash at any point loses nothing and doubles nothing.
+Approvals sent while execution was down are asked for again (``control.sync``, answered by risk); one whose
+tick is older than ``max_order_age_sec`` is refused as stale rather than sent late, and so is a logged order
+the broker never saw.
 
 Two brokers stand behind the same logic: the paper broker (``paper.py``, fills on our ticks) and
 Kite (``broker = "kite"``: ``kite_desk.py``; ``kite_broker.py`` places without blocking the loop, order
