@@ -76,7 +76,7 @@ def test_a_strategy_runs_alone_and_an_engine_reloads_alone(sandbox: Sandbox) -> 
     assert sandbox.show("algo-equity.service", "StatusText")["StatusText"].startswith("paper: 1 strategies")
     equity_pid = sandbox.show("algo-equity.service", "MainPID")["MainPID"]
     sandbox.systemctl("reload", "algo-equity.service", check=True)
-    wait_until(lambda: "algo-equity.service" and "reloaded" in sandbox.journalctl(
+    wait_until(lambda: "reloaded" in sandbox.journalctl(
         "-u", "algo-equity.service", "-o", "cat").stdout, 10, "the reload")
     assert sandbox.show("algo-equity.service", "MainPID")["MainPID"] == equity_pid
     assert sandbox.show("algo-strategy@rsi-reliance.service", "MainPID")["MainPID"] == own["MainPID"]
