@@ -97,14 +97,12 @@ class ExecutionDaemon(Daemon):
         self.backlog.set_function(lambda: len(self.ledger.log.pending) if self.ledger is not None else 0)
         self.sender = Sender(self.section, self.tell, reg)
         self.unopened = ""  # why today's files could not be opened at the roll ("" while they are)
-        self.kite: KiteDesk | None = None  # broker = "kite": set up in setup()
         # The broker's orders the log does not know: an approval that arrives again for one adopts it, never sends
         # it a second time (a former active's orders, found at a takeover; an order whose record the log lost)
         self.unclaimed = Unclaimed(leased=self.section.lease is not None)
         self.overdue = Gauge("algo_execution_unclaimed_orders", "Orders at the broker with a tag of ours that no "
                              "approval claimed within max_order_age_sec of being found", registry=reg)
         self.overdue.set_function(lambda: len(self.unclaimed.overdue(self.section.max_order_age_sec)))
-        self.lease: Lease | None = None  # [daemons.execution.lease]: set up in setup() (its password is a credential)
         # Only the ticks of the symbols of the day's orders (TickWatch): an approval brings its instrument's facts
         # and price, so the universe's ticks are neither read nor decoded here. With Kite, ticks only tell an
         # instrument's facts: the newest is enough. The paper broker fills on them, so it must see every one of
@@ -122,16 +120,26 @@ class ExecutionDaemon(Daemon):
         if self.section.broker == "kite":
             from .kite_desk import KiteDesk  # live only: kiteconnect brings Twisted along
 
-            self.kite = self.sender.kite = await KiteDesk.open(self.config, self._on_update, self._rate_limited,
-                                                               self.metrics.registry)
+            self.sender.kite = await KiteDesk.open(self.config, self._on_update, self._rate_limited,
+                                                   self.metrics.registry)
         if (lease := self.section.lease) is not None:  # a standby until run() holds the lease
             from .lease import Lease  # redis-py only where the account is shared across hosts
 
-            self.lease = self.sender.lease = Lease.open(lease, this_host(self.config), self.metrics.registry)
+            self.sender.lease = Lease.open(lease, this_host(self.config), self.metrics.registry)
             return
         await self._open_day(datetime.now(IST).date())
         if self.kite is not None:  # after reconciliation: updates need the day's orders; the poll has the gap
             self.kite.start_updates()
+
+    @property
+    def kite(self) -> KiteDesk | None:
+        """broker = "kite": the live desk, set up in setup() and held by the send path."""
+        return self.sender.kite
+
+    @property
+    def lease(self) -> Lease | None:
+        """[daemons.execution.lease]: set up in setup() (its password is a credential), held by the send path."""
+        return self.sender.lease
 
     @property
     def day(self) -> Day | None:
