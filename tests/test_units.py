@@ -139,7 +139,18 @@ def test_long_running_service_contract(service: str) -> None:
     assert d["WatchdogSec"] and d["StartLimitIntervalSec"] and d["StartLimitBurst"]
     assert d["User"] == ["algo"] and d["Group"] == ["algo"]
     assert d["ExecStart"][0].startswith("/opt/algo/venv/bin/")
-    assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # A reload that waits for the daemon's outcome (systemd 252 ends the job when ExecReload= exits)
+    assert d["ExecReload"] == ["/opt/algo/venv/bin/algo-reload $MAINPID"]
+    assert d["RuntimeDirectory"], "algo-reload and the daemon meet in the unit's RuntimeDirectory="
+
+
+def test_no_two_units_share_a_runtime_directory() -> None:
+    """systemd removes a unit's RuntimeDirectory= when it stops: a shared one would vanish under the other unit."""
+    owners: dict[str, list[str]] = {}
+    for service in SERVICES:
+        for name in " ".join(directives(source_dir() / service).get("RuntimeDirectory", [])).split():
+            owners.setdefault(name, []).append(service)
+    assert {name: units for name, units in owners.items() if len(units) > 1} == {}
 
 
 def test_target_pulls_in_the_fleet() -> None:

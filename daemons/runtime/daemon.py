@@ -1,7 +1,7 @@
 """The lifecycle every daemon shares, shaped for systemd ``Type=notify``:
 
 setup -> READY=1 -> run ... SIGTERM -> STOPPING=1 -> drain (bounded) -> exit 0
-SIGHUP -> RELOADING=1 -> re-read config -> reload hook -> READY=1
+SIGHUP -> RELOADING=1 -> re-read config -> reload hook -> READY=1 -> the outcome to algo-reload (reload_handshake)
 A config error exits 78 (EX_CONFIG), which the units list in RestartPreventExitStatus=; so does a
 damaged state file (``integrity.DamagedFile``), after one crit line.
 WATCHDOG=1 is sent from the event loop, and only while the daemon's health check passes,
@@ -33,6 +33,7 @@ from .integrity import DamagedFile
 from .logs import setup_logging
 from .metrics import BusClientCollector, DaemonMetrics
 from .notify import Notifier
+from .reload_handshake import Handshake, runtime_dir
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -141,6 +142,7 @@ class Runner:
         self._started = time.monotonic()
         self._worst_lag = 0.0  # since the last heartbeat
         self._host = this_host(daemon.config)
+        self.handshake = Handshake(runtime_dir())
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -198,19 +200,31 @@ class Runner:
         return EX_CONFIG
 
     async def reload(self) -> None:
+        """SIGHUP: re-read the config and apply it, or refuse it and keep the running one; either way the
+        outcome goes to ``algo-reload`` (``ExecReload=``), so that ``systemctl reload`` reports it."""
+        token = self.handshake.requested()
         self.notifier.reloading()
+        problems: list[str] = []
         try:
             config = load_config(self.config_path)
             type(self.daemon).section_of(config)  # e.g. a strategy process whose strategy was removed
         except ConfigError as exc:
             self.daemon.metrics.reloads.labels("rejected").inc()
-            for problem in exc.problems:
-                log.error("reload rejected, keeping the running config: %s: %s", exc.source, problem)
+            problems = [f"{exc.source}: {problem}" for problem in exc.problems]
+            for problem in problems:
+                log.error("reload rejected, keeping the running config: %s", problem)
         else:
-            await self.daemon.reload(config)
-            self.daemon.metrics.reloads.labels("applied").inc()
-            log.info("%s reloaded %s", self.daemon.name, self.config_path)
+            try:
+                await self.daemon.reload(config)
+            except Exception as exc:  # a bug in a reload hook: logged whole, reported, and the daemon goes on
+                log.exception("%s failed to apply the reloaded config", self.daemon.name)
+                self.daemon.metrics.reloads.labels("failed").inc()
+                problems = [f"applying it failed: {exc!r}; see the journal"]
+            else:
+                self.daemon.metrics.reloads.labels("applied").inc()
+                log.info("%s reloaded %s", self.daemon.name, self.config_path)
         self.notifier.ready(self.daemon.status())
+        self.handshake.answer(token, problems)
 
     async def _status_loop(self) -> None:
         while True:

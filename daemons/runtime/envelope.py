@@ -25,7 +25,6 @@ EXECUTION_REJECT = "execution.reject"
 PORTFOLIO_ALLOCATION = "portfolio.allocation"  # a fill of a portfolios' net order shared out (daemons/risk/portfolios.py)
 CONTROL_PAUSE = "control.pause"
 CONTROL_RESUME = "control.resume"
-CONTROL_RELOAD = "control.reload"
 CONTROL_KILL_SWITCH = "control.kill_switch"
 CONTROL_SYNC = "control.sync"  # a restarted daemon asks for what it may have missed (see engine, execution)
 CONTROL_COMMAND = "control.command"  # a control-plane command, to the unit hosting its strategy (algo-commander)
