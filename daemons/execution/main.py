@@ -1,13 +1,14 @@
 """algo-execution: ``risk.approved`` orders to the broker, ``execution.order/fill/reject`` back.
 
 This module is the wiring: subscriptions, metrics, the day's lifecycle (``day.py``: its ledger and paper
-book), the paper/Kite split, an approval's intake and the reconciliation plans carried out; the send path
-(``sender.py``) takes an accepted order from there to the broker. Every order gets a deterministic client id
+book) and the paper/Kite split. An approval becomes an order in ``intake.py``; the send path (``sender.py``)
+takes it from there to the broker; ``bookkeeper.py`` carries out what reconciliation plans. Every order gets
+a deterministic client id
 (the Kite tag); the ledger (``ledger.py``) writes its intent to the write-ahead log before it is sent
 (fdatasync'ed before a Kite place call; with the paper broker, whose book a power cut takes with it, within
 2 ms), and every broker answer after (backlog.py); every status change goes through the ledger's table of
 allowed transitions. On start the log is reconciled with the broker's book before READY=1 (``reconcile.py``
-plans it, this module carries the plan out): orders the broker has are adopted, orders it never saw are
+plans it, the bookkeeper carries the plan out): orders the broker has are adopted, orders it never saw are
 sent, fills we had not heard of are recorded. Then every order state and fill of the day is published again;
 subscribers deduplicate by client_id / fill_id, so a crash at any point loses nothing and doubles nothing.
 Approvals sent while execution was down are asked for again (``control.sync``, answered by risk); one whose
@@ -55,15 +56,16 @@ from ..runtime.instrument import InstrumentFacts
 from ..runtime.metrics import DaemonMetrics
 from ..runtime.rehearsal import rehearse
 from ..runtime.tick_watch import TickWatch
-from .broker_types import CANCELLED, OPEN, REJECTED, BrokerBook, BrokerOrder, Trade
-from .clientid import client_id
+from .bookkeeper import Bookkeeper
+from .broker_types import CANCELLED, OPEN, BrokerBook
 from .day import Day
+from .intake import Intake
 from .ledger import Ledger
-from .orders import BadOrder, Order
-from .outcomes import Outcomes, fields
+from .orders import Order
+from .outcomes import Outcomes
 from .paper import PaperBroker
-from .reconcile import Action, Adopt, Close, RecordFills, RefuseStale, Send, UnknownAtBroker, outcome, reconcile, sync
-from .refusals import DAY_UNOPENED, DAY_UNOPENED_REFUSAL, DISK_FULL_REFUSAL
+from .reconcile import outcome, reconcile
+from .refusals import DAY_UNOPENED
 from .rehearsal import rehearsal
 from .sender import Sender
 from .unclaimed import Unclaimed
@@ -109,6 +111,8 @@ class ExecutionDaemon(Daemon):
         # what it trades (a skipped tick could have crossed a limit).
         self.bus.subscribe(MARKETDATA_TICK, self._on_tick, latest_only=self.section.broker == "kite")
         self.watch = TickWatch(self.bus)
+        self.keeper = Bookkeeper(self.sender, self.tell, self.unclaimed, self.reconciled)
+        self.intake = Intake(self.sender, self.keeper, self.tell, self.unclaimed, self.watch)
         self.bus.subscribe(RISK_APPROVED, self._on_approved)
         self.bus.subscribe(CONTROL_SYNC, self._on_sync)
 
@@ -173,7 +177,7 @@ class ExecutionDaemon(Daemon):
         self.watch.add(*(o.symbol for o in self.orders.values()), *(o.symbol for o in book.by_tag.values()))
         plan = reconcile(self.orders, book, time.time_ns(), self.section.max_order_age_sec)
         for action in plan:
-            self._carry_out(action, restart=True)
+            self.keeper.carry_out(action, restart=True)
         done = +outcome(plan)
         if self.lease is not None and "unknown_at_broker" in done:  # at a takeover: the former active's, expected
             done["former_active"] = done.pop("unknown_at_broker")
@@ -185,49 +189,6 @@ class ExecutionDaemon(Daemon):
             self.tell.order(order, count=False)
             for fill in order.fills.values():
                 self.tell.fill_again(order, fill)
-
-    def _carry_out(self, action: Action, *, restart: bool) -> None:
-        """One step of a reconciliation plan (``restart``: at start, where everything is published after)."""
-        assert self.ledger is not None
-        if isinstance(action, UnknownAtBroker):
-            self.unclaimed.found(action.at_broker, action.trades)
-            return
-        order = self.orders[action.client_id]
-        match action:
-            case Send():
-                log.warning("order %s was logged but never sent; sending it now", order.client_id,
-                            extra=fields(order))
-                self.sender.when_known(order)
-            case RefuseStale(age=age):
-                log.warning("order %s was logged but never sent, and its tick is %.1fs old; refused, not sent late",
-                            order.client_id, age, extra=fields(order))
-                self.ledger.close(order, REJECTED, f"stale: never reached the broker; {age:.1f}s old at restart")
-                self.tell.rejected(order)
-            case Adopt(at_broker=at_broker):
-                if restart:
-                    log.warning("order %s reached the broker before the restart (order id %s, %s%s); adopted, not "
-                                "sent again", order.client_id, at_broker.order_id, at_broker.status,
-                                f": {at_broker.reason}" if at_broker.reason else "", extra=fields(order))
-                self.ledger.answer(order, at_broker)
-                if not restart:  # reconciliation tells its adoptions itself
-                    self.tell.answered(order)
-            case RecordFills(trades=trades):
-                for trade in trades:
-                    self._record_fill(order, trade, publish=not restart)
-            case Close(status=status, reason=reason):
-                if self.ledger.close(order, status, reason):
-                    log.warning("order %s %s by the broker: %s", order.client_id, status.lower(), reason,
-                                extra=fields(order))
-
-    def _sync(self, order: Order, at_broker: BrokerOrder, trades: Sequence[Trade]) -> None:
-        """A broker's news of one order while running: carried out, then told."""
-        plan = sync(order, at_broker, trades)
-        for action in plan:
-            self._carry_out(action, restart=False)
-        if plan:
-            if order.status == REJECTED:
-                self.tell.rejected(order)
-            self.tell.order(order)
 
     async def run(self) -> None:
         if self.lease is None:
@@ -333,7 +294,7 @@ class ExecutionDaemon(Daemon):
         self.sender.margin_model.mark(p)
         for at_broker, trade in self.paper.on_tick(p, time.time_ns()):
             order = self.orders.get(at_broker.tag)
-            if order is not None and self._record_fill(order, trade, publish=True):
+            if order is not None and self.keeper.record_fill(order, trade, publish=True):
                 self.tell.order(order)
 
     def _on_update(self, update: OrderUpdate) -> None:
@@ -342,73 +303,13 @@ class ExecutionDaemon(Daemon):
         if order is None:
             self.unclaimed.found(update.order, update.trades)
             return
-        self._sync(order, update.order, update.trades)
+        self.keeper.sync(order, update.order, update.trades)
 
     def _rate_limited(self, delay: float) -> None:
         self.sender.governor.hold(time.monotonic() + delay)
 
     def _on_approved(self, event: Event) -> None:
-        if self.unopened:
-            self.tell.refused(event, DAY_UNOPENED_REFUSAL.format(self.unopened))
-            return
-        if self.ledger is None:  # a standby: the active sends it (a takeover asks risk for recent approvals again)
-            return
-        p = event.payload
-        signal_id = p.get("signal_id")
-        if not signal_id:
-            self.tell.refused(event, "approved order without a signal_id (no deterministic client id possible)")
-            return
-        cid = client_id(str(signal_id))
-        if cid in self.orders:  # the same approval delivered twice (a replayed or re-sent event)
-            log.info("order %s already known; not sent again", cid, extra={"ORDER_ID": cid, "TRACE_ID": event.trace})
-            return
-        try:
-            facts = InstrumentFacts.of_order(p) or self.sender.instruments.get(str(p.get("symbol")))
-            order = Order.from_approved(cid, p, facts.type if facts else "", facts.exchange if facts else "",
-                                        event.trace)
-        except BadOrder as exc:
-            self.tell.refused(event, str(exc))
-            return
-        except ValueError as exc:
-            self.tell.refused(event, f"malformed approved order: {exc}")
-            return
-        self.watch.add(order.symbol)  # its fills (paper) and margin marks from now on
-        if facts is not None:
-            self.sender.learn(order.symbol, facts)
-            self.sender.margin_model.first_mark(order.symbol, p.get("tick_price"), facts.strike)
-        found = self.unclaimed.claim(cid)  # the broker has it already: adopted, whatever its age
-        if found is None and (why := self.sender.unsendable(order)):
-            self.tell.refused(event, why, cid)
-            return
-        try:
-            self.ledger.add(order)  # written before the broker hears of it
-        except OSError as exc:
-            self.tell.refused(event, DISK_FULL_REFUSAL.format(exc.strerror or exc), cid)
-            return
-        if found is not None:
-            self._adopt(order, *found)
-        else:
-            self.sender.when_known(order)
-
-    def _adopt(self, order: Order, at_broker: BrokerOrder, reported: dict[str, Trade]) -> None:
-        """An approval whose order the broker has by its tag (placed by a former active execution, or one this
-        log lost): adopted with the fills the broker has, never sent a second time."""
-        log.warning("order %s is at the broker already (order id %s, %s), placed before this execution knew of it; "
-                    "adopted, not sent again", order.client_id, at_broker.order_id, at_broker.status,
-                    extra=fields(order))
-        self.reconciled.labels("adopted").inc()
-        # The paper book holds every trade (it filled the order on ticks while it was unknown here); Kite's were kept.
-        trades = self.paper.trades_of(at_broker.order_id) if self.paper is not None else list(reported.values())
-        self._sync(order, at_broker, trades)
-
-    def _record_fill(self, order: Order, trade: Trade, *, publish: bool) -> bool:
-        """A trade into the ledger (once, by its id), counted, logged and (``publish``) told."""
-        assert self.ledger is not None
-        fill = self.ledger.fill(order, trade)
-        if fill is None:
-            return False
-        self.tell.filled(order, trade, fill, publish=publish)
-        return True
+        self.intake.take(event, self.unopened)
 
     def _on_sync(self, event: Event) -> None:
         """A restarted engine asks for its fills of the day (it may have missed some while down)."""
