@@ -5,6 +5,7 @@ ignore the signal."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -123,8 +124,8 @@ def test_without_a_runtime_directory_it_only_signals(tmp_path: Path) -> None:
     assert result.returncode == 0 and "not waiting" in result.stdout
 
 
-class Broken(Daemon):
-    """A daemon whose reload hook has a bug."""
+class Plain(Daemon):
+    """A daemon with the default reload hook (adopt the new config)."""
 
     name = "heartbeat"
     uses_bus = False
@@ -132,11 +133,45 @@ class Broken(Daemon):
     async def run(self) -> None:
         await self.stopping.wait()
 
+    def status(self) -> str:
+        return f"every {self.config.daemons.heartbeat.interval_sec:g}s"
+
+
+class Broken(Plain):
+    """A daemon whose reload hook has a bug."""
+
     async def reload(self, config: object) -> None:
         raise KeyError("no such strategy")
 
     def status(self) -> str:
         return "broken"
+
+
+def test_a_refused_file_is_flagged_until_a_reload_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """algo_config_reload_refused (ConfigReloadRefused): the file on disk is not what runs, and a restart would
+    exit 78."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    config = tmp_path / "fleet.toml"
+    config.write_text("[daemons.heartbeat]\ninterval_sec = 0.5\n")
+    daemon = Plain(load_config(config), DaemonMetrics("heartbeat"))
+    runner = Runner(daemon, Notifier(), str(config))
+
+    def refused() -> float | None:
+        return daemon.metrics.registry.get_sample_value("algo_config_reload_refused")
+
+    assert refused() == 0
+    config.write_text("[daemons.heartbeat]\ninterval_sec = 'fast'\n")
+    (tmp_path / "reload.request").write_text("one")
+    asyncio.run(runner.reload())
+    assert refused() == 1 and daemon.status() == "every 0.5s"
+    outcome = json.loads((tmp_path / OUTCOME).read_text())
+    assert outcome["token"] == "one" and outcome["applied"] is False
+    assert outcome["problems"][0].startswith(f"{config}: daemons.heartbeat.interval_sec: ")
+    config.write_text("[daemons.heartbeat]\ninterval_sec = 0.25\n")
+    (tmp_path / "reload.request").write_text("two")
+    asyncio.run(runner.reload())
+    assert refused() == 0 and daemon.status() == "every 0.25s"
+    assert json.loads((tmp_path / OUTCOME).read_text()) == {"token": "two", "applied": True, "problems": []}
 
 
 def test_a_reload_hook_that_raises_is_reported_and_the_daemon_is_ready_again(
@@ -151,6 +186,7 @@ def test_a_reload_hook_that_raises_is_reported_and_the_daemon_is_ready_again(
     asyncio.run(runner.reload())
     assert notifier.last_status == "broken"  # READY=1 was sent again
     assert daemon.metrics.registry.get_sample_value("algo_config_reloads_total", {"result": "failed"}) == 1
+    assert daemon.metrics.registry.get_sample_value("algo_config_reload_refused") == 1
     assert "heartbeat failed to apply the reloaded config" in caplog.text and "KeyError" in caplog.text
     assert (tmp_path / OUTCOME).read_text() == (
         '{"token": "t0ken", "applied": false, "problems": ["applying it failed: KeyError(\'no such strategy\'); '

@@ -223,6 +223,7 @@ class Runner:
             else:
                 self.daemon.metrics.reloads.labels("applied").inc()
                 log.info("%s reloaded %s", self.daemon.name, self.config_path)
+        self.daemon.metrics.reload_refused.set(1 if problems else 0)
         self.notifier.ready(self.daemon.status())
         self.handshake.answer(token, problems)
 

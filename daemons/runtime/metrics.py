@@ -44,6 +44,9 @@ class DaemonMetrics:
             "algo_watchdog_pings", "WATCHDOG=1 notifications sent to systemd", registry=self.registry
         )
         self.reloads = Counter("algo_config_reloads", "Config reloads by result", ["result"], registry=self.registry)
+        self.reload_refused = Gauge(
+            "algo_config_reload_refused", "1 while the config file is one this daemon refused at its last reload "
+            "(it runs the config it had; a restart would exit 78)", registry=self.registry)
         self.loop_lag = Histogram(
             "algo_event_loop_lag_seconds", "How late the watchdog tick ran: event-loop responsiveness",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5), registry=self.registry,
