@@ -177,10 +177,16 @@ def test_the_start_up_chain_is_read_from_systemd_timestamps_relative_to_the_firs
     chain = start_up(show)
     assert chain == {"algo-journal.service": (0.0, 0.4), "algo-risk.service": (0.4005, 0.9),
                      "algo-premarket.service": (0.01, 0.7)}
-    table = startup_table([{"rate": 1000, "start_up": chain}, {"rate": 5000, "start_up": {}}]).splitlines()
-    assert [line.split(" | ")[0] for line in table[4:]] == ["| algo-journal.service", "| algo-premarket.service",
-                                                           "| algo-risk.service"]  # in the order they were up
-    assert table[-1] == "| algo-risk.service | 0.40 -> 0.90 | - |"
+    loads = [{"rate": 1000, "start_up": chain, "ready_s": 0.95, "cpus": 2, "start_cpu_s": {"journal": 0.42, "risk": 0.56}},
+             {"rate": 5000, "start_up": {}}]
+    table = startup_table(loads).splitlines()
+    assert [line.split(" | ")[0] for line in table[4:7]] == ["| algo-journal.service", "| algo-premarket.service",
+                                                            "| algo-risk.service"]  # in the order they were up
+    assert table[4:] == [
+        "| algo-journal.service | 0.00 -> 0.40 (0.42) | - |", "| algo-premarket.service | 0.01 -> 0.70 | - |",
+        "| algo-risk.service | 0.40 -> 0.90 (0.56) | - |", "",
+        "1,000: ready 0.95 s; the daemons had used 0.98 CPU s by then, so on 2 CPUs no order of starts is ready "
+        "before 0.49 s"]
 
 
 def test_the_cold_bench_times_each_call_alone_after_its_gap_slept_or_spun() -> None:

@@ -272,14 +272,28 @@ def resource_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -
 
 def startup_table(loads: Sequence[Mapping[str, Any]]) -> str:
     """When each service started and was up (seconds after the first start), in the order they were up: the
-    units' ordering (``After=``) makes ready a chain of starts."""
+    units' ordering (``After=``) makes ready a chain of starts. With each daemon, the CPU its process had used
+    when the fleet was ready; their sum over the machine's CPUs is the shortest start that CPU allows, whatever
+    the order (algo-premarket, a oneshot gone by then, is not in it)."""
     first = loads[0]["start_up"]
     head = "| service | " + " | ".join(load_label(load) for load in loads) + " |"
-    lines = ["Start-up, s after `systemctl start algo.target`: started -> up", "", head, "|---|" + "---:|" * len(loads)]
+    lines = ["Start-up, s after `systemctl start algo.target`: started -> up (the daemon's CPU s by ready)", "",
+             head, "|---|" + "---:|" * len(loads)]
     for unit in sorted(first, key=lambda u: first[u][1]):
-        cells = [f"{s[0]:.2f} -> {s[1]:.2f}" if (s := load["start_up"].get(unit)) else "-" for load in loads]
+        daemon = unit.removeprefix("algo-").removesuffix(".service")
+        cells = [f"{s[0]:.2f} -> {s[1]:.2f}{_cpu(load, daemon)}" if (s := load["start_up"].get(unit)) else "-"
+                 for load in loads]
         lines.append(f"| {unit} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    floors = [f"{load_label(load)}: ready {load['ready_s']:.2f} s; the daemons had used {sum(cpu.values()):.2f} CPU s "
+              f"by then, so on {load['cpus']} CPUs no order of starts is ready before "
+              f"{sum(cpu.values()) / load['cpus']:.2f} s"
+              for load in loads if (cpu := load.get("start_cpu_s")) and load.get("cpus")]
+    return "\n".join([*lines, "", *floors] if floors else lines)
+
+
+def _cpu(load: Mapping[str, Any], daemon: str) -> str:
+    cpu = (load.get("start_cpu_s") or {}).get(daemon)
+    return f" ({cpu:.2f})" if cpu is not None else ""
 
 
 def memory_table(loads: Sequence[Mapping[str, Any]], daemons: Sequence[str]) -> str:

@@ -180,8 +180,11 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         ready = wait_ready(box)
         startup = start_up(box.systemctl("show", *SERVICES, "--property=" + ",".join(START_UP)).stdout)
+        pids = host_pids(box, DAEMONS)
+        start_cpu = cpu_seconds(pids)  # what each daemon's start took (its sandbox set-up included)
         ws_clients = start_gateway(box, root, args.gateway, pin) if args.gateway else None
-        pids = host_pids(box, DAEMONS + (("gateway",) if args.gateway else ()))
+        if args.gateway:
+            pids |= host_pids(box, ("gateway",))
         time.sleep(args.warmup)
         # Tick counts are compared with the feed paused (SIGSTOP, well inside its watchdog) and every
         # queue drained at both ends of the window, so no tick is in flight when the counters are read.
@@ -232,7 +235,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
         "window_s": window,
         "counted_s": counted_s,
         "achieved": (joined.last_seq - joined.first_seq + 1) / window, "ready_s": ready,  # ticks stamped in the window
-        "start_up": startup,
+        "start_up": startup, "start_cpu_s": start_cpu, "cpus": len(os.sched_getaffinity(0)),
         "latency_ms": {h: summary(samples[h]) for h in HOPS},
         "counts": counts(joined.chains), "signals_without_journal_tick": joined.ticks_missing,
         "ticks": ticks,
