@@ -3,11 +3,10 @@
 This module is the wiring: subscriptions, metrics, the day's lifecycle (``day.py``: its ledger and paper
 book) and the paper/Kite split. An approval becomes an order in ``intake.py``; the send path (``sender.py``)
 takes it from there to the broker; ``bookkeeper.py`` carries out what reconciliation plans. Every order gets
-a deterministic client id
-(the Kite tag); the ledger (``ledger.py``) writes its intent to the write-ahead log before it is sent
-(fdatasync'ed before a Kite place call; with the paper broker, whose book a power cut takes with it, within
-2 ms), and every broker answer after (backlog.py); every status change goes through the ledger's table of
-allowed transitions. On start the log is reconciled with the broker's book before READY=1 (``reconcile.py``
+a deterministic client id (the Kite tag); the ledger (``ledger.py``) writes its intent to the write-ahead log
+before it is sent (fdatasync'ed before a Kite place call; with the paper broker, whose book a power cut takes
+with it, within 2 ms), and every broker answer after (backlog.py); every status change goes through the
+ledger's table of allowed transitions. On start the log is reconciled with the broker's book before READY=1 (``reconcile.py``
 plans it, the bookkeeper carries the plan out): orders the broker has are adopted, orders it never saw are
 sent, fills we had not heard of are recorded. Then every order state and fill of the day is published again;
 subscribers deduplicate by client_id / fill_id, so a crash at any point loses nothing and doubles nothing.
