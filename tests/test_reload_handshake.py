@@ -164,13 +164,14 @@ def test_a_refused_file_is_flagged_until_a_reload_applies(tmp_path: Path, monkey
     (tmp_path / "reload.request").write_text("one")
     asyncio.run(runner.reload())
     assert refused() == 1 and daemon.status() == "every 0.5s"
+    assert runner.notifier.last_status.startswith("CONFIG REFUSED at the last reload")
     outcome = json.loads((tmp_path / OUTCOME).read_text())
     assert outcome["token"] == "one" and outcome["applied"] is False
     assert outcome["problems"][0].startswith(f"{config}: daemons.heartbeat.interval_sec: ")
     config.write_text("[daemons.heartbeat]\ninterval_sec = 0.25\n")
     (tmp_path / "reload.request").write_text("two")
     asyncio.run(runner.reload())
-    assert refused() == 0 and daemon.status() == "every 0.25s"
+    assert refused() == 0 and runner.notifier.last_status == "every 0.25s"
     assert json.loads((tmp_path / OUTCOME).read_text()) == {"token": "two", "applied": True, "problems": []}
 
 
@@ -184,7 +185,9 @@ def test_a_reload_hook_that_raises_is_reported_and_the_daemon_is_ready_again(
     runner = Runner(daemon, notifier, str(config))
     (tmp_path / "reload.request").write_text("t0ken")
     asyncio.run(runner.reload())
-    assert notifier.last_status == "broken"  # READY=1 was sent again
+    # READY=1 was sent again, and the status line says the file is not what runs
+    assert notifier.last_status == ("CONFIG REFUSED at the last reload, the previous one runs (journalctl -p err); "
+                                    "broken")
     assert daemon.metrics.registry.get_sample_value("algo_config_reloads_total", {"result": "failed"}) == 1
     assert daemon.metrics.registry.get_sample_value("algo_config_reload_refused") == 1
     assert "heartbeat failed to apply the reloaded config" in caplog.text and "KeyError" in caplog.text

@@ -143,6 +143,7 @@ class Runner:
         self._worst_lag = 0.0  # since the last heartbeat
         self._host = this_host(daemon.config)
         self.handshake = Handshake(runtime_dir())
+        self.refused_reload = False  # the last reload refused the file (or failed to apply it)
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -223,8 +224,9 @@ class Runner:
             else:
                 self.daemon.metrics.reloads.labels("applied").inc()
                 log.info("%s reloaded %s", self.daemon.name, self.config_path)
-        self.daemon.metrics.reload_refused.set(1 if problems else 0)
-        self.notifier.ready(self.daemon.status())
+        self.refused_reload = bool(problems)
+        self.daemon.metrics.reload_refused.set(self.refused_reload)
+        self.notifier.ready(self._status_line())
         self.handshake.answer(token, problems)
 
     async def _status_loop(self) -> None:
@@ -235,6 +237,8 @@ class Runner:
     def _status_line(self) -> str:
         if self._unhealthy_since is not None:
             return f"UNHEALTHY: {self.daemon.health()}"
+        if self.refused_reload:  # the file is not what runs, and a restart would exit 78
+            return f"CONFIG REFUSED at the last reload, the previous one runs (journalctl -p err); {self.daemon.status()}"
         return self.daemon.status()
 
     async def _watchdog_loop(self, interval: float) -> None:

@@ -50,6 +50,12 @@ def build() -> dict[str, Any]:
             [query(f"algo_heartbeat_host_silent{{{JOB}}}", "{{host}}", instant=True)],
             w=6, h=4, mappings={"0": ("up", "green"), "1": ("SILENT", "red")},
             thresholds=((None, "green"), (1, "red"))))
+        .with_panel(stat_panel(
+            "Config file", "REFUSED: the daemon refused /etc/algo/fleet.toml at its last reload and runs the "
+            "config it had; its next start would exit 78 (ConfigReloadRefused).",
+            [query(f"algo_config_reload_refused{{{JOB}}}", "{{daemon}}", instant=True)],
+            w=24, h=4, mappings={"0": ("in force", "green"), "1": ("REFUSED", "orange")},
+            thresholds=((None, "green"), (1, "orange"))))
         .with_row(dashboard.Row("Trading"))
         .with_panel(timeseries_panel(
             "P&L by engine", "Realised + unrealised P&L today per engine, from risk's book.",

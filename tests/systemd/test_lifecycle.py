@@ -118,6 +118,7 @@ def test_reload_applies_a_good_config_and_keeps_running_on_a_bad_one(sandbox: Sa
     assert refused.returncode != 0 and f"Job for {HB} failed" in refused.stderr
     props = sandbox.show(HB, "MainPID", "ActiveState", "NRestarts", "StatusText")
     assert props["MainPID"] == pid and props["ActiveState"] == "active" and props["NRestarts"] == "0"
+    assert props["StatusText"].startswith("CONFIG REFUSED at the last reload, the previous one runs")
     assert "every 0.25s" in props["StatusText"]
 
     def journal(priority: str) -> str:
