@@ -42,7 +42,7 @@ def broker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]
     socket = tmp_path / "bus.sock"
     config = fleet_toml(tmp_path, socket)
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"} | {"RUNTIME_DIRECTORY": str(runtime)}
-    proc = subprocess.Popen([str(ALGO_BUS), "--config", str(config)], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(ALGO_BUS), "--config", str(config)], env=env, stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 20
         while not socket.is_socket():
@@ -122,6 +122,25 @@ def test_without_a_runtime_directory_it_only_signals(tmp_path: Path) -> None:
         deaf.kill()
         deaf.wait()
     assert result.returncode == 0 and "not waiting" in result.stdout
+
+
+def test_a_runtime_directory_it_cannot_write_still_reloads_unheard(
+        broker: tuple[subprocess.Popen[str], Path, Path], tmp_path: Path) -> None:
+    proc, config, runtime = broker
+    good = config.read_text()
+    config.write_text(good.replace("interval_sec = 0.1", "interval_sec = 'fast'", 1))
+    result = algo_reload(proc.pid, tmp_path / "gone")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"algo-reload: signalled; cannot leave a token in {tmp_path / 'gone'} (")
+    assert "not waiting for the outcome" in result.stdout
+    # The daemon got the signal all the same, found no token, refused the file and said so where it could
+    deadline = time.monotonic() + 10
+    while not (runtime / OUTCOME).exists():
+        assert time.monotonic() < deadline, "no reload seen"
+        time.sleep(0.02)
+    outcome = json.loads((runtime / OUTCOME).read_text())
+    assert outcome["token"] == "" and outcome["applied"] is False
+    assert proc.poll() is None
 
 
 class Plain(Daemon):

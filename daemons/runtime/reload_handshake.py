@@ -95,14 +95,18 @@ def _alive(pid: int) -> bool:
 def request_reload(pid: int, directory: Path | None, timeout: float) -> tuple[bool, str]:
     """Signal ``pid`` to reload and wait for its outcome: (applied, what to tell the operator)."""
     token = os.urandom(8).hex()
+    unheard = "" if directory is not None else "no RuntimeDirectory= to hear the outcome from"
     if directory is not None:
-        _write(directory / REQUEST, token)
+        try:
+            _write(directory / REQUEST, token)
+        except OSError as exc:  # the reload itself needs no file: it goes ahead, unheard
+            unheard = f"cannot leave a token in {directory} ({exc.strerror or exc})"
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return False, f"process {pid} is not running"
-    if directory is None:
-        return True, "signalled; no RuntimeDirectory= to hear the outcome from, so not waiting for it"
+    if directory is None or unheard:
+        return True, f"signalled; {unheard}, so not waiting for the outcome (see the unit's status line)"
     deadline = time.monotonic() + timeout
     while (outcome := _outcome(directory, token)) is None:
         if not _alive(pid):
