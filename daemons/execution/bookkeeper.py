@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 
 from .broker_types import REJECTED, BrokerOrder, Trade
+from .day import Day
 from .ledger import Ledger
 from .orders import Order
 from .outcomes import Outcomes, fields
@@ -35,10 +36,14 @@ class Bookkeeper:
         self.reconciled = reconciled
 
     @property
-    def ledger(self) -> Ledger:
+    def day(self) -> Day:
         day = self.sender.day
         assert day is not None, "a plan is carried out only for an open day"
-        return day.ledger
+        return day
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.day.ledger
 
     def carry_out(self, action: Action, *, restart: bool) -> None:
         """One step of a plan (``restart``: at start, where everything is published after)."""
@@ -91,7 +96,7 @@ class Bookkeeper:
                     extra=fields(order))
         self.reconciled.labels("adopted").inc()
         # The paper book holds every trade (it filled the order on ticks while it was unknown here); Kite's were kept.
-        paper = self.sender.day.paper if self.sender.day is not None else None
+        paper = self.day.paper
         trades = paper.trades_of(at_broker.order_id) if paper is not None else list(reported.values())
         self.sync(order, at_broker, trades)
 
