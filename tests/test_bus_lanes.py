@@ -22,7 +22,7 @@ from daemons.runtime.client import MD_QUEUE_FRAMES, MD_SLICE, BusClient
 from daemons.runtime.config import BusSection, FleetConfig
 from daemons.runtime.envelope import Event, EventFactory
 from daemons.runtime.metrics import DaemonMetrics
-from daemons.runtime.transport import UnixTransport
+from daemons.runtime.transport import WRITE_AT_BYTES, UnixTransport
 
 from .test_bus import client, read_until_quiet, run, stalled_subscriber, start_broker
 from .test_strategy_isolation import Failing, engine_with, tick_event
@@ -236,7 +236,7 @@ async def bare_peer(path: Path) -> tuple[BusClient, socket.socket, socket.socket
 
 def test_an_order_path_event_is_written_at_publish_and_market_data_at_the_end_of_the_turn(tmp_path: Path) -> None:
     """The rest of a publisher's turn (its log line, the rest of a batch of ticks) must not delay an
-    approval; ticks still leave once per turn, a burst in one write."""
+    approval; a few ticks leave together at the end of the turn."""
     async def go(path: Path) -> None:
         pub, peer, server = await bare_peer(path)
         pub.publish("marketdata.tick", {"token": "1"}, key="1")
@@ -247,6 +247,34 @@ def test_an_order_path_event_is_written_at_publish_and_market_data_at_the_end_of
         assert readable(peer) == b""
         await asyncio.sleep(0)
         assert b"marketdata.tick" in readable(peer)
+        await pub.close()
+        peer.close()
+        server.close()
+
+    run(go, tmp_path)
+
+
+def test_a_burst_of_ticks_leaves_in_pieces_while_the_rest_is_still_being_published(tmp_path: Path) -> None:
+    """A step of thousands of ticks published in one turn must not hold its first ticks until the last is
+    stamped: every WRITE_AT_BYTES queued are written at once, and only the remainder waits for the turn's end."""
+    async def go(path: Path) -> None:
+        pub, peer, server = await bare_peer(path)
+        tick = {"token": "0", "symbol": "NSE:SYN", "last_price": 100.0, "pad": "x" * 200}
+        n = 0
+        while pub.transport.queued_bytes < WRITE_AT_BYTES // 2:
+            pub.publish("marketdata.tick", tick | {"token": str(n)}, key=str(n))
+            n += 1
+        assert readable(peer) == b""  # under the mark: nothing written yet
+        while not (early := readable(peer)):
+            pub.publish("marketdata.tick", tick | {"token": str(n)}, key=str(n))
+            n += 1
+            assert n < 1000, "the ticks stayed queued past WRITE_AT_BYTES"
+        assert WRITE_AT_BYTES <= len(early) < WRITE_AT_BYTES + 1024  # one write of what was queued, the first tick first
+        assert early.index(b'"token":"0"') < early.index(f'"token":"{n - 1}"'.encode())
+        pub.publish("marketdata.tick", tick | {"token": "last"}, key="last")
+        assert readable(peer) == b""  # the remainder waits for the turn's end
+        await asyncio.sleep(0)
+        assert b'"token":"last"' in readable(peer)
         await pub.close()
         peer.close()
         server.close()
