@@ -32,6 +32,7 @@ from daemons.runtime.calendar import IST
 from daemons.runtime.config import ConfigError, FleetConfig, load_config
 from daemons.runtime.envelope import Event, tick_key
 from daemons.runtime.metrics import DaemonMetrics
+from tests.helpers import unsent_frames
 from tests.test_marketdata_sim import DAY, universe
 
 # -- candles ------------------------------------------------------------------------------------------
@@ -397,3 +398,23 @@ def test_an_indicators_state_is_raw_doubles_not_float_objects() -> None:
     finally:
         tracemalloc.stop()
     assert per_symbol < 550
+
+
+def test_a_kite_messages_ticks_all_leave_before_the_bar_stage_works_on_any_of_them() -> None:
+    """The bars of a message's first ticks must not delay (and stamp late) its last: the live feed publishes a
+    message's ticks together, as the simulator does a step's slice, and only then builds their bars."""
+    feed = MarketdataDaemon(FleetConfig(), DaemonMetrics("marketdata"))
+    assert feed.stage is not None
+    ticks = MarketSimulator(universe(), seed=3, clock=SessionClock(DAY, 400)).step()
+    written_when_staged: list[int] = []
+    on_tick = feed.stage.on_tick
+
+    def staging(tick: dict[str, Any], key: str) -> bool:
+        written_when_staged.append(len(unsent_frames(feed.bus)))
+        return on_tick(tick, key)
+
+    feed.stage.on_tick = staging  # type: ignore[method-assign]
+    feed._publish(ticks)
+    assert len(ticks) > 1 and written_when_staged == [len(ticks)] * len(ticks)
+    assert [orjson.loads(f.body)["payload"]["symbol"] for f in unsent_frames(feed.bus)] == [t["symbol"] for t in ticks]
+    assert feed.ticks._value.get() == len(ticks) and feed.market_ns == ticks[-1]["exchange_ts"]

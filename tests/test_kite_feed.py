@@ -114,9 +114,9 @@ class LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="asyncio", daemon=True)
         self.thread.start()
 
-    def publish(self, tick: dict[str, Any]) -> None:
+    def publish(self, ticks: list[dict[str, Any]]) -> None:
         self.threads.add(threading.get_ident())
-        self.published.append(tick)
+        self.published += ticks
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -161,8 +161,10 @@ async def bench_latency(instruments: list[Instrument], connections: int, per_con
     arrivals: list[tuple[int, bytes]] = []
     published: dict[int, int] = {}
 
-    def publish(tick: dict[str, Any]) -> None:
-        published[tick["token"]] = time.monotonic_ns()
+    def publish(ticks: list[dict[str, Any]]) -> None:
+        now = time.monotonic_ns()
+        for tick in ticks:
+            published[tick["token"]] = now
 
     loop = asyncio.get_running_loop()
     feed = KiteFeed(MarketdataSection(feed="kite", ticker_mode="full"),

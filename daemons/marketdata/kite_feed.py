@@ -6,7 +6,7 @@
 Threads: callbacks run on the reactor thread, which decodes each binary message with
 ``ticks.decode`` (``_parse_binary`` is 10-20x slower: bench/ticker/README.md; the client's
 ``on_ticks`` is left unset so it never runs) and hands the message's list of payloads to the loop
-with one ``call_soon_threadsafe``, where ``publish`` is called for each (only ever on the loop).
+with one ``call_soon_threadsafe``: ``publish`` gets the message's ticks together (only ever on the loop).
 Connection state is written on the reactor thread and only read elsewhere (``health()``,
 ``status()``).
 
@@ -129,7 +129,7 @@ class _Connection:
 
 
 class KiteFeed:
-    """Ticks of ``instruments`` from Kite's ticker, each handed to ``publish`` on ``loop``.
+    """Ticks of ``instruments`` from Kite's ticker, handed to ``publish`` on ``loop`` a message's list at a time.
 
     ``section`` gives ``ticker_mode`` and ``stale_after_sec``; ``kite`` the credentials,
     ``ticker_root`` and the connection limits the instruments are split by (UniverseError when they
@@ -143,7 +143,7 @@ class KiteFeed:
     """
 
     def __init__(self, section: MarketdataSection, kite: KiteSection, instruments: Sequence[Instrument],
-                 publish: Callable[[dict[str, Any]], None], loop: asyncio.AbstractEventLoop,
+                 publish: Callable[[list[dict[str, Any]]], None], loop: asyncio.AbstractEventLoop,
                  clock: Clock = time, *, market: MarketSection = NSE_HOURS, backoff: Backoff = Backoff(),
                  connections: int | None = None) -> None:
         if kite.api_key is None or kite.access_token is None:
@@ -231,7 +231,7 @@ class KiteFeed:
         conn.last_tick = self.last_tick = self.clock.monotonic()
         self.ticks += len(ticks)
         try:
-            self.loop.call_soon_threadsafe(self._deliver, ticks)
+            self.loop.call_soon_threadsafe(self.publish, ticks)
         except RuntimeError:  # the loop is closed: the daemon is exiting
             self.stopped = True
 
@@ -245,11 +245,6 @@ class KiteFeed:
                         "around them were kept (%d malformed since start)", conn.number, packets, size, self.malformed)
 
     # -- asyncio loop ---------------------------------------------------------------------------
-
-    def _deliver(self, ticks: list[dict[str, Any]]) -> None:
-        publish = self.publish
-        for tick in ticks:
-            publish(tick)
 
     # -- any thread -----------------------------------------------------------------------------
 
