@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))  # bench/ is no package; bench/pipeline is (mypy's name: pipeline)
 
-from pipeline.analysis import Samples, counts, hop_samples, join, percentile, summary, tick_losses
+from pipeline.analysis import Samples, burst_places, counts, hop_samples, join, percentile, summary, tick_losses
 
 MS = 1_000_000
 
@@ -71,6 +71,16 @@ def test_a_tick_the_journal_lacks_is_timed_from_the_signals_copy_of_its_stamp() 
     assert joined.ticks_missing == 1
     late = next(c for c in joined.chains if c.signal_id == "s:late")
     assert late.tick == 200 * MS
+
+
+def test_a_ticks_place_in_its_burst_counts_from_the_bursts_first_stamp() -> None:
+    """Ticks stamped closer together than the gap are one burst, whatever order they are given in; a
+    longer pause starts the next, numbered in stamp order."""
+    stamps = [(100 * MS, 1), (int(100.2 * MS), 2), (int(101.5 * MS), 3), (600 * MS, 4), (int(600.1 * MS), 5)]
+    places = burst_places(reversed(stamps), gap_ns=50 * MS)
+    assert places == {1: (0, 0, 0), 2: (0, 1, int(0.2 * MS)), 3: (0, 2, int(1.5 * MS)),
+                      4: (1, 0, 0), 5: (1, 1, int(0.1 * MS))}
+    assert burst_places(stamps, gap_ns=1 * MS)[3] == (1, 0, 0)  # 1.3 ms after the one before: a burst of its own
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -134,6 +134,23 @@ def hop_samples(chains: Iterable[Chain]) -> dict[str, list[float]]:
     return out
 
 
+BURST_GAP_NS = 50_000_000  # a tick stamped this long after the one before starts a new burst (a step)
+
+
+def burst_places(stamps: Iterable[tuple[int, int]], gap_ns: int = BURST_GAP_NS) -> dict[int, tuple[int, int, int]]:
+    """Each tick's place in its burst: ``(ts, seq)`` of the window's ticks -> ``seq: (burst, place, offset_ns)``,
+    bursts numbered from 0 in stamp order, place 0 for a burst's first tick, the offset from that tick's
+    stamp. A burst is a run of ticks stamped less than ``gap_ns`` apart (a step the feed publishes back to back)."""
+    out: dict[int, tuple[int, int, int]] = {}
+    burst, first, previous, place = -1, 0, -gap_ns, 0
+    for ts, seq in sorted(stamps):
+        if ts - previous >= gap_ns:
+            burst, first, place = burst + 1, ts, 0
+        out[seq] = (burst, place, ts - first)
+        previous, place = ts, place + 1
+    return out
+
+
 # ---- metrics ------------------------------------------------------------------------------------
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, sorted labels) -> value
 
