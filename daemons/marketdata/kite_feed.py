@@ -244,8 +244,6 @@ class KiteFeed:
             log.warning("kite connection %d: %d malformed packet(s) in a message of %d bytes, skipped; the packets "
                         "around them were kept (%d malformed since start)", conn.number, packets, size, self.malformed)
 
-    # -- asyncio loop ---------------------------------------------------------------------------
-
     # -- any thread -----------------------------------------------------------------------------
 
     def market_open(self) -> bool:

@@ -190,9 +190,7 @@ class MarketdataDaemon(Daemon):
         return self.config.kite.max_connections - reserved
 
     def _publish(self, ticks: list[dict[str, Any]]) -> None:
-        """Called on the loop by the live feed with the ticks of one message from Kite."""
-        if not ticks:
-            return
+        """Called on the loop by the live feed with the ticks of one message from Kite (never none)."""
         self._send(ticks, [tick_key(tick) for tick in ticks])
         self.ticks.inc(len(ticks))
         self.market_ns = ticks[-1]["exchange_ts"]
