@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -222,34 +224,37 @@ def readable(peer: socket.socket) -> bytes:
         return b""
 
 
-async def bare_peer(path: Path) -> tuple[BusClient, socket.socket, socket.socket]:
-    """A client named risk connected to a bare socket (no broker), so what it writes, and when, is read raw."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen()
-    pub = await client(path, "risk")
-    peer, _ = server.accept()
-    await asyncio.sleep(0.05)
-    assert b"risk" in readable(peer)  # its greeting
-    return pub, peer, server
+@asynccontextmanager
+async def bare_peer(path: Path) -> AsyncIterator[tuple[BusClient, socket.socket]]:
+    """A client named risk connected to a bare socket (no broker), so what it writes, and when, is read raw;
+    both ends closed after, whatever the test found."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        pub = await client(path, "risk")
+        peer, _ = server.accept()
+        try:
+            await asyncio.sleep(0.05)
+            assert b"risk" in readable(peer)  # its greeting
+            yield pub, peer
+        finally:
+            await pub.close()
+            peer.close()
 
 
 def test_an_order_path_event_is_written_at_publish_and_market_data_at_the_end_of_the_turn(tmp_path: Path) -> None:
     """The rest of a publisher's turn (its log line, the rest of a batch of ticks) must not delay an
     approval; a few ticks leave together at the end of the turn."""
     async def go(path: Path) -> None:
-        pub, peer, server = await bare_peer(path)
-        pub.publish("marketdata.tick", {"token": "1"}, key="1")
-        pub.publish("risk.approved", {"order": "A1"})
-        written = readable(peer)  # no await in between: still the publisher's turn
-        assert b"risk.approved" in written and written.index(b"marketdata.tick") < written.index(b"risk.approved")
-        pub.publish("marketdata.tick", {"token": "2"}, key="2")
-        assert readable(peer) == b""
-        await asyncio.sleep(0)
-        assert b"marketdata.tick" in readable(peer)
-        await pub.close()
-        peer.close()
-        server.close()
+        async with bare_peer(path) as (pub, peer):
+            pub.publish("marketdata.tick", {"token": "1"}, key="1")
+            pub.publish("risk.approved", {"order": "A1"})
+            written = readable(peer)  # no await in between: still the publisher's turn
+            assert b"risk.approved" in written and written.index(b"marketdata.tick") < written.index(b"risk.approved")
+            pub.publish("marketdata.tick", {"token": "2"}, key="2")
+            assert readable(peer) == b""
+            await asyncio.sleep(0)
+            assert b"marketdata.tick" in readable(peer)
 
     run(go, tmp_path)
 
@@ -258,26 +263,23 @@ def test_a_burst_of_ticks_leaves_in_pieces_while_the_rest_is_still_being_publish
     """A step of thousands of ticks published in one turn must not hold its first ticks until the last is
     stamped: every WRITE_AT_BYTES queued are written at once, and only the remainder waits for the turn's end."""
     async def go(path: Path) -> None:
-        pub, peer, server = await bare_peer(path)
-        tick = {"token": "0", "symbol": "NSE:SYN", "last_price": 100.0, "pad": "x" * 200}
-        n = 0
-        while pub.transport.queued_bytes < WRITE_AT_BYTES // 2:
-            pub.publish("marketdata.tick", tick | {"token": str(n)}, key=str(n))
-            n += 1
-        assert readable(peer) == b""  # under the mark: nothing written yet
-        while not (early := readable(peer)):
-            pub.publish("marketdata.tick", tick | {"token": str(n)}, key=str(n))
-            n += 1
-            assert n < 1000, "the ticks stayed queued past WRITE_AT_BYTES"
-        assert WRITE_AT_BYTES <= len(early) < WRITE_AT_BYTES + 1024  # one write of what was queued, the first tick first
-        assert early.index(b'"token":"0"') < early.index(f'"token":"{n - 1}"'.encode())
-        pub.publish("marketdata.tick", tick | {"token": "last"}, key="last")
-        assert readable(peer) == b""  # the remainder waits for the turn's end
-        await asyncio.sleep(0)
-        assert b'"token":"last"' in readable(peer)
-        await pub.close()
-        peer.close()
-        server.close()
+        async with bare_peer(path) as (pub, peer):
+            tick = {"token": "0", "symbol": "NSE:SYN", "last_price": 100.0, "pad": "x" * 200}
+            n = 0
+            while pub.transport.queued_bytes < WRITE_AT_BYTES // 2:
+                pub.publish("marketdata.tick", tick | {"token": str(n)}, key=str(n))
+                n += 1
+            assert readable(peer) == b""  # under the mark: nothing written yet
+            while not (early := readable(peer)):
+                pub.publish("marketdata.tick", tick | {"token": str(n)}, key=str(n))
+                n += 1
+                assert n < 1000, "the ticks stayed queued past WRITE_AT_BYTES"
+            assert WRITE_AT_BYTES <= len(early) < WRITE_AT_BYTES + 1024  # one write of what was queued, the first tick first
+            assert early.index(b'"token":"0"') < early.index(f'"token":"{n - 1}"'.encode())
+            pub.publish("marketdata.tick", tick | {"token": "last"}, key="last")
+            assert readable(peer) == b""  # the remainder waits for the turn's end
+            await asyncio.sleep(0)
+            assert b'"token":"last"' in readable(peer)
 
     run(go, tmp_path)
 
@@ -307,20 +309,17 @@ def test_only_the_first_order_path_event_of_a_turn_is_written_at_once(tmp_path: 
     """A flood of order-path events in one turn (a flatten's orders) costs one write more, not one each:
     the first goes at once, the rest leave together when the turn ends, in publish order."""
     async def go(path: Path) -> None:
-        pub, peer, server = await bare_peer(path)
-        for turn in range(2):
-            for n in range(3):
-                pub.publish("risk.approved", {"order": f"T{turn}-{n}"})
-            written = readable(peer)  # still the publisher's turn
-            assert f"T{turn}-0".encode() in written
-            assert f"T{turn}-1".encode() not in written and f"T{turn}-2".encode() not in written
-            await asyncio.sleep(0)
-            rest = readable(peer)
-            assert rest.index(f"T{turn}-1".encode()) < rest.index(f"T{turn}-2".encode())
-            assert f"T{turn}-0".encode() not in rest
-        await pub.close()
-        peer.close()
-        server.close()
+        async with bare_peer(path) as (pub, peer):
+            for turn in range(2):
+                for n in range(3):
+                    pub.publish("risk.approved", {"order": f"T{turn}-{n}"})
+                written = readable(peer)  # still the publisher's turn
+                assert f"T{turn}-0".encode() in written
+                assert f"T{turn}-1".encode() not in written and f"T{turn}-2".encode() not in written
+                await asyncio.sleep(0)
+                rest = readable(peer)
+                assert rest.index(f"T{turn}-1".encode()) < rest.index(f"T{turn}-2".encode())
+                assert f"T{turn}-0".encode() not in rest
 
     run(go, tmp_path)
 
@@ -364,22 +363,19 @@ def test_a_decisions_signals_leave_together_before_its_log_lines(tmp_path: Path,
     """A reversal's exit and entry (or a straddle's legs) are stamped back to back and written before the
     engine's turn goes on: the second waited for the first's log line and for the rest of the turn."""
     async def go(path: Path) -> None:
-        pub, peer, server = await bare_peer(path)
-        engine = engine_with(tmp_path, monkeypatch)
-        engine.strategies = {"both": Failing("both")}
-        engine.strategies["both"].failing = False  # type: ignore[attr-defined]  # an entry and an exit a tick
-        engine.counts.update(both=0)
-        engine.bus = pub
-        caplog.set_level(logging.INFO, "algo.engine")
-        engine._on_tick(tick_event(1))
-        written = wire.FrameReader(1 << 20).feed(readable(peer))  # no await: the engine's turn is not over
-        stamps = [Event.decode(f.body).ts for f in written if f.topic == b"strategy.signal"]
-        assert len(stamps) == 2, written
-        lines = [r for r in caplog.records if r.name == "algo.engine" and "both" in str(getattr(r, "STRATEGY", ""))]
-        assert len(lines) == 2 and max(stamps) <= lines[0].created * 1e9
-        await pub.close()
-        peer.close()
-        server.close()
+        async with bare_peer(path) as (pub, peer):
+            engine = engine_with(tmp_path, monkeypatch)
+            engine.strategies = {"both": Failing("both")}
+            engine.strategies["both"].failing = False  # type: ignore[attr-defined]  # an entry and an exit a tick
+            engine.counts.update(both=0)
+            engine.bus = pub
+            caplog.set_level(logging.INFO, "algo.engine")
+            engine._on_tick(tick_event(1))
+            written = wire.FrameReader(1 << 20).feed(readable(peer))  # no await: the engine's turn is not over
+            stamps = [Event.decode(f.body).ts for f in written if f.topic == b"strategy.signal"]
+            assert len(stamps) == 2, written
+            lines = [r for r in caplog.records if r.name == "algo.engine" and "both" in str(getattr(r, "STRATEGY", ""))]
+            assert len(lines) == 2 and max(stamps) <= lines[0].created * 1e9
 
     run(go, tmp_path)
 
@@ -392,23 +388,20 @@ def test_a_second_approval_of_one_read_does_not_wait_for_the_first_ones_log_line
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
 
     async def go(path: Path) -> None:
-        pub, peer, server = await bare_peer(path)
-        risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
-        risk.bus = pub
-        caplog.set_level(logging.INFO, "algo.risk")
-        risk._on_signal(filter_signal("TCS", 1))
-        risk._on_signal(filter_signal("INFY", 2))
-        approvals = [f for f in wire.FrameReader(1 << 20).feed(readable(peer)) if f.topic == b"risk.approved"]
-        assert len(approvals) == 1 and not [r for r in caplog.records if r.name == "algo.risk"], "no line yet"
-        await asyncio.sleep(0)
-        approvals += [f for f in wire.FrameReader(1 << 20).feed(readable(peer)) if f.topic == b"risk.approved"]
-        lines = [r for r in caplog.records if r.name == "algo.risk"]
-        assert [r.getMessage() for r in lines] == ["approved BUY 1 TCS", "approved BUY 1 INFY"]
-        assert [r.funcName for r in lines] == ["_on_signal"] * 2 and lines[1].SYMBOL == "INFY"  # type: ignore[attr-defined]
-        assert lines[0].created * 1e9 < Event.decode(approvals[1].body).ts, "the line's time is its decision's"
-        await pub.close()
-        peer.close()
-        server.close()
+        async with bare_peer(path) as (pub, peer):
+            risk = RiskDaemon(FleetConfig(), DaemonMetrics("risk"))
+            risk.bus = pub
+            caplog.set_level(logging.INFO, "algo.risk")
+            risk._on_signal(filter_signal("TCS", 1))
+            risk._on_signal(filter_signal("INFY", 2))
+            approvals = [f for f in wire.FrameReader(1 << 20).feed(readable(peer)) if f.topic == b"risk.approved"]
+            assert len(approvals) == 1 and not [r for r in caplog.records if r.name == "algo.risk"], "no line yet"
+            await asyncio.sleep(0)
+            approvals += [f for f in wire.FrameReader(1 << 20).feed(readable(peer)) if f.topic == b"risk.approved"]
+            lines = [r for r in caplog.records if r.name == "algo.risk"]
+            assert [r.getMessage() for r in lines] == ["approved BUY 1 TCS", "approved BUY 1 INFY"]
+            assert [r.funcName for r in lines] == ["_on_signal"] * 2 and lines[1].SYMBOL == "INFY"  # type: ignore[attr-defined]
+            assert lines[0].created * 1e9 < Event.decode(approvals[1].body).ts, "the line's time is its decision's"
 
     run(go, tmp_path)
 
