@@ -278,3 +278,16 @@ def test_the_canary_worker_records_a_round_per_slot_until_it_is_stopped(tmp_path
     assert proc.returncode == 0
     assert 10 <= len(rounds.rtt_ms) <= 60  # ~50 slots of 10 ms; a loaded machine runs some late
     assert all(r > 0 for r in rounds.rtt_ms) and rounds.start_ns == sorted(rounds.start_ns)
+
+
+@pytest.mark.parametrize(("asked", "runs"), [(375.0, 375.0), (None, 10.0)])
+def test_the_bench_fleet_runs_the_session_clock_it_is_asked_for(asked: float | None, runs: float, tmp_path: Any) -> None:
+    """375 minutes is real time: a minute's bars close once a minute, as in a market; paper.toml's 10 is kept
+    only when asked for nothing (the multi-host bench)."""
+    from pipeline.fleet import fleet_toml
+
+    from daemons.runtime.config import load_config
+
+    (tmp_path / "fleet.toml").write_text(fleet_toml(500, 2.0, ["SYN00001"], spread=True, session_minutes=asked))
+    section = load_config(tmp_path / "fleet.toml").daemons.marketdata
+    assert (section.session_minutes, section.steps_per_second, section.spread_steps) == (runs, 2.0, True)

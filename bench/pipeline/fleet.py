@@ -79,9 +79,12 @@ def instruments_dump(path: Path, universe: int, seed: int = 7) -> list[str]:
     return symbols
 
 
-def fleet_toml(universe: int, steps_per_second: float, traded: list[str], spread: bool = False) -> str:
+def fleet_toml(universe: int, steps_per_second: float, traded: list[str], spread: bool = False,
+               session_minutes: float | None = None) -> str:
     """configs/paper.toml with the bench's universe and pace, loss and position limits out of the way,
-    and EMA(2/3) crossovers on ``traded`` (half in algo-fno, half in algo-equity) for a steady flow of signals."""
+    and EMA(2/3) crossovers on ``traded`` (half in algo-fno, half in algo-equity) for a steady flow of signals.
+    ``session_minutes``: the simulated session's length, paper.toml's (10) if None; 375 is real time, a minute's
+    bars once a minute as in a market, where 10 closes them every 1.6 s."""
     text = (REPO / "configs" / "paper.toml").read_text()
     strikes = derivative_strikes(universe)
     edits = {
@@ -96,6 +99,8 @@ def fleet_toml(universe: int, steps_per_second: float, traded: list[str], spread
             "daily_loss_limit = { fno = 1e9, equity = 1e9, options = 1e9 }",
         "fleet_daily_loss_limit = 50000.0": "fleet_daily_loss_limit = 1e10",
     }
+    if session_minutes is not None:
+        edits["session_minutes = 10.0"] = f"session_minutes = {session_minutes!r}"
     for old, new in edits.items():
         count = text.count(old)
         if count == 0:

@@ -10,6 +10,8 @@ CPU; then the journal's events.jsonl is joined hop by hop (analysis.py). Needs r
 
 ``--spread`` spreads each step's ticks over the step (``spread_steps``): a steady feed of ``rate``
 ticks/s, as a real market delivers them, instead of one burst of the whole universe per step.
+``--session-minutes`` is the simulated session's length: 375 (the default) runs it at real time, so a minute's bars
+close once a minute as in a market; paper.toml's 10 closes them every 1.6 s, a stress of the minute's close.
 ``--sched`` also records the scheduler (``perf sched``) for up to 8 s of each window and reports each
 daemon's scheduling delay, the run-queue wait that bus hops pay on a busy host (sched.py).
 ``--canary`` also runs two bare processes ping-ponging a byte every 5 ms beside the fleet (canary.py): how
@@ -172,7 +174,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     (box.etc / "instruments").mkdir(parents=True)
     synthetic = instruments_dump(box.etc / "instruments" / "bench.csv", universe)
     traded = [synthetic[(i * len(synthetic)) // args.strategies] for i in range(args.strategies)]
-    config.write_text(fleet_toml(universe, steps, traded, args.spread))
+    config.write_text(fleet_toml(universe, steps, traded, args.spread, args.session_minutes))
     box.prepare(config)
     pin = pin_cpus(box, args.cpu_split) if args.cpu_split else []
     print(f"[{rate:,} ticks/s] universe {universe:,} at {steps:.3f} steps/s{' spread' if args.spread else ''}, "
@@ -234,7 +236,8 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     busy, steal, total = (b - a for a, b in zip(mach0, mach1, strict=True))
     samples = hop_samples(joined.chains)
     return {
-        "rate": rate, "universe": universe, "steps_per_second": steps, "spread": args.spread, "cpu_split": args.cpu_split,
+        "rate": rate, "universe": universe, "steps_per_second": steps, "spread": args.spread,
+        "session_minutes": args.session_minutes, "cpu_split": args.cpu_split,
         "window_s": window,
         "counted_s": counted_s,
         "achieved": (joined.last_seq - joined.first_seq + 1) / window, "ready_s": ready,  # ticks stamped in the window
@@ -264,6 +267,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="measured window per load")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after ready before the window opens")
     p.add_argument("--spread", action="store_true", help="spread each step's ticks over the step (a steady feed)")
+    p.add_argument("--session-minutes", type=float, default=375.0,
+                   help="the simulated session's length: 375 is real time, a minute's bars once a minute (paper.toml: 10)")
     p.add_argument("--sched", action="store_true", help="record perf sched in the window: each daemon's scheduling delay")
     p.add_argument("--canary", action="store_true",
                    help="ping-pong two bare processes beside the fleet in the window: the host's own stalls (canary.py)")
