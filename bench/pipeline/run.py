@@ -178,7 +178,7 @@ def run_load(root: Path, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     box.prepare(config)
     pin = pin_cpus(box, args.cpu_split) if args.cpu_split else []
     print(f"[{rate:,} ticks/s] universe {universe:,} at {steps:.3f} steps/s{' spread' if args.spread else ''}, "
-          f"{args.strategies} bench strategies",
+          f"a {args.session_minutes:g}-minute session, {args.strategies} bench strategies",
           file=sys.stderr)
     pinger: subprocess.Popen[bytes] | None = None
     box.start()
