@@ -499,15 +499,26 @@ def _remove_own_cgroups(name: str, timeout: float = 10.0) -> None:
     (OWN_CGROUPS / name).unlink(missing_ok=True)  # only once its directories are gone
 
 
-def _cgroup_dirs() -> Iterable[Path]:
+def _cgroup_dirs() -> list[Path]:
     """The cgroup directories a shared sandbox compares before and after: all but the subtrees of the
-    sandboxes running in cgroups of their own beside it (OWN_CGROUPS), which their own stop removes whole."""
+    sandboxes running in cgroups of their own beside it (OWN_CGROUPS), which their own stop removes whole.
+
+    Such a sandbox marks its name before it makes its directories, so the marks are read again once the walk
+    is done: one that started during the walk had its directories seen but not its mark, and a shared
+    sandbox's stop then removed them from under its starting shell ("cannot create .../cgroup.procs")."""
     if not CGROUP_ROOT.exists():
-        return
-    others = {p.name for p in OWN_CGROUPS.iterdir()} if OWN_CGROUPS.is_dir() else set()
+        return []
+    early = _own_cgroup_names()  # not walked into
+    found: list[Path] = []
     for hierarchy in CGROUP_ROOT.iterdir():
         for dirpath, dirnames, _ in os.walk(hierarchy):
             if Path(dirpath) == hierarchy:
-                dirnames[:] = [d for d in dirnames if d not in others]
-            for d in dirnames:
-                yield Path(dirpath) / d
+                dirnames[:] = [d for d in dirnames if d not in early]
+            found += (Path(dirpath) / d for d in dirnames)
+    others = _own_cgroup_names()
+    return [d for d in found if d.relative_to(CGROUP_ROOT).parts[1] not in others]
+
+
+def _own_cgroup_names() -> set[str]:
+    """The names of the sandboxes that run in cgroups of their own now (their marks in OWN_CGROUPS)."""
+    return {p.name for p in OWN_CGROUPS.iterdir()} if OWN_CGROUPS.is_dir() else set()
