@@ -14,16 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect
 
 from daemons.algoctl.main import main as algoctl
-from daemons.control_plane import database
+from daemons.control_plane import database, schema
 from daemons.control_plane.drift import compare, declared, render
-from daemons.control_plane.models import Base, Command, Strategy
 from daemons.control_plane.records import StrategySpec
 from daemons.control_plane.store import Exists, IdReused, Invalid, SeedReport, Store
 from daemons.control_plane.transitions import STATES, STRATEGY_TRANSITIONS, VERBS, Refused
@@ -76,38 +76,48 @@ def run_next(store: Store) -> str | None:
 
 # -- migrations -----------------------------------------------------------------------------------
 
-def test_migrations_go_up_and_down_and_match_the_models(url: str) -> None:
-    engine = database.connect(url)
+def test_migrations_go_up_and_down_and_match_the_schema(url: str) -> None:
+    db = database.Database(url)
+    engine = database.migration_engine(url)
     try:
         with pytest.raises(database.SchemaError, match="revision none"):
-            database.require_head(engine)
-        database.upgrade(engine)
-        assert database.current(engine) == database.head()
+            database.require_head(db)
+        database.upgrade(url)
+        assert database.current(db) == database.HEAD
         assert set(inspect(engine).get_table_names()) >= TABLES
-        with engine.connect() as conn:  # the schema the migrations build is the models' (no drift between them)
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        database.downgrade(engine, "0001")  # one step: SQLite drops the column by copying the table (batch mode)
+        with engine.connect() as conn:  # the schema the migrations build is the declared one (no drift between them)
+            assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+        database.downgrade(url, "0001")  # one step: SQLite drops the column by copying the table (batch mode)
         assert "declared" not in {c["name"] for c in inspect(engine).get_columns("strategies")}
-        database.upgrade(engine)
+        database.upgrade(url)
         assert "declared" in {c["name"] for c in inspect(engine).get_columns("strategies")}
-        database.downgrade(engine, "base")
+        database.downgrade(url, "base")
         assert not TABLES & set(inspect(engine).get_table_names())
-        assert database.current(engine) is None
-        database.upgrade(engine)
-        assert database.current(engine) == database.head()
+        assert database.current(db) is None
+        database.upgrade(url)
+        assert database.current(db) == database.HEAD
     finally:
+        db.close()
         engine.dispose()
 
 
-def test_the_head_the_daemons_check_is_the_migrations_head_and_checking_it_needs_no_alembic(tmp_path: Path) -> None:
-    """algo-commander and the gateway only check the revision: Alembic (with Mako, ~25 MB of RSS) is for
-    the deploy that migrates. So the head they check is a constant, and a new migration must move it."""
+def test_the_head_the_daemons_check_is_the_migrations_head_and_using_the_store_needs_no_sqlalchemy(url: str) -> None:
+    """algo-commander and the gateway use the database through its driver and only check the revision:
+    SQLAlchemy (~12 MB of RSS, ~17 with its ORM) and Alembic (with Mako, ~25 MB) are for the deploy that
+    migrates. So the head they check is a constant, and a new migration must move it."""
     assert ScriptDirectory(str(database.MIGRATIONS)).get_current_head() == database.HEAD
-    code = ("import sys; from daemons.control_plane import database; import daemons.commander.main; "
-            "e = database.connect(sys.argv[1]); print(database.current(e)); print('alembic' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'c.db'}"], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.split() == ["None", "False"], out.stderr
+    code = ("import sys; from daemons.control_plane import database; from daemons.control_plane.store import Store; "
+            "import daemons.commander.main; db = database.Database(sys.argv[1]); print(database.current(db)); "
+            "db.close(); s = Store.open(sys.argv[1]); s.submit('op-1', 'ema-nifty', 'pause', {}, 'alice'); "
+            "print(s.claim('w').id); s.close(); print(sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules))")
+    fresh = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=False)
+    assert "revision none" in fresh.stderr  # current() said None, then the store refused the unmigrated database
+    assert fresh.stdout.split() == ["None"], fresh.stderr
+    seeded = Store.open(url, migrate=True)
+    seeded.seed(declared(load_config(PAPER)), "deploy")
+    seeded.close()
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [database.HEAD, "op-1", "[]"], out.stderr
 
 
 def test_an_unmigrated_database_is_refused_until_migrated(url: str) -> None:
@@ -118,13 +128,64 @@ def test_an_unmigrated_database_is_refused_until_migrated(url: str) -> None:
 
 
 def test_sqlite_runs_in_wal_mode_with_its_pragmas(tmp_path: Path) -> None:
-    engine = database.connect(f"sqlite:///{tmp_path}/c.db")
-    with engine.connect() as conn:
-        pragmas = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in
-                   ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
-    engine.dispose()
+    db = database.Database(f"sqlite:///{tmp_path}/c.db")
+    with db.transaction() as tx:
+        pragmas = {p: tx.rows(f"PRAGMA {p}")[0][0] for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
+    db.close()
     assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": database.SQLITE_BUSY_TIMEOUT_MS,
                        "foreign_keys": 1}
+
+
+def test_rows_sqlalchemy_wrote_read_the_same(url: str) -> None:
+    """Databases migrated and filled before the store spoke to the driver itself: SQLAlchemy wrote their JSON
+    and times (on SQLite, text), and the store reads them, and compares the queue's leases with them, alike."""
+    database.upgrade(url)
+    engine = database.migration_engine(url)
+    written = datetime(2026, 12, 4, 9, 15, 0, 123456, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(schema.strategies.insert().values(
+            name="old", kind="ema_crossover", engine="fno", process="engine", desired_state="running", auto_start=True,
+            version=3, updated_at=written, declared=None,
+            params={"underlying": "NIFTY", "quantity": 75, "fast": 9, "slow": 21}))
+        conn.execute(schema.commands.insert().values(
+            id="c-old", strategy="old", verb="pause", args={}, actor="alice", status="pending", created_at=written,
+            claimed_by="dead-worker", claimed_at=written))
+    engine.dispose()
+    store = Store.open(url)
+    try:
+        old = store.strategy("old")
+        assert old is not None and (old.params["slow"], old.version, old.updated_at) == (21, 3, written)
+        command = store.command("c-old")
+        assert command is not None and (command.created_at, command.claimed_at, command.args) == (written, written, {})
+        assert store.claim("w", lease_sec=10**9) is None  # leased "now" as far as a billion seconds go
+        taken = store.claim("w", lease_sec=60)  # the dead worker's lease ran out long ago
+        assert taken is not None and taken.id == "c-old" and taken.claimed_at is not None and taken.claimed_at > written
+    finally:
+        store.close()
+
+
+def test_a_store_carries_on_when_postgresql_drops_its_connection(pg_cluster: postgres.Cluster) -> None:
+    """A server restart or an idle timeout closes the store's connection between two calls: the next call
+    opens a new one (a failed BEGIN did nothing), and a call cut off mid-transaction is DatabaseError, never
+    the driver's own exception, so the daemons' handlers see it."""
+    url = pg_cluster.create_database()
+    name = url.partition("?")[0].rpartition("/")[2]
+    store = Store.open(url, migrate=True)
+
+    def drop_connections() -> None:
+        with psycopg.connect(host=str(pg_cluster.directory), user=postgres.USER, dbname="postgres", autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    try:
+        store.seed(declared(load_config(PAPER)), "deploy")
+        drop_connections()
+        assert "ema-nifty" in {s.name for s in store.strategies()}
+        with pytest.raises(database.DatabaseError, match="terminat"), store.db.transaction() as tx:
+            drop_connections()
+            tx.rows("SELECT 1")
+        assert store.submit("after", "ema-nifty", "pause", {}, "alice").status == "pending"
+    finally:
+        store.close()
 
 
 # -- the queue ------------------------------------------------------------------------------------
@@ -292,8 +353,8 @@ def test_a_strategy_s_next_command_waits_for_the_one_in_flight(store: Store) -> 
 def test_a_command_committed_late_waits_for_the_younger_one_in_flight(store: Store) -> None:
     store.submit("a", "ema-nifty", "pause", {}, "alice")
     store.submit("b", "ema-nifty", "update_config", {"params": {"fast": 5}}, "bob")
-    with store.engine.begin() as conn:  # as on PostgreSQL when a's submit commits after b was claimed
-        conn.execute(update(Command).where(Command.id == "b").values(claimed_by="w1", claimed_at=datetime.now(UTC)))
+    with store.db.transaction() as tx:  # as on PostgreSQL when a's submit commits after b was claimed
+        tx.rows("UPDATE commands SET claimed_by = 'w1', claimed_at = ? WHERE id = 'b'", tx.time(datetime.now(UTC)))
     assert store.claim("w2") is None
     store.finish("b", "executed", None, "w1")
     claimed = store.claim("w2")
@@ -312,8 +373,8 @@ def test_each_host_s_worker_claims_only_the_commands_of_its_engines_and_any_fail
     assert store.claim("options-host", engines={"options"}) is None  # a and b are not its host's
     mine = [store.claim("strat-host", engines={"fno", "equity"}) for _ in range(2)]
     assert sorted(c.id for c in mine if c is not None) == ["a", "b"]
-    with store.engine.begin() as conn:  # a command whose strategy is gone: any worker takes it, and fails it
-        conn.execute(update(Command).where(Command.id == "c").values(strategy="gone", claimed_at=None))
+    with store.db.transaction() as tx:  # a command whose strategy is gone: any worker takes it, and fails it
+        tx.rows("UPDATE commands SET strategy = 'gone', claimed_at = NULL WHERE id = 'c'")
     store.submit("d", "ema-nifty", "resume", {}, "alice")
     store.finish("a", "executed", None, "strat-host")
     assert store.claim("options-host", engines={"options"}) is None
@@ -355,9 +416,9 @@ def test_every_verb_from_every_state_follows_the_table(store: Store) -> None:
     cases = [(state, verb) for state in STATES for verb in VERBS]
     names = {case: f"t{i}" for i, case in enumerate(cases)}
     store.seed([spec(names[case]) for case in cases], "deploy", reset=True)
-    with store.engine.begin() as conn:
+    with store.db.transaction() as tx:
         for (state, _), name in names.items():
-            conn.execute(update(Strategy).where(Strategy.name == name).values(desired_state=state))
+            tx.rows("UPDATE strategies SET desired_state = ? WHERE name = ?", state, name)
     for (_, verb), name in names.items():
         store.submit(name, name, verb, {"params": {"fast": 5}} if verb == "update_config" else {}, "alice")
     while run_next(store) is not None:

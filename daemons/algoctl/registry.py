@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..control_plane.database import SchemaError
+from ..control_plane.database import DatabaseError, SchemaError
 from ..control_plane.drift import compare, declared, render
 from ..control_plane.records import CommandView
 from ..control_plane.store import Store
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace, config: FleetConfig) -> int:
     except SchemaError as exc:
         print(f"algoctl {where}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except (SQLAlchemyError, OSError) as exc:
+    except (DatabaseError, OSError) as exc:
         print(f"algoctl {where}: the control-plane database: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     try:
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace, config: FleetConfig) -> int:
     except Refused as exc:
         print(f"algoctl {where}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except SQLAlchemyError as exc:
+    except DatabaseError as exc:
         print(f"algoctl {where}: the control-plane database: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:

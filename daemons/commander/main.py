@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..control_plane.database import SchemaError
+from ..control_plane.database import DatabaseError, SchemaError
 from ..control_plane.records import CommandView, StrategyView
 from ..control_plane.store import Store
 from ..control_plane.transitions import Refused as StoreRefused
@@ -103,7 +102,7 @@ class CommanderDaemon(Daemon):
                 strategy = await asyncio.to_thread(store.strategy, command.strategy)
                 if strategy is not None:  # claim() fails a command whose strategy is gone
                     await self._dispatch(command, strategy)
-        except (SQLAlchemyError, SchemaError, OSError) as exc:
+        except (DatabaseError, SchemaError, OSError) as exc:
             self._database_down(exc)
             return
         if self.database_error is not None:
@@ -183,7 +182,7 @@ class CommanderDaemon(Daemon):
             log.warning("%s %s: outcome %s not recorded: %s", command.verb, command.strategy, status, exc,
                         extra=self._fields(command))
             return
-        except (SQLAlchemyError, OSError) as exc:
+        except (DatabaseError, OSError) as exc:
             self._database_down(exc)  # still pending: claimed again after the lease, answered from memory
             return
         self.counts.labels(done.verb, done.status).inc()

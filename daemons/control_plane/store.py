@@ -7,37 +7,25 @@ dead worker's successor takes over), and finished once: executed, or failed with
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, exists, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..runtime.config import StrategySection
 from ..strategies import build
 from . import database
+from .database import Database, Transaction, loads_json, loads_time, placeholders
 from .drift import ABSENT, Drift, compare
-from .models import Audit, Command, Strategy
 from .records import AuditView, CommandView, StrategySpec, StrategyView
 from .transitions import COMMAND_ID, VERBS, Refused, State, Status, Verb, next_state, next_status
 
-if TYPE_CHECKING:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-Insert = Callable[[type[Command]], "sqlite.Insert | postgresql.Insert"]
-
-
-def _insert_of(dialect: str) -> Insert:
-    """The dialect's INSERT (with ON CONFLICT), imported for the database in use only: PostgreSQL's dialect is
-    ~2 MB of RSS in algo-commander and algo-gateway that a host on the default SQLite never needs."""
-    if dialect not in ("sqlite", "postgresql"):
-        raise ValueError(f"the control plane runs on SQLite or PostgreSQL, not {dialect}")
-    return cast(Insert, importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert)
+STRATEGY_COLUMNS = "name, kind, engine, process, params, desired_state, auto_start, version, updated_at, declared"
+COMMAND_COLUMNS = "id, seq, strategy, verb, args, actor, status, reason, created_at, claimed_by, claimed_at, finished_at"
+AUDIT_COLUMNS = "seq, at, actor, action, strategy, command_id, detail"
 
 
 class IdReused(Refused):
@@ -73,62 +61,103 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Strategy:
+    """A strategy's row while a transaction changes it (written back by ``_save``)."""
+
+    name: str
+    kind: str
+    engine: str
+    process: str
+    params: dict[str, Any]
+    desired_state: str
+    auto_start: bool
+    version: int
+    updated_at: datetime
+    declared: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, spec: StrategySpec, now: datetime, declared: dict[str, Any] | None) -> _Strategy:
+        return cls(name=spec.name, kind=spec.kind, engine=spec.engine, process=spec.process, params=dict(spec.params),
+                   desired_state=spec.desired_state, auto_start=spec.auto_start, version=1, updated_at=now,
+                   declared=declared)
+
+    @classmethod
+    def load(cls, row: tuple[Any, ...]) -> _Strategy:
+        name, kind, engine, process, params, state, auto_start, version, updated_at, declared = row
+        when = loads_time(updated_at)
+        assert when is not None
+        return cls(name=name, kind=kind, engine=engine, process=process, params=loads_json(params), desired_state=state,
+                   auto_start=bool(auto_start), version=int(version), updated_at=when,
+                   declared=None if declared is None else loads_json(declared))
+
+    def values(self, tx: Transaction) -> tuple[Any, ...]:
+        """In STRATEGY_COLUMNS' order."""
+        return (self.name, self.kind, self.engine, self.process, tx.json(self.params), self.desired_state,
+                self.auto_start, self.version, tx.time(self.updated_at),
+                None if self.declared is None else tx.json(self.declared))
+
+    def view(self) -> StrategyView:
+        return StrategyView(name=self.name, kind=self.kind, engine=self.engine, process=self.process,
+                            params=dict(self.params), desired_state=cast(State, self.desired_state),
+                            auto_start=self.auto_start, version=self.version, updated_at=self.updated_at)
+
+
 class Store:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._session = sessionmaker(engine, expire_on_commit=False)
-        self._insert = _insert_of(engine.dialect.name)
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = False) -> Store:
         """The store at ``url``; migrate=True brings the schema to this code's head (the deploy does),
         otherwise a database at another revision is refused (database.SchemaError)."""
-        engine = database.connect(url)
         if migrate:
-            database.upgrade(engine)
-        database.require_head(engine)
-        return cls(engine)
+            database.upgrade(url)
+        db = Database(url)
+        try:
+            database.require_head(db)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        with self._session() as session, session.begin():
-            yield session
+    def _transaction(self) -> Iterator[Transaction]:
+        with self.db.transaction() as tx:
+            yield tx
 
     # -- the registry ---------------------------------------------------------------------------
 
     def strategies(self) -> list[StrategyView]:
-        with self._transaction() as s:
-            return [_strategy_view(row) for row in s.scalars(select(Strategy).order_by(Strategy.name))]
+        with self._transaction() as tx:
+            return [_Strategy.load(row).view() for row in tx.rows(f"SELECT {STRATEGY_COLUMNS} FROM strategies ORDER BY name")]
 
     def strategy(self, name: str) -> StrategyView | None:
-        with self._transaction() as s:
-            row = s.get(Strategy, name)
-            return None if row is None else _strategy_view(row)
+        with self._transaction() as tx:
+            row = _strategy(tx, name)
+            return None if row is None else row.view()
 
     def create(self, spec: StrategySpec, actor: str) -> StrategyView:
         """Add a strategy at run time (version 1, audited as created). Judged as fleet.toml's would be
         (Invalid names the field); a name already taken is Exists; nothing is written either way."""
         _judge(spec.name, spec.kind, spec.params)
         now = _now()
-        with self._transaction() as s:
-            if s.get(Strategy, spec.name) is not None:
+        with self._transaction() as tx:
+            if _strategy(tx, spec.name) is not None:
                 raise Exists(f"strategy {spec.name!r} exists")
-            row = Strategy(name=spec.name, kind=spec.kind, engine=spec.engine, process=spec.process,
-                           params=dict(spec.params), desired_state=spec.desired_state, auto_start=spec.auto_start,
-                           version=1, updated_at=now, declared=None)
-            s.add(row)
-            s.add(_audit(now, actor, "created", spec.name, None,
-                         {"kind": spec.kind, "engine": spec.engine, "params": spec.params, "auto_start": spec.auto_start}))
-            s.flush()
-            return _strategy_view(row)
+            row = _Strategy.of(spec, now, None)
+            _insert(tx, row)
+            _audit(tx, now, actor, "created", spec.name, None,
+                   {"kind": spec.kind, "engine": spec.engine, "params": spec.params, "auto_start": spec.auto_start})
+            return row.view()
 
     def record(self, actor: str, action: str, strategy: str | None, command_id: str | None, detail: dict[str, Any]) -> None:
         """Append an audit row for something that changed nothing here: a refused request, the kill switch."""
-        with self._transaction() as s:
-            s.add(_audit(_now(), actor, action, strategy, command_id, detail))
+        with self._transaction() as tx:
+            _audit(tx, _now(), actor, action, strategy, command_id, detail)
 
     def seed(self, declared: Sequence[StrategySpec], actor: str, *, reset: bool = False) -> SeedReport:
         """Bring fleet.toml's strategies into the registry; every change is audited and reported.
@@ -141,17 +170,16 @@ class Store:
         """
         report = SeedReport()
         now = _now()
-        with self._transaction() as s:
-            rows = {row.name: row for row in s.scalars(select(Strategy).with_for_update())}
-            drifts = compare(declared, [_strategy_view(row) for row in rows.values()])
+        with self._transaction() as tx:
+            rows = {row.name: row for row in map(_Strategy.load, tx.rows(
+                f"SELECT {STRATEGY_COLUMNS} FROM strategies ORDER BY name{tx.for_update}"))}
+            drifts = compare(declared, [row.view() for row in rows.values()])
             for spec in declared:
                 row = rows.get(spec.name)
                 if row is None:
-                    s.add(Strategy(name=spec.name, kind=spec.kind, engine=spec.engine, process=spec.process,
-                                   params=dict(spec.params), desired_state=spec.desired_state, auto_start=spec.auto_start,
-                                   version=1, updated_at=now, declared=_declared(spec)))
+                    _insert(tx, _Strategy.of(spec, now, _declared(spec)))
                     report.added.append(spec.name)
-                    s.add(_audit(now, actor, "seeded", spec.name, None, {"params": spec.params}))
+                    _audit(tx, now, actor, "seeded", spec.name, None, {"params": spec.params})
                     continue
                 mine = [d for d in drifts if d.strategy == spec.name]
                 everything = reset or row.kind != spec.kind  # parameters belong to a kind: they follow it
@@ -161,21 +189,22 @@ class Store:
                 keep = [d for d in mine if d not in take]
                 if take:
                     _take(row, spec, take, now)
-                    s.add(_audit(now, actor, "reset" if reset else "seeded", spec.name, None,
-                                 {"changes": [str(d) for d in take]}))
+                    _audit(tx, now, actor, "reset" if reset else "seeded", spec.name, None,
+                           {"changes": [str(d) for d in take]})
                 if keep:
-                    s.add(_audit(now, actor, "adopted", spec.name, None, {"kept": [str(d) for d in keep]}))
+                    _audit(tx, now, actor, "adopted", spec.name, None, {"kept": [str(d) for d in keep]})
                 row.declared = _declared(spec)
+                _save(tx, row)
                 report.applied.extend(take)
                 report.kept.extend(keep)
             names = {spec.name for spec in declared}
-            for name, row in rows.items():
+            for name in rows:
                 if name in names:
                     continue
                 if reset:
-                    s.delete(row)
+                    tx.rows("DELETE FROM strategies WHERE name = ?", name)
                     report.removed.append(name)
-                    s.add(_audit(now, actor, "removed", name, None, {"reason": "not in fleet.toml"}))
+                    _audit(tx, now, actor, "removed", name, None, {"reason": "not in fleet.toml"})
                 else:
                     report.kept.extend(d for d in drifts if d.strategy == name)
         return report
@@ -192,24 +221,25 @@ class Store:
         if not 0 < len(actor) <= 128:
             raise Refused("a command needs an actor of 1-128 characters")
         now = _now()
-        with self._transaction() as s:
-            found = s.scalar(select(Command).where(Command.id == command_id))
+        with self._transaction() as tx:
+            found = _command(tx, command_id)
             if found is None:
-                row = s.get(Strategy, strategy)
+                row = _strategy(tx, strategy)
                 if row is None:
-                    known = ", ".join(s.scalars(select(Strategy.name).order_by(Strategy.name))) or "none: seed the registry"
-                    raise UnknownStrategy(f"unknown strategy {strategy!r} (known: {known})")
+                    known = ", ".join(name for name, in tx.rows("SELECT name FROM strategies ORDER BY name"))
+                    raise UnknownStrategy(f"unknown strategy {strategy!r} (known: {known or 'none: seed the registry'})")
                 _check_args(row, verb, args)
-                inserted = s.scalar(self._insert(Command).values(
-                    id=command_id, strategy=strategy, verb=verb, args=args, actor=actor, status="pending",
-                    created_at=now).on_conflict_do_nothing(index_elements=["id"]).returning(Command.seq))
+                inserted = tx.one("INSERT INTO commands (id, strategy, verb, args, actor, status, created_at) "
+                                  "VALUES (?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
+                                  command_id, strategy, verb, tx.json(args), actor, tx.time(now))
                 if inserted is not None:  # else a concurrent submit of the same id got there first
-                    s.add(_audit(now, actor, "submitted", strategy, command_id, {"verb": verb, "args": args}))
-                found = s.scalars(select(Command).where(Command.id == command_id)).one()
+                    _audit(tx, now, actor, "submitted", strategy, command_id, {"verb": verb, "args": args})
+                found = _command(tx, command_id)
+                assert found is not None
             if (found.strategy, found.verb, found.args) != (strategy, verb, args):
                 raise IdReused(f"command id {command_id!r} is already {found.verb} {found.strategy} "
                                f"{found.args or ''}".rstrip())
-            return _command_view(found)
+            return found
 
     def claim(self, worker: str, lease_sec: float = 60.0, engines: Collection[str] | None = None) -> CommandView | None:
         """The oldest pending command whose strategy has no older one pending, leased to ``worker``.
@@ -224,78 +254,103 @@ class Store:
         while True:
             now = _now()
             expired = now - timedelta(seconds=lease_sec)
-            with self._transaction() as s:
-                c, other = aliased(Command), aliased(Command)
+            with self._transaction() as tx:
                 # another of the strategy's commands ahead of it in the queue, or in a worker's hands (on
                 # PostgreSQL an older sequence number can commit after a younger one was claimed)
-                blocked = exists().where(other.strategy == c.strategy, other.status == "pending", other.seq != c.seq,
-                                         (other.seq < c.seq) | (other.claimed_at >= expired))
-                due = [c.status == "pending", c.claimed_at.is_(None) | (c.claimed_at < expired), ~blocked]
+                due = ("c.status = 'pending' AND (c.claimed_at IS NULL OR c.claimed_at < ?) AND NOT EXISTS ("
+                       "SELECT 1 FROM commands AS o WHERE o.strategy = c.strategy AND o.status = 'pending' "
+                       "AND o.seq != c.seq AND (o.seq < c.seq OR o.claimed_at >= ?))")
+                params: list[Any] = [tx.time(expired), tx.time(expired)]
                 if engines is not None:
-                    hosted = exists().where(Strategy.name == c.strategy, Strategy.engine.in_(sorted(engines)))
-                    due.append(hosted | ~exists().where(Strategy.name == c.strategy))
-                head = (select(c.seq).where(*due)
-                        .order_by(c.seq).limit(1).with_for_update(skip_locked=True, of=c))
-                row = s.scalars(update(Command).where(Command.seq == head.scalar_subquery())
-                                .values(claimed_by=worker, claimed_at=now).returning(Command)).one_or_none()
-                if row is None:
+                    hosted = sorted(engines)
+                    due += (f" AND (EXISTS (SELECT 1 FROM strategies AS s WHERE s.name = c.strategy AND s.engine IN "
+                            f"({placeholders(hosted)})) OR NOT EXISTS (SELECT 1 FROM strategies AS s "
+                            "WHERE s.name = c.strategy))")
+                    params += hosted
+                skip = " FOR UPDATE OF c SKIP LOCKED" if tx.dialect == "postgresql" else ""
+                claimed = tx.one(f"UPDATE commands SET claimed_by = ?, claimed_at = ? WHERE seq = (SELECT c.seq FROM "
+                                 f"commands AS c WHERE {due} ORDER BY c.seq LIMIT 1{skip}) RETURNING {COMMAND_COLUMNS}",
+                                 worker, tx.time(now), *params)
+                if claimed is None:
                     return None
-                strategy = s.get(Strategy, row.strategy)
+                command = _command_view(claimed)
+                strategy = _strategy(tx, command.strategy)
                 try:
                     if strategy is None:
-                        raise Refused(f"unknown strategy {row.strategy!r}")
-                    next_state(cast(State, strategy.desired_state), cast(Verb, row.verb))
+                        raise Refused(f"unknown strategy {command.strategy!r}")
+                    next_state(cast(State, strategy.desired_state), command.verb)
                 except Refused as exc:
-                    _close(s, row, "failed", str(exc), worker, now)
+                    _close(tx, command, "failed", str(exc), worker, now)
                     continue
-                return _command_view(row)
+                return command
 
     def finish(self, command_id: str, outcome: Literal["executed", "failed"], reason: str | None, worker: str) -> CommandView:
         """Record a command's outcome once; an executed one changes its strategy by the table (a change
         the strategy's state no longer allows fails instead). The same outcome again is a no-op."""
         now = _now()
-        with self._transaction() as s:
-            row = s.scalars(select(Command).where(Command.id == command_id).with_for_update()).one_or_none()
-            if row is None:
+        with self._transaction() as tx:
+            command = _command(tx, command_id, lock=True)
+            if command is None:
                 raise LookupError(f"no command {command_id!r}")
-            if row.status == outcome:
-                return _command_view(row)  # the same result reported twice
-            next_status(cast(Status, row.status), outcome)
+            if command.status == outcome:
+                return command  # the same result reported twice
+            next_status(command.status, outcome)
             if outcome == "executed":
-                strategy = s.get(Strategy, row.strategy, with_for_update=True)
+                strategy = _strategy(tx, command.strategy, lock=True)
                 try:
                     if strategy is None:
-                        raise Refused(f"unknown strategy {row.strategy!r}")
-                    _apply(strategy, row, now)
+                        raise Refused(f"unknown strategy {command.strategy!r}")
+                    _apply(strategy, command, now)
+                    _save(tx, strategy)
                 except Refused as exc:
                     outcome, reason = "failed", str(exc)
-            _close(s, row, outcome, reason, worker, now)
-            return _command_view(row)
+            return _close(tx, command, outcome, reason, worker, now)
 
     def command(self, command_id: str) -> CommandView | None:
-        with self._transaction() as s:
-            row = s.scalars(select(Command).where(Command.id == command_id)).one_or_none()
-            return None if row is None else _command_view(row)
+        with self._transaction() as tx:
+            return _command(tx, command_id)
 
     def history(self, strategy: str | None = None, limit: int = 50) -> list[CommandView]:
         """The newest commands first."""
-        query = select(Command).order_by(Command.seq.desc()).limit(limit)
-        if strategy is not None:
-            query = query.where(Command.strategy == strategy)
-        with self._transaction() as s:
-            return [_command_view(row) for row in s.scalars(query)]
+        where, params = _of_strategy(strategy)
+        with self._transaction() as tx:
+            return [_command_view(row) for row in tx.rows(
+                f"SELECT {COMMAND_COLUMNS} FROM commands{where} ORDER BY seq DESC LIMIT ?", *params, limit)]
 
     def audit(self, strategy: str | None = None, limit: int = 200) -> list[AuditView]:
         """The audit trail, oldest first (of the newest ``limit`` rows)."""
-        query = select(Audit).order_by(Audit.seq.desc()).limit(limit)
-        if strategy is not None:
-            query = query.where(Audit.strategy == strategy)
-        with self._transaction() as s:
-            return [AuditView(seq=a.seq, at=a.at, actor=a.actor, action=a.action, strategy=a.strategy,
-                              command_id=a.command_id, detail=a.detail) for a in reversed(list(s.scalars(query)))]
+        where, params = _of_strategy(strategy)
+        with self._transaction() as tx:
+            rows = tx.rows(f"SELECT {AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ?", *params, limit)
+        return [_audit_view(row) for row in reversed(rows)]
 
 
-def _check_args(strategy: Strategy, verb: Verb, args: dict[str, Any]) -> None:
+def _of_strategy(strategy: str | None) -> tuple[str, tuple[Any, ...]]:
+    return ("", ()) if strategy is None else (" WHERE strategy = ?", (strategy,))
+
+
+def _strategy(tx: Transaction, name: str, *, lock: bool = False) -> _Strategy | None:
+    row = tx.one(f"SELECT {STRATEGY_COLUMNS} FROM strategies WHERE name = ?{tx.for_update if lock else ''}", name)
+    return None if row is None else _Strategy.load(row)
+
+
+def _insert(tx: Transaction, row: _Strategy) -> None:
+    tx.rows(f"INSERT INTO strategies ({STRATEGY_COLUMNS}) VALUES ({placeholders(STRATEGY_COLUMNS.split(','))})",
+            *row.values(tx))
+
+
+def _save(tx: Transaction, row: _Strategy) -> None:
+    names = [c.strip() for c in STRATEGY_COLUMNS.split(",")]
+    values = row.values(tx)
+    tx.rows(f"UPDATE strategies SET {', '.join(f'{n} = ?' for n in names[1:])} WHERE name = ?", *values[1:], values[0])
+
+
+def _command(tx: Transaction, command_id: str, *, lock: bool = False) -> CommandView | None:
+    row = tx.one(f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?{tx.for_update if lock else ''}", command_id)
+    return None if row is None else _command_view(row)
+
+
+def _check_args(strategy: _Strategy, verb: Verb, args: dict[str, Any]) -> None:
     """update_config takes {"params": {...}}, judged as fleet.toml's would be (finite numbers, then the
     strategy's own checks on the merged parameters); every other verb takes nothing."""
     if verb != "update_config":
@@ -322,8 +377,8 @@ def _judge(name: str, kind: str, params: dict[str, Any]) -> None:
         raise Invalid([(field, str(exc))]) from None
 
 
-def _apply(strategy: Strategy, command: Command, now: datetime) -> None:
-    strategy.desired_state = next_state(cast(State, strategy.desired_state), cast(Verb, command.verb))
+def _apply(strategy: _Strategy, command: CommandView, now: datetime) -> None:
+    strategy.desired_state = next_state(cast(State, strategy.desired_state), command.verb)
     if command.verb == "update_config":
         strategy.params = {**strategy.params, **command.args["params"]}
     strategy.version += 1
@@ -343,7 +398,7 @@ def _edited(declared: dict[str, Any] | None, drift: Drift) -> bool:
     return bool(declared["params"].get(drift.field.removeprefix("params."), ABSENT) != drift.toml)
 
 
-def _take(row: Strategy, spec: StrategySpec, drifts: list[Drift], now: datetime) -> None:
+def _take(row: _Strategy, spec: StrategySpec, drifts: list[Drift], now: datetime) -> None:
     params = dict(row.params)
     for d in drifts:
         if d.field.startswith("params."):
@@ -359,8 +414,8 @@ def _take(row: Strategy, spec: StrategySpec, drifts: list[Drift], now: datetime)
     row.updated_at = now
 
 
-def _builds(row: Strategy, spec: StrategySpec, take: list[Drift]) -> bool:
-    trial = Strategy(params=dict(row.params), desired_state=row.desired_state, version=row.version)
+def _builds(row: _Strategy, spec: StrategySpec, take: list[Drift]) -> bool:
+    trial = replace(row, params=dict(row.params))
     _take(trial, spec, take, row.updated_at)
     try:
         build(spec.kind, spec.name, trial.params)
@@ -369,23 +424,32 @@ def _builds(row: Strategy, spec: StrategySpec, take: list[Drift]) -> bool:
     return True
 
 
-def _close(s: Session, row: Command, status: Status, reason: str | None, worker: str, now: datetime) -> None:
-    row.status, row.reason, row.finished_at = status, reason, now
-    s.add(_audit(now, worker, status, row.strategy, row.id, {"verb": row.verb, "reason": reason}))
+def _close(tx: Transaction, command: CommandView, status: Status, reason: str | None, worker: str,
+           now: datetime) -> CommandView:
+    tx.rows("UPDATE commands SET status = ?, reason = ?, finished_at = ? WHERE seq = ?", status, reason, tx.time(now),
+            command.seq)
+    _audit(tx, now, worker, status, command.strategy, command.id, {"verb": command.verb, "reason": reason})
+    return replace(command, status=status, reason=reason, finished_at=now)
 
 
-def _audit(now: datetime, actor: str, action: str, strategy: str | None, command_id: str | None,
-           detail: dict[str, Any]) -> Audit:
-    return Audit(at=now, actor=actor, action=action, strategy=strategy, command_id=command_id, detail=detail)
+def _audit(tx: Transaction, now: datetime, actor: str, action: str, strategy: str | None, command_id: str | None,
+           detail: dict[str, Any]) -> None:
+    tx.rows(f"INSERT INTO audit ({AUDIT_COLUMNS.removeprefix('seq, ')}) VALUES (?, ?, ?, ?, ?, ?)",
+            tx.time(now), actor, action, strategy, command_id, tx.json(detail))
 
 
-def _strategy_view(row: Strategy) -> StrategyView:
-    return StrategyView(name=row.name, kind=row.kind, engine=row.engine, process=row.process, params=dict(row.params),
-                        desired_state=cast(State, row.desired_state), auto_start=row.auto_start, version=row.version,
-                        updated_at=row.updated_at)
+def _command_view(row: tuple[Any, ...]) -> CommandView:
+    command_id, seq, strategy, verb, args, actor, status, reason, created_at, claimed_by, claimed_at, finished_at = row
+    created = loads_time(created_at)
+    assert created is not None
+    return CommandView(id=command_id, seq=int(seq), strategy=strategy, verb=cast(Verb, verb), args=loads_json(args),
+                       actor=actor, status=cast(Status, status), reason=reason, created_at=created,
+                       claimed_by=claimed_by, claimed_at=loads_time(claimed_at), finished_at=loads_time(finished_at))
 
 
-def _command_view(row: Command) -> CommandView:
-    return CommandView(id=row.id, seq=row.seq, strategy=row.strategy, verb=cast(Verb, row.verb), args=dict(row.args),
-                       actor=row.actor, status=cast(Status, row.status), reason=row.reason, created_at=row.created_at,
-                       claimed_by=row.claimed_by, claimed_at=row.claimed_at, finished_at=row.finished_at)
+def _audit_view(row: tuple[Any, ...]) -> AuditView:
+    seq, at, actor, action, strategy, command_id, detail = row
+    when = loads_time(at)
+    assert when is not None
+    return AuditView(seq=int(seq), at=when, actor=actor, action=action, strategy=strategy, command_id=command_id,
+                     detail=loads_json(detail))

@@ -2,7 +2,7 @@
 
 Opened on first use, not at start: the gateway still serves the fleet's status and the kill switch
 while the database is missing, not yet migrated or unreachable, and its strategy routes answer 503
-with the reason until it is back. Store calls are synchronous (SQLAlchemy), so each runs in a worker
+with the reason until it is back. Store calls are synchronous (the database's driver), so each runs in a worker
 thread: a write waiting on SQLite's lock must not stall the event loop that also feeds the watchdog.
 """
 
@@ -14,9 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from ..control_plane.database import SchemaError
+from ..control_plane.database import DatabaseError, SchemaError
 from ..control_plane.store import Store
 
 log = logging.getLogger("algo.gateway")
@@ -39,7 +37,7 @@ class ControlPlane:
             if self._store is None:
                 try:
                     self._store = Store.open(self.url)
-                except (SchemaError, SQLAlchemyError, OSError) as exc:
+                except (SchemaError, DatabaseError, OSError) as exc:
                     raise Unavailable(_first_line(exc)) from None
             return self._store
 
@@ -55,7 +53,7 @@ class ControlPlane:
             self.failures += 1
             log.warning("the control plane's database is unavailable: %s", exc)
             raise
-        except SQLAlchemyError as exc:
+        except DatabaseError as exc:
             self.failures += 1
             log.warning("the control plane's database failed: %s", _first_line(exc))
             raise Unavailable(_first_line(exc)) from None

@@ -10,14 +10,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from daemons.control_plane.models import UtcDateTime
-
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+UtcTime = sa.DateTime(timezone=True)  # SQLite: UTC text without a zone
 STATES = "'running', 'paused', 'stopped'"
 VERBS = "'start', 'stop', 'restart', 'pause', 'resume', 'update_config'"
 STATUSES = "'pending', 'executed', 'failed'"
@@ -34,7 +33,7 @@ def upgrade() -> None:
         sa.Column("desired_state", sa.String(16), nullable=False),
         sa.Column("auto_start", sa.Boolean(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_at", UtcTime, nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_strategies"),
         sa.CheckConstraint(f"desired_state IN ({STATES})", name="ck_strategies_desired_state"),
         sa.CheckConstraint("process IN ('engine', 'own')", name="ck_strategies_process"),
@@ -50,10 +49,10 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(128), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("created_at", UtcTime, nullable=False),
         sa.Column("claimed_by", sa.String(128), nullable=True),
-        sa.Column("claimed_at", UtcDateTime(), nullable=True),
-        sa.Column("finished_at", UtcDateTime(), nullable=True),
+        sa.Column("claimed_at", UtcTime, nullable=True),
+        sa.Column("finished_at", UtcTime, nullable=True),
         sa.PrimaryKeyConstraint("seq", name="pk_commands"),
         sa.UniqueConstraint("id", name="uq_commands_id"),
         sa.CheckConstraint(f"verb IN ({VERBS})", name="ck_commands_verb"),
@@ -64,7 +63,7 @@ def upgrade() -> None:
     op.create_table(
         "audit",
         sa.Column("seq", SEQ, autoincrement=True, nullable=False),
-        sa.Column("at", UtcDateTime(), nullable=False),
+        sa.Column("at", UtcTime, nullable=False),
         sa.Column("actor", sa.String(128), nullable=False),
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("strategy", sa.String(32), nullable=True),
