@@ -211,6 +211,34 @@ def test_a_command_in_flight_when_the_commander_restarts_is_taken_over_and_runs_
         "algo_engine_commands_total", {"verb": "start", "outcome": "repeated"}) == 1
 
 
+def test_a_damaged_command_row_holds_the_queue_with_the_reason_and_the_commander_stays_up(fleet: Fleet) -> None:
+    """A row the store cannot read is reported as the database failing (the gauge at 0, one error line naming
+    the row), not a crash; once repaired, the command runs."""
+    fleet.store.submit("c1", "rsi-infy", "pause", {}, "alice")
+    with fleet.store.db.transaction() as tx:
+        tx.rows("UPDATE commands SET args = '[1,' WHERE id = 'c1'")
+    fleet.run(POLL)
+    assert up(fleet) == 0
+    assert "commands 'c1'" in (fleet.commander.database_error or "") and status_raw(fleet, "c1") == "pending"
+    with fleet.store.db.transaction() as tx:
+        tx.rows("UPDATE commands SET args = '{}' WHERE id = 'c1'")
+    fleet.run(POLL)
+    assert up(fleet) == 1 and fleet.commander.database_error is None
+    assert status(fleet, "c1") == "executed" and fleet.engine.paused == {"rsi-infy"}
+
+
+def up(fleet: Fleet) -> float | None:
+    return fleet.commander.metrics.registry.get_sample_value("algo_commander_database_up")
+
+
+def status_raw(fleet: Fleet, command_id: str) -> str:
+    """A command's status read past its other columns (which may be the damaged ones)."""
+    with fleet.store.db.transaction() as tx:
+        found = tx.one("SELECT status FROM commands WHERE id = ?", command_id)
+    assert found is not None
+    return str(found[0])
+
+
 def test_the_engines_refusal_is_written_back_with_its_reason(fleet: Fleet) -> None:
     # the registry accepts it (by its copy of the parameters, oversold is 30); the engine's strategy runs
     # with oversold 60 (a fleet.toml edit not yet seeded), and the strategy refuses the merge

@@ -164,6 +164,35 @@ def test_rows_sqlalchemy_wrote_read_the_same(url: str) -> None:
         store.close()
 
 
+def test_a_row_the_store_cannot_read_is_a_database_error_naming_it_and_loses_nothing(tmp_path: Path) -> None:
+    """A row edited by hand or damaged on disk (SQLite keeps JSON and times as text) is the database's fault:
+    DatabaseError naming the table and the row, which algo-commander and the gateway treat as a database that
+    fails, never a crash; repaired, everything reads again."""
+    url = f"sqlite:///{tmp_path}/c.db"
+    store = Store.open(url, migrate=True)
+    try:
+        store.seed(declared(load_config(PAPER)), "deploy")
+        store.submit("a", "ema-nifty", "pause", {}, "alice")
+        with store.db.transaction() as tx:
+            tx.rows("UPDATE commands SET args = '{not json' WHERE id = 'a'")
+            tx.rows("UPDATE strategies SET updated_at = 'yesterday' WHERE name = 'rsi-infy'")
+        with pytest.raises(database.DatabaseError, match=r"cannot read: commands 'a': .*\(repair or delete that row\)"):
+            store.claim("w")
+        with pytest.raises(database.DatabaseError, match="commands 'a'"):
+            store.history()
+        with pytest.raises(database.DatabaseError, match="strategies 'rsi-infy': Invalid isoformat string"):
+            store.strategies()
+        ema = store.strategy("ema-nifty")  # the rest of the registry still reads
+        assert ema is not None and ema.desired_state == "running"
+        with store.db.transaction() as tx:
+            tx.rows("UPDATE commands SET args = '{}' WHERE id = 'a'")
+            tx.rows("UPDATE strategies SET updated_at = ? WHERE name = 'rsi-infy'", tx.time(datetime.now(UTC)))
+        assert run_next(store) == "executed"
+        assert {s.name for s in store.strategies()} >= {"ema-nifty", "rsi-infy"}
+    finally:
+        store.close()
+
+
 def test_a_store_carries_on_when_postgresql_drops_its_connection(pg_cluster: postgres.Cluster) -> None:
     """A server restart or an idle timeout closes the store's connection between two calls: the next call
     opens a new one (a failed BEGIN did nothing), and a call cut off mid-transaction is DatabaseError, never

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from ..runtime.config import StrategySection
 from ..strategies import build
 from . import database
-from .database import Database, Transaction, loads_json, loads_time, placeholders
+from .database import Database, DatabaseError, Transaction, loads_json, loads_time, placeholders
 from .drift import ABSENT, Drift, compare
 from .records import AuditView, CommandView, StrategySpec, StrategyView
 from .transitions import COMMAND_ID, VERBS, Refused, State, Status, Verb, next_state, next_status
@@ -85,11 +85,12 @@ class _Strategy:
     @classmethod
     def load(cls, row: tuple[Any, ...]) -> _Strategy:
         name, kind, engine, process, params, state, auto_start, version, updated_at, declared = row
-        when = loads_time(updated_at)
-        assert when is not None
-        return cls(name=name, kind=kind, engine=engine, process=process, params=loads_json(params), desired_state=state,
-                   auto_start=bool(auto_start), version=int(version), updated_at=when,
-                   declared=None if declared is None else loads_json(declared))
+        try:
+            return cls(name=name, kind=kind, engine=engine, process=process, params=dict(loads_json(params)),
+                       desired_state=state, auto_start=bool(auto_start), version=int(version),
+                       updated_at=_required_time(updated_at), declared=None if declared is None else loads_json(declared))
+        except (ValueError, TypeError) as exc:
+            raise _damaged("strategies", name, exc) from exc
 
     def values(self, tx: Transaction) -> tuple[Any, ...]:
         """In STRATEGY_COLUMNS' order."""
@@ -440,16 +441,33 @@ def _audit(tx: Transaction, now: datetime, actor: str, action: str, strategy: st
 
 def _command_view(row: tuple[Any, ...]) -> CommandView:
     command_id, seq, strategy, verb, args, actor, status, reason, created_at, claimed_by, claimed_at, finished_at = row
-    created = loads_time(created_at)
-    assert created is not None
-    return CommandView(id=command_id, seq=int(seq), strategy=strategy, verb=cast(Verb, verb), args=loads_json(args),
-                       actor=actor, status=cast(Status, status), reason=reason, created_at=created,
-                       claimed_by=claimed_by, claimed_at=loads_time(claimed_at), finished_at=loads_time(finished_at))
+    try:
+        return CommandView(id=command_id, seq=int(seq), strategy=strategy, verb=cast(Verb, verb),
+                           args=dict(loads_json(args)), actor=actor, status=cast(Status, status), reason=reason,
+                           created_at=_required_time(created_at), claimed_by=claimed_by, claimed_at=loads_time(claimed_at),
+                           finished_at=loads_time(finished_at))
+    except (ValueError, TypeError) as exc:
+        raise _damaged("commands", command_id, exc) from exc
 
 
 def _audit_view(row: tuple[Any, ...]) -> AuditView:
     seq, at, actor, action, strategy, command_id, detail = row
-    when = loads_time(at)
-    assert when is not None
-    return AuditView(seq=int(seq), at=when, actor=actor, action=action, strategy=strategy, command_id=command_id,
-                     detail=loads_json(detail))
+    try:
+        return AuditView(seq=int(seq), at=_required_time(at), actor=actor, action=action, strategy=strategy,
+                         command_id=command_id, detail=dict(loads_json(detail)))
+    except (ValueError, TypeError) as exc:
+        raise _damaged("audit", seq, exc) from exc
+
+
+def _required_time(value: Any) -> datetime:
+    when = loads_time(value)
+    if when is None:
+        raise ValueError("no time where one is required")
+    return when
+
+
+def _damaged(table: str, key: Any, exc: Exception) -> DatabaseError:
+    """A row the store cannot read (edited by hand, or a disk's damage): the database's fault, so every caller
+    handles it as it handles a database that fails (algo-commander waits, the gateway answers 503), naming the row."""
+    return DatabaseError(f"the control-plane database holds a row it cannot read: {table} {key!r}: {exc} "
+                         "(repair or delete that row)")
