@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from . import disk_sync
 from .integrity import DamagedFile
 from .wal import RecordLog, scan
 
@@ -30,7 +31,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())
+        disk_sync.fsync(f.fileno(), path)
     os.replace(tmp, path)
     fsync_dir(path.parent)  # the rename itself must survive a power cut
 
@@ -39,7 +40,7 @@ def fsync_dir(folder: Path) -> None:
     """Make the folder's entries (a rename, a new or removed file) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        disk_sync.fsync(fd, folder)
     finally:
         os.close(fd)
 

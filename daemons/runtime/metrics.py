@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from . import disk_sync
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -51,6 +52,7 @@ class DaemonMetrics:
             "algo_event_loop_lag_seconds", "How late the watchdog tick ran: event-loop responsiveness",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5), registry=self.registry,
         )
+        self.registry.register(disk_sync.SYNC_SECONDS)  # the process's syncs, whichever module made them
         self._server: WSGIServer | None = None
 
     def serve(self, bind: str, port: int) -> None:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from . import disk_sync
 from .integrity import DamagedFile
 
 log = logging.getLogger("algo.state")
@@ -144,7 +145,7 @@ class RecordLog:
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.ftruncate(fd, at)
-            os.fsync(fd)  # the cut is durable before anything is appended after it
+            disk_sync.fsync(fd, self.path)  # the cut is durable before anything is appended after it
         finally:
             os.close(fd)
 
@@ -172,7 +173,7 @@ class RecordLog:
             while written < len(line):  # a short write: the rest, or the error (a full disk) that cut it short
                 written += os.write(self._fd, line[written:])
             if self.fsync and sync:
-                os.fdatasync(self._fd)  # the earlier unsynced records with it
+                disk_sync.fdatasync(self._fd, self.path)  # the earlier unsynced records with it
         except OSError:
             self._cut_back()
             raise
@@ -183,7 +184,7 @@ class RecordLog:
     def sync(self) -> None:
         """fdatasync what was appended without it; OSError if the disk refuses."""
         if self.unsynced:
-            os.fdatasync(self._fd)  # a refusal leaves them unsynced: the next call tries again
+            disk_sync.fdatasync(self._fd, self.path)  # a refusal leaves them unsynced: the next call tries again
             self.unsynced = False
 
     def truncate(self) -> None:
