@@ -7,8 +7,7 @@ dead worker's successor takes over), and finished once: executed, or failed with
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -23,7 +22,9 @@ from .drift import ABSENT, Drift, compare
 from .records import AuditView, CommandView, StrategySpec, StrategyView
 from .transitions import COMMAND_ID, VERBS, Refused, State, Status, Verb, next_state, next_status
 
-STRATEGY_COLUMNS = "name, kind, engine, process, params, desired_state, auto_start, version, updated_at, declared"
+STRATEGY_FIELDS = ("name", "kind", "engine", "process", "params", "desired_state", "auto_start", "version", "updated_at",
+                   "declared")
+STRATEGY_COLUMNS = ", ".join(STRATEGY_FIELDS)
 COMMAND_COLUMNS = "id, seq, strategy, verb, args, actor, status, reason, created_at, claimed_by, claimed_at, finished_at"
 AUDIT_COLUMNS = "seq, at, actor, action, strategy, command_id, detail"
 
@@ -93,7 +94,7 @@ class _Strategy:
             raise _damaged("strategies", name, exc) from exc
 
     def values(self, tx: Transaction) -> tuple[Any, ...]:
-        """In STRATEGY_COLUMNS' order."""
+        """In STRATEGY_FIELDS' order."""
         return (self.name, self.kind, self.engine, self.process, tx.json(self.params), self.desired_state,
                 self.auto_start, self.version, tx.time(self.updated_at),
                 None if self.declared is None else tx.json(self.declared))
@@ -125,19 +126,14 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Transaction]:
-        with self.db.transaction() as tx:
-            yield tx
-
     # -- the registry ---------------------------------------------------------------------------
 
     def strategies(self) -> list[StrategyView]:
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             return [_Strategy.load(row).view() for row in tx.rows(f"SELECT {STRATEGY_COLUMNS} FROM strategies ORDER BY name")]
 
     def strategy(self, name: str) -> StrategyView | None:
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             row = _strategy(tx, name)
             return None if row is None else row.view()
 
@@ -146,7 +142,7 @@ class Store:
         (Invalid names the field); a name already taken is Exists; nothing is written either way."""
         _judge(spec.name, spec.kind, spec.params)
         now = _now()
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             if _strategy(tx, spec.name) is not None:
                 raise Exists(f"strategy {spec.name!r} exists")
             row = _Strategy.of(spec, now, None)
@@ -157,7 +153,7 @@ class Store:
 
     def record(self, actor: str, action: str, strategy: str | None, command_id: str | None, detail: dict[str, Any]) -> None:
         """Append an audit row for something that changed nothing here: a refused request, the kill switch."""
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             _audit(tx, _now(), actor, action, strategy, command_id, detail)
 
     def seed(self, declared: Sequence[StrategySpec], actor: str, *, reset: bool = False) -> SeedReport:
@@ -171,7 +167,7 @@ class Store:
         """
         report = SeedReport()
         now = _now()
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             rows = {row.name: row for row in map(_Strategy.load, tx.rows(
                 f"SELECT {STRATEGY_COLUMNS} FROM strategies ORDER BY name{tx.for_update}"))}
             drifts = compare(declared, [row.view() for row in rows.values()])
@@ -222,7 +218,7 @@ class Store:
         if not 0 < len(actor) <= 128:
             raise Refused("a command needs an actor of 1-128 characters")
         now = _now()
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             found = _command(tx, command_id)
             if found is None:
                 row = _strategy(tx, strategy)
@@ -255,7 +251,7 @@ class Store:
         while True:
             now = _now()
             expired = now - timedelta(seconds=lease_sec)
-            with self._transaction() as tx:
+            with self.db.transaction() as tx:
                 # another of the strategy's commands ahead of it in the queue, or in a worker's hands (on
                 # PostgreSQL an older sequence number can commit after a younger one was claimed)
                 due = ("c.status = 'pending' AND (c.claimed_at IS NULL OR c.claimed_at < ?) AND NOT EXISTS ("
@@ -289,7 +285,7 @@ class Store:
         """Record a command's outcome once; an executed one changes its strategy by the table (a change
         the strategy's state no longer allows fails instead). The same outcome again is a no-op."""
         now = _now()
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             command = _command(tx, command_id, lock=True)
             if command is None:
                 raise LookupError(f"no command {command_id!r}")
@@ -308,20 +304,20 @@ class Store:
             return _close(tx, command, outcome, reason, worker, now)
 
     def command(self, command_id: str) -> CommandView | None:
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             return _command(tx, command_id)
 
     def history(self, strategy: str | None = None, limit: int = 50) -> list[CommandView]:
         """The newest commands first."""
         where, params = _of_strategy(strategy)
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             return [_command_view(row) for row in tx.rows(
                 f"SELECT {COMMAND_COLUMNS} FROM commands{where} ORDER BY seq DESC LIMIT ?", *params, limit)]
 
     def audit(self, strategy: str | None = None, limit: int = 200) -> list[AuditView]:
         """The audit trail, oldest first (of the newest ``limit`` rows)."""
         where, params = _of_strategy(strategy)
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             rows = tx.rows(f"SELECT {AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ?", *params, limit)
         return [_audit_view(row) for row in reversed(rows)]
 
@@ -336,14 +332,12 @@ def _strategy(tx: Transaction, name: str, *, lock: bool = False) -> _Strategy | 
 
 
 def _insert(tx: Transaction, row: _Strategy) -> None:
-    tx.rows(f"INSERT INTO strategies ({STRATEGY_COLUMNS}) VALUES ({placeholders(STRATEGY_COLUMNS.split(','))})",
-            *row.values(tx))
+    tx.rows(f"INSERT INTO strategies ({STRATEGY_COLUMNS}) VALUES ({placeholders(STRATEGY_FIELDS)})", *row.values(tx))
 
 
 def _save(tx: Transaction, row: _Strategy) -> None:
-    names = [c.strip() for c in STRATEGY_COLUMNS.split(",")]
-    values = row.values(tx)
-    tx.rows(f"UPDATE strategies SET {', '.join(f'{n} = ?' for n in names[1:])} WHERE name = ?", *values[1:], values[0])
+    name, *rest = row.values(tx)
+    tx.rows(f"UPDATE strategies SET {', '.join(f'{f} = ?' for f in STRATEGY_FIELDS[1:])} WHERE name = ?", *rest, name)
 
 
 def _command(tx: Transaction, command_id: str, *, lock: bool = False) -> CommandView | None:
