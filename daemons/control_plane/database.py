@@ -52,14 +52,19 @@ class Location:
 
     @classmethod
     def of(cls, url: str) -> Location:
-        """``sqlite:////abs/path.db`` (``sqlite://``: in memory) or ``postgresql+psycopg://user@host/db?host=...``,
-        the URLs fleet.toml's ``[control_plane] database_url`` accepts (SQLAlchemy's spelling of them)."""
+        """``sqlite:////abs/path.db`` or ``postgresql+psycopg://user@host/db?host=...``, the URLs fleet.toml's
+        ``[control_plane] database_url`` accepts (SQLAlchemy's spelling of them)."""
         scheme, sep, rest = url.partition("://")
-        if scheme == "sqlite" and sep:
-            return cls("sqlite", rest[1:] if rest.startswith("/") else ":memory:")
+        if scheme == "sqlite" and sep and len(rest) > 1 and rest.startswith("/"):
+            return cls("sqlite", rest[1:])
         if scheme in ("postgresql", "postgresql+psycopg") and sep:
             return cls("postgresql", f"postgresql://{rest}")
-        raise ValueError(f"the control plane runs on SQLite or PostgreSQL, not {scheme or url!r}")
+        raise ValueError(f"the control plane runs on SQLite (a file) or PostgreSQL, not {url!r}")
+
+    def make_folder(self) -> None:
+        """SQLite's file's folder, created: a fresh host's state directory holds no database yet."""
+        if self.dialect == "sqlite":
+            Path(self.target).parent.mkdir(parents=True, exist_ok=True)
 
 
 class Transaction:
@@ -130,8 +135,7 @@ class Database:
         if self.dialect == "sqlite":
             import sqlite3
 
-            if self.location.target != ":memory:":
-                Path(self.location.target).parent.mkdir(parents=True, exist_ok=True)
+            self.location.make_folder()
             # isolation_level=None: the driver's own BEGIN would be deferred; ours takes the write lock up front
             connection = sqlite3.connect(self.location.target, isolation_level=None, check_same_thread=False,
                                          timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
@@ -162,13 +166,13 @@ class Database:
             try:
                 cursor = self._begin()
             except errors as exc:
-                raise DatabaseError(_first_line(exc)) from exc
+                raise DatabaseError(first_line(exc)) from exc
             try:
                 yield Transaction(self.dialect, cursor)
                 cursor.execute("COMMIT")
             except errors as exc:
                 self._discard()
-                raise DatabaseError(_first_line(exc)) from exc
+                raise DatabaseError(first_line(exc)) from exc
             except BaseException:
                 try:
                     cursor.execute("ROLLBACK")
@@ -208,7 +212,8 @@ class Database:
             self._discard()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line for a log or an HTTP answer (a driver's can run to many)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
@@ -238,9 +243,7 @@ def migration_engine(url: str) -> Engine:
     """A SQLAlchemy engine for Alembic (SQLite's directory created, as the daemons' own connection does)."""
     from sqlalchemy import create_engine
 
-    location = Location.of(url)
-    if location.dialect == "sqlite" and location.target != ":memory:":
-        Path(location.target).parent.mkdir(parents=True, exist_ok=True)
+    Location.of(url).make_folder()
     return create_engine(url)
 
 
@@ -259,7 +262,7 @@ def _run_alembic(url: str, step: Literal["upgrade", "downgrade"], revision: str)
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(exc, SQLAlchemyError):
-            raise DatabaseError(_first_line(exc)) from exc
+            raise DatabaseError(first_line(exc)) from exc
         raise
     finally:
         engine.dispose()

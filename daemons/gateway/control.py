@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..control_plane.database import DatabaseError, SchemaError
+from ..control_plane.database import DatabaseError, SchemaError, first_line
 from ..control_plane.store import Store
 
 log = logging.getLogger("algo.gateway")
@@ -38,7 +38,7 @@ class ControlPlane:
                 try:
                     self._store = Store.open(self.url)
                 except (SchemaError, DatabaseError, OSError) as exc:
-                    raise Unavailable(_first_line(exc)) from None
+                    raise Unavailable(first_line(exc)) from None
             return self._store
 
     async def call(self, fn: Callable[[Store], T]) -> T:
@@ -55,15 +55,11 @@ class ControlPlane:
             raise
         except DatabaseError as exc:
             self.failures += 1
-            log.warning("the control plane's database failed: %s", _first_line(exc))
-            raise Unavailable(_first_line(exc)) from None
+            log.warning("the control plane's database failed: %s", first_line(exc))
+            raise Unavailable(first_line(exc)) from None
 
     def close(self) -> None:
         with self._lock:
             if self._store is not None:
                 self._store.close()
                 self._store = None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
