@@ -4,12 +4,14 @@ the subtree of a sandbox that runs in cgroups of its own, even one that starts w
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemons.algoctl import sandbox
+from tests.helpers import unavailable
 
 
 @pytest.fixture
@@ -50,3 +52,24 @@ def test_one_that_starts_while_the_tree_is_walked_is_not_counted_either(
     monkeypatch.setattr(os, "walk", walk_while_one_starts)
     hostb = {d for d in sandbox._cgroup_dirs() if "algo-mh-hostb" in d.parts}
     assert not hostb, f"a shared sandbox's stop would remove {sorted(hostb)}"
+
+
+def test_a_host_s_shell_makes_and_joins_its_cgroup_even_when_its_directory_is_gone() -> None:
+    """On the real cgroup tree (root): the directory an own-cgroup sandbox's shell joins may be removed by anyone
+    while it is empty (CI: "cannot create .../blkio/algo-mh-mdx/cgroup.procs"). The shell's line makes it again
+    and moves in, so here, with no directory made beforehand, the shell still ends up inside it."""
+    if os.geteuid() != 0:
+        unavailable("real cgroup tree", "moving a shell into a new cgroup needs root")
+    name = f"algo-test-join-{os.getpid()}"
+    hierarchies = [h for h in sandbox.own_cgroup_dirs(name) if h.fstype == "cgroup" and h.options]
+    if not hierarchies:
+        unavailable("real cgroup tree", "no cgroup v1 controller hierarchy is mounted under /sys/fs/cgroup")
+    h = hierarchies[0]
+    assert not h.path.exists()
+    try:
+        out = subprocess.run(["sh", "-c", f"{sandbox._join_cgroup(h)}; cat /proc/self/cgroup"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+        assert f"/{name}" in out, out
+    finally:
+        if h.path.exists():
+            h.path.rmdir()

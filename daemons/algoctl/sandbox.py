@@ -288,11 +288,7 @@ class Sandbox:
         OWN_CGROUPS.mkdir(exist_ok=True)
         (OWN_CGROUPS / self.cgroup).touch()  # before its directories exist: a shared sandbox never sees them
         for h in own_cgroup_dirs(self.cgroup):
-            h.path.mkdir(exist_ok=True)
-            if h.options.split(",")[0] == "cpuset":  # a cpuset without cpus and mems takes no task
-                for name in ("cpuset.cpus", "cpuset.mems"):
-                    (h.path / name).write_text((h.path.parent / name).read_text())
-            lines.append(f"echo 0 > {shlex.quote(str(h.path / 'cgroup.procs'))}")
+            lines.append(_join_cgroup(h))
             mounts += [f"mkdir -p {shlex.quote(str(h.mountpoint))}",
                        f"mount -t {h.fstype} {'-o ' + h.options if h.options else ''} cgroup {shlex.quote(str(h.mountpoint))}"]
         stage2 = "\n".join(["set -e", *mounts, exec_init])
@@ -471,6 +467,20 @@ def own_cgroup_dirs(name: str) -> list[OwnCgroup]:
             controllers = [o for o in opts.split(",") if o not in CGROUP_MOUNT_FLAGS] if fstype == "cgroup" else []
             found.append(OwnCgroup(Path(point), fstype, ",".join(controllers), Path(point) / name))
     return found
+
+
+def _join_cgroup(h: OwnCgroup, attempts: int = 50) -> str:
+    """A script line by which the starting shell makes its directory in one hierarchy and moves itself in,
+    again until it is in: an empty cgroup may be removed by anyone between the two (CI saw a directory vanish
+    from under the shell: "cannot create .../cgroup.procs"), one with a task in it cannot."""
+    d = shlex.quote(str(h.path))
+    make = f"mkdir -p {d}"
+    if h.options.split(",")[0] == "cpuset":  # a cpuset without cpus and mems takes no task
+        parent = shlex.quote(str(h.path.parent))
+        make += "".join(f" && cat {parent}/{name} > {d}/{name}" for name in ("cpuset.cpus", "cpuset.mems"))
+    failed = shlex.quote(f"cannot move into the sandbox's cgroup {h.path}")
+    return (f"n=0; until {{ {make} && echo 0 > {d}/cgroup.procs; }} 2>/dev/null; do n=$((n+1)); "
+            f"[ $n -lt {attempts} ] || {{ echo {failed} >&2; exit 1; }}; sleep 0.1; done")
 
 
 CGROUP_MOUNT_FLAGS = frozenset({"rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "clone_children",
